@@ -1,0 +1,67 @@
+"""The one error hierarchy of nnre: every failure a user can cause is an NnreError.
+
+Each error carries *where* (file, line, column, field, tensor) and *what was expected*, so the
+CLI can print one located ``error:`` line and the library never has to print or exit.
+"""
+
+from __future__ import annotations
+
+
+class NnreError(Exception):
+    """Base of every error nnre raises on bad input."""
+
+
+class EquationError(NnreError):
+    """A problem in equation text: syntax, names, functions, time indices, cycles, shapes.
+
+    ``line`` and ``column`` are 1-based; ``source_line`` is the offending line as written, and
+    ``str(err)`` shows it with a caret under the spot.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        line: int | None = None,
+        column: int | None = None,
+        source_line: str | None = None,
+        expected: str | None = None,
+        filename: str | None = None,
+    ) -> None:
+        self.message = message
+        self.line = line
+        self.column = column
+        self.source_line = source_line
+        self.expected = expected
+        self.filename = filename
+        super().__init__(self._render())
+
+    def _render(self) -> str:
+        where = self.filename or "<equations>"
+        if self.line is not None:
+            where += f":{self.line}"
+            if self.column is not None:
+                where += f":{self.column}"
+        text = f"{where}: {self.message}"
+        if self.expected:
+            text += f" (expected {self.expected})"
+        if self.source_line is not None and self.column is not None:
+            shown = self.source_line.replace("\t", " ")
+            text += f"\n    {shown}\n    {' ' * (self.column - 1)}^"
+        return text
+
+    def one_line(self) -> str:
+        """The message without the caret display, for single-line CLI output."""
+        return self._render().split("\n", 1)[0]
+
+
+class ShapeError(EquationError):
+    """Operand shapes that do not fit an equation, or weights that do not fit the equations."""
+
+
+class BundleError(NnreError):
+    """A .bundle file (or bytes) that is malformed, unsafe, or not what the reader supports."""
+
+
+class FeedError(NnreError):
+    """Inputs or state passed to a model that do not match its signature."""
