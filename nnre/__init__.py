@@ -1,6 +1,7 @@
 """nnre: run neural networks written as Unicode equations plus weight matrices."""
 
 from nnre.errors import BundleError, EquationError, FeedError, NnreError, ShapeError
+from nnre.model import Model, TensorSpec
 
 __version__ = "0.1.0"
 
@@ -8,7 +9,9 @@ __all__ = [
     "BundleError",
     "EquationError",
     "FeedError",
+    "Model",
     "NnreError",
     "ShapeError",
+    "TensorSpec",
     "__version__",
 ]

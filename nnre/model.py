@@ -161,7 +161,9 @@ class Model:
             elif stage == "pre":
                 results[name] = pre.arrays[index].reshape(steps, batch, -1).copy()
             else:
-                row = self._consts[index].reshape(-1)
+                const = self._consts[index]
+                assert const is not None
+                row = const.reshape(-1)
                 results[name] = np.broadcast_to(row, (steps, batch, row.size)).copy()
         tapes = loop.tapes
         for t in range(steps):
@@ -195,7 +197,8 @@ class Model:
                             + ", ".join(self._inputs or ["(none)"]))
         missing = [n for n in self._inputs if n not in feeds]
         if missing:
-            raise FeedError(f"missing input '{missing[0]}' of shape {self._inputs[missing[0]].shape}")
+            spec = self._inputs[missing[0]]
+            raise FeedError(f"missing input '{missing[0]}' of shape {spec.shape}")
         xs: Arrays = {}
         dims: set[tuple[int, ...]] = set()
         batched = True
