@@ -111,8 +111,8 @@ def main() -> None:
                     size=(args.steps, batch, args.vocab)).astype(np.float32)
                 want, got = fused.run(xs)[0], model.run({"x": xs})[0]["y"]
                 np.testing.assert_allclose(got, want, atol=2e-5)
-                t_ref = best_of(lambda xs=xs: fused.run(xs), repeats) / args.steps
-                t_nnre = best_of(lambda xs=xs: model.run({"x": xs}), repeats) / args.steps
+                t_ref = best_of(lambda xs=xs, f=fused: f.run(xs), repeats) / args.steps
+                t_nnre = best_of(lambda xs=xs, m=model: m.run({"x": xs}), repeats) / args.steps
                 print(f"{threads:>7} {hidden:>5} {batch:>4} {t_ref * 1e6:>14.1f} "
                       f"{t_nnre * 1e6:>13.1f} {t_nnre / t_ref:>10.2f}")
 

@@ -24,6 +24,7 @@ from nnre.equations.to_sympy import (
     state_symbol_name,
 )
 from nnre.errors import EquationError
+from nnre.optimize import optimize as optimize_program
 from nnre.program import STAGES, Instr, Program, Slot
 
 _RANK = {stage: i for i, stage in enumerate(STAGES)}
@@ -320,6 +321,8 @@ _HANDLERS: dict[type, Any] = {
 }
 
 
-def compile_program(sym: SympyModel, roles: Roles, dtype: str = "float32") -> Program:
-    """Compile a checked SymPy model into a Program."""
-    return Compiler(sym, roles, dtype).compile()
+def compile_program(sym: SympyModel, roles: Roles, dtype: str = "float32",
+                    optimize: bool = True) -> Program:
+    """Compile a checked SymPy model into a Program (stacked and fused unless told not to)."""
+    prog = Compiler(sym, roles, dtype).compile()
+    return optimize_program(prog) if optimize else prog

@@ -34,6 +34,7 @@ class OpDef:
     kernel: Callable[..., Any]
     shape: Callable[..., Shape]
     view: bool = False  # True: returns a view of its input, writes nothing
+    ufunc: Callable[..., Any] | None = None  # same as kernel, callable without a wrapper
 
 
 def _same(a: Shape, *rest: Shape, **_: Any) -> Shape:
@@ -128,11 +129,11 @@ def _transpose_shape(a: Shape) -> Shape:
 
 
 def _elementwise(name: str, ufunc: Callable[..., Any]) -> OpDef:
-    return OpDef(name, 1, lambda x, out: ufunc(x, out=out), _same)
+    return OpDef(name, 1, lambda x, out: ufunc(x, out=out), _same, ufunc=ufunc)
 
 
 def _binary(name: str, ufunc: Callable[..., Any]) -> OpDef:
-    return OpDef(name, 2, lambda a, b, out: ufunc(a, b, out=out), _broadcast)
+    return OpDef(name, 2, lambda a, b, out: ufunc(a, b, out=out), _broadcast, ufunc=ufunc)
 
 
 OPS: dict[str, OpDef] = {op.name: op for op in [
@@ -140,7 +141,8 @@ OPS: dict[str, OpDef] = {op.name: op for op in [
     _binary("sub", np.subtract),
     _binary("mul", np.multiply),
     _binary("div", np.divide),
-    OpDef("matmul", 2, lambda a, b, out: np.matmul(a, b, out=out), _matmul_shape),
+    OpDef("matmul", 2, lambda a, b, out: np.matmul(a, b, out=out), _matmul_shape,
+          ufunc=np.matmul),
     OpDef("rowdot", 2, _rowdot, _rowdot_shape),
     _elementwise("neg", np.negative),
     _elementwise("tanh", np.tanh),

@@ -57,7 +57,7 @@ def _bind(ins: Instr, arrays: list[Any], rows: int, dtype: str, prog: Program,
         return None
     if allocate or arrays[ins.out] is None:
         arrays[ins.out] = np.empty((rows, *prog.slots[ins.out].shape), dtype=dtype)
-    return functools.partial(op.kernel, *args, out=arrays[ins.out], **attrs)
+    return functools.partial(op.ufunc or op.kernel, *args, out=arrays[ins.out], **attrs)
 
 
 class PreStage:
@@ -68,6 +68,27 @@ class PreStage:
         for index in prog.inputs.values():
             self.arrays[index] = np.empty((rows, *prog.slots[index].shape), dtype=prog.dtype)
         self.tape: Tape = [f for ins in prog.pre
+                           if (f := _bind(ins, self.arrays, rows, prog.dtype, prog)) is not None]
+
+
+class PostStage:
+    """Buffers and tape for the work after the loop, at time × batch rows.
+
+    ``captures`` are the loop values it reads: the loop copies each into row block t of
+    its capture buffer at every step.
+    """
+
+    def __init__(self, prog: Program, consts: list[Any], rows: int, pre: PreStage) -> None:
+        self.arrays = list(consts)
+        for index, slot in enumerate(prog.slots):
+            if slot.stage == "pre":
+                self.arrays[index] = pre.arrays[index]
+        moved = {ins.out for ins in prog.post}
+        self.captures = sorted({a for ins in prog.post for a in ins.args
+                                if prog.slots[a].stage == "loop" and a not in moved})
+        for index in self.captures:
+            self.arrays[index] = np.empty((rows, *prog.slots[index].shape), dtype=prog.dtype)
+        self.tape: Tape = [f for ins in prog.post
                            if (f := _bind(ins, self.arrays, rows, prog.dtype, prog)) is not None]
 
 
