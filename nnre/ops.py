@@ -95,11 +95,6 @@ def _copy(x: np.ndarray, out: np.ndarray) -> np.ndarray:
     return out
 
 
-def _fill(out: np.ndarray, value: float) -> np.ndarray:
-    out.fill(value)
-    return out
-
-
 def _matmul_shape(a: Shape, b: Shape, **_: Any) -> Shape:
     if len(b) != 2 or a[-1] != b[0]:
         raise ValueError(f"matmul of {a} and {b}")
@@ -156,7 +151,6 @@ OPS: dict[str, OpDef] = {op.name: op for op in [
     OpDef("log_softmax", 1, _log_softmax, _same),
     OpDef("pow", 1, _power, _same),
     OpDef("copy", 1, _copy, _same),
-    OpDef("fill", 0, _fill, lambda **_: ()),
     OpDef("concat", -1, _concat, _concat_shape),
     OpDef("slice", 1, lambda a, start, stop: a[..., start:stop], _slice_shape, view=True),
     OpDef("reshape", 1, lambda a, shape: a.reshape(shape), _reshape_shape, view=True),

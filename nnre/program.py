@@ -58,6 +58,9 @@ class Program:
     def max_lag(self) -> int:
         return max((lag for _, lag in self.state_in), default=0)
 
+    def max_lag_of(self, name: str) -> int:
+        return max(lag for state, lag in self.state_in if state == name)
+
     def listing(self) -> str:
         """One instruction per line with shapes: the program as a person can read it."""
         lines = [f"# dtype {self.dtype}; B is the batch, or time × batch in 'pre' and 'post'"]
