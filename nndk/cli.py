@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 from nndk import __version__
 from nndk.check import describe
 from nndk.gradcheck import gradcheck, make_problem
+from nndk.init import INIT_SCHEMES
 from nndk.models import parse_bindings, read_model
+from nndk.optim import OPTIMIZERS
+from nndk.progress import Reporter
+from nndk.train import TrainConfig, start
+from nndk.train import resume as resume_training
 from nnre.cli import run_cli
 
 
@@ -71,6 +78,67 @@ def gradcheck_command(model: str, bindings: tuple[str, ...], steps: int, batch: 
         raise click.ClickException(f"{filename}: gradient check failed (worst relative error "
                                    f"{worst:.2e} > {tolerance:g})")
     click.echo(f"{filename}: {len(errors)} gradients match (worst relative error {worst:.2e})")
+
+
+@cli.command("train")
+@click.argument("data", metavar="DATA", type=click.Path(dir_okay=False))
+@click.option("--model", default="lstm", show_default=True,
+              help="Template (lstm, gru, rnn) or a path to an .eqn file.")
+@click.option("--set", "bindings", multiple=True, metavar="NAME=N",
+              help="Bind a dimension, e.g. --set H=256 (default H=128).")
+@click.option("--seq-length", default=50, show_default=True, help="Steps of BPTT per batch.")
+@click.option("--batch-size", default=32, show_default=True, help="Parallel text streams.")
+@click.option("--steps", type=int, default=None, help="Optimizer steps (default: 1 epoch).")
+@click.option("--epochs", type=float, default=None, help="Passes over the training split.")
+@click.option("--lr", default=2e-3, show_default=True, help="Learning rate.")
+@click.option("--optimizer", type=click.Choice(sorted(OPTIMIZERS)), default="adam",
+              show_default=True)
+@click.option("--clip", default=5.0, show_default=True,
+              help="Clip the global gradient norm to this (0: off).")
+@click.option("--lr-decay", default=1.0, show_default=True,
+              help="Multiply the learning rate by this every --decay-every steps.")
+@click.option("--decay-every", default=0, show_default=True)
+@click.option("--val-frac", default=0.1, show_default=True,
+              help="Fraction of the text held out for validation.")
+@click.option("--eval-every", default=100, show_default=True,
+              help="Evaluate, sample and checkpoint every N steps.")
+@click.option("--sample-every", default=0, show_default=True,
+              help="Sample every N steps (0: at each evaluation).")
+@click.option("--sample-length", default=200, show_default=True)
+@click.option("--temperature", default=0.8, show_default=True, help="Of the progress samples.")
+@click.option("--init", "init_scheme", type=click.Choice(INIT_SCHEMES), default="auto",
+              show_default=True, help="auto: orthogonal square matrices, Xavier the rest.")
+@click.option("--seed", default=0, show_default=True, help="Drives every random choice.")
+@click.option("--checkpoint-dir", default="checkpoints", show_default=True,
+              type=click.Path(file_okay=False))
+@click.option("--resume", "resume_dir", type=click.Path(), default=None,
+              help="Continue a checkpoint exactly (weights, optimizer, step, data, RNG).")
+def train_command(data: str, model: str, bindings: tuple[str, ...], resume_dir: str | None,
+                  checkpoint_dir: str, init_scheme: str, **options: Any) -> None:
+    """Train MODEL on the text file DATA, character by character (char-rnn style).
+
+    Prints progress on stderr (a bar in a terminal, log lines otherwise) with the loss,
+    validation loss in bits per character, speed and ETA, and a text sample at each
+    evaluation. Checkpoints go to --checkpoint-dir atomically; Ctrl-C saves one and exits.
+
+    \b
+    Examples:
+      nndk train input.txt --set H=128 --steps 2000
+      nndk train input.txt --resume checkpoints --steps 4000
+    """
+    if resume_dir:
+        trainer = resume_training(resume_dir, data, options["steps"])
+    else:
+        dims = {"H": 128} | parse_bindings(bindings)
+        config = TrainConfig(model=model, dims=dims, init=init_scheme, **options)
+        trainer = start(config, data)
+    try:
+        trainer.fit(checkpoint_dir, Reporter())
+    except KeyboardInterrupt:
+        click.echo(f"\ninterrupted at step {trainer.step}; checkpoint saved in "
+                   f"{checkpoint_dir}", err=True)
+        raise SystemExit(130) from None
+    click.echo(f"trained {trainer.step} steps; checkpoint: {checkpoint_dir}", err=True)
 
 
 def main() -> None:

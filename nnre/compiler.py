@@ -42,6 +42,7 @@ class Compiler:
     # -- slots ---------------------------------------------------------------------------
     def slot(self, kind: str, shape: tuple[int, int], stage: str, name: str = "") -> int:
         index = len(self.prog.slots)
+        shape = (int(shape[0]), int(shape[1]))
         if stage != "const":
             if shape[0] != 1 and shape[1] != 1:
                 raise EquationError(

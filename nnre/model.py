@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from nnre.compiler import compile_program
-from nnre.equations import check
+from nnre.equations import check, param_shapes
 from nnre.equations.lexer import canonical_name
 from nnre.errors import EquationError, FeedError, ShapeError
 from nnre.program import Program
@@ -75,9 +75,8 @@ class Model:
                              expected="one of " + ", ".join(roles.params or ["(none)"]),
                              filename=filename)
         specs = {}
-        for name in roles.params:
+        for name, want in param_shapes(checked).items():
             r, c = shapes.of[name]
-            want = (r, c) if name in shapes.matrices else () if name in shapes.scalar else (r,)
             if name not in weights:
                 raise ShapeError(f"missing weight '{name}' of shape {want}", filename=filename)
             if weights[name].shape not in (want, (r, c)):

@@ -22,27 +22,33 @@ Tape = list[Callable[[], Any]]
 
 def run_prologue(prog: Program, params: dict[str, np.ndarray]) -> list[np.ndarray | None]:
     """Constant slots: parameters, literals, and everything computed from them (once)."""
-    arrays: list[np.ndarray | None] = [None] * len(prog.slots)
+    return bind_prologue(prog, params)[0]
+
+
+def bind_prologue(prog: Program, params: dict[str, np.ndarray]
+                  ) -> tuple[list[Any], Tape]:
+    """Constant slots and a tape that recomputes them in place.
+
+    Parameters are bound by reference (reshaped views where possible), so a trainer that
+    updates its arrays in place only has to replay the tape to refresh stacked weights.
+    """
+    arrays: list[Any] = [None] * len(prog.slots)
     for index, value in prog.literals.items():
         arrays[index] = value
     for name, index in prog.params.items():
         arrays[index] = params[name].reshape(prog.slots[index].shape)
+    tape: Tape = []
     for ins in prog.prologue:
-        _execute(ins, arrays, prog)
-    return arrays
-
-
-def _execute(ins: Instr, arrays: list[Any], prog: Program) -> None:
-    """Run one instruction once, allocating its result (for the prologue)."""
-    op = OPS[ins.op]
-    args = [arrays[a] for a in ins.args]
-    attrs = dict(ins.attrs)
-    if op.view:
-        arrays[ins.out] = op.kernel(*args, **attrs)
-        return
-    out = np.empty(prog.slots[ins.out].shape, dtype=prog.dtype)
-    op.kernel(*args, out=out, **attrs)
-    arrays[ins.out] = out
+        op = OPS[ins.op]
+        if op.view:
+            arrays[ins.out] = op.kernel(*[arrays[a] for a in ins.args], **dict(ins.attrs))
+            continue
+        arrays[ins.out] = np.empty(prog.slots[ins.out].shape, dtype=prog.dtype)
+        call = functools.partial(op.kernel, *[arrays[a] for a in ins.args],
+                                 out=arrays[ins.out], **dict(ins.attrs))
+        call()
+        tape.append(call)
+    return arrays, tape
 
 
 def _bind(ins: Instr, arrays: list[Any], rows: int, dtype: str, prog: Program,
