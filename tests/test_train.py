@@ -134,3 +134,17 @@ def test_every_optimizer_descends_a_quadratic(name: str) -> None:
     for _ in range(200):
         opt.step(p, {"w": 2 * p["w"]}, lr)
     assert float(np.sum(p["w"] ** 2)) < 0.1 * 13.0
+
+
+def test_shipped_corpus_learns_well_below_unigram_entropy(tmp_path: Path) -> None:
+    corpus_path = Path(__file__).resolve().parent.parent / "samples" / "corpus.txt"
+    text = corpus_path.read_text(encoding="utf-8")
+    counts = np.unique(np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32),
+                       return_counts=True)[1]
+    p = counts / counts.sum()
+    unigram_bits = float(-(p * np.log2(p)).sum())
+    trainer = start(TrainConfig(dims={"H": 32}, seq_length=25, batch_size=16, steps=200,
+                                eval_every=200, sample_length=0, lr=1e-2), corpus_path)
+    trainer.fit(tmp_path, quiet)
+    val_bits = trainer.history["val_loss"] / np.log(2)
+    assert val_bits < 0.6 * unigram_bits, (val_bits, unigram_bits)
