@@ -117,8 +117,7 @@ def check_layout(tensors: tuple[TensorEntry, ...], header_len: int, size: int) -
     for i, t in enumerate(tensors):
         where = f"header.tensors[{i}] ({t.name!r})"
         if t.offset != want:
-            why = "not 64-byte aligned" if t.offset % 64 else (
-                "overlaps the previous tensor" if t.offset < want else "leaves a gap")
+            why = _offset_fault(t.offset, want, size - start)
             raise InvalidBundle("bad-offset", f"offset {t.offset} is {why}; v1 places it at "
                                 f"{want}", field=f"{where}.offset", offset=start + t.offset)
         if start + t.offset + t.nbytes > size:
@@ -134,6 +133,14 @@ def check_layout(tensors: tuple[TensorEntry, ...], header_len: int, size: int) -
         raise InvalidBundle("trailing-bytes", f"{size - end} bytes after the last tensor; "
                             f"the file must end at byte {end}", offset=end)
     return start
+
+
+def _offset_fault(offset: int, want: int, section: int) -> str:
+    if offset > section:
+        return f"beyond the end of the tensor section ({section} bytes)"
+    if offset % 64:
+        return "not 64-byte aligned"
+    return "overlaps the previous tensor" if offset < want else "leaves a gap after it"
 
 
 def _check_padding(buf: Buffer, header_len: int, tensors: tuple[TensorEntry, ...]) -> None:
@@ -155,7 +162,7 @@ def decode(src: Source, *, check_data: bool = False) -> Bundle:
         return _decode(buf, label, check_data)
     except InvalidBundle as err:
         if isinstance(buf, mmap.mmap):
-            buf.close()
+            buf.close()  # no views exist yet: they are made only after every check
         if label != "<bytes>":
             raise err.at_source(label) from None
         raise
@@ -164,7 +171,7 @@ def decode(src: Source, *, check_data: bool = False) -> Bundle:
 def _decode(buf: Buffer, label: str, check_data: bool) -> Bundle:
     minor, header_len = read_preamble(buf)
     end = PREAMBLE_SIZE + header_len
-    digest = hashlib.sha256(memoryview(buf)[:end]).digest()
+    digest = _sha256(buf, 0, end)
     if digest != bytes(buf[end:end + DIGEST_SIZE]):
         raise InvalidBundle("header-digest", "header sha256 does not match the stored digest "
                             "(the header or preamble is corrupt)", offset=end)
@@ -172,12 +179,16 @@ def _decode(buf: Buffer, label: str, check_data: bool) -> Bundle:
     header = validate_header(raw, minor)
     start = check_layout(header.tensors, header_len, len(buf))
     _check_padding(buf, header_len, header.tensors)
-    tensors = {t.name: _view(buf, start, t) for t in header.tensors}
-    bundle = Bundle((VERSION_MAJOR, minor), header, digest.hex(), len(buf), start, tensors,
-                    label, buf)
     if check_data:
-        check_tensor_digests(bundle)
-    return bundle
+        check_tensor_digests(buf, start, header.tensors)
+    tensors = {t.name: _view(buf, start, t) for t in header.tensors}
+    return Bundle((VERSION_MAJOR, minor), header, digest.hex(), len(buf), start, tensors,
+                  label, buf)
+
+
+def _sha256(buf: Buffer, lo: int, hi: int) -> bytes:
+    with memoryview(buf) as whole, whole[lo:hi] as part:
+        return hashlib.sha256(part).digest()
 
 
 def _view(buf: Buffer, start: int, t: TensorEntry) -> np.ndarray:
@@ -188,16 +199,14 @@ def _view(buf: Buffer, start: int, t: TensorEntry) -> np.ndarray:
     return arr
 
 
-def check_tensor_digests(bundle: Bundle) -> None:
+def check_tensor_digests(buf: Buffer, start: int, tensors: tuple[TensorEntry, ...]) -> None:
     """Hash every tensor's bytes and compare with the header (reads the whole file)."""
-    for i, t in enumerate(bundle.header.tensors):
-        lo = bundle.data_start + t.offset
-        got = hashlib.sha256(memoryview(bundle.buffer)[lo:lo + t.nbytes]).hexdigest()
+    for i, t in enumerate(tensors):
+        got = _sha256(buf, start + t.offset, start + t.offset + t.nbytes).hex()
         if got != t.sha256:
             raise InvalidBundle("tensor-digest", f"sha256 of tensor {t.name!r} is "
                                 f"{got[:16]}…, the header says {t.sha256[:16]}…",
-                                field=f"header.tensors[{i}]",
-                                offset=bundle.data_start + t.offset)
+                                field=f"header.tensors[{i}]", offset=start + t.offset)
 
 
 def load(src: Source, *, check_data: bool = False) -> Model:

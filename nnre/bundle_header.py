@@ -59,7 +59,7 @@ def decode_header(raw: bytes) -> dict[str, Any]:
             max_bin_len=0,
             max_array_len=MAX_CONTAINER_LEN,
             max_map_len=MAX_CONTAINER_LEN,
-            max_ext_len=0,
+            max_ext_len=16,  # lets ext_hook / the type check name the ext type
         )
     except InvalidBundle:
         raise

@@ -54,7 +54,7 @@ def _onnx(head: bytes) -> str | None:
 
 
 def _mangled_magic(head: bytes) -> str | None:
-    if head.startswith(MAGIC[:6]) or head.startswith(b"NNRE"):
+    if head[1:5] == MAGIC[1:5] or head.startswith(b"NNRE"):
         return "a .bundle damaged by a text-mode transfer (the magic's CR LF or high byte " \
                "changed)"
     return None
