@@ -1,0 +1,140 @@
+"""The parsed form of an equation file: plain frozen dataclasses, positions kept for messages."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Pos:
+    line: int
+    column: int
+
+
+@dataclass(frozen=True)
+class Name:
+    name: str  # canonical spelling
+    time: int | None  # None: no time index; 0: current step; -k: k steps earlier
+    raw: str
+    pos: Pos
+
+
+@dataclass(frozen=True)
+class Number:
+    value: float
+    text: str
+    pos: Pos
+
+
+@dataclass(frozen=True)
+class Unary:
+    op: str  # '-'
+    operand: Expr
+    pos: Pos
+
+
+@dataclass(frozen=True)
+class Binary:
+    op: str  # '+', '-', '*' (elementwise), '/', '@' (matrix product)
+    left: Expr
+    right: Expr
+    pos: Pos
+
+
+@dataclass(frozen=True)
+class Power:
+    base: Expr
+    exponent: float
+    pos: Pos
+
+
+@dataclass(frozen=True)
+class Transpose:
+    operand: Expr
+    pos: Pos
+
+
+@dataclass(frozen=True)
+class Call:
+    func: str  # canonical function id (see nnre.ops.FUNCTIONS)
+    arg: Expr
+    pos: Pos
+
+
+@dataclass(frozen=True)
+class Concat:
+    parts: tuple[Expr, ...]
+    pos: Pos
+
+
+Expr = Name | Number | Unary | Binary | Power | Transpose | Call | Concat
+
+
+@dataclass(frozen=True)
+class Equation:
+    target: Name
+    expr: Expr
+    line: int
+    source: str  # the line as written
+
+
+@dataclass(frozen=True)
+class Dim:
+    """One dimension in a declaration: a name like ``H`` or an integer, or a sum of those."""
+
+    terms: tuple[str | int, ...]
+
+
+@dataclass(frozen=True)
+class Declaration:
+    names: tuple[Name, ...]
+    shape: tuple[Dim, ...]  # () for a scalar, (n,) for a vector, (r, c) for a matrix
+    line: int
+
+
+@dataclass(frozen=True)
+class RoleDeclaration:
+    role: str  # 'input', 'state' or 'output'
+    names: tuple[Name, ...]
+    line: int
+
+
+@dataclass
+class Module:
+    """Everything one equation text says, in source order."""
+
+    equations: list[Equation] = field(default_factory=list)
+    declarations: list[Declaration] = field(default_factory=list)
+    roles: list[RoleDeclaration] = field(default_factory=list)
+    lines: list[str] = field(default_factory=list)
+    filename: str | None = None
+
+
+def children(expr: Expr) -> tuple[Expr, ...]:
+    """The direct sub-expressions of a node, left to right."""
+    if isinstance(expr, Binary):
+        return (expr.left, expr.right)
+    if isinstance(expr, Unary | Transpose):
+        return (expr.operand,)
+    if isinstance(expr, Power):
+        return (expr.base,)
+    if isinstance(expr, Call):
+        return (expr.arg,)
+    if isinstance(expr, Concat):
+        return expr.parts
+    return ()
+
+
+def walk(expr: Expr) -> list[Expr]:
+    """All nodes of an expression in post-order (children before parents), without recursion."""
+    out: list[Expr] = []
+    stack: list[tuple[Expr, bool]] = [(expr, False)]
+    while stack:
+        node, expanded = stack.pop()
+        if expanded:
+            out.append(node)
+            continue
+        stack.append((node, True))
+        for child in reversed(children(node)):
+            stack.append((child, False))
+    return out

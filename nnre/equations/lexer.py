@@ -1,0 +1,248 @@
+"""Equation text → tokens, with every name reduced to its canonical plain spelling.
+
+The lexer uses explicit character classes (never ``str.isalpha``: ``ₜ`` and ``ᵀ`` are letters to
+Python) and NFC normalisation (never NFKC, which would turn ``Wᵢ`` into ``Wi``).
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass
+
+from nnre.errors import EquationError
+
+MAX_TEXT_CHARS = 100_000
+MAX_NUMBER_CHARS = 32
+MAX_NAME_CHARS = 64
+
+# Unicode subscript characters and the plain character each stands for.
+SUBSCRIPTS = {
+    **{chr(0x2080 + d): str(d) for d in range(10)},
+    "₋": "-", "₊": "+", "₍": "(", "₎": ")",
+    "ₐ": "a", "ₑ": "e", "ₒ": "o", "ₓ": "x", "ₔ": "ə", "ₕ": "h", "ₖ": "k", "ₗ": "l",
+    "ₘ": "m", "ₙ": "n", "ₚ": "p", "ₛ": "s", "ₜ": "t", "ᵢ": "i", "ⱼ": "j", "ᵣ": "r",
+    "ᵤ": "u", "ᵥ": "v", "ᵦ": "β", "ᵧ": "γ", "ᵨ": "ρ", "ᵩ": "φ", "ᵪ": "χ",
+}
+SUPERSCRIPT_POWERS = {"²": 2, "³": 3}
+TRANSPOSE = "ᵀ"
+PRIMES = {"'": "'", "′": "'", "″": "''"}
+
+# Single-character operators and punctuation, mapped to the token kind they produce.
+OPERATORS = {
+    "=": "=", "+": "+", "-": "-", "−": "-",
+    "·": "@", "⋅": "@", "@": "@",
+    "*": "*", "⊙": "*", "∘": "*", "/": "/", "÷": "/",
+    "^": "^", "(": "(", ")": ")", "[": "[", "]": "]", "{": "{", "}": "}",
+    ";": ";", ",": ",", "∈": "in", "×": "×", "√": "NAME_SQRT", "ℝ": "REALS",
+}
+
+_TIME_RE = re.compile(r"^(?:(?P<sub>.+),)?t(?:(?P<sign>[-+])(?P<k>\d+))?$")
+
+
+@dataclass(frozen=True)
+class Token:
+    """One token. For names, ``text`` is the canonical spelling and ``time`` the step offset."""
+
+    kind: str  # NAME, NUMBER, NEWLINE, EOF, or an operator kind from OPERATORS
+    text: str
+    line: int
+    column: int
+    time: int | None = None  # NAME only: None (no time index), 0 for ₜ, -k for ₜ₋ₖ, +k future
+    raw: str = ""  # the name exactly as written (after NFC)
+
+
+def _is_base_letter(ch: str) -> bool:
+    """Letters that may start or continue a name: Latin, Greek and other alphabets, not Lm."""
+    return unicodedata.category(ch) in ("Lu", "Ll", "Lt", "Lo") and ch != "ℝ"
+
+
+def _is_mark(ch: str) -> bool:
+    return unicodedata.category(ch) in ("Mn", "Me")
+
+
+class _Scanner:
+    """Walks one NFC-normalised text and yields tokens; tracks bracket depth for continuation."""
+
+    def __init__(self, text: str, filename: str | None) -> None:
+        self.text = text
+        self.lines = text.split("\n")
+        self.filename = filename
+        self.pos = 0
+        self.line = 1
+        self.line_start = 0
+        self.depth = 0
+
+    def error(self, message: str, pos: int, expected: str | None = None) -> EquationError:
+        return EquationError(
+            message,
+            line=self.line,
+            column=pos - self.line_start + 1,
+            source_line=self.lines[self.line - 1],
+            expected=expected,
+            filename=self.filename,
+        )
+
+    def token(self, kind: str, text: str, start: int, **extra: object) -> Token:
+        return Token(kind, text, self.line, start - self.line_start + 1, **extra)  # type: ignore[arg-type]
+
+    def scan(self) -> list[Token]:
+        tokens: list[Token] = []
+        text = self.text
+        while self.pos < len(text):
+            ch = text[self.pos]
+            if ch == "\n":
+                if self.depth == 0:
+                    tokens.append(self.token("NEWLINE", "\n", self.pos))
+                self.pos += 1
+                self.line += 1
+                self.line_start = self.pos
+            elif ch in " \t\r\u00a0\u2009\u200a\u202f":
+                self.pos += 1
+            elif ch == "#":
+                while self.pos < len(text) and text[self.pos] != "\n":
+                    self.pos += 1
+            elif ch.isascii() and ch.isdigit() or (ch == "." and self._digit_at(self.pos + 1)):
+                tokens.append(self.number())
+            elif _is_base_letter(ch) or ch == "_":
+                tokens.append(self.name())
+            elif ch in SUPERSCRIPT_POWERS:
+                tokens.append(self.token("POW", str(SUPERSCRIPT_POWERS[ch]), self.pos))
+                self.pos += 1
+            elif ch == TRANSPOSE:
+                tokens.append(self.token("T", ch, self.pos))
+                self.pos += 1
+            elif ch in OPERATORS:
+                tokens.append(self.operator(ch))
+            else:
+                raise self.error(f"unexpected character {_describe(ch)}", self.pos)
+        tokens.append(self.token("NEWLINE", "\n", self.pos))
+        tokens.append(self.token("EOF", "", self.pos))
+        return tokens
+
+    def _digit_at(self, pos: int) -> bool:
+        return pos < len(self.text) and self.text[pos].isascii() and self.text[pos].isdigit()
+
+    def operator(self, ch: str) -> Token:
+        kind = OPERATORS[ch]
+        if kind in ("(", "[", "{"):
+            self.depth += 1
+        elif kind in (")", "]", "}"):
+            self.depth = max(0, self.depth - 1)
+        start = self.pos
+        self.pos += 1
+        if kind == "NAME_SQRT":
+            return self.token("NAME", "sqrt", start, raw=ch)
+        return self.token(kind, ch, start)
+
+    def number(self) -> Token:
+        start = self.pos
+        m = re.compile(r"\d*\.?\d*(?:[eE][-+]?\d+)?").match(self.text, self.pos)
+        assert m is not None
+        literal = m.group(0)
+        if len(literal) > MAX_NUMBER_CHARS:
+            raise self.error(
+                f"numeric literal is {len(literal)} characters long", start,
+                expected=f"at most {MAX_NUMBER_CHARS}",
+            )
+        value = float(literal)
+        if value != value or value in (float("inf"), float("-inf")):
+            raise self.error(f"numeric literal {literal} is out of range", start)
+        self.pos = m.end()
+        return self.token("NUMBER", literal, start)
+
+    def name(self) -> Token:
+        """Read base letters, marks, primes, then a subscript (Unicode or ``_x`` / ``_{...}``)."""
+        start = self.pos
+        text = self.text
+        base = []
+        while self.pos < len(text):
+            ch = text[self.pos]
+            if _is_base_letter(ch) or _is_mark(ch) or (ch.isascii() and ch.isdigit() and base):
+                base.append(ch)
+            elif ch in PRIMES:
+                base.append(PRIMES[ch])
+            else:
+                break
+            self.pos += 1
+        sub = self.subscript()
+        raw = text[start:self.pos]
+        base_text = "".join(base)
+        if not base_text:
+            raise self.error("a name must start with a letter", start, expected="a letter")
+        if len(raw) > MAX_NAME_CHARS:
+            raise self.error(f"name is {len(raw)} characters long", start,
+                             expected=f"at most {MAX_NAME_CHARS}")
+        canonical, time = split_time(base_text, sub)
+        return self.token("NAME", canonical, start, time=time, raw=raw)
+
+    def subscript(self) -> str:
+        """Collect the subscript after a name's base, in plain characters ('' if none)."""
+        text = self.text
+        parts: list[str] = []
+        while self.pos < len(text):
+            ch = text[self.pos]
+            if ch in SUBSCRIPTS:
+                parts.append(SUBSCRIPTS[ch])
+                self.pos += 1
+            elif ch == "_" and self.pos + 1 < len(text) and text[self.pos + 1] == "{":
+                end = text.find("}", self.pos + 2)
+                if end < 0 or "\n" in text[self.pos:end]:
+                    raise self.error("unclosed subscript", self.pos, expected="'}'")
+                parts.append(text[self.pos + 2:end].replace(" ", "").replace("−", "-"))
+                self.pos = end + 1
+            elif ch == "_":
+                self.pos += 1
+                run = []
+                while self.pos < len(text) and (
+                    _is_base_letter(text[self.pos]) or text[self.pos].isascii()
+                    and text[self.pos].isdigit()
+                ):
+                    run.append(text[self.pos])
+                    self.pos += 1
+                if not run:
+                    raise self.error("empty subscript after '_'", self.pos,
+                                     expected="a letter, digit or {…}")
+                parts.append("".join(run))
+            else:
+                break
+        return "".join(parts)
+
+
+def split_time(base: str, sub: str) -> tuple[str, int | None]:
+    """Split a subscript into its plain part and its time offset: ('W', 'i') → ('W_i', None)."""
+    if not sub:
+        return base, None
+    m = _TIME_RE.match(sub)
+    if m is None:
+        return f"{base}_{sub}", None
+    offset = int(m.group("k") or 0)
+    if m.group("sign") == "-":
+        offset = -offset
+    plain = m.group("sub")
+    return (f"{base}_{plain}" if plain else base), offset
+
+
+def _describe(ch: str) -> str:
+    name = unicodedata.name(ch, "")
+    shown = ch if ch.isprintable() else repr(ch)[1:-1]
+    return f"{shown!r} (U+{ord(ch):04X}{' ' + name if name else ''})"
+
+
+def tokenize(text: str, filename: str | None = None) -> list[Token]:
+    """Turn equation text into tokens; raises EquationError with line and column on bad input."""
+    if len(text) > MAX_TEXT_CHARS:
+        raise EquationError(
+            f"equation text is {len(text)} characters long",
+            expected=f"at most {MAX_TEXT_CHARS}", filename=filename,
+        )
+    text = unicodedata.normalize("NFC", text.replace("\r\n", "\n"))
+    return _Scanner(text, filename).scan()
+
+
+def canonical_name(spelling: str) -> str:
+    """The canonical plain spelling of one name as written, e.g. 'hₜ₋₁' → 'h', 'Wᵢ' → 'W_i'."""
+    tokens = tokenize(spelling)
+    if len(tokens) != 3 or tokens[0].kind != "NAME":
+        raise EquationError(f"{spelling!r} is not a single name")
+    return tokens[0].text

@@ -1,0 +1,338 @@
+"""Tokens → AST: a small recursive-descent parser with hard caps on depth and size.
+
+Precedence, loosest first: ``+ -`` · elementwise ``* ⊙ ∘ /`` · matrix product ``· @`` and
+juxtaposition (``W x``) · unary minus · ``^`` · postfix ``ᵀ ² ³`` · atoms. So ``a ⊙ W x`` is
+``a ⊙ (W x)`` and ``-a+b`` is ``(-a)+b``. Nothing here evaluates the text.
+"""
+
+from __future__ import annotations
+
+import re
+
+from nnre.equations import ast
+from nnre.equations.lexer import Token, tokenize
+from nnre.errors import EquationError
+from nnre.ops import FUNCTIONS
+
+MAX_DEPTH = 64
+MAX_NODES = 20_000
+ROLE_WORDS = ("input", "state", "output")
+_WORD_RE = re.compile(r"^[a-z][a-z]+$")
+_ATOM_START = ("NAME", "NUMBER", "(", "[")
+
+
+class Parser:
+    """Parses one equation text into an ``ast.Module``."""
+
+    def __init__(self, text: str, filename: str | None = None) -> None:
+        self.tokens = tokenize(text, filename)
+        self.lines = text.replace("\r\n", "\n").split("\n")
+        self.filename = filename
+        self.i = 0
+        self.depth = 0
+        self.nodes = 0
+
+    # -- helpers -------------------------------------------------------------------------
+    @property
+    def tok(self) -> Token:
+        return self.tokens[self.i]
+
+    def peek(self, k: int = 1) -> Token:
+        return self.tokens[min(self.i + k, len(self.tokens) - 1)]
+
+    def advance(self) -> Token:
+        tok = self.tokens[self.i]
+        self.i += 1
+        return tok
+
+    def error(self, message: str, tok: Token | None = None, expected: str | None = None
+              ) -> EquationError:
+        tok = tok or self.tok
+        source = self.lines[tok.line - 1] if tok.line - 1 < len(self.lines) else ""
+        return EquationError(message, line=tok.line, column=tok.column, source_line=source,
+                             expected=expected, filename=self.filename)
+
+    def expect(self, kind: str, what: str) -> Token:
+        if self.tok.kind != kind:
+            raise self.error(f"unexpected {_show(self.tok)}", expected=what)
+        return self.advance()
+
+    def pos(self, tok: Token) -> ast.Pos:
+        return ast.Pos(tok.line, tok.column)
+
+    def count(self) -> None:
+        self.nodes += 1
+        if self.nodes > MAX_NODES:
+            raise self.error("equations are too large", expected=f"at most {MAX_NODES} nodes")
+
+    def nest(self) -> None:
+        self.depth += 1
+        if self.depth > MAX_DEPTH:
+            raise self.error("expression is nested too deeply",
+                             expected=f"at most {MAX_DEPTH} levels")
+
+    # -- statements ----------------------------------------------------------------------
+    def parse(self) -> ast.Module:
+        module = ast.Module(lines=self.lines, filename=self.filename)
+        while self.tok.kind != "EOF":
+            if self.tok.kind == "NEWLINE":
+                self.advance()
+                continue
+            self.statement(module)
+            if self.tok.kind != "NEWLINE":
+                raise self.error(f"unexpected {_show(self.tok)}",
+                                 expected="an operator or the end of the line")
+        return module
+
+    def statement(self, module: ast.Module) -> None:
+        first = self.tok
+        if first.kind != "NAME":
+            raise self.error(f"unexpected {_show(first)} at the start of a statement",
+                             expected="a name")
+        if first.text in ROLE_WORDS and first.time is None and self.peek().kind == "NAME":
+            self.advance()
+            names = self.name_list()
+            module.roles.append(ast.RoleDeclaration(first.text, names, first.line))
+            return
+        if self._is_declaration():
+            module.declarations.append(self.declaration())
+            return
+        target = self.target()
+        self.expect("=", "'=' after the name being defined")
+        expr = self.expression()
+        module.equations.append(
+            ast.Equation(target, expr, first.line, self.lines[first.line - 1]))
+
+    def _is_declaration(self) -> bool:
+        j = self.i
+        while self.tokens[j].kind in ("NAME", ","):
+            if self.tokens[j].kind == "NAME" and self.tokens[j].text == "in":
+                return True
+            j += 1
+        return self.tokens[j].kind == "in"
+
+    def target(self) -> ast.Name:
+        tok = self.advance()
+        if tok.text in FUNCTIONS and tok.time is None:
+            raise self.error(f"'{tok.text}' is a function and cannot be defined", tok,
+                             expected="a variable name")
+        if tok.time is not None and tok.time < 0:
+            raise self.error(f"'{tok.raw}' is an earlier step and cannot be defined", tok,
+                             expected="the current step (ₜ) or no time index")
+        if tok.time is not None and tok.time > 0:
+            raise self.error(f"'{tok.raw}' is a future step", tok,
+                             expected="the current step (ₜ) or no time index")
+        return ast.Name(tok.text, tok.time, tok.raw, self.pos(tok))
+
+    def name_list(self) -> tuple[ast.Name, ...]:
+        names = []
+        while True:
+            tok = self.expect("NAME", "a name")
+            names.append(ast.Name(tok.text, tok.time, tok.raw, self.pos(tok)))
+            if self.tok.kind != ",":
+                return tuple(names)
+            self.advance()
+
+    def declaration(self) -> ast.Declaration:
+        line = self.tok.line
+        names = self.name_list()
+        in_tok = self.advance()  # '∈' or the word 'in'
+        if not (in_tok.kind == "in" or in_tok.text == "in"):
+            raise self.error(f"unexpected {_show(in_tok)}", in_tok, expected="'∈' or 'in'")
+        reals = self.advance()
+        if not (reals.kind == "REALS" or (reals.kind == "NAME" and reals.text == "R")):
+            raise self.error(f"unexpected {_show(reals)}", reals, expected="ℝ or R")
+        if self.tok.kind != "^":
+            return ast.Declaration(names, (), line)
+        self.advance()
+        if self.tok.kind in ("(", "{"):
+            close = ")" if self.advance().kind == "(" else "}"
+            dims = [self.dim()]
+            while self.tok.kind in ("×", ",", "*") or (
+                self.tok.kind == "NAME" and self.tok.text == "x"
+            ):
+                self.advance()
+                dims.append(self.dim())
+            self.expect(close, f"'{close}' or '×' between dimensions")
+        else:
+            dims = [self.dim_term_only()]
+        if len(dims) > 2:
+            raise self.error(f"{len(dims)} dimensions declared", expected="a scalar, vector "
+                             "or matrix (at most 2 dimensions)")
+        return ast.Declaration(names, tuple(dims), line)
+
+    def dim(self) -> ast.Dim:
+        terms = [self.dim_term()]
+        while self.tok.kind == "+":
+            self.advance()
+            terms.append(self.dim_term())
+        return ast.Dim(tuple(terms))
+
+    def dim_term_only(self) -> ast.Dim:
+        return ast.Dim((self.dim_term(),))
+
+    def dim_term(self) -> str | int:
+        tok = self.advance()
+        if tok.kind == "NUMBER" and tok.text.isdigit() and 0 < int(tok.text) < 2**31:
+            return int(tok.text)
+        if tok.kind == "NAME" and tok.time is None:
+            return tok.text
+        raise self.error(f"unexpected {_show(tok)} in a dimension", tok,
+                         expected="a dimension name like H or a positive integer")
+
+    # -- expressions ---------------------------------------------------------------------
+    def expression(self) -> ast.Expr:
+        left = self.product()
+        while self.tok.kind in ("+", "-"):
+            op = self.advance()
+            right = self.product()
+            self.count()
+            left = ast.Binary(op.kind, left, right, self.pos(op))
+        return left
+
+    def product(self) -> ast.Expr:
+        left = self.matprod()
+        while self.tok.kind in ("*", "/"):
+            op = self.advance()
+            right = self.matprod()
+            self.count()
+            left = ast.Binary(op.kind, left, right, self.pos(op))
+        return left
+
+    def matprod(self) -> ast.Expr:
+        left = self.unary()
+        while self.tok.kind == "@" or self.tok.kind in _ATOM_START:
+            op = self.tok
+            if op.kind == "@":
+                self.advance()
+            right = self.unary()
+            self.count()
+            left = ast.Binary("@", left, right, self.pos(op))
+        return left
+
+    def unary(self) -> ast.Expr:
+        if self.tok.kind == "-":
+            op = self.advance()
+            self.nest()
+            operand = self.unary()
+            self.depth -= 1
+            self.count()
+            return ast.Unary("-", operand, self.pos(op))
+        if self.tok.kind == "+":
+            self.advance()
+            return self.unary()
+        return self.power()
+
+    def power(self) -> ast.Expr:
+        base = self.postfix()
+        if self.tok.kind != "^":
+            return base
+        op = self.advance()
+        exponent = self.signed_number()
+        self.count()
+        return ast.Power(base, exponent, self.pos(op))
+
+    def signed_number(self) -> float:
+        parens = self.tok.kind == "("
+        if parens:
+            self.advance()
+        sign = 1.0
+        while self.tok.kind in ("-", "+"):
+            if self.advance().kind == "-":
+                sign = -sign
+        tok = self.expect("NUMBER", "a number as the exponent")
+        if parens:
+            self.expect(")", "')'")
+        return sign * float(tok.text)
+
+    def postfix(self) -> ast.Expr:
+        expr = self.atom()
+        while self.tok.kind in ("T", "POW"):
+            tok = self.advance()
+            self.count()
+            if tok.kind == "T":
+                expr = ast.Transpose(expr, self.pos(tok))
+            else:
+                expr = ast.Power(expr, float(tok.text), self.pos(tok))
+        return expr
+
+    def atom(self) -> ast.Expr:
+        tok = self.tok
+        self.count()
+        if tok.kind == "NUMBER":
+            self.advance()
+            return ast.Number(float(tok.text), tok.text, self.pos(tok))
+        if tok.kind == "NAME":
+            return self.name_or_call()
+        if tok.kind == "(":
+            self.advance()
+            self.nest()
+            inner = self.expression()
+            self.depth -= 1
+            self.expect(")", "')'")
+            return inner
+        if tok.kind == "[":
+            return self.concat()
+        raise self.error(f"unexpected {_show(tok)}", expected="a name, a number, '(' or '['")
+
+    def name_or_call(self) -> ast.Expr:
+        tok = self.advance()
+        if tok.text in FUNCTIONS and tok.time is None:
+            return self.call(tok)
+        if tok.time is not None and tok.time > 0:
+            raise self.error(f"'{tok.raw}' reads a future step", tok,
+                             expected="the current step (ₜ) or an earlier one (ₜ₋₁)")
+        adjacent = self.tok.kind == "(" and self.tok.line == tok.line and \
+            self.tok.column == tok.column + len(tok.raw)
+        if adjacent and tok.time is None and _WORD_RE.match(tok.text):
+            known = ", ".join(sorted(FUNCTIONS))
+            raise self.error(f"unknown function '{tok.text}'", tok, expected=f"one of {known}")
+        return ast.Name(tok.text, tok.time, tok.raw, self.pos(tok))
+
+    def call(self, tok: Token) -> ast.Expr:
+        func = FUNCTIONS[tok.text]
+        self.nest()
+        if self.tok.kind == "(":
+            self.advance()
+            args = [self.expression()]
+            while self.tok.kind == ",":
+                self.advance()
+                args.append(self.expression())
+            self.expect(")", "')' after the function's argument")
+            if len(args) != 1:
+                raise self.error(f"{tok.raw} takes 1 argument, got {len(args)}", tok,
+                                 expected="one argument")
+            arg = args[0]
+        elif self.tok.kind in _ATOM_START:
+            arg = self.postfix()
+        else:
+            raise self.error(f"function {tok.raw} needs an argument", expected="'(' or a name")
+        self.depth -= 1
+        return ast.Call(func, arg, self.pos(tok))
+
+    def concat(self) -> ast.Expr:
+        open_tok = self.advance()
+        self.nest()
+        parts = [self.expression()]
+        while self.tok.kind == ";":
+            self.advance()
+            parts.append(self.expression())
+        if self.tok.kind == ",":
+            raise self.error("horizontal concatenation is not supported",
+                             expected="';' between stacked parts")
+        self.expect("]", "']' or ';'")
+        self.depth -= 1
+        return ast.Concat(tuple(parts), self.pos(open_tok))
+
+
+def _show(tok: Token) -> str:
+    if tok.kind == "NEWLINE":
+        return "end of line"
+    if tok.kind == "EOF":
+        return "end of text"
+    return f"'{tok.raw or tok.text}'"
+
+
+def parse(text: str, filename: str | None = None) -> ast.Module:
+    """Parse equation text into a Module; raises EquationError on any syntax problem."""
+    return Parser(text, filename).parse()

@@ -1,0 +1,167 @@
+"""Who is who in an equation set: inputs, state, parameters, outputs, and evaluation order.
+
+Undeclared roles are inferred: a time-indexed name no equation defines is an input; a name
+read at an earlier step is state; a free name without a time index is a parameter (or, when
+weights are supplied and it has none, an input); the outputs are the defined names no other
+equation reads. Cycles within one step are errors.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+from nnre.equations import ast
+from nnre.errors import EquationError
+
+
+@dataclass
+class Roles:
+    order: list[str]  # defined names in evaluation order
+    equations: dict[str, ast.Equation]
+    inputs: list[str]
+    state: dict[str, int]  # state name → deepest lag read (1 for ₜ₋₁)
+    params: list[str]
+    outputs: list[str]
+    timed: set[str] = field(default_factory=set)  # names written with a time index
+
+
+class _Located:
+    """Builds located errors for one module."""
+
+    def __init__(self, module: ast.Module) -> None:
+        self.module = module
+
+    def at(self, message: str, pos: ast.Pos | None, expected: str | None = None,
+           line: int | None = None) -> EquationError:
+        if pos is None:
+            return EquationError(message, line=line, expected=expected,
+                                 filename=self.module.filename)
+        return EquationError(message, line=pos.line, column=pos.column,
+                             source_line=self.module.lines[pos.line - 1], expected=expected,
+                             filename=self.module.filename)
+
+
+def _reads(eq: ast.Equation) -> list[ast.Name]:
+    return [n for n in ast.walk(eq.expr) if isinstance(n, ast.Name)]
+
+
+def analyse(module: ast.Module, weights: set[str] | None = None) -> Roles:
+    """Assign roles and an evaluation order; raises EquationError on any inconsistency."""
+    loc = _Located(module)
+    if not module.equations:
+        raise EquationError("no equations found", expected="at least one 'name = expression'",
+                            filename=module.filename)
+    equations: dict[str, ast.Equation] = {}
+    for eq in module.equations:
+        if eq.target.name in equations:
+            first = equations[eq.target.name].line
+            raise loc.at(f"'{eq.target.name}' is defined twice (first on line {first})",
+                         eq.target.pos)
+        equations[eq.target.name] = eq
+    declared = {r.role: {n.name: n for n in r.names} for r in module.roles}
+    timed = {eq.target.name for eq in module.equations if eq.target.time is not None}
+    state: dict[str, int] = {}
+    free_timed: dict[str, ast.Name] = {}
+    free_plain: dict[str, ast.Name] = {}
+    readers: dict[str, set[str]] = {name: set() for name in equations}
+    deps: dict[str, set[str]] = {name: set() for name in equations}
+    for eq in module.equations:
+        for ref in _reads(eq):
+            _classify(loc, eq, ref, equations, timed, state, free_timed, free_plain)
+            if ref.name in equations:
+                if ref.name != eq.target.name:
+                    readers[ref.name].add(eq.target.name)
+                if ref.time is None or ref.time == 0:
+                    deps[eq.target.name].add(ref.name)
+    for name in declared.get("state", {}):
+        if name not in equations:
+            raise loc.at(f"state '{name}' is never defined", declared["state"][name].pos,
+                         expected=f"an equation '{name}ₜ = …'")
+        state.setdefault(name, 1)
+    inputs, params = _split_free(loc, free_timed, free_plain, declared, equations, weights)
+    outputs = _outputs(loc, declared, equations, readers)
+    order = _toposort(loc, equations, deps)
+    return Roles(order, equations, inputs, state, params, outputs, timed | set(free_timed))
+
+
+def _classify(loc: _Located, eq: ast.Equation, ref: ast.Name,
+              equations: dict[str, ast.Equation], timed: set[str], state: dict[str, int],
+              free_timed: dict[str, ast.Name], free_plain: dict[str, ast.Name]) -> None:
+    """Record what one read of a name means, or raise if it is inconsistent."""
+    name = ref.name
+    if name in equations:
+        if (ref.time is None) != (name not in timed):
+            how = "with" if name in timed else "without"
+            raise loc.at(f"'{ref.raw}': '{name}' is defined {how} a time index on line "
+                         f"{equations[name].line}", ref.pos,
+                         expected=f"'{name}' written {how} a time index")
+        if ref.time is not None and ref.time < 0:
+            state[name] = max(state.get(name, 0), -ref.time)
+        return
+    if ref.time is not None and ref.time < 0:
+        raise loc.at(f"'{ref.raw}' reads an earlier step of '{name}', which no equation defines",
+                     ref.pos, expected=f"an equation '{name}ₜ = …' or an input at ₜ")
+    other = free_plain if ref.time is not None else free_timed
+    if name in other:
+        raise loc.at(f"'{name}' is written both with and without a time index", ref.pos)
+    (free_timed if ref.time is not None else free_plain).setdefault(name, ref)
+
+
+def _split_free(loc: _Located, free_timed: dict[str, ast.Name],
+                free_plain: dict[str, ast.Name], declared: dict[str, dict[str, ast.Name]],
+                equations: dict[str, ast.Equation], weights: set[str] | None
+                ) -> tuple[list[str], list[str]]:
+    declared_inputs = declared.get("input", {})
+    for name, ref in declared_inputs.items():
+        if name in equations:
+            raise loc.at(f"input '{name}' is also defined by an equation", ref.pos)
+        if name not in free_timed and name not in free_plain:
+            raise loc.at(f"input '{name}' is never used", ref.pos)
+    inputs = list(free_timed)
+    params = []
+    for name in free_plain:
+        is_input = name in declared_inputs or (weights is not None and name not in weights)
+        (inputs if is_input else params).append(name)
+    return inputs, params
+
+
+def _outputs(loc: _Located, declared: dict[str, dict[str, ast.Name]],
+             equations: dict[str, ast.Equation], readers: dict[str, set[str]]) -> list[str]:
+    if "output" in declared:
+        for name, ref in declared["output"].items():
+            if name not in equations:
+                raise loc.at(f"output '{name}' is not defined by any equation", ref.pos)
+        return list(declared["output"])
+    outputs = [name for name in equations if not readers[name]]
+    if not outputs:
+        raise EquationError("every defined name is read by another equation, so there is no "
+                            "output", expected="an 'output …' declaration",
+                            filename=loc.module.filename)
+    return outputs
+
+
+def _toposort(loc: _Located, equations: dict[str, ast.Equation],
+              deps: dict[str, set[str]]) -> list[str]:
+    """Kahn's algorithm in source order; a leftover means a same-step cycle."""
+    pending = {name: set(d) for name, d in deps.items()}
+    dependents: dict[str, list[str]] = {name: [] for name in equations}
+    for name, needed in deps.items():
+        for dep in needed:
+            dependents[dep].append(name)
+    order: list[str] = []
+    ready = deque(name for name in equations if not pending[name])
+    while ready:
+        name = ready.popleft()
+        order.append(name)
+        for other in dependents[name]:
+            pending[other].discard(name)
+            if not pending[other]:
+                ready.append(other)
+    if len(order) < len(equations):
+        stuck = [name for name in equations if name not in order]
+        eq = equations[stuck[0]]
+        raise loc.at("equations depend on each other within one step: "
+                     + " → ".join(stuck + [stuck[0]]), eq.target.pos,
+                     expected="a cycle broken by an earlier step (ₜ₋₁)")
+    return order

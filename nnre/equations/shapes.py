@@ -1,0 +1,382 @@
+"""Shape inference and checking: every name and sub-expression gets a (rows, cols) of integers.
+
+Dimensions are unified with a union-find over dimension variables, so information flows in
+every direction: a declaration of ``hₜ`` fixes the rows of ``W_i`` several equations away.
+Dimension names (H, V, …) come from declarations, explicit bindings and weight arrays.
+Vectors are columns (n, 1); scalars (numbers, ``α ∈ ℝ``) broadcast in elementwise ops.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from nnre.equations import ast
+from nnre.equations.roles import Roles
+from nnre.errors import EquationError, ShapeError
+
+MAX_DIM = 2**31 - 1
+
+
+@dataclass
+class Shapes:
+    of: dict[str, tuple[int, int]]  # every name → (rows, cols)
+    scalar: set[str]  # names declared as scalars
+    dims: dict[str, int]  # dimension name → value
+    nodes: dict[int, tuple[int, int]]  # id(ast node) → (rows, cols)
+    matrices: set[str]  # params/inputs declared or given as 2-D
+
+
+class _Dims:
+    """Union-find over dimension variables; a class may carry an int value and dim names."""
+
+    def __init__(self) -> None:
+        self.parent: list[int] = []
+        self.value: list[int | None] = []
+        self.names: list[set[str]] = []
+        self.by_name: dict[str, int] = {}
+        self.sums: list[tuple[int, list[int], ast.Pos]] = []
+
+    def new(self, value: int | None = None) -> int:
+        self.parent.append(len(self.parent))
+        self.value.append(value)
+        self.names.append(set())
+        return len(self.parent) - 1
+
+    def named(self, name: str) -> int:
+        if name not in self.by_name:
+            var = self.new()
+            self.names[var].add(name)
+            self.by_name[name] = var
+        return self.by_name[name]
+
+    def find(self, var: int) -> int:
+        root = var
+        while self.parent[root] != root:
+            root = self.parent[root]
+        while self.parent[var] != root:
+            self.parent[var], var = root, self.parent[var]
+        return root
+
+    def get(self, var: int) -> int | None:
+        return self.value[self.find(var)]
+
+    def union(self, a: int, b: int) -> bool:
+        """Merge two classes; False if both have different values."""
+        ra, rb = self.find(a), self.find(b)
+        if ra == rb:
+            return True
+        va, vb = self.value[ra], self.value[rb]
+        if va is not None and vb is not None and va != vb:
+            return False
+        self.parent[rb] = ra
+        self.value[ra] = va if va is not None else vb
+        self.names[ra] |= self.names[rb]
+        return True
+
+    def show(self, var: int) -> str:
+        root = self.find(var)
+        value = self.value[root]
+        label = "=".join(sorted(self.names[root]))
+        if value is None:
+            return label or "?"
+        return f"{label}={value}" if label else str(value)
+
+    def solve_sums(self) -> str | None:
+        """Propagate concat row sums to a fixpoint; returns a message on contradiction."""
+        changed = True
+        while changed:
+            changed = False
+            for total, parts, _pos in self.sums:
+                known = [self.get(p) for p in parts]
+                t = self.get(total)
+                if all(k is not None for k in known):
+                    s = sum(k for k in known if k is not None)
+                    if t is None:
+                        self.value[self.find(total)] = s
+                        changed = True
+                    elif t != s:
+                        return f"stacked rows add up to {s}, but {t} are required"
+                elif t is not None and sum(k is None for k in known) == 1:
+                    rest = t - sum(k for k in known if k is not None)
+                    if rest <= 0:
+                        return f"stacked rows must add up to {t}"
+                    self.value[self.find(parts[known.index(None)])] = rest
+                    changed = True
+        return None
+
+
+Pair = tuple[int, int]
+
+
+class _Checker:
+    def __init__(self, module: ast.Module, roles: Roles) -> None:
+        self.module = module
+        self.roles = roles
+        self.d = _Dims()
+        self.names: dict[str, Pair] = {}
+        self.scalar: set[str] = set()
+        self.matrices: set[str] = set()
+        self.nodes: dict[int, Pair] = {}
+        self.known_scalar: set[int] = set()
+        self.one = self.d.new(1)
+
+    def error(self, message: str, pos: ast.Pos | None, expected: str | None = None
+              ) -> ShapeError:
+        if pos is None:
+            return ShapeError(message, expected=expected, filename=self.module.filename)
+        return ShapeError(message, line=pos.line, column=pos.column,
+                          source_line=self.module.lines[pos.line - 1], expected=expected,
+                          filename=self.module.filename)
+
+    def show(self, pair: Pair) -> str:
+        r, c = pair
+        if self.d.get(c) == 1 and self.d.find(c) == self.d.find(self.one):
+            return f"({self.d.show(r)},)"
+        return f"({self.d.show(r)}, {self.d.show(c)})"
+
+    def name_pair(self, name: str) -> Pair:
+        if name not in self.names:
+            self.names[name] = (self.d.new(), self.d.new())
+        return self.names[name]
+
+    def dim_var(self, dim: ast.Dim, pos: ast.Pos) -> int:
+        vars_ = [self.d.new(t) if isinstance(t, int) else self.d.named(t) for t in dim.terms]
+        if len(vars_) == 1:
+            return vars_[0]
+        total = self.d.new()
+        self.d.sums.append((total, vars_, pos))
+        return total
+
+    def declare(self, decl: ast.Declaration) -> None:
+        for ref in decl.names:
+            pair = self.name_pair(ref.name)
+            if not decl.shape:
+                self.scalar.add(ref.name)
+                want = (self.one, self.one)
+            elif len(decl.shape) == 1:
+                want = (self.dim_var(decl.shape[0], ref.pos), self.one)
+            else:
+                self.matrices.add(ref.name)
+                want = (self.dim_var(decl.shape[0], ref.pos), self.dim_var(decl.shape[1], ref.pos))
+            self.unify_pair(pair, want, ref.pos, f"the declaration of '{ref.name}'",
+                            f"'{ref.name}'", "declared")
+
+    def unify_pair(self, a: Pair, b: Pair, pos: ast.Pos | None, where: str,
+                   left: str, right: str) -> None:
+        before_a, before_b = self.show(a), self.show(b)
+        if not (self.d.union(a[0], b[0]) and self.d.union(a[1], b[1])):
+            raise self.error(f"shape mismatch in {where}: {left} is {before_a} but {right} is "
+                             f"{before_b}", pos)
+
+    def unify_dim(self, a: int, b: int, pos: ast.Pos, message: str) -> None:
+        if not self.d.union(a, b):
+            raise self.error(message, pos)
+
+    def give(self, name: str, shape: tuple[int, ...]) -> None:
+        """Unify a parameter with the shape of the weight array supplied for it."""
+        if len(shape) > 2:
+            raise self.error(f"weight '{name}' has {len(shape)} dimensions {shape}", None,
+                             expected="a scalar, vector or matrix")
+        if len(shape) == 0:
+            self.scalar.add(name)
+        if len(shape) == 2:
+            self.matrices.add(name)
+        want = (self.d.new(shape[0]) if shape else self.one,
+                self.d.new(shape[1]) if len(shape) == 2 else self.one)
+        pair = self.name_pair(name)
+        if not (self.d.union(pair[0], want[0]) and self.d.union(pair[1], want[1])):
+            raise self.error(f"weight '{name}' has shape {shape} but its declaration says "
+                             f"{self.show(pair)}", None)
+
+    def finish(self) -> Shapes:
+        """Resolve every variable to an integer or say which name's shape is undetermined."""
+        of: dict[str, tuple[int, int]] = {}
+        for name, (r, c) in self.names.items():
+            rv, cv = self.d.get(r), self.d.get(c)
+            if rv is None or cv is None:
+                missing = self.d.show(r if rv is None else c)
+                hint = f"bind {missing} (e.g. --set {missing}=…)" if missing[0].isalpha() \
+                    else f"declare it ('{name} ∈ ℝ^…') or supply its weight"
+                raise ShapeError(f"the shape of '{name}' cannot be determined: it is "
+                                 f"{self.show((r, c))}", expected=hint,
+                                 filename=self.module.filename)
+            if rv > MAX_DIM or cv > MAX_DIM or rv <= 0 or cv <= 0:
+                raise ShapeError(f"'{name}' has an impossible shape ({rv}, {cv})",
+                                 filename=self.module.filename)
+            of[name] = (rv, cv)
+        dims = {}
+        for dim_name, var in self.d.by_name.items():
+            value = self.d.get(var)
+            if value is None:
+                raise ShapeError(f"dimension {dim_name} has no value",
+                                 expected=f"--set {dim_name}=… or a weight that fixes it",
+                                 filename=self.module.filename)
+            dims[dim_name] = value
+        nodes = {}
+        for key, (r, c) in self.nodes.items():
+            rv, cv = self.d.get(r), self.d.get(c)
+            assert rv is not None and cv is not None
+            nodes[key] = (rv, cv)
+        return Shapes(of, self.scalar, dims, nodes, self.matrices)
+
+    # -- expressions ---------------------------------------------------------------------
+    def infer(self, expr: ast.Expr, eq: ast.Equation) -> Pair:
+        """Shapes of every node of one expression, children first, without recursion."""
+        for node in ast.walk(expr):
+            self.nodes[id(node)] = self.node_shape(node, eq)
+        return self.nodes[id(expr)]
+
+    def is_scalar(self, node: ast.Expr) -> bool:
+        return id(node) in self.known_scalar
+
+    def node_shape(self, node: ast.Expr, eq: ast.Equation) -> Pair:
+        if isinstance(node, ast.Number):
+            self.known_scalar.add(id(node))
+            return (self.one, self.one)
+        if isinstance(node, ast.Name):
+            if node.name in self.scalar:
+                self.known_scalar.add(id(node))
+            return self.name_pair(node.name)
+        if isinstance(node, ast.Binary):
+            return self.binary(node, eq)
+        if isinstance(node, ast.Transpose):
+            r, c = self.nodes[id(node.operand)]
+            self._inherit_scalar(node, node.operand)
+            return (c, r)
+        if isinstance(node, ast.Concat):
+            return self.concat(node, eq)
+        operand = node.arg if isinstance(node, ast.Call) else \
+            node.base if isinstance(node, ast.Power) else node.operand
+        self._inherit_scalar(node, operand)
+        return self.nodes[id(operand)]
+
+    def _inherit_scalar(self, node: ast.Expr, *operands: ast.Expr) -> None:
+        if all(self.is_scalar(o) for o in operands):
+            self.known_scalar.add(id(node))
+
+    def binary(self, node: ast.Binary, eq: ast.Equation) -> Pair:
+        left, right = self.nodes[id(node.left)], self.nodes[id(node.right)]
+        self._inherit_scalar(node, node.left, node.right)
+        if self.is_scalar(node.left):
+            return right
+        if self.is_scalar(node.right):
+            return left
+        what = _OP_WORDS[node.op]
+        operands = f"'{unparse(node.left)}' is {self.show(left)} and " \
+                   f"'{unparse(node.right)}' is {self.show(right)}"
+        if node.op == "@":
+            self.unify_dim(left[1], right[0], node.pos,
+                           f"{what} in the equation for '{eq.target.raw}' does not fit: "
+                           f"{operands} (columns of the left must equal rows of the right)")
+            return (left[0], right[1])
+        before = operands
+        if not (self.d.union(left[0], right[0]) and self.d.union(left[1], right[1])):
+            raise self.error(f"{what} in the equation for '{eq.target.raw}' needs equal shapes:"
+                             f" {before}", node.pos)
+        return left
+
+    def concat(self, node: ast.Concat, eq: ast.Equation) -> Pair:
+        cols = self.d.new()
+        rows = []
+        for part in node.parts:
+            r, c = self.nodes[id(part)]
+            self.unify_dim(cols, c, node.pos,
+                           f"stacked parts in the equation for '{eq.target.raw}' must have "
+                           f"the same number of columns: '{unparse(part)}' is {self.show((r, c))}")
+            rows.append(r)
+        total = self.d.new()
+        self.d.sums.append((total, rows, node.pos))
+        return (total, cols)
+
+    def equation(self, eq: ast.Equation) -> None:
+        got = self.infer(eq.expr, eq)
+        target = self.name_pair(eq.target.name)
+        if self.is_scalar(eq.expr) and eq.target.name not in self.scalar:
+            return  # a scalar right-hand side broadcasts to the target's shape
+        self.unify_pair(target, got, eq.target.pos, f"the equation for '{eq.target.raw}'",
+                        f"'{eq.target.raw}'", "its right-hand side")
+
+
+_OP_WORDS = {"@": "matrix product", "+": "sum", "-": "difference", "*": "elementwise product",
+             "/": "elementwise division"}
+
+
+def unparse(expr: ast.Expr, limit: int = 60) -> str:
+    """Plain text of an expression, shortened to ``limit`` characters for messages."""
+    text = render(expr)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+_PREC = {"+": 1, "-": 1, "*": 2, "/": 2, "@": 3}
+
+
+def render(expr: ast.Expr) -> str:
+    """Canonical text of an expression (time written ₜ, ₜ₋₁), built without recursion."""
+    out: dict[int, tuple[str, int]] = {}
+    for node in ast.walk(expr):
+        out[id(node)] = _render_node(node, out)
+    return out[id(expr)][0]
+
+
+def _render_node(node: ast.Expr, out: dict[int, tuple[str, int]]) -> tuple[str, int]:
+    def sub(child: ast.Expr, prec: int) -> str:
+        text, p = out[id(child)]
+        return f"({text})" if p < prec else text
+
+    if isinstance(node, ast.Number):
+        return node.text, 9
+    if isinstance(node, ast.Name):
+        return time_name(node.name, node.time), 9
+    if isinstance(node, ast.Binary):
+        p = _PREC[node.op]
+        sym = {"@": "·", "*": "⊙"}.get(node.op, node.op)
+        return f"{sub(node.left, p)} {sym} {sub(node.right, p + 1)}", p
+    if isinstance(node, ast.Unary):
+        return f"-{sub(node.operand, 4)}", 4
+    if isinstance(node, ast.Power):
+        e = node.exponent
+        shown = "²" if e == 2 else "³" if e == 3 else f"^{_number(e)}"
+        return f"{sub(node.base, 6)}{shown}", 5
+    if isinstance(node, ast.Transpose):
+        return f"{sub(node.operand, 6)}ᵀ", 6
+    if isinstance(node, ast.Call):
+        return f"{node.func}({out[id(node.arg)][0]})", 9
+    return "[" + "; ".join(out[id(p)][0] for p in node.parts) + "]", 9
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if value == int(value) else repr(value)
+
+
+def time_name(name: str, time: int | None) -> str:
+    if time is None:
+        return name
+    if time == 0:
+        return f"{name}ₜ"
+    digits = str(-time).translate(str.maketrans("0123456789", "₀₁₂₃₄₅₆₇₈₉"))
+    return f"{name}ₜ₋{digits}"
+
+
+def check_shapes(module: ast.Module, roles: Roles, dims: Mapping[str, int] | None = None,
+                 given: Mapping[str, tuple[int, ...]] | None = None) -> Shapes:
+    """Bind dimensions, infer every shape and check every equation.
+
+    ``given`` maps parameter names to the shapes of supplied weight arrays.
+    """
+    ck = _Checker(module, roles)
+    for name, value in (dims or {}).items():
+        if not (isinstance(value, int) and 0 < value <= MAX_DIM):
+            raise ShapeError(f"dimension {name}={value!r} is not a positive integer",
+                             filename=module.filename)
+        ck.d.union(ck.d.named(name), ck.d.new(value))
+    for decl in module.declarations:
+        ck.declare(decl)
+    for name, shape in (given or {}).items():
+        ck.give(name, shape)
+    for name in roles.order:
+        ck.equation(roles.equations[name])
+    problem = ck.d.solve_sums()
+    if problem:
+        raise ShapeError(problem, filename=module.filename)
+    return ck.finish()

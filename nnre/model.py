@@ -1,0 +1,269 @@
+"""The embedding API: a Model is equations + weights compiled once, run many times.
+
+A Model is immutable and safe to share between threads: all mutable state lives in the state
+dict the caller holds, and each thread gets its own preallocated buffers.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from nnre.compiler import compile_program
+from nnre.equations import check
+from nnre.equations.lexer import canonical_name
+from nnre.errors import EquationError, FeedError, ShapeError
+from nnre.program import Program
+from nnre.vm import LoopStage, PreStage, run_prologue
+
+DTYPES = ("float32", "float64")
+Arrays = dict[str, np.ndarray]
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """Shape (without the batch axis) and dtype of one input, output, state or parameter."""
+
+    shape: tuple[int, ...]
+    dtype: str
+
+
+class Model:
+    """A compiled equation model. Build with :meth:`from_equations` or ``nnre.load``."""
+
+    def __init__(self, program: Program, params: Arrays, *, equations: str,
+                 dims: dict[str, int], param_specs: dict[str, TensorSpec],
+                 metadata: dict[str, Any] | None = None, bundle_id: str | None = None) -> None:
+        self.program = program
+        self.equations = equations
+        self.dims = dict(dims)
+        self.metadata: dict[str, Any] = dict(metadata or {})
+        self.bundle_id = bundle_id
+        self.dtype = program.dtype
+        self._params = params
+        self._consts = run_prologue(program, params)
+        slot_spec = {i: TensorSpec(s.shape, program.dtype) for i, s in enumerate(program.slots)}
+        self._inputs = {n: slot_spec[i] for n, i in program.inputs.items()}
+        self._outputs = {n: _row_spec(program, i) for n, i in program.outputs.items()}
+        self._state = {_state_key(n, lag): slot_spec[i]
+                       for (n, lag), i in program.state_in.items()}
+        self._param_specs = param_specs
+        self._local = threading.local()
+
+    @classmethod
+    def from_equations(cls, text: str, params: Mapping[str, Any], dims: Mapping[str, int]
+                       | None = None, dtype: str = "float32", *,
+                       metadata: dict[str, Any] | None = None, bundle_id: str | None = None,
+                       filename: str | None = None) -> Model:
+        """Parse, check and compile equations against weights keyed by canonical name."""
+        if dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
+        weights = _canonical_weights(params, dtype)
+        checked = check(text, dims, {k: v.shape for k, v in weights.items()}, filename)
+        roles, shapes = checked.roles, checked.shapes
+        extra = sorted(set(weights) - set(roles.params))
+        if extra:
+            raise ShapeError(f"weight '{extra[0]}' is not a parameter of the equations",
+                             expected="one of " + ", ".join(roles.params or ["(none)"]),
+                             filename=filename)
+        specs = {}
+        for name in roles.params:
+            r, c = shapes.of[name]
+            want = (r, c) if name in shapes.matrices else () if name in shapes.scalar else (r,)
+            if name not in weights:
+                raise ShapeError(f"missing weight '{name}' of shape {want}", filename=filename)
+            if weights[name].shape not in (want, (r, c)):
+                raise ShapeError(f"weight '{name}' has shape {weights[name].shape}",
+                                 expected=f"shape {want}", filename=filename)
+            specs[name] = TensorSpec(want, dtype)
+        program = compile_program(checked.sympy, roles, dtype)
+        return cls(program, weights, equations=text, dims=shapes.dims, param_specs=specs,
+                   metadata=metadata, bundle_id=bundle_id)
+
+    # -- introspection -------------------------------------------------------------------
+    @property
+    def inputs(self) -> dict[str, TensorSpec]:
+        return dict(self._inputs)
+
+    @property
+    def outputs(self) -> dict[str, TensorSpec]:
+        return dict(self._outputs)
+
+    @property
+    def state(self) -> dict[str, TensorSpec]:
+        return dict(self._state)
+
+    @property
+    def params(self) -> dict[str, TensorSpec]:
+        return dict(self._param_specs)
+
+    def weights(self) -> dict[str, np.ndarray]:
+        """The parameter arrays (read-only views), keyed by canonical name."""
+        out = {}
+        for name, arr in self._params.items():
+            view = arr.view()
+            view.flags.writeable = False
+            out[name] = view
+        return out
+
+    def listing(self) -> str:
+        return self.program.listing()
+
+    def zero_state(self, batch: int | None = None) -> Arrays:
+        lead = () if batch is None else (batch,)
+        return {k: np.zeros(lead + s.shape, self.dtype) for k, s in self._state.items()}
+
+    # -- running -------------------------------------------------------------------------
+    def step(self, feeds: Mapping[str, Any], state: Mapping[str, Any] | None = None
+             ) -> tuple[Arrays, Arrays]:
+        """One time step: feeds ``(B, n)`` or ``(n,)`` → (outputs, next state)."""
+        seq = {k: (v[None] if isinstance(v, np.ndarray) else np.asarray(v)[None])
+               for k, v in feeds.items()}
+        outputs, new_state = self.run(seq, state)
+        return {k: v[0] for k, v in outputs.items()}, new_state
+
+    def run(self, feeds: Mapping[str, Any], state: Mapping[str, Any] | None = None
+            ) -> tuple[Arrays, Arrays]:
+        """A whole sequence: feeds ``(T, B, n)`` or ``(T, n)`` → (outputs over time, state)."""
+        xs, steps, batch, batched = self._check_feeds(feeds)
+        init = self._check_state(state, batch, batched)
+        pre = self._stage("pre", steps * batch)
+        for name, arr in xs.items():
+            np.copyto(pre.arrays[self.program.inputs[name]], arr.reshape(steps * batch, -1))
+        for f in pre.tape:
+            f()
+        outputs, final = self._loop(pre, steps, batch, init)
+        if not batched:
+            outputs = {k: v[:, 0] for k, v in outputs.items()}
+            final = {k: v[0] for k, v in final.items()}
+        return outputs, final
+
+    def _loop(self, pre: PreStage, steps: int, batch: int, init: Arrays
+              ) -> tuple[Arrays, Arrays]:
+        prog = self.program
+        loop = self._stage("loop", batch)
+        phases = loop.phases
+        for (name, lag), _ in prog.state_in.items():
+            np.copyto(loop.ring[name][(-lag) % phases], init[_state_key(name, lag)])
+        sources = [(win, pre.arrays[i].reshape(steps, batch, -1))
+                   for i, win in loop.windows.items()]
+        results: Arrays = {}
+        per_step = []
+        for name, index in prog.outputs.items():
+            stage = prog.slots[index].stage
+            if stage == "loop":
+                results[name] = np.empty((steps, batch, *prog.slots[index].shape), self.dtype)
+                per_step.append((results[name], [arrs[index] for arrs in loop.arrays]))
+            elif stage == "pre":
+                results[name] = pre.arrays[index].reshape(steps, batch, -1).copy()
+            else:
+                row = self._consts[index].reshape(-1)
+                results[name] = np.broadcast_to(row, (steps, batch, row.size)).copy()
+        tapes = loop.tapes
+        for t in range(steps):
+            phase = t % phases
+            for win, src in sources:
+                np.copyto(win, src[t])
+            for f in tapes[phase]:
+                f()
+            for out, bufs in per_step:
+                np.copyto(out[t], bufs[phase])
+        final = {_state_key(name, lag): loop.ring[name][(steps - lag) % phases].copy()
+                 for (name, lag) in prog.state_in}
+        return results, final
+
+    def _stage(self, kind: str, rows: int) -> Any:
+        cache = getattr(self._local, "stages", None)
+        if cache is None:
+            cache = self._local.stages = {}
+        key = (kind, rows)
+        if key not in cache:
+            if len(cache) > 16:
+                cache.clear()
+            cls = PreStage if kind == "pre" else LoopStage
+            cache[key] = cls(self.program, self._consts, rows)
+        return cache[key]
+
+    def _check_feeds(self, feeds: Mapping[str, Any]) -> tuple[Arrays, int, int, bool]:
+        unknown = sorted(set(feeds) - set(self._inputs))
+        if unknown:
+            raise FeedError(f"unknown input '{unknown[0]}'; the model's inputs are "
+                            + ", ".join(self._inputs or ["(none)"]))
+        missing = [n for n in self._inputs if n not in feeds]
+        if missing:
+            raise FeedError(f"missing input '{missing[0]}' of shape {self._inputs[missing[0]].shape}")
+        xs: Arrays = {}
+        dims: set[tuple[int, ...]] = set()
+        batched = True
+        for name, spec in self._inputs.items():
+            arr = _as_float(feeds[name], self.dtype, f"input '{name}'")
+            if arr.ndim == 2 and arr.shape[1:] == spec.shape:
+                arr, batched = arr[:, None], False
+            elif not (arr.ndim == 3 and arr.shape[2:] == spec.shape):
+                raise FeedError(f"input '{name}' has shape {arr.shape[1:]} per step; expected "
+                                f"{spec.shape} or (batch, {', '.join(map(str, spec.shape))})")
+            xs[name] = arr
+            dims.add(arr.shape[:2])
+        if len(dims) > 1:
+            raise FeedError(f"inputs disagree on (time, batch): {sorted(dims)}")
+        steps, batch = dims.pop() if dims else (1, 1)
+        if steps < 1 or batch < 1:
+            raise FeedError("inputs must have at least one step and one example")
+        return xs, steps, batch, batched
+
+    def _check_state(self, state: Mapping[str, Any] | None, batch: int, batched: bool
+                     ) -> Arrays:
+        if state is None:
+            return {k: np.zeros((batch, *s.shape), self.dtype) for k, s in self._state.items()}
+        unknown = sorted(set(state) - set(self._state))
+        if unknown:
+            raise FeedError(f"unknown state '{unknown[0]}'; the model's state is "
+                            + ", ".join(self._state or ["(none)"]))
+        out = {}
+        for key, spec in self._state.items():
+            if key not in state:
+                raise FeedError(f"missing state '{key}' of shape {spec.shape}")
+            arr = _as_float(state[key], self.dtype, f"state '{key}'")
+            arr = arr if batched or arr.ndim != len(spec.shape) else arr[None]
+            if arr.shape[1:] != spec.shape or arr.shape[0] not in (1, batch):
+                raise FeedError(f"state '{key}' has shape {arr.shape}; expected "
+                                f"({batch}, {', '.join(map(str, spec.shape))})")
+            out[key] = arr
+        return out
+
+
+def _state_key(name: str, lag: int) -> str:
+    return name if lag == 1 else f"{name}@t-{lag}"
+
+
+def _row_spec(prog: Program, index: int) -> TensorSpec:
+    slot = prog.slots[index]
+    size = int(np.prod(slot.shape))
+    return TensorSpec((size,), prog.dtype)
+
+
+def _as_float(value: Any, dtype: str, what: str) -> np.ndarray:
+    arr = np.asarray(value)
+    if arr.dtype.kind not in "fiub":
+        raise FeedError(f"{what} has dtype {arr.dtype}; expected numbers")
+    return arr.astype(dtype, copy=False)
+
+
+def _canonical_weights(params: Mapping[str, Any], dtype: str) -> Arrays:
+    out: Arrays = {}
+    for key, value in params.items():
+        try:
+            name = canonical_name(key)
+        except EquationError as err:
+            raise ShapeError(f"weight key {key!r} is not a name") from err
+        if name in out:
+            raise ShapeError(f"weights '{key}' and another key both name '{name}'")
+        arr = np.asarray(value)
+        if arr.dtype.kind not in "fiub":
+            raise ShapeError(f"weight '{name}' has dtype {arr.dtype}; expected numbers")
+        out[name] = arr.astype(dtype, copy=False)
+    return out
