@@ -15,7 +15,7 @@ import io
 import mmap
 import os
 from dataclasses import dataclass, field
-from typing import IO, TYPE_CHECKING, Any, Union
+from typing import IO, Any, Union
 
 import numpy as np
 
@@ -35,10 +35,7 @@ from nnre.bundle_format import (
 from nnre.bundle_header import decode_header
 from nnre.bundle_schema import Header, TensorEntry, validate_header
 from nnre.bundle_sniff import describe
-from nnre.errors import EquationError
-
-if TYPE_CHECKING:
-    from nnre.model import Model
+from nnre.model import Model
 
 Source = Union[str, "os.PathLike[str]", bytes, bytearray, memoryview, IO[bytes]]
 Buffer = Union[bytes, mmap.mmap]  # noqa: UP007 (a runtime alias)
@@ -224,21 +221,12 @@ def verify(src: Source) -> Bundle:
 
 def model_of(bundle: Bundle) -> Model:
     """Build the Model from the equations and weights; its signature must match the header."""
-    from nnre.model import Model  # the equation core; imported late to keep decode light
-
     h = bundle.header
-    try:
-        model = Model.from_equations(h.equations, dict(bundle.tensors), dict(h.dims), h.dtype,
-                                     metadata=h.metadata, bundle_id=bundle.bundle_id)
-    except EquationError as err:
-        raise _relocated(err, f"{bundle.source}[model.equations]") from None
+    model = Model.from_equations(h.equations, dict(bundle.tensors), dict(h.dims), h.dtype,
+                                 metadata=h.metadata, bundle_id=bundle.bundle_id,
+                                 filename=f"{bundle.source}[model.equations]")
     _check_signature(model, h)
     return model
-
-
-def _relocated(err: EquationError, filename: str) -> EquationError:
-    return type(err)(err.message, line=err.line, column=err.column,
-                     source_line=err.source_line, expected=err.expected, filename=filename)
 
 
 def _check_signature(model: Any, h: Header) -> None:

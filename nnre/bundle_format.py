@@ -47,7 +47,7 @@ DTYPES: dict[str, np.dtype] = {
 }
 
 #: dtypes a model may compute in (``model.dtype``).
-COMPUTE_DTYPES = ("float16", "float32", "float64")
+COMPUTE_DTYPES = ("float32", "float64")
 
 #: Features a v1.0 reader understands in ``requires``. Exactly one ``equations/N`` is required.
 KNOWN_REQUIRES = ("equations/1",)

@@ -136,6 +136,18 @@ def name(v: Any, path: str) -> str:
     return v
 
 
+STATE_KEY = re.compile(r"^(?P<name>[^@]+)(@t-[1-9][0-9]{0,8})?$")
+
+
+def signature_name(v: Any, path: str) -> str:
+    """A signature name: an identifier, or for state lagged further back, ``name@t-N``."""
+    m = STATE_KEY.match(v) if isinstance(v, str) else None
+    if m is None:
+        raise _fail(path, f"expected a signature name, found {v!r:.80}", "bad-name")
+    name(m.group("name"), path)
+    return str(v)
+
+
 def array_of(item: Check, max_len: int = 1 << 20, unique: bool = False) -> Check:
     def check(v: Any, path: str) -> list[Any]:
         if not isinstance(v, list):
@@ -242,7 +254,7 @@ def _metadata_fields(lenient: bool) -> Fields:
             "top_p": (False, number),
             "greedy": (False, boolean),
         }, lenient)),
-        "codecs": (False, map_of(name, record(
+        "codecs": (False, map_of(signature_name, record(
             {"id": (True, string(64)), "vocab": (False, array_of(string(1, 1), unique=True)),
              "labels": (False, array_of(string(256), unique=True))}, lenient))),
         "extra": (False, map_of(string(256), string())),
@@ -251,7 +263,7 @@ def _metadata_fields(lenient: bool) -> Fields:
 
 def _top_fields(lenient: bool) -> Fields:
     spec = _spec(lenient)
-    sig = map_of(name, spec)
+    sig = map_of(signature_name, spec)
     return {
         "requires": (True, array_of(string(64), 64, unique=True)),
         "model": (True, record({
