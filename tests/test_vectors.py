@@ -3,21 +3,23 @@
 from __future__ import annotations
 
 import filecmp
+import hashlib
 import importlib.util
 import json
 import os
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+import nnre
 from nnre import bundle
 from nnre.bundle_format import InvalidBundle
 from nnre.errors import EquationError
 
 VECTORS = Path(__file__).resolve().parent.parent / "formats" / "vectors"
 MANIFEST = json.loads((VECTORS / "manifest.json").read_text(encoding="utf-8"))
-HAVE_MODEL = importlib.util.find_spec("nnre.model") is not None
 
 
 def _generator():
@@ -40,10 +42,20 @@ def test_committed_vectors_equal_a_fresh_generation(tmp_path) -> None:
 
 
 @pytest.mark.parametrize("case", MANIFEST["valid"], ids=lambda c: c["file"])
-def test_valid_vector_opens_and_verifies(case) -> None:
-    got = bundle.decode(VECTORS / case["file"], check_data=True)
+def test_valid_vector_opens_verifies_and_runs(case) -> None:
+    path = VECTORS / case["file"]
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == case["file_sha256"]
+    got = bundle.verify(path)
     assert got.bundle_id == case["bundle_id"]
     assert got.size == case["size"]
+    io_case = json.loads((VECTORS / case["io"]).read_text(encoding="utf-8"))
+    model = nnre.load(path)
+    assert model.bundle_id == case["bundle_id"]
+    feeds = {k: np.asarray(v) for k, v in io_case["inputs"].items()}
+    outputs, _ = model.run(feeds)
+    for name, want in io_case["expected"].items():
+        np.testing.assert_allclose(outputs[name], np.asarray(want), rtol=io_case["rtol"],
+                                   atol=io_case["atol"])
 
 
 @pytest.mark.parametrize("case", MANIFEST["invalid"], ids=lambda c: c["file"])
@@ -58,8 +70,6 @@ def test_invalid_vector_is_refused_at_its_stage(case) -> None:
             bundle.decode(path, check_data=True)
     else:
         bundle.decode(path, check_data=True)
-        if not HAVE_MODEL:
-            pytest.skip("the equation core (nnre.model) is not here yet")
         error = EquationError if case["code"] == "equation-error" else InvalidBundle
         with pytest.raises(error) as info:
             bundle.load(path)
