@@ -86,7 +86,7 @@ def read_preamble(buf: Buffer) -> tuple[int, int]:
                                 offset=size)
         raise InvalidBundle("bad-magic", f"not a .bundle file: it looks like "
                             f"{describe(bytes(buf[:512]))} (expected the magic "
-                            f"{MAGIC.hex(' ')} at byte 0)", offset=0)
+                            f"{MAGIC.hex(' ')})", offset=0)
     if size < PREAMBLE_SIZE:
         raise InvalidBundle("truncated", f"file ends after {size} bytes, inside the "
                             f"{PREAMBLE_SIZE}-byte preamble", offset=size)
