@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import operator
 import os
 import tempfile
 from collections.abc import Iterator, Mapping
@@ -71,15 +72,21 @@ def _header(content: BundleContent, arrays: dict[str, np.ndarray]) -> dict[str, 
                         "offset": offset, "nbytes": arr.nbytes,
                         "sha256": hashlib.sha256(_raw(arr)).hexdigest()})
         offset = align(offset + arr.nbytes)
-    sig = {side: {n: {"dtype": s.dtype, "shape": list(s.shape)} for n, s in specs.items()}
+    sig = {side: {n: {"dtype": str(s.dtype), "shape": _ints(s.shape)} for n, s in specs.items()}
            for side, specs in content.signature.items()}
     return {
         "requires": list(content.requires),
         "model": {"equations": content.equations, "dtype": content.dtype,
-                  "dims": dict(content.dims), "signature": sig},
+                  "dims": {str(k): operator.index(v) for k, v in content.dims.items()},
+                  "signature": sig},
         "metadata": dict(content.metadata),
         "tensors": entries,
     }
+
+
+def _ints(shape: Any) -> list[int]:
+    """Plain ints from any integer-like (numpy or SymPy integers); floats are refused."""
+    return [operator.index(d) for d in shape]
 
 
 def _raw(arr: np.ndarray) -> memoryview:
