@@ -104,3 +104,27 @@ def test_fuzz_equations_inside_a_bundle(text: str) -> None:
         nnre.load(blob)
     except (BundleError, EquationError):
         pass
+
+
+HOSTILE_EQUATIONS = [
+    "yₜ = __import__('os').system('touch /tmp/nnre_pwned')\n",
+    "yₜ = eval(\"1\")\n",
+    "yₜ = W_y·hₜ; import os\n",
+    "yₜ = " + "(" * 20000 + "b_y" + ")" * 20000 + "\n",
+    "yₜ = " + "σ(" * 3000 + "b_y" + ")" * 3000 + "\n",
+    "yₜ = softmax(W_y·hₜ + 1" + "0" * 200000 + ")\n",
+    "yₜ = softmax(W_y·hₜ + 1e999999999)\n",
+    "\n".join(f"a{i}ₜ = a{i + 1}ₜ" for i in range(3000)) + "\n",
+]
+
+
+@pytest.mark.parametrize("text", HOSTILE_EQUATIONS, ids=range(len(HOSTILE_EQUATIONS)))
+def test_hostile_equations_fail_fast_and_run_nothing(text: str) -> None:
+    import os
+    import time
+    blob = reseal(BASE, lambda h: h["model"].update(equations=text))
+    t0 = time.perf_counter()
+    with pytest.raises((EquationError, BundleError)):
+        nnre.load(blob)
+    assert time.perf_counter() - t0 < 1.0
+    assert not os.path.exists("/tmp/nnre_pwned")

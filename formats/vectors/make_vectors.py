@@ -192,11 +192,13 @@ Case = tuple[str, bytes, str, str, str, str]  # name, bytes, stage, code, messag
 
 def invalid_cases(base: bytes) -> list[Case]:
     """Each case breaks one rule of the spec; stage says when a reader must notice."""
+    return [*_file_cases(base), *_header_cases(base), *_table_cases(base),
+            *_data_model_cases(base)]
+
+
+def _file_cases(base: bytes) -> list[Case]:
+    """Not a bundle, or broken preamble, lengths, digest, padding, size."""
     header, section, start = split(base)
-    t0, t1 = header["tensors"][0], header["tensors"][1]
-    deep: Any = "x"
-    for _ in range(40):
-        deep = [deep]
     s = "structure"
     return [
         ("empty", b"", s, "bad-magic", "an empty file", "zero bytes"),
@@ -226,6 +228,17 @@ def invalid_cases(base: bytes) -> list[Case]:
         ("nonzero_padding", base[:start - 1] + b"\x01" + base[start:]
          if base[start - 1] == 0 else base, s, "nonzero-padding", "zero",
          "a padding byte before the tensor section is 1"),
+    ]
+
+
+def _header_cases(base: bytes) -> list[Case]:
+    """The msgpack rules and the schema of the header."""
+    header, section, start = split(base)
+    deep: Any = "x"
+    for _ in range(40):
+        deep = [deep]
+    s = "structure"
+    return [
         ("duplicate_key", _duplicate_key(base), s, "duplicate-key", "duplicate map key",
          "the header map has 'metadata' twice"),
         ("non_canonical", _unsorted_keys(base), s, "non-canonical-header", "canonical",
@@ -252,6 +265,15 @@ def invalid_cases(base: bytes) -> list[Case]:
         ("codec_vocab_size", edited(base, _set("metadata.codecs",
                                                {"x": {"id": "char-onehot", "vocab": ["a"]}})),
          s, "bad-codec", "1 entries", "vocabulary shorter than the input"),
+    ]
+
+
+def _table_cases(base: bytes) -> list[Case]:
+    """The tensor table: dtypes, shapes, sizes, offsets, names."""
+    header, section, start = split(base)
+    t0, t1 = header["tensors"][0], header["tensors"][1]
+    s = "structure"
+    return [
         ("bad_dtype", edited(base, _tensor(0, dtype="float8")), s, "bad-field", "a dtype",
          "dtype float8"),
         ("negative_dim", edited(base, _tensor(0, shape=[-3])), s, "bad-value", "-3",
@@ -276,6 +298,13 @@ def invalid_cases(base: bytes) -> list[Case]:
         ("unsorted_tensors", edited(base, lambda h: h["tensors"].__setitem__(
             1, dict(h["tensors"][1], name="A"))), s, "unsorted-tensors", "sorted",
          "tensor names out of order"),
+    ]
+
+
+def _data_model_cases(base: bytes) -> list[Case]:
+    """Caught only by tensor digests, or by checking the equations."""
+    header, section, start = split(base)
+    return [
         ("tensor_digest", flip(base, start + 3), "data", "tensor-digest", "sha256",
          "one bit of tensor data flipped"),
         ("injection", edited(base, _set("model.equations",
