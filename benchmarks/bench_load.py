@@ -5,7 +5,8 @@
 For each size (MB) it writes an LSTM's weights (float32) as a bundle and as an uncompressed
 .npz (and safetensors if installed), then measures, each in a fresh subprocess so peak RSS is
 honest: ``decode`` (nnre's reader: validate + mmap views), ``load`` (reader + equations
-checked + Model compiled), and ``np.load`` materialising every array. RSS growth is measured
+checked + Model compiled), ``verify`` (everything, including every tensor's sha256, so it
+reads the whole file), and ``np.load`` materialising every array. RSS growth is measured
 right after loading, before first use; files are deleted at the end.
 """
 
@@ -32,12 +33,14 @@ LSTM = (
 
 # Runs in a fresh interpreter: prints {"seconds", "rss_growth", "peak"} as JSON.
 PROBE = r"""
-import json, resource, sys, time
+import json, sys, time
 sys.path.insert(0, {root!r})
-def rss():
+def status(key):
     for line in open("/proc/self/status"):
-        if line.startswith("VmRSS:"):
+        if line.startswith(key + ":"):
             return int(line.split()[1]) * 1024
+def rss():
+    return status("VmRSS")
 import numpy as np, nnre, nnre.bundle
 kind, path = sys.argv[1], sys.argv[2]
 before = rss()
@@ -46,6 +49,8 @@ if kind == "decode":
     got = nnre.bundle.decode(path).tensors
 elif kind == "load":
     got = nnre.load(path)
+elif kind == "verify":
+    got = nnre.verify(path)
 elif kind == "npz":
     with np.load(path, allow_pickle=False) as f:
         got = {{k: f[k] for k in f.files}}
@@ -54,7 +59,7 @@ else:
     got = load_file(path)
 seconds = time.perf_counter() - t0
 grow = rss() - before
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+peak = status("VmHWM")  # not ru_maxrss: that survives exec and counts the parent
 print(json.dumps({{"seconds": seconds, "rss_growth": grow, "peak": peak}}))
 """
 
@@ -113,7 +118,8 @@ def main() -> None:
         try:
             paths = write_files(mb, folder)
             size = paths["bundle"].stat().st_size
-            kinds = [("decode", "bundle"), ("load", "bundle"), ("npz", "npz")]
+            kinds = [("decode", "bundle"), ("load", "bundle"), ("verify", "bundle"),
+                     ("npz", "npz")]
             if "safetensors" in paths:
                 kinds.append(("safetensors", "safetensors"))
             rows = {k: probe(k, paths[f], args.repeat) for k, f in kinds}

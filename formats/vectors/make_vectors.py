@@ -336,21 +336,33 @@ def generate(out: Path) -> None:
         base = base or blob
         vocab = "abcd"[: content.dims["V"]]
         xs = np.eye(len(vocab))[[vocab.index(ch) for ch in text]]
-        (out / "valid" / f"{name}.bundle").write_bytes(blob)
         io_case = {"inputs": {"x": xs.tolist()}, "initial_state": "zeros",
                    "expected": {"y": reference_lstm(dict(content.tensors), xs)},
                    "rtol": rtol, "atol": rtol}
         _write_json(out / "valid" / f"{name}.json", io_case)
-        n = int.from_bytes(blob[12:16], "little")
-        manifest["valid"].append({
-            "file": f"valid/{name}.bundle", "io": f"valid/{name}.json",
-            "bundle_id": hashlib.sha256(blob[: 16 + n]).hexdigest(),
-            "file_sha256": hashlib.sha256(blob).hexdigest(), "size": len(blob)})
+        manifest["valid"].append(_valid_entry(out, name, blob, name))
+        if name == "lstm_f32_full":  # the same model as a newer minor with unknown keys
+            future = edited(blob, _future_keys, minor=7)
+            manifest["valid"].append(_valid_entry(out, "future_minor", future, name))
     for name, blob, stage, code, message, why in invalid_cases(base):
         (out / "invalid" / f"{name}.bundle").write_bytes(blob)
         manifest["invalid"].append({"file": f"invalid/{name}.bundle", "stage": stage,
                                     "code": code, "message": message, "why": why})
     _write_json(out / "manifest.json", manifest)
+
+
+def _future_keys(header: dict[str, Any]) -> None:
+    header["signing"] = {"scheme": "none-yet"}
+    header["metadata"]["homepage"] = "https://example.org"
+    header["tensors"][0]["quantization"] = None
+
+
+def _valid_entry(out: Path, name: str, blob: bytes, io_name: str) -> dict[str, Any]:
+    (out / "valid" / f"{name}.bundle").write_bytes(blob)
+    n = int.from_bytes(blob[12:16], "little")
+    return {"file": f"valid/{name}.bundle", "io": f"valid/{io_name}.json",
+            "bundle_id": hashlib.sha256(blob[: 16 + n]).hexdigest(),
+            "file_sha256": hashlib.sha256(blob).hexdigest(), "size": len(blob)}
 
 
 def _write_json(path: Path, value: Any) -> None:
