@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
 from nndk import __version__
+from nndk.check import describe
+from nndk.gradcheck import gradcheck, make_problem
+from nndk.init import INIT_SCHEMES
+from nndk.models import parse_bindings, read_model
+from nndk.optim import OPTIMIZERS
 from nndk.pack import PackRequest, pack
+from nndk.progress import Reporter
+from nndk.train import TrainConfig, start
+from nndk.train import resume as resume_training
 from nnre.bundle_info import escaped
 from nnre.cli import run_cli
 
@@ -16,6 +25,123 @@ from nnre.cli import run_cli
 @click.version_option(__version__, prog_name="nndk")
 def cli() -> None:
     """nndk: check, train and pack equation models for the nnre runtime."""
+
+
+@cli.command("check")
+@click.argument("model", metavar="MODEL")
+@click.option("--set", "bindings", multiple=True, metavar="NAME=N",
+              help="Bind a dimension, e.g. --set H=128 (repeatable).")
+@click.option("--dtype", type=click.Choice(["float32", "float64"]), default="float32",
+              show_default=True, help="Precision of the compiled program.")
+def check_command(model: str, bindings: tuple[str, ...], dtype: str) -> None:
+    """Parse and shape-check MODEL (an .eqn file or a template: lstm, gru, rnn, mlp).
+
+    Prints the canonical equations, the roles (inputs, state, outputs), every parameter's
+    shape, the parameter count and the compiled program. On an error, prints where it is
+    (file:line:column) and exits with status 1.
+
+    \b
+    Example:
+      nndk check lstm --set H=128 --set V=65
+    """
+    text, filename = read_model(model)
+    click.echo(describe(text, parse_bindings(bindings), filename, dtype))
+
+
+@cli.command("gradcheck")
+@click.argument("model", metavar="MODEL")
+@click.option("--set", "bindings", multiple=True, metavar="NAME=N",
+              help="Bind a dimension, e.g. --set H=8 (repeatable).")
+@click.option("--steps", default=4, show_default=True, help="Time steps to unroll.")
+@click.option("--batch", default=2, show_default=True, help="Examples per batch.")
+@click.option("--seed", default=0, show_default=True, help="Seed of the random problem.")
+@click.option("--tolerance", default=1e-6, show_default=True,
+              help="Largest relative error accepted.")
+def gradcheck_command(model: str, bindings: tuple[str, ...], steps: int, batch: int, seed: int,
+                      tolerance: float) -> None:
+    """Check backpropagation through MODEL against float64 central differences.
+
+    Builds random float64 weights, inputs and initial state, and compares the gradient of
+    a random linear loss (over every output at every step and the final state) with
+    finite differences along random directions. Exits 1 if any error exceeds --tolerance.
+
+    \b
+    Example:
+      nndk gradcheck gru --set H=8 --set V=5
+    """
+    text, filename = read_model(model)
+    problem = make_problem(text, parse_bindings(bindings), steps=steps, batch=batch, seed=seed)
+    errors = gradcheck(problem)
+    width = max(len(k) for k in errors)
+    for name, err in errors.items():
+        mark = "ok" if err <= tolerance else "FAIL"
+        click.echo(f"{name:<{width}}  {err:.2e}  {mark}")
+    worst = max(errors.values())
+    if worst > tolerance:
+        raise click.ClickException(f"{filename}: gradient check failed (worst relative error "
+                                   f"{worst:.2e} > {tolerance:g})")
+    click.echo(f"{filename}: {len(errors)} gradients match (worst relative error {worst:.2e})")
+
+
+@cli.command("train")
+@click.argument("data", metavar="DATA", type=click.Path(dir_okay=False))
+@click.option("--model", default="lstm", show_default=True,
+              help="Template (lstm, gru, rnn) or a path to an .eqn file.")
+@click.option("--set", "bindings", multiple=True, metavar="NAME=N",
+              help="Bind a dimension, e.g. --set H=256 (default H=128).")
+@click.option("--seq-length", default=50, show_default=True, help="Steps of BPTT per batch.")
+@click.option("--batch-size", default=32, show_default=True, help="Parallel text streams.")
+@click.option("--steps", type=int, default=None, help="Optimizer steps (default: 1 epoch).")
+@click.option("--epochs", type=float, default=None, help="Passes over the training split.")
+@click.option("--lr", default=2e-3, show_default=True, help="Learning rate.")
+@click.option("--optimizer", type=click.Choice(sorted(OPTIMIZERS)), default="adam",
+              show_default=True)
+@click.option("--clip", default=5.0, show_default=True,
+              help="Clip the global gradient norm to this (0: off).")
+@click.option("--lr-decay", default=1.0, show_default=True,
+              help="Multiply the learning rate by this every --decay-every steps.")
+@click.option("--decay-every", default=0, show_default=True)
+@click.option("--val-frac", default=0.1, show_default=True,
+              help="Fraction of the text held out for validation.")
+@click.option("--eval-every", default=100, show_default=True,
+              help="Evaluate, sample and checkpoint every N steps.")
+@click.option("--sample-every", default=0, show_default=True,
+              help="Sample every N steps (0: at each evaluation).")
+@click.option("--sample-length", default=200, show_default=True)
+@click.option("--temperature", default=0.8, show_default=True, help="Of the progress samples.")
+@click.option("--init", "init_scheme", type=click.Choice(INIT_SCHEMES), default="auto",
+              show_default=True, help="auto: orthogonal square matrices, Xavier the rest.")
+@click.option("--seed", default=0, show_default=True, help="Drives every random choice.")
+@click.option("--checkpoint-dir", default="checkpoints", show_default=True,
+              type=click.Path(file_okay=False))
+@click.option("--resume", "resume_dir", type=click.Path(), default=None,
+              help="Continue a checkpoint exactly (weights, optimizer, step, data, RNG).")
+def train_command(data: str, model: str, bindings: tuple[str, ...], resume_dir: str | None,
+                  checkpoint_dir: str, init_scheme: str, **options: Any) -> None:
+    """Train MODEL on the text file DATA, character by character (char-rnn style).
+
+    Prints progress on stderr (a bar in a terminal, log lines otherwise) with the loss,
+    validation loss in bits per character, speed and ETA, and a text sample at each
+    evaluation. Checkpoints go to --checkpoint-dir atomically; Ctrl-C saves one and exits.
+
+    \b
+    Examples:
+      nndk train input.txt --set H=128 --steps 2000
+      nndk train input.txt --resume checkpoints --steps 4000
+    """
+    if resume_dir:
+        trainer = resume_training(resume_dir, data, options["steps"])
+    else:
+        dims = {"H": 128} | parse_bindings(bindings)
+        config = TrainConfig(model=model, dims=dims, init=init_scheme, **options)
+        trainer = start(config, data)
+    try:
+        trainer.fit(checkpoint_dir, Reporter())
+    except KeyboardInterrupt:
+        click.echo(f"\ninterrupted at step {trainer.step}; checkpoint saved in "
+                   f"{checkpoint_dir}", err=True)
+        raise SystemExit(130) from None
+    click.echo(f"trained {trainer.step} steps; checkpoint: {checkpoint_dir}", err=True)
 
 
 @cli.command("pack")

@@ -24,6 +24,7 @@ from nnre.equations.to_sympy import (
     state_symbol_name,
 )
 from nnre.errors import EquationError
+from nnre.optimize import optimize as optimize_program
 from nnre.program import STAGES, Instr, Program, Slot
 
 _RANK = {stage: i for i, stage in enumerate(STAGES)}
@@ -41,6 +42,7 @@ class Compiler:
     # -- slots ---------------------------------------------------------------------------
     def slot(self, kind: str, shape: tuple[int, int], stage: str, name: str = "") -> int:
         index = len(self.prog.slots)
+        shape = (int(shape[0]), int(shape[1]))
         if stage != "const":
             if shape[0] != 1 and shape[1] != 1:
                 raise EquationError(
@@ -320,6 +322,8 @@ _HANDLERS: dict[type, Any] = {
 }
 
 
-def compile_program(sym: SympyModel, roles: Roles, dtype: str = "float32") -> Program:
-    """Compile a checked SymPy model into a Program."""
-    return Compiler(sym, roles, dtype).compile()
+def compile_program(sym: SympyModel, roles: Roles, dtype: str = "float32",
+                    optimize: bool = True) -> Program:
+    """Compile a checked SymPy model into a Program (stacked and fused unless told not to)."""
+    prog = Compiler(sym, roles, dtype).compile()
+    return optimize_program(prog) if optimize else prog

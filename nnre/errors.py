@@ -37,12 +37,12 @@ class EquationError(NnreError):
         super().__init__(self._render())
 
     def _render(self) -> str:
-        where = self.filename or "<equations>"
+        where = self.filename or ("<equations>" if self.line is not None else "")
         if self.line is not None:
             where += f":{self.line}"
             if self.column is not None:
                 where += f":{self.column}"
-        text = f"{where}: {self.message}"
+        text = f"{where}: {self.message}" if where else self.message
         if self.expected:
             text += f" (expected {self.expected})"
         if self.source_line is not None and self.column is not None:

@@ -14,11 +14,11 @@ from typing import Any
 import numpy as np
 
 from nnre.compiler import compile_program
-from nnre.equations import check
+from nnre.equations import check, param_shapes
 from nnre.equations.lexer import canonical_name
 from nnre.errors import EquationError, FeedError, ShapeError
 from nnre.program import Program
-from nnre.vm import LoopStage, PreStage, run_prologue
+from nnre.vm import LoopStage, PostStage, PreStage, run_prologue
 
 DTYPES = ("float32", "float64")
 Arrays = dict[str, np.ndarray]
@@ -58,8 +58,12 @@ class Model:
     def from_equations(cls, text: str, params: Mapping[str, Any], dims: Mapping[str, int]
                        | None = None, dtype: str = "float32", *,
                        metadata: dict[str, Any] | None = None, bundle_id: str | None = None,
-                       filename: str | None = None) -> Model:
-        """Parse, check and compile equations against weights keyed by canonical name."""
+                       filename: str | None = None, optimize: bool = True) -> Model:
+        """Parse, check and compile equations against weights keyed by canonical name.
+
+        ``optimize=False`` skips the stacking/fusion/sinking rewrites (for debugging and for
+        checking them: results are the same up to rounding).
+        """
         if dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
         weights = _canonical_weights(params, dtype)
@@ -71,16 +75,15 @@ class Model:
                              expected="one of " + ", ".join(roles.params or ["(none)"]),
                              filename=filename)
         specs = {}
-        for name in roles.params:
+        for name, want in param_shapes(checked).items():
             r, c = shapes.of[name]
-            want = (r, c) if name in shapes.matrices else () if name in shapes.scalar else (r,)
             if name not in weights:
                 raise ShapeError(f"missing weight '{name}' of shape {want}", filename=filename)
             if weights[name].shape not in (want, (r, c)):
                 raise ShapeError(f"weight '{name}' has shape {weights[name].shape}",
                                  expected=f"shape {want}", filename=filename)
             specs[name] = TensorSpec(want, dtype)
-        program = compile_program(checked.sympy, roles, dtype)
+        program = compile_program(checked.sympy, roles, dtype, optimize=optimize)
         return cls(program, weights, equations=text, dims=shapes.dims, param_specs=specs,
                    metadata=metadata, bundle_id=bundle_id)
 
@@ -149,19 +152,21 @@ class Model:
         phases = loop.phases
         for (name, lag), _ in prog.state_in.items():
             np.copyto(loop.ring[name][(-lag) % phases], init[_state_key(name, lag)])
+        post = self._post(pre, steps * batch)
         sources = [(win, pre.arrays[i].reshape(steps, batch, -1))
                    for i, win in loop.windows.items()]
         results: Arrays = {}
-        per_step = []
+        per_step = [(post.arrays[i].reshape(steps, batch, -1), [a[i] for a in loop.arrays])
+                    for i in post.captures]
         for name, index in prog.outputs.items():
             stage = prog.slots[index].stage
             if stage == "loop":
                 results[name] = np.empty((steps, batch, *prog.slots[index].shape), self.dtype)
                 per_step.append((results[name], [arrs[index] for arrs in loop.arrays]))
-            elif stage == "pre":
-                results[name] = pre.arrays[index].reshape(steps, batch, -1).copy()
-            else:
-                row = self._consts[index].reshape(-1)
+            elif stage == "const":
+                const = self._consts[index]
+                assert const is not None
+                row = const.reshape(-1)
                 results[name] = np.broadcast_to(row, (steps, batch, row.size)).copy()
         tapes = loop.tapes
         for t in range(steps):
@@ -174,7 +179,19 @@ class Model:
                 np.copyto(out[t], bufs[phase])
         final = {_state_key(name, lag): loop.ring[name][(steps - lag) % phases].copy()
                  for (name, lag) in prog.state_in}
+        for f in post.tape:
+            f()
+        for name, index in prog.outputs.items():
+            if prog.slots[index].stage in ("pre", "post"):
+                results[name] = post.arrays[index].reshape(steps, batch, -1).copy()
         return results, final
+
+    def _post(self, pre: PreStage, rows: int) -> PostStage:
+        cache = self._local.stages
+        key = ("post", rows)
+        if key not in cache or cache[key][0] is not pre:
+            cache[key] = (pre, PostStage(self.program, self._consts, rows, pre))
+        return cache[key][1]  # type: ignore[no-any-return]
 
     def _stage(self, kind: str, rows: int) -> Any:
         cache = getattr(self._local, "stages", None)
@@ -195,7 +212,8 @@ class Model:
                             + ", ".join(self._inputs or ["(none)"]))
         missing = [n for n in self._inputs if n not in feeds]
         if missing:
-            raise FeedError(f"missing input '{missing[0]}' of shape {self._inputs[missing[0]].shape}")
+            spec = self._inputs[missing[0]]
+            raise FeedError(f"missing input '{missing[0]}' of shape {spec.shape}")
         xs: Arrays = {}
         dims: set[tuple[int, ...]] = set()
         batched = True

@@ -34,6 +34,7 @@ class OpDef:
     kernel: Callable[..., Any]
     shape: Callable[..., Shape]
     view: bool = False  # True: returns a view of its input, writes nothing
+    ufunc: Callable[..., Any] | None = None  # same as kernel, callable without a wrapper
 
 
 def _same(a: Shape, *rest: Shape, **_: Any) -> Shape:
@@ -94,11 +95,6 @@ def _copy(x: np.ndarray, out: np.ndarray) -> np.ndarray:
     return out
 
 
-def _fill(out: np.ndarray, value: float) -> np.ndarray:
-    out.fill(value)
-    return out
-
-
 def _matmul_shape(a: Shape, b: Shape, **_: Any) -> Shape:
     if len(b) != 2 or a[-1] != b[0]:
         raise ValueError(f"matmul of {a} and {b}")
@@ -128,11 +124,11 @@ def _transpose_shape(a: Shape) -> Shape:
 
 
 def _elementwise(name: str, ufunc: Callable[..., Any]) -> OpDef:
-    return OpDef(name, 1, lambda x, out: ufunc(x, out=out), _same)
+    return OpDef(name, 1, lambda x, out: ufunc(x, out=out), _same, ufunc=ufunc)
 
 
 def _binary(name: str, ufunc: Callable[..., Any]) -> OpDef:
-    return OpDef(name, 2, lambda a, b, out: ufunc(a, b, out=out), _broadcast)
+    return OpDef(name, 2, lambda a, b, out: ufunc(a, b, out=out), _broadcast, ufunc=ufunc)
 
 
 OPS: dict[str, OpDef] = {op.name: op for op in [
@@ -140,7 +136,8 @@ OPS: dict[str, OpDef] = {op.name: op for op in [
     _binary("sub", np.subtract),
     _binary("mul", np.multiply),
     _binary("div", np.divide),
-    OpDef("matmul", 2, lambda a, b, out: np.matmul(a, b, out=out), _matmul_shape),
+    OpDef("matmul", 2, lambda a, b, out: np.matmul(a, b, out=out), _matmul_shape,
+          ufunc=np.matmul),
     OpDef("rowdot", 2, _rowdot, _rowdot_shape),
     _elementwise("neg", np.negative),
     _elementwise("tanh", np.tanh),
@@ -154,7 +151,6 @@ OPS: dict[str, OpDef] = {op.name: op for op in [
     OpDef("log_softmax", 1, _log_softmax, _same),
     OpDef("pow", 1, _power, _same),
     OpDef("copy", 1, _copy, _same),
-    OpDef("fill", 0, _fill, lambda **_: ()),
     OpDef("concat", -1, _concat, _concat_shape),
     OpDef("slice", 1, lambda a, start, stop: a[..., start:stop], _slice_shape, view=True),
     OpDef("reshape", 1, lambda a, shape: a.reshape(shape), _reshape_shape, view=True),

@@ -2,8 +2,10 @@
 
 Stages: ``prologue`` depends on parameters only and runs once per set of weights; ``pre``
 depends on inputs but not on state, so a whole sequence can go through it at once before the
-time loop; ``loop`` depends on state and runs once per step. Slots of the per-example stages
-hold 2-D arrays (rows, n): rows is the batch (or time × batch in ``pre``).
+time loop; ``loop`` is the recurrence and runs once per step; ``post`` is per-step work the
+recurrence does not need (typically the read-out ``y = softmax(W h + b)``), run for all steps
+at once after the loop on values captured from it. Slots of the per-example stages hold 2-D
+arrays (rows, n): rows is the batch, or time × batch in ``pre`` and ``post``.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-STAGES = ("const", "pre", "loop")
+STAGES = ("const", "pre", "loop", "post")
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,7 @@ class Program:
     prologue: list[Instr] = field(default_factory=list)
     pre: list[Instr] = field(default_factory=list)
     loop: list[Instr] = field(default_factory=list)
+    post: list[Instr] = field(default_factory=list)
     inputs: dict[str, int] = field(default_factory=dict)
     params: dict[str, int] = field(default_factory=dict)
     state_in: dict[tuple[str, int], int] = field(default_factory=dict)  # (name, lag) → slot
@@ -49,17 +52,22 @@ class Program:
     outputs: dict[str, int] = field(default_factory=dict)
 
     def stage_list(self, stage: str) -> list[Instr]:
-        return {"const": self.prologue, "pre": self.pre, "loop": self.loop}[stage]
+        return {"const": self.prologue, "pre": self.pre, "loop": self.loop,
+                "post": self.post}[stage]
 
     def max_lag(self) -> int:
         return max((lag for _, lag in self.state_in), default=0)
 
+    def max_lag_of(self, name: str) -> int:
+        return max(lag for state, lag in self.state_in if state == name)
+
     def listing(self) -> str:
         """One instruction per line with shapes: the program as a person can read it."""
-        lines = [f"# dtype {self.dtype}; rows are the batch (B), or time × batch in 'pre'"]
+        lines = [f"# dtype {self.dtype}; B is the batch, or time × batch in 'pre' and 'post'"]
         for stage, instrs in (("prologue (once per weights)", self.prologue),
                               ("pre (all steps at once)", self.pre),
-                              ("loop (each step)", self.loop)):
+                              ("loop (each step)", self.loop),
+                              ("post (all steps at once, after the loop)", self.post)):
             lines.append(f"{stage}: {len(instrs)} instructions")
             lines.extend("  " + self.show_instr(ins) for ins in instrs)
         outs = ", ".join(f"{n} ← {self.slots[s].name}" for n, s in self.outputs.items())

@@ -22,28 +22,33 @@ Tape = list[Callable[[], Any]]
 
 def run_prologue(prog: Program, params: dict[str, np.ndarray]) -> list[np.ndarray | None]:
     """Constant slots: parameters, literals, and everything computed from them (once)."""
-    arrays: list[np.ndarray | None] = [None] * len(prog.slots)
+    return bind_prologue(prog, params)[0]
+
+
+def bind_prologue(prog: Program, params: dict[str, np.ndarray]
+                  ) -> tuple[list[Any], Tape]:
+    """Constant slots and a tape that recomputes them in place.
+
+    Parameters are bound by reference (reshaped views where possible), so a trainer that
+    updates its arrays in place only has to replay the tape to refresh stacked weights.
+    """
+    arrays: list[Any] = [None] * len(prog.slots)
     for index, value in prog.literals.items():
         arrays[index] = value
     for name, index in prog.params.items():
         arrays[index] = params[name].reshape(prog.slots[index].shape)
+    tape: Tape = []
     for ins in prog.prologue:
-        _execute(ins, arrays, len(prog.slots))
-    return arrays
-
-
-def _execute(ins: Instr, arrays: list[np.ndarray | None], _n: int) -> None:
-    op = OPS[ins.op]
-    args = [arrays[a] for a in ins.args]
-    attrs = dict(ins.attrs)
-    if op.view:
-        arrays[ins.out] = op.kernel(*args, **attrs)
-        return
-    shapes = [a.shape for a in args if a is not None]
-    out_shape = op.shape(*shapes, **attrs) if op.arity != 0 else ()
-    out = np.empty(out_shape, dtype=np.result_type(*args) if args else None)
-    op.kernel(*args, out=out, **attrs)
-    arrays[ins.out] = out
+        op = OPS[ins.op]
+        if op.view:
+            arrays[ins.out] = op.kernel(*[arrays[a] for a in ins.args], **dict(ins.attrs))
+            continue
+        arrays[ins.out] = np.empty(prog.slots[ins.out].shape, dtype=prog.dtype)
+        call = functools.partial(op.kernel, *[arrays[a] for a in ins.args],
+                                 out=arrays[ins.out], **dict(ins.attrs))
+        call()
+        tape.append(call)
+    return arrays, tape
 
 
 def _bind(ins: Instr, arrays: list[Any], rows: int, dtype: str, prog: Program,
@@ -57,7 +62,7 @@ def _bind(ins: Instr, arrays: list[Any], rows: int, dtype: str, prog: Program,
         return None
     if allocate or arrays[ins.out] is None:
         arrays[ins.out] = np.empty((rows, *prog.slots[ins.out].shape), dtype=dtype)
-    return functools.partial(op.kernel, *args, out=arrays[ins.out], **attrs)
+    return functools.partial(op.ufunc or op.kernel, *args, out=arrays[ins.out], **attrs)
 
 
 class PreStage:
@@ -68,6 +73,27 @@ class PreStage:
         for index in prog.inputs.values():
             self.arrays[index] = np.empty((rows, *prog.slots[index].shape), dtype=prog.dtype)
         self.tape: Tape = [f for ins in prog.pre
+                           if (f := _bind(ins, self.arrays, rows, prog.dtype, prog)) is not None]
+
+
+class PostStage:
+    """Buffers and tape for the work after the loop, at time × batch rows.
+
+    ``captures`` are the loop values it reads: the loop copies each into row block t of
+    its capture buffer at every step.
+    """
+
+    def __init__(self, prog: Program, consts: list[Any], rows: int, pre: PreStage) -> None:
+        self.arrays = list(consts)
+        for index, slot in enumerate(prog.slots):
+            if slot.stage == "pre":
+                self.arrays[index] = pre.arrays[index]
+        moved = {ins.out for ins in prog.post}
+        self.captures = sorted({a for ins in prog.post for a in ins.args
+                                if prog.slots[a].stage == "loop" and a not in moved})
+        for index in self.captures:
+            self.arrays[index] = np.empty((rows, *prog.slots[index].shape), dtype=prog.dtype)
+        self.tape: Tape = [f for ins in prog.post
                            if (f := _bind(ins, self.arrays, rows, prog.dtype, prog)) is not None]
 
 
@@ -105,3 +131,81 @@ class LoopStage:
                     temps.setdefault(ins.out, arrays[ins.out])
             self.tapes.append(tape)
             self.arrays.append(arrays)
+
+
+class Unrolled:
+    """A forward pass that keeps every slot's value at every step: what training differentiates.
+
+    Per-example slots hold ``(steps·batch, n)`` arrays (``full``), step t being row block t;
+    ``at[t]`` is the slot table of step t. Each state lives in one history buffer with its
+    initial values first, so a state input at every lag is a contiguous view of it and no
+    step copies anything. Binding is done once per (steps, batch); :meth:`forward` replays.
+    """
+
+    def __init__(self, prog: Program, consts: list[Any], steps: int, batch: int) -> None:
+        self.prog, self.steps, self.batch = prog, steps, batch
+        rows, dtype = steps * batch, prog.dtype
+        self.full: list[Any] = list(consts)
+        for index in prog.inputs.values():
+            self.full[index] = np.zeros((rows, *prog.slots[index].shape), dtype)
+        self.pre = [f for ins in prog.pre
+                    if (f := _bind(ins, self.full, rows, dtype, prog)) is not None]
+        self.history = _histories(prog, self.full, steps, batch)
+        for ins in prog.loop:
+            if not OPS[ins.op].view and self.full[ins.out] is None:
+                self.full[ins.out] = np.zeros((rows, *prog.slots[ins.out].shape), dtype)
+        self.at: list[list[Any]] = []
+        self.tapes: list[Tape] = []
+        for t in range(steps):
+            arrays = row_block(prog, self.full, t, batch)
+            self.tapes.append([f for ins in prog.loop
+                               if (f := _bind(ins, arrays, batch, dtype, prog, False))])
+            self.at.append(arrays)
+        for ins in prog.loop:  # full-length views of loop views, for the post stage
+            if OPS[ins.op].view:
+                self.full[ins.out] = OPS[ins.op].kernel(self.full[ins.args[0]],
+                                                        **dict(ins.attrs))
+        self.post = [f for ins in prog.post
+                     if (f := _bind(ins, self.full, rows, dtype, prog)) is not None]
+
+    def init_block(self, name: str, lag: int) -> Any:
+        """Where the state value of time -lag lives (before step 0)."""
+        k, b = self.prog.max_lag_of(name), self.batch
+        return self.history[name][(k - lag) * b:(k - lag + 1) * b]
+
+    def forward(self, feeds: dict[str, np.ndarray], init: dict[tuple[str, int], Any]) -> None:
+        """Run all steps; ``feeds`` are (steps·batch, n) arrays, ``init`` (batch, n) arrays."""
+        for name, index in self.prog.inputs.items():
+            np.copyto(self.full[index], feeds[name])
+        for (name, lag), value in init.items():
+            np.copyto(self.init_block(name, lag), value)
+        for f in self.pre:
+            f()
+        for tape in self.tapes:
+            for f in tape:
+                f()
+        for f in self.post:
+            f()
+
+
+def _histories(prog: Program, full: list[Any], steps: int, batch: int) -> dict[str, Any]:
+    """One buffer per state: k initial blocks then one block per step; slots view into it."""
+    history = {}
+    for name, out in prog.state_out.items():
+        k = prog.max_lag_of(name)
+        buf = np.zeros(((steps + k) * batch, *prog.slots[out].shape), prog.dtype)
+        history[name] = buf
+        full[out] = buf[k * batch:]
+        for (state, lag), index in prog.state_in.items():
+            if state == name:
+                full[index] = buf[(k - lag) * batch:(k - lag + steps) * batch]
+    return history
+
+
+def row_block(prog: Program, full: list[Any], t: int, batch: int) -> list[Any]:
+    """The slot table of step t: row block t of every per-example slot of pre and loop."""
+    arrays = list(full)
+    for i, slot in enumerate(prog.slots):
+        if slot.stage in ("pre", "loop") and full[i] is not None:
+            arrays[i] = full[i][t * batch:(t + 1) * batch]
+    return arrays

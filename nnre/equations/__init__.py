@@ -29,13 +29,20 @@ class Checked:
 
 def check(text: str, dims: Mapping[str, int] | None = None,
           weights: Mapping[str, tuple[int, ...]] | None = None,
-          filename: str | None = None) -> Checked:
-    """Parse and check equation text; ``weights`` maps parameter names to array shapes."""
+          filename: str | None = None,
+          known: Mapping[str, tuple[int, ...]] | None = None) -> Checked:
+    """Parse and check equation text.
+
+    ``weights`` maps parameter names to the shapes of supplied arrays (names that are not
+    parameters are ignored); ``known`` fixes the shape of any name, e.g. an input's size
+    taken from a training vocabulary.
+    """
     module = parse(text, filename)
     static = not any(n.time is not None for eq in module.equations
                      for n in [eq.target, *ast.walk(eq.expr)] if isinstance(n, ast.Name))
     roles = analyse(module, set(weights) if weights is not None and static else None)
     given = {k: v for k, v in (weights or {}).items() if k in roles.params}
+    given.update(known or {})
     shapes = check_shapes(module, roles, dims, given)
     if static and weights is not None:
         _no_missing_weights(roles, shapes, module)
@@ -50,3 +57,20 @@ def _no_missing_weights(roles: Roles, shapes: Shapes, module: ast.Module) -> Non
         if name not in declared and r != 1 and c != 1:
             raise ShapeError(f"missing weight '{name}' of shape ({r}, {c})",
                              filename=module.filename)
+
+
+def param_shapes(checked: Checked) -> dict[str, tuple[int, ...]]:
+    """The shape each parameter's array has in the API and in weight files.
+
+    A matrix is (rows, cols); a vector (a column in the equations) is (n,); a scalar is ().
+    """
+    out: dict[str, tuple[int, ...]] = {}
+    for name in checked.roles.params:
+        r, c = checked.shapes.of[name]
+        if name in checked.shapes.scalar:
+            out[name] = ()
+        elif name in checked.shapes.matrices or c != 1:
+            out[name] = (r, c)
+        else:
+            out[name] = (r,)
+    return out

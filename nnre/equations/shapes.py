@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from nnre.equations import ast
 from nnre.equations.roles import Roles
-from nnre.errors import EquationError, ShapeError
+from nnre.errors import ShapeError
 
 MAX_DIM = 2**31 - 1
 
@@ -374,6 +374,9 @@ def check_shapes(module: ast.Module, roles: Roles, dims: Mapping[str, int] | Non
         ck.declare(decl)
     for name, shape in (given or {}).items():
         ck.give(name, shape)
+    for name in roles.inputs:  # an input is a (column) vector unless declared a matrix
+        if name not in ck.matrices:
+            ck.d.union(ck.name_pair(name)[1], ck.one)
     for name in roles.order:
         ck.equation(roles.equations[name])
     problem = ck.d.solve_sums()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeAlias
 
 import sympy as sp
 from sympy.matrices.expressions.applyfunc import ElementwiseApplyFunction
@@ -41,7 +41,7 @@ class Softmax(sp.MatrixExpr):
 
     @property
     def shape(self) -> tuple[Any, Any]:
-        return self.args[0].shape  # type: ignore[attr-defined, no-any-return]
+        return self.args[0].shape  # type: ignore[no-any-return]
 
 
 class LogSoftmax(Softmax):
@@ -66,12 +66,12 @@ _SCALAR_FUNCS = {
     "abs": abs, "softmax": lambda v: 1.0, "log_softmax": lambda v: 0.0,
 }
 
-Value = float | sp.MatrixExpr
+Value: TypeAlias = Any  # a Python float (folded constant) or a SymPy MatrixExpr
 
 
 def _flat(cls: type, m: sp.MatrixExpr) -> tuple[sp.MatrixExpr, ...]:
     """The operands of an associative node, so a+b+c is one sum of three terms."""
-    return tuple(m.args) if isinstance(m, cls) else (m,)
+    return tuple(m.args) if isinstance(m, cls) else (m,)  # type: ignore[attr-defined]
 
 
 def state_symbol_name(name: str, lag: int) -> str:

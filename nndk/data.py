@@ -1,0 +1,113 @@
+"""Training data: a text file as character streams, or arrays from .npz / CSV files.
+
+Text follows char-rnn: the corpus is split into training and validation parts, each part is
+cut into ``batch`` parallel streams, and a batch is the next ``seq_length`` characters of
+every stream, so the state carried from one batch continues the same text.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from nnre.errors import NnreError
+
+
+class DataError(NnreError):
+    """Training data that cannot be used: empty, too short, unreadable, mismatched."""
+
+
+@dataclass
+class TextData:
+    """A character corpus: vocabulary, encoded splits, and the file's sha256."""
+
+    vocab: str
+    train: np.ndarray  # int32 character indices
+    val: np.ndarray
+    sha256: str
+
+    @property
+    def size(self) -> int:
+        return len(self.vocab)
+
+    def encode(self, text: str) -> np.ndarray:
+        index = {ch: i for i, ch in enumerate(self.vocab)}
+        missing = sorted({ch for ch in text if ch not in index})
+        if missing:
+            raise DataError(f"characters not in the vocabulary: {missing!r}")
+        return np.array([index[ch] for ch in text], dtype=np.int32)
+
+
+def load_text(path: str | Path, val_frac: float = 0.1, vocab: str | None = None) -> TextData:
+    """Read a UTF-8 text file; the vocabulary is its sorted set of characters."""
+    raw = Path(path).read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise DataError(f"{path}: not UTF-8 text (byte {err.start})") from None
+    if len(text) < 2:
+        raise DataError(f"{path}: needs at least 2 characters of text, has {len(text)}")
+    if not 0 <= val_frac < 1:
+        raise DataError(f"--val-frac must be in [0, 1), got {val_frac}")
+    vocab = vocab if vocab is not None else "".join(sorted(set(text)))
+    index = {ch: i for i, ch in enumerate(vocab)}
+    unknown = sorted({ch for ch in text if ch not in index})
+    if unknown:
+        raise DataError(f"{path}: characters not in the model's vocabulary: {unknown[:10]!r}")
+    codes = np.fromiter((index[ch] for ch in text), dtype=np.int32, count=len(text))
+    cut = len(codes) - int(len(codes) * val_frac)
+    return TextData(vocab, codes[:cut], codes[cut:], hashlib.sha256(raw).hexdigest())
+
+
+class Streams:
+    """``batch`` contiguous streams over one split, read ``seq_length`` characters at a time."""
+
+    def __init__(self, codes: np.ndarray, batch: int, seq_length: int, what: str) -> None:
+        per_stream = (len(codes) - 1) // batch
+        if per_stream < seq_length:
+            raise DataError(f"{what} split has {len(codes)} characters: too few for "
+                            f"{batch} streams of {seq_length} (+1) characters; lower "
+                            "--batch-size or --seq-length")
+        self.inputs = codes[: per_stream * batch].reshape(batch, per_stream)
+        self.targets = codes[1: per_stream * batch + 1].reshape(batch, per_stream)
+        self.seq_length = seq_length
+        self.batches = per_stream // seq_length
+
+    def batch(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """(inputs, targets) of batch ``index``, each (seq_length, batch) int32."""
+        s = (index % self.batches) * self.seq_length
+        e = s + self.seq_length
+        return self.inputs[:, s:e].T, self.targets[:, s:e].T
+
+
+def one_hot(codes: np.ndarray, size: int, dtype: str) -> np.ndarray:
+    out = np.zeros((*codes.shape, size), dtype=dtype)
+    np.put_along_axis(out, codes[..., None], 1, axis=-1)
+    return out
+
+
+def load_arrays(path: str | Path) -> dict[str, np.ndarray]:
+    """Arrays from an .npz (no pickles) or a CSV whose header names the columns."""
+    path = Path(path)
+    if path.suffix == ".npz":
+        with np.load(path, allow_pickle=False) as data:
+            return {k: np.asarray(data[k]) for k in data.files}
+    if path.suffix == ".csv":
+        with path.open(newline="", encoding="utf-8") as f:
+            rows = list(csv.reader(f))
+        if len(rows) < 2:
+            raise DataError(f"{path}: a header line and at least one row are needed")
+        header, body = rows[0], rows[1:]
+        try:
+            table = np.array([[float(v) for v in row] for row in body])
+        except ValueError as err:
+            raise DataError(f"{path}: {err}") from None
+        groups: dict[str, list[int]] = {}
+        for col, name in enumerate(header):
+            groups.setdefault(name.split(".")[0].strip(), []).append(col)
+        return {k: table[:, cols] for k, cols in groups.items()}
+    raise DataError(f"{path}: numeric data must be .npz or .csv")

@@ -1,0 +1,26 @@
+"""Initial weights: Xavier-uniform or orthogonal matrices, zero biases, forget-gate bias 1."""
+
+from __future__ import annotations
+
+import numpy as np
+
+FORGET_BIASES = {"b_f", "B_f", "Bf", "bf"}  # LSTM forget-gate biases start at 1 (Jozefowicz 2015)
+
+
+def init_param(name: str, shape: tuple[int, ...], rng: np.random.Generator, scheme: str,
+               dtype: str) -> np.ndarray:
+    """One parameter's initial value, by its shape and, for a forget-gate bias, its name."""
+    if len(shape) < 2 or min(shape) == 1:
+        value = 1.0 if name in FORGET_BIASES else 0.0
+        return np.full(shape, value, dtype=dtype)
+    rows, cols = shape
+    if scheme == "orthogonal" or (scheme == "auto" and rows == cols):
+        q, r = np.linalg.qr(rng.normal(size=(max(rows, cols), min(rows, cols))))
+        q *= np.sign(np.diag(r))
+        out = q if rows >= cols else q.T
+        return np.ascontiguousarray(out[:rows, :cols]).astype(dtype)
+    bound = np.sqrt(6.0 / (rows + cols))
+    return rng.uniform(-bound, bound, size=shape).astype(dtype)
+
+
+INIT_SCHEMES = ("auto", "xavier", "orthogonal")

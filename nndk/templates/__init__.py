@@ -1,0 +1,1 @@
+"""Shipped equation files: ``lstm``, ``gru``, ``rnn`` and ``mlp``, usable by name."""

@@ -1,0 +1,56 @@
+"""``nndk check`` end to end: what it prints, and one error line with exit 1 on bad input."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from nndk.cli import cli
+
+
+def test_check_template_prints_roles_shapes_and_program() -> None:
+    result = CliRunner().invoke(cli, ["check", "lstm", "--set", "H=16", "--set", "V=7"])
+    assert result.exit_code == 0, result.output
+    out = result.output
+    assert "dims: H=16, V=7" in out
+    assert "inputs: x (7,)" in out
+    assert "state: h (16,), c (16,)" in out
+    assert "  W_f (16, 7)" in out and "  b_y (7,)" in out
+    # 4 gates × (W: 16×7, U: 16×16, b: 16) + W_y 7×16 + b_y 7
+    assert f"parameters: 14 arrays, {4 * (16 * 7 + 16 * 16 + 16) + 7 * 16 + 7:,} values" in out
+    assert "= softmax(" in out and "loop (each step)" in out
+
+
+def test_check_error_is_one_located_line(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.eqn"
+    bad.write_text("xₜ ∈ ℝ^3\nyₜ = tanh(W xₜ + U hₜ₋₁)\n", encoding="utf-8")
+    proc = subprocess.run([sys.executable, "-m", "nndk", "check", str(bad)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 1
+    assert proc.stdout == ""
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith(f"error: {bad}:2:20: 'hₜ₋₁' reads an earlier step of 'h'")
+    assert "Traceback" not in proc.stderr
+
+
+def test_check_unbound_dimension_and_bad_binding() -> None:
+    result = CliRunner().invoke(cli, ["check", "gru"])
+    assert result.exit_code == 1
+    result = CliRunner().invoke(cli, ["check", "gru", "--set", "H=abc"])
+    assert result.exit_code == 1
+
+
+def test_check_missing_file_and_non_utf8(tmp_path: Path) -> None:
+    proc = subprocess.run([sys.executable, "-m", "nndk", "check", str(tmp_path / "nope.eqn")],
+                          capture_output=True, text=True)
+    assert proc.returncode == 1 and proc.stderr.startswith("error: no equation file")
+    binary = tmp_path / "bin.eqn"
+    binary.write_bytes(b"h = \xff\xfe")
+    proc = subprocess.run([sys.executable, "-m", "nndk", "check", str(binary)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 1
+    assert proc.stderr.strip() == f"error: {binary}: not UTF-8 text (byte 4: 0xff)"

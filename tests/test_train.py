@@ -1,0 +1,136 @@
+"""nndk train: learning, bit-identical resume, atomic checkpoints, clear failures."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from nndk import checkpoint
+from nndk.optim import OPTIMIZERS, clip_global_norm
+from nndk.train import TrainConfig, TrainingError, resume, start
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    rng = random.Random(0)
+    words = "the quick brown fox jumps over a lazy dog and the cat naps".split()
+    path = tmp_path_factory.mktemp("data") / "corpus.txt"
+    path.write_text(" ".join(rng.choice(words) for _ in range(3000)), encoding="utf-8")
+    return path
+
+
+def small(**over: object) -> TrainConfig:
+    base = dict(dims={"H": 16}, seq_length=10, batch_size=4, steps=12, eval_every=6,
+                sample_length=0, lr=1e-2)
+    return TrainConfig(**(base | over))  # type: ignore[arg-type]
+
+
+def quiet(_: object) -> None:
+    return None
+
+
+def test_resume_is_bit_identical(corpus: Path, tmp_path: Path) -> None:
+    straight = start(small(steps=12), corpus)
+    straight.fit(tmp_path / "a", quiet)
+    first = start(small(steps=6), corpus)
+    first.fit(tmp_path / "b", quiet)
+    second = resume(tmp_path / "b", steps=12)
+    assert second.step == 6
+    second.fit(tmp_path / "b", quiet)
+    for name, value in straight.params.items():
+        np.testing.assert_array_equal(second.params[name], value, err_msg=name)
+    for key, value in straight.opt.state.items():
+        np.testing.assert_array_equal(second.opt.state[key], value, err_msg=key)
+
+
+@pytest.mark.parametrize("model", ["lstm", "gru", "rnn"])
+def test_training_lowers_the_loss(corpus: Path, tmp_path: Path, model: str) -> None:
+    trainer = start(small(model=model, steps=60, eval_every=30), corpus)
+    before = trainer.evaluate()
+    trainer.fit(tmp_path, quiet)
+    after = trainer.evaluate()
+    assert before is not None and after is not None
+    assert after < 0.8 * before, (before, after)
+
+
+def test_checkpoint_round_trip_and_progress_sample(corpus: Path, tmp_path: Path) -> None:
+    seen = []
+    trainer = start(small(steps=6, eval_every=3, sample_length=25), corpus)
+    trainer.fit(tmp_path, seen.append)
+    assert [p.step for p in seen] == list(range(1, 7))
+    samples = [p.sample for p in seen if p.sample is not None]
+    assert len(samples) == 2 and all(len(s) == 25 for s in samples)
+    assert set("".join(samples)) <= set(trainer.data.vocab)
+    arrays, record = checkpoint.load(tmp_path)
+    assert record["step"] == 6 and record["vocab"] == trainer.data.vocab
+    assert record["config"]["seed"] == 0 and len(record["data_sha256"]) == 64
+    np.testing.assert_array_equal(arrays["param/W_f"], trainer.params["W_f"])
+    assert arrays["param/b_f"].shape == (16,)
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(corpus: Path,
+                                                           tmp_path: Path) -> None:
+    trainer = start(small(steps=4, eval_every=2), corpus)
+    trainer.fit(tmp_path, quiet)
+    good = (tmp_path / checkpoint.FILENAME).read_bytes()
+    trainer.config.steps = 8
+    trainer.params["W_y"][...] = np.nan
+    with pytest.raises(TrainingError, match="loss became nan at step 5"):
+        trainer.fit(tmp_path, quiet)
+    assert (tmp_path / checkpoint.FILENAME).read_bytes() == good
+
+
+def test_resume_refuses_other_data(corpus: Path, tmp_path: Path) -> None:
+    start(small(steps=2, eval_every=2), corpus).fit(tmp_path, quiet)
+    other = tmp_path / "other.txt"
+    other.write_text(corpus.read_text(encoding="utf-8")[::-1], encoding="utf-8")
+    with pytest.raises(Exception, match="not the data this checkpoint was trained on"):
+        resume(tmp_path, other)
+
+
+def test_atomic_write_keeps_the_old_file_when_interrupted(tmp_path: Path) -> None:
+    target = tmp_path / "f.bin"
+    target.write_bytes(b"good")
+
+    def explode(f: object) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        checkpoint.atomic_write(target, explode)
+    assert target.read_bytes() == b"good"
+    assert [p.name for p in tmp_path.iterdir()] == ["f.bin"]
+
+
+def test_clip_global_norm() -> None:
+    grads = {"a": np.array([3.0, 0.0]), "b": np.array([[4.0]])}
+    norm = clip_global_norm(grads, 1.0)
+    assert norm == pytest.approx(5.0)
+    np.testing.assert_allclose(grads["a"], [0.6, 0.0])
+    np.testing.assert_allclose(grads["b"], [[0.8]])
+
+
+def test_adam_first_steps_match_the_paper() -> None:
+    p = {"w": np.array([1.0, -2.0])}
+    opt = OPTIMIZERS["adam"](p)
+    g1, g2 = np.array([0.5, -1.0]), np.array([0.1, 0.3])
+    opt.step(p, {"w": g1.copy()}, 0.1)
+    opt.step(p, {"w": g2.copy()}, 0.1)
+    w, m, v = np.array([1.0, -2.0]), np.zeros(2), np.zeros(2)
+    for t, g in enumerate([g1, g2], start=1):
+        m = 0.9 * m + 0.1 * g
+        v = 0.999 * v + 0.001 * g * g
+        w = w - 0.1 * (m / (1 - 0.9**t)) / (np.sqrt(v / (1 - 0.999**t)) + 1e-8)
+    np.testing.assert_allclose(p["w"], w, rtol=1e-6)
+
+
+@pytest.mark.parametrize("name", sorted(OPTIMIZERS))
+def test_every_optimizer_descends_a_quadratic(name: str) -> None:
+    p = {"w": np.array([3.0, -2.0])}
+    opt = OPTIMIZERS[name](p)
+    lr = 0.5 if name == "adagrad" else 0.05  # Adagrad's steps shrink as squares accumulate
+    for _ in range(200):
+        opt.step(p, {"w": 2 * p["w"]}, lr)
+    assert float(np.sum(p["w"] ** 2)) < 0.1 * 13.0
