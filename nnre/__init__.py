@@ -1,5 +1,6 @@
 """nnre: run neural networks written as Unicode equations plus weight matrices."""
 
+from nnre.bundle import load, verify
 from nnre.errors import BundleError, EquationError, FeedError, NnreError, ShapeError
 from nnre.model import Model, TensorSpec
 
@@ -14,4 +15,6 @@ __all__ = [
     "ShapeError",
     "TensorSpec",
     "__version__",
+    "load",
+    "verify",
 ]

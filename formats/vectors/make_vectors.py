@@ -1,0 +1,373 @@
+"""Generate the .bundle v1 conformance vectors (deterministic: same code, same bytes).
+
+    PYTHONPATH=. python formats/vectors/make_vectors.py [OUTDIR]
+
+Writes ``valid/*.bundle`` with ``*.json`` (inputs and expected outputs, computed here by a
+plain NumPy LSTM, independently of nnre's evaluator), ``invalid/*.bundle`` and
+``manifest.json`` listing every file with its expected outcome. Invalid files are forged by
+hand (struct, hashlib, msgpack) from a valid one, so each breaks exactly one rule.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import struct
+import sys
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import numpy as np
+
+from nnre.bundle_format import MAGIC
+from nnre.bundle_schema import Spec
+from nnre.bundle_write import BundleContent, encode
+
+HERE = Path(__file__).resolve().parent
+LSTM = (
+    "iₜ = σ(W_i·xₜ + U_i·hₜ₋₁ + b_i)\n"
+    "fₜ = σ(W_f·xₜ + U_f·hₜ₋₁ + b_f)\n"
+    "oₜ = σ(W_o·xₜ + U_o·hₜ₋₁ + b_o)\n"
+    "c̃ₜ = tanh(W_c·xₜ + U_c·hₜ₋₁ + b_c)\n"
+    "cₜ = fₜ ⊙ cₜ₋₁ + iₜ ⊙ c̃ₜ\n"
+    "hₜ = oₜ ⊙ tanh(cₜ)\n"
+    "yₜ = softmax(W_y·hₜ + b_y)\n"
+)
+FULL_METADATA: dict[str, Any] = {
+    "name": "tiny-char-lstm",
+    "version": "1.2.3",
+    "description": "A 3-unit LSTM over the alphabet abcd, for conformance tests.",
+    "license": "CC0-1.0",
+    "authors": ["nnre conformance"],
+    "created": "2024-01-01T00:00:00Z",
+    "producer": "make_vectors 1",
+    "lineage": {"parent": "0" * 64},
+    "provenance": {"data_sha256": hashlib.sha256(b"abcd" * 8).hexdigest(),
+                   "hyperparameters": {"lr": 0.01, "optimizer": "adam", "clip": 5},
+                   "steps": 100, "final_losses": {"train": 1.25, "valid": 1.5}, "seed": 42},
+    "sampling": {"temperature": 0.8, "top_k": 3, "top_p": 0.9, "greedy": False},
+    "codecs": {"x": {"id": "char-onehot", "vocab": list("abcd")},
+               "y": {"id": "char-categorical", "vocab": list("abcd")}},
+    "extra": {"note": "free-form strings only"},
+}
+
+
+def weights(h: int, v: int, seed: int, dtype: str) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    out = {}
+    for g in "ifoc":
+        out[f"W_{g}"] = rng.uniform(-1, 1, (h, v)).astype(dtype)
+        out[f"U_{g}"] = rng.uniform(-1, 1, (h, h)).astype(dtype)
+        out[f"b_{g}"] = rng.uniform(-1, 1, (h,)).astype(dtype)
+    out["W_y"] = rng.uniform(-1, 1, (v, h)).astype(dtype)
+    out["b_y"] = rng.uniform(-1, 1, (v,)).astype(dtype)
+    return out
+
+
+def reference_lstm(w: dict[str, np.ndarray], xs: np.ndarray) -> list[list[float]]:
+    """The equations above, step by step in float64, from zero state."""
+    p = {k: v.astype(np.float64) for k, v in w.items()}
+    h = np.zeros(p["U_i"].shape[0])
+    c = np.zeros_like(h)
+    sig = lambda z: 1 / (1 + np.exp(-z))  # noqa: E731
+    ys = []
+    for x in xs:
+        i = sig(p["W_i"] @ x + p["U_i"] @ h + p["b_i"])
+        f = sig(p["W_f"] @ x + p["U_f"] @ h + p["b_f"])
+        o = sig(p["W_o"] @ x + p["U_o"] @ h + p["b_o"])
+        cc = np.tanh(p["W_c"] @ x + p["U_c"] @ h + p["b_c"])
+        c = f * c + i * cc
+        h = o * np.tanh(c)
+        z = p["W_y"] @ h + p["b_y"]
+        e = np.exp(z - z.max())
+        ys.append((e / e.sum()).tolist())
+    return ys
+
+
+def lstm_content(h: int, v: int, seed: int, dtype: str, metadata: dict[str, Any]
+                 ) -> BundleContent:
+    sig = {"inputs": {"x": Spec((v,), dtype)}, "outputs": {"y": Spec((v,), dtype)},
+           "state": {"c": Spec((h,), dtype), "h": Spec((h,), dtype)}}
+    return BundleContent(LSTM, dtype, {"H": h, "V": v}, sig, metadata,
+                         weights(h, v, seed, dtype))
+
+
+def valid_vectors() -> list[tuple[str, BundleContent, str, float]]:
+    """(name, content, input text over the vocabulary, rtol)."""
+    return [
+        ("lstm_f32_full", lstm_content(3, 4, 1, "float32", FULL_METADATA), "abcdab", 1e-5),
+        ("lstm_f64_minimal", lstm_content(2, 3, 2, "float64",
+                                          {"name": "min", "version": "0.1.0"}), "abcab", 1e-12),
+    ]
+
+
+# --- hand forging, straight from the spec ------------------------------------------------
+
+def canonical(value: Any) -> bytes:
+    def srt(x: Any) -> Any:
+        if isinstance(x, dict):
+            return {k: srt(x[k]) for k in sorted(x)}
+        return [srt(i) for i in x] if isinstance(x, list) else x
+    return msgpack.packb(srt(value), use_bin_type=True)
+
+
+def forge(raw: bytes, section: bytes, major: int = 1, minor: int = 0,
+          header_len: int | None = None) -> bytes:
+    n = len(raw) if header_len is None else header_len
+    body = MAGIC + struct.pack("<HHI", major, minor, n) + raw
+    body += hashlib.sha256(body).digest()
+    return body + b"\0" * (-len(body) % 64) + section
+
+
+def split(blob: bytes) -> tuple[dict[str, Any], bytes, int]:
+    (n,) = struct.unpack_from("<I", blob, 12)
+    start = -(-(16 + n + 32) // 64) * 64
+    return msgpack.unpackb(blob[16:16 + n], timestamp=0), blob[start:], start
+
+
+def edited(base: bytes, edit: Callable[[dict[str, Any]], Any], **kw: Any) -> bytes:
+    header, section, _ = split(base)
+    edit(header)
+    return forge(canonical(header), section, **kw)
+
+
+def flip(blob: bytes, offset: int) -> bytes:
+    return blob[:offset] + bytes([blob[offset] ^ 0x01]) + blob[offset + 1:]
+
+
+def _npz() -> bytes:
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as z:
+        npy = io.BytesIO()
+        np.save(npy, np.zeros((2, 2), np.float32), allow_pickle=False)
+        z.writestr(zipfile.ZipInfo("W_i.npy", (1980, 1, 1, 0, 0, 0)), npy.getvalue())
+    return out.getvalue()
+
+
+def _safetensors() -> bytes:
+    head = json.dumps({"W": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}).encode()
+    return struct.pack("<Q", len(head)) + head + b"\0" * 4
+
+
+def _duplicate_key(base: bytes) -> bytes:
+    header, section, _ = split(base)
+    items = sorted(header.items())
+    raw = b"\x85" + b"".join(canonical({k: v})[1:] for k, v in items)
+    raw += canonical({"metadata": header["metadata"]})[1:]
+    return forge(raw, section)
+
+
+def _unsorted_keys(base: bytes) -> bytes:
+    header, section, _ = split(base)
+    raw = msgpack.packb(dict(reversed(sorted(header.items()))), use_bin_type=True)
+    return forge(raw, section)
+
+
+def _tensor(i: int, **changes: Any) -> Callable[[dict[str, Any]], None]:
+    return lambda h: h["tensors"][i].update(changes)
+
+
+def _set(path: str, value: Any) -> Callable[[dict[str, Any]], None]:
+    def edit(h: dict[str, Any]) -> None:
+        *parents, last = path.split(".")
+        for p in parents:
+            h = h[p]
+        h[last] = value
+    return edit
+
+
+def _retranspose(name: str) -> Callable[[dict[str, Any]], None]:
+    def edit(h: dict[str, Any]) -> None:
+        entry = next(t for t in h["tensors"] if t["name"] == name)
+        entry["shape"] = entry["shape"][::-1]
+    return edit
+
+
+Case = tuple[str, bytes, str, str, str, str]  # name, bytes, stage, code, message, why
+
+
+def invalid_cases(base: bytes) -> list[Case]:
+    """Each case breaks one rule of the spec; stage says when a reader must notice."""
+    return [*_file_cases(base), *_header_cases(base), *_table_cases(base),
+            *_data_model_cases(base)]
+
+
+def _file_cases(base: bytes) -> list[Case]:
+    """Not a bundle, or broken preamble, lengths, digest, padding, size."""
+    header, section, start = split(base)
+    s = "structure"
+    return [
+        ("empty", b"", s, "bad-magic", "an empty file", "zero bytes"),
+        ("zip", b"PK\x03\x04" + b"\0" * 60, s, "bad-magic", "ZIP archive", "a ZIP renamed"),
+        ("npz", _npz(), s, "bad-magic", "NumPy .npz", "an .npz renamed"),
+        ("pickle", b"\x80\x04K\x01.", s, "bad-magic", "pickle", "a pickle renamed"),
+        ("safetensors", _safetensors(), s, "bad-magic", "safetensors", "safetensors renamed"),
+        ("gguf", b"GGUF\x03\0\0\0" + b"\0" * 16, s, "bad-magic", "GGUF", "a GGUF renamed"),
+        ("onnx", b"\x08\x07\x12\x04nndk\x3a\x00", s, "bad-magic", "ONNX", "an ONNX renamed"),
+        ("text_mode", base.replace(b"\r\n", b"\n", 1), s, "bad-magic", "text-mode",
+         "CR LF in the magic turned into LF"),
+        ("truncated_magic", base[:5], s, "truncated", "inside the magic", "5 bytes"),
+        ("truncated_preamble", base[:12], s, "truncated", "preamble", "12 bytes"),
+        ("truncated_header", base[:100], s, "truncated", "need", "cut inside the header"),
+        ("truncated_data", base[:-1], s, "truncated", "past the end", "last byte missing"),
+        ("trailing_bytes", base + b"\0", s, "trailing-bytes", "after the last tensor",
+         "one byte too many"),
+        ("newer_major", edited(base, lambda h: None, major=2), s, "unsupported-version",
+         "2.0 is newer", "format 2.0"),
+        ("header_too_large", base[:12] + b"\xff\xff\xff\xff" + base[16:], s,
+         "header-too-large", "cap", "header length 4 GiB"),
+        ("header_length_past_end", forge(canonical(header), section,
+                                         header_len=len(base)), s, "truncated", "need",
+         "header length beyond the file"),
+        ("header_digest", flip(base, 40), s, "header-digest", "sha256",
+         "one header bit flipped, digest not updated"),
+        ("nonzero_padding", base[:start - 1] + b"\x01" + base[start:]
+         if base[start - 1] == 0 else base, s, "nonzero-padding", "zero",
+         "a padding byte before the tensor section is 1"),
+    ]
+
+
+def _header_cases(base: bytes) -> list[Case]:
+    """The msgpack rules and the schema of the header."""
+    header, section, start = split(base)
+    deep: Any = "x"
+    for _ in range(40):
+        deep = [deep]
+    s = "structure"
+    return [
+        ("duplicate_key", _duplicate_key(base), s, "duplicate-key", "duplicate map key",
+         "the header map has 'metadata' twice"),
+        ("non_canonical", _unsorted_keys(base), s, "non-canonical-header", "canonical",
+         "header keys not sorted"),
+        ("timestamp_ext", edited(base, _set("metadata.extra", {"t": msgpack.Timestamp(0)})),
+         s, "ext-type", "not allowed", "a msgpack Timestamp (ext -1) in the header"),
+        ("bin_in_header", edited(base, _set("metadata.extra", {"t": b"\0"})), s,
+         "header-msgpack", "max_bin_len", "a msgpack bin value in the header"),
+        ("too_deep", edited(base, _set("metadata.provenance.hyperparameters",
+                                       {"d": deep})), s, "header-too-deep", "deeper",
+         "arrays nested 40 deep"),
+        ("header_not_map", forge(canonical([1, 2]), b""), s, "header-msgpack",
+         "expected a msgpack map", "the header is an array"),
+        ("missing_name", edited(base, lambda h: h["metadata"].pop("name")), s,
+         "missing-field", "header.metadata.name", "no metadata.name"),
+        ("bad_semver", edited(base, _set("metadata.version", "v1")), s, "bad-field",
+         "semantic version", "version 'v1'"),
+        ("unknown_requirement", edited(base, _set("requires", ["equations/1", "gpu/1"])),
+         s, "unsupported-feature", "gpu/1", "requires a feature this reader lacks"),
+        ("equations_v2", edited(base, _set("requires", ["equations/2"])), s,
+         "unsupported-feature", "equations/2", "a newer equation language"),
+        ("unknown_codec", edited(base, _set("metadata.codecs", {"x": {"id": "python"}})),
+         s, "unknown-codec", "python", "a codec id outside the allowlist"),
+        ("codec_vocab_size", edited(base, _set("metadata.codecs",
+                                               {"x": {"id": "char-onehot", "vocab": ["a"]}})),
+         s, "bad-codec", "1 entries", "vocabulary shorter than the input"),
+    ]
+
+
+def _table_cases(base: bytes) -> list[Case]:
+    """The tensor table: dtypes, shapes, sizes, offsets, names."""
+    header, section, start = split(base)
+    t0, t1 = header["tensors"][0], header["tensors"][1]
+    s = "structure"
+    return [
+        ("bad_dtype", edited(base, _tensor(0, dtype="float8")), s, "bad-field", "a dtype",
+         "dtype float8"),
+        ("negative_dim", edited(base, _tensor(0, shape=[-3])), s, "bad-value", "-3",
+         "a negative dimension"),
+        ("huge_dim", edited(base, _tensor(0, shape=[2**41])), s, "bad-value",
+         str(2**41), "a dimension above the cap"),
+        ("overflow_64", edited(base, _tensor(0, shape=[2**32, 2**32, 2**20])), s,
+         "tensor-too-large", "more than", "shape product beyond 64 bits"),
+        ("nbytes_mismatch", edited(base, _tensor(0, nbytes=t0["nbytes"] + 4)), s,
+         "bad-nbytes", "needs", "nbytes disagrees with shape"),
+        ("misaligned", edited(base, _tensor(1, offset=t1["offset"] + 4)), s, "bad-offset",
+         "aligned", "tensor 1 at a non-multiple of 64"),
+        ("overlapping", edited(base, _tensor(1, offset=0)), s, "bad-offset", "overlaps",
+         "tensor 1 on top of tensor 0"),
+        ("gap", edited(base, _tensor(1, offset=t1["offset"] + 64)), s, "bad-offset", "gap",
+         "an unexplained gap before tensor 1"),
+        ("offset_out_of_range", edited(base, _tensor(1, offset=2**40)), s, "bad-offset",
+         "beyond the end", "offset far past the file"),
+        ("duplicate_tensor", edited(base, lambda h: h["tensors"].__setitem__(
+            1, dict(h["tensors"][1], name=t0["name"]))), s, "duplicate-name", "duplicate",
+         "two tensors with one name"),
+        ("unsorted_tensors", edited(base, lambda h: h["tensors"].__setitem__(
+            1, dict(h["tensors"][1], name="A"))), s, "unsorted-tensors", "sorted",
+         "tensor names out of order"),
+    ]
+
+
+def _data_model_cases(base: bytes) -> list[Case]:
+    """Caught only by tensor digests, or by checking the equations."""
+    header, section, start = split(base)
+    return [
+        ("tensor_digest", flip(base, start + 3), "data", "tensor-digest", "sha256",
+         "one bit of tensor data flipped"),
+        ("injection", edited(base, _set("model.equations",
+                                        "yₜ = __import__('os').system('touch /tmp/pwned')\n")),
+         "model", "equation-error", "", "code in the equations is never run"),
+        ("deep_parens", edited(base, _set("model.equations",
+                                          "yₜ = " + "(" * 5000 + "b_y" + ")" * 5000 + "\n")),
+         "model", "equation-error", "", "5000 nested parentheses"),
+        ("huge_literal", edited(base, _set("model.equations",
+                                           "yₜ = softmax(W_y·hₜ + 9" + "9" * 100000 + ")\n")),
+         "model", "equation-error", "", "a 100001-digit number"),
+        ("signature_mismatch", edited(base, _set("model.signature.state.h",
+                                                 {"dtype": "float32", "shape": [5]})),
+         "model", "signature-mismatch", "signature", "header signature disagrees"),
+        ("weights_do_not_fit", edited(base, _retranspose("W_c")), "model", "equation-error",
+         "W_c", "W_c stored as (V, H) instead of (H, V); same bytes, valid layout"),
+    ]
+
+
+def generate(out: Path) -> None:
+    """Write every vector and the manifest under ``out``."""
+    (out / "valid").mkdir(parents=True, exist_ok=True)
+    (out / "invalid").mkdir(parents=True, exist_ok=True)
+    manifest: dict[str, Any] = {"format": "nnre .bundle", "version": "1.0", "valid": [],
+                                "invalid": []}
+    base = b""
+    for name, content, text, rtol in valid_vectors():
+        blob = encode(content)
+        base = base or blob
+        vocab = "abcd"[: content.dims["V"]]
+        xs = np.eye(len(vocab))[[vocab.index(ch) for ch in text]]
+        io_case = {"inputs": {"x": xs.tolist()}, "initial_state": "zeros",
+                   "expected": {"y": reference_lstm(dict(content.tensors), xs)},
+                   "rtol": rtol, "atol": rtol}
+        _write_json(out / "valid" / f"{name}.json", io_case)
+        manifest["valid"].append(_valid_entry(out, name, blob, name))
+        if name == "lstm_f32_full":  # the same model as a newer minor with unknown keys
+            future = edited(blob, _future_keys, minor=7)
+            manifest["valid"].append(_valid_entry(out, "future_minor", future, name))
+    for name, blob, stage, code, message, why in invalid_cases(base):
+        (out / "invalid" / f"{name}.bundle").write_bytes(blob)
+        manifest["invalid"].append({"file": f"invalid/{name}.bundle", "stage": stage,
+                                    "code": code, "message": message, "why": why})
+    _write_json(out / "manifest.json", manifest)
+
+
+def _future_keys(header: dict[str, Any]) -> None:
+    header["signing"] = {"scheme": "none-yet"}
+    header["metadata"]["homepage"] = "https://example.org"
+    header["tensors"][0]["quantization"] = None
+
+
+def _valid_entry(out: Path, name: str, blob: bytes, io_name: str) -> dict[str, Any]:
+    (out / "valid" / f"{name}.bundle").write_bytes(blob)
+    n = int.from_bytes(blob[12:16], "little")
+    return {"file": f"valid/{name}.bundle", "io": f"valid/{io_name}.json",
+            "bundle_id": hashlib.sha256(blob[: 16 + n]).hexdigest(),
+            "file_sha256": hashlib.sha256(blob).hexdigest(), "size": len(blob)}
+
+
+def _write_json(path: Path, value: Any) -> None:
+    path.write_text(json.dumps(value, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+if __name__ == "__main__":
+    generate(Path(sys.argv[1]) if len(sys.argv) > 1 else HERE)

@@ -1,0 +1,122 @@
+"""Pack an equation file and its weights into a versioned .bundle with provenance.
+
+The equations are checked against the weights by the runtime's own ``Model.from_equations``
+(dimensions inferred from the weights; a missing, extra or misshaped weight is an error that
+names it), and the file is written by the runtime's writer, which runs the reader's validator:
+whatever packs, loads.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import zipfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from nndk import __version__
+from nnre.bundle_write import BundleContent, write
+from nnre.errors import NnreError
+from nnre.model import Model
+
+
+class PackError(NnreError):
+    """Inputs to ``nndk pack`` that cannot make a bundle (unreadable weights, bad options)."""
+
+
+@dataclass(frozen=True)
+class PackRequest:
+    """Everything ``nndk pack`` was asked for; options map one to one."""
+
+    equations: Path
+    weights: Path
+    output: Path
+    name: str
+    version: str
+    description: str | None = None
+    license: str | None = None
+    authors: tuple[str, ...] = ()
+    meta: tuple[str, ...] = ()  # "key=value" strings, stored in metadata.extra
+    dtype: str | None = None  # compute dtype; default: float64 if every weight is, else float32
+    created: str | None = None  # RFC 3339 UTC; default: $SOURCE_DATE_EPOCH, else now
+    codecs: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PackResult:
+    path: Path
+    bundle_id: str
+    size: int
+    tensors: int
+
+
+def read_weights(path: Path) -> dict[str, np.ndarray]:
+    """Named arrays from an .npz (never unpickling anything)."""
+    try:
+        data = np.load(path, allow_pickle=False)
+    except (ValueError, zipfile.BadZipFile, EOFError) as err:
+        raise PackError(f"{path}: not a readable .npz of numeric arrays ({err})") from err
+    if not isinstance(data, np.lib.npyio.NpzFile):
+        raise PackError(f"{path}: expected an .npz of named arrays, found a single array")
+    with data:
+        try:
+            return {key: np.asarray(data[key]) for key in data.files}
+        except (ValueError, zipfile.BadZipFile, EOFError) as err:
+            raise PackError(f"{path}: an array in the .npz cannot be read ({err})") from err
+
+
+def created_now() -> str:
+    """RFC 3339 UTC, from $SOURCE_DATE_EPOCH when set (reproducible builds), else now."""
+    epoch = os.environ.get("SOURCE_DATE_EPOCH")
+    try:
+        seconds = int(epoch) if epoch else int(time.time())
+    except ValueError as err:
+        raise PackError(f"SOURCE_DATE_EPOCH={epoch!r} is not an integer") from err
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
+
+
+def parse_meta(pairs: Sequence[str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise PackError(f"--meta expects key=value, got {pair!r}")
+        if key in out:
+            raise PackError(f"--meta {key!r} given twice")
+        out[key] = value
+    return out
+
+
+def build_content(equations: str, weights: Mapping[str, np.ndarray], metadata: dict[str, Any],
+                  *, dtype: str | None = None, filename: str | None = None) -> BundleContent:
+    """Check equations against weights and gather what the bundle stores (the pack API)."""
+    if dtype is None:
+        dtype = "float64" if weights and all(
+            np.asarray(w).dtype == np.float64 for w in weights.values()) else "float32"
+    model = Model.from_equations(equations, weights, None, dtype, filename=filename)
+    signature = {"inputs": model.inputs, "outputs": model.outputs, "state": model.state}
+    return BundleContent(equations, dtype, model.dims, signature, metadata, model.weights())
+
+
+def pack(req: PackRequest) -> PackResult:
+    """Read, check, and atomically write the bundle."""
+    try:
+        text = req.equations.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise PackError(f"{req.equations}: not UTF-8 text ({err.reason})") from err
+    metadata: dict[str, Any] = {
+        "name": req.name, "version": req.version,
+        "created": req.created or created_now(), "producer": f"nndk {__version__}",
+    }
+    optional = {"description": req.description, "license": req.license,
+                "authors": list(req.authors), "extra": parse_meta(req.meta),
+                "codecs": dict(req.codecs)}
+    metadata.update({k: v for k, v in optional.items() if v})
+    content = build_content(text, read_weights(req.weights), metadata, dtype=req.dtype,
+                            filename=str(req.equations))
+    bundle_id = write(req.output, content)
+    return PackResult(req.output, bundle_id, req.output.stat().st_size, len(content.tensors))

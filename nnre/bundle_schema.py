@@ -1,0 +1,333 @@
+"""The one header validator: a decoded header map -> a checked, typed :class:`Header`.
+
+Run by the reader on every file and by the writer before a byte is written, so nothing can be
+packed that would not load. Field rules are tables of (required, checker); a header of a newer
+minor version may carry unknown keys, which are then ignored, never interpreted.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from nnre.bundle_format import (
+    CODECS,
+    COMPUTE_DTYPES,
+    DTYPES,
+    KNOWN_REQUIRES,
+    MAX_DIM,
+    MAX_NDIM,
+    MAX_TENSOR_BYTES,
+    MAX_TENSORS,
+    VERSION_MINOR,
+    InvalidBundle,
+)
+
+SEMVER = re.compile(
+    r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)"
+    r"(?:-((?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*)(?:\.(?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*))*))?"
+    r"(?:\+([0-9a-zA-Z-]+(?:\.[0-9a-zA-Z-]+)*))?$"
+)
+RFC3339_UTC = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?Z$")
+HEX64 = re.compile(r"^[0-9a-f]{64}$")
+SIDES = ("inputs", "outputs", "state")
+
+
+@dataclass(frozen=True)
+class Spec:
+    """Shape (without batch) and dtype name of one signature entry."""
+
+    shape: tuple[int, ...]
+    dtype: str
+
+
+@dataclass(frozen=True)
+class TensorEntry:
+    """One row of the tensor table; ``offset`` is relative to the tensor section."""
+
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+    offset: int
+    nbytes: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class Header:
+    """A fully checked header."""
+
+    requires: tuple[str, ...]
+    equations: str
+    dtype: str
+    dims: dict[str, int]
+    signature: dict[str, dict[str, Spec]]
+    metadata: dict[str, Any]
+    tensors: tuple[TensorEntry, ...]
+
+
+Check = Callable[[Any, str], Any]
+
+
+def _fail(path: str, message: str, code: str = "bad-field") -> InvalidBundle:
+    return InvalidBundle(code, message, field=path)
+
+
+def _type_name(v: Any) -> str:
+    return {bool: "bool", int: "int", float: "float", str: "string", list: "array",
+            dict: "map", type(None): "nil"}.get(type(v), type(v).__name__)
+
+
+def string(max_len: int = 1 << 22, min_len: int = 0) -> Check:
+    def check(v: Any, path: str) -> str:
+        if not isinstance(v, str):
+            raise _fail(path, f"expected a string, found {_type_name(v)}")
+        if not min_len <= len(v) <= max_len:
+            raise _fail(path, f"length {len(v)} outside [{min_len}, {max_len}]")
+        return v
+    return check
+
+
+def pattern(regex: re.Pattern[str], what: str) -> Check:
+    def check(v: Any, path: str) -> str:
+        if not isinstance(v, str) or not regex.match(v):
+            raise _fail(path, f"expected {what}, found {v!r:.80}")
+        return v
+    return check
+
+
+def integer(lo: int, hi: int) -> Check:
+    def check(v: Any, path: str) -> int:
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise _fail(path, f"expected an integer, found {_type_name(v)}")
+        if not lo <= v <= hi:
+            raise _fail(path, f"{v} outside [{lo}, {hi}]", "bad-value")
+        return v
+    return check
+
+
+def number(v: Any, path: str) -> float | int:
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise _fail(path, f"expected a number, found {_type_name(v)}")
+    return v
+
+
+def boolean(v: Any, path: str) -> bool:
+    if not isinstance(v, bool):
+        raise _fail(path, f"expected a bool, found {_type_name(v)}")
+    return v
+
+
+def scalar(v: Any, path: str) -> Any:
+    if isinstance(v, (list, dict)):
+        raise _fail(path, f"expected nil, bool, number or string, found {_type_name(v)}")
+    return v
+
+
+def name(v: Any, path: str) -> str:
+    """Identifiers (tensor, dimension, signature names): NFC, <= 128 chars, no controls."""
+    if not isinstance(v, str) or not v.isidentifier() or len(v) > 128:
+        raise _fail(path, f"expected an identifier name, found {v!r:.80}", "bad-name")
+    if unicodedata.normalize("NFC", v) != v:
+        raise _fail(path, f"name {v!r} is not in Unicode NFC form", "bad-name")
+    return v
+
+
+STATE_KEY = re.compile(r"^(?P<name>[^@]+)(@t-[1-9][0-9]{0,8})?$")
+
+
+def signature_name(v: Any, path: str) -> str:
+    """A signature name: an identifier, or for state lagged further back, ``name@t-N``."""
+    m = STATE_KEY.match(v) if isinstance(v, str) else None
+    if m is None:
+        raise _fail(path, f"expected a signature name, found {v!r:.80}", "bad-name")
+    name(m.group("name"), path)
+    return str(v)
+
+
+def array_of(item: Check, max_len: int = 1 << 20, unique: bool = False) -> Check:
+    def check(v: Any, path: str) -> list[Any]:
+        if not isinstance(v, list):
+            raise _fail(path, f"expected an array, found {_type_name(v)}")
+        if len(v) > max_len:
+            raise _fail(path, f"{len(v)} items > cap {max_len}")
+        out = [item(x, f"{path}[{i}]") for i, x in enumerate(v)]
+        if unique and len(set(out)) != len(out):
+            dup = next(x for x in out if out.count(x) > 1)
+            raise _fail(path, f"duplicate item {dup!r}", "duplicate-name")
+        return out
+    return check
+
+
+def map_of(key: Check, value: Check) -> Check:
+    def check(v: Any, path: str) -> dict[str, Any]:
+        if not isinstance(v, dict):
+            raise _fail(path, f"expected a map, found {_type_name(v)}")
+        return {key(k, f"{path}.{k}"): value(x, f"{path}.{k}") for k, x in v.items()}
+    return check
+
+
+Fields = Mapping[str, tuple[bool, Check]]
+
+
+def record(fields: Fields, lenient: bool) -> Check:
+    """A map with known keys: required ones present, unknown ones refused unless lenient."""
+    def check(v: Any, path: str) -> dict[str, Any]:
+        if not isinstance(v, dict):
+            raise _fail(path, f"expected a map, found {_type_name(v)}")
+        for key, (required, _) in fields.items():
+            if required and key not in v:
+                raise _fail(f"{path}.{key}", "required field is missing", "missing-field")
+        unknown = sorted(set(v) - set(fields))
+        if unknown and not lenient:
+            raise _fail(f"{path}.{unknown[0]}", f"unknown field (known: {', '.join(fields)})",
+                        "unknown-field")
+        return {k: fields[k][1](x, f"{path}.{k}") for k, x in v.items() if k in fields}
+    return check
+
+
+def _spec(lenient: bool) -> Check:
+    fields = {"dtype": (True, pattern(re.compile("^(" + "|".join(DTYPES) + ")$"), "a dtype")),
+              "shape": (True, array_of(integer(0, MAX_DIM), MAX_NDIM))}
+    rec = record(fields, lenient)
+
+    def check(v: Any, path: str) -> Spec:
+        r = rec(v, path)
+        return Spec(tuple(r["shape"]), r["dtype"])
+    return check
+
+
+def _tensor_entry(lenient: bool) -> Check:
+    fields = {
+        "name": (True, name),
+        "dtype": (True, pattern(re.compile("^(" + "|".join(DTYPES) + ")$"), "a dtype")),
+        "shape": (True, array_of(integer(0, MAX_DIM), MAX_NDIM)),
+        "offset": (True, integer(0, MAX_TENSOR_BYTES * MAX_TENSORS)),
+        "nbytes": (True, integer(0, MAX_TENSOR_BYTES)),
+        "sha256": (True, pattern(HEX64, "64 lowercase hex digits")),
+    }
+    rec = record(fields, lenient)
+
+    def check(v: Any, path: str) -> TensorEntry:
+        r = rec(v, path)
+        entry = TensorEntry(r["name"], r["dtype"], tuple(r["shape"]), r["offset"],
+                            r["nbytes"], r["sha256"])
+        count = 1
+        for d in entry.shape:  # Python ints: no overflow; capped after every factor
+            count *= d
+            if count * DTYPES[entry.dtype].itemsize > MAX_TENSOR_BYTES:
+                raise _fail(f"{path}.shape", f"{list(entry.shape)} holds more than "
+                            f"{MAX_TENSOR_BYTES} bytes", "tensor-too-large")
+        want = count * DTYPES[entry.dtype].itemsize
+        if entry.nbytes != want:
+            raise _fail(f"{path}.nbytes", f"{entry.nbytes} but {entry.dtype} "
+                        f"{list(entry.shape)} needs {want}", "bad-nbytes")
+        return entry
+    return check
+
+
+def _metadata_fields(lenient: bool) -> Fields:
+    text = string()
+    return {
+        "name": (True, string(256, 1)),
+        "version": (True, pattern(SEMVER, "a semantic version like 1.0.0")),
+        "description": (False, text),
+        "license": (False, string(256)),
+        "authors": (False, array_of(string(256), 1024)),
+        "created": (False, pattern(RFC3339_UTC, "an RFC 3339 UTC time like "
+                                   "2024-01-31T12:00:00Z")),
+        "producer": (False, string(256)),
+        "lineage": (False, record({"parent": (True, pattern(HEX64, "a bundle id"))}, lenient)),
+        "provenance": (False, record({
+            "data_sha256": (False, pattern(HEX64, "64 lowercase hex digits")),
+            "hyperparameters": (False, map_of(string(256), scalar)),
+            "steps": (False, integer(0, 1 << 63)),
+            "final_losses": (False, map_of(string(256), number)),
+            "seed": (False, integer(0, (1 << 64) - 1)),
+        }, lenient)),
+        "sampling": (False, record({
+            "temperature": (False, number),
+            "top_k": (False, integer(0, 1 << 31)),
+            "top_p": (False, number),
+            "greedy": (False, boolean),
+        }, lenient)),
+        "codecs": (False, map_of(signature_name, record(
+            {"id": (True, string(64)), "vocab": (False, array_of(string(1, 1), unique=True)),
+             "labels": (False, array_of(string(256), unique=True))}, lenient))),
+        "extra": (False, map_of(string(256), string())),
+    }
+
+
+def _top_fields(lenient: bool) -> Fields:
+    spec = _spec(lenient)
+    sig = map_of(signature_name, spec)
+    return {
+        "requires": (True, array_of(string(64), 64, unique=True)),
+        "model": (True, record({
+            "equations": (True, string(min_len=1)),
+            "dtype": (True, pattern(re.compile("^(" + "|".join(COMPUTE_DTYPES) + ")$"),
+                                    "a compute dtype (" + ", ".join(COMPUTE_DTYPES) + ")")),
+            "dims": (True, map_of(name, integer(1, MAX_DIM))),
+            "signature": (True, record({s: (True, sig) for s in SIDES}, lenient)),
+        }, lenient)),
+        "metadata": (True, record(_metadata_fields(lenient), lenient)),
+        "tensors": (True, array_of(_tensor_entry(lenient), MAX_TENSORS)),
+    }
+
+
+def validate_header(value: dict[str, Any], file_minor: int) -> Header:
+    """Check a decoded header map against the v1 schema and its cross-field rules."""
+    lenient = file_minor > VERSION_MINOR
+    top = record(_top_fields(lenient), lenient)(value, "header")
+    _check_requires(top["requires"])
+    model, meta = top["model"], top["metadata"]
+    _check_tensor_order(top["tensors"])
+    _check_codecs(meta.get("codecs", {}), model["signature"])
+    return Header(tuple(top["requires"]), model["equations"], model["dtype"], model["dims"],
+                  model["signature"], meta, tuple(top["tensors"]))
+
+
+def _check_requires(requires: list[str]) -> None:
+    for i, feature in enumerate(requires):
+        if feature not in KNOWN_REQUIRES:
+            raise _fail(f"header.requires[{i}]", f"this reader does not support feature "
+                        f"{feature!r} (supported: {', '.join(KNOWN_REQUIRES)})",
+                        "unsupported-feature")
+    if sum(f.startswith("equations/") for f in requires) != 1:
+        raise _fail("header.requires", "must name exactly one equation-language version "
+                    "such as 'equations/1'", "missing-field")
+
+
+def _check_tensor_order(tensors: list[TensorEntry]) -> None:
+    for i in range(1, len(tensors)):
+        a, b = tensors[i - 1].name, tensors[i].name
+        if a == b:
+            raise _fail(f"header.tensors[{i}].name", f"duplicate tensor {b!r}",
+                        "duplicate-name")
+        if a > b:
+            raise _fail(f"header.tensors[{i}].name", f"tensor {b!r} after {a!r}: tensors "
+                        "must be sorted by name (code point order)", "unsorted-tensors")
+
+
+def _check_codecs(codecs: dict[str, dict[str, Any]], signature: dict[str, Any]) -> None:
+    for target, codec in codecs.items():
+        path = f"header.metadata.codecs.{target}"
+        if codec["id"] not in CODECS:
+            raise _fail(f"{path}.id", f"unknown codec {codec['id']!r} (allowed: "
+                        f"{', '.join(CODECS)})", "unknown-codec")
+        param, sides = CODECS[codec["id"]]
+        side = next((s for s in SIDES if target in signature[s]), None)
+        if side not in sides:
+            raise _fail(path, f"codec {codec['id']!r} applies to one of the signature's "
+                        f"{' or '.join(sides)}, and {target!r} is not one", "bad-codec")
+        extra = sorted(set(codec) - {"id", param})
+        if extra or (param and param not in codec):
+            raise _fail(path, f"codec {codec['id']!r} takes exactly the parameter "
+                        f"{param or '(none)'}", "bad-codec")
+        shape = signature[side][target].shape
+        if param and (len(shape) != 1 or shape[0] != len(codec[param])):
+            raise _fail(f"{path}.{param}", f"{len(codec[param])} entries, but {target!r} "
+                        f"has shape {list(shape)}", "bad-codec")

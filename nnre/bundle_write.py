@@ -1,0 +1,172 @@
+"""Write .bundle files: deterministic bytes, validated by the reader's own checks, atomically.
+
+The writer builds the header, then runs it through the reader's decoder and validator and the
+layout check, so it cannot produce a file the reader refuses. Tensors are sorted by name,
+stored little-endian C order at 64-byte aligned offsets with zero padding; the header is the
+canonical msgpack encoding. Same content, same bytes. Files appear by ``os.replace`` of a
+fsynced temporary file in the same directory, so a crash never leaves a half-written bundle.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import operator
+import os
+import tempfile
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, BinaryIO, Protocol
+
+import numpy as np
+
+from nnre.bundle import check_layout
+from nnre.bundle_format import (
+    DTYPES,
+    MAGIC,
+    MAX_HEADER_BYTES,
+    PREAMBLE,
+    VERSION_MAJOR,
+    VERSION_MINOR,
+    InvalidBundle,
+    align,
+    data_start,
+    dtype_name,
+)
+from nnre.bundle_header import decode_header, encode_header
+from nnre.bundle_schema import validate_header
+
+
+class SpecLike(Protocol):
+    @property
+    def shape(self) -> tuple[int, ...]: ...
+    @property
+    def dtype(self) -> str: ...
+
+
+@dataclass(frozen=True)
+class BundleContent:
+    """Everything a bundle holds. ``signature`` maps inputs/outputs/state to name -> spec."""
+
+    equations: str
+    dtype: str
+    dims: Mapping[str, int]
+    signature: Mapping[str, Mapping[str, SpecLike]]
+    metadata: Mapping[str, Any]
+    tensors: Mapping[str, np.ndarray] = field(repr=False)
+    requires: tuple[str, ...] = ("equations/1",)
+
+
+def _little_endian(name: str, arr: np.ndarray) -> np.ndarray:
+    dt = dtype_name(np.asarray(arr).dtype)
+    if dt is None:
+        raise InvalidBundle("bad-dtype", f"dtype {np.asarray(arr).dtype} is not allowed "
+                            f"(allowed: {', '.join(DTYPES)})", field=f"tensor {name!r}")
+    return np.ascontiguousarray(np.asarray(arr).astype(DTYPES[dt], copy=False))
+
+
+def _header(content: BundleContent, arrays: dict[str, np.ndarray]) -> dict[str, Any]:
+    entries, offset = [], 0
+    for name, arr in arrays.items():
+        entries.append({"name": name, "dtype": dtype_name(arr.dtype), "shape": list(arr.shape),
+                        "offset": offset, "nbytes": arr.nbytes,
+                        "sha256": hashlib.sha256(_raw(arr)).hexdigest()})
+        offset = align(offset + arr.nbytes)
+    sig = {side: {n: {"dtype": str(s.dtype), "shape": _ints(s.shape)} for n, s in specs.items()}
+           for side, specs in content.signature.items()}
+    return {
+        "requires": list(content.requires),
+        "model": {"equations": content.equations, "dtype": content.dtype,
+                  "dims": {str(k): operator.index(v) for k, v in content.dims.items()},
+                  "signature": sig},
+        "metadata": dict(content.metadata),
+        "tensors": entries,
+    }
+
+
+def _ints(shape: Any) -> list[int]:
+    """Plain ints from any integer-like (numpy or SymPy integers); floats are refused."""
+    return [operator.index(d) for d in shape]
+
+
+def _raw(arr: np.ndarray) -> memoryview:
+    return arr.reshape(-1).view(np.uint8).data
+
+
+def plan(content: BundleContent) -> tuple[bytes, list[np.ndarray], str]:
+    """The bytes before the tensor section, the tensors in file order, and the bundle id.
+
+    The header goes through the reader's decoder, validator and layout check first."""
+    arrays = {n: _little_endian(n, content.tensors[n]) for n in sorted(content.tensors)}
+    try:
+        raw = encode_header(_header(content, arrays))
+    except (TypeError, ValueError, OverflowError) as err:
+        raise InvalidBundle("bad-field", f"cannot encode the header: {err}",
+                            field="header") from err
+    if len(raw) > MAX_HEADER_BYTES:
+        raise InvalidBundle("header-too-large", f"{len(raw)} bytes > cap {MAX_HEADER_BYTES}",
+                            field="header")
+    header = validate_header(decode_header(raw), VERSION_MINOR)
+    last = header.tensors[-1] if header.tensors else None
+    size = data_start(len(raw)) + (last.offset + last.nbytes if last else 0)
+    check_layout(header.tensors, len(raw), size)
+    body = PREAMBLE.pack(MAGIC, VERSION_MAJOR, VERSION_MINOR, len(raw)) + raw
+    digest = hashlib.sha256(body).digest()
+    body += digest
+    return body + bytes(data_start(len(raw)) - len(body)), list(arrays.values()), digest.hex()
+
+
+def chunks(prefix: bytes, arrays: list[np.ndarray]) -> Iterator[bytes | memoryview]:
+    """The file's bytes in pieces, from :func:`plan`'s output (tensors are not copied)."""
+    yield prefix
+    for i, arr in enumerate(arrays):
+        yield _raw(arr)
+        if i + 1 < len(arrays):
+            yield bytes(align(arr.nbytes) - arr.nbytes)
+
+
+def encode(content: BundleContent) -> bytes:
+    """The whole bundle as bytes."""
+    out = io.BytesIO()
+    _write_to(out, content)
+    return out.getvalue()
+
+
+def _write_to(f: BinaryIO, content: BundleContent) -> str:
+    prefix, arrays, bundle_id = plan(content)
+    for piece in chunks(prefix, arrays):
+        f.write(piece)
+    return bundle_id
+
+
+def write(path: str | os.PathLike[str], content: BundleContent) -> str:
+    """Atomically write a bundle to ``path``; returns its bundle id."""
+    target = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(target))
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".", suffix=".bundle.tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            bundle_id = _write_to(f, content)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, target)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(folder)
+    return bundle_id
+
+
+def _fsync_dir(folder: str) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # some filesystems refuse fsync on directories; the data is synced
+        pass
+    finally:
+        os.close(fd)

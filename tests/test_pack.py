@@ -1,0 +1,146 @@
+"""``nndk pack``: equations + .npz -> a bundle that loads; every bad weight named."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from bundle_helpers import LSTM, lstm_weights
+from click.testing import CliRunner
+
+import nnre
+from nndk.cli import cli
+from nndk.pack import PackError, PackRequest, pack
+from nnre.errors import ShapeError
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture()
+def files(tmp_path) -> tuple[Path, Path]:
+    eqn = tmp_path / "lstm.eqn"
+    eqn.write_text(LSTM, encoding="utf-8")
+    npz = tmp_path / "w.npz"
+    np.savez(npz, **lstm_weights(h=5, v=7))
+    return eqn, npz
+
+
+def request(eqn: Path, npz: Path, out: Path, **kw) -> PackRequest:
+    return PackRequest(eqn, npz, out, kw.pop("name", "lstm"), kw.pop("version", "1.0.0"),
+                       created="2024-05-01T00:00:00Z", **kw)
+
+
+def test_pack_writes_a_bundle_that_loads_and_runs(files, tmp_path) -> None:
+    eqn, npz = files
+    out = tmp_path / "m.bundle"
+    result = pack(request(eqn, npz, out, description="d", license="MIT",
+                          authors=("A", "B"), meta=("k=v", "empty=")))
+    model = nnre.load(out)
+    assert model.bundle_id == result.bundle_id
+    assert model.metadata["extra"] == {"k": "v", "empty": ""}
+    assert model.metadata["authors"] == ["A", "B"]
+    assert model.metadata["producer"].startswith("nndk ")
+    assert model.inputs["x"].shape == (7,) and model.state["h"].shape == (5,)
+    assert model.equations == LSTM
+    np.testing.assert_array_equal(model.weights()["U_f"], lstm_weights(h=5, v=7)["U_f"])
+
+
+def test_pack_is_deterministic(files, tmp_path) -> None:
+    eqn, npz = files
+    a, b = tmp_path / "a.bundle", tmp_path / "b.bundle"
+    pack(request(eqn, npz, a))
+    pack(request(eqn, npz, b))
+    assert hashlib.sha256(a.read_bytes()).digest() == hashlib.sha256(b.read_bytes()).digest()
+
+
+def test_source_date_epoch_sets_created(files, tmp_path, monkeypatch) -> None:
+    eqn, npz = files
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "86400")
+    out = tmp_path / "m.bundle"
+    pack(PackRequest(eqn, npz, out, "n", "1.0.0"))
+    assert nnre.load(out).metadata["created"] == "1970-01-02T00:00:00Z"
+
+
+def test_float64_weights_pack_as_float64(tmp_path) -> None:
+    eqn = tmp_path / "m.eqn"
+    eqn.write_text(LSTM, encoding="utf-8")
+    npz = tmp_path / "w.npz"
+    np.savez(npz, **lstm_weights(dtype="float64"))
+    pack(request(eqn, npz, tmp_path / "m.bundle"))
+    assert nnre.load(tmp_path / "m.bundle").dtype == "float64"
+
+
+def _with(weights: dict, tmp_path: Path) -> Path:
+    npz = tmp_path / "bad.npz"
+    np.savez(npz, **weights)
+    return npz
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda w: w.pop("b_y"), "missing weight 'b_y' of shape (4,)"),
+    (lambda w: w.update(Q=np.zeros(3, np.float32)), "weight 'Q' is not a parameter"),
+    (lambda w: w.update(W_c=w["W_c"].T), "'W_c' is (4, 3)"),
+])
+def test_bad_weights_are_named(files, tmp_path, change, message) -> None:
+    eqn, _ = files
+    weights = lstm_weights()
+    change(weights)
+    with pytest.raises(ShapeError) as info:
+        pack(request(eqn, _with(weights, tmp_path), tmp_path / "m.bundle"))
+    assert message in str(info.value)
+    assert not (tmp_path / "m.bundle").exists()
+
+
+def test_unreadable_weights(files, tmp_path) -> None:
+    eqn, _ = files
+    obj = tmp_path / "obj.npz"
+    np.savez(obj, W=np.array([{"a": 1}], dtype=object))
+    single = tmp_path / "one.npy"
+    np.save(single, np.zeros(3))
+    junk = tmp_path / "junk.npz"
+    junk.write_bytes(b"not a zip")
+    for path, fragment in ((obj, "cannot be read"), (single, "single array"),
+                           (junk, "not a readable .npz")):
+        with pytest.raises(PackError, match=fragment):
+            pack(request(eqn, path, tmp_path / "m.bundle"))
+
+
+def test_bad_options(files, tmp_path) -> None:
+    eqn, npz = files
+    with pytest.raises(PackError, match="--meta expects key=value"):
+        pack(request(eqn, npz, tmp_path / "m.bundle", meta=("novalue",)))
+    with pytest.raises(nnre.BundleError, match="semantic version"):
+        pack(request(eqn, npz, tmp_path / "m.bundle", version="v1"))
+
+
+def test_cli_pack_then_nnre_verify(files, tmp_path) -> None:
+    eqn, npz = files
+    out = tmp_path / "m.bundle"
+    result = CliRunner().invoke(cli, ["pack", str(eqn), "--weights", str(npz), "--name", "m",
+                                      "--version", "1.0.0", "--author", "A", "--author", "B",
+                                      "--meta", "k=v", "--created", "2024-05-01T00:00:00Z",
+                                      "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith(f"packed {out}: 14 tensors, ")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, "-m", "nnre", "verify", str(out)],
+                          capture_output=True, text=True, env=env, timeout=60)
+    assert proc.returncode == 0 and proc.stdout.startswith(f"ok: {out}: m 1.0.0")
+
+
+def test_cli_pack_error_is_one_line(files, tmp_path) -> None:
+    eqn, _ = files
+    weights = lstm_weights()
+    weights.pop("W_y")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, "-m", "nndk", "pack", str(eqn), "--weights",
+                           str(_with(weights, tmp_path)), "--name", "m", "--version", "1.0.0",
+                           "-o", str(tmp_path / "m.bundle")],
+                          capture_output=True, text=True, env=env, timeout=60)
+    assert proc.returncode == 1 and proc.stderr.count("\n") == 1
+    assert proc.stderr.startswith("error: ") and "missing weight 'W_y'" in proc.stderr
