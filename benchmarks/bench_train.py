@@ -17,8 +17,8 @@ from collections.abc import Callable
 import numpy as np
 
 from nndk.data import TextData
-from nndk.train import TrainConfig, Trainer
 from nndk.models import read_model
+from nndk.train import TrainConfig, Trainer
 from nnre.threads import set_blas_threads
 
 V, B = 65, 32
