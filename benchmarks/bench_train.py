@@ -169,10 +169,10 @@ def main() -> None:
         ref = NumpyLSTM(hidden, rng)
         trainer = nndk_trainer(hidden, steps, text)
         chars = steps * B
-        t_np = timed(lambda r=ref: r.step(x, y), repeats)
+        t_np = timed(lambda r=ref, x=x, y=y: r.step(x, y), repeats)
         t_nd = timed(lambda tr=trainer: tr.train_step(), repeats)
         ts = torch_step(hidden, args.threads)
-        t_pt = timed(lambda: ts(x, y), repeats) if ts else float("nan")
+        t_pt = timed(lambda f=ts, x=x, y=y: f(x, y), repeats) if ts else float("nan")
         print(f"{hidden:>4} {steps:>4} {chars / t_np:>9,.0f} {chars / t_nd:>9,.0f} "
               f"{chars / t_pt:>9,.0f} {t_np / t_nd:>10.2f} {t_pt / t_nd:>10.2f}")
 

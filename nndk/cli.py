@@ -145,9 +145,9 @@ def train_command(data: str, model: str, bindings: tuple[str, ...], resume_dir: 
 
 
 @cli.command("pack")
-@click.argument("equations", type=click.Path(path_type=Path))
-@click.option("--weights", type=click.Path(path_type=Path), required=True,
-              help="An .npz of weights keyed by canonical name (W_i, b_f, ...).")
+@click.argument("equations", metavar="SOURCE", type=click.Path(path_type=Path))
+@click.option("--weights", type=click.Path(path_type=Path), default=None,
+              help="With an .eqn file: an .npz of weights keyed by canonical name (W_i, b_f).")
 @click.option("--name", required=True, help="Model name.")
 @click.option("--version", "version_", required=True, help="Semantic version, e.g. 1.0.0.")
 @click.option("--description")
@@ -157,11 +157,22 @@ def train_command(data: str, model: str, bindings: tuple[str, ...], resume_dir: 
 @click.option("--dtype", type=click.Choice(["float32", "float64"]), default=None)
 @click.option("--created", help="RFC 3339 UTC time (default: $SOURCE_DATE_EPOCH or now).")
 @click.option("-o", "--output", type=click.Path(path_type=Path), required=True)
-def pack_command(equations: Path, weights: Path, name: str, version_: str,
+def pack_command(equations: Path, weights: Path | None, name: str, version_: str,
                  description: str | None, license_: str | None, authors: tuple[str, ...],
                  meta: tuple[str, ...], dtype: str | None, created: str | None,
                  output: Path) -> None:
-    """Pack EQUATIONS (an .eqn file) and --weights into a versioned .bundle."""
+    """Pack SOURCE into a versioned .bundle.
+
+    SOURCE is an .eqn file (with --weights), or a training checkpoint (a --checkpoint-dir
+    of nndk train, or its checkpoint.npz): then the bundle also carries the character
+    vocabulary, recommended sampling settings and the training provenance (data sha256,
+    hyperparameters, steps, final losses, seed).
+
+    \b
+    Examples:
+      nndk pack checkpoints --name shakespeare --version 1.0.0 -o model.bundle
+      nndk pack mlp.eqn --weights w.npz --name iris --version 0.1.0 -o iris.bundle
+    """
     result = pack(PackRequest(equations, weights, output, name, version_, description,
                               license_, authors, meta, dtype, created))
     click.echo(f"packed {escaped(str(result.path))}: {result.tensors} tensors, "

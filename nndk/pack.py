@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from nndk import __version__
+from nndk import __version__, checkpoint
 from nnre.bundle_write import BundleContent, write
 from nnre.errors import NnreError
 from nnre.model import Model
@@ -32,8 +32,8 @@ class PackError(NnreError):
 class PackRequest:
     """Everything ``nndk pack`` was asked for; options map one to one."""
 
-    equations: Path
-    weights: Path
+    equations: Path  # an .eqn file, or a training checkpoint (directory or .npz)
+    weights: Path | None
     output: Path
     name: str
     version: str
@@ -102,12 +102,12 @@ def build_content(equations: str, weights: Mapping[str, np.ndarray], metadata: d
     return BundleContent(equations, dtype, model.dims, signature, metadata, model.weights())
 
 
+def is_checkpoint(path: Path) -> bool:
+    return path.is_dir() or path.suffix == ".npz"
+
+
 def pack(req: PackRequest) -> PackResult:
     """Read, check, and atomically write the bundle."""
-    try:
-        text = req.equations.read_text(encoding="utf-8")
-    except UnicodeDecodeError as err:
-        raise PackError(f"{req.equations}: not UTF-8 text ({err.reason})") from err
     metadata: dict[str, Any] = {
         "name": req.name, "version": req.version,
         "created": req.created or created_now(), "producer": f"nndk {__version__}",
@@ -116,7 +116,43 @@ def pack(req: PackRequest) -> PackResult:
                 "authors": list(req.authors), "extra": parse_meta(req.meta),
                 "codecs": dict(req.codecs)}
     metadata.update({k: v for k, v in optional.items() if v})
-    content = build_content(text, read_weights(req.weights), metadata, dtype=req.dtype,
+    if is_checkpoint(req.equations):
+        if req.weights is not None:
+            raise PackError("--weights goes with an .eqn file; a checkpoint has its weights")
+        text, weights, trained = from_checkpoint(req.equations)
+        metadata = trained | metadata
+    else:
+        if req.weights is None:
+            raise PackError(f"{req.equations}: --weights is required to pack an .eqn file")
+        try:
+            text = req.equations.read_text(encoding="utf-8")
+        except UnicodeDecodeError as err:
+            raise PackError(f"{req.equations}: not UTF-8 text ({err.reason})") from err
+        weights = read_weights(req.weights)
+    content = build_content(text, weights, metadata, dtype=req.dtype,
                             filename=str(req.equations))
     bundle_id = write(req.output, content)
     return PackResult(req.output, bundle_id, req.output.stat().st_size, len(content.tensors))
+
+
+def from_checkpoint(path: Path) -> tuple[str, dict[str, np.ndarray], dict[str, Any]]:
+    """Equations, weights and trained-model metadata (codecs, sampling, provenance)."""
+    arrays, record = checkpoint.load(path)
+    weights = {k[len("param/"):]: v for k, v in arrays.items() if k.startswith("param/")}
+    config = record["config"]
+    vocab = list(record["vocab"])
+    hyper = {k: v for k, v in config.items() if isinstance(v, int | float | str | bool)}
+    hyper |= {f"dim_{k}": v for k, v in config.get("dims", {}).items()}
+    losses = {f"{k}": float(v) for k, v in record.get("history", {}).items()}
+    provenance: dict[str, Any] = {"data_sha256": record["data_sha256"],
+                                  "hyperparameters": hyper, "steps": record["step"],
+                                  "seed": config["seed"]}
+    if losses:
+        provenance["final_losses"] = losses
+    metadata = {
+        "codecs": {record["input"]: {"id": "char-onehot", "vocab": vocab},
+                   record["output"]: {"id": "char-categorical", "vocab": vocab}},
+        "sampling": {"temperature": float(config.get("temperature", 1.0))},
+        "provenance": provenance,
+    }
+    return record["equations"], weights, metadata

@@ -20,6 +20,7 @@ THINGS = ["lamp", "lens", "bell", "door", "stairs", "radio", "boat", "rope", "ke
 VERBS = ["cleaned", "checked", "painted", "mended", "oiled", "tested", "counted"]
 SHIPS = ["a trawler", "two yachts", "the ferry", "a cargo ship", "no ships", "a tug"]
 MONTHS = ["March", "April", "May", "June", "July", "August", "September", "October"]
+WINDS = ["north", "south", "east", "west"]
 BIRDS = ["gulls", "terns", "gannets", "puffins", "cormorants"]
 
 
@@ -31,12 +32,13 @@ def sentence(rng: random.Random) -> str:
     if kind == 1:
         return f"{who} {rng.choice(VERBS)} the {rng.choice(THINGS)} before noon."
     if kind == 2:
-        return f"We saw {rng.choice(SHIPS)} to the {rng.choice(['north', 'south', 'east', 'west'])}."
+        return f"We saw {rng.choice(SHIPS)} to the {rng.choice(WINDS)}."
     if kind == 3:
-        return f"The lamp burned for {rng.randint(2, 14)} hours and used {rng.randint(1, 9)} litres of oil."
+        hours, litres = rng.randint(2, 14), rng.randint(1, 9)
+        return f"The lamp burned for {hours} hours and used {litres} litres of oil."
     if kind == 4:
         return f"{who} counted {rng.randint(3, 90)} {rng.choice(BIRDS)} on the rocks."
-    return f"Wind from the {rng.choice(['north', 'south', 'east', 'west'])}, force {rng.randint(1, 9)}."
+    return f"Wind from the {rng.choice(WINDS)}, force {rng.randint(1, 9)}."
 
 
 def corpus(sentences: int, seed: int = 1) -> str:

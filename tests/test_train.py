@@ -148,3 +148,26 @@ def test_shipped_corpus_learns_well_below_unigram_entropy(tmp_path: Path) -> Non
     trainer.fit(tmp_path, quiet)
     val_bits = trainer.history["val_loss"] / np.log(2)
     assert val_bits < 0.6 * unigram_bits, (val_bits, unigram_bits)
+
+
+def test_pack_checkpoint_carries_vocab_sampling_and_provenance(corpus: Path,
+                                                               tmp_path: Path) -> None:
+    import nnre
+    from nndk.pack import PackRequest, pack
+
+    trainer = start(small(steps=4, eval_every=4), corpus)
+    trainer.fit(tmp_path / "ck", quiet)
+    out = tmp_path / "m.bundle"
+    pack(PackRequest(tmp_path / "ck", None, out, "tiny", "1.2.3", created="2026-01-01T00:00:00Z"))
+    model = nnre.load(out)
+    meta = model.metadata
+    assert meta["codecs"]["x"] == {"id": "char-onehot", "vocab": list(trainer.data.vocab)}
+    assert meta["sampling"]["temperature"] == trainer.config.temperature
+    prov = meta["provenance"]
+    assert prov["steps"] == 4 and prov["seed"] == 0
+    assert prov["data_sha256"] == trainer.data.sha256
+    assert prov["final_losses"]["train_loss"] == trainer.history["train_loss"]
+    assert prov["hyperparameters"]["seq_length"] == 10
+    xs = np.eye(trainer.data.size, dtype=np.float32)[trainer.data.val[:20]]
+    want = trainer.runtime_model().run({"x": xs})[0]["y"]
+    np.testing.assert_array_equal(model.run({"x": xs})[0]["y"], want)
