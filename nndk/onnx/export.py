@@ -1,0 +1,275 @@
+"""Export a bundle's compiled Program as ONNX: one time step, or the whole sequence by Scan.
+
+Export is one short loop over the Program's instruction lists: each op becomes ONNX nodes
+through the table ``_NODES``. Parameters become initializers under their canonical names and
+the prologue becomes nodes over them (transposes, reshapes), so the graph shows the weights as
+they were packed. The step graph takes the inputs and the previous state (``h_prev``) and
+gives the outputs and the next state (``h_next``); ``--sequence`` wraps the same step in a
+Scan over time. The unoptimized Program is used: one node per equation operation reads best.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from nndk import __version__
+from nndk.onnx.common import (
+    DEFAULT_EXPORT_OPSET,
+    META_STATE,
+    ONNX_DTYPE,
+    OnnxError,
+    check_export_opset,
+    require_onnx,
+)
+from nnre.model import Model
+from nnre.program import Instr, Program
+
+
+def state_key(name: str, lag: int) -> str:
+    """The Model's name for a state (``h``, or ``h@t-2`` for an older step)."""
+    return name if lag == 1 else f"{name}@t-{lag}"
+
+
+def state_names(key: str) -> tuple[str, str]:
+    """ONNX names of a state before and after a step."""
+    return f"{key}_prev", f"{key}_next"
+
+
+@dataclass
+class Emitter:
+    """Collects the nodes and initializers of one graph; names every slot once."""
+
+    prog: Program
+    prefix: str = ""  # for per-example values: the Scan body's names differ from the outer's
+    nodes: list[Any] = field(default_factory=list)
+    inits: list[Any] = field(default_factory=list)
+    used: set[str] = field(default_factory=set)
+    names: dict[int, str] = field(default_factory=dict)
+
+    def fresh(self, hint: str) -> str:
+        name, n = hint, 1
+        while name in self.used:
+            n += 1
+            name = f"{hint}#{n}"
+        self.used.add(name)
+        return name
+
+    def name(self, index: int) -> str:
+        if index not in self.names:
+            slot = self.prog.slots[index]
+            per_example = slot.stage != "const"
+            base = slot.name if slot.kind in ("input", "param") else f"t{index}"
+            if slot.kind == "const" or index in self.prog.literals:
+                base = f"const{index}"
+            self.names[index] = self.fresh((self.prefix if per_example else "") + base)
+        return self.names[index]
+
+    def const(self, value: np.ndarray, hint: str) -> str:
+        onnx = require_onnx()
+        name = self.fresh(self.prefix + hint)
+        self.inits.append(onnx.numpy_helper.from_array(np.asarray(value), name))
+        return name
+
+    def node(self, op: str, inputs: list[str], output: str, **attrs: Any) -> None:
+        onnx = require_onnx()
+        self.nodes.append(onnx.helper.make_node(op, inputs, [output], **attrs))
+
+    def emit(self, ins: Instr) -> None:
+        try:
+            rule = _NODES[ins.op]
+        except KeyError:
+            raise OnnxError(f"op '{ins.op}' has no ONNX export rule") from None
+        rule(self, ins, [self.name(a) for a in ins.args], self.name(ins.out))
+
+
+def _plain(op_type: str) -> Callable[[Emitter, Instr, list[str], str], None]:
+    def rule(e: Emitter, ins: Instr, args: list[str], out: str) -> None:
+        e.node(op_type, args, out)
+    return rule
+
+
+def _softmax(op_type: str) -> Callable[[Emitter, Instr, list[str], str], None]:
+    def rule(e: Emitter, ins: Instr, args: list[str], out: str) -> None:
+        e.node(op_type, args, out, axis=int(dict(ins.attrs).get("axis", -1)))
+    return rule
+
+
+def _pow(e: Emitter, ins: Instr, args: list[str], out: str) -> None:
+    exponent = np.array(dict(ins.attrs)["exponent"], dtype=e.prog.dtype)
+    e.node("Pow", [args[0], e.const(exponent, "exponent")], out)
+
+
+def _rowdot(e: Emitter, ins: Instr, args: list[str], out: str) -> None:
+    product = e.fresh(out + ".product")
+    e.node("Mul", args, product)
+    e.node("ReduceSum", [product, e.const(np.array([-1], np.int64), "axes")], out, keepdims=1)
+
+
+def _concat(e: Emitter, ins: Instr, args: list[str], out: str) -> None:
+    e.node("Concat", args, out, axis=int(dict(ins.attrs).get("axis", -1)))
+
+
+def _slice(e: Emitter, ins: Instr, args: list[str], out: str) -> None:
+    attrs = dict(ins.attrs)
+    bounds = [e.const(np.array([v], np.int64), hint)
+              for v, hint in ((attrs["start"], "start"), (attrs["stop"], "stop"), (-1, "axis"))]
+    e.node("Slice", [args[0], *bounds], out)
+
+
+def _reshape(e: Emitter, ins: Instr, args: list[str], out: str) -> None:
+    shape = tuple(dict(ins.attrs)["shape"])
+    if e.prog.slots[ins.out].stage != "const":
+        shape = (-1, *shape)
+    e.node("Reshape", [args[0], e.const(np.array(shape, np.int64), "shape")], out)
+
+
+def _transpose(e: Emitter, ins: Instr, args: list[str], out: str) -> None:
+    e.node("Transpose", args, out, perm=[1, 0])
+
+
+_NODES: dict[str, Callable[[Emitter, Instr, list[str], str], None]] = {
+    "add": _plain("Add"), "sub": _plain("Sub"), "mul": _plain("Mul"), "div": _plain("Div"),
+    "matmul": _plain("MatMul"), "neg": _plain("Neg"), "tanh": _plain("Tanh"),
+    "exp": _plain("Exp"), "log": _plain("Log"), "sqrt": _plain("Sqrt"), "abs": _plain("Abs"),
+    "sigmoid": _plain("Sigmoid"), "relu": _plain("Relu"), "copy": _plain("Identity"),
+    "softmax": _softmax("Softmax"), "log_softmax": _softmax("LogSoftmax"), "pow": _pow,
+    "rowdot": _rowdot, "concat": _concat, "slice": _slice, "reshape": _reshape,
+    "transpose": _transpose,
+}
+
+
+def export_model(model: Model, *, opset: int = DEFAULT_EXPORT_OPSET, sequence: bool = False,
+                 name: str = "nnre", metadata: dict[str, str] | None = None) -> Any:
+    """An onnx.ModelProto computing what ``model.step`` (or ``model.run``) computes."""
+    onnx = require_onnx()
+    check_export_opset(opset)
+    weights = model.weights()
+    prog = Model.from_equations(model.equations, weights, model.dims, model.dtype,
+                                optimize=False).program
+    outer = Emitter(prog)
+    for name_, index in prog.params.items():
+        _param(outer, index, weights[name_])
+    for index, value in prog.literals.items():
+        outer.inits.append(onnx.numpy_helper.from_array(value, outer.name(index)))
+    for ins in prog.prologue:
+        outer.emit(ins)
+    build = _sequence_graph if sequence else _step_graph
+    graph = build(outer, name, ONNX_DTYPE[prog.dtype])
+    graph.doc_string = model.equations
+    props = dict(metadata or {})
+    props[META_STATE] = json.dumps({key: list(state_names(key)) for key in model.state},
+                                   ensure_ascii=False)
+    proto = onnx.helper.make_model(graph, producer_name="nndk", producer_version=__version__,
+                                   opset_imports=[onnx.helper.make_opsetid("", opset)])
+    proto.ir_version = onnx.helper.find_min_ir_version_for([proto.opset_import[0]])
+    onnx.helper.set_model_props(proto, props)
+    try:
+        onnx.checker.check_model(proto, full_check=True)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as err:
+        raise OnnxError(f"the exported graph does not pass onnx.checker: {err}") from err
+    return proto
+
+
+def _param(e: Emitter, index: int, value: np.ndarray) -> None:
+    """An initializer under the weight's own name and shape, reshaped to the slot if needed."""
+    onnx = require_onnx()
+    slot = e.prog.slots[index]
+    value = np.ascontiguousarray(value)
+    if tuple(value.shape) == tuple(slot.shape):
+        e.inits.append(onnx.numpy_helper.from_array(value, e.name(index)))
+        return
+    stored = e.fresh(slot.name)
+    e.inits.append(onnx.numpy_helper.from_array(value, stored))
+    shape = e.const(np.array(slot.shape, np.int64), "shape")
+    e.node("Reshape", [stored, shape], e.name(index))
+
+
+def _per_example(e: Emitter) -> list[Instr]:
+    return [*e.prog.pre, *e.prog.loop, *e.prog.post]
+
+
+def _step_io(e: Emitter, elem: int, lead: list[str | int]) -> tuple[list[Any], list[Any]]:
+    """Emit one step's nodes into ``e``; returns (state-in + input infos, state-out + outputs).
+
+    States come first on both sides (the order Scan wants); names follow ``state_names``.
+    """
+    onnx = require_onnx()
+    prog = e.prog
+
+    def info(name: str, index: int) -> Any:
+        return onnx.helper.make_tensor_value_info(name, elem, [*lead, *prog.slots[index].shape])
+
+    ins: list[Any] = []
+    for (name, lag), index in prog.state_in.items():
+        e.names[index] = e.fresh(e.prefix + state_names(state_key(name, lag))[0])
+        ins.append(info(e.names[index], index))
+    ins += [info(e.name(index), index) for index in prog.inputs.values()]
+    for instr in _per_example(e):
+        e.emit(instr)
+    outs: list[Any] = []
+    for (name, lag), index in prog.state_in.items():
+        src = prog.state_out[name] if lag == 1 else prog.state_in[(name, lag - 1)]
+        out = e.fresh(e.prefix + state_names(state_key(name, lag))[1])
+        e.node("Identity", [e.name(src)], out)
+        outs.append(info(out, index))
+    for name, index in prog.outputs.items():
+        if prog.slots[index].stage == "const":
+            raise OnnxError(f"output '{name}' does not depend on any input or state; "
+                            "an ONNX graph of a step cannot give it a batch axis")
+        out = e.fresh(e.prefix + name)
+        e.node("Identity", [e.name(index)], out)
+        outs.append(info(out, index))
+    return ins, outs
+
+
+def _step_graph(e: Emitter, name: str, elem: int) -> Any:
+    onnx = require_onnx()
+    ins, outs = _step_io(e, elem, ["N"])
+    return onnx.helper.make_graph(e.nodes, name, ins, outs, e.inits)
+
+
+def _sequence_graph(outer: Emitter, name: str, elem: int) -> Any:
+    """The step as a Scan body over time: inputs (T, N, n), state (N, n) in and out."""
+    onnx = require_onnx()
+    body = Emitter(outer.prog, prefix="step.", used=outer.used, names=dict(outer.names))
+    body_in, body_out = _step_io(body, elem, ["N"])
+    body_graph = onnx.helper.make_graph(body.nodes, "step", body_in, body_out, body.inits)
+    states = len(outer.prog.state_in)
+
+    def outer_info(vi: Any, seq: bool) -> Any:
+        dims = [d.dim_param or d.dim_value for d in vi.type.tensor_type.shape.dim]
+        return onnx.helper.make_tensor_value_info(vi.name[len("step."):], elem,
+                                                  (["T"] if seq else []) + dims)
+
+    ins = [outer_info(vi, i >= states) for i, vi in enumerate(body_in)]
+    outs = [outer_info(vi, i >= states) for i, vi in enumerate(body_out)]
+    outer.nodes.append(onnx.helper.make_node(
+        "Scan", [vi.name for vi in ins], [vi.name for vi in outs], body=body_graph,
+        num_scan_inputs=len(ins) - states))
+    return onnx.helper.make_graph(outer.nodes, name, ins, outs, outer.inits)
+
+
+def export_bundle(path: str, *, opset: int = DEFAULT_EXPORT_OPSET, sequence: bool = False
+                  ) -> Any:
+    """Load a .bundle and export it; its name, version, id and the producer go to metadata."""
+    from nnre.bundle import load
+
+    model = load(path)
+    meta = model.metadata
+    props = {"name": str(meta.get("name", "")), "version": str(meta.get("version", "")),
+             "bundle_id": model.bundle_id or "", "producer": f"nndk {__version__}"}
+    if meta.get("producer"):
+        props["bundle_producer"] = str(meta["producer"])
+    return export_model(model, opset=opset, sequence=sequence, name=props["name"] or "nnre",
+                        metadata=props)
+
+
+def save(proto: Any, path: str) -> None:
+    """Write an ONNX model to ``path``."""
+    onnx = require_onnx()
+    onnx.save_model(proto, path)
