@@ -12,6 +12,7 @@ from nndk.check import describe
 from nndk.gradcheck import gradcheck, make_problem
 from nndk.init import INIT_SCHEMES
 from nndk.models import parse_bindings, read_model
+from nndk.onnx.common import DEFAULT_EXPORT_OPSET
 from nndk.optim import OPTIMIZERS
 from nndk.pack import PackRequest, pack
 from nndk.progress import Reporter
@@ -177,6 +178,63 @@ def pack_command(equations: Path, weights: Path | None, name: str, version_: str
                               license_, authors, meta, dtype, created))
     click.echo(f"packed {escaped(str(result.path))}: {result.tensors} tensors, "
                f"{result.size:,} bytes, id {result.bundle_id}")
+
+
+@cli.command("export")
+@click.argument("bundle_path", metavar="MODEL.bundle", type=click.Path(dir_okay=False))
+@click.option("-o", "--output", type=click.Path(dir_okay=False), required=True,
+              help="The .onnx file to write.")
+@click.option("--opset", type=int, default=DEFAULT_EXPORT_OPSET, show_default=True,
+              help="ONNX opset version of the graph.")
+@click.option("--sequence", is_flag=True,
+              help="The whole sequence (a Scan over time) instead of one step.")
+def export_command(bundle_path: str, output: str, opset: int, sequence: bool) -> None:
+    """Export MODEL.bundle as an ONNX model (needs the onnx extra).
+
+    One time step by default: inputs and the previous state (NAME_prev) in, outputs and the
+    next state (NAME_next) out. With --sequence, inputs are [T, N, n] and the outputs are
+    given for every step. The bundle's name, version and id go into the ONNX metadata.
+
+    \b
+    Examples:
+      nndk export model.bundle -o model.onnx
+      nndk export model.bundle -o model_seq.onnx --sequence --opset 18
+    """
+    from nndk.onnx.export import export_bundle, save
+
+    proto = export_bundle(bundle_path, opset=opset, sequence=sequence)
+    save(proto, output)
+    names = ", ".join(vi.name for vi in proto.graph.input)
+    outs = ", ".join(vi.name for vi in proto.graph.output)
+    click.echo(f"exported {escaped(output)}: opset {opset}, {len(proto.graph.node)} nodes; "
+               f"inputs {escaped(names)}; outputs {escaped(outs)}")
+
+
+@cli.command("import")
+@click.argument("source", metavar="MODEL.onnx", type=click.Path(dir_okay=False))
+@click.option("-o", "--output", type=click.Path(dir_okay=False), required=True,
+              help="The .bundle file to write.")
+@click.option("--name", help="Model name (default: from the ONNX model).")
+@click.option("--version", "version_", help="Semantic version (default: from the model, "
+              "else 0.1.0).")
+@click.option("--created", help="RFC 3339 UTC time (default: $SOURCE_DATE_EPOCH or now).")
+def import_command(source: str, output: str, name: str | None, version_: str | None,
+                   created: str | None) -> None:
+    """Import an ONNX model as readable equations plus weights in a .bundle.
+
+    Prints the equations. Every node the equations cannot express is named in one error.
+
+    \b
+    Example:
+      nndk import mlp.onnx -o mlp.bundle --name iris --version 1.0.0
+    """
+    from nndk.onnx.importer import import_file
+
+    bundle_id, result = import_file(source, output, name=name, version=version_,
+                                    created=created)
+    for line in result.equations.rstrip("\n").split("\n"):
+        click.echo(escaped(line))
+    click.echo(f"imported {escaped(output)}: {len(result.weights)} tensors, id {bundle_id}")
 
 
 def main() -> None:

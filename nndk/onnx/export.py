@@ -26,6 +26,8 @@ from nndk.onnx.common import (
     check_export_opset,
     require_onnx,
 )
+from nnre.compiler import Compiler
+from nnre.equations import check
 from nnre.model import Model
 from nnre.program import Instr, Program
 
@@ -50,6 +52,7 @@ class Emitter:
     inits: list[Any] = field(default_factory=list)
     used: set[str] = field(default_factory=set)
     names: dict[int, str] = field(default_factory=dict)
+    labels: dict[int, str] = field(default_factory=dict)  # slot → equation it computes
 
     def fresh(self, hint: str) -> str:
         name, n = hint, 1
@@ -63,7 +66,8 @@ class Emitter:
         if index not in self.names:
             slot = self.prog.slots[index]
             per_example = slot.stage != "const"
-            base = slot.name if slot.kind in ("input", "param") else f"t{index}"
+            base = slot.name if slot.kind in ("input", "param") else \
+                self.labels.get(index, f"%{index}")
             if slot.kind == "const" or index in self.prog.literals:
                 base = f"const{index}"
             self.names[index] = self.fresh((self.prefix if per_example else "") + base)
@@ -149,9 +153,9 @@ def export_model(model: Model, *, opset: int = DEFAULT_EXPORT_OPSET, sequence: b
     onnx = require_onnx()
     check_export_opset(opset)
     weights = model.weights()
-    prog = Model.from_equations(model.equations, weights, model.dims, model.dtype,
-                                optimize=False).program
+    prog, labels = _compile(model)
     outer = Emitter(prog)
+    outer.labels = labels
     for name_, index in prog.params.items():
         _param(outer, index, weights[name_])
     for index, value in prog.literals.items():
@@ -173,6 +177,20 @@ def export_model(model: Model, *, opset: int = DEFAULT_EXPORT_OPSET, sequence: b
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as err:
         raise OnnxError(f"the exported graph does not pass onnx.checker: {err}") from err
     return proto
+
+
+def _compile(model: Model) -> tuple[Program, dict[int, str]]:
+    """The unoptimized Program, and the slot that holds each equation's value."""
+    weights = model.weights()
+    checked = check(model.equations, model.dims, {k: v.shape for k, v in weights.items()})
+    compiler = Compiler(checked.sympy, checked.roles, model.dtype)
+    prog = compiler.compile()
+    labels: dict[int, str] = {}
+    for name in checked.roles.order:
+        index = compiler.memo[checked.sympy.symbols[name]]
+        if prog.slots[index].kind == "temp":
+            labels.setdefault(index, name)
+    return prog, labels
 
 
 def _param(e: Emitter, index: int, value: np.ndarray) -> None:
@@ -209,6 +227,10 @@ def _step_io(e: Emitter, elem: int, lead: list[str | int]) -> tuple[list[Any], l
         e.names[index] = e.fresh(e.prefix + state_names(state_key(name, lag))[0])
         ins.append(info(e.names[index], index))
     ins += [info(e.name(index), index) for index in prog.inputs.values()]
+    direct = {}
+    for name, index in prog.outputs.items():
+        if prog.slots[index].kind == "temp" and index not in direct:
+            direct[index] = e.names[index] = e.fresh(e.prefix + name)
     for instr in _per_example(e):
         e.emit(instr)
     outs: list[Any] = []
@@ -221,8 +243,9 @@ def _step_io(e: Emitter, elem: int, lead: list[str | int]) -> tuple[list[Any], l
         if prog.slots[index].stage == "const":
             raise OnnxError(f"output '{name}' does not depend on any input or state; "
                             "an ONNX graph of a step cannot give it a batch axis")
-        out = e.fresh(e.prefix + name)
-        e.node("Identity", [e.name(index)], out)
+        out = direct.pop(index) if index in direct else e.fresh(e.prefix + name)
+        if out != e.name(index):
+            e.node("Identity", [e.name(index)], out)
         outs.append(info(out, index))
     return ins, outs
 
@@ -236,7 +259,8 @@ def _step_graph(e: Emitter, name: str, elem: int) -> Any:
 def _sequence_graph(outer: Emitter, name: str, elem: int) -> Any:
     """The step as a Scan body over time: inputs (T, N, n), state (N, n) in and out."""
     onnx = require_onnx()
-    body = Emitter(outer.prog, prefix="step.", used=outer.used, names=dict(outer.names))
+    body = Emitter(outer.prog, prefix="step.", used=outer.used, names=dict(outer.names),
+                   labels=outer.labels)
     body_in, body_out = _step_io(body, elem, ["N"])
     body_graph = onnx.helper.make_graph(body.nodes, "step", body_in, body_out, body.inits)
     states = len(outer.prog.state_in)

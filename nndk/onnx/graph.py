@@ -1,0 +1,264 @@
+"""Import an ONNX graph as equations + weights: the driver that walks the nodes in order.
+
+Each node goes through its converter in ``nndk.onnx.ops`` (or ``recurrent``); a node whose
+inputs are all constant is folded with onnx's ReferenceEvaluator instead, which is how shape
+arithmetic (Shape → Gather → Concat → Expand) becomes plain numbers. A node that cannot be
+expressed does not stop the walk: every problem is collected and reported in one message
+naming each unsupported op and node. Graph outputs become equations; a value read by several
+nodes, or the operand of a matrix product, gets an equation (a name) of its own.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from nndk.onnx import expr as ex
+from nndk.onnx.common import (
+    IMPORT_OPSET_MIN,
+    META_STATE,
+    NNRE_DTYPE,
+    OnnxError,
+    max_opset,
+    require_onnx,
+)
+from nndk.onnx.values import Const, Dyn, InitState, Unsupported, Value
+
+RECURRENT = ("LSTM", "GRU", "RNN")
+
+
+@dataclass
+class ImportResult:
+    """Equations, weights and how the ONNX graph's names map onto the nnre model's."""
+
+    equations: str
+    weights: dict[str, np.ndarray]
+    dtype: str
+    inputs: dict[str, tuple[str, str]]  # ONNX input → (nnre name, 'input' | 'state')
+    outputs: dict[str, tuple[str, str]]  # ONNX output → (nnre name, 'output' | 'state')
+    sequence: bool  # ONNX inputs are whole sequences [T, N, …] (recurrent ops inside)
+    opset: int
+    producer: str = ""
+
+
+@dataclass
+class Importer:
+    """The state of one import: values by ONNX name, names taken, weights, equations."""
+
+    proto: Any
+    opset: int
+    dtype: str
+    timed: bool  # equations are indexed by time (recurrent ops, or an nnre step graph)
+    lead: int  # leading ONNX axes of per-example values: 1 ([N, …]) or 2 ([T, N, …])
+    names: ex.Names = field(default_factory=ex.Names)
+    values: dict[str, Value] = field(default_factory=dict)
+    weights: dict[str, np.ndarray] = field(default_factory=dict)
+    equations: list[tuple[ex.Name, ex.Expr]] = field(default_factory=list)
+    declarations: list[str] = field(default_factory=list)
+    inputs: dict[str, tuple[str, str]] = field(default_factory=dict)
+    outputs: dict[str, tuple[str, str]] = field(default_factory=dict)
+    problems: dict[str, list[str]] = field(default_factory=dict)
+    lead_sizes: tuple[int | None, ...] = ()
+    cache: dict[tuple[Any, ...], str] = field(default_factory=dict)
+    uses: Counter[str] = field(default_factory=Counter)
+    recurrent_count: int = 0
+
+    # -- names and weights ---------------------------------------------------------------
+    def time(self) -> int | None:
+        return 0 if self.timed else None
+
+    def weight(self, value: np.ndarray, stem: str, key: tuple[Any, ...] | None = None,
+               prefer: str = "") -> str:
+        """The name of a weight holding ``value``, registered once per ``key``."""
+        if key is not None and key in self.cache:
+            return self.cache[key]
+        name = self.names.prefer(prefer, stem) if prefer else self.names.numbered(stem)
+        self.weights[name] = np.ascontiguousarray(value, dtype=self.dtype)
+        if key is not None:
+            self.cache[key] = name
+        return name
+
+    def use_ref(self, ref: str, value: np.ndarray) -> str:
+        """Register a weight kept under its ONNX name (one array per name)."""
+        value = np.ascontiguousarray(value, dtype=self.dtype)
+        have = self.weights.setdefault(ref, value)
+        if have.shape != value.shape or not np.array_equal(have, value):
+            raise Unsupported(f"weight '{ref}' is used in two different shapes")
+        return ref
+
+    def num(self, value: float) -> ex.Expr:
+        try:
+            return ex.number(float(value), self.dtype)
+        except ValueError as err:
+            raise Unsupported(str(err)) from None
+
+    def define(self, dyn: Dyn, hint: str = "", stem: str = "h") -> Dyn:
+        """Give a per-example value an equation and a name of its own (unless it has one)."""
+        if isinstance(dyn.expr, ex.Name):
+            return dyn
+        text = self.names.prefer(hint, stem, subscript=not self.timed) if hint else \
+            self.names.numbered(stem, subscript=not self.timed)
+        target = ex.Name(text, self.time())
+        self.equations.append((target, dyn.expr))
+        return Dyn(target, dyn.shape)
+
+    # -- the walk ------------------------------------------------------------------------
+    def problem(self, reason: str, node: Any, index: int) -> None:
+        label = node.name or f"#{index} ({node.output[0] if node.output else node.op_type})"
+        self.problems.setdefault(reason, []).append(label)
+
+    def run(self) -> None:
+        from nndk.onnx.ops import convert
+
+        graph = self.proto.graph
+        for node in graph.node:
+            self.uses.update(n for n in node.input if n)
+        self.uses.update(o.name for o in graph.output)
+        for index, node in enumerate(graph.node):
+            if any(n and n not in self.values for n in node.input):
+                continue  # downstream of a problem already reported
+            args = [self.values[n] if n else None for n in node.input]
+            try:
+                outs = convert(self, node, args)
+            except Unsupported as err:
+                self.problem(str(err), node, index)
+                continue
+            missing = [i for i, n in enumerate(node.output[len(outs):], len(outs))
+                       if self.uses[n]]
+            if missing:
+                self.problem(f"{node.op_type} output {missing[0]} is not supported", node, index)
+            for name, value in zip(node.output, outs, strict=False):
+                if name:
+                    self.values[name] = self.shared(name, value)
+
+    def shared(self, name: str, value: Value) -> Value:
+        """A non-trivial value read by several nodes, or named by a word, gets an equation."""
+        named = ex.good_name(name) and name not in self.outputs
+        if isinstance(value, Dyn) and (self.uses[name] > 1 or named) and not _leaf(value.expr):
+            return self.define(value, name)
+        return value
+
+    def fold(self, node: Any, args: list[Value | None]) -> list[Value]:
+        """Evaluate a node over constants with onnx's reference implementation."""
+        from onnx.reference import ReferenceEvaluator
+
+        feeds = {n: a.value for n, a in zip(node.input, args, strict=True)
+                 if n and isinstance(a, Const)}
+        try:
+            outs = ReferenceEvaluator(node, opsets={"": self.opset}).run(None, feeds)
+        except Exception as err:  # the reference raises many types; all mean "cannot fold"
+            raise Unsupported(f"{node.op_type} over constants could not be evaluated "
+                              f"({type(err).__name__})") from None
+        return [Const(np.asarray(o)) for o in outs]
+
+
+def _leaf(e: ex.Expr) -> bool:
+    return isinstance(e, ex.Name | ex.Num) or (isinstance(e, ex.Neg) and _leaf(e.a))
+
+
+# -- reading the model -------------------------------------------------------------------
+def read_opset(proto: Any) -> int:
+    versions = {o.domain: o.version for o in proto.opset_import}
+    opset = versions.get("", versions.get("ai.onnx"))
+    if opset is None:
+        raise OnnxError("the model imports no version of the default ONNX opset")
+    top = max_opset()
+    if not IMPORT_OPSET_MIN <= opset <= top:
+        raise OnnxError(f"the model uses ONNX opset {opset}; nndk imports opsets "
+                        f"{IMPORT_OPSET_MIN} to {top}")
+    return int(opset)
+
+
+def _elem_type(vi: Any) -> int:
+    return int(vi.type.tensor_type.elem_type)
+
+
+def _dims(vi: Any) -> list[int | None]:
+    shape = vi.type.tensor_type.shape
+    return [d.dim_value if d.HasField("dim_value") else None for d in shape.dim]
+
+
+def graph_dtype(graph: Any) -> str:
+    """float64 when the graph's float inputs or weights are doubles, else float32."""
+    types = {_elem_type(vi) for vi in graph.input} | {t.data_type for t in graph.initializer}
+    return "float64" if 11 in types and 1 not in types else "float32"
+
+
+def state_meta(proto: Any) -> dict[str, tuple[str, str]]:
+    """nnre's own step graphs name their state inputs and outputs in metadata."""
+    for prop in proto.metadata_props:
+        if prop.key == META_STATE:
+            try:
+                return {k: (v[0], v[1]) for k, v in json.loads(prop.value).items()}
+            except (ValueError, TypeError, IndexError, AttributeError) as err:
+                raise OnnxError(f"metadata {META_STATE} is not a map of name pairs") from err
+    return {}
+
+
+def start(proto: Any) -> Importer:
+    """An Importer with the graph's constants and inputs in place."""
+    graph = proto.graph
+    states = state_meta(proto)
+    recurrent = any(n.op_type in RECURRENT for n in graph.node)
+    imp = Importer(proto, read_opset(proto), graph_dtype(graph), timed=bool(states or recurrent),
+                   lead=2 if recurrent else 1)
+    onnx = require_onnx()
+    for init in graph.initializer:
+        value = onnx.numpy_helper.to_array(init)
+        ref = init.name if value.dtype.kind == "f" and ex.good_name(init.name) and \
+            imp.names.take(init.name) else None
+        imp.values[init.name] = Const(value, ref=ref, source=init.name)
+    initial = {n.input[i] for n in graph.node if n.op_type in RECURRENT
+               for i in (5, 6) if len(n.input) > i and n.input[i]}
+    prev = {names[0]: key for key, names in states.items()}
+    for vi in graph.input:
+        if vi.name in imp.values:
+            continue
+        if vi.name in initial:
+            imp.values[vi.name] = InitState(vi.name)
+        elif vi.name in prev:
+            _state_input(imp, vi, prev[vi.name])
+        else:
+            _input(imp, vi)
+    return imp
+
+
+def _input(imp: Importer, vi: Any) -> None:
+    dims = _dims(vi)
+    if _elem_type(vi) not in NNRE_DTYPE:
+        raise OnnxError(f"input '{vi.name}' is not a float tensor; nnre inputs are float32 "
+                        "or float64 vectors")
+    if len(dims) < imp.lead or any(d is None for d in dims[imp.lead:]):
+        axes = "time and batch axes" if imp.lead == 2 else "a batch axis"
+        raise OnnxError(f"input '{vi.name}' has shape {_show_dims(dims)}; expected {axes} "
+                        "first and fixed sizes after them")
+    lead = tuple(dims[:imp.lead])
+    if imp.lead_sizes and lead != imp.lead_sizes:
+        lead = tuple(a if a == b else None for a, b in zip(lead, imp.lead_sizes, strict=True))
+    imp.lead_sizes = lead
+    shape = tuple(int(d) for d in dims[imp.lead:] if d is not None)
+    name = imp.names.prefer(vi.name, "x", subscript=not imp.timed)
+    dyn = Dyn(ex.Name(name, imp.time()), shape)
+    imp.values[vi.name] = dyn
+    imp.inputs[vi.name] = (ex.canonical_name(name), "input")
+    size = dyn.size
+    imp.declarations.append(f"{ex.show(dyn.expr)} ∈ ℝ^{size}")
+
+
+def _state_input(imp: Importer, vi: Any, key: str) -> None:
+    dims = _dims(vi)
+    name, _, lag = key.partition("@t-")
+    if len(dims) != 2 or dims[1] is None or not ex.good_name(name):
+        raise OnnxError(f"state input '{vi.name}' has shape {_show_dims(dims)}; expected "
+                        "[batch, size]")
+    imp.names.take(name)
+    imp.values[vi.name] = Dyn(ex.Name(name, -int(lag or 1)), (int(dims[1]),))
+    imp.inputs[vi.name] = (key, "state")
+
+
+def _show_dims(dims: list[int | None]) -> str:
+    return "[" + ", ".join("?" if d is None else str(d) for d in dims) + "]"

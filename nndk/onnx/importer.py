@@ -1,0 +1,176 @@
+"""``nndk import``: an ONNX file → an ImportResult (equations, weights, name maps) → a bundle.
+
+Reading is defensive: no external data files are followed, the checker runs first, and every
+problem in the graph is reported at once (see :mod:`nndk.onnx.graph`). The bundle records
+where it came from: the ONNX producer and opset, how ONNX names map onto the model's, and, for
+a graph nndk exported, the original bundle id as its lineage parent.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from nndk import __version__
+from nndk.onnx import expr as ex
+from nndk.onnx.common import OnnxError, require_onnx
+from nndk.onnx.graph import Importer, ImportResult, start, state_meta
+from nndk.onnx.values import Dyn, Final, SeqY
+
+_SEMVER = re.compile(r"^\d+\.\d+\.\d+$")
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+
+
+def read(path: str | Path) -> Any:
+    """Load and check an ONNX model file without following external data."""
+    onnx = require_onnx()
+    try:
+        proto = onnx.load_model(str(path), load_external_data=False)
+    except OSError:
+        raise
+    except Exception as err:  # protobuf raises its own DecodeError, among others
+        raise OnnxError(f"{path}: not an ONNX model ({type(err).__name__})") from err
+    for init in proto.graph.initializer:
+        if init.data_location == onnx.TensorProto.EXTERNAL:
+            raise OnnxError(f"{path}: tensor '{init.name}' is stored in an external file; "
+                            "nndk imports self-contained models only")
+    try:
+        onnx.checker.check_model(proto)
+    except onnx.checker.ValidationError as err:
+        first = str(err).strip().split("\n", 1)[0]
+        raise OnnxError(f"{path}: not a valid ONNX model: {first}") from err
+    return proto
+
+
+def import_model(proto: Any, source: str = "<onnx>") -> ImportResult:
+    """Convert a loaded ONNX model; raises OnnxError naming every unsupported node."""
+    imp = start(proto)
+    imp.run()
+    declared = _outputs(imp)
+    if imp.problems:
+        parts = [f"{reason} (node{'s' if len(nodes) > 1 else ''} "
+                 + ", ".join(f"'{n}'" for n in nodes) + ")"
+                 for reason, nodes in imp.problems.items()]
+        raise OnnxError(f"{source}: cannot import {len(parts)} kind(s) of node: "
+                        + "; ".join(parts))
+    producer = " ".join(p for p in (proto.producer_name, proto.producer_version) if p)
+    weights = {ex.canonical_name(k): v for k, v in imp.weights.items()}
+    return ImportResult(_text(imp, declared, producer), weights, imp.dtype, imp.inputs,
+                        imp.outputs, imp.lead == 2, imp.opset, producer)
+
+
+def _outputs(imp: Importer) -> list[str]:
+    """Equations for the graph's outputs and next states; returns the declared outputs."""
+    targets = {t.text for t, _ in imp.equations}
+    for key, (_, out_name) in state_meta(imp.proto).items():
+        name, _, lag = key.partition("@t-")
+        value = imp.values.get(out_name)
+        if isinstance(value, Dyn) and not lag:
+            old = value.expr
+            if isinstance(old, ex.Name) and old.text in targets and old.time == 0:
+                _rename(imp, old.text, name)  # the step's own equation for it: call it h
+            else:
+                imp.equations.append((ex.Name(name, 0), value.expr))
+            targets.add(name)
+        elif not (isinstance(value, Dyn) and value.expr == ex.Name(name, 1 - int(lag or 1))):
+            imp.problems.setdefault(f"next state '{out_name}' is not a per-example value",
+                                    []).append(out_name)
+        imp.outputs[out_name] = (key, "state")
+    declared: list[str] = []
+    for vi in imp.proto.graph.output:
+        value = imp.values.get(vi.name)
+        if vi.name in imp.outputs or value is None:
+            continue
+        if isinstance(value, Final):
+            imp.outputs[vi.name] = (value.state, "state")
+            continue
+        if not isinstance(value, Dyn | SeqY):
+            imp.problems.setdefault(f"output is a {type(value).__name__}, not a value that "
+                                    "varies per example", []).append(vi.name)
+            continue
+        target = value.expr
+        if not (isinstance(target, ex.Name) and target.text in targets
+                and target.time == imp.time()):
+            stem = "y"
+            text = imp.names.prefer(vi.name, stem, subscript=not imp.timed)
+            imp.equations.append((ex.Name(text, imp.time()), value.expr))
+            targets.add(text)
+            target = ex.Name(text, imp.time())
+        imp.outputs[vi.name] = (ex.canonical_name(target.text), "output")
+        if target.text not in declared:
+            declared.append(target.text)
+    return declared
+
+
+def _rename(imp: Importer, old: str, new: str) -> None:
+    """Call the equation ``old`` by the state's name ``new`` everywhere."""
+    def walk(e: ex.Expr) -> ex.Expr:
+        if isinstance(e, ex.Name):
+            return ex.Name(new, e.time) if e.text == old and e.time == 0 else e
+        if isinstance(e, ex.Call):
+            return ex.Call(e.func, walk(e.arg))
+        if isinstance(e, ex.Bin):
+            return ex.Bin(e.op, walk(e.a), walk(e.b))
+        if isinstance(e, ex.Neg | ex.Tr):
+            return type(e)(walk(e.a))
+        if isinstance(e, ex.Stack):
+            return ex.Stack(tuple(walk(p) for p in e.parts))
+        return e
+
+    imp.equations = [(walk(t), walk(e)) for t, e in imp.equations]  # type: ignore[misc]
+    for key, value in list(imp.values.items()):
+        if isinstance(value, Dyn):
+            imp.values[key] = Dyn(walk(value.expr), value.shape)
+    old_key = ex.canonical_name(old)
+    imp.outputs = {k: (ex.canonical_name(new), kind) if name == old_key else (name, kind)
+                   for k, (name, kind) in imp.outputs.items()}
+
+
+def _text(imp: Importer, declared: list[str], producer: str) -> str:
+    lines = [f"# Imported from ONNX ({producer or 'unknown producer'}, opset {imp.opset}) "
+             f"by nndk {__version__}."]
+    if not imp.timed:
+        lines.append("input " + ", ".join(n for n, kind in imp.inputs.values()
+                                          if kind == "input"))
+    if declared:
+        lines.append("output " + ", ".join(declared))
+    lines += imp.declarations
+    lines.append("")
+    lines += [f"{ex.show(target)} = {ex.show(e)}" for target, e in imp.equations]
+    return "\n".join(lines) + "\n"
+
+
+def bundle_metadata(proto: Any, result: ImportResult, name: str | None, version: str | None,
+                    source: str) -> dict[str, Any]:
+    """Bundle metadata: name and version (given, or carried from nndk's export), provenance."""
+    props = {p.key: p.value for p in proto.metadata_props}
+    version = version or props.get("version", "")
+    meta: dict[str, Any] = {
+        "name": name or props.get("name") or proto.graph.name or Path(source).stem,
+        "version": version if _SEMVER.match(version) else "0.1.0",
+        "producer": f"nndk {__version__}",
+        "extra": {"onnx.source": Path(source).name, "onnx.producer": result.producer,
+                  "onnx.opset": str(result.opset),
+                  "onnx.inputs": json.dumps(result.inputs, ensure_ascii=False),
+                  "onnx.outputs": json.dumps(result.outputs, ensure_ascii=False)},
+    }
+    if _HEX64.match(props.get("bundle_id", "")):
+        meta["lineage"] = {"parent": props["bundle_id"]}
+    return meta
+
+
+def import_file(path: str | Path, output: str | Path, *, name: str | None = None,
+                version: str | None = None, created: str | None = None) -> tuple[str, Any]:
+    """Import ``path`` and write the bundle to ``output``; returns (bundle id, ImportResult)."""
+    from nndk.pack import build_content, created_now
+    from nnre.bundle_write import write
+
+    proto = read(path)
+    result = import_model(proto, str(path))
+    meta = bundle_metadata(proto, result, name, version, str(path))
+    meta["created"] = created or created_now()
+    content = build_content(result.equations, result.weights, meta, dtype=result.dtype,
+                            filename=f"{path}[imported equations]")
+    return write(Path(output), content), result

@@ -1,0 +1,387 @@
+"""ONNX ops → equation expressions: one converter per op, looked up in the table ``RULES``.
+
+A converter gets the node's input values (:mod:`nndk.onnx.values`) and returns its outputs.
+Constants meeting per-example values become weights (vectors, matrices) or number literals;
+ops without a function of their own in the equation language are written with those that
+exist: ``LeakyRelu(x) = relu(x) − α ⊙ relu(−x)``, ``Clip(x) = x − relu(x − max) + relu(min −
+x)``. Reshapes, flattens and squeezes that keep the lead axes change nothing in the equations.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from nndk.onnx import expr as ex
+from nndk.onnx.graph import RECURRENT, Importer
+from nndk.onnx.values import Const, Dyn, Final, SeqY, Unsupported, Value
+
+Args = list[Value | None]
+Rule = Callable[[Importer, Any, Args, dict[str, Any]], list[Value]]
+# Ops whose constant results keep the identity of the weight they read (W_f → W_fᵀ → W_f).
+KEEPS_REFS = {"Transpose", "Reshape", "Identity", "Squeeze", "Unsqueeze", "Flatten"}
+
+
+def convert(imp: Importer, node: Any, args: Args) -> list[Value]:
+    if node.domain not in ("", "ai.onnx"):
+        raise Unsupported(f"op {node.domain}.{node.op_type} is not supported")
+    if all(a is None or isinstance(a, Const) for a in args) and node.op_type not in RECURRENT:
+        outs = imp.fold(node, args)
+        if node.op_type in KEEPS_REFS and args and isinstance(args[0], Const):
+            return [_keep_ref(args[0], outs[0], node.op_type)]
+        return outs
+    rule = RULES.get(node.op_type)
+    if rule is None:
+        raise Unsupported(f"op {node.op_type} is not supported")
+    return rule(imp, node, args, attributes(node))
+
+
+def attributes(node: Any) -> dict[str, Any]:
+    from onnx.helper import get_attribute_value
+
+    out = {}
+    for a in node.attribute:
+        value = get_attribute_value(a)
+        out[a.name] = value.decode() if isinstance(value, bytes) else value
+    return out
+
+
+def _keep_ref(src: Const, out: Value, op: str) -> Value:
+    if src.ref is None or not isinstance(out, Const):
+        return out
+    if op == "Transpose" and src.value.ndim == 2:
+        return Const(out.value, src.ref, not src.transposed, src.source)
+    if _vector_shape(src.value) == _vector_shape(out.value):
+        return Const(out.value, src.ref, src.transposed, src.source)
+    if op == "Identity":
+        return src
+    return out
+
+
+def _vector_shape(value: np.ndarray) -> tuple[int, ...] | None:
+    big: list[int] = [int(d) for d in value.shape if d != 1]
+    return tuple(big) if len(big) <= 1 else None
+
+
+def _axis(axis: int, rank: int) -> int:
+    return axis + rank if axis < 0 else axis
+
+
+def _dyn(value: Value | None, what: str) -> Dyn:
+    if not isinstance(value, Dyn):
+        raise Unsupported(f"{what} must vary per example (it is {type(value).__name__})")
+    return value
+
+
+# -- constants meeting per-example values ------------------------------------------------
+def per_example(imp: Importer, c: Const, dyn: Dyn) -> np.ndarray:
+    """The constant as one example sees it, broadcast to the value's per-example shape."""
+    rank = imp.lead + len(dyn.shape)
+    v = np.asarray(c.value)
+    if v.ndim > rank:
+        raise Unsupported("a constant has more axes than the per-example value it meets")
+    v = v.reshape((1,) * (rank - v.ndim) + v.shape)
+    if any(d != 1 for d in v.shape[:imp.lead]):
+        raise Unsupported("a constant varies along the batch (or time) axis")
+    per = v.reshape(v.shape[imp.lead:])
+    if np.broadcast_shapes(per.shape, dyn.shape) != dyn.shape:
+        raise Unsupported("broadcasting a constant would widen a per-example value")
+    return np.broadcast_to(per, dyn.shape)
+
+
+def const_operand(imp: Importer, c: Const, dyn: Dyn, stem: str) -> ex.Expr:
+    """A number when the constant is uniform, else a weight vector (named once)."""
+    per = per_example(imp, c, dyn)
+    flat = per.reshape(-1)
+    if flat.size == 0 or np.all(flat == flat[0]):
+        return imp.num(flat[0] if flat.size else 0.0)
+    if c.ref is not None and _vector_shape(np.asarray(c.value)) == (flat.size,):
+        return ex.Name(imp.use_ref(c.ref, np.asarray(c.value).reshape(-1)))
+    key = (c.source, "vector", dyn.shape) if c.source else None
+    return ex.Name(imp.weight(flat, stem, key))
+
+
+def matrix(imp: Importer, k: Const) -> ex.Expr:
+    """M with ``M x`` = ``x @ K`` for a row x: the weight in the orientation equations read."""
+    value = np.asarray(k.value)
+    if value.ndim == 1:
+        value = value.reshape(-1, 1)
+    elif value.ndim != 2:
+        raise Unsupported(f"a matrix product with a {value.ndim}-D constant")
+    if k.ref is not None:
+        original = value.T if k.transposed else value
+        name = ex.Name(imp.use_ref(k.ref, original))
+        return name if k.transposed else ex.Tr(name)
+    key = (k.source, "matrix") if k.source else None
+    return ex.Name(imp.weight(value.T, "W", key))
+
+
+def operand(imp: Importer, dyn: Dyn) -> ex.Expr:
+    """A per-example value as the right operand of a matrix product: named unless a leaf."""
+    return imp.define(dyn).expr if not isinstance(dyn.expr, ex.Name) else dyn.expr
+
+
+# -- the converters ----------------------------------------------------------------------
+def _binary(op: str, stem: str) -> Rule:
+    def rule(imp: Importer, node: Any, args: Args, at: dict[str, Any]) -> list[Value]:
+        a, b = args[0], args[1]
+        if isinstance(a, Dyn) and isinstance(b, Dyn):
+            shape = tuple(np.broadcast_shapes(a.shape, b.shape))
+            if int(np.prod(shape, dtype=np.int64)) != a.size or a.size != b.size:
+                raise Unsupported(f"{node.op_type} broadcasts one per-example value over "
+                                  "another")
+            return [Dyn(_combine(op, a.expr, b.expr), a.shape)]
+        dyn = _dyn(a if isinstance(a, Dyn) else b, f"an operand of {node.op_type}")
+        other = b if dyn is a else a
+        if not isinstance(other, Const):
+            raise Unsupported(f"{node.op_type} of {type(other).__name__}")
+        c = const_operand(imp, other, dyn, stem)
+        left, right = (dyn.expr, c) if dyn is a else (c, dyn.expr)
+        if op == "⊙" and isinstance(c, ex.Num | ex.Neg):
+            left, right = c, dyn.expr
+        return [Dyn(_combine(op, left, right), dyn.shape)]
+    return rule
+
+
+def _combine(op: str, a: ex.Expr, b: ex.Expr) -> ex.Expr:
+    if op == "+":
+        return ex.add(a, b)
+    if op == "−":
+        return ex.sub(a, b)
+    return ex.Bin(op, a, b)
+
+
+def _function(func: str) -> Rule:
+    def rule(imp: Importer, node: Any, args: Args, at: dict[str, Any]) -> list[Value]:
+        x = _dyn(args[0], f"the input of {node.op_type}")
+        return [Dyn(ex.Call(func, x.expr), x.shape)]
+    return rule
+
+
+def _neg(imp: Importer, node: Any, args: Args, at: dict[str, Any]) -> list[Value]:
+    x = _dyn(args[0], "the input of Neg")
+    return [Dyn(ex.Neg(x.expr), x.shape)]
+
+
+def _identity(imp: Importer, node: Any, args: Args, at: dict[str, Any]) -> list[Value]:
+    if not isinstance(args[0], Dyn | Final | SeqY):
+        raise Unsupported(f"{node.op_type} of {type(args[0]).__name__}")
+    return [args[0]]
+
+
+def _dropout(imp: Importer, node: Any, args: Args, at: dict[str, Any]) -> list[Value]:
+    training = args[2] if len(args) > 2 else None
+    if training is not None and (not isinstance(training, Const) or bool(training.value)):
+        raise Unsupported("Dropout in training mode")
+    if at.get("is_test", 1) == 0 and imp.opset < 7:
+        raise Unsupported("Dropout in training mode")
+    return _identity(imp, node, args[:1], at)
+
+
+def _leaky_relu(imp: Importer, node: Any, args: Args, at: dict[str, Any]) -> list[Value]:
+    x = imp.define(_dyn(args[0], "the input of LeakyRelu"), stem="u")
+    alpha = float(at.get("alpha", 0.01))
+    negative = ex.Bin("⊙", imp.num(alpha), ex.Call("relu", ex.Neg(x.expr)))
+    return [Dyn(ex.sub(ex.Call("relu", x.expr), negative), x.shape)]
+
+
+def _clip(imp: Importer, node: Any, args: Args, at: dict[str, Any]) -> list[Value]:
+    x = _dyn(args[0], "the input of Clip")
+    bounds: list[float | None] = [at.get("min"), at.get("max")] if imp.opset < 11 \
+        else [None, None]
+    for i, arg in enumerate(args[1:3]):
+        if arg is not None:
+            if not isinstance(arg, Const) or np.asarray(arg.value).size != 1:
+                raise Unsupported("Clip with bounds that are not constant numbers")
+            bounds[i] = float(np.asarray(arg.value).reshape(()))
+    low, high = (b if b is not None and np.isfinite(b) else None for b in bounds)
+    if low == 0.0 and high is None:
+        return [Dyn(ex.Call("relu", x.expr), x.shape)]
+    if low is not None or high is not None:
+        x = imp.define(x, stem="u")
+    out = x.expr
+    if high is not None:
+        out = ex.sub(out, ex.Call("relu", ex.sub(x.expr, imp.num(high))))
+    if low is not None:
+        out = ex.add(out, ex.Call("relu", ex.sub(imp.num(low), x.expr)))
+    return [Dyn(out, x.shape)]
+
+
+def _softmax(func: str) -> Rule:
+    def rule(imp: Importer, node: Any, args: Args, at: dict[str, Any]) -> list[Value]:
+        x = _dyn(args[0], f"the input of {node.op_type}")
+        rank = imp.lead + len(x.shape)
+        axis = _axis(int(at.get("axis", 1 if imp.opset < 13 else -1)), rank) - imp.lead
+        if imp.opset < 13:
+            fits = axis >= 0 and int(np.prod(x.shape[:axis], dtype=np.int64)) == 1
+        else:
+            fits = axis >= 0 and x.size == x.shape[axis]
+        if not fits:
+            raise Unsupported(f"{node.op_type} over an axis other than the per-example one")
+        return [Dyn(ex.Call(func, x.expr), x.shape)]
+    return rule
+
+
+def _matmul(imp: Importer, node: Any, args: Args, at: dict[str, Any]) -> list[Value]:
+    a, b = args[0], args[1]
+    if not isinstance(a, Dyn) or not isinstance(b, Const):
+        raise Unsupported("MatMul of anything but a per-example value times a constant matrix")
+    if len(a.shape) != 1 or np.asarray(b.value).ndim > 2:
+        raise Unsupported("MatMul of a per-example matrix (a batched product)")
+    w = matrix(imp, b)
+    shape = (np.asarray(b.value).shape[1],) if np.asarray(b.value).ndim == 2 else ()
+    return [Dyn(ex.Bin("·", w, operand(imp, a)), shape)]
+
+
+def _gemm(imp: Importer, node: Any, args: Args, at: dict[str, Any]) -> list[Value]:
+    a, b = args[0], args[1]
+    c = args[2] if len(args) > 2 else None
+    if at.get("transA", 0) or not isinstance(a, Dyn) or not isinstance(b, Const):
+        raise Unsupported("Gemm of anything but a per-example A times a constant B")
+    if imp.lead != 1 or len(a.shape) != 1:
+        raise Unsupported("Gemm of a per-example matrix")
+    k = b if not at.get("transB", 0) else Const(b.value.T, b.ref, not b.transposed, b.source)
+    alpha, beta = float(at.get("alpha", 1.0)), float(at.get("beta", 1.0))
+    if alpha != 1.0:
+        key = f"{b.source}×{alpha}" if b.source else None
+        k = Const(np.asarray(k.value) * alpha, source=key)
+    out_shape = (np.asarray(k.value).shape[1],)
+    out: ex.Expr = ex.Bin("·", matrix(imp, k), operand(imp, a))
+    if isinstance(c, Const) and np.any(np.asarray(c.value) != 0) and beta != 0:
+        scaled = Const(np.asarray(c.value) * beta, c.ref if beta == 1 else None,
+                       source=c.source if beta == 1 else None)
+        out = ex.add(out, const_operand(imp, scaled, Dyn(out, out_shape), "b"))
+    elif isinstance(c, Dyn) and beta != 0:
+        term = c.expr if beta == 1 else ex.Bin("⊙", imp.num(beta), c.expr)
+        out = ex.add(out, term)
+    elif c is not None and not isinstance(c, Const | Dyn):
+        raise Unsupported(f"Gemm with C a {type(c).__name__}")
+    return [Dyn(out, out_shape)]
+
+
+def _squeeze_axes(imp: Importer, node: Any, args: Args, at: dict[str, Any]) -> list[int] | None:
+    if "axes" in at:
+        return [int(a) for a in at["axes"]]
+    if len(args) > 1 and args[1] is not None:
+        if not isinstance(args[1], Const):
+            raise Unsupported(f"{node.op_type} with axes that are not constant")
+        return [int(a) for a in np.asarray(args[1].value).reshape(-1)]
+    return None
+
+
+def _squeeze(imp: Importer, node: Any, args: Args, at: dict[str, Any]) -> list[Value]:
+    x = args[0]
+    axes = _squeeze_axes(imp, node, args, at)
+    if isinstance(x, SeqY) and axes is not None and [_axis(a, 4) for a in axes] == [1]:
+        return [Dyn(x.expr, (x.hidden,))]
+    if isinstance(x, Final) and axes is not None and [_axis(a, 3) for a in axes] == [0]:
+        return [x]
+    x = _dyn(x, "the input of Squeeze")
+    rank = imp.lead + len(x.shape)
+    if axes is None:
+        if any(s is None or s == 1 for s in imp.lead_sizes):
+            raise Unsupported("Squeeze without axes where the batch size may be 1")
+        keep = [d for d in x.shape if d != 1]
+        return [Dyn(x.expr, tuple(keep))]
+    per = sorted(_axis(a, rank) - imp.lead for a in axes)
+    if any(a < 0 or x.shape[a] != 1 for a in per):
+        raise Unsupported("Squeeze of the batch axis or of an axis longer than 1")
+    return [Dyn(x.expr, tuple(d for i, d in enumerate(x.shape) if i not in per))]
+
+
+def _unsqueeze(imp: Importer, node: Any, args: Args, at: dict[str, Any]) -> list[Value]:
+    x = _dyn(args[0], "the input of Unsqueeze")
+    axes = _squeeze_axes(imp, node, args, at) or []
+    rank = imp.lead + len(x.shape) + len(axes)
+    per = sorted(_axis(a, rank) - imp.lead for a in axes)
+    if any(a < 0 for a in per):
+        raise Unsupported("Unsqueeze in front of the batch axis")
+    shape = list(x.shape)
+    for a in per:
+        shape.insert(a, 1)
+    return [Dyn(x.expr, tuple(shape))]
+
+
+def _flatten(imp: Importer, node: Any, args: Args, at: dict[str, Any]) -> list[Value]:
+    x = _dyn(args[0], "the input of Flatten")
+    axis = _axis(int(at.get("axis", 1)), imp.lead + len(x.shape)) - imp.lead
+    if imp.lead != 1 or axis < 0 or int(np.prod(x.shape[:axis], dtype=np.int64)) != 1:
+        raise Unsupported("Flatten that merges the batch axis with others")
+    return [Dyn(x.expr, (x.size,))]
+
+
+def _reshape(imp: Importer, node: Any, args: Args, at: dict[str, Any]) -> list[Value]:
+    x = _dyn(args[0], "the input of Reshape")
+    if not isinstance(args[1], Const):
+        raise Unsupported("Reshape to a shape that is not constant")
+    target = [int(d) for d in np.asarray(args[1].value).reshape(-1)]
+    if at.get("allowzero", 0) and 0 in target:
+        raise Unsupported("Reshape with allowzero")
+    lead, rest = target[:imp.lead], target[imp.lead:]
+    rest = [x.shape[i] if d == 0 and i < len(x.shape) else d
+            for i, d in enumerate(rest, imp.lead) for i in [i - imp.lead]]
+    copies = all(d == 0 or (d == s and s is not None) for d, s in
+                 zip(lead, imp.lead_sizes, strict=True))
+    keeps_lead = copies or (imp.lead == 1 and lead == [-1] and -1 not in rest)
+    if rest.count(-1) == 1 and copies:
+        known = int(np.prod([d for d in rest if d != -1], dtype=np.int64))
+        rest = [x.size // max(known, 1) if d == -1 else d for d in rest]
+    if not keeps_lead or -1 in rest or int(np.prod(rest, dtype=np.int64)) != x.size:
+        raise Unsupported("Reshape that moves values across the batch axis")
+    return [Dyn(x.expr, tuple(rest))]
+
+
+def _transpose(imp: Importer, node: Any, args: Args, at: dict[str, Any]) -> list[Value]:
+    x = _dyn(args[0], "the input of Transpose")
+    rank = imp.lead + len(x.shape)
+    perm = list(at.get("perm", range(rank - 1, -1, -1)))
+    full = [None] * imp.lead + list(x.shape)
+    moved = [p for p in perm[imp.lead:] if full[p] != 1]
+    if perm[:imp.lead] != list(range(imp.lead)) or moved != sorted(moved):
+        raise Unsupported("Transpose that moves the batch axis or reorders per-example values")
+    return [Dyn(x.expr, tuple(full[p] for p in perm[imp.lead:]))]  # type: ignore[misc]
+
+
+def _concat(imp: Importer, node: Any, args: Args, at: dict[str, Any]) -> list[Value]:
+    parts = [_dyn(a, "every part of Concat") for a in args if a is not None]
+    rank = imp.lead + len(parts[0].shape)
+    axis = _axis(int(at["axis"]), rank) - imp.lead
+    if axis < 0 or int(np.prod(parts[0].shape[:axis], dtype=np.int64)) != 1:
+        raise Unsupported("Concat along the batch axis or an inner axis")
+    shape = list(parts[0].shape)
+    shape[axis] = sum(p.shape[axis] for p in parts)
+    if len(parts) == 1:
+        return [parts[0]]
+    return [Dyn(ex.Stack(tuple(p.expr for p in parts)), tuple(shape))]
+
+
+def _shape(imp: Importer, node: Any, args: Args, at: dict[str, Any]) -> list[Value]:
+    x = _dyn(args[0], "the input of Shape")
+    full = [*imp.lead_sizes, *x.shape]
+    if any(d is None for d in full):
+        raise Unsupported("Shape of a value whose batch size is not fixed")
+    dims = np.array(full, np.int64)
+    start, end = int(at.get("start", 0)), at.get("end")
+    return [Const(dims[start:end] if end is not None else dims[start:])]
+
+
+def _recurrent(imp: Importer, node: Any, args: Args, at: dict[str, Any]) -> list[Value]:
+    from nndk.onnx.recurrent import convert_recurrent
+
+    return convert_recurrent(imp, node, args, at)
+
+
+RULES: dict[str, Rule] = {
+    "Add": _binary("+", "b"), "Sub": _binary("−", "b"), "Mul": _binary("⊙", "k"),
+    "Div": _binary("/", "k"), "Neg": _neg, "Relu": _function("relu"),
+    "Sigmoid": _function("σ"), "Tanh": _function("tanh"), "Exp": _function("exp"),
+    "Log": _function("log"), "Sqrt": _function("sqrt"), "Abs": _function("abs"),
+    "Softmax": _softmax("softmax"), "LogSoftmax": _softmax("log_softmax"),
+    "LeakyRelu": _leaky_relu, "Clip": _clip, "Identity": _identity, "Dropout": _dropout,
+    "MatMul": _matmul, "Gemm": _gemm, "Flatten": _flatten, "Reshape": _reshape,
+    "Squeeze": _squeeze, "Unsqueeze": _unsqueeze, "Transpose": _transpose,
+    "Concat": _concat, "Shape": _shape, "LSTM": _recurrent, "GRU": _recurrent,
+    "RNN": _recurrent,
+}

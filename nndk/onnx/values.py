@@ -1,0 +1,61 @@
+"""What an ONNX value is while a graph is imported: a constant, or a per-example expression.
+
+Per-example values (:class:`Dyn`) have ONNX shape ``lead + shape``: ``lead`` is the batch axis
+(``[N]``), or time and batch (``[T, N]``) in a graph that runs recurrent ops over a whole
+sequence. Equations see a per-example value as one vector of ``prod(shape)`` numbers in row-major
+order, which is why reshapes that keep the lead axes are free. A recurrent op's ``Y`` is kept
+as :class:`SeqY` until its direction axis is squeezed away; ``Y_h``/``Y_c`` are :class:`Final`
+(the state after the last step, which nnre returns as the final state).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from nndk.onnx.expr import Expr
+
+
+class Unsupported(Exception):
+    """A node the importer cannot express; collected, then reported together."""
+
+
+@dataclass(frozen=True)
+class Const:
+    value: np.ndarray
+    ref: str | None = None  # canonical weight name, when this constant is a whole weight
+    transposed: bool = False  # value == weights[ref].T
+    source: str | None = None  # ONNX initializer it came from (for naming and reuse)
+
+
+@dataclass(frozen=True)
+class Dyn:
+    expr: Expr
+    shape: tuple[int, ...]  # per example, without the lead axes
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64))
+
+
+@dataclass(frozen=True)
+class SeqY:
+    expr: Expr  # the hidden state, time-indexed
+    hidden: int
+
+
+@dataclass(frozen=True)
+class Final:
+    state: str  # canonical state name
+    hidden: int
+
+
+@dataclass(frozen=True)
+class InitState:
+    """A graph input that a recurrent op reads as its initial state ``[1, N, H]``."""
+
+    onnx_name: str
+
+
+Value = Const | Dyn | SeqY | Final | InitState
