@@ -82,8 +82,9 @@ def per_example(imp: Importer, c: Const, dyn: Dyn) -> np.ndarray:
     v = np.asarray(c.value)
     if v.ndim > rank:
         raise Unsupported("a constant has more axes than the per-example value it meets")
-    v = v.reshape((1,) * (rank - v.ndim) + v.shape)
-    if any(d != 1 for d in v.shape[:imp.lead]):
+    full: tuple[int, ...] = (1,) * (rank - v.ndim) + tuple(v.shape)
+    v = v.reshape(full)
+    if any(d != 1 for d in full[:imp.lead]):
         raise Unsupported("a constant varies along the batch (or time) axis")
     per = v.reshape(v.shape[imp.lead:])
     if np.broadcast_shapes(per.shape, dyn.shape) != dyn.shape:
@@ -320,8 +321,7 @@ def _reshape(imp: Importer, node: Any, args: Args, at: dict[str, Any]) -> list[V
     if at.get("allowzero", 0) and 0 in target:
         raise Unsupported("Reshape with allowzero")
     lead, rest = target[:imp.lead], target[imp.lead:]
-    rest = [x.shape[i] if d == 0 and i < len(x.shape) else d
-            for i, d in enumerate(rest, imp.lead) for i in [i - imp.lead]]
+    rest = [x.shape[i] if d == 0 and i < len(x.shape) else d for i, d in enumerate(rest)]
     copies = all(d == 0 or (d == s and s is not None) for d, s in
                  zip(lead, imp.lead_sizes, strict=True))
     keeps_lead = copies or (imp.lead == 1 and lead == [-1] and -1 not in rest)

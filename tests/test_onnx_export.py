@@ -1,0 +1,112 @@
+"""``nndk export``: a bundle as ONNX (one step, or a Scan over time), checked by the ONNX
+checker and run by onnxruntime and onnx's ReferenceEvaluator against nnre; and the round trip
+bundle → ONNX → bundle."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+onnx = pytest.importorskip("onnx")
+pytest.importorskip("onnxruntime")
+
+from onnx_helpers import ort_runner, ref_runner, run_step_graph, template_model  # noqa: E402
+
+from nndk.onnx.common import OnnxError  # noqa: E402
+from nndk.onnx.export import export_bundle, export_model  # noqa: E402
+from nndk.onnx.importer import import_model  # noqa: E402
+from nndk.pack import build_content  # noqa: E402
+from nnre.bundle import load  # noqa: E402
+from nnre.bundle_write import write  # noqa: E402
+from nnre.model import Model  # noqa: E402
+
+TEMPLATES = {"lstm": {"H": 5, "V": 4}, "gru": {"H": 5, "V": 4}, "rnn": {"H": 5, "V": 4},
+             "mlp": {"D": 4, "H": 6, "K": 3}}
+RUNNERS = {"onnxruntime": ort_runner, "reference": ref_runner}
+
+
+def _inputs(model: Model, steps: int = 4, batch: int = 3, seed: int = 1
+            ) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return {k: rng.standard_normal((steps, batch, *s.shape)).astype(model.dtype)
+            for k, s in model.inputs.items()}
+
+
+@pytest.mark.parametrize("runner", sorted(RUNNERS))
+@pytest.mark.parametrize("template", sorted(TEMPLATES))
+def test_step_graph_matches_nnre(template: str, runner: str) -> None:
+    model = template_model(template, TEMPLATES[template])
+    proto = export_model(model)
+    onnx.checker.check_model(proto, full_check=True)
+    xs = _inputs(model)
+    want, want_state = model.run(xs)
+    got, got_state = run_step_graph(RUNNERS[runner](proto), model, xs)
+    for k in want:
+        np.testing.assert_allclose(got[k], want[k], rtol=0, atol=1e-5)
+    for k in want_state:
+        np.testing.assert_allclose(got_state[k], want_state[k], rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("runner", sorted(RUNNERS))
+@pytest.mark.parametrize("template", ["lstm", "gru"])
+def test_sequence_graph_matches_nnre(template: str, runner: str) -> None:
+    model = template_model(template, TEMPLATES[template], dtype="float64")
+    proto = export_model(model, sequence=True, opset=19)
+    onnx.checker.check_model(proto, full_check=True)
+    assert [n.op_type for n in proto.graph.node][-1] == "Scan"
+    xs = _inputs(model, steps=6)
+    init = {f"{k}_prev": np.random.default_rng(2).standard_normal((3, *s.shape))
+            for k, s in model.state.items()}
+    want, want_state = model.run(xs, {k[:-5]: v for k, v in init.items()})
+    got = RUNNERS[runner](proto)(xs | init)
+    for k in want:
+        np.testing.assert_allclose(got[k], want[k], rtol=0, atol=1e-10)
+    for k in want_state:
+        np.testing.assert_allclose(got[f"{k}_next"], want_state[k], rtol=0, atol=1e-10)
+
+
+def test_bundle_metadata_goes_into_the_onnx_model(tmp_path) -> None:
+    model = template_model("gru", TEMPLATES["gru"])
+    meta = {"name": "tiny-gru", "version": "1.2.3", "created": "2024-01-01T00:00:00Z"}
+    path = tmp_path / "m.bundle"
+    bundle_id = write(path, build_content(model.equations, model.weights(), meta))
+    proto = export_bundle(str(path))
+    props = {p.key: p.value for p in proto.metadata_props}
+    assert props["name"] == "tiny-gru" and props["version"] == "1.2.3"
+    assert props["bundle_id"] == bundle_id
+    assert props["producer"].startswith("nndk ")
+    assert proto.producer_name == "nndk" and proto.opset_import[0].version == 17
+    assert "ĥₜ" in proto.graph.doc_string  # the equations travel along, for people
+
+
+@pytest.mark.parametrize("template", sorted(TEMPLATES))
+def test_round_trip_bundle_onnx_bundle(template: str, tmp_path) -> None:
+    model = template_model(template, TEMPLATES[template])
+    path = tmp_path / "a.bundle"
+    meta = {"name": template, "version": "1.0.0"}
+    write(path, build_content(model.equations, model.weights(), meta))
+    proto = export_bundle(str(path))
+    result = import_model(proto)
+    again = Model.from_equations(result.equations, result.weights, dtype=result.dtype)
+    assert set(again.inputs) == set(model.inputs) and set(again.state) == set(model.state)
+    xs = _inputs(model)
+    want, want_state = load(path).run(xs)
+    got, got_state = again.run(xs)
+    for onnx_name, (name, kind) in result.outputs.items():
+        if kind == "output":
+            np.testing.assert_allclose(got[name], want[onnx_name], rtol=0, atol=1e-5)
+    for k in want_state:
+        np.testing.assert_allclose(got_state[k], want_state[k], rtol=0, atol=1e-5)
+
+
+def test_round_trip_keeps_names_and_reads_like_equations() -> None:
+    model = template_model("lstm", TEMPLATES["lstm"])
+    text = import_model(export_model(model)).equations
+    assert "fₜ = σ(" in text and "cₜ = fₜ ⊙ cₜ₋₁ + iₜ ⊙ c̃ₜ" in text
+    assert "yₜ = softmax(" in text and "%" not in text
+
+
+def test_opset_out_of_range_is_refused() -> None:
+    model = template_model("rnn", TEMPLATES["rnn"])
+    with pytest.raises(OnnxError, match="--opset 9 is not supported"):
+        export_model(model, opset=9)
