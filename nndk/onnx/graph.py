@@ -108,7 +108,8 @@ class Importer:
 
     # -- the walk ------------------------------------------------------------------------
     def problem(self, reason: str, node: Any, index: int) -> None:
-        label = node.name or f"#{index} ({node.output[0] if node.output else node.op_type})"
+        first = next((o for o in node.output if o), node.op_type)
+        label = node.name or f"#{index} → {first}"
         self.problems.setdefault(reason, []).append(label)
 
     def run(self) -> None:

@@ -79,12 +79,14 @@ def _outputs(imp: Importer) -> list[str]:
                                     []).append(out_name)
         imp.outputs[out_name] = (key, "state")
     declared: list[str] = []
+    finals: list[str] = []
     for vi in imp.proto.graph.output:
         value = imp.values.get(vi.name)
         if vi.name in imp.outputs or value is None:
             continue
         if isinstance(value, Final):
             imp.outputs[vi.name] = (value.state, "state")
+            finals.append(value.state)
             continue
         if not isinstance(value, Dyn | SeqY):
             imp.problems.setdefault(f"output is a {type(value).__name__}, not a value that "
@@ -101,7 +103,7 @@ def _outputs(imp: Importer) -> list[str]:
         imp.outputs[vi.name] = (ex.canonical_name(target.text), "output")
         if target.text not in declared:
             declared.append(target.text)
-    return declared
+    return declared or finals[:1]  # a model needs an output: the state, at every step
 
 
 def _rename(imp: Importer, old: str, new: str) -> None:

@@ -151,6 +151,13 @@ def _initial(imp: Importer, value: Value | None, name: ex.Name | None) -> None:
     imp.inputs[value.onnx_name] = (ex.canonical_name(name.text), "state")
 
 
+def _full_length(imp: Importer, lens: Value) -> bool:
+    """sequence_lens that says every sequence runs the whole length changes nothing."""
+    steps = imp.lead_sizes[0] if imp.lead_sizes else None
+    return isinstance(lens, Const) and steps is not None and bool(
+        np.all(np.asarray(lens.value) == steps))
+
+
 def _refuse(imp: Importer, node: Any, args: list[Value | None], at: dict[str, Any]) -> None:
     """Everything the equations do not express is refused here, by name."""
     op = node.op_type
@@ -161,7 +168,8 @@ def _refuse(imp: Importer, node: Any, args: list[Value | None], at: dict[str, An
         (all(isinstance(a, Const) for a in args[1:3]), "W and R must be constant"),
         (len(args) <= 3 or args[3] is None or isinstance(args[3], Const),
          "B must be constant"),
-        (len(args) <= 4 or args[4] is None, "sequence_lens is not supported"),
+        (len(args) <= 4 or args[4] is None or _full_length(imp, args[4]),
+         "sequence_lens shorter than the sequence"),
         (at.get("direction", "forward") == "forward", f"direction {at.get('direction')}"),
         (not at.get("layout", 0), "layout 1 (batch first)"),
         ("clip" not in at, "clip"),
