@@ -150,8 +150,8 @@ def from_checkpoint(path: Path) -> tuple[str, dict[str, np.ndarray], dict[str, A
     if losses:
         provenance["final_losses"] = losses
     metadata = {
-        "codecs": {record["input"]: {"id": "char-onehot", "vocab": vocab},
-                   record["output"]: {"id": "char-categorical", "vocab": vocab}},
+        "codecs": {record["input"]: {"id": "char", "vocab": vocab},
+                   record["output"]: {"id": "sample", "vocab": vocab}},
         "sampling": {"temperature": float(config.get("temperature", 1.0))},
         "provenance": provenance,
     }

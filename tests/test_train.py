@@ -161,7 +161,7 @@ def test_pack_checkpoint_carries_vocab_sampling_and_provenance(corpus: Path,
     pack(PackRequest(tmp_path / "ck", None, out, "tiny", "1.2.3", created="2026-01-01T00:00:00Z"))
     model = nnre.load(out)
     meta = model.metadata
-    assert meta["codecs"]["x"] == {"id": "char-onehot", "vocab": list(trainer.data.vocab)}
+    assert meta["codecs"]["x"] == {"id": "char", "vocab": list(trainer.data.vocab)}
     assert meta["sampling"]["temperature"] == trainer.config.temperature
     prov = meta["provenance"]
     assert prov["steps"] == 4 and prov["seed"] == 0
