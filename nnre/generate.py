@@ -62,6 +62,12 @@ def _stream(model: Any, input_name: str, out_index: int, vocab: list[str], codes
             t += 1
 
 
+def default_prime(model: Any) -> str:
+    """A newline if the vocabulary has one (text starts after a line break), else its first."""
+    vocab = text_io(model.metadata, list(model.inputs), list(model.outputs)).chars.vocab
+    return "\n" if "\n" in vocab else vocab[0]
+
+
 def prime_state(model: Any, prime: str) -> dict[str, np.ndarray]:
     """The state after reading ``prime`` (for apps that drive ``step`` themselves)."""
     io = text_io(model.metadata, list(model.inputs), list(model.outputs))
