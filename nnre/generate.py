@@ -42,24 +42,27 @@ def _stream(model: Any, input_name: str, out_index: int, vocab: list[str], codes
     tapes, phases = stage.tapes, stage.phases
     last, t = 0, 0
     for code in codes:  # the prime: one step per character (primes are short)
-        x[last], x[code], last = 0, 1, code
+        x[last] = 0
+        x[code] = 1
+        last = code
         for f in tapes[t % phases]:
             f()
         t += 1
     tail = ""
     for n in range(length):
-        code = sampler(rows[(t - 1) % phases])
-        ch = vocab[code]
-        yield ch
-        if stop:
-            tail = (tail + ch)[-len(stop):]
-            if tail == stop:
-                return
-        if n + 1 < length:
-            x[last], x[code], last = 0, 1, code
+        if n:  # feed back the character just drawn (after the first, which the prime gave)
+            x[last] = 0
+            x[code] = 1
+            last = code
             for f in tapes[t % phases]:
                 f()
             t += 1
+        code = sampler(rows[(t - 1) % phases])
+        yield vocab[code]
+        if stop:
+            tail = (tail + vocab[code])[-len(stop):]
+            if tail == stop:
+                return
 
 
 def default_prime(model: Any) -> str:

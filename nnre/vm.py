@@ -52,7 +52,7 @@ def bind_prologue(prog: Program, params: dict[str, np.ndarray]
 
 
 def _bind(ins: Instr, arrays: list[Any], rows: int, dtype: str, prog: Program,
-          allocate: bool = True) -> Callable[[], Any] | None:
+          allocate: bool = True) -> functools.partial[Any] | None:
     """Allocate the output buffer of one instruction (or make its view) and bind a call."""
     op = OPS[ins.op]
     args = [arrays[a] for a in ins.args]
@@ -161,7 +161,11 @@ def _phase_tapes(prog: Program, consts: list[Any], batch: int, instrs: list[Inst
                 arrays[ins.out] = temps[ins.out]
             f = _bind(ins, arrays, batch, prog.dtype, prog, allocate=False)
             if f is not None:
-                tape.append(f)
+                unfold = OPS[ins.op].unfold
+                if unfold is None:
+                    tape.append(f)
+                else:  # the kernel's ufunc calls, bound once
+                    tape.extend(unfold(*f.args, out=arrays[ins.out], **dict(ins.attrs)))
                 temps.setdefault(ins.out, arrays[ins.out])
         tapes.append(tape)
         tables.append(arrays)
