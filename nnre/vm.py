@@ -221,8 +221,8 @@ class Unrolled:
         for f in self.pre:
             f()
         for tape in self.tapes:
-            for f in tape:
-                f()
+            for call in tape:
+                call()
         for f in self.post:
             f()
 
