@@ -119,6 +119,15 @@ class Backward:
         for stage in ("const", "pre", "loop", "post"):
             for ins in prog.stage_list(stage):
                 self._view(ins, self.full)
+        # g @ Wᵀ per step runs ~2× faster with Wᵀ contiguous (OpenBLAS NN vs NT at batch 32)
+        self.weights_t: dict[int, tuple[Array, Array, bool]] = {}  # slot → (W, Wᵀ, copy?)
+        for ins in prog.pre + prog.loop + prog.post:
+            b = ins.args[1] if ins.op == "matmul" else -1
+            if b >= 0 and prog.slots[b].stage == "const" and b not in self.weights_t:
+                value = run.full[b]
+                ready = value.T.flags.c_contiguous
+                buf = value.T if ready else np.empty(value.T.shape, value.dtype)
+                self.weights_t[b] = (value, buf, not ready)
         self.at = []
         for t in range(run.steps):
             grads = row_block(prog, self.full, t, run.batch)
@@ -148,6 +157,9 @@ class Backward:
     def backward(self, seeds: dict[int, Array]) -> None:
         """Propagate output gradients (slot → full-length array) back to every slot."""
         self.zero()
+        for value, buf, copy in self.weights_t.values():
+            if copy:
+                np.copyto(buf, value.T)
         for index, seed in seeds.items():
             self.full[index] += seed
         run, prog = self.run, self.prog
@@ -179,6 +191,9 @@ class Backward:
                 continue
             is_const = self.prog.slots[arg].stage == "const"
             if (per_example_only and is_const) or (consts_only and not is_const):
+                continue
+            if ins.op == "matmul" and i == 0 and ins.args[1] in self.weights_t:
+                target += g @ self.weights_t[ins.args[1]][1]
                 continue
             contribution = rule(g, values[ins.out], args, attrs, i)
             if contribution is not None:

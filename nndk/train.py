@@ -90,7 +90,7 @@ class Trainer:
         self.output = self._pick_output(checked.roles.outputs, checked.shapes.of, vocab)
         self.dims = checked.shapes.dims
         self.shapes = param_shapes(checked)
-        self.prog = compile_program(checked.sympy, checked.roles, "float32")
+        self.prog = compile_program(checked.sympy, checked.roles, "float32", contiguous=True)
         self.rng = np.random.default_rng(config.seed)
         self.params = {name: init_param(name, self.prog.slots[i].shape, self.rng, config.init,
                                         "float32") for name, i in self.prog.params.items()}
@@ -128,6 +128,8 @@ class Trainer:
     def _forward(self, inputs: np.ndarray, carry: dict[tuple[str, int], np.ndarray] | None
                  ) -> Unrolled:
         steps, batch = inputs.shape
+        for f in self.refresh:  # stacked / transposed weights follow the parameters
+            f()
         run, _ = self._run(steps, batch)
         init = carry or {key: np.zeros((batch, *self.prog.slots[i].shape), np.float32)
                          for key, i in self.prog.state_in.items()}
@@ -157,8 +159,6 @@ class Trainer:
         lr = learning_rate(self.config.lr, self.step, self.config.lr_decay,
                            self.config.decay_every)
         self.opt.step(self.params, grads, lr)
-        for f in self.refresh:
-            f()
         self.step += 1
         self.batch_index += 1
         if self.batch_index % self.train_streams.batches == 0:
@@ -249,8 +249,6 @@ class Trainer:
             name, lag = key.rsplit("@", 1)
             carry[(name, int(lag))] = arrays[f"carry/{key}"]
         self.carry = carry or None
-        for f in self.refresh:
-            f()
 
     # -- the loop ------------------------------------------------------------------------
     def total_steps(self) -> int:
