@@ -155,7 +155,7 @@ class _Scanner:
         """Read base letters, marks, primes, then a subscript (Unicode or ``_x`` / ``_{...}``)."""
         start = self.pos
         text = self.text
-        base = []
+        base: list[str] = []
         while self.pos < len(text):
             ch = text[self.pos]
             if _is_base_letter(ch) or _is_mark(ch) or (ch.isascii() and ch.isdigit() and base):

@@ -247,13 +247,16 @@ class Parser:
 
     def postfix(self) -> ast.Expr:
         expr = self.atom()
+        depth = self.depth
         while self.tok.kind in ("T", "POW"):
             tok = self.advance()
             self.count()
+            self.nest()  # xᵀᵀᵀ… nests like parentheses in SymPy, so it counts as depth
             if tok.kind == "T":
                 expr = ast.Transpose(expr, self.pos(tok))
             else:
                 expr = ast.Power(expr, float(tok.text), self.pos(tok))
+        self.depth = depth
         return expr
 
     def atom(self) -> ast.Expr:

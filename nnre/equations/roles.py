@@ -119,7 +119,7 @@ def _split_free(loc: _Located, free_timed: dict[str, ast.Name],
         if name not in free_timed and name not in free_plain:
             raise loc.at(f"input '{name}' is never used", ref.pos)
     inputs = list(free_timed)
-    params = []
+    params: list[str] = []
     for name in free_plain:
         is_input = name in declared_inputs or (weights is not None and name not in weights)
         (inputs if is_input else params).append(name)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from nnre.equations import ast
 from nnre.equations.roles import Roles
-from nnre.errors import EquationError, ShapeError
+from nnre.errors import ShapeError
 
 MAX_DIM = 2**31 - 1
 
@@ -82,12 +82,12 @@ class _Dims:
             return label or "?"
         return f"{label}={value}" if label else str(value)
 
-    def solve_sums(self) -> str | None:
-        """Propagate concat row sums to a fixpoint; returns a message on contradiction."""
+    def solve_sums(self) -> tuple[str, ast.Pos] | None:
+        """Propagate concat row sums to a fixpoint; returns a message and where on contradiction."""
         changed = True
         while changed:
             changed = False
-            for total, parts, _pos in self.sums:
+            for total, parts, pos in self.sums:
                 known = [self.get(p) for p in parts]
                 t = self.get(total)
                 if all(k is not None for k in known):
@@ -96,11 +96,11 @@ class _Dims:
                         self.value[self.find(total)] = s
                         changed = True
                     elif t != s:
-                        return f"stacked rows add up to {s}, but {t} are required"
+                        return f"stacked rows add up to {s}, but {t} are required", pos
                 elif t is not None and sum(k is None for k in known) == 1:
                     rest = t - sum(k for k in known if k is not None)
                     if rest <= 0:
-                        return f"stacked rows must add up to {t}"
+                        return f"stacked rows must add up to {t}", pos
                     self.value[self.find(parts[known.index(None)])] = rest
                     changed = True
         return None
@@ -168,10 +168,6 @@ class _Checker:
         if not (self.d.union(a[0], b[0]) and self.d.union(a[1], b[1])):
             raise self.error(f"shape mismatch in {where}: {left} is {before_a} but {right} is "
                              f"{before_b}", pos)
-
-    def unify_dim(self, a: int, b: int, pos: ast.Pos, message: str) -> None:
-        if not self.d.union(a, b):
-            raise self.error(message, pos)
 
     def give(self, name: str, shape: tuple[int, ...]) -> None:
         """Unify a parameter with the shape of the weight array supplied for it."""
@@ -262,18 +258,23 @@ class _Checker:
             return right
         if self.is_scalar(node.right):
             return left
-        what = _OP_WORDS[node.op]
-        operands = f"'{unparse(node.left)}' is {self.show(left)} and " \
-                   f"'{unparse(node.right)}' is {self.show(right)}"
+        shapes = (self.show(left), self.show(right))  # as they were before unifying
+
+        def message() -> str:  # rendered only on failure: rendering every node is quadratic
+            what = _OP_WORDS[node.op]
+            operands = f"'{unparse(node.left)}' is {shapes[0]} and " \
+                       f"'{unparse(node.right)}' is {shapes[1]}"
+            if node.op == "@":
+                return (f"{what} in the equation for '{eq.target.raw}' does not fit: "
+                        f"{operands} (columns of the left must equal rows of the right)")
+            return f"{what} in the equation for '{eq.target.raw}' needs equal shapes: {operands}"
+
         if node.op == "@":
-            self.unify_dim(left[1], right[0], node.pos,
-                           f"{what} in the equation for '{eq.target.raw}' does not fit: "
-                           f"{operands} (columns of the left must equal rows of the right)")
+            if not self.d.union(left[1], right[0]):
+                raise self.error(message(), node.pos)
             return (left[0], right[1])
-        before = operands
         if not (self.d.union(left[0], right[0]) and self.d.union(left[1], right[1])):
-            raise self.error(f"{what} in the equation for '{eq.target.raw}' needs equal shapes:"
-                             f" {before}", node.pos)
+            raise self.error(message(), node.pos)
         return left
 
     def concat(self, node: ast.Concat, eq: ast.Equation) -> Pair:
@@ -281,9 +282,10 @@ class _Checker:
         rows = []
         for part in node.parts:
             r, c = self.nodes[id(part)]
-            self.unify_dim(cols, c, node.pos,
-                           f"stacked parts in the equation for '{eq.target.raw}' must have "
-                           f"the same number of columns: '{unparse(part)}' is {self.show((r, c))}")
+            if not self.d.union(cols, c):
+                raise self.error(f"stacked parts in the equation for '{eq.target.raw}' must "
+                                 f"have the same number of columns: '{unparse(part)}' is "
+                                 f"{self.show((r, c))}", node.pos)
             rows.append(r)
         total = self.d.new()
         self.d.sums.append((total, rows, node.pos))
@@ -378,5 +380,5 @@ def check_shapes(module: ast.Module, roles: Roles, dims: Mapping[str, int] | Non
         ck.equation(roles.equations[name])
     problem = ck.d.solve_sums()
     if problem:
-        raise ShapeError(problem, filename=module.filename)
+        raise ck.error(*problem)
     return ck.finish()
