@@ -120,6 +120,7 @@ class _Checker:
         self.nodes: dict[int, Pair] = {}
         self.known_scalar: set[int] = set()
         self.one = self.d.new(1)
+        self.where: dict[str, ast.Pos] = {}  # first place each name or dimension appears
 
     def error(self, message: str, pos: ast.Pos | None, expected: str | None = None
               ) -> ShapeError:
@@ -135,13 +136,18 @@ class _Checker:
             return f"({self.d.show(r)},)"
         return f"({self.d.show(r)}, {self.d.show(c)})"
 
-    def name_pair(self, name: str) -> Pair:
+    def name_pair(self, name: str, pos: ast.Pos | None = None) -> Pair:
+        if pos is not None:
+            self.where.setdefault(name, pos)
         if name not in self.names:
             self.names[name] = (self.d.new(), self.d.new())
         return self.names[name]
 
     def dim_var(self, dim: ast.Dim, pos: ast.Pos) -> int:
         vars_ = [self.d.new(t) if isinstance(t, int) else self.d.named(t) for t in dim.terms]
+        for t in dim.terms:
+            if isinstance(t, str):
+                self.where.setdefault(f"dim {t}", pos)
         if len(vars_) == 1:
             return vars_[0]
         total = self.d.new()
@@ -150,7 +156,7 @@ class _Checker:
 
     def declare(self, decl: ast.Declaration) -> None:
         for ref in decl.names:
-            pair = self.name_pair(ref.name)
+            pair = self.name_pair(ref.name, ref.pos)
             if not decl.shape:
                 self.scalar.add(ref.name)
                 want = (self.one, self.one)
@@ -187,28 +193,25 @@ class _Checker:
 
     def finish(self) -> Shapes:
         """Resolve every variable to an integer or say which name's shape is undetermined."""
-        of: dict[str, tuple[int, int]] = {}
-        for name, (r, c) in self.names.items():
-            rv, cv = self.d.get(r), self.d.get(c)
-            if rv is None or cv is None:
-                missing = self.d.show(r if rv is None else c)
-                hint = f"bind {missing} (e.g. --set {missing}=…)" if missing[0].isalpha() \
-                    else f"declare it ('{name} ∈ ℝ^…') or supply its weight"
-                raise ShapeError(f"the shape of '{name}' cannot be determined: it is "
-                                 f"{self.show((r, c))}", expected=hint,
-                                 filename=self.module.filename)
-            if rv > MAX_DIM or cv > MAX_DIM or rv <= 0 or cv <= 0:
-                raise ShapeError(f"'{name}' has an impossible shape ({rv}, {cv})",
-                                 filename=self.module.filename)
-            of[name] = (rv, cv)
         dims = {}
         for dim_name, var in self.d.by_name.items():
             value = self.d.get(var)
             if value is None:
-                raise ShapeError(f"dimension {dim_name} has no value",
-                                 expected=f"--set {dim_name}=… or a weight that fixes it",
-                                 filename=self.module.filename)
+                raise self.error(f"dimension {dim_name} has no value",
+                                 self.where.get(f"dim {dim_name}"),
+                                 expected=f"--set {dim_name}=… or a weight that fixes it")
             dims[dim_name] = value
+        of: dict[str, tuple[int, int]] = {}
+        for name, (r, c) in self.names.items():
+            rv, cv = self.d.get(r), self.d.get(c)
+            if rv is None or cv is None:
+                raise self.error(f"the shape of '{name}' cannot be determined: it is "
+                                 f"{self.show((r, c))}", self.where.get(name),
+                                 expected=f"a declaration '{name} ∈ ℝ^…' or a weight for it")
+            if rv > MAX_DIM or cv > MAX_DIM or rv <= 0 or cv <= 0:
+                raise self.error(f"'{name}' has an impossible shape ({rv}, {cv})",
+                                 self.where.get(name))
+            of[name] = (rv, cv)
         nodes = {}
         for key, (r, c) in self.nodes.items():
             rv, cv = self.d.get(r), self.d.get(c)
@@ -233,7 +236,7 @@ class _Checker:
         if isinstance(node, ast.Name):
             if node.name in self.scalar:
                 self.known_scalar.add(id(node))
-            return self.name_pair(node.name)
+            return self.name_pair(node.name, node.pos)
         if isinstance(node, ast.Binary):
             return self.binary(node, eq)
         if isinstance(node, ast.Transpose):
@@ -293,7 +296,7 @@ class _Checker:
 
     def equation(self, eq: ast.Equation) -> None:
         got = self.infer(eq.expr, eq)
-        target = self.name_pair(eq.target.name)
+        target = self.name_pair(eq.target.name, eq.target.pos)
         if self.is_scalar(eq.expr) and eq.target.name not in self.scalar:
             return  # a scalar right-hand side broadcasts to the target's shape
         self.unify_pair(target, got, eq.target.pos, f"the equation for '{eq.target.raw}'",
