@@ -255,3 +255,12 @@ def test_large_sum_compiles_and_runs() -> None:
     out, _ = model.step({"x": np.array([1.0, 2.0, 3.0])})
     assert time.perf_counter() - start < 3.0
     np.testing.assert_allclose(out["y"], [4000.0, 8000.0, 12000.0])
+
+
+def test_caret_under_decomposed_text() -> None:
+    """Columns count characters of the NFC text, and the line shown is that text too."""
+    with pytest.raises(EquationError) as info:
+        check("c\u0302ₜ = x +")  # c + COMBINING CIRCUMFLEX: one character after NFC
+    err = info.value
+    assert (err.line, err.column) == (1, 9)
+    assert str(err).split("\n")[1:] == ["    \u0109ₜ = x +", "    " + " " * 8 + "^"]

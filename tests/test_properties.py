@@ -86,7 +86,8 @@ def call(draw: st.DrawFn, arg: Expr, funcs: dict[str, Callable[[np.ndarray], np.
          ) -> Expr:
     name = draw(st.sampled_from(sorted(funcs)))
     value = funcs[name](arg.value)
-    if arg.prec >= POSTFIX and draw(st.booleans()):  # parentheses may be omitted: tanh cₜ
+    # parentheses may be omitted (tanh cₜ); but f (x)² is f(x)², so not before a '('
+    if arg.prec >= POSTFIX and not arg.text.startswith("(") and draw(st.booleans()):
         return Expr(f"{name} {arg.text}", TIGHT, value, scale(arg, value=value))
     return Expr(f"{name}({arg.text})", ATOM, value, scale(arg, value=value))
 

@@ -8,6 +8,7 @@ juxtaposition (``W x``) · unary minus · ``^`` · postfix ``ᵀ ² ³`` · atom
 from __future__ import annotations
 
 import re
+import unicodedata
 
 from nnre.equations import ast
 from nnre.equations.lexer import Token, tokenize
@@ -26,7 +27,8 @@ class Parser:
 
     def __init__(self, text: str, filename: str | None = None) -> None:
         self.tokens = tokenize(text, filename)
-        self.lines = text.replace("\r\n", "\n").split("\n")
+        # the lexer's columns count characters of the NFC text: show that text under the caret
+        self.lines = unicodedata.normalize("NFC", text.replace("\r\n", "\n")).split("\n")
         self.filename = filename
         self.i = 0
         self.depth = 0
