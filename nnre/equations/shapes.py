@@ -324,6 +324,9 @@ def render(expr: ast.Expr) -> str:
     return out[id(expr)][0]
 
 
+_SHOWN_FUNCS = {"sigmoid": "σ"}  # how papers write it; parses back to the same function
+
+
 def _render_node(node: ast.Expr, out: dict[int, tuple[str, int]]) -> tuple[str, int]:
     def sub(child: ast.Expr, prec: int) -> str:
         text, p = out[id(child)]
@@ -346,7 +349,7 @@ def _render_node(node: ast.Expr, out: dict[int, tuple[str, int]]) -> tuple[str, 
     if isinstance(node, ast.Transpose):
         return f"{sub(node.operand, 6)}ᵀ", 6
     if isinstance(node, ast.Call):
-        return f"{node.func}({out[id(node.arg)][0]})", 9
+        return f"{_SHOWN_FUNCS.get(node.func, node.func)}({out[id(node.arg)][0]})", 9
     return "[" + "; ".join(out[id(p)][0] for p in node.parts) + "]", 9
 
 
