@@ -78,11 +78,11 @@ class Learner:
             out[(name, lag)] = run.history[name][block * b:(block + 1) * b].copy()
         return out
 
-    def runtime_model(self) -> Model:
+    def runtime_model(self, metadata: dict[str, Any] | None = None) -> Model:
         """The current weights as a runtime Model, sharing the compiled program."""
         weights = {n: a.reshape(self.shapes[n]) for n, a in self.params.items()}
         return Model(self.prog, weights, equations=self.equations, dims=self.dims,
-                     param_specs={})
+                     param_specs={}, metadata=metadata)
 
     def load_weights(self, weights: Mapping[str, np.ndarray], source: str) -> None:
         """Take every parameter from ``weights`` (``--init-from``): same names and shapes."""

@@ -277,28 +277,16 @@ class TextTrainer(Trainer):
         return total / self.val_streams.batches
 
     def sample(self, length: int, prime: str | None = None) -> str:
-        """Text from the current weights; its own seed, so training is not perturbed."""
-        rng = np.random.default_rng([self.config.seed, self.step])
-        model = self.runtime_model()
-        vocab = self.data.vocab
-        codes = list(self.data.encode(prime)) if prime else [int(self.data.train[0])]
-        state = None
-        out = []
-        probs = None
-        for code in codes:
-            outputs, state = model.step({self.input: one_hot(np.array(code), len(vocab),
-                                                              "float32")}, state)
-            probs = outputs[self.output]
-        for _ in range(length):
-            assert probs is not None
-            logits = np.log(np.maximum(probs.astype(np.float64), 1e-30)) / self.config.temperature
-            p = np.exp(logits - logits.max())
-            code = int(rng.choice(len(vocab), p=p / p.sum()))
-            out.append(vocab[code])
-            outputs, state = model.step({self.input: one_hot(np.array(code), len(vocab),
-                                                              "float32")}, state)
-            probs = outputs[self.output]
-        return "".join(out)
+        """Text from the current weights, by the runtime's own ``Model.generate``; its own
+        seed (from the run's seed and the step), so training is not perturbed."""
+        vocab = list(self.data.vocab)
+        codecs = {self.input: {"id": "char", "vocab": vocab},
+                  self.output: {"id": "sample", "vocab": vocab}}
+        model = self.learner.runtime_model({"codecs": codecs})
+        seed = int(np.random.SeedSequence([self.config.seed, self.step]).generate_state(1)[0])
+        prime = prime or vocab[int(self.data.train[0])]
+        return "".join(model.generate(prime, length, temperature=self.config.temperature,
+                                      seed=seed))
 
     def data_record(self) -> dict[str, Any]:
         return {"input": self.input, "output": self.output, "vocab": self.data.vocab,
