@@ -42,6 +42,7 @@ def test_warm_load_imports_no_sympy_nndk_or_onnx(tmp_path) -> None:
     env = {"XDG_CACHE_HOME": str(tmp_path / "cache")}
     cold = probe(path, env)
     assert "sympy" in cold["modules"]  # type: ignore[operator]
+    assert not {"nndk", "onnx"} & set(cold["modules"])  # type: ignore[call-overload]
     assert list((tmp_path / "cache" / "nnre" / "programs").iterdir())
     warm = probe(path, env)
     assert warm["modules"] == [] and warm["text"] == cold["text"]
