@@ -18,7 +18,7 @@ import numpy as np
 
 from nndk.data import TextData
 from nndk.models import read_model
-from nndk.train import TrainConfig, Trainer
+from nndk.train import TextTrainer, TrainConfig
 from nnre.threads import set_blas_threads
 
 V, B = 65, 32
@@ -129,13 +129,13 @@ def torch_step(hidden: int, threads: int) -> Callable[[np.ndarray, np.ndarray], 
     return step
 
 
-def nndk_trainer(hidden: int, steps: int, text: np.ndarray) -> Trainer:
+def nndk_trainer(hidden: int, steps: int, text: np.ndarray) -> TextTrainer:
     vocab = "".join(chr(32 + i) for i in range(V))
     data = TextData(vocab, text, text[:0], "0" * 64)
     config = TrainConfig(dims={"H": hidden}, seq_length=steps, batch_size=B, lr=2e-3,
                          clip=5.0, sample_length=0)
     equations, filename = read_model("lstm")
-    return Trainer(config, "<bench>", equations, filename, data)
+    return TextTrainer(config, "<bench>", equations, filename, data)
 
 
 def timed(fn: Callable[[], object], repeats: int) -> float:

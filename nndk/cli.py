@@ -117,25 +117,39 @@ def gradcheck_command(model: str, bindings: tuple[str, ...], steps: int, batch: 
               type=click.Path(file_okay=False))
 @click.option("--resume", "resume_dir", type=click.Path(), default=None,
               help="Continue a checkpoint exactly (weights, optimizer, step, data, RNG).")
+@click.option("--init-from", type=click.Path(dir_okay=False), default=None,
+              help="Start from the weights of a .bundle (weights only, fresh optimizer).")
+@click.option("--loss", type=click.Choice(["auto", "ce", "mse"]), default="auto",
+              show_default=True, help="Arrays: cross-entropy for integer targets, else MSE.")
+@click.option("--target", default="target", show_default=True,
+              help="Arrays: the name of the target array.")
+@click.option("--output", default=None, help="The model output to train (default: y).")
 def train_command(data: str, model: str, bindings: tuple[str, ...], resume_dir: str | None,
-                  checkpoint_dir: str, init_scheme: str, **options: Any) -> None:
-    """Train MODEL on the text file DATA, character by character (char-rnn style).
+                  checkpoint_dir: str, init_scheme: str, init_from: str | None,
+                  **options: Any) -> None:
+    """Train MODEL on DATA: a text file (characters, char-rnn style) or arrays.
+
+    Text: the model reads one character per step (one-hot) and predicts the next.
+    Arrays (.npz or .csv): one array per model input, named like it, plus a target array
+    (--target); rows are examples, (N, n) or, for a recurrent model, (N, T, n).
 
     Prints progress on stderr (a bar in a terminal, log lines otherwise) with the loss,
-    validation loss in bits per character, speed and ETA, and a text sample at each
-    evaluation. Checkpoints go to --checkpoint-dir atomically; Ctrl-C saves one and exits.
+    validation loss (in bits per character for text), speed and ETA, and a text sample at
+    each evaluation. Checkpoints go to --checkpoint-dir atomically; Ctrl-C saves one and
+    exits; --resume continues bit for bit.
 
     \b
     Examples:
       nndk train input.txt --set H=128 --steps 2000
       nndk train input.txt --resume checkpoints --steps 4000
+      nndk train iris.npz --model mlp --set H=16 --epochs 50
     """
     if resume_dir:
         trainer = resume_training(resume_dir, data, options["steps"])
     else:
         dims = {"H": 128} | parse_bindings(bindings)
         config = TrainConfig(model=model, dims=dims, init=init_scheme, **options)
-        trainer = start(config, data)
+        trainer = start(config, data, init_from)
     try:
         trainer.fit(checkpoint_dir, Reporter())
     except KeyboardInterrupt:

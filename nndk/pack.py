@@ -140,7 +140,6 @@ def from_checkpoint(path: Path) -> tuple[str, dict[str, np.ndarray], dict[str, A
     arrays, record = checkpoint.load(path)
     weights = {k[len("param/"):]: v for k, v in arrays.items() if k.startswith("param/")}
     config = record["config"]
-    vocab = list(record["vocab"])
     hyper = {k: v for k, v in config.items() if isinstance(v, int | float | str | bool)}
     hyper |= {f"dim_{k}": v for k, v in config.get("dims", {}).items()}
     losses = {f"{k}": float(v) for k, v in record.get("history", {}).items()}
@@ -149,10 +148,10 @@ def from_checkpoint(path: Path) -> tuple[str, dict[str, np.ndarray], dict[str, A
                                   "seed": config["seed"]}
     if losses:
         provenance["final_losses"] = losses
-    metadata = {
-        "codecs": {record["input"]: {"id": "char-onehot", "vocab": vocab},
-                   record["output"]: {"id": "char-categorical", "vocab": vocab}},
-        "sampling": {"temperature": float(config.get("temperature", 1.0))},
-        "provenance": provenance,
-    }
+    metadata: dict[str, Any] = {"provenance": provenance}
+    if record.get("vocab") is not None:  # a character model
+        vocab = list(record["vocab"])
+        metadata["codecs"] = {record["input"]: {"id": "char", "vocab": vocab},
+                              record["output"]: {"id": "sample", "vocab": vocab}}
+        metadata["sampling"] = {"temperature": float(config.get("temperature", 1.0))}
     return record["equations"], weights, metadata

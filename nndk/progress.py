@@ -29,9 +29,11 @@ class Reporter:
         if p.val_loss is not None:
             self.val = p.val_loss
         eta = (p.total - p.step) * (time.perf_counter() - self.started) / max(p.step, 1)
-        val = f" val {self.val:.4f} ({self.val / LN2:.3f} bpc)" if self.val is not None else ""
+        val = ""
+        if self.val is not None:
+            val = f" val {self.val:.4f}" + (f" ({self.val / LN2:.3f} bits)" if p.bits else "")
         text = (f"step {p.step}/{p.total} loss {p.loss:.4f}{val} "
-                f"{p.chars_per_s:,.0f} chars/s ETA {_clock(eta)}")
+                f"{p.chars_per_s:,.0f} {p.unit}/s ETA {_clock(eta)}")
         if self.tty:
             filled = int(self.width * p.step / max(p.total, 1))
             bar = "#" * filled + "-" * (self.width - filled)

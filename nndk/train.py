@@ -1,8 +1,10 @@
-"""``nndk train``: learn the weights of an equation model on a text file (char-rnn style).
+"""``nndk train``: the training loop, and training on a text file (char-rnn style).
 
 One seed drives every random choice. A checkpoint holds everything needed to continue bit
 for bit (weights, optimizer state, step, data position, carried state, random state); it is
 written atomically, never after a NaN/Inf loss, and on Ctrl-C between two steps.
+``Trainer`` is the loop shared by every kind of data; ``TextTrainer`` feeds it characters
+(``nndk/train_arrays.py`` feeds it arrays).
 """
 
 from __future__ import annotations
@@ -18,19 +20,17 @@ from typing import Any
 import numpy as np
 
 from nndk import __version__, checkpoint
-from nndk.autodiff import Backward, differentiable_slots
 from nndk.data import DataError, Streams, TextData, load_text, one_hot
-from nndk.init import init_param
+from nndk.learner import Learner, State
 from nndk.losses import LN2, cross_entropy
 from nndk.models import read_model
-from nndk.optim import OPTIMIZERS, clip_global_norm, learning_rate
-from nnre.compiler import compile_program
-from nnre.equations import check, param_shapes
+from nndk.optim import learning_rate
+from nnre.equations import Checked, check
 from nnre.equations.parser import parse
 from nnre.equations.roles import analyse
 from nnre.errors import NnreError
 from nnre.model import Model
-from nnre.vm import Unrolled, bind_prologue
+from nnre.vm import Unrolled
 
 
 class TrainingError(NnreError):
@@ -57,6 +57,9 @@ class TrainConfig:
     temperature: float = 0.8
     seed: int = 0
     init: str = "auto"
+    loss: str = "auto"  # arrays: auto (integer targets: ce, else mse), ce or mse
+    target: str = "target"  # arrays: the name of the target array
+    output: str | None = None  # the output trained (default: y, or the one that fits)
 
 
 @dataclass
@@ -65,192 +68,90 @@ class Progress:
     total: int
     loss: float
     val_loss: float | None
-    chars_per_s: float
+    chars_per_s: float  # items per second: characters, or examples for arrays
     sample: str | None = None
+    unit: str = "chars"
+    bits: bool = True  # the loss is a cross-entropy worth showing in bits per item
 
 
 class Trainer:
-    """Owns the compiled program, the weights, the optimizer and the data position."""
+    """The loop shared by every kind of data: steps, evaluation, samples, checkpoints.
 
-    def __init__(self, config: TrainConfig, data_path: str | Path, equations: str,
-                 filename: str, data: TextData, record: dict[str, Any] | None = None) -> None:
+    Subclasses provide ``train_step``, ``evaluate``, ``sample``, ``steps_per_epoch`` and the
+    data part of the checkpoint (``data_record`` / ``data_arrays`` / ``restore_data``).
+    """
+
+    kind = "base"
+    unit = "chars"
+    bits = True
+
+    def __init__(self, config: TrainConfig, learner: Learner, filename: str) -> None:
         self.config = config
-        self.data_path = str(data_path)
-        self.data = data
-        self.equations = equations
+        self.learner = learner
         self.filename = filename
-        vocab = data.size
-        inputs = analyse(parse(equations, filename)).inputs
-        if len(inputs) != 1:
-            raise TrainingError(f"a character model needs exactly one input, {filename} has "
-                                f"{len(inputs)}: {', '.join(inputs)}")
-        self.input = inputs[0]
-        checked = check(equations, config.dims, filename=filename,
-                        known={self.input: (vocab,)})
-        self.output = self._pick_output(checked.roles.outputs, checked.shapes.of, vocab)
-        self.dims = checked.shapes.dims
-        self.shapes = param_shapes(checked)
-        self.prog = compile_program(checked.sympy, checked.roles, "float32")
-        self.rng = np.random.default_rng(config.seed)
-        self.params = {name: init_param(name, self.prog.slots[i].shape, self.rng, config.init,
-                                        "float32") for name, i in self.prog.params.items()}
-        self.opt = OPTIMIZERS[config.optimizer](self.params)
-        self.consts, self.refresh = bind_prologue(self.prog, self.params)
         self.step = 0
-        self.batch_index = 0
-        self.carry: dict[tuple[str, int], np.ndarray] | None = None
         self.history: dict[str, float] = {}
-        self.train_streams = Streams(data.train, config.batch_size, config.seq_length, "training")
-        self.val_streams = None
-        if len(data.val) > 1:
-            val_batch = max(1, min(config.batch_size, (len(data.val) - 1) // config.seq_length))
-            self.val_streams = Streams(data.val, val_batch, config.seq_length, "validation")
-        self._runs: dict[tuple[int, int], tuple[Unrolled, Backward]] = {}
-        if record is not None:
-            self._restore(record)
 
-    def _pick_output(self, outputs: list[str], shapes: dict[str, tuple[int, int]],
-                     vocab: int) -> str:
-        fitting = [o for o in outputs if shapes[o][0] * shapes[o][1] == vocab]
-        if not fitting:
-            raise TrainingError(f"no output of {self.filename} has the vocabulary size {vocab}:"
-                                " " + ", ".join(f"{o} {shapes[o]}" for o in outputs))
-        return "y" if "y" in fitting else fitting[0]
+    @property
+    def params(self) -> dict[str, np.ndarray]:
+        return self.learner.params
 
-    # -- one step ------------------------------------------------------------------------
-    def _run(self, steps: int, batch: int) -> tuple[Unrolled, Backward]:
-        key = (steps, batch)
-        if key not in self._runs:
-            run = Unrolled(self.prog, self.consts, steps, batch)
-            self._runs[key] = (run, Backward(run, differentiable_slots(self.prog)))
-        return self._runs[key]
+    @property
+    def opt(self) -> Any:
+        return self.learner.opt
 
-    def _forward(self, inputs: np.ndarray, carry: dict[tuple[str, int], np.ndarray] | None
-                 ) -> Unrolled:
-        steps, batch = inputs.shape
-        run, _ = self._run(steps, batch)
-        init = carry or {key: np.zeros((batch, *self.prog.slots[i].shape), np.float32)
-                         for key, i in self.prog.state_in.items()}
-        run.forward({self.input: one_hot(inputs.reshape(-1), self.data.size, "float32")}, init)
-        return run
+    def runtime_model(self) -> Model:
+        return self.learner.runtime_model()
 
-    def _final_state(self, run: Unrolled) -> dict[tuple[str, int], np.ndarray]:
-        out = {}
-        for (name, lag) in self.prog.state_in:
-            k, b = self.prog.max_lag_of(name), run.batch
-            block = k + run.steps - lag
-            out[(name, lag)] = run.history[name][block * b:(block + 1) * b].copy()
-        return out
+    def learning_rate(self) -> float:
+        c = self.config
+        return learning_rate(c.lr, self.step, c.lr_decay, c.decay_every)
 
-    def train_step(self) -> float:
-        inputs, targets = self.train_streams.batch(self.batch_index)
-        run = self._forward(inputs, self.carry)
-        values = run.full[self.prog.outputs[self.output]]
-        loss, seeds = cross_entropy(self.prog, self.output, values, targets.reshape(-1))
+    def check_loss(self, loss: float) -> None:
         if not math.isfinite(loss):
             raise TrainingError(f"the loss became {loss} at step {self.step + 1}; the last "
                                 "good checkpoint is kept (try a lower --lr or --clip)")
-        _, back = self._run(*inputs.shape)
-        back.backward(seeds)
-        grads = {name: back.full[i] for name, i in self.prog.params.items()}
-        clip_global_norm(grads, self.config.clip)
-        lr = learning_rate(self.config.lr, self.step, self.config.lr_decay,
-                           self.config.decay_every)
-        self.opt.step(self.params, grads, lr)
-        for f in self.refresh:
-            f()
-        self.step += 1
-        self.batch_index += 1
-        if self.batch_index % self.train_streams.batches == 0:
-            self.carry = None  # the streams wrap around: start the next epoch from zero state
-        else:
-            self.carry = self._final_state(run)
-        return loss
+
+    # -- to be provided by the kind of data ----------------------------------------------
+    def train_step(self) -> float:
+        raise NotImplementedError
 
     def evaluate(self) -> float | None:
-        """Mean cross-entropy (nats per character) over the whole validation split."""
-        if self.val_streams is None:
-            return None
-        carry, total = None, 0.0
-        for index in range(self.val_streams.batches):
-            inputs, targets = self.val_streams.batch(index)
-            run = self._forward(inputs, carry)
-            values = run.full[self.prog.outputs[self.output]]
-            rows = np.arange(targets.size)
-            total -= float(np.mean(np.log(np.maximum(values[rows, targets.reshape(-1)], 1e-30))))
-            carry = self._final_state(run)
-        return total / self.val_streams.batches
+        raise NotImplementedError
 
-    def runtime_model(self) -> Model:
-        """The current weights as a runtime Model (for sampling), sharing the program."""
-        weights = {n: a.reshape(self.shapes[n]) for n, a in self.params.items()}
-        return Model(self.prog, weights, equations=self.equations, dims=self.dims,
-                     param_specs={})
+    def sample(self, length: int) -> str | None:
+        return None
 
-    def sample(self, length: int, prime: str | None = None) -> str:
-        """Text from the current weights; its own seed, so training is not perturbed."""
-        rng = np.random.default_rng([self.config.seed, self.step])
-        model = self.runtime_model()
-        vocab = self.data.vocab
-        codes = list(self.data.encode(prime)) if prime else [int(self.data.train[0])]
-        state = None
-        out = []
-        probs = None
-        for code in codes:
-            outputs, state = model.step({self.input: one_hot(np.array(code), len(vocab),
-                                                              "float32")}, state)
-            probs = outputs[self.output]
-        for _ in range(length):
-            assert probs is not None
-            logits = np.log(np.maximum(probs.astype(np.float64), 1e-30)) / self.config.temperature
-            p = np.exp(logits - logits.max())
-            code = int(rng.choice(len(vocab), p=p / p.sum()))
-            out.append(vocab[code])
-            outputs, state = model.step({self.input: one_hot(np.array(code), len(vocab),
-                                                              "float32")}, state)
-            probs = outputs[self.output]
-        return "".join(out)
+    def steps_per_epoch(self) -> int:
+        raise NotImplementedError
+
+    def items_per_step(self) -> int:
+        raise NotImplementedError
+
+    def data_record(self) -> dict[str, Any]:
+        return {}
+
+    def data_arrays(self) -> dict[str, np.ndarray]:
+        return {}
+
+    def restore_data(self, arrays: dict[str, np.ndarray], record: dict[str, Any]) -> None:
+        return None
 
     # -- checkpoints ---------------------------------------------------------------------
     def record(self) -> dict[str, Any]:
-        return {
-            "nndk_version": __version__, "config": asdict(self.config),
-            "equations": self.equations, "model_file": self.filename, "dims": self.dims,
-            "input": self.input, "output": self.output, "vocab": self.data.vocab,
-            "data_path": self.data_path, "data_sha256": self.data.sha256,
-            "step": self.step, "batch_index": self.batch_index,
-            "optimizer": {"name": self.opt.name, "t": self.opt.t},
-            "rng": self.rng.bit_generator.state, "history": self.history,
-            "carry": sorted(f"{n}@{lag}" for n, lag in (self.carry or {})),
-        }
-
-    def arrays(self) -> dict[str, np.ndarray]:
-        out = {f"param/{n}": a.reshape(self.shapes[n]) for n, a in self.params.items()}
-        out |= {f"opt/{k}": v for k, v in self.opt.state.items()}
-        out |= {f"carry/{n}@{lag}": v for (n, lag), v in (self.carry or {}).items()}
-        return out
+        return {"nndk_version": __version__, "kind": self.kind, "config": asdict(self.config),
+                "model_file": self.filename, "step": self.step, "history": self.history,
+                **self.learner.record(), **self.data_record()}
 
     def save(self, directory: str | Path) -> Path:
-        return checkpoint.save(directory, self.arrays(), self.record())
+        arrays = self.learner.state_arrays() | self.data_arrays()
+        return checkpoint.save(directory, arrays, self.record())
 
-    def _restore(self, record: dict[str, Any]) -> None:
-        arrays = record["arrays"]
-        for name, value in self.params.items():
-            value[...] = arrays[f"param/{name}"].reshape(value.shape)
-        for key, value in arrays.items():
-            if key.startswith("opt/"):
-                self.opt.state[key[4:]] = value.copy()
-        self.opt.t = record["optimizer"]["t"]
-        self.step, self.batch_index = record["step"], record["batch_index"]
-        self.rng.bit_generator.state = record["rng"]
+    def restore(self, arrays: dict[str, np.ndarray], record: dict[str, Any]) -> None:
+        self.learner.restore(arrays, record)
+        self.step = record["step"]
         self.history = dict(record.get("history", {}))
-        carry = {}
-        for key in record.get("carry", []):
-            name, lag = key.rsplit("@", 1)
-            carry[(name, int(lag))] = arrays[f"carry/{key}"]
-        self.carry = carry or None
-        for f in self.refresh:
-            f()
+        self.restore_data(arrays, record)
 
     # -- the loop ------------------------------------------------------------------------
     def total_steps(self) -> int:
@@ -258,7 +159,7 @@ class Trainer:
         if c.steps is not None:
             return c.steps
         epochs = c.epochs if c.epochs is not None else 1.0
-        return max(1, int(round(epochs * self.train_streams.batches)))
+        return max(1, int(round(epochs * self.steps_per_epoch())))
 
     def fit(self, checkpoint_dir: str | Path, report: Callable[[Progress], None]) -> None:
         """Train to the configured length, evaluating, sampling and checkpointing as it goes.
@@ -285,11 +186,11 @@ class Trainer:
     def _loop(self, checkpoint_dir: str | Path, report: Callable[[Progress], None],
               interrupted: list[bool]) -> None:
         total, c = self.total_steps(), self.config
-        chars = c.seq_length * c.batch_size
         start, done_at_start = time.perf_counter(), self.step
         while self.step < total:
             loss = self.train_step()
-            rate = (self.step - done_at_start) * chars / (time.perf_counter() - start + 1e-9)
+            rate = (self.step - done_at_start) * self.items_per_step() / (
+                time.perf_counter() - start + 1e-9)
             self.history["train_loss"] = loss
             last = self.step == total
             val = sample = None
@@ -301,17 +202,145 @@ class Trainer:
                 if c.sample_length > 0 and (self.step % sample_every == 0 or last):
                     sample = self.sample(c.sample_length)
                 self.save(checkpoint_dir)
-            report(Progress(self.step, total, loss, val, rate, sample))
+            report(Progress(self.step, total, loss, val, rate, sample, self.unit, self.bits))
             if interrupted:
                 self.save(checkpoint_dir)
                 raise KeyboardInterrupt
 
 
-def start(config: TrainConfig, data_path: str | Path) -> Trainer:
-    """A fresh trainer for ``config.model`` on the text file ``data_path``."""
+class TextTrainer(Trainer):
+    """Characters in, the next character out: char-rnn's streams with carried state."""
+
+    kind = "text"
+
+    def __init__(self, config: TrainConfig, data_path: str | Path, equations: str,
+                 filename: str, data: TextData) -> None:
+        inputs = analyse(parse(equations, filename)).inputs
+        if len(inputs) != 1:
+            raise TrainingError(f"a character model needs exactly one input, {filename} has "
+                                f"{len(inputs)}: {', '.join(inputs)}")
+        self.input = inputs[0]
+        checked = check(equations, config.dims, filename=filename,
+                        known={self.input: (data.size,)})
+        self.output = pick_output(checked, data.size, filename)
+        super().__init__(config, Learner(checked, equations, config.optimizer, config.seed,
+                                         config.init), filename)
+        self.data_path = str(data_path)
+        self.data = data
+        self.batch_index = 0
+        self.carry: State | None = None
+        self.train_streams = Streams(data.train, config.batch_size, config.seq_length, "training")
+        self.val_streams = None
+        if len(data.val) > 1:
+            val_batch = max(1, min(config.batch_size, (len(data.val) - 1) // config.seq_length))
+            self.val_streams = Streams(data.val, val_batch, config.seq_length, "validation")
+
+    def steps_per_epoch(self) -> int:
+        return self.train_streams.batches
+
+    def items_per_step(self) -> int:
+        return self.config.seq_length * self.config.batch_size
+
+    def _forward(self, inputs: np.ndarray, carry: State | None) -> Unrolled:
+        steps, batch = inputs.shape
+        feeds = {self.input: one_hot(inputs.reshape(-1), self.data.size, "float32")}
+        return self.learner.forward(feeds, steps, batch, carry)
+
+    def train_step(self) -> float:
+        inputs, targets = self.train_streams.batch(self.batch_index)
+        run = self._forward(inputs, self.carry)
+        prog = self.learner.prog
+        values = run.full[prog.outputs[self.output]]
+        loss, seeds = cross_entropy(prog, self.output, values, targets.reshape(-1))
+        self.check_loss(loss)
+        self.learner.update(run, seeds, self.learning_rate(), self.config.clip)
+        self.step += 1
+        self.batch_index += 1
+        if self.batch_index % self.train_streams.batches == 0:
+            self.carry = None  # the streams wrap around: start the next epoch from zero state
+        else:
+            self.carry = self.learner.final_state(run)
+        return loss
+
+    def evaluate(self) -> float | None:
+        """Mean cross-entropy (nats per character) over the whole validation split."""
+        if self.val_streams is None:
+            return None
+        carry, total = None, 0.0
+        for index in range(self.val_streams.batches):
+            inputs, targets = self.val_streams.batch(index)
+            run = self._forward(inputs, carry)
+            values = run.full[self.learner.prog.outputs[self.output]]
+            rows = np.arange(targets.size)
+            total -= float(np.mean(np.log(np.maximum(values[rows, targets.reshape(-1)], 1e-30))))
+            carry = self.learner.final_state(run)
+        return total / self.val_streams.batches
+
+    def sample(self, length: int, prime: str | None = None) -> str:
+        """Text from the current weights, by the runtime's own ``Model.generate``; its own
+        seed (from the run's seed and the step), so training is not perturbed."""
+        vocab = list(self.data.vocab)
+        codecs = {self.input: {"id": "char", "vocab": vocab},
+                  self.output: {"id": "sample", "vocab": vocab}}
+        model = self.learner.runtime_model({"codecs": codecs})
+        seed = int(np.random.SeedSequence([self.config.seed, self.step]).generate_state(1)[0])
+        prime = prime or vocab[int(self.data.train[0])]
+        return "".join(model.generate(prime, length, temperature=self.config.temperature,
+                                      seed=seed))
+
+    def data_record(self) -> dict[str, Any]:
+        return {"input": self.input, "output": self.output, "vocab": self.data.vocab,
+                "data_path": self.data_path, "data_sha256": self.data.sha256,
+                "batch_index": self.batch_index,
+                "carry": sorted(f"{n}@{lag}" for n, lag in (self.carry or {}))}
+
+    def data_arrays(self) -> dict[str, np.ndarray]:
+        return {f"carry/{n}@{lag}": v for (n, lag), v in (self.carry or {}).items()}
+
+    def restore_data(self, arrays: dict[str, np.ndarray], record: dict[str, Any]) -> None:
+        self.batch_index = record["batch_index"]
+        carry = {}
+        for key in record.get("carry", []):
+            name, lag = key.rsplit("@", 1)
+            carry[(name, int(lag))] = arrays[f"carry/{key}"]
+        self.carry = carry or None
+
+
+def pick_output(checked: Checked, size: int, filename: str, name: str | None = None) -> str:
+    """The output trained against targets of ``size`` classes: ``name``, 'y', or the only fit."""
+    shapes, outputs = checked.shapes.of, checked.roles.outputs
+    if name is not None:
+        if name not in outputs:
+            raise TrainingError(f"{filename} has no output {name!r} (outputs: "
+                                f"{', '.join(outputs)})")
+        return name
+    fitting = [o for o in outputs if shapes[o][0] * shapes[o][1] == size]
+    if not fitting:
+        raise TrainingError(f"no output of {filename} has size {size}: "
+                            + ", ".join(f"{o} {shapes[o]}" for o in outputs))
+    return "y" if "y" in fitting else fitting[0]
+
+
+def start(config: TrainConfig, data_path: str | Path, init_from: str | None = None
+          ) -> Trainer:
+    """A fresh trainer for ``config.model``: text files train characters, .npz/.csv arrays.
+
+    ``init_from`` (a bundle) supplies the initial weights, and nothing else.
+    """
     text, filename = read_model(config.model)
-    data = load_text(data_path, config.val_frac)
-    return Trainer(config, data_path, text, filename, data)
+    trainer: Trainer
+    if Path(data_path).suffix in (".npz", ".csv"):
+        from nndk.train_arrays import ArrayTrainer
+
+        trainer = ArrayTrainer(config, data_path, text, filename)
+    else:
+        trainer = TextTrainer(config, data_path, text, filename,
+                              load_text(data_path, config.val_frac))
+    if init_from is not None:
+        import nnre
+
+        trainer.learner.load_weights(nnre.load(init_from).weights(), init_from)
+    return trainer
 
 
 def resume(directory: str | Path, data_path: str | Path | None = None,
@@ -322,12 +351,21 @@ def resume(directory: str | Path, data_path: str | Path | None = None,
     if steps is not None:
         config.steps = steps
     path = data_path or record["data_path"]
-    data = load_text(path, config.val_frac, vocab=record["vocab"])
-    if data.sha256 != record["data_sha256"]:
+    trainer: Trainer
+    if record.get("kind") == "arrays":
+        from nndk.train_arrays import ArrayTrainer
+
+        trainer = ArrayTrainer(config, path, record["equations"], record["model_file"])
+        sha = trainer.data_sha256
+    else:
+        data = load_text(path, config.val_frac, vocab=record["vocab"])
+        trainer = TextTrainer(config, path, record["equations"], record["model_file"], data)
+        sha = data.sha256
+    if sha != record["data_sha256"]:
         raise DataError(f"{path}: not the data this checkpoint was trained on (sha256 "
-                        f"{data.sha256[:12]}… vs {record['data_sha256'][:12]}…)")
-    return Trainer(config, path, record["equations"], record["model_file"], data,
-                   {**record, "arrays": arrays})
+                        f"{sha[:12]}… vs {record['data_sha256'][:12]}…)")
+    trainer.restore(arrays, record)
+    return trainer
 
 
 def bits_per_char(nats: float) -> float:

@@ -19,6 +19,7 @@ from typing import IO, Any, Union
 
 import numpy as np
 
+from nnre import cache as compile_cache
 from nnre.bundle_format import (
     DIGEST_SIZE,
     DTYPES,
@@ -35,7 +36,7 @@ from nnre.bundle_format import (
 from nnre.bundle_header import decode_header
 from nnre.bundle_schema import Header, TensorEntry, validate_header
 from nnre.bundle_sniff import describe
-from nnre.model import Model
+from nnre.model import Model, TensorSpec
 
 Source = Union[str, "os.PathLike[str]", bytes, bytearray, memoryview, IO[bytes]]
 Buffer = Union[bytes, mmap.mmap]  # noqa: UP007 (a runtime alias)
@@ -206,27 +207,58 @@ def check_tensor_digests(buf: Buffer, start: int, tensors: tuple[TensorEntry, ..
                                 field=f"header.tensors[{i}]", offset=start + t.offset)
 
 
-def load(src: Source, *, check_data: bool = False) -> Model:
+def load(src: Source, *, check_data: bool = False, cache: bool = True) -> Model:
     """Open a bundle as a runnable Model: structure, header digest, equations and weights
-    checked; tensor digests too when ``check_data`` (see :func:`verify`)."""
-    return model_of(decode(src, check_data=check_data))
+    checked; tensor digests too when ``check_data`` (see :func:`verify`).
+
+    The compiled Program is taken from the compile cache when an exact entry exists (no
+    SymPy import then) and stored there after a compile; ``cache=False`` or
+    ``NNRE_NO_CACHE=1`` bypasses it (see :mod:`nnre.cache`).
+    """
+    return model_of(decode(src, check_data=check_data), cache=cache)
 
 
 def verify(src: Source) -> Bundle:
-    """Check everything without running the model: structure, every digest, equations."""
+    """Check everything without running the model: structure, every digest, equations
+    (always compiled afresh, never from the cache)."""
     bundle = decode(src, check_data=True)
-    model_of(bundle)
+    model_of(bundle, cache=False)
     return bundle
 
 
-def model_of(bundle: Bundle) -> Model:
+def model_of(bundle: Bundle, *, cache: bool = False) -> Model:
     """Build the Model from the equations and weights; its signature must match the header."""
     h = bundle.header
+    use_cache = cache and compile_cache.enabled()
+    model = _from_cache(bundle) if use_cache else None
+    if model is not None:
+        _check_signature(model, h)
+        return model
     model = Model.from_equations(h.equations, dict(bundle.tensors), dict(h.dims), h.dtype,
                                  metadata=h.metadata, bundle_id=bundle.bundle_id,
                                  filename=f"{bundle.source}[model.equations]")
     _check_signature(model, h)
+    if use_cache:
+        shapes = {n: s.shape for n, s in model.params.items()}
+        compile_cache.store(bundle.bundle_id,
+                            compile_cache.Compiled(model.program, model.dims, shapes))
     return model
+
+
+def _from_cache(bundle: Bundle) -> Model | None:
+    """The Model from a cached Program, if the entry exists and fits these weights exactly
+    (anything unusual, e.g. non-canonical weight names, takes the full path instead)."""
+    compiled = compile_cache.load(bundle.bundle_id)
+    h = bundle.header
+    if compiled is None or compiled.program.dtype != h.dtype or compiled.dims != h.dims:
+        return None
+    shapes = {n: tuple(a.shape) for n, a in bundle.tensors.items()}
+    if shapes != compiled.param_shapes:
+        return None
+    weights = {n: a.astype(h.dtype, copy=False) for n, a in bundle.tensors.items()}
+    specs = {n: TensorSpec(s, h.dtype) for n, s in shapes.items()}
+    return Model(compiled.program, weights, equations=h.equations, dims=compiled.dims,
+                 param_specs=specs, metadata=h.metadata, bundle_id=bundle.bundle_id)
 
 
 def _check_signature(model: Any, h: Header) -> None:

@@ -55,10 +55,10 @@ KNOWN_REQUIRES = ("equations/1",)
 #: Codec ids a v1.0 reader accepts, with the one list parameter each takes (None: no params)
 #: and which side of the signature it may sit on.
 CODECS: dict[str, tuple[str | None, tuple[str, ...]]] = {
-    "raw": (None, ("inputs", "outputs", "state")),
-    "char-onehot": ("vocab", ("inputs",)),
-    "char-categorical": ("vocab", ("outputs",)),
-    "labels": ("labels", ("outputs",)),
+    "tensor": (None, ("inputs", "outputs", "state")),
+    "char": ("vocab", ("inputs",)),
+    "sample": ("vocab", ("outputs",)),
+    "argmax-label": ("labels", ("outputs",)),
 }
 
 

@@ -316,7 +316,7 @@ def _check_codecs(codecs: dict[str, dict[str, Any]], signature: dict[str, Any]) 
     for target, codec in codecs.items():
         path = f"header.metadata.codecs.{target}"
         if codec["id"] not in CODECS:
-            raise _fail(f"{path}.id", f"unknown codec {codec['id']!r} (allowed: "
+            raise _fail(f"{path}.id", f"unknown codec id {codec['id']!r} (known ids: "
                         f"{', '.join(CODECS)})", "unknown-codec")
         param, sides = CODECS[codec["id"]]
         side = next((s for s in SIDES if target in signature[s]), None)

@@ -6,14 +6,18 @@ exactly one place, :func:`main`; nothing here holds logic that the API lacks.
 
 from __future__ import annotations
 
+import io
 import json
+import os
 import sys
+from dataclasses import dataclass
+from typing import Any
 
 import click
 
 from nnre import __version__, bundle
 from nnre.bundle_info import escaped, info, render
-from nnre.errors import EquationError, NnreError
+from nnre.errors import EquationError, FeedError, NnreError
 
 
 def error_line(err: Exception) -> str:
@@ -72,6 +76,105 @@ def verify(path: str) -> None:
     click.echo(f"ok: {escaped(path)}: {escaped(meta['name'])} {escaped(meta['version'])}, "
                f"id {got.bundle_id[:16]}, {len(got.header.tensors)} tensors, "
                f"{got.size:,} bytes; structure, digests and equations verified")
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """The sampling options as given; None means: the bundle's recommendation, else default."""
+
+    temperature: float | None
+    top_k: int | None
+    top_p: float | None
+    greedy: bool | None
+    seed: int | None
+
+    def settings(self, recommended: dict[str, Any]) -> dict[str, Any]:
+        given = {k: v for k, v in vars(self).items() if v is not None and k != "seed"}
+        keys = ("temperature", "top_k", "top_p", "greedy")
+        return {k: v for k, v in recommended.items() if k in keys} | given
+
+
+@cli.command()
+@click.argument("model_path", metavar="MODEL.bundle")
+@click.option("--prime", help="Text to start from (default: a newline if in the vocabulary).")
+@click.option("-n", "--length", type=click.IntRange(min=0), default=500, show_default=True,
+              help="Characters to generate.")
+@click.option("--temperature", type=float, help="> 0; lower is more conservative.")
+@click.option("--top-k", type=click.IntRange(min=0), help="Keep the k most likely (0: off).")
+@click.option("--top-p", type=float, help="Keep the most likely mass p, in (0, 1].")
+@click.option("--greedy/--no-greedy", default=None, help="Always the most likely character.")
+@click.option("--seed", type=click.IntRange(min=0), help="Same seed, same text.")
+@click.option("--stop", help="Stop after generating this string.")
+@click.option("--input", "input_path", metavar="FILE|-",
+              help="Feeds: a JSON object of arrays or an .npz; prints outputs as JSON.")
+@click.option("--input-jsonl", metavar="FILE|-", help="One JSON object per line in and out.")
+@click.option("--output", "output_path", metavar="OUT.npz", help="Write --input outputs here.")
+@click.option("--no-cache", is_flag=True, help="Neither read nor write the compile cache.")
+def run(model_path: str, prime: str | None, length: int, temperature: float | None,
+        top_k: int | None, top_p: float | None, greedy: bool | None, seed: int | None,
+        stop: str | None, input_path: str | None, input_jsonl: str | None,
+        output_path: str | None, no_cache: bool) -> None:
+    """Generate text (streamed), or run tensors from --input / --input-jsonl."""
+    if input_path and input_jsonl:
+        raise FeedError("give --input or --input-jsonl, not both")
+    if output_path and not input_path:
+        raise FeedError("--output goes with --input")
+    model = bundle.load(model_path, cache=not no_cache)
+    if input_path or input_jsonl:
+        _run_tensors(model, input_path, input_jsonl, output_path)
+        return
+    sampling = Sampling(temperature, top_k, top_p, greedy, seed)
+    _generate(model, prime, length, sampling.settings(model.sampling), seed, stop)
+
+
+def _generate(model: Any, prime: str | None, length: int, settings: dict[str, Any],
+              seed: int | None, stop: str | None) -> None:
+    if prime is None:
+        from nnre.generate import default_prime
+
+        prime = default_prime(model)
+    chars = model.generate(prime, length, seed=seed, stop=stop, **settings)
+    out: Any = sys.stdout.buffer
+    try:
+        out.write(prime.encode("utf-8"))
+        for ch in chars:
+            out.write(ch.encode("utf-8"))
+            out.flush()
+        out.write(b"\n")
+        out.flush()
+    except BrokenPipeError:  # e.g. `| head`: stop quietly, and keep Python from complaining
+        os.dup2(os.open(os.devnull, os.O_WRONLY), out.fileno())
+
+
+def _run_tensors(model: Any, input_path: str | None, input_jsonl: str | None,
+                 output_path: str | None) -> None:
+    from nnre import tensor_io  # only tensor runs need it
+
+    if input_jsonl:
+        where = "<stdin>" if input_jsonl == "-" else input_jsonl
+        with click.open_file(input_jsonl, "r", encoding="utf-8") as lines:
+            for result in tensor_io.jsonl_results(model, lines, where):
+                click.echo(result)
+        return
+    assert input_path is not None
+    where = "<stdin>" if input_path == "-" else input_path
+    with click.open_file(input_path, "rb") as f:
+        raw = f.read()
+    if raw.startswith(b"PK"):
+        feeds = tensor_io.read_npz(io.BytesIO(raw), where)
+    else:
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise FeedError(f"{where}: neither an .npz nor UTF-8 JSON") from None
+        feeds = tensor_io.parse_json_feeds(text, where)
+    outputs = tensor_io.run_feeds(model, feeds, where)
+    if output_path:
+        import numpy as np
+
+        np.savez(output_path, **outputs)  # type: ignore[arg-type]
+    else:
+        click.echo(tensor_io.to_json(model, outputs))
 
 
 def main() -> None:

@@ -1,24 +1,23 @@
 """The embedding API: a Model is equations + weights compiled once, run many times.
 
 A Model is immutable and safe to share between threads: all mutable state lives in the state
-dict the caller holds, and each thread gets its own preallocated buffers.
+dict the caller holds, and each thread gets its own preallocated buffers. SymPy (through the
+equation checker and the compiler) is imported only by :meth:`Model.from_equations`, so a
+Model built from a cached Program starts without it.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from nnre.compiler import compile_program
-from nnre.equations import check, param_shapes
-from nnre.equations.lexer import canonical_name
 from nnre.errors import EquationError, FeedError, ShapeError
 from nnre.program import Program
-from nnre.vm import LoopStage, PostStage, PreStage, run_prologue
+from nnre.vm import LoopStage, PostStage, PreStage, StepStage, run_prologue
 
 DTYPES = ("float32", "float64")
 Arrays = dict[str, np.ndarray]
@@ -64,6 +63,9 @@ class Model:
         ``optimize=False`` skips the stacking/fusion/sinking rewrites (for debugging and for
         checking them: results are the same up to rounding).
         """
+        from nnre.compiler import compile_program  # SymPy: only when compiling
+        from nnre.equations import check, param_shapes
+
         if dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
         weights = _canonical_weights(params, dtype)
@@ -123,11 +125,67 @@ class Model:
     # -- running -------------------------------------------------------------------------
     def step(self, feeds: Mapping[str, Any], state: Mapping[str, Any] | None = None
              ) -> tuple[Arrays, Arrays]:
-        """One time step: feeds ``(B, n)`` or ``(n,)`` → (outputs, next state)."""
-        seq = {k: (v[None] if isinstance(v, np.ndarray) else np.asarray(v)[None])
-               for k, v in feeds.items()}
-        outputs, new_state = self.run(seq, state)
-        return {k: v[0] for k, v in outputs.items()}, new_state
+        """One time step: feeds ``(B, n)`` or ``(n,)`` → (outputs, next state), as copies.
+
+        Runs the lean one-step tape (:class:`nnre.vm.StepStage`): pre, loop and post back to
+        back at batch rows, no windows or captures.
+        """
+        self._check_names(feeds)
+        xs, batch, batched = {}, 1, False
+        for name, spec in self._inputs.items():
+            arr = _as_float(feeds[name], self.dtype, f"input '{name}'")
+            if arr.shape == spec.shape:
+                arr = arr[None]
+            elif arr.ndim == len(spec.shape) + 1 and arr.shape[1:] == spec.shape:
+                batched, batch = True, arr.shape[0]
+            else:
+                raise FeedError(f"input '{name}' has shape {arr.shape}; expected {spec.shape} "
+                                f"or (batch, {', '.join(map(str, spec.shape))})")
+            xs[name] = arr
+        if len({a.shape[0] for a in xs.values()}) > 1 or batch < 1:
+            raise FeedError(f"inputs disagree on the batch size or it is 0: "
+                            f"{ {k: v.shape for k, v in xs.items()} }")
+        init = self._check_state(state, batch, batched)
+        st: StepStage = self._stage("step", batch)
+        for name, arr in xs.items():
+            np.copyto(st.inputs[name], arr)
+        for (name, lag), _ in self.program.state_in.items():
+            np.copyto(st.ring[name][(-lag) % st.phases], init[_state_key(name, lag)])
+        for f in st.tapes[0]:
+            f()
+        outputs = {n: self._out_rows(st.arrays[0], i, batch).copy()
+                   for n, i in self.program.outputs.items()}
+        final = {_state_key(n, lag): st.ring[n][(1 - lag) % st.phases].copy()
+                 for (n, lag) in self.program.state_in}
+        if not batched:
+            outputs = {k: v[0] for k, v in outputs.items()}
+            final = {k: v[0] for k, v in final.items()}
+        return outputs, final
+
+    def _out_rows(self, arrays: list[Any], index: int, batch: int) -> np.ndarray:
+        """An output of the step tape as (batch, n) (a constant output is broadcast)."""
+        if self.program.slots[index].stage == "const":
+            return np.broadcast_to(arrays[index].reshape(-1), (batch, arrays[index].size))
+        return arrays[index].reshape(batch, -1)  # type: ignore[no-any-return]
+
+    def step_stage(self, batch: int = 1) -> StepStage:
+        """A fresh lean one-step tape with its own buffers (what a generator owns)."""
+        return StepStage(self.program, self._consts, batch)
+
+    @property
+    def sampling(self) -> dict[str, Any]:
+        """The bundle's recommended sampling settings (keyword arguments of generate)."""
+        return dict(self.metadata.get("sampling") or {})
+
+    def generate(self, prime: str, length: int, temperature: float = 1.0,
+                 top_k: int | None = None, top_p: float | None = None, seed: int | None = None,
+                 *, greedy: bool = False, stop: str | None = None) -> Iterator[str]:
+        """Text: feed ``prime``, then draw ``length`` characters, each fed back; an iterator
+        of one-character strings, produced as they are drawn (see nnre.generate)."""
+        from nnre.generate import generate
+
+        return generate(self, prime, length, temperature=temperature, top_k=top_k,
+                        top_p=top_p, seed=seed, greedy=greedy, stop=stop)
 
     def run(self, feeds: Mapping[str, Any], state: Mapping[str, Any] | None = None
             ) -> tuple[Arrays, Arrays]:
@@ -201,11 +259,11 @@ class Model:
         if key not in cache:
             if len(cache) > 16:
                 cache.clear()
-            cls = PreStage if kind == "pre" else LoopStage
+            cls = {"pre": PreStage, "loop": LoopStage, "step": StepStage}[kind]
             cache[key] = cls(self.program, self._consts, rows)
         return cache[key]
 
-    def _check_feeds(self, feeds: Mapping[str, Any]) -> tuple[Arrays, int, int, bool]:
+    def _check_names(self, feeds: Mapping[str, Any]) -> None:
         unknown = sorted(set(feeds) - set(self._inputs))
         if unknown:
             raise FeedError(f"unknown input '{unknown[0]}'; the model's inputs are "
@@ -214,6 +272,9 @@ class Model:
         if missing:
             spec = self._inputs[missing[0]]
             raise FeedError(f"missing input '{missing[0]}' of shape {spec.shape}")
+
+    def _check_feeds(self, feeds: Mapping[str, Any]) -> tuple[Arrays, int, int, bool]:
+        self._check_names(feeds)
         xs: Arrays = {}
         dims: set[tuple[int, ...]] = set()
         batched = True
@@ -272,6 +333,8 @@ def _as_float(value: Any, dtype: str, what: str) -> np.ndarray:
 
 
 def _canonical_weights(params: Mapping[str, Any], dtype: str) -> Arrays:
+    from nnre.equations.lexer import canonical_name
+
     out: Arrays = {}
     for key, value in params.items():
         try:

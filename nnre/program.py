@@ -88,3 +88,118 @@ class Program:
         args = ", ".join(self.show_slot(a) for a in ins.args)
         attrs = "".join(f" {k}={v}" for k, v in ins.attrs)
         return f"{self.show_slot(ins.out)} = {ins.op}({args}){attrs}"
+
+
+# -- plain data: what the compile cache stores (msgpack/JSON types only, never pickle) ------
+
+class ProgramDataError(ValueError):
+    """Serialized program data that is malformed or inconsistent (never trusted: rebuild)."""
+
+
+def to_data(prog: Program) -> dict[str, Any]:
+    """The Program as nested lists/dicts of str, int, float and bytes."""
+    def instrs(lst: list[Instr]) -> list[Any]:
+        return [[i.op, i.out, list(i.args), [[k, _attr_out(v)] for k, v in i.attrs]]
+                for i in lst]
+    return {
+        "dtype": prog.dtype,
+        "slots": [[s.name, s.kind, list(s.shape), s.stage] for s in prog.slots],
+        "literals": [[i, str(a.dtype), list(a.shape), a.tobytes()]
+                     for i, a in sorted(prog.literals.items())],
+        **{stage: instrs(prog.stage_list(stage)) for stage in STAGES},
+        "inputs": sorted(prog.inputs.items()),
+        "params": sorted(prog.params.items()),
+        "state_in": [[n, lag, i] for (n, lag), i in prog.state_in.items()],
+        "state_out": sorted(prog.state_out.items()),
+        "outputs": sorted(prog.outputs.items()),
+    }
+
+
+def _attr_out(v: Any) -> Any:
+    return list(v) if isinstance(v, tuple) else v
+
+
+def from_data(data: Any) -> Program:
+    """Rebuild a Program from :func:`to_data` output and check it (:func:`check_program`).
+
+    Any malformed piece raises ProgramDataError; nothing is evaluated or imported by name.
+    """
+    try:
+        prog = Program(dtype=data["dtype"])
+        prog.slots = [Slot(str(n), str(k), tuple(int(d) for d in shape), str(st))
+                      for n, k, shape, st in data["slots"]]
+        for index, dtype, shape, raw in data["literals"]:
+            if dtype not in ("float32", "float64") or not isinstance(raw, bytes):
+                raise ProgramDataError(f"literal {index}: bad dtype or bytes")
+            arr = np.frombuffer(raw, dtype=dtype).reshape([int(d) for d in shape])
+            prog.literals[int(index)] = arr
+        for stage in STAGES:
+            prog.stage_list(stage).extend(
+                Instr(str(op), int(out), tuple(int(a) for a in args),
+                      tuple((str(k), _attr_in(v)) for k, v in attrs))
+                for op, out, args, attrs in data[stage])
+        prog.inputs = {str(n): int(i) for n, i in data["inputs"]}
+        prog.params = {str(n): int(i) for n, i in data["params"]}
+        prog.state_in = {(str(n), int(lag)): int(i) for n, lag, i in data["state_in"]}
+        prog.state_out = {str(n): int(i) for n, i in data["state_out"]}
+        prog.outputs = {str(n): int(i) for n, i in data["outputs"]}
+    except ProgramDataError:
+        raise
+    except (KeyError, TypeError, ValueError) as err:
+        raise ProgramDataError(f"malformed program data: {err}") from err
+    check_program(prog)
+    return prog
+
+
+def _attr_in(v: Any) -> Any:
+    if isinstance(v, bool) or not isinstance(v, (int, float, list)):
+        raise ProgramDataError(f"attribute value {v!r:.40} is not a number or a shape")
+    if isinstance(v, list):
+        return tuple(int(d) for d in v)
+    return v
+
+
+def check_program(prog: Program) -> None:
+    """Every instruction: a known op, arguments defined earlier in an earlier-or-same stage,
+    and the op's shape rule giving the output slot's shape. Raises ProgramDataError."""
+    from nnre.ops import OPS  # the op table is plain NumPy: no cycle at run time
+
+    if prog.dtype not in ("float32", "float64") or any(s.stage not in STAGES
+                                                       for s in prog.slots):
+        raise ProgramDataError("bad dtype or stage name")
+    rank = {stage: i for i, stage in enumerate(STAGES)}
+    roots = (set(prog.literals) | set(prog.inputs.values()) | set(prog.params.values())
+             | set(prog.state_in.values()))
+    defined = set(roots)
+    for stage in STAGES:
+        for ins in prog.stage_list(stage):
+            op = OPS.get(ins.op)
+            slots = [*ins.args, ins.out]
+            if op is None or not all(0 <= i < len(prog.slots) for i in slots):
+                raise ProgramDataError(f"unknown op or slot in {ins}")
+            if ins.out in defined or not all(a in defined for a in ins.args):
+                raise ProgramDataError(f"instruction out of order: {ins}")
+            if any(rank[prog.slots[a].stage] > rank[stage] for a in ins.args) \
+                    or prog.slots[ins.out].stage != stage:
+                raise ProgramDataError(f"instruction in the wrong stage: {ins}")
+            try:
+                shape = op.shape(*[prog.slots[a].shape for a in ins.args], **dict(ins.attrs))
+            except (TypeError, ValueError, IndexError) as err:
+                raise ProgramDataError(f"{ins}: {err}") from err
+            if not _fits(tuple(shape), prog.slots[ins.out].shape):
+                raise ProgramDataError(f"{ins}: shape {shape} ≠ slot {prog.slots[ins.out]}")
+            defined.add(ins.out)
+    named = [*prog.outputs.values(), *prog.state_out.values()]
+    if not all(i in defined for i in named):
+        raise ProgramDataError("an output or next state is never computed")
+
+
+def _fits(got: tuple[int, ...], slot: tuple[int, ...]) -> bool:
+    """Whether a shape rule's result can be written into the slot, as NumPy does at run
+    time: a constant (1, 1) against a row (n,) gives (1, n), and a copy broadcasts."""
+    while len(got) > 1 and got[0] == 1:
+        got = got[1:]
+    try:
+        return tuple(np.broadcast_shapes(got, slot)) == slot
+    except ValueError:
+        return False

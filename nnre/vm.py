@@ -52,7 +52,7 @@ def bind_prologue(prog: Program, params: dict[str, np.ndarray]
 
 
 def _bind(ins: Instr, arrays: list[Any], rows: int, dtype: str, prog: Program,
-          allocate: bool = True) -> Callable[[], Any] | None:
+          allocate: bool = True) -> functools.partial[Any] | None:
     """Allocate the output buffer of one instruction (or make its view) and bind a call."""
     op = OPS[ins.op]
     args = [arrays[a] for a in ins.args]
@@ -103,34 +103,73 @@ class LoopStage:
     def __init__(self, prog: Program, consts: list[Any], batch: int) -> None:
         dtype = prog.dtype
         self.phases = prog.max_lag() + 1
-        shape = {i: (batch, *prog.slots[i].shape) for i in range(len(prog.slots))}
-        self.ring = {name: [np.zeros(shape[idx], dtype) for _ in range(self.phases)]
-                     for name, idx in prog.state_out.items()}
+        self.ring = _ring(prog, batch, self.phases)
         used = {a for ins in prog.loop for a in ins.args}
-        self.windows = {i: np.empty(shape[i], dtype) for i in sorted(used)
+        self.windows = {i: np.empty((batch, *prog.slots[i].shape), dtype) for i in sorted(used)
                         if prog.slots[i].stage == "pre"}
-        temps: dict[int, np.ndarray] = {}
-        self.tapes: list[Tape] = []
-        self.arrays: list[list[Any]] = []
-        for phase in range(self.phases):
-            arrays = list(consts)
-            for index, win in self.windows.items():
-                arrays[index] = win
-            for (name, lag), index in prog.state_in.items():
-                arrays[index] = self.ring[name][(phase - lag) % self.phases]
-            outs = {idx: name for name, idx in prog.state_out.items()}
-            tape: Tape = []
-            for ins in prog.loop:
-                if ins.out in outs:
-                    arrays[ins.out] = self.ring[outs[ins.out]][phase]
-                elif ins.out in temps:
-                    arrays[ins.out] = temps[ins.out]
-                f = _bind(ins, arrays, batch, dtype, prog, allocate=False)
-                if f is not None:
+        self.tapes, self.arrays = _phase_tapes(prog, consts, batch, prog.loop, self.windows,
+                                               self.ring)
+
+
+class StepStage:
+    """The lean path for one time step (``Model.step``, generation): one flat tape per ring
+    phase running pre, loop and post back to back at ``batch`` rows.
+
+    At T=1 the hoisting of the sequence path buys nothing, so there are no windows to copy
+    into and no post-stage captures: the tape reads ``inputs[name]`` directly and its outputs
+    are read in place from ``arrays[phase]``. State lives in the ring, so a generator steps
+    by running ``tapes[t % phases]`` with nothing copied at all.
+    """
+
+    def __init__(self, prog: Program, consts: list[Any], batch: int) -> None:
+        self.phases = prog.max_lag() + 1
+        self.ring = _ring(prog, batch, self.phases)
+        self.inputs = {name: np.zeros((batch, *prog.slots[i].shape), prog.dtype)
+                       for name, i in prog.inputs.items()}
+        fixed = {prog.inputs[name]: buf for name, buf in self.inputs.items()}
+        self.tapes, self.arrays = _phase_tapes(prog, consts, batch,
+                                               [*prog.pre, *prog.loop, *prog.post], fixed,
+                                               self.ring)
+
+
+def _ring(prog: Program, batch: int, phases: int) -> dict[str, list[np.ndarray]]:
+    return {name: [np.zeros((batch, *prog.slots[idx].shape), prog.dtype)
+                   for _ in range(phases)] for name, idx in prog.state_out.items()}
+
+
+def _phase_tapes(prog: Program, consts: list[Any], batch: int, instrs: list[Instr],
+                 fixed: dict[int, np.ndarray], ring: dict[str, list[np.ndarray]]
+                 ) -> tuple[list[Tape], list[list[Any]]]:
+    """One tape and slot table per ring phase. Phase p writes next state into ``ring[·][p]``
+    and reads lag-k state from ``ring[·][p - k]``; temporaries are shared by all phases."""
+    phases = len(next(iter(ring.values()))) if ring else 1
+    outs = {idx: name for name, idx in prog.state_out.items()}
+    temps: dict[int, np.ndarray] = {}
+    tapes: list[Tape] = []
+    tables: list[list[Any]] = []
+    for phase in range(phases):
+        arrays = list(consts)
+        for index, buf in fixed.items():
+            arrays[index] = buf
+        for (name, lag), index in prog.state_in.items():
+            arrays[index] = ring[name][(phase - lag) % phases]
+        tape: Tape = []
+        for ins in instrs:
+            if ins.out in outs:
+                arrays[ins.out] = ring[outs[ins.out]][phase]
+            elif ins.out in temps:
+                arrays[ins.out] = temps[ins.out]
+            f = _bind(ins, arrays, batch, prog.dtype, prog, allocate=False)
+            if f is not None:
+                unfold = OPS[ins.op].unfold
+                if unfold is None:
                     tape.append(f)
-                    temps.setdefault(ins.out, arrays[ins.out])
-            self.tapes.append(tape)
-            self.arrays.append(arrays)
+                else:  # the kernel's ufunc calls, bound once
+                    tape.extend(unfold(*f.args, out=arrays[ins.out], **dict(ins.attrs)))
+                temps.setdefault(ins.out, arrays[ins.out])
+        tapes.append(tape)
+        tables.append(arrays)
+    return tapes, tables
 
 
 class Unrolled:
@@ -182,8 +221,8 @@ class Unrolled:
         for f in self.pre:
             f()
         for tape in self.tapes:
-            for f in tape:
-                f()
+            for call in tape:
+                call()
         for f in self.post:
             f()
 

@@ -104,10 +104,10 @@ FORGED = [
      "duplicate-name"),
     ("created not UTC", lambda h: h["metadata"].update(created="2024-01-01T00:00:00+02:00"),
      "bad-field"),
-    ("codec on state", lambda h: h["metadata"].update(codecs={"h": {"id": "labels",
+    ("codec on state", lambda h: h["metadata"].update(codecs={"h": {"id": "argmax-label",
                                                                     "labels": list("abc")}}),
      "bad-codec"),
-    ("codec for unknown name", lambda h: h["metadata"].update(codecs={"q": {"id": "raw"}}),
+    ("codec for unknown name", lambda h: h["metadata"].update(codecs={"q": {"id": "tensor"}}),
      "bad-codec"),
 ]
 

@@ -161,7 +161,7 @@ def test_pack_checkpoint_carries_vocab_sampling_and_provenance(corpus: Path,
     pack(PackRequest(tmp_path / "ck", None, out, "tiny", "1.2.3", created="2026-01-01T00:00:00Z"))
     model = nnre.load(out)
     meta = model.metadata
-    assert meta["codecs"]["x"] == {"id": "char-onehot", "vocab": list(trainer.data.vocab)}
+    assert meta["codecs"]["x"] == {"id": "char", "vocab": list(trainer.data.vocab)}
     assert meta["sampling"]["temperature"] == trainer.config.temperature
     prov = meta["provenance"]
     assert prov["steps"] == 4 and prov["seed"] == 0
@@ -171,3 +171,30 @@ def test_pack_checkpoint_carries_vocab_sampling_and_provenance(corpus: Path,
     xs = np.eye(trainer.data.size, dtype=np.float32)[trainer.data.val[:20]]
     want = trainer.runtime_model().run({"x": xs})[0]["y"]
     np.testing.assert_array_equal(model.run({"x": xs})[0]["y"], want)
+
+
+def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(corpus: Path, tmp_path: Path) -> None:
+    import re
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    ck = tmp_path / "ck"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "nndk", "train", str(corpus), "--set", "H=8", "--steps",
+         "100000", "--seq-length", "5", "--batch-size", "2", "--eval-every", "5",
+         "--sample-length", "0", "--checkpoint-dir", str(ck)],
+        stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not (ck / checkpoint.FILENAME).exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    match = re.search(r"interrupted at step (\d+); checkpoint saved", err)
+    assert match, err
+    _, record = checkpoint.load(ck)
+    assert record["step"] == int(match.group(1)) > 0

@@ -50,8 +50,8 @@ FULL_METADATA: dict[str, Any] = {
                    "hyperparameters": {"lr": 0.01, "optimizer": "adam", "clip": 5},
                    "steps": 100, "final_losses": {"train": 1.25, "valid": 1.5}, "seed": 42},
     "sampling": {"temperature": 0.8, "top_k": 3, "top_p": 0.9, "greedy": False},
-    "codecs": {"x": {"id": "char-onehot", "vocab": list("abcd")},
-               "y": {"id": "char-categorical", "vocab": list("abcd")}},
+    "codecs": {"x": {"id": "char", "vocab": list("abcd")},
+               "y": {"id": "sample", "vocab": list("abcd")}},
     "extra": {"note": "free-form strings only"},
 }
 
@@ -263,7 +263,7 @@ def _header_cases(base: bytes) -> list[Case]:
         ("unknown_codec", edited(base, _set("metadata.codecs", {"x": {"id": "python"}})),
          s, "unknown-codec", "python", "a codec id outside the allowlist"),
         ("codec_vocab_size", edited(base, _set("metadata.codecs",
-                                               {"x": {"id": "char-onehot", "vocab": ["a"]}})),
+                                               {"x": {"id": "char", "vocab": ["a"]}})),
          s, "bad-codec", "1 entries", "vocabulary shorter than the input"),
     ]
 

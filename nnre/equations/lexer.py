@@ -145,6 +145,9 @@ class _Scanner:
                 f"numeric literal is {len(literal)} characters long", start,
                 expected=f"at most {MAX_NUMBER_CHARS}",
             )
+        if self._digit_at(m.end()) or (m.end() < len(self.text) and self.text[m.end()] in "._"):
+            raise self.error(f"malformed number {self.text[start:m.end() + 1]}", start,
+                             expected="a number like 3, 0.5 or 1e-3")
         value = float(literal)
         if value != value or value in (float("inf"), float("-inf")):
             raise self.error(f"numeric literal {literal} is out of range", start)

@@ -8,6 +8,7 @@ juxtaposition (``W x``) · unary minus · ``^`` · postfix ``ᵀ ² ³`` · atom
 from __future__ import annotations
 
 import re
+import unicodedata
 
 from nnre.equations import ast
 from nnre.equations.lexer import Token, tokenize
@@ -26,7 +27,8 @@ class Parser:
 
     def __init__(self, text: str, filename: str | None = None) -> None:
         self.tokens = tokenize(text, filename)
-        self.lines = text.replace("\r\n", "\n").split("\n")
+        # the lexer's columns count characters of the NFC text: show that text under the caret
+        self.lines = unicodedata.normalize("NFC", text.replace("\r\n", "\n")).split("\n")
         self.filename = filename
         self.i = 0
         self.depth = 0
@@ -247,13 +249,16 @@ class Parser:
 
     def postfix(self) -> ast.Expr:
         expr = self.atom()
+        depth = self.depth
         while self.tok.kind in ("T", "POW"):
             tok = self.advance()
             self.count()
+            self.nest()  # xᵀᵀᵀ… nests like parentheses in SymPy, so it counts as depth
             if tok.kind == "T":
                 expr = ast.Transpose(expr, self.pos(tok))
             else:
                 expr = ast.Power(expr, float(tok.text), self.pos(tok))
+        self.depth = depth
         return expr
 
     def atom(self) -> ast.Expr:

@@ -80,8 +80,8 @@ def analyse(module: ast.Module, weights: set[str] | None = None) -> Roles:
                          expected=f"an equation '{name}ₜ = …'")
         state.setdefault(name, 1)
     inputs, params = _split_free(loc, free_timed, free_plain, declared, equations, weights)
+    order = _toposort(loc, equations, deps)  # a cycle explains a missing output: check it first
     outputs = _outputs(loc, declared, equations, readers)
-    order = _toposort(loc, equations, deps)
     return Roles(order, equations, inputs, state, params, outputs, timed | set(free_timed))
 
 
@@ -159,9 +159,28 @@ def _toposort(loc: _Located, equations: dict[str, ast.Equation],
             if not pending[other]:
                 ready.append(other)
     if len(order) < len(equations):
-        stuck = [name for name in equations if name not in order]
-        eq = equations[stuck[0]]
+        cycle = _find_cycle([name for name in equations if name not in order], pending)
+        eq = equations[cycle[0]]
         raise loc.at("equations depend on each other within one step: "
-                     + " → ".join(stuck + [stuck[0]]), eq.target.pos,
+                     + " → ".join(cycle + [cycle[0]]), eq.target.pos,
                      expected="a cycle broken by an earlier step (ₜ₋₁)")
     return order
+
+
+def _find_cycle(stuck: list[str], pending: dict[str, set[str]]) -> list[str]:
+    """One actual cycle among the names Kahn's algorithm could not order, first in source order.
+
+    Every stuck name still waits for another stuck name, so following those waits from any of
+    them must come back to a name already seen; names that merely read a cycle are left out.
+    """
+    rank = {name: i for i, name in enumerate(stuck)}
+    path: list[str] = []
+    seen: dict[str, int] = {}
+    name = stuck[0]
+    while name not in seen:
+        seen[name] = len(path)
+        path.append(name)
+        name = min(pending[name], key=rank.__getitem__)
+    cycle = path[seen[name]:]
+    first = min(range(len(cycle)), key=lambda i: rank[cycle[i]])
+    return cycle[first:] + cycle[:first]

@@ -82,12 +82,12 @@ class _Dims:
             return label or "?"
         return f"{label}={value}" if label else str(value)
 
-    def solve_sums(self) -> str | None:
-        """Propagate concat row sums to a fixpoint; returns a message on contradiction."""
+    def solve_sums(self) -> tuple[str, ast.Pos] | None:
+        """Propagate concat row sums to a fixpoint; returns a message and where on contradiction."""
         changed = True
         while changed:
             changed = False
-            for total, parts, _pos in self.sums:
+            for total, parts, pos in self.sums:
                 known = [self.get(p) for p in parts]
                 t = self.get(total)
                 if all(k is not None for k in known):
@@ -96,11 +96,11 @@ class _Dims:
                         self.value[self.find(total)] = s
                         changed = True
                     elif t != s:
-                        return f"stacked rows add up to {s}, but {t} are required"
+                        return f"stacked rows add up to {s}, but {t} are required", pos
                 elif t is not None and sum(k is None for k in known) == 1:
                     rest = t - sum(k for k in known if k is not None)
                     if rest <= 0:
-                        return f"stacked rows must add up to {t}"
+                        return f"stacked rows must add up to {t}", pos
                     self.value[self.find(parts[known.index(None)])] = rest
                     changed = True
         return None
@@ -120,6 +120,7 @@ class _Checker:
         self.nodes: dict[int, Pair] = {}
         self.known_scalar: set[int] = set()
         self.one = self.d.new(1)
+        self.where: dict[str, ast.Pos] = {}  # first place each name or dimension appears
 
     def error(self, message: str, pos: ast.Pos | None, expected: str | None = None
               ) -> ShapeError:
@@ -135,13 +136,18 @@ class _Checker:
             return f"({self.d.show(r)},)"
         return f"({self.d.show(r)}, {self.d.show(c)})"
 
-    def name_pair(self, name: str) -> Pair:
+    def name_pair(self, name: str, pos: ast.Pos | None = None) -> Pair:
+        if pos is not None:
+            self.where.setdefault(name, pos)
         if name not in self.names:
             self.names[name] = (self.d.new(), self.d.new())
         return self.names[name]
 
     def dim_var(self, dim: ast.Dim, pos: ast.Pos) -> int:
         vars_ = [self.d.new(t) if isinstance(t, int) else self.d.named(t) for t in dim.terms]
+        for t in dim.terms:
+            if isinstance(t, str):
+                self.where.setdefault(f"dim {t}", pos)
         if len(vars_) == 1:
             return vars_[0]
         total = self.d.new()
@@ -150,7 +156,7 @@ class _Checker:
 
     def declare(self, decl: ast.Declaration) -> None:
         for ref in decl.names:
-            pair = self.name_pair(ref.name)
+            pair = self.name_pair(ref.name, ref.pos)
             if not decl.shape:
                 self.scalar.add(ref.name)
                 want = (self.one, self.one)
@@ -168,10 +174,6 @@ class _Checker:
         if not (self.d.union(a[0], b[0]) and self.d.union(a[1], b[1])):
             raise self.error(f"shape mismatch in {where}: {left} is {before_a} but {right} is "
                              f"{before_b}", pos)
-
-    def unify_dim(self, a: int, b: int, pos: ast.Pos, message: str) -> None:
-        if not self.d.union(a, b):
-            raise self.error(message, pos)
 
     def give(self, name: str, shape: tuple[int, ...]) -> None:
         """Unify a parameter with the shape of the weight array supplied for it."""
@@ -191,28 +193,25 @@ class _Checker:
 
     def finish(self) -> Shapes:
         """Resolve every variable to an integer or say which name's shape is undetermined."""
-        of: dict[str, tuple[int, int]] = {}
-        for name, (r, c) in self.names.items():
-            rv, cv = self.d.get(r), self.d.get(c)
-            if rv is None or cv is None:
-                missing = self.d.show(r if rv is None else c)
-                hint = f"bind {missing} (e.g. --set {missing}=…)" if missing[0].isalpha() \
-                    else f"declare it ('{name} ∈ ℝ^…') or supply its weight"
-                raise ShapeError(f"the shape of '{name}' cannot be determined: it is "
-                                 f"{self.show((r, c))}", expected=hint,
-                                 filename=self.module.filename)
-            if rv > MAX_DIM or cv > MAX_DIM or rv <= 0 or cv <= 0:
-                raise ShapeError(f"'{name}' has an impossible shape ({rv}, {cv})",
-                                 filename=self.module.filename)
-            of[name] = (rv, cv)
         dims = {}
         for dim_name, var in self.d.by_name.items():
             value = self.d.get(var)
             if value is None:
-                raise ShapeError(f"dimension {dim_name} has no value",
-                                 expected=f"--set {dim_name}=… or a weight that fixes it",
-                                 filename=self.module.filename)
+                raise self.error(f"dimension {dim_name} has no value",
+                                 self.where.get(f"dim {dim_name}"),
+                                 expected=f"--set {dim_name}=… or a weight that fixes it")
             dims[dim_name] = value
+        of: dict[str, tuple[int, int]] = {}
+        for name, (r, c) in self.names.items():
+            rv, cv = self.d.get(r), self.d.get(c)
+            if rv is None or cv is None:
+                raise self.error(f"the shape of '{name}' cannot be determined: it is "
+                                 f"{self.show((r, c))}", self.where.get(name),
+                                 expected=f"a declaration '{name} ∈ ℝ^…' or a weight for it")
+            if rv > MAX_DIM or cv > MAX_DIM or rv <= 0 or cv <= 0:
+                raise self.error(f"'{name}' has an impossible shape ({rv}, {cv})",
+                                 self.where.get(name))
+            of[name] = (rv, cv)
         nodes = {}
         for key, (r, c) in self.nodes.items():
             rv, cv = self.d.get(r), self.d.get(c)
@@ -237,7 +236,7 @@ class _Checker:
         if isinstance(node, ast.Name):
             if node.name in self.scalar:
                 self.known_scalar.add(id(node))
-            return self.name_pair(node.name)
+            return self.name_pair(node.name, node.pos)
         if isinstance(node, ast.Binary):
             return self.binary(node, eq)
         if isinstance(node, ast.Transpose):
@@ -262,18 +261,23 @@ class _Checker:
             return right
         if self.is_scalar(node.right):
             return left
-        what = _OP_WORDS[node.op]
-        operands = f"'{unparse(node.left)}' is {self.show(left)} and " \
-                   f"'{unparse(node.right)}' is {self.show(right)}"
+        shapes = (self.show(left), self.show(right))  # as they were before unifying
+
+        def message() -> str:  # rendered only on failure: rendering every node is quadratic
+            what = _OP_WORDS[node.op]
+            operands = f"'{unparse(node.left)}' is {shapes[0]} and " \
+                       f"'{unparse(node.right)}' is {shapes[1]}"
+            if node.op == "@":
+                return (f"{what} in the equation for '{eq.target.raw}' does not fit: "
+                        f"{operands} (columns of the left must equal rows of the right)")
+            return f"{what} in the equation for '{eq.target.raw}' needs equal shapes: {operands}"
+
         if node.op == "@":
-            self.unify_dim(left[1], right[0], node.pos,
-                           f"{what} in the equation for '{eq.target.raw}' does not fit: "
-                           f"{operands} (columns of the left must equal rows of the right)")
+            if not self.d.union(left[1], right[0]):
+                raise self.error(message(), node.pos)
             return (left[0], right[1])
-        before = operands
         if not (self.d.union(left[0], right[0]) and self.d.union(left[1], right[1])):
-            raise self.error(f"{what} in the equation for '{eq.target.raw}' needs equal shapes:"
-                             f" {before}", node.pos)
+            raise self.error(message(), node.pos)
         return left
 
     def concat(self, node: ast.Concat, eq: ast.Equation) -> Pair:
@@ -281,9 +285,10 @@ class _Checker:
         rows = []
         for part in node.parts:
             r, c = self.nodes[id(part)]
-            self.unify_dim(cols, c, node.pos,
-                           f"stacked parts in the equation for '{eq.target.raw}' must have "
-                           f"the same number of columns: '{unparse(part)}' is {self.show((r, c))}")
+            if not self.d.union(cols, c):
+                raise self.error(f"stacked parts in the equation for '{eq.target.raw}' must "
+                                 f"have the same number of columns: '{unparse(part)}' is "
+                                 f"{self.show((r, c))}", node.pos)
             rows.append(r)
         total = self.d.new()
         self.d.sums.append((total, rows, node.pos))
@@ -291,7 +296,7 @@ class _Checker:
 
     def equation(self, eq: ast.Equation) -> None:
         got = self.infer(eq.expr, eq)
-        target = self.name_pair(eq.target.name)
+        target = self.name_pair(eq.target.name, eq.target.pos)
         if self.is_scalar(eq.expr) and eq.target.name not in self.scalar:
             return  # a scalar right-hand side broadcasts to the target's shape
         self.unify_pair(target, got, eq.target.pos, f"the equation for '{eq.target.raw}'",
@@ -319,6 +324,9 @@ def render(expr: ast.Expr) -> str:
     return out[id(expr)][0]
 
 
+_SHOWN_FUNCS = {"sigmoid": "σ"}  # how papers write it; parses back to the same function
+
+
 def _render_node(node: ast.Expr, out: dict[int, tuple[str, int]]) -> tuple[str, int]:
     def sub(child: ast.Expr, prec: int) -> str:
         text, p = out[id(child)]
@@ -341,7 +349,7 @@ def _render_node(node: ast.Expr, out: dict[int, tuple[str, int]]) -> tuple[str, 
     if isinstance(node, ast.Transpose):
         return f"{sub(node.operand, 6)}ᵀ", 6
     if isinstance(node, ast.Call):
-        return f"{node.func}({out[id(node.arg)][0]})", 9
+        return f"{_SHOWN_FUNCS.get(node.func, node.func)}({out[id(node.arg)][0]})", 9
     return "[" + "; ".join(out[id(p)][0] for p in node.parts) + "]", 9
 
 
@@ -381,5 +389,5 @@ def check_shapes(module: ast.Module, roles: Roles, dims: Mapping[str, int] | Non
         ck.equation(roles.equations[name])
     problem = ck.d.solve_sums()
     if problem:
-        raise ShapeError(problem, filename=module.filename)
+        raise ck.error(*problem)
     return ck.finish()

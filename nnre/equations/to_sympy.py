@@ -41,7 +41,7 @@ class Softmax(sp.MatrixExpr):
 
     @property
     def shape(self) -> tuple[Any, Any]:
-        return self.args[0].shape  # type: ignore[no-any-return]
+        return self.args[0].shape  # type: ignore[attr-defined, no-any-return]
 
 
 class LogSoftmax(Softmax):
@@ -59,6 +59,36 @@ class Broadcast(sp.MatrixExpr):
         return (self.args[1], self.args[2])
 
 
+class MatMul(sp.MatMul):
+    """``sp.MatMul`` with its shape computed once.
+
+    SymPy's ``MatMul.shape`` asks its first factor for ``rows`` and then for ``cols``, each a
+    full ``shape`` walk, so ``-(-(-(…x)))`` costs 2^depth; caching makes it linear.
+    """
+
+    @property
+    def shape(self) -> tuple[Any, Any]:
+        cached = self.__dict__.get("_nnre_shape")
+        if cached is None:
+            mats = [a for a in self.args if a.is_Matrix]
+            first = mats[0].shape
+            last = first if len(mats) == 1 else mats[-1].shape
+            cached = self.__dict__["_nnre_shape"] = (first[0], last[1])
+        return cached  # type: ignore[no-any-return]
+
+
+class BlockMatrix(sp.BlockMatrix):
+    """``sp.BlockMatrix`` with its shape computed once (SymPy's visits the first block twice)."""
+
+    @property
+    def shape(self) -> tuple[Any, Any]:
+        cached = self.__dict__.get("_nnre_shape")
+        if cached is None:
+            shapes = [b.shape for b in self.blocks]
+            cached = self.__dict__["_nnre_shape"] = (sum(r for r, _ in shapes), shapes[0][1])
+        return cached  # type: ignore[no-any-return]
+
+
 VECTOR_FUNCS = {"softmax": Softmax, "log_softmax": LogSoftmax}
 _SCALAR_FUNCS = {
     "sigmoid": lambda v: 1 / (1 + math.exp(-v)), "tanh": math.tanh,
@@ -66,12 +96,31 @@ _SCALAR_FUNCS = {
     "abs": abs, "softmax": lambda v: 1.0, "log_softmax": lambda v: 0.0,
 }
 
-Value: TypeAlias = Any  # a Python float (folded constant) or a SymPy MatrixExpr
+Value: TypeAlias = "float | sp.MatrixExpr"
 
 
-def _flat(cls: type, m: sp.MatrixExpr) -> tuple[sp.MatrixExpr, ...]:
-    """The operands of an associative node, so a+b+c is one sum of three terms."""
-    return tuple(m.args) if isinstance(m, cls) else (m,)  # type: ignore[attr-defined]
+@dataclass
+class _Chain:
+    """Operands of an associative op (sum, Hadamard or matrix product) still being collected.
+
+    Building ``a + b + c + …`` one SymPy node at a time copies and re-validates every operand
+    at each step (quadratic) and nests as deep as the chain is long; collecting the operands
+    first builds one flat node.
+    """
+
+    kind: type  # sp.MatAdd, sp.HadamardProduct or MatMul
+    terms: list[sp.MatrixExpr]
+    shape: tuple[int, int]
+
+    def build(self) -> sp.MatrixExpr:
+        return self.terms[0] if len(self.terms) == 1 else self.kind(*self.terms)
+
+
+Pending: TypeAlias = "Value | _Chain"
+
+
+def _force(value: Pending) -> Value:
+    return value.build() if isinstance(value, _Chain) else value
 
 
 def state_symbol_name(name: str, lag: int) -> str:
@@ -105,10 +154,10 @@ class _Converter:
                              filename=self.module.filename)
 
     def convert(self, expr: ast.Expr) -> sp.MatrixExpr:
-        values: dict[int, Value] = {}
+        values: dict[int, Pending] = {}
         for node in ast.walk(expr):
             values[id(node)] = self.node(node, values)
-        out = values[id(expr)]
+        out = _force(values[id(expr)])
         if isinstance(out, float):
             return self.literal(out, self.shapes.nodes[id(expr)])
         return out
@@ -117,18 +166,19 @@ class _Converter:
         ones = sp.OneMatrix(*shape)
         return ones if value == 1.0 else sp.MatMul(sp.Float(value), ones)
 
-    def node(self, node: ast.Expr, values: dict[int, Value]) -> Value:
+    def node(self, node: ast.Expr, pending: dict[int, Pending]) -> Pending:
+        if isinstance(node, ast.Binary):  # the only reader that may extend a chain
+            return self.binary(node, pending[id(node.left)], pending[id(node.right)])
+        values = {id(c): _force(pending[id(c)]) for c in ast.children(node)}
         if isinstance(node, ast.Number):
             return node.value
         if isinstance(node, ast.Name):
             if node.time is not None and node.time < 0:
                 return self.symbol(state_symbol_name(node.name, -node.time), node.name)
             return self.symbol(node.name, node.name)
-        if isinstance(node, ast.Binary):
-            return self.binary(node, values[id(node.left)], values[id(node.right)])
         if isinstance(node, ast.Unary):
             v = values[id(node.operand)]
-            return -v if isinstance(v, float) else sp.MatMul(sp.Integer(-1), v)
+            return -v if isinstance(v, float) else MatMul(sp.Integer(-1), v)
         if isinstance(node, ast.Power):
             return self.power(node, values[id(node.base)])
         if isinstance(node, ast.Transpose):
@@ -138,7 +188,7 @@ class _Converter:
             return self.call(node, values[id(node.arg)])
         assert isinstance(node, ast.Concat)
         parts = [self.matrix(values[id(p)], p) for p in node.parts]
-        return sp.BlockMatrix([[p] for p in parts])
+        return BlockMatrix([[p] for p in parts])
 
     def matrix(self, value: Value, node: ast.Expr) -> sp.MatrixExpr:
         if isinstance(value, float):
@@ -154,7 +204,7 @@ class _Converter:
             raise self.error("this constant expression has no finite value", node.pos)
         return out
 
-    def binary(self, node: ast.Binary, a: Value, b: Value) -> Value:
+    def binary(self, node: ast.Binary, a: Pending, b: Pending) -> Pending:
         op = node.op
         if isinstance(a, float) and isinstance(b, float):
             fns = {"+": lambda x, y: x + y, "-": lambda x, y: x - y, "*": lambda x, y: x * y,
@@ -163,26 +213,46 @@ class _Converter:
         shape = self.shapes.nodes[id(node)]
         if op in ("*", "@") and (isinstance(a, float) or isinstance(b, float)):
             scalar, mat = (a, b) if isinstance(a, float) else (b, a)
-            return sp.MatMul(sp.Float(scalar), mat)
+            return MatMul(sp.Float(scalar), _force(mat))
         if op == "/" and isinstance(b, float):
-            return sp.MatMul(sp.Float(self.fold(node, lambda x: 1 / x, b)), a)
-        a_m, b_m = self.matrix(a, node.left), self.matrix(b, node.right)
+            return MatMul(sp.Float(self.fold(node, lambda x: 1 / x, b)), _force(a))
         if op == "@":
-            if a_m.shape == (1, 1) and b_m.shape != (1, 1) and a_m.shape[1] != b_m.shape[0]:
-                a_m = Broadcast(a_m, *b_m.shape)
-                return sp.HadamardProduct(a_m, b_m)
-            if b_m.shape == (1, 1) and a_m.shape[1] != 1:
-                return sp.HadamardProduct(a_m, Broadcast(b_m, *a_m.shape))
-            return sp.MatMul(a_m, b_m)
-        a_m, b_m = self.broadcast(a_m, shape), self.broadcast(b_m, shape)
-        if op == "+":
-            return sp.MatAdd(*_flat(sp.MatAdd, a_m), *_flat(sp.MatAdd, b_m))
+            return self.matmul(node, a, b)
+        kind = sp.MatAdd if op in "+-" else sp.HadamardProduct
+        terms = self.terms(a, kind, shape, node.left)
+        right = self.terms(b, kind, shape, node.right)
         if op == "-":
-            return sp.MatAdd(*_flat(sp.MatAdd, a_m), sp.MatMul(sp.Integer(-1), b_m))
-        if op == "*":
-            return sp.HadamardProduct(*_flat(sp.HadamardProduct, a_m),
-                                      *_flat(sp.HadamardProduct, b_m))
-        return sp.HadamardProduct(a_m, sp.HadamardPower(b_m, sp.Integer(-1)))
+            right = [MatMul(sp.Integer(-1), _Chain(kind, right, shape).build())]
+        elif op == "/":
+            right = [sp.HadamardPower(_Chain(kind, right, shape).build(), sp.Integer(-1))]
+        terms.extend(right)  # in place: each chain has one reader, so this stays linear
+        return _Chain(kind, terms, shape)
+
+    def terms(self, value: Pending, kind: type, shape: tuple[int, int], node: ast.Expr
+              ) -> list[sp.MatrixExpr]:
+        """The operands ``value`` contributes to a ``kind`` chain of the given shape."""
+        if isinstance(value, _Chain) and value.kind is kind and value.shape == shape:
+            return value.terms
+        return [self.broadcast(self.matrix(_force(value), node), shape)]
+
+    def matmul(self, node: ast.Binary, a: Pending, b: Pending) -> Pending:
+        """``a · b``, or ``a ⊙ b`` broadcast when one side is a declared scalar (``α x``)."""
+        b_m = self.matrix(_force(b), node.right)
+        a_shape = a.shape if isinstance(a, _Chain) else \
+            tuple(self.matrix(a, node.left).shape)  # type: ignore[arg-type]
+        if a_shape == (1, 1) and b_m.shape != (1, 1) and a_shape[1] != b_m.shape[0]:
+            a_m = self.matrix(_force(a), node.left)
+            return _Chain(sp.HadamardProduct, [Broadcast(a_m, *b_m.shape), b_m], b_m.shape)
+        if b_m.shape == (1, 1) and a_shape[1] != 1:
+            terms = self.terms(a, sp.HadamardProduct, a_shape, node.left)
+            terms.append(Broadcast(b_m, *a_shape))
+            return _Chain(sp.HadamardProduct, terms, a_shape)
+        if isinstance(a, _Chain) and a.kind is MatMul:  # W V x: extend, do not rebuild
+            factors = a.terms
+        else:
+            factors = [self.matrix(_force(a), node.left)]
+        factors.append(b_m)
+        return _Chain(MatMul, factors, (a_shape[0], b_m.shape[1]))
 
     def broadcast(self, m: sp.MatrixExpr, shape: tuple[int, int]) -> sp.MatrixExpr:
         if tuple(m.shape) == tuple(shape):

@@ -1,0 +1,116 @@
+"""One gradient step on a compiled Program: forward, backward, clip, optimizer update.
+
+The Learner knows nothing about data: trainers give it feeds, an initial state and loss
+seeds. It owns the weights (arrays of the program's slot shapes, updated in place), the
+optimizer and the per-(steps, batch) forward/backward buffers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from nndk.autodiff import Backward, differentiable_slots
+from nndk.init import init_param
+from nndk.optim import OPTIMIZERS, clip_global_norm
+from nnre.compiler import compile_program
+from nnre.equations import Checked, param_shapes
+from nnre.errors import NnreError
+from nnre.model import Model
+from nnre.vm import Unrolled, bind_prologue
+
+State = dict[tuple[str, int], np.ndarray]
+
+
+class Learner:
+    def __init__(self, checked: Checked, equations: str, optimizer: str, seed: int,
+                 init: str) -> None:
+        self.equations = equations
+        self.dims = checked.shapes.dims
+        self.shapes = param_shapes(checked)
+        self.prog = compile_program(checked.sympy, checked.roles, "float32", contiguous=True)
+        self.rng = np.random.default_rng(seed)
+        self.params = {name: init_param(name, self.prog.slots[i].shape, self.rng, init,
+                                        "float32") for name, i in self.prog.params.items()}
+        self.opt = OPTIMIZERS[optimizer](self.params)
+        self.consts, self.refresh = bind_prologue(self.prog, self.params)
+        self._runs: dict[tuple[int, int], tuple[Unrolled, Backward]] = {}
+
+    def buffers(self, steps: int, batch: int) -> tuple[Unrolled, Backward]:
+        key = (steps, batch)
+        if key not in self._runs:
+            if len(self._runs) > 4:
+                self._runs.clear()
+            run = Unrolled(self.prog, self.consts, steps, batch)
+            self._runs[key] = (run, Backward(run, differentiable_slots(self.prog)))
+        return self._runs[key]
+
+    def zero_state(self, batch: int) -> State:
+        return {key: np.zeros((batch, *self.prog.slots[i].shape), np.float32)
+                for key, i in self.prog.state_in.items()}
+
+    def forward(self, feeds: Mapping[str, np.ndarray], steps: int, batch: int,
+                init: State | None) -> Unrolled:
+        """Run ``steps`` steps; feeds are (steps·batch, n), time-major row blocks."""
+        for f in self.refresh:  # stacked / transposed weights follow the parameters
+            f()
+        run, _ = self.buffers(steps, batch)
+        run.forward(dict(feeds), init or self.zero_state(batch))
+        return run
+
+    def update(self, run: Unrolled, seeds: dict[int, np.ndarray], lr: float, clip: float
+               ) -> float:
+        """Backpropagate the seeds, clip, and apply one optimizer step; returns the norm."""
+        _, back = self.buffers(run.steps, run.batch)
+        back.backward(seeds)
+        grads = {name: back.full[i] for name, i in self.prog.params.items()}
+        norm = clip_global_norm(grads, clip)
+        self.opt.step(self.params, grads, lr)
+        return norm
+
+    def final_state(self, run: Unrolled) -> State:
+        out = {}
+        for (name, lag) in self.prog.state_in:
+            k, b = self.prog.max_lag_of(name), run.batch
+            block = k + run.steps - lag
+            out[(name, lag)] = run.history[name][block * b:(block + 1) * b].copy()
+        return out
+
+    def runtime_model(self, metadata: dict[str, Any] | None = None) -> Model:
+        """The current weights as a runtime Model, sharing the compiled program."""
+        weights = {n: a.reshape(self.shapes[n]) for n, a in self.params.items()}
+        return Model(self.prog, weights, equations=self.equations, dims=self.dims,
+                     param_specs={}, metadata=metadata)
+
+    def load_weights(self, weights: Mapping[str, np.ndarray], source: str) -> None:
+        """Take every parameter from ``weights`` (``--init-from``): same names and shapes."""
+        missing = sorted(set(self.params) - set(weights))
+        if missing:
+            raise NnreError(f"{source}: has no weight {missing[0]!r} (the model needs "
+                            f"{', '.join(sorted(self.params))})")
+        for name, value in self.params.items():
+            given = np.asarray(weights[name])
+            if given.shape != self.shapes[name]:
+                raise NnreError(f"{source}: weight {name!r} has shape {given.shape}, the model "
+                                f"needs {self.shapes[name]}")
+            value[...] = given.reshape(value.shape)
+
+    def state_arrays(self) -> dict[str, np.ndarray]:
+        out = {f"param/{n}": a.reshape(self.shapes[n]) for n, a in self.params.items()}
+        return out | {f"opt/{k}": v for k, v in self.opt.state.items()}
+
+    def restore(self, arrays: Mapping[str, np.ndarray], record: dict[str, Any]) -> None:
+        for name, value in self.params.items():
+            value[...] = arrays[f"param/{name}"].reshape(value.shape)
+        for key, value in arrays.items():
+            if key.startswith("opt/"):
+                self.opt.state[key[4:]] = value.copy()
+        self.opt.t = record["optimizer"]["t"]
+        self.rng.bit_generator.state = record["rng"]
+
+    def record(self) -> dict[str, Any]:
+        return {"equations": self.equations, "dims": self.dims,
+                "optimizer": {"name": self.opt.name, "t": self.opt.t},
+                "rng": self.rng.bit_generator.state}

@@ -1,0 +1,145 @@
+"""Training on numeric arrays (.npz or CSV): any equation model, any inputs, one target.
+
+The file holds one array per model input (named like the input) and a target array
+(``--target``, default ``target``). Rows are examples: ``(N, n)`` for a model without state,
+``(N, T, n)`` (T steps per example) for a recurrent one. Integer targets (class indices)
+train with cross-entropy, float targets with mean squared error (``--loss`` to choose).
+Batches are drawn from a seeded shuffle, so ``--resume`` continues exactly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from nndk.data import DataError, load_arrays
+from nndk.learner import Learner
+from nndk.losses import cross_entropy, mean_squared_error
+from nndk.train import TrainConfig, Trainer, TrainingError, pick_output
+from nnre.equations import check
+from nnre.equations.parser import parse
+from nnre.equations.roles import Roles, analyse
+
+
+class ArrayTrainer(Trainer):
+    kind = "arrays"
+    unit = "examples"
+
+    def __init__(self, config: TrainConfig, data_path: str | Path, equations: str,
+                 filename: str) -> None:
+        self.data_path = str(data_path)
+        self.data_sha256 = hashlib.sha256(Path(data_path).read_bytes()).hexdigest()
+        arrays = load_arrays(data_path)
+        target = arrays.get(config.target)
+        if target is None:
+            raise DataError(f"{data_path}: no target array {config.target!r} (arrays: "
+                            f"{', '.join(sorted(arrays))})")
+        roles = analyse(parse(equations, filename))
+        self.recurrent = bool(roles.state)
+        self.classes = config.loss == "ce" or (config.loss == "auto" and target.dtype.kind in "iu")
+        per_example = target.shape[2 if self.recurrent else 1:]
+        size = int(target.max()) + 1 if self.classes else int(np.prod(per_example))
+        output = config.output or ("y" if "y" in roles.outputs else roles.outputs[0])
+        known = _input_shapes(roles, arrays, filename) | {output: (size,)}
+        probe = check(equations, config.dims, filename=filename, known=known)
+        self.inputs = probe.roles.inputs
+        self.bits = self.classes
+        self.output = pick_output(probe, size, filename, output)
+        super().__init__(config, Learner(probe, equations, config.optimizer, config.seed,
+                                         config.init), filename)
+        self.xs = {name: np.asarray(arrays[name], np.float32) for name in self.inputs}
+        self.target = target.astype(np.int64 if self.classes else np.float32)
+        count = len(self.target)
+        if any(len(x) != count for x in self.xs.values()):
+            raise DataError(f"{data_path}: arrays disagree on the number of examples")
+        cut = count - int(count * config.val_frac)
+        if cut < config.batch_size:
+            raise DataError(f"{data_path}: {cut} training examples, fewer than --batch-size "
+                            f"{config.batch_size}")
+        self.train_rows, self.val_rows = np.arange(cut), np.arange(cut, count)
+        self.order = self.learner.rng.permutation(self.train_rows)
+        self.cursor = 0
+
+    def steps_per_epoch(self) -> int:
+        return len(self.train_rows) // self.config.batch_size
+
+    def items_per_step(self) -> int:
+        return self.config.batch_size
+
+    def _batch(self, rows: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray, int]:
+        """Feeds as time-major row blocks, targets in the same row order, and the steps."""
+        feeds, steps = {}, 1
+        for name, x in self.xs.items():
+            part = x[rows]
+            if self.recurrent:
+                steps = part.shape[1]
+                part = part.transpose(1, 0, *range(2, part.ndim))
+            feeds[name] = np.ascontiguousarray(part.reshape(steps * len(rows), -1))
+        target = self.target[rows]
+        if self.recurrent:
+            target = target.transpose(1, 0, *range(2, target.ndim))
+        flat = target.reshape(steps * len(rows), *(() if self.classes else (-1,)))
+        return feeds, flat, steps
+
+    def _loss(self, rows: np.ndarray) -> tuple[float, dict[int, np.ndarray], Any]:
+        feeds, target, steps = self._batch(rows)
+        run = self.learner.forward(feeds, steps, len(rows), None)
+        prog = self.learner.prog
+        values = run.full[prog.outputs[self.output]]
+        fn = cross_entropy if self.classes else mean_squared_error
+        loss, seeds = fn(prog, self.output, values, target)
+        return loss, seeds, run
+
+    def train_step(self) -> float:
+        size = self.config.batch_size
+        if self.cursor + size > len(self.order):
+            self.order = self.learner.rng.permutation(self.train_rows)
+            self.cursor = 0
+        rows = self.order[self.cursor:self.cursor + size]
+        loss, seeds, run = self._loss(rows)
+        self.check_loss(loss)
+        self.learner.update(run, seeds, self.learning_rate(), self.config.clip)
+        self.cursor += size
+        self.step += 1
+        return loss
+
+    def evaluate(self) -> float | None:
+        if len(self.val_rows) == 0:
+            return None
+        total, size = 0.0, self.config.batch_size
+        chunks = [self.val_rows[i:i + size] for i in range(0, len(self.val_rows), size)]
+        for rows in chunks:
+            total += self._loss(rows)[0] * len(rows)
+        return total / len(self.val_rows)
+
+    def data_record(self) -> dict[str, Any]:
+        return {"data_path": self.data_path, "data_sha256": self.data_sha256,
+                "input": self.inputs[0] if self.inputs else None, "output": self.output,
+                "cursor": self.cursor}
+
+    def data_arrays(self) -> dict[str, np.ndarray]:
+        return {"data/order": self.order}
+
+    def restore_data(self, arrays: dict[str, np.ndarray], record: dict[str, Any]) -> None:
+        self.order = arrays["data/order"].copy()
+        self.cursor = record["cursor"]
+
+
+def _input_shapes(roles: Roles, arrays: dict[str, np.ndarray], filename: str
+                  ) -> dict[str, tuple[int, ...]]:
+    """Each model input's per-step shape, read from the array of the same name."""
+    clash = sorted(set(roles.params) & set(arrays))
+    if clash:
+        raise TrainingError(f"{clash[0]!r} is a parameter of {filename} and also an array in "
+                            f"the data; if it is an input, declare it: 'input {clash[0]}'")
+    shapes = {}
+    for name in roles.inputs:
+        if name not in arrays:
+            raise TrainingError(f"the data has no array for input {name!r} (arrays: "
+                                f"{', '.join(sorted(arrays))})")
+        per_example = arrays[name].shape[2:] if roles.state else arrays[name].shape[1:]
+        shapes[name] = tuple(int(d) for d in per_example)
+    return shapes

@@ -1,0 +1,153 @@
+"""Text generation, the sampler and the codecs, against the longhand oracle of text_helpers."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+from bundle_helpers import lstm_weights
+from text_helpers import VOCAB, oracle_draw, oracle_text, text_bundle
+
+import nnre
+from nnre.codecs import CODEC_TYPES, CharCodec, LabelCodec, Sampler, make_codec
+from nnre.errors import BundleError, FeedError
+
+SETTINGS = {
+    "plain": {},
+    "temperature": {"temperature": 0.6},
+    "hot": {"temperature": 1.7},
+    "top_k": {"top_k": 3},
+    "top_p": {"top_p": 0.7},
+    "all": {"temperature": 0.8, "top_k": 5, "top_p": 0.9},
+    "greedy": {"greedy": True},
+}
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory) -> nnre.Model:
+    return nnre.load(text_bundle(tmp_path_factory.mktemp("gen") / "t.bundle", seed=3))
+
+
+@pytest.mark.parametrize("name", SETTINGS)
+def test_generate_matches_the_oracle(model, name) -> None:
+    settings = SETTINGS[name]
+    weights = lstm_weights(6, len(VOCAB), 3, "float64")
+    want = oracle_text(weights, VOCAB, "ab c", 80, 11, **settings)
+    got = "".join(model.generate("ab c", 80, seed=11, **settings))
+    assert got == want
+    if name != "greedy":
+        assert len(set(got)) > 2  # a real draw, not a constant
+
+
+def test_same_seed_same_text_other_seed_other_text(model) -> None:
+    a = "".join(model.generate("a", 200, seed=5))
+    assert a == "".join(model.generate("a", 200, seed=5))
+    assert a != "".join(model.generate("a", 200, seed=6))
+
+
+def test_generators_are_independent(model) -> None:
+    solo = "".join(model.generate("h", 50, seed=2))
+    g1, g2 = model.generate("h", 50, seed=2), model.generate("h", 50, seed=2)
+    both = [(next(g1), next(g2)) for _ in range(50)]
+    assert "".join(a for a, _ in both) == solo == "".join(b for _, b in both)
+    results: list[str] = []
+    threads = [threading.Thread(target=lambda: results.append(
+        "".join(model.generate("h", 300, seed=2)))) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(set(results)) == 1 and results[0].startswith(solo)
+
+
+def test_stop_ends_after_the_stop_string(model) -> None:
+    full = "".join(model.generate("a", 300, seed=1))
+    stop = full[40:42]
+    got = "".join(model.generate("a", 300, seed=1, stop=stop))
+    assert got == full[:full.index(stop) + len(stop)]
+
+
+def test_bad_prime_lists_the_unknown_characters(model) -> None:
+    with pytest.raises(FeedError) as err:
+        model.generate("aXbZ€a", 10)  # raised at the call, not at the first next()
+    assert "'X' 'Z' '€'" in str(err.value) and "not in the model's vocabulary" in str(err.value)
+    with pytest.raises(FeedError, match="prime of at least one"):
+        model.generate("", 10)
+
+
+@pytest.mark.parametrize("bad", [{"temperature": 0}, {"temperature": float("nan")},
+                                 {"top_k": -1}, {"top_p": 0}, {"top_p": 1.5}, {"seed": -1}])
+def test_bad_settings_are_feed_errors(model, bad) -> None:
+    with pytest.raises(FeedError, match=next(iter(bad))):
+        model.generate("a", 5, **bad)
+
+
+def test_a_model_without_text_codecs_cannot_generate(tmp_path) -> None:
+    from bundle_helpers import lstm_content
+
+    from nnre.bundle_write import write
+    write(tmp_path / "m.bundle", lstm_content())
+    with pytest.raises(FeedError, match="does not generate text"):
+        nnre.load(tmp_path / "m.bundle").generate("a", 5)
+
+
+def test_sampler_matches_the_oracle_on_random_distributions() -> None:
+    rng = np.random.default_rng(0)
+    for name, settings in SETTINGS.items():
+        sampler, oracle_rng = Sampler(12, seed=9, **settings), np.random.default_rng(9)
+        for _ in range(300):
+            p = rng.dirichlet(np.full(12, 0.3))
+            p[rng.integers(12)] = 0.0  # zeros must never be drawn
+            want = oracle_draw([float(q) for q in p], oracle_rng, **settings)
+            got = sampler(p)
+            assert got == want, name
+            assert p[got] > 0
+
+
+def test_top_k_and_top_p_keep_only_the_head() -> None:
+    p = np.array([0.05, 0.4, 0.3, 0.25])
+    for settings, allowed in (({"top_k": 2}, {1, 2}), ({"top_p": 0.65}, {1, 2}),
+                              ({"top_p": 0.3}, {1}), ({"greedy": True}, {1})):
+        sampler = Sampler(4, seed=0, **settings)
+        assert {sampler(p) for _ in range(400)} == allowed
+
+
+def test_codec_table_and_unknown_ids() -> None:
+    assert set(CODEC_TYPES) == {"tensor", "char", "sample", "argmax-label"}
+    with pytest.raises(BundleError) as err:
+        make_codec({"id": "pickle"})
+    assert "'pickle'" in str(err.value) and "char, sample, argmax-label" in str(err.value)
+    assert make_codec({"id": "argmax-label", "labels": ["no", "yes"]}).decode(
+        np.array([[0.2, 0.8], [0.9, 0.1]])) == ["yes", "no"]
+    assert isinstance(make_codec({"id": "char", "vocab": ["a"]}), CharCodec)
+    assert LabelCodec(["a", "b", "c"]).decode(np.array([1.0, 3.0, 3.0])) == "b"
+    np.testing.assert_array_equal(CharCodec("ab").one_hot("ba"), [[0, 1], [1, 0]])
+
+
+def test_step_is_run_one_step_at_a_time(model) -> None:
+    xs = np.eye(len(VOCAB))[[1, 4, 2, 7]]
+    ys, final = model.run({"x": xs})
+    state = None
+    for t, x in enumerate(xs):
+        out, state = model.step({"x": x}, state)
+        np.testing.assert_allclose(out["y"], ys["y"][t], rtol=1e-12)
+    for k in final:
+        np.testing.assert_allclose(state[k], final[k], rtol=1e-12)
+    batch = np.stack([xs[:2], xs[2:]], axis=1)  # (T=2, B=2, V)
+    ys2, _ = model.run({"x": batch})
+    out, _ = model.step({"x": batch[0]})
+    np.testing.assert_allclose(out["y"], ys2["y"][0], rtol=1e-12)
+
+
+def test_step_returns_copies(model) -> None:
+    x = np.eye(len(VOCAB))[0]
+    out, state = model.step({"x": x})
+    keep = {k: v.copy() for k, v in state.items()}
+    out2, state2 = model.step({"x": x}, state)
+    out["y"][:] = 7
+    for k in state:
+        np.testing.assert_array_equal(state[k], keep[k])
+        assert not np.shares_memory(state[k], state2[k])
+    again, _ = model.step({"x": x}, state)
+    np.testing.assert_array_equal(again["y"], out2["y"])
