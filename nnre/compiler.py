@@ -320,6 +320,9 @@ def _ones(c: Compiler, node: Any, shape: tuple[int, int]) -> int:
 
 
 def _matpow(c: Compiler, node: Any, shape: tuple[int, int]) -> int:
+    if not (node.exp.is_Integer and int(node.exp) >= 1):
+        raise EquationError(f"cannot compile the matrix power {node} in the equation for "
+                            f"'{c.current}'")
     base, acc = c.memo[node.base], c.memo[node.base]
     for _ in range(int(node.exp) - 1):
         acc = c.emit("matmul", (acc, base), shape)

@@ -376,3 +376,15 @@ def test_deeper_lag() -> None:
         want.append(h1)
     ys, _ = model.run({"x": xs})
     np.testing.assert_allclose(ys["y"], np.array(want), rtol=1e-12)
+
+
+@pytest.mark.parametrize("func,oracle", [
+    ("sqrt", np.sqrt), ("relu", lambda v: np.maximum(v, 0)), ("abs", np.abs),
+    ("exp", np.exp), ("tanh", np.tanh), ("σ", lambda v: 1 / (1 + np.exp(-v))),
+])
+def test_functions_of_one_element_vectors(func: str, oracle: object) -> None:
+    # SymPy applies a function to a 1×1 matrix itself (sqrt(X) → X**(1/2)); we must not.
+    model = Model.from_equations(f"x ∈ ℝ^1\ninput x\ny = {func}(x)", {}, dtype="float64")
+    for value in (0.25, 2.0):
+        out = model.step({"x": np.array([value])})[0]["y"]
+        np.testing.assert_allclose(out, oracle(np.array([value])), rtol=1e-12)  # type: ignore[operator]

@@ -200,6 +200,8 @@ def _clip(imp: Importer, node: Any, args: Args, at: dict[str, Any]) -> list[Valu
     low, high = (b if b is not None and np.isfinite(b) else None for b in bounds)
     if low == 0.0 and high is None:
         return [Dyn(ex.Call("relu", x.expr), x.shape)]
+    if low is not None and high is not None and low > high:  # ONNX: everything becomes max
+        return [Dyn(ex.add(ex.sub(x.expr, x.expr), imp.num(high)), x.shape)]
     if low is not None or high is not None:
         x = imp.define(x, stem="u")
     out = x.expr

@@ -278,7 +278,10 @@ class _Converter:
                 raise self.error(f"{node.func} needs a vector, got a {v.shape[0]}×{v.shape[1]}"
                                  " matrix", node.pos)
             return VECTOR_FUNCS[node.func](v)
-        return ElementwiseApplyFunction(LAMBDAS[node.func], v)
+        # Not ElementwiseApplyFunction(...): for a 1×1 operand SymPy applies the function to
+        # the matrix itself (sqrt(X) becomes X**(1/2), relu fails to compare), so build the
+        # node directly; its args are exactly (function, expr) either way.
+        return sp.Basic.__new__(ElementwiseApplyFunction, LAMBDAS[node.func], v)
 
 
 def to_sympy(module: ast.Module, roles: Roles, shapes: Shapes) -> SympyModel:
