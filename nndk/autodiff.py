@@ -247,10 +247,13 @@ def view_slots(prog: Program) -> set[int]:
             for ins in prog.stage_list(stage) if VJPS[ins.op] == VIEW}
 
 
-def differentiable_slots(prog: Program) -> set[int]:
-    """Slots whose gradient is wanted: parameters, and everything downstream of them or of
-    inputs and state (literal constants are left out)."""
-    live = set(prog.params.values()) | set(prog.inputs.values()) | set(prog.state_in.values())
+def differentiable_slots(prog: Program, inputs: bool = True) -> set[int]:
+    """Slots whose gradient is wanted: parameters, state, and everything downstream of them
+    (literal constants are left out); with ``inputs`` the inputs too (a trainer has no use
+    for them, a gradient check does)."""
+    live = set(prog.params.values()) | set(prog.state_in.values())
+    if inputs:
+        live |= set(prog.inputs.values())
     for stage in ("const", "pre", "loop", "post"):
         for ins in prog.stage_list(stage):
             if any(a in live for a in ins.args):

@@ -44,7 +44,8 @@ class Learner:
             if len(self._runs) > 4:
                 self._runs.clear()
             run = Unrolled(self.prog, self.consts, steps, batch)
-            self._runs[key] = (run, Backward(run, differentiable_slots(self.prog)))
+            back = Backward(run, differentiable_slots(self.prog, inputs=False))
+            self._runs[key] = (run, back)
         return self._runs[key]
 
     def zero_state(self, batch: int) -> State:
