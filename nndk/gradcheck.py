@@ -62,9 +62,11 @@ class Problem:
 
 
 def make_problem(text: str, dims: Mapping[str, int] | None = None, steps: int = 3,
-                 batch: int = 2, seed: int = 0, optimize: bool = True) -> Problem:
+                 batch: int = 2, seed: int = 0, optimize: bool = True,
+                 contiguous: bool = False) -> Problem:
     checked = check(text, dims)
-    prog = compile_program(checked.sympy, checked.roles, "float64", optimize=optimize)
+    prog = compile_program(checked.sympy, checked.roles, "float64", optimize=optimize,
+                           contiguous=contiguous)
     rng = np.random.default_rng(seed)
     params = {name: rng.normal(scale=0.5, size=prog.slots[i].shape)
               for name, i in prog.params.items()}

@@ -109,7 +109,9 @@ def _stack_matmuls(prog: Program, stage: str) -> None:
     for (operand, rows), members in groups.items():
         if len(members) < 2:
             continue
-        mats = [instrs[p].args[1] for p in members]
+        copies = {ins.out: ins.args[0] for ins in prog.prologue if ins.op == "copy"}
+        # the concat makes its own contiguous copy: stack the views, not copies of them
+        mats = [copies.get(instrs[p].args[1], instrs[p].args[1]) for p in members]
         total = sum(prog.slots[m].shape[1] for m in mats)
         stacked = _new_slot(prog, Slot("[" + "|".join(prog.slots[m].name for m in mats) + "]",
                                        "temp", (rows, total), "const"))

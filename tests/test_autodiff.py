@@ -54,10 +54,11 @@ def test_gradients_match_central_differences(name: str, optimize: bool) -> None:
     assert errors and max(errors.values()) < 1e-6, errors
 
 
+@pytest.mark.parametrize("contiguous", [False, True])  # True: how the trainer compiles
 @pytest.mark.parametrize("template", ["lstm", "gru", "rnn", "mlp"])
-def test_template_gradients(template: str) -> None:
+def test_template_gradients(template: str, contiguous: bool) -> None:
     text = (TEMPLATES / f"{template}.eqn").read_text(encoding="utf-8")
-    errors = gradcheck(make_problem(text, DIMS, steps=4, batch=2))
+    errors = gradcheck(make_problem(text, DIMS, steps=4, batch=2, contiguous=contiguous))
     assert max(errors.values()) < 1e-6, errors
     assert any(k.startswith("param ") for k in errors)
 
