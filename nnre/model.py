@@ -51,6 +51,8 @@ class Model:
         self._state = {_state_key(n, lag): slot_spec[i]
                        for (n, lag), i in program.state_in.items()}
         self._param_specs = param_specs
+        self._state_keys = [(_state_key(n, lag), n, lag) for (n, lag) in program.state_in]
+        self._np_dtype = np.dtype(program.dtype)
         self._local = threading.local()
 
     @classmethod
@@ -130,7 +132,8 @@ class Model:
         Runs the lean one-step tape (:class:`nnre.vm.StepStage`): pre, loop and post back to
         back at batch rows, no windows or captures.
         """
-        self._check_names(feeds)
+        if feeds.keys() != self._inputs.keys():
+            self._check_names(feeds)
         xs, batch, batched = {}, 1, False
         for name, spec in self._inputs.items():
             arr = _as_float(feeds[name], self.dtype, f"input '{name}'")
@@ -145,22 +148,33 @@ class Model:
         if len({a.shape[0] for a in xs.values()}) > 1 or batch < 1:
             raise FeedError(f"inputs disagree on the batch size or it is 0: "
                             f"{ {k: v.shape for k, v in xs.items()} }")
-        init = self._check_state(state, batch, batched)
+        init = self._step_state(state, batch, batched)
         st: StepStage = self._stage("step", batch)
         for name, arr in xs.items():
             np.copyto(st.inputs[name], arr)
-        for (name, lag), _ in self.program.state_in.items():
-            np.copyto(st.ring[name][(-lag) % st.phases], init[_state_key(name, lag)])
+        for key, name, lag in self._state_keys:
+            np.copyto(st.ring[name][(-lag) % st.phases], init[key])
         for f in st.tapes[0]:
             f()
-        outputs = {n: self._out_rows(st.arrays[0], i, batch).copy()
+        row = slice(None) if batched else 0  # copies: later calls reuse these buffers
+        outputs = {n: self._out_rows(st.arrays[0], i, batch)[row].copy()
                    for n, i in self.program.outputs.items()}
-        final = {_state_key(n, lag): st.ring[n][(1 - lag) % st.phases].copy()
-                 for (n, lag) in self.program.state_in}
-        if not batched:
-            outputs = {k: v[0] for k, v in outputs.items()}
-            final = {k: v[0] for k, v in final.items()}
+        final = {key: st.ring[name][(1 - lag) % st.phases][row].copy()
+                 for key, name, lag in self._state_keys}
         return outputs, final
+
+    def _step_state(self, state: Mapping[str, Any] | None, batch: int, batched: bool
+                    ) -> Mapping[str, Any]:
+        """State arrays as given when they already fit exactly (the common case of feeding
+        back what the last step returned), else checked and converted."""
+        if state is None or len(state) != len(self._state):
+            return self._check_state(state, batch, batched)
+        for key, spec in self._state.items():
+            arr = state.get(key)
+            if type(arr) is not np.ndarray or arr.dtype != self._np_dtype or \
+                    arr.shape != ((batch, *spec.shape) if batched else spec.shape):
+                return self._check_state(state, batch, batched)
+        return state
 
     def _out_rows(self, arrays: list[Any], index: int, batch: int) -> np.ndarray:
         """An output of the step tape as (batch, n) (a constant output is broadcast)."""
