@@ -112,4 +112,5 @@ def _layout(dims: tuple[int, ...], recurrent: bool) -> str:
     inner = ", ".join(map(str, dims))
     if recurrent:
         return f"(time, {inner}) or (time, batch, {inner})"
-    return f"({inner}) or (batch, {inner})"
+    alone = f"({inner},)" if len(dims) == 1 else f"({inner})"
+    return f"{alone} or (batch, {inner})"
