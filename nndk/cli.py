@@ -19,11 +19,12 @@ from nndk.progress import Reporter
 from nndk.train import TrainConfig, start
 from nndk.train import resume as resume_training
 from nnre.bundle_info import escaped
-from nnre.cli import run_cli
+from nnre.cli import run_cli, threads_option
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="nndk")
+@threads_option
 def cli() -> None:
     """nndk: check, train and pack equation models for the nnre runtime."""
 

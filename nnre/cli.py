@@ -18,6 +18,7 @@ import click
 from nnre import __version__, bundle
 from nnre.bundle_info import escaped, info, render
 from nnre.errors import EquationError, FeedError, NnreError
+from nnre.threads import set_blas_threads
 
 
 def error_line(err: Exception) -> str:
@@ -34,8 +35,12 @@ def run_cli(group: click.Group, prog_name: str) -> None:
     except click.exceptions.Abort:
         click.echo("error: aborted", err=True)
         sys.exit(130)
+    except click.UsageError as err:  # one line, like every other error, with where to look
+        where = err.ctx.command_path if err.ctx is not None else prog_name
+        click.echo(f"error: {escaped(err.format_message())} (see '{where} --help')", err=True)
+        sys.exit(err.exit_code)
     except click.ClickException as err:
-        err.show()
+        click.echo(f"error: {escaped(err.format_message())}", err=True)
         sys.exit(err.exit_code)
     except click.exceptions.Exit as err:
         sys.exit(err.exit_code)
@@ -48,8 +53,22 @@ def run_cli(group: click.Group, prog_name: str) -> None:
         sys.exit(1)
 
 
+def threads_option(f: Any) -> Any:
+    """``--threads N`` (or $NNRE_THREADS): the BLAS thread count, for every subcommand."""
+    def apply(ctx: click.Context, param: click.Parameter, value: int | None) -> int | None:
+        if value is not None and not set_blas_threads(value):
+            click.echo("note: no BLAS library found to set the thread count", err=True)
+        return value
+
+    return click.option("--threads", type=click.IntRange(min=1), envvar="NNRE_THREADS",
+                        expose_value=False, is_eager=True, callback=apply,
+                        help="BLAS threads for matrix products (OpenBLAS on 2 busy cores "
+                             "can thrash; try 1). Also $NNRE_THREADS.")(f)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="nnre")
+@threads_option
 def cli() -> None:
     """nnre: run neural networks written as Unicode equations plus weights."""
 

@@ -54,3 +54,24 @@ def test_check_missing_file_and_non_utf8(tmp_path: Path) -> None:
                           capture_output=True, text=True)
     assert proc.returncode == 1
     assert proc.stderr.strip() == f"error: {binary}: not UTF-8 text (byte 4: 0xff)"
+
+
+def test_usage_errors_are_one_line_with_a_pointer_to_help() -> None:
+    for argv, start in ((["nndk", "train"], "error: Missing argument 'DATA'."),
+                        (["nndk", "bogus"], "error: No such command 'bogus'."),
+                        (["nnre", "--threads", "0", "verify", "x"], "error: Invalid value")):
+        proc = subprocess.run([sys.executable, "-m", *argv], capture_output=True, text=True)
+        assert proc.returncode == 2, proc.stderr
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(start), proc.stderr
+        assert lines[0].endswith("--help')")
+
+
+def test_threads_option_sets_the_blas_thread_count() -> None:
+    code = ("import sys; from nnre.cli import cli; from nnre.threads import get_blas_threads;"
+            "cli.main(['--threads', '1', 'verify', sys.argv[1]], standalone_mode=False);"
+            "print(get_blas_threads())")
+    bundle = Path(__file__).resolve().parent.parent / "samples" / "lighthouse.bundle"
+    proc = subprocess.run([sys.executable, "-c", code, str(bundle)], capture_output=True,
+                          text=True, check=True)
+    assert proc.stdout.strip().splitlines()[-1] == "1"  # NumPy wheels bundle OpenBLAS
