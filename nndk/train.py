@@ -22,7 +22,7 @@ import numpy as np
 from nndk import __version__, checkpoint
 from nndk.data import DataError, Streams, TextData, load_text, one_hot
 from nndk.learner import Learner, State
-from nndk.losses import LN2, cross_entropy
+from nndk.losses import cross_entropy
 from nndk.models import read_model
 from nndk.optim import learning_rate
 from nnre.equations import Checked, check
@@ -366,7 +366,3 @@ def resume(directory: str | Path, data_path: str | Path | None = None,
                         f"{sha[:12]}… vs {record['data_sha256'][:12]}…)")
     trainer.restore(arrays, record)
     return trainer
-
-
-def bits_per_char(nats: float) -> float:
-    return nats / LN2

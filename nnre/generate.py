@@ -40,24 +40,24 @@ def _stream(model: Any, input_name: str, out_index: int, vocab: list[str], codes
     x = stage.inputs[input_name][0]  # the one-hot row the tape reads
     rows = [model._out_rows(arrays, out_index, 1)[0] for arrays in stage.arrays]
     tapes, phases = stage.tapes, stage.phases
-    last, t = 0, 0
-    for code in codes:  # the prime: one step per character (primes are short)
-        x[last] = 0
+    fed = [0, 0]  # [the hot index of the one-hot row, steps taken]
+
+    def feed(code: int) -> None:
+        """One step with ``code`` as the input character (the one-hot row is edited in place)."""
+        x[fed[0]] = 0
         x[code] = 1
-        last = code
-        for f in tapes[t % phases]:
+        fed[0] = code
+        for f in tapes[fed[1] % phases]:
             f()
-        t += 1
+        fed[1] += 1
+
+    for code in codes:  # the prime: one step per character
+        feed(code)
     tail = ""
     for n in range(length):
-        if n:  # feed back the character just drawn (after the first, which the prime gave)
-            x[last] = 0
-            x[code] = 1
-            last = code
-            for f in tapes[t % phases]:
-                f()
-            t += 1
-        code = sampler(rows[(t - 1) % phases])
+        if n:  # feed back the character just drawn (the prime gave the first distribution)
+            feed(code)
+        code = sampler(rows[(fed[1] - 1) % phases])
         yield vocab[code]
         if stop:
             tail = (tail + vocab[code])[-len(stop):]
