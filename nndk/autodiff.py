@@ -19,7 +19,7 @@ import numpy as np
 
 from nnre.ops import OPS
 from nnre.program import Instr, Program
-from nnre.vm import Unrolled, row_block
+from nnre.vm import Unrolled, row_block, transposed_product
 
 Array = np.ndarray
 # (gradient of the output, output value, argument values, attrs, which argument) → contribution
@@ -108,6 +108,12 @@ def _times_transposed(g: Array, out: Array, args: list[Any], attrs: dict[str, An
     return g @ args[1]  # args[1] is the contiguous Wᵀ kept by Backward
 
 
+def _transposed_product(weight: Array, buf: Array, g: Array, out: Array, args: list[Any],
+                        attrs: dict[str, Any], i: int) -> Array:
+    """``g @ Wᵀ`` as ``(W gᵀ)ᵀ`` (see ``nnre.vm.transposed_product``)."""
+    return np.matmul(weight, g.T, out=buf).T
+
+
 class Backward:
     """Gradients of one Unrolled forward pass, in buffers laid out like its values."""
 
@@ -127,6 +133,7 @@ class Backward:
             if value is not None and self.full[i] is None and i in differentiable \
                     and i not in views:
                 self.full[i] = np.zeros_like(value)
+        self._share_stacked(run)
         for stage in ("const", "pre", "loop", "post"):
             for ins in prog.stage_list(stage):
                 self._view(ins, self.full)
@@ -150,6 +157,18 @@ class Backward:
             for ins in prog.loop:
                 self._view(ins, grads)
             self.at.append(grads)
+
+    def _share_stacked(self, run: Unrolled) -> None:
+        """A parameter stored inside a stacked weight (``nndk.layout``) gets its gradient
+        inside the stack's gradient, at the same place: the concat's VJP becomes nothing."""
+        for ins in self.prog.prologue:
+            whole, grad = run.full[ins.out], self.full[ins.out]
+            if ins.op != "concat" or grad is None or grad.strides != whole.strides:
+                continue
+            for index in self.prog.params.values():
+                value = run.full[index]
+                if self.full[index] is not None and np.shares_memory(value, whole):
+                    self.full[index] = same_place(value, whole, grad)
 
     def _view(self, ins: Instr, grads: list[Any]) -> None:
         if VJPS[ins.op] == VIEW and grads[ins.args[0]] is not None:
@@ -202,6 +221,7 @@ class Backward:
         if self._plans is not None:
             return self._plans
         plans = []
+        scratch: dict[int, Array] = {}
         for t in range(self.run.steps):
             values, grads, plan = self.run.at[t], self.at[t], []
             for ins in reversed(self.prog.loop):
@@ -214,7 +234,13 @@ class Backward:
                     if grads[arg] is None or self.prog.slots[arg].stage == "const":
                         continue
                     call: Any = rule
-                    if ins.op == "matmul" and i == 0 and ins.args[1] in self.weights_t:
+                    weight = values[ins.args[1]] if ins.op == "matmul" else None
+                    if i == 0 and weight is not None and \
+                            transposed_product(self.run.batch, weight):
+                        buf = scratch.setdefault(ins.out, np.empty(weight.shape[:1] + (
+                            self.run.batch,), weight.dtype))
+                        call = functools.partial(_transposed_product, weight, buf)
+                    elif ins.op == "matmul" and i == 0 and ins.args[1] in self.weights_t:
                         call, args = _times_transposed, [None, self.weights_t[ins.args[1]][1]]
                     elif grads[arg].shape != g.shape:
                         call = functools.partial(_narrowed, rule, grads[arg].shape)
@@ -242,9 +268,30 @@ class Backward:
             if ins.op == "matmul" and i == 0 and ins.args[1] in self.weights_t:
                 target += g @ self.weights_t[ins.args[1]][1]
                 continue
+            if ins.op == "matmul" and i == 1 and target.T.flags.c_contiguous:
+                a = args[0].reshape(-1, args[0].shape[-1])  # gᵀa: the target's own layout
+                target.T[...] += g.reshape(-1, g.shape[-1]).T @ a
+                continue
             contribution = rule(g, values[ins.out], args, attrs, i)
+            if ins.op == "concat" and is_same_view(contribution, target):
+                continue  # the part's gradient already lives inside the whole's
             if contribution is not None:
                 target += unbroadcast(contribution, target.shape)
+
+
+def same_place(view: Array, base: Array, other: Array) -> Array:
+    """The view of ``other`` that sits where ``view`` sits in ``base`` (same layout)."""
+    offset = view.__array_interface__["data"][0] - base.__array_interface__["data"][0]
+    start = base if base.flags.c_contiguous else base.T
+    flat = (other if other.flags.c_contiguous else other.T).reshape(-1)
+    assert start.flags.c_contiguous and flat.base is not None
+    return np.lib.stride_tricks.as_strided(flat[offset // view.itemsize:], view.shape,
+                                           view.strides)
+
+
+def is_same_view(a: Array | None, b: Array) -> bool:
+    return a is not None and a.shape == b.shape and a.strides == b.strides and \
+        a.__array_interface__["data"][0] == b.__array_interface__["data"][0]
 
 
 def view_slots(prog: Program) -> set[int]:

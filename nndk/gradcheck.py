@@ -15,10 +15,11 @@ from typing import Any
 import numpy as np
 
 from nndk.autodiff import Backward, differentiable_slots
+from nndk.layout import place_params
 from nnre.compiler import compile_program
 from nnre.equations import check
 from nnre.program import Program
-from nnre.vm import Unrolled, run_prologue
+from nnre.vm import Unrolled, bind_prologue, run_prologue
 
 
 @dataclass
@@ -33,13 +34,15 @@ class Problem:
     state_weights: dict[str, np.ndarray]
     steps: int
     batch: int
+    placed: dict[int, np.ndarray] | None = None  # trainer layout: params inside the stacks
 
     def loss(self, params: Mapping[str, np.ndarray] | None = None,
              feeds: Mapping[str, np.ndarray] | None = None,
              init: Mapping[tuple[str, int], np.ndarray] | None = None) -> tuple[float, Unrolled]:
         prog = self.prog
-        run = Unrolled(prog, run_prologue(prog, dict(params or self.params)), self.steps,
-                       self.batch)
+        consts = bind_prologue(prog, self.params, self.placed)[0] if params is None else \
+            run_prologue(prog, dict(params))
+        run = Unrolled(prog, consts, self.steps, self.batch)
         run.forward(dict(feeds or self.feeds), dict(init or self.init))
         total = sum(float(np.sum(run.full[prog.outputs[k]] * w))
                     for k, w in self.out_weights.items())
@@ -63,13 +66,17 @@ class Problem:
 
 def make_problem(text: str, dims: Mapping[str, int] | None = None, steps: int = 3,
                  batch: int = 2, seed: int = 0, optimize: bool = True,
-                 contiguous: bool = False) -> Problem:
+                 contiguous: bool = False, stacked: bool = False) -> Problem:
+    """``contiguous`` and ``stacked`` compile and store the weights the way a trainer does."""
     checked = check(text, dims)
     prog = compile_program(checked.sympy, checked.roles, "float64", optimize=optimize,
                            contiguous=contiguous)
     rng = np.random.default_rng(seed)
-    params = {name: rng.normal(scale=0.5, size=prog.slots[i].shape)
-              for name, i in prog.params.items()}
+    params, placed = place_params(prog) if stacked else ({}, None)
+    for name, i in prog.params.items():
+        value = rng.normal(scale=0.5, size=prog.slots[i].shape)
+        params[name] = value if not stacked else params[name]
+        params[name][...] = value
     rows = steps * batch
     feeds = {name: rng.normal(size=(rows, *prog.slots[i].shape))
              for name, i in prog.inputs.items()}
@@ -79,7 +86,7 @@ def make_problem(text: str, dims: Mapping[str, int] | None = None, steps: int = 
             for name, i in prog.outputs.items()}
     states = {name: rng.normal(size=(batch, *prog.slots[i].shape))
               for name, i in prog.state_out.items()}
-    return Problem(prog, params, feeds, init, outs, states, steps, batch)
+    return Problem(prog, params, feeds, init, outs, states, steps, batch, placed)
 
 
 def gradcheck(problem: Problem, eps: float = 1e-6, directions: int = 3, seed: int = 1

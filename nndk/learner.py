@@ -14,6 +14,7 @@ import numpy as np
 
 from nndk.autodiff import Backward, differentiable_slots
 from nndk.init import init_param
+from nndk.layout import place_params
 from nndk.optim import OPTIMIZERS, clip_global_norm
 from nnre.compiler import compile_program
 from nnre.equations import Checked, param_shapes
@@ -32,10 +33,11 @@ class Learner:
         self.shapes = param_shapes(checked)
         self.prog = compile_program(checked.sympy, checked.roles, "float32", contiguous=True)
         self.rng = np.random.default_rng(seed)
-        self.params = {name: init_param(name, self.prog.slots[i].shape, self.rng, init,
-                                        "float32") for name, i in self.prog.params.items()}
+        self.params, placed = place_params(self.prog)
+        for name, value in self.params.items():  # in program order: one seed, one result
+            value[...] = init_param(name, value.shape, self.rng, init, "float32")
         self.opt = OPTIMIZERS[optimizer](self.params)
-        self.consts, self.refresh = bind_prologue(self.prog, self.params)
+        self.consts, self.refresh = bind_prologue(self.prog, self.params, placed)
         self._runs: dict[tuple[int, int], tuple[Unrolled, Backward]] = {}
 
     def buffers(self, steps: int, batch: int) -> tuple[Unrolled, Backward]:

@@ -25,12 +25,13 @@ def run_prologue(prog: Program, params: dict[str, np.ndarray]) -> list[np.ndarra
     return bind_prologue(prog, params)[0]
 
 
-def bind_prologue(prog: Program, params: dict[str, np.ndarray]
-                  ) -> tuple[list[Any], Tape]:
+def bind_prologue(prog: Program, params: dict[str, np.ndarray],
+                  placed: dict[int, np.ndarray] | None = None) -> tuple[list[Any], Tape]:
     """Constant slots and a tape that recomputes them in place.
 
     Parameters are bound by reference (reshaped views where possible), so a trainer that
     updates its arrays in place only has to replay the tape to refresh stacked weights.
+    ``placed`` values are already up to date (a trainer stores the parameters inside them).
     """
     arrays: list[Any] = [None] * len(prog.slots)
     for index, value in prog.literals.items():
@@ -40,6 +41,9 @@ def bind_prologue(prog: Program, params: dict[str, np.ndarray]
     tape: Tape = []
     for ins in prog.prologue:
         op = OPS[ins.op]
+        if placed and ins.out in placed:
+            arrays[ins.out] = placed[ins.out]
+            continue
         if op.view:
             arrays[ins.out] = op.kernel(*[arrays[a] for a in ins.args], **dict(ins.attrs))
             continue
@@ -63,6 +67,34 @@ def _bind(ins: Instr, arrays: list[Any], rows: int, dtype: str, prog: Program,
     if allocate or arrays[ins.out] is None:
         arrays[ins.out] = np.empty((rows, *prog.slots[ins.out].shape), dtype=dtype)
     return functools.partial(op.ufunc or op.kernel, *args, out=arrays[ins.out], **attrs)
+
+
+def transposed_product(batch: int, weight: np.ndarray) -> bool:
+    """Whether a per-step ``x @ W`` is faster computed as ``(Wᵀ xᵀ)ᵀ`` plus one copy.
+
+    OpenBLAS splits a short, wide product with a large W badly; its transpose (W's rows
+    times the batch columns) runs 10–45 % faster for H = 256–768 at batch 8–32, but is slower
+    for small weights or large batches (``benchmarks/bench_layout.py`` prints the table). A
+    fixed rule rather than a timing at bind time keeps training bit for bit reproducible.
+    """
+    return 2 <= batch <= 32 and weight.ndim == 2 and weight.size >= TRANSPOSED_MIN_WEIGHT
+
+
+TRANSPOSED_MIN_WEIGHT = 1 << 18  # elements (1 MB of float32)
+
+
+def bind_step_matmul(ins: Instr, arrays: list[Any], batch: int, prog: Program,
+                     scratch: dict[int, np.ndarray]) -> list[Callable[[], Any]] | None:
+    """The calls of one step's ``x @ W`` (W constant) in transposed form, or None if the
+    plain product is the faster one. ``scratch`` holds one buffer per instruction."""
+    if ins.op != "matmul" or prog.slots[ins.args[1]].stage != "const" \
+            or not transposed_product(batch, arrays[ins.args[1]]):
+        return None
+    weight = arrays[ins.args[1]]
+    out = arrays[ins.out]
+    buf = scratch.setdefault(ins.out, np.empty(out.shape[::-1], prog.dtype))
+    return [functools.partial(np.matmul, weight.T, arrays[ins.args[0]].T, out=buf),
+            functools.partial(np.copyto, out, buf.T)]
 
 
 class PreStage:
@@ -195,10 +227,15 @@ class Unrolled:
                 self.full[ins.out] = np.zeros((rows, *prog.slots[ins.out].shape), dtype)
         self.at: list[list[Any]] = []
         self.tapes: list[Tape] = []
+        scratch: dict[int, np.ndarray] = {}
         for t in range(steps):
             arrays = row_block(prog, self.full, t, batch)
-            self.tapes.append([f for ins in prog.loop
-                               if (f := _bind(ins, arrays, batch, dtype, prog, False))])
+            tape: Tape = []
+            for ins in prog.loop:
+                f = _bind(ins, arrays, batch, dtype, prog, False)
+                if f is not None:
+                    tape.extend(bind_step_matmul(ins, arrays, batch, prog, scratch) or [f])
+            self.tapes.append(tape)
             self.at.append(arrays)
         for ins in prog.loop:  # full-length views of loop views, for the post stage
             if OPS[ins.op].view:

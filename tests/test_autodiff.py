@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from nndk.autodiff import VJPS
 from nndk.gradcheck import gradcheck, make_problem
+from nnre import vm
 from nnre.ops import OPS
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "nndk" / "templates"
@@ -61,6 +63,22 @@ def test_template_gradients(template: str, contiguous: bool) -> None:
     errors = gradcheck(make_problem(text, DIMS, steps=4, batch=2, contiguous=contiguous))
     assert max(errors.values()) < 1e-6, errors
     assert any(k.startswith("param ") for k in errors)
+
+
+@pytest.mark.parametrize("template", ["lstm", "gru", "rnn", "mlp"])
+def test_template_gradients_in_the_trainer_layout(template: str,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Parameters stored inside their stacks, and every per-step product in transposed
+    form (normally only for large weights): the same gradients as finite differences."""
+    monkeypatch.setattr(vm, "TRANSPOSED_MIN_WEIGHT", 0)
+    text = (TEMPLATES / f"{template}.eqn").read_text(encoding="utf-8")
+    problem = make_problem(text, DIMS, steps=4, batch=2, contiguous=True, stacked=True)
+    if template in ("lstm", "gru"):
+        assert problem.placed, "the stacked gate weights should hold the parameters"
+        stack = next(iter(problem.placed.values()))
+        assert sum(np.shares_memory(stack, p) for p in problem.params.values()) >= 3
+    errors = gradcheck(problem)
+    assert max(errors.values()) < 1e-6, errors
 
 
 def test_every_op_is_covered_by_the_cases() -> None:
