@@ -17,9 +17,10 @@ from typing import Any
 
 import numpy as np
 
+from nndk.plan import Scratch, Written, fused, times_weight_t, weight_grad
 from nnre.ops import OPS
 from nnre.program import Instr, Program
-from nnre.vm import Unrolled, row_block, transposed_product
+from nnre.vm import Unrolled, row_block
 
 Array = np.ndarray
 # (gradient of the output, output value, argument values, attrs, which argument) → contribution
@@ -98,41 +99,37 @@ def unbroadcast(contribution: Array, shape: tuple[int, ...]) -> Array:
     return contribution
 
 
-def _narrowed(rule: Rule, shape: tuple[int, ...], g: Array, out: Array, args: list[Any],
-              attrs: dict[str, Any], i: int) -> Array:
-    return unbroadcast(rule(g, out, args, attrs, i), shape)  # type: ignore[arg-type]
-
-
-def _times_transposed(g: Array, out: Array, args: list[Any], attrs: dict[str, Any], i: int
-                      ) -> Array:
-    return g @ args[1]  # args[1] is the contiguous Wᵀ kept by Backward
-
-
-def _transposed_product(weight: Array, buf: Array, g: Array, out: Array, args: list[Any],
-                        attrs: dict[str, Any], i: int) -> Array:
-    """``g @ Wᵀ`` as ``(W gᵀ)ᵀ`` (see ``nnre.vm.transposed_product``)."""
-    return np.matmul(weight, g.T, out=buf).T
-
-
 class Backward:
-    """Gradients of one Unrolled forward pass, in buffers laid out like its values."""
+    """Gradients of one Unrolled forward pass, in buffers laid out like its values.
+
+    The pass is bound once into a flat tape (``nndk.plan``): per step, one call or a few
+    ufunc calls per contribution on preallocated buffers. A value consumed only by an
+    addition shares its sum's gradient buffer (the contribution would be a copy).
+    """
 
     def __init__(self, run: Unrolled, differentiable: set[int]) -> None:
         self.run = run
         prog = self.prog = run.prog
         views = view_slots(prog)
+        self.roots: list[Array] = []
         self.full: list[Any] = [None] * len(prog.slots)
-        self.history = {name: np.zeros_like(buf) for name, buf in run.history.items()}
+        self.history = {name: self._own(np.zeros_like(buf)) for name, buf in run.history.items()}
         for name, out in prog.state_out.items():  # same layout as the values' history
             k, b, steps = prog.max_lag_of(name), run.batch, run.steps
             self.full[out] = self.history[name][k * b:]
             for (state, lag), index in prog.state_in.items():
                 if state == name:
                     self.full[index] = self.history[name][(k - lag) * b:(k - lag + steps) * b]
+        shared = sums_shared(prog, differentiable, views)
         for i, value in enumerate(run.full):
             if value is not None and self.full[i] is None and i in differentiable \
-                    and i not in views:
-                self.full[i] = np.zeros_like(value)
+                    and i not in views and i not in shared:
+                self.full[i] = self._own(np.zeros_like(value))
+        for i in shared:
+            total = shared[i]
+            while total in shared:  # a sum that is itself a term of a sum
+                total = shared[total]
+            self.full[i] = self.full[total]
         self._share_stacked(run)
         for stage in ("const", "pre", "loop", "post"):
             for ins in prog.stage_list(stage):
@@ -150,13 +147,17 @@ class Backward:
                 # [A|B|…]ᵀ is [Aᵀ; Bᵀ; …]: row blocks, fast to copy when each Aᵀ is contiguous
                 parts = [run.full[a].T for a in stacked.get(b, ())] or None
                 self.weights_t[b] = (value, buf, None if ready else parts)
-        self._plans: list[list[tuple[Any, ...]]] | None = None
         self.at = []
         for t in range(run.steps):
             grads = row_block(prog, self.full, t, run.batch)
             for ins in prog.loop:
                 self._view(ins, grads)
             self.at.append(grads)
+        self._tapes: dict[frozenset[int], tuple[dict[int, bool], list[Array], list[Any]]] = {}
+
+    def _own(self, buf: Array) -> Array:
+        self.roots.append(buf)
+        return buf
 
     def _share_stacked(self, run: Unrolled) -> None:
         """A parameter stored inside a stacked weight (``nndk.layout``) gets its gradient
@@ -168,6 +169,7 @@ class Backward:
             for index in self.prog.params.values():
                 value = run.full[index]
                 if self.full[index] is not None and np.shares_memory(value, whole):
+                    self.roots = [r for r in self.roots if r is not self.full[index]]
                     self.full[index] = same_place(value, whole, grad)
 
     def _view(self, ins: Instr, grads: list[Any]) -> None:
@@ -181,102 +183,112 @@ class Backward:
         k, b = self.prog.max_lag_of(name), self.run.batch
         return self.history[name][(k - lag) * b:(k - lag + 1) * b]  # type: ignore[no-any-return]
 
-    def zero(self) -> None:
-        views = view_slots(self.prog)
-        for i, g in enumerate(self.full):
-            if g is not None and i not in views:
-                g.fill(0)
-        for g in self.history.values():
-            g.fill(0)
-
     def backward(self, seeds: dict[int, Array]) -> None:
         """Propagate output gradients (slot → full-length array) back to every slot."""
-        self.zero()
+        key = frozenset(seeds)
+        if key not in self._tapes:
+            self._tapes[key] = self._bind(key)
+        writes, to_zero, tape = self._tapes[key]
+        for buf in to_zero:
+            buf.fill(0)
         for value, buf, parts in self.weights_t.values():
             if parts is not None:
                 np.concatenate(parts, axis=0, out=buf)
             elif buf.base is None:
                 np.copyto(buf, value.T)
         for index, seed in seeds.items():
-            self.full[index] += seed
+            if writes[index]:
+                np.copyto(self.full[index], seed)
+            else:
+                self.full[index] += seed
+        for call in tape:
+            call()
+
+    def _bind(self, seeded: frozenset[int]) -> tuple[dict[int, bool], list[Array], list[Any]]:
+        """The tape, in the order contributions are made: read-out, steps last to first,
+        then the constants read by the loop (one product over all steps), pre, prologue."""
         run, prog = self.run, self.prog
+        written, scratch = Written(self.roots), Scratch()
+        writes = {index: written.claim(self.full[index]) for index in sorted(seeded)}
+        tape: list[Any] = []
         for ins in reversed(prog.post):
-            self._apply(ins, run.full, self.full)
-        for plan in reversed(self.step_plans()):
-            for rule, g, out, args, attrs, i, target in plan:
-                target += rule(g, out, args, attrs, i)
+            tape += self._calls(ins, run.full, self.full, written, scratch, None)
+        for t in reversed(range(run.steps)):
+            for ins in reversed(prog.loop):
+                tape += self._calls(ins, run.at[t], self.at[t], written, scratch, False)
         for ins in reversed(prog.loop):  # constants read in the loop: once over all steps
-            self._apply(ins, run.full, self.full, consts_only=True)
-        for ins in reversed(prog.pre):
-            self._apply(ins, run.full, self.full)
-        for ins in reversed(prog.prologue):
-            self._apply(ins, run.full, self.full)
+            tape += self._calls(ins, run.full, self.full, written, scratch, True)
+        for ins in reversed(prog.prologue + prog.pre):
+            tape += self._calls(ins, run.full, self.full, written, scratch, None)
+        for value in self.full:
+            if value is not None:
+                written.read(value)  # kept: everything a caller may look at
+        return writes, written.to_zero(), tape
 
-    def step_plans(self) -> list[list[tuple[Any, ...]]]:
-        """Per step, the loop's VJP calls with every array bound (built once).
-
-        The step loop is the hot part of BPTT; binding its arrays once leaves one rule call
-        and one ``+=`` per contribution (unbroadcast only where the target is narrower).
-        """
-        if self._plans is not None:
-            return self._plans
-        plans = []
-        scratch: dict[int, Array] = {}
-        for t in range(self.run.steps):
-            values, grads, plan = self.run.at[t], self.at[t], []
-            for ins in reversed(self.prog.loop):
-                rule, g = VJPS[ins.op], grads[ins.out]
-                if rule is None or rule == VIEW or g is None:
-                    continue
-                assert callable(rule)
-                args, attrs = [values[a] for a in ins.args], dict(ins.attrs)
-                for i, arg in enumerate(ins.args):
-                    if grads[arg] is None or self.prog.slots[arg].stage == "const":
-                        continue
-                    call: Any = rule
-                    weight = values[ins.args[1]] if ins.op == "matmul" else None
-                    if i == 0 and weight is not None and \
-                            transposed_product(self.run.batch, weight):
-                        buf = scratch.setdefault(ins.out, np.empty(weight.shape[:1] + (
-                            self.run.batch,), weight.dtype))
-                        call = functools.partial(_transposed_product, weight, buf)
-                    elif ins.op == "matmul" and i == 0 and ins.args[1] in self.weights_t:
-                        call, args = _times_transposed, [None, self.weights_t[ins.args[1]][1]]
-                    elif grads[arg].shape != g.shape:
-                        call = functools.partial(_narrowed, rule, grads[arg].shape)
-                    plan.append((call, g, values[ins.out], args, attrs, i, grads[arg]))
-            plans.append(plan)
-        self._plans = plans
-        return plans
-
-    def _apply(self, ins: Instr, values: list[Any], grads: list[Any],
-               per_example_only: bool = False, consts_only: bool = False) -> None:
-        rule = VJPS[ins.op]
-        g = grads[ins.out]
+    def _calls(self, ins: Instr, values: list[Any], grads: list[Any], written: Written,
+               scratch: Scratch, consts: bool | None) -> list[Any]:
+        """One bound call per contribution of ``ins``; ``consts`` picks constant or per-step
+        arguments only (None: all)."""
+        rule, g = VJPS[ins.op], grads[ins.out]
         if rule is None or rule == VIEW or g is None:
-            return
+            return []
         assert callable(rule)
-        args = [values[a] for a in ins.args]
-        attrs = dict(ins.attrs)
+        written.read(g)
+        args, out, attrs = [values[a] for a in ins.args], values[ins.out], dict(ins.attrs)
+        calls = []
         for i, arg in enumerate(ins.args):
             target = grads[arg]
-            if target is None:
+            if target is None or (consts is not None
+                                  and consts != (self.prog.slots[arg].stage == "const")):
                 continue
-            is_const = self.prog.slots[arg].stage == "const"
-            if (per_example_only and is_const) or (consts_only and not is_const):
-                continue
-            if ins.op == "matmul" and i == 0 and ins.args[1] in self.weights_t:
-                target += g @ self.weights_t[ins.args[1]][1]
-                continue
-            if ins.op == "matmul" and i == 1 and target.T.flags.c_contiguous:
-                a = args[0].reshape(-1, args[0].shape[-1])  # gᵀa: the target's own layout
-                target.T[...] += g.reshape(-1, g.shape[-1]).T @ a
-                continue
-            contribution = rule(g, values[ins.out], args, attrs, i)
-            if ins.op == "concat" and is_same_view(contribution, target):
+            if ins.op == "concat" and is_same_view(rule(g, out, args, attrs, i), target):
                 continue  # the part's gradient already lives inside the whole's
-            if contribution is not None:
-                target += unbroadcast(contribution, target.shape)
+            if ins.op in ("add", "copy") and is_same_view(g, target):
+                continue  # a shared buffer (sums_shared)
+            write = written.claim(target)
+            if ins.op == "matmul" and i == 0 and ins.args[1] in self.weights_t:
+                calls.append(times_weight_t(g, args[1], self.weights_t[ins.args[1]][1],
+                                            target, write, scratch))
+            elif ins.op == "matmul" and i == 1:
+                calls.append(weight_grad(args[0], g, target, write, scratch))
+            else:
+                calls.append(fused(ins.op, i, g, out, args, target, write, scratch)
+                             or functools.partial(_generic, rule, g, out, args, attrs, i,
+                                                  target, write))
+        return calls
+
+
+def _generic(rule: Rule, g: Array, out: Array, args: list[Array], attrs: dict[str, Any],
+             i: int, target: Array, write: bool) -> None:
+    contribution = unbroadcast(rule(g, out, args, attrs, i), target.shape)  # type: ignore
+    if write:
+        np.copyto(target, contribution)
+    else:
+        target += contribution
+
+
+def sums_shared(prog: Program, differentiable: set[int], views: set[int]) -> dict[int, int]:
+    """Temporaries whose only use is as a term of an addition (or a copy) of their own shape:
+    their gradient is the sum's gradient, so they can share its buffer (slot → sum's slot)."""
+    uses: dict[int, int] = {}
+    for stage in ("const", "pre", "loop", "post"):
+        for ins in prog.stage_list(stage):
+            for a in ins.args:
+                uses[a] = uses.get(a, 0) + 1
+    kept = set(prog.outputs.values()) | set(prog.state_out.values())
+    shared = {}
+    for stage in ("const", "pre", "loop", "post"):
+        for ins in prog.stage_list(stage):
+            if ins.op not in ("add", "copy") or ins.out not in differentiable:
+                continue
+            for a in ins.args:
+                slot, sum_slot = prog.slots[a], prog.slots[ins.out]
+                per_example = {slot.stage, sum_slot.stage} <= {"pre", "loop", "post"}
+                if uses[a] == 1 and slot.kind == "temp" and a not in views and a not in kept \
+                        and a in differentiable and slot.shape == sum_slot.shape \
+                        and (per_example or slot.stage == sum_slot.stage == "const"):
+                    shared[a] = ins.out
+    return shared
 
 
 def same_place(view: Array, base: Array, other: Array) -> Array:
