@@ -55,12 +55,14 @@ class Learner:
                 for key, i in self.prog.state_in.items()}
 
     def forward(self, feeds: Mapping[str, np.ndarray], steps: int, batch: int,
-                init: State | None) -> Unrolled:
-        """Run ``steps`` steps; feeds are (steps·batch, n), time-major row blocks."""
+                init: State | None, codes: Mapping[str, np.ndarray] | None = None
+                ) -> Unrolled:
+        """Run ``steps`` steps; feeds are (steps·batch, n), time-major row blocks (``codes``:
+        see ``Unrolled.forward``)."""
         for f in self.refresh:  # stacked / transposed weights follow the parameters
             f()
         run, _ = self.buffers(steps, batch)
-        run.forward(dict(feeds), init or self.zero_state(batch))
+        run.forward(dict(feeds), init or self.zero_state(batch), dict(codes or {}) or None)
         return run
 
     def update(self, run: Unrolled, seeds: dict[int, np.ndarray], lr: float, clip: float

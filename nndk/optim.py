@@ -22,12 +22,20 @@ class Optimizer:
         self.hyper = dict(hyper)
         self.state: Arrays = {}
         self.t = 0
+        self._scratch: dict[tuple[tuple[int, ...], str], np.ndarray] = {}
 
     def slot(self, kind: str, name: str, like: np.ndarray) -> np.ndarray:
         key = f"{kind}/{name}"
         if key not in self.state:
             self.state[key] = np.zeros_like(like)
         return self.state[key]
+
+    def scratch(self, like: np.ndarray) -> np.ndarray:
+        """A temporary of ``like``'s shape (not state: never checkpointed)."""
+        key = (like.shape, like.dtype.str)
+        if key not in self._scratch:
+            self._scratch[key] = np.empty_like(like)
+        return self._scratch[key]
 
     def step(self, params: Arrays, grads: Arrays, lr: float) -> None:
         self.t += 1
@@ -56,12 +64,20 @@ class Adam(Optimizer):
         b1, b2 = self.hyper.get("beta1", 0.9), self.hyper.get("beta2", 0.999)
         eps = self.hyper.get("eps", 1e-8)
         m, v = self.slot("m", name, p), self.slot("v", name, p)
+        tmp = self.scratch(p)  # every operation in place: no temporaries on large weights
+        np.multiply(g, 1 - b1, out=tmp)
         m *= b1
-        m += (1 - b1) * g
+        m += tmp
+        np.multiply(g, g, out=tmp)
+        tmp *= 1 - b2
         v *= b2
-        v += (1 - b2) * g * g
+        v += tmp
         step = lr * np.sqrt(1 - b2 ** self.t) / (1 - b1 ** self.t)
-        p -= (step * m / (np.sqrt(v) + eps)).astype(p.dtype, copy=False)
+        np.sqrt(v, out=tmp)
+        tmp += eps
+        np.divide(m, tmp, out=tmp)
+        tmp *= step
+        p -= tmp
 
 
 class Adagrad(Optimizer):

@@ -243,8 +243,9 @@ class TextTrainer(Trainer):
 
     def _forward(self, inputs: np.ndarray, carry: State | None) -> Unrolled:
         steps, batch = inputs.shape
-        feeds = {self.input: one_hot(inputs.reshape(-1), self.data.size, "float32")}
-        return self.learner.forward(feeds, steps, batch, carry)
+        codes = inputs.reshape(-1)
+        feeds = {self.input: one_hot(codes, self.data.size, "float32")}
+        return self.learner.forward(feeds, steps, batch, carry, {self.input: codes})
 
     def train_step(self) -> float:
         inputs, targets = self.train_streams.batch(self.batch_index)

@@ -219,8 +219,23 @@ class Unrolled:
         self.full: list[Any] = list(consts)
         for index in prog.inputs.values():
             self.full[index] = np.zeros((rows, *prog.slots[index].shape), dtype)
-        self.pre = [f for ins in prog.pre
-                    if (f := _bind(ins, self.full, rows, dtype, prog)) is not None]
+        # inputs given as codes (``forward(codes=...)``): x @ W for a one-hot x is a row gather
+        self.codes = {name: np.zeros(rows, np.intp) for name in prog.inputs}
+        by_slot = {index: name for name, index in prog.inputs.items()}
+        self.pre: Tape = []
+        self.pre_coded: Tape = []
+        self.coded: set[str] = set()
+        for ins in prog.pre:
+            f = _bind(ins, self.full, rows, dtype, prog)
+            if f is None:
+                continue
+            self.pre.append(f)
+            name = by_slot.get(ins.args[0]) if ins.op == "matmul" else None
+            if name is not None and prog.slots[ins.args[1]].stage == "const":
+                f = functools.partial(np.take, self.full[ins.args[1]], self.codes[name], axis=0,
+                                      out=self.full[ins.out])
+                self.coded.add(name)
+            self.pre_coded.append(f)
         self.history = _histories(prog, self.full, steps, batch)
         for ins in prog.loop:
             if not OPS[ins.op].view and self.full[ins.out] is None:
@@ -249,13 +264,20 @@ class Unrolled:
         k, b = self.prog.max_lag_of(name), self.batch
         return self.history[name][(k - lag) * b:(k - lag + 1) * b]
 
-    def forward(self, feeds: dict[str, np.ndarray], init: dict[tuple[str, int], Any]) -> None:
-        """Run all steps; ``feeds`` are (steps·batch, n) arrays, ``init`` (batch, n) arrays."""
+    def forward(self, feeds: dict[str, np.ndarray], init: dict[tuple[str, int], Any],
+                codes: dict[str, np.ndarray] | None = None) -> None:
+        """Run all steps; ``feeds`` are (steps·batch, n) arrays, ``init`` (batch, n) arrays.
+
+        ``codes[name]`` (steps·batch integers), when given, says that ``feeds[name]`` is one-hot
+        with a 1 at those columns, so products with it can gather rows instead.
+        """
         for name, index in self.prog.inputs.items():
             np.copyto(self.full[index], feeds[name])
         for (name, lag), value in init.items():
             np.copyto(self.init_block(name, lag), value)
-        for f in self.pre:
+        for name, value in (codes or {}).items():
+            np.copyto(self.codes[name], value, casting="unsafe")
+        for f in self.pre_coded if codes and self.coded <= set(codes) else self.pre:
             f()
         for tape in self.tapes:
             for call in tape:

@@ -198,3 +198,24 @@ def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(corpus: Path, tmp_path: Pat
     assert match, err
     _, record = checkpoint.load(ck)
     assert record["step"] == int(match.group(1)) > 0
+
+
+@pytest.mark.parametrize("model", ["lstm", "gru", "rnn"])
+def test_codes_gather_the_same_rows_as_the_one_hot_product(model: str) -> None:
+    """Characters given as codes take rows of the input weights instead of multiplying."""
+    from nndk.data import one_hot
+    from nndk.learner import Learner
+    from nndk.models import read_model
+    from nnre.equations import check
+
+    text, _ = read_model(model)
+    learner = Learner(check(text, {"H": 8, "V": 7}), text, "adam", 0, "auto")
+    codes = np.random.default_rng(0).integers(0, 7, size=5 * 3)
+    name = next(iter(learner.prog.inputs))
+    feeds = {name: one_hot(codes, 7, "float32")}
+    plain = [np.array(v) for v in learner.forward(feeds, 5, 3, None).full if v is not None]
+    run = learner.forward(feeds, 5, 3, None, {name: codes})
+    assert run.coded == {name}
+    gathered = [v for v in run.full if v is not None]
+    for a, b in zip(plain, gathered, strict=True):
+        np.testing.assert_array_equal(a, b)
