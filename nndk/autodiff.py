@@ -89,6 +89,24 @@ VJPS: dict[str, Rule | str | None] = {
 }
 
 
+# which values each rule reads (the others may be overwritten once the step is done)
+READS_ARGS = {"mul", "div", "matmul", "rowdot", "log", "abs", "pow"}
+READS_OUT = {"div", "tanh", "sigmoid", "relu", "exp", "sqrt", "softmax", "log_softmax"}
+
+
+def transient_slots(prog: Program) -> set[int]:
+    """Loop values no VJP reads: the forward pass need not keep them for every step."""
+    kept = set(prog.state_out.values()) | set(prog.outputs.values())
+    kept |= {a for ins in prog.post for a in ins.args}
+    for ins in prog.loop:
+        kept |= set(ins.args) if ins.op in READS_ARGS else set()
+        kept |= {ins.out} if ins.op in READS_OUT else set()
+    for ins in reversed(prog.loop):  # a view's value lives in its base
+        if VJPS[ins.op] == VIEW and ins.out in kept:
+            kept.add(ins.args[0])
+    return {ins.out for ins in prog.loop} - kept
+
+
 def unbroadcast(contribution: Array, shape: tuple[int, ...]) -> Array:
     """Sum a contribution down to the shape of the operand that was broadcast."""
     while contribution.ndim > len(shape):

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from nndk.autodiff import Backward, differentiable_slots
+from nndk.autodiff import Backward, differentiable_slots, transient_slots
 from nndk.layout import place_params
 from nnre.compiler import compile_program
 from nnre.equations import check
@@ -42,7 +42,8 @@ class Problem:
         prog = self.prog
         consts = bind_prologue(prog, self.params, self.placed)[0] if params is None else \
             run_prologue(prog, dict(params))
-        run = Unrolled(prog, consts, self.steps, self.batch)
+        run = Unrolled(prog, consts, self.steps, self.batch,
+                       transient_slots(prog) if params is None else None)
         run.forward(dict(feeds or self.feeds), dict(init or self.init))
         total = sum(float(np.sum(run.full[prog.outputs[k]] * w))
                     for k, w in self.out_weights.items())

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from nndk.autodiff import Backward, differentiable_slots
+from nndk.autodiff import Backward, differentiable_slots, transient_slots
 from nndk.init import init_param
 from nndk.layout import place_params
 from nndk.optim import OPTIMIZERS, clip_global_norm
@@ -45,7 +45,7 @@ class Learner:
         if key not in self._runs:
             if len(self._runs) > 4:
                 self._runs.clear()
-            run = Unrolled(self.prog, self.consts, steps, batch)
+            run = Unrolled(self.prog, self.consts, steps, batch, transient_slots(self.prog))
             back = Backward(run, differentiable_slots(self.prog, inputs=False))
             self._runs[key] = (run, back)
         return self._runs[key]

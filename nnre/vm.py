@@ -84,17 +84,22 @@ TRANSPOSED_MIN_WEIGHT = 1 << 18  # elements (1 MB of float32)
 
 
 def bind_step_matmul(ins: Instr, arrays: list[Any], batch: int, prog: Program,
-                     scratch: dict[int, np.ndarray]) -> list[Callable[[], Any]] | None:
+                     scratch: dict[int, np.ndarray], transient: set[int] = frozenset()  # type: ignore[assignment]
+                     ) -> list[Callable[[], Any]] | None:
     """The calls of one step's ``x @ W`` (W constant) in transposed form, or None if the
-    plain product is the faster one. ``scratch`` holds one buffer per instruction."""
+    plain product is the faster one. ``scratch`` holds one buffer per instruction. A
+    ``transient`` result is not copied back: later instructions read the transposed buffer."""
     if ins.op != "matmul" or prog.slots[ins.args[1]].stage != "const" \
             or not transposed_product(batch, arrays[ins.args[1]]):
         return None
     weight = arrays[ins.args[1]]
     out = arrays[ins.out]
     buf = scratch.setdefault(ins.out, np.empty(out.shape[::-1], prog.dtype))
-    return [functools.partial(np.matmul, weight.T, arrays[ins.args[0]].T, out=buf),
-            functools.partial(np.copyto, out, buf.T)]
+    product = functools.partial(np.matmul, weight.T, arrays[ins.args[0]].T, out=buf)
+    if ins.out in transient:
+        arrays[ins.out] = buf.T
+        return [product]
+    return [product, functools.partial(np.copyto, out, buf.T)]
 
 
 class PreStage:
@@ -213,8 +218,13 @@ class Unrolled:
     step copies anything. Binding is done once per (steps, batch); :meth:`forward` replays.
     """
 
-    def __init__(self, prog: Program, consts: list[Any], steps: int, batch: int) -> None:
+    def __init__(self, prog: Program, consts: list[Any], steps: int, batch: int,
+                 transient: set[int] | None = None) -> None:
+        """``transient``: loop slots whose per-step values nobody reads after the step (the
+        trainer knows which); they live in one reused buffer, not in ``full``."""
         self.prog, self.steps, self.batch = prog, steps, batch
+        kept = set(prog.state_out.values()) | set(prog.outputs.values())
+        transient = {i for i in transient or () if prog.slots[i].stage == "loop"} - kept
         rows, dtype = steps * batch, prog.dtype
         self.full: list[Any] = list(consts)
         for index in prog.inputs.values():
@@ -243,13 +253,18 @@ class Unrolled:
         self.at: list[list[Any]] = []
         self.tapes: list[Tape] = []
         scratch: dict[int, np.ndarray] = {}
+        temps = {ins.out: np.zeros((batch, *prog.slots[ins.out].shape), dtype)
+                 for ins in prog.loop if ins.out in transient and not OPS[ins.op].view}
         for t in range(steps):
             arrays = row_block(prog, self.full, t, batch)
             tape: Tape = []
             for ins in prog.loop:
+                if ins.out in temps:
+                    arrays[ins.out] = temps[ins.out]
                 f = _bind(ins, arrays, batch, dtype, prog, False)
                 if f is not None:
-                    tape.extend(bind_step_matmul(ins, arrays, batch, prog, scratch) or [f])
+                    tape.extend(bind_step_matmul(ins, arrays, batch, prog, scratch, transient)
+                                or [f])
             self.tapes.append(tape)
             self.at.append(arrays)
         for ins in prog.loop:  # full-length views of loop views, for the post stage
