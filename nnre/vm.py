@@ -9,7 +9,7 @@ holds state it still reads, and the caller's state arrays are never written.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any
 
 import numpy as np
@@ -84,7 +84,7 @@ TRANSPOSED_MIN_WEIGHT = 1 << 18  # elements (1 MB of float32)
 
 
 def bind_step_matmul(ins: Instr, arrays: list[Any], batch: int, prog: Program,
-                     scratch: dict[int, np.ndarray], transient: set[int] = frozenset()  # type: ignore[assignment]
+                     scratch: dict[int, np.ndarray], transient: Collection[int] = ()
                      ) -> list[Callable[[], Any]] | None:
     """The calls of one step's ``x @ W`` (W constant) in transposed form, or None if the
     plain product is the faster one. ``scratch`` holds one buffer per instruction. A
