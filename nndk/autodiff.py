@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from nndk.plan import Scratch, Written, fused, times_weight_t, weight_grad
+from nndk.plan import Scratch, Written, fused, same_place, times_weight_t, weight_grad
 from nnre.ops import OPS
 from nnre.program import Instr, Program
 from nnre.vm import Unrolled, row_block
@@ -307,16 +307,6 @@ def sums_shared(prog: Program, differentiable: set[int], views: set[int]) -> dic
                         and (per_example or slot.stage == sum_slot.stage == "const"):
                     shared[a] = ins.out
     return shared
-
-
-def same_place(view: Array, base: Array, other: Array) -> Array:
-    """The view of ``other`` that sits where ``view`` sits in ``base`` (same layout)."""
-    offset = view.__array_interface__["data"][0] - base.__array_interface__["data"][0]
-    start = base if base.flags.c_contiguous else base.T
-    flat = (other if other.flags.c_contiguous else other.T).reshape(-1)
-    assert start.flags.c_contiguous and flat.base is not None
-    return np.lib.stride_tricks.as_strided(flat[offset // view.itemsize:], view.shape,
-                                           view.strides)
 
 
 def is_same_view(a: Array | None, b: Array) -> bool:

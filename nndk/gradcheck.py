@@ -76,8 +76,10 @@ def make_problem(text: str, dims: Mapping[str, int] | None = None, steps: int = 
     params, placed = place_params(prog) if stacked else ({}, None)
     for name, i in prog.params.items():
         value = rng.normal(scale=0.5, size=prog.slots[i].shape)
-        params[name] = value if not stacked else params[name]
-        params[name][...] = value
+        if stacked:
+            params[name][...] = value  # into its place inside the stack
+        else:
+            params[name] = value
     rows = steps * batch
     feeds = {name: rng.normal(size=(rows, *prog.slots[i].shape))
              for name, i in prog.inputs.items()}

@@ -62,7 +62,7 @@ class Learner:
         for f in self.refresh:  # stacked / transposed weights follow the parameters
             f()
         run, _ = self.buffers(steps, batch)
-        run.forward(dict(feeds), init or self.zero_state(batch), dict(codes or {}) or None)
+        run.forward(dict(feeds), init or self.zero_state(batch), dict(codes) if codes else None)
         return run
 
     def update(self, run: Unrolled, seeds: dict[int, np.ndarray], lr: float, clip: float

@@ -31,13 +31,10 @@ class Written:
         self.dirty: set[int] = set()
 
     def _mask(self, view: Array) -> tuple[int, Array]:
-        ptr = view.__array_interface__["data"][0]
+        ptr = _address(view)
         for k, root in enumerate(self.roots):
-            start = root.__array_interface__["data"][0]
-            if start <= ptr < start + max(root.nbytes, 1):
-                mask = self.masks[k]
-                return k, np.ndarray(view.shape, mask.dtype, buffer=mask, offset=ptr - start,
-                                     strides=view.strides)
+            if _address(root) <= ptr < _address(root) + max(root.nbytes, 1):
+                return k, same_place(view, root, self.masks[k])
         raise AssertionError("a gradient view outside every gradient buffer")
 
     def claim(self, view: Array) -> bool:
@@ -59,6 +56,17 @@ class Written:
     def to_zero(self) -> list[Array]:
         """Buffers to zero-fill before each pass: read or kept with parts never set."""
         return [r for k, r in enumerate(self.roots) if k in self.dirty or not self.masks[k].all()]
+
+
+def same_place(view: Array, base: Array, other: Array) -> Array:
+    """The view of ``other`` at the bytes ``view`` occupies in ``base`` (``other`` is
+    contiguous, as large as ``base``, with the same item size and memory order)."""
+    return np.ndarray(view.shape, other.dtype, buffer=other,
+                      offset=_address(view) - _address(base), strides=view.strides)
+
+
+def _address(a: Array) -> int:
+    return int(a.__array_interface__["data"][0])
 
 
 class Scratch:
