@@ -1,7 +1,7 @@
 """Reverse mode over a compiled Program: one vector-Jacobian product per op, BPTT over state.
 
 The forward pass is the runtime's own evaluator (``nnre.vm.Unrolled``); this module only adds
-gradients. Each VJP rule sits in ``VJPS`` keyed by the same op names as ``nnre.ops.OPS``.
+gradients. Each VJP rule sits in its op's definition (``nnre.ops``), beside the forward.
 Gradients accumulate with ``+=`` (a value read twice gets both contributions); the gradient
 of a view (slice, reshape, transpose) is the same view of its base's gradient, so nothing
 needs a rule for those. Ordering is a flat reverse loop, no recursion, however long the unroll.
@@ -12,86 +12,17 @@ after the step loop: one matmul per weight instead of one per step.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
 from nndk.plan import Scratch, Written, fused, same_place, times_weight_t, weight_grad
 from nnre.ops import OPS
+from nnre.ops.base import Vjp
 from nnre.program import Instr, Program
 from nnre.vm import Unrolled, row_block
 
 Array = np.ndarray
-# (gradient of the output, output value, argument values, attrs, which argument) → contribution
-Rule = Callable[[Array, Array, list[Array], dict[str, Any], int], Array | None]
-VIEW = "view"  # marker: the gradient of a view is the same view of the base's gradient
-
-
-def _unary(fn: Callable[[Array, Array, Array], Array]) -> Rule:
-    return lambda g, out, args, attrs, i: fn(g, out, args[0])
-
-
-def _matmul(g: Array, out: Array, args: list[Array], attrs: dict[str, Any], i: int) -> Array:
-    a, b = args
-    if i == 0:
-        return g @ b.T
-    return a.reshape(-1, a.shape[-1]).T @ g.reshape(-1, g.shape[-1])
-
-
-def _softmax(g: Array, out: Array, args: list[Array], attrs: dict[str, Any], i: int) -> Array:
-    axis = attrs.get("axis", -1)
-    return out * (g - np.add.reduce(g * out, axis=axis, keepdims=True))
-
-
-def _log_softmax(g: Array, out: Array, args: list[Array], attrs: dict[str, Any], i: int
-                 ) -> Array:
-    axis = attrs.get("axis", -1)
-    return g - np.exp(out) * np.add.reduce(g, axis=axis, keepdims=True)
-
-
-def _concat(g: Array, out: Array, args: list[Array], attrs: dict[str, Any], i: int) -> Array:
-    axis = attrs.get("axis", -1)
-    start = sum(_width(a, axis) for a in args[:i])
-    index: list[Any] = [slice(None)] * g.ndim
-    index[axis] = slice(start, start + _width(args[i], axis))
-    return g[tuple(index)]
-
-
-def _width(a: Array, axis: int) -> int:
-    return a.shape[axis] if a.ndim else 1
-
-
-VJPS: dict[str, Rule | str | None] = {
-    "add": lambda g, out, args, attrs, i: g,
-    "sub": lambda g, out, args, attrs, i: g if i == 0 else -g,
-    "mul": lambda g, out, args, attrs, i: g * args[1 - i],
-    "div": lambda g, out, args, attrs, i: g / args[1] if i == 0 else -g * out / args[1],
-    "matmul": _matmul,
-    "rowdot": lambda g, out, args, attrs, i: g * args[1 - i],
-    "neg": _unary(lambda g, out, x: -g),
-    "tanh": _unary(lambda g, out, x: g * (1 - out * out)),
-    "sigmoid": _unary(lambda g, out, x: g * out * (1 - out)),
-    "relu": _unary(lambda g, out, x: g * (out > 0)),
-    "exp": _unary(lambda g, out, x: g * out),
-    "log": _unary(lambda g, out, x: g / x),
-    "sqrt": _unary(lambda g, out, x: g / (2 * out)),
-    "abs": _unary(lambda g, out, x: g * np.sign(x)),
-    "softmax": _softmax,
-    "log_softmax": _log_softmax,
-    "pow": lambda g, out, args, attrs, i: g * attrs["exponent"] * np.power(
-        args[0], attrs["exponent"] - 1),
-    "copy": lambda g, out, args, attrs, i: g,
-    "concat": _concat,
-    "slice": VIEW,
-    "reshape": VIEW,
-    "transpose": VIEW,
-}
-
-
-# which values each rule reads (the others may be overwritten once the step is done)
-READS_ARGS = {"mul", "div", "matmul", "rowdot", "log", "abs", "pow"}
-READS_OUT = {"div", "tanh", "sigmoid", "relu", "exp", "sqrt", "softmax", "log_softmax"}
 
 
 def transient_slots(prog: Program) -> set[int]:
@@ -99,10 +30,11 @@ def transient_slots(prog: Program) -> set[int]:
     kept = set(prog.state_out.values()) | set(prog.outputs.values())
     kept |= {a for ins in prog.post for a in ins.args}
     for ins in prog.loop:
-        kept |= set(ins.args) if ins.op in READS_ARGS else set()
-        kept |= {ins.out} if ins.op in READS_OUT else set()
+        reads = OPS[ins.op].reads
+        kept |= set(ins.args) if "args" in reads else set()
+        kept |= {ins.out} if "out" in reads else set()
     for ins in reversed(prog.loop):  # a view's value lives in its base
-        if VJPS[ins.op] == VIEW and ins.out in kept:
+        if OPS[ins.op].view and ins.out in kept:
             kept.add(ins.args[0])
     return {ins.out for ins in prog.loop} - kept
 
@@ -191,7 +123,7 @@ class Backward:
                     self.full[index] = same_place(value, whole, grad)
 
     def _view(self, ins: Instr, grads: list[Any]) -> None:
-        if VJPS[ins.op] == VIEW and grads[ins.args[0]] is not None:
+        if OPS[ins.op].view and grads[ins.args[0]] is not None:
             grads[ins.out] = OPS[ins.op].kernel(grads[ins.args[0]], **dict(ins.attrs))
 
     def param_grads(self) -> dict[str, Array]:
@@ -247,10 +179,10 @@ class Backward:
                scratch: Scratch, consts: bool | None) -> list[Any]:
         """One bound call per contribution of ``ins``; ``consts`` picks constant or per-step
         arguments only (None: all)."""
-        rule, g = VJPS[ins.op], grads[ins.out]
-        if rule is None or rule == VIEW or g is None:
+        op, g = OPS[ins.op], grads[ins.out]
+        rule = op.vjp
+        if rule is None or g is None:
             return []
-        assert callable(rule)
         written.read(g)
         args, out, attrs = [values[a] for a in ins.args], values[ins.out], dict(ins.attrs)
         calls = []
@@ -259,9 +191,9 @@ class Backward:
             if target is None or (consts is not None
                                   and consts != (self.prog.slots[arg].stage == "const")):
                 continue
-            if ins.op == "concat" and is_same_view(rule(g, out, args, attrs, i), target):
+            if op.grad_views and is_same_view(rule(g, out, args, attrs, i), target):
                 continue  # the part's gradient already lives inside the whole's
-            if ins.op in ("add", "copy") and is_same_view(g, target):
+            if op.passes and op.passes[i] == 1 and is_same_view(g, target):
                 continue  # a shared buffer (sums_shared)
             write = written.claim(target)
             if ins.op == "matmul" and i == 0 and ins.args[1] in self.weights_t:
@@ -270,13 +202,13 @@ class Backward:
             elif ins.op == "matmul" and i == 1:
                 calls.append(weight_grad(args[0], g, target, write, scratch))
             else:
-                calls.append(fused(ins.op, i, g, out, args, target, write, scratch)
+                calls.append(fused(op, i, g, out, args, target, write, scratch)
                              or functools.partial(_generic, rule, g, out, args, attrs, i,
                                                   target, write))
         return calls
 
 
-def _generic(rule: Rule, g: Array, out: Array, args: list[Array], attrs: dict[str, Any],
+def _generic(rule: Vjp, g: Array, out: Array, args: list[Array], attrs: dict[str, Any],
              i: int, target: Array, write: bool) -> None:
     contribution = unbroadcast(rule(g, out, args, attrs, i), target.shape)  # type: ignore
     if write:
@@ -286,8 +218,9 @@ def _generic(rule: Rule, g: Array, out: Array, args: list[Array], attrs: dict[st
 
 
 def sums_shared(prog: Program, differentiable: set[int], views: set[int]) -> dict[int, int]:
-    """Temporaries whose only use is as a term of an addition (or a copy) of their own shape:
-    their gradient is the sum's gradient, so they can share its buffer (slot → sum's slot)."""
+    """Temporaries whose only use is as an argument whose gradient is g itself (``Op.passes``:
+    a term of a sum, the left of a difference, a copy) of their own shape: they can share the
+    sum's gradient buffer (slot → sum's slot)."""
     uses: dict[int, int] = {}
     for stage in ("const", "pre", "loop", "post"):
         for ins in prog.stage_list(stage):
@@ -297,9 +230,12 @@ def sums_shared(prog: Program, differentiable: set[int], views: set[int]) -> dic
     shared = {}
     for stage in ("const", "pre", "loop", "post"):
         for ins in prog.stage_list(stage):
-            if ins.op not in ("add", "copy") or ins.out not in differentiable:
+            passes = OPS[ins.op].passes
+            if ins.out not in differentiable:
                 continue
-            for a in ins.args:
+            for a, sign in zip(ins.args, passes, strict=False):  # gradient g itself
+                if sign != 1:
+                    continue
                 slot, sum_slot = prog.slots[a], prog.slots[ins.out]
                 per_example = {slot.stage, sum_slot.stage} <= {"pre", "loop", "post"}
                 if uses[a] == 1 and slot.kind == "temp" and a not in views and a not in kept \
@@ -317,7 +253,7 @@ def is_same_view(a: Array | None, b: Array) -> bool:
 def view_slots(prog: Program) -> set[int]:
     """Slots produced by view ops (their gradient is a view too, never a buffer of its own)."""
     return {ins.out for stage in ("const", "pre", "loop", "post")
-            for ins in prog.stage_list(stage) if VJPS[ins.op] == VIEW}
+            for ins in prog.stage_list(stage) if OPS[ins.op].view}
 
 
 def differentiable_slots(prog: Program, inputs: bool = True) -> set[int]:

@@ -8,7 +8,7 @@ import numpy as np
 
 from nnre.compiler import compile_program
 from nnre.equations import Checked, check
-from nnre.equations.shapes import render, time_name
+from nnre.equations.render import render, time_name
 from nnre.program import Program
 
 

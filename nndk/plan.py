@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from nnre.ops import Op
 from nnre.vm import transposed_product
 
 Array = np.ndarray
@@ -101,36 +102,25 @@ def _into(dest: Array, write: bool, scratch: Scratch,
     return _then(*compute(tmp), functools.partial(np.add, dest, tmp, out=dest))
 
 
-def fused(op: str, i: int, g: Array, out: Array, args: list[Array], dest: Array, write: bool,
+def fused(op: Op, i: int, g: Array, out: Array, args: list[Array], dest: Array, write: bool,
           scratch: Scratch) -> Call | None:
     """A contribution as ufunc calls on bound buffers, or None (use the generic rule).
 
-    Only for contributions of the target's own shape that do not overlap what they read.
+    From the op's definition: an argument whose gradient is ±g (``passes``) is a copy or an
+    add; an op with ``vjp_calls`` writes its contribution straight into a buffer. Only for
+    contributions of the target's own shape that do not overlap what they read.
     """
     if dest.shape != g.shape or any(np.may_share_memory(dest, a) for a in (g, out, *args)):
         return None
-    if op in ("add", "copy") or (op == "sub" and i == 0):
+    if op.passes:
+        positive = op.passes[i] > 0
         if write:
-            return functools.partial(np.copyto, dest, g)
-        return functools.partial(np.add, dest, g, out=dest)
-    if op == "neg" or (op == "sub" and i == 1):
-        if write:
-            return functools.partial(np.negative, g, out=dest)
-        return functools.partial(np.subtract, dest, g, out=dest)
-    if op == "mul":
-        other = args[1 - i]
-        return _into(dest, write, scratch,
-                     lambda d: [functools.partial(np.multiply, g, other, out=d)])
-    if op == "tanh":  # g (1 − y²)
-        return _into(dest, write, scratch, lambda d: [
-            functools.partial(np.multiply, out, out, out=d),
-            functools.partial(np.subtract, 1, d, out=d),
-            functools.partial(np.multiply, d, g, out=d)])
-    if op == "sigmoid":  # g y (1 − y)
-        return _into(dest, write, scratch, lambda d: [
-            functools.partial(np.subtract, 1, out, out=d),
-            functools.partial(np.multiply, d, out, out=d),
-            functools.partial(np.multiply, d, g, out=d)])
+            return functools.partial(np.copyto, dest, g) if positive else \
+                functools.partial(np.negative, g, out=dest)
+        return functools.partial(np.add if positive else np.subtract, dest, g, out=dest)
+    if op.vjp_calls is not None:
+        make = op.vjp_calls
+        return _into(dest, write, scratch, lambda d: make(i, g, out, args, d))
     return None
 
 

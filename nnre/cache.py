@@ -29,7 +29,7 @@ MAGIC = b"NNREPRG1"
 FORMAT = 1
 MAX_ENTRY_BYTES = 64 * 1024 * 1024
 #: The files whose code decides what a compiled Program looks like.
-_COMPILER_FILES = ("compiler.py", "optimize.py", "program.py", "ops.py", "equations")
+_COMPILER_FILES = ("compiler.py", "optimize.py", "program.py", "ops", "equations")
 _compiler_digest: str | None = None
 
 

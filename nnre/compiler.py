@@ -18,9 +18,8 @@ from nnre.equations.roles import Roles
 from nnre.equations.to_sympy import (
     OP_OF_LAMBDA,
     Broadcast,
-    LogSoftmax,
-    Softmax,
     SympyModel,
+    VectorFunction,
     state_symbol_name,
 )
 from nnre.errors import EquationError
@@ -276,11 +275,10 @@ def _elementwise(c: Compiler, node: Any, shape: tuple[int, int]) -> int:
     return c.emit(OP_OF_LAMBDA[node.function], (c.memo[node.expr],), shape)
 
 
-def _softmax(c: Compiler, node: Any, shape: tuple[int, int]) -> int:
-    arg = c.memo[node.args[0]]
+def _vector_function(c: Compiler, node: Any, shape: tuple[int, int]) -> int:
+    arg = c.memo[node.args[1]]
     axis = -1 if c.stage(arg) != "const" else (0 if shape[1] == 1 else 1)
-    op = "log_softmax" if isinstance(node, LogSoftmax) else "softmax"
-    return c.emit(op, (arg,), shape, axis=axis)
+    return c.emit(node.op, (arg,), shape, axis=axis)
 
 
 def _hadamard(c: Compiler, node: Any, shape: tuple[int, int]) -> int:
@@ -337,7 +335,7 @@ _HANDLERS: dict[type, Any] = {
     sp.HadamardPower: _power,
     sp.Transpose: _transpose,
     ElementwiseApplyFunction: _elementwise,
-    Softmax: _softmax,
+    VectorFunction: _vector_function,
     sp.BlockMatrix: _concat,
     Broadcast: _broadcast,
     sp.OneMatrix: _ones,

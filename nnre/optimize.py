@@ -18,10 +18,8 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass, replace
 
+from nnre.ops import OPS
 from nnre.program import Instr, Program, Slot
-
-FUSABLE = {"add", "sub", "mul", "div", "neg", "tanh", "sigmoid", "relu", "exp", "log", "sqrt",
-           "abs", "pow"}
 
 
 @dataclass(frozen=True)
@@ -66,7 +64,7 @@ def _sink(prog: Program) -> bool:
     moved = {ins.out for ins in move}
     captures = {a for ins in move for a in ins.args
                 if prog.slots[a].stage == "loop" and a not in moved}
-    computes = sum(1 for ins in move if ins.op not in ("slice", "reshape", "transpose"))
+    computes = sum(1 for ins in move if not OPS[ins.op].view)
     if computes <= len(captures):
         return False
     prog.loop[:] = keep[::-1]
@@ -171,7 +169,7 @@ def _fuse_siblings(prog: Program, stage: str) -> bool:
     fixed = set(prog.state_out.values())
     groups: dict[tuple, list[int]] = defaultdict(list)
     for pos, ins in enumerate(instrs):
-        if ins.op not in FUSABLE or ins.out in fixed:
+        if not OPS[ins.op].fusable or ins.out in fixed:
             continue
         width = _width(prog, ins.out)
         keys = [_arg_key(prog, views, a, width) for a in ins.args]

@@ -177,6 +177,7 @@ def check_program(prog: Program) -> None:
             slots = [*ins.args, ins.out]
             if op is None or not all(0 <= i < len(prog.slots) for i in slots):
                 raise ProgramDataError(f"unknown op or slot in {ins}")
+            _check_attrs(ins, op.attrs)
             if ins.out in defined or not all(a in defined for a in ins.args):
                 raise ProgramDataError(f"instruction out of order: {ins}")
             if any(rank[prog.slots[a].stage] > rank[stage] for a in ins.args) \
@@ -192,6 +193,21 @@ def check_program(prog: Program) -> None:
     named = [*prog.outputs.values(), *prog.state_out.values()]
     if not all(i in defined for i in named):
         raise ProgramDataError("an output or next state is never computed")
+
+
+def _check_attrs(ins: Instr, declared: Any) -> None:
+    """Only the attributes the op declares, each of its declared type (they become keyword
+    arguments of NumPy calls, so an unchecked one could change what a kernel does)."""
+    for key, value in ins.attrs:
+        kind = declared.get(key)
+        ok = kind is not None and not isinstance(value, bool) and (
+            isinstance(value, int) if kind is int else
+            isinstance(value, (int, float)) if kind is float else
+            isinstance(value, tuple) and all(isinstance(d, int) and not isinstance(d, bool)
+                                             for d in value))
+        if not ok:
+            raise ProgramDataError(f"{ins}: attribute {key}={value!r:.40} is not one the op "
+                                   "takes")
 
 
 def _fits(got: tuple[int, ...], slot: tuple[int, ...]) -> bool:

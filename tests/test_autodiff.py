@@ -7,7 +7,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from nndk.autodiff import READS_ARGS, READS_OUT, VJPS
 from nndk.gradcheck import gradcheck, make_problem
 from nnre import vm
 from nnre.ops import OPS
@@ -108,12 +107,12 @@ def test_every_op_is_covered_by_the_cases() -> None:
     assert used == set(OPS), sorted(set(OPS) - used)
 
 
-@pytest.mark.parametrize("op", sorted(op for op, rule in VJPS.items() if callable(rule)))
+@pytest.mark.parametrize("op", sorted(op for op, d in OPS.items() if d.vjp is not None))
 def test_rules_read_only_the_values_they_declare(op: str) -> None:
-    """Values a rule does not declare (READS_ARGS / READS_OUT) may be gone by backward time:
+    """Values a rule does not declare (``Op.reads``) may be gone by backward time:
     poisoned with NaN, they must not reach the contribution."""
-    rule = VJPS[op]
-    assert callable(rule)
+    rule = OPS[op].vjp
+    assert rule is not None
     attrs = {"exponent": 3.0, "axis": -1}
     nargs = 2 if op in ("add", "sub", "mul", "div", "matmul", "rowdot", "concat") else 1
     shape = (2, 3)
@@ -122,13 +121,10 @@ def test_rules_read_only_the_values_they_declare(op: str) -> None:
                 for k in range(nargs)]
         out = np.full(shape if op != "rowdot" else (2, 1), 0.25)
         g = np.ones_like(out)
-        if op not in READS_ARGS:
+        if "args" not in OPS[op].reads:
             args = [np.full_like(a, np.nan) for a in args]
-        if op not in READS_OUT:
+        if "out" not in OPS[op].reads:
             out = np.full_like(out, np.nan)
         result = rule(g, out, args, attrs, i)
         assert result is not None and np.all(np.isfinite(result)), (op, i)
 
-
-def test_vjp_table_covers_exactly_the_runtime_ops() -> None:
-    assert set(VJPS) == set(OPS)

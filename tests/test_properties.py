@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from nnre.equations import check
 from nnre.equations.parser import parse
-from nnre.equations.shapes import render
+from nnre.equations.render import render
 from nnre.errors import EquationError
 from nnre.model import Model
 

@@ -1,17 +1,17 @@
 """Export a bundle's compiled Program as ONNX: one time step, or the whole sequence by Scan.
 
-Export is one short loop over the Program's instruction lists: each op becomes ONNX nodes
-through the table ``_NODES``. Parameters become initializers under their canonical names and
-the prologue becomes nodes over them (transposes, reshapes), so the graph shows the weights as
-they were packed. The step graph takes the inputs and the previous state (``h_prev``) and
-gives the outputs and the next state (``h_next``); ``--sequence`` wraps the same step in a
-Scan over time. The unoptimized Program is used: one node per equation operation reads best.
+Export is one short loop over the Program's instruction lists: each op becomes ONNX nodes as
+its definition says (``Op.onnx`` in ``nnre.ops``). Parameters become initializers under their
+canonical names and the prologue becomes nodes over them (transposes, reshapes), so the graph
+shows the weights as they were packed. The step graph takes the inputs and the previous state
+(``h_prev``) and gives the outputs and the next state (``h_next``); ``--sequence`` wraps the
+same step in a Scan over time. The unoptimized Program is used: one node per equation
+operation reads best.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +29,7 @@ from nndk.onnx.common import (
 from nnre.compiler import Compiler
 from nnre.equations import check
 from nnre.model import Model
+from nnre.ops import OPS
 from nnre.program import Instr, Program
 
 
@@ -83,68 +84,24 @@ class Emitter:
         onnx = require_onnx()
         self.nodes.append(onnx.helper.make_node(op, inputs, [output], **attrs))
 
+    @property
+    def dtype(self) -> str:
+        return self.prog.dtype
+
+    def per_example(self, index: int) -> bool:
+        return self.prog.slots[index].stage != "const"
+
     def emit(self, ins: Instr) -> None:
-        try:
-            rule = _NODES[ins.op]
-        except KeyError:
-            raise OnnxError(f"op '{ins.op}' has no ONNX export rule") from None
-        rule(self, ins, [self.name(a) for a in ins.args], self.name(ins.out))
-
-
-def _plain(op_type: str) -> Callable[[Emitter, Instr, list[str], str], None]:
-    def rule(e: Emitter, ins: Instr, args: list[str], out: str) -> None:
-        e.node(op_type, args, out)
-    return rule
-
-
-def _softmax(op_type: str) -> Callable[[Emitter, Instr, list[str], str], None]:
-    def rule(e: Emitter, ins: Instr, args: list[str], out: str) -> None:
-        e.node(op_type, args, out, axis=int(dict(ins.attrs).get("axis", -1)))
-    return rule
-
-
-def _pow(e: Emitter, ins: Instr, args: list[str], out: str) -> None:
-    exponent = np.array(dict(ins.attrs)["exponent"], dtype=e.prog.dtype)
-    e.node("Pow", [args[0], e.const(exponent, "exponent")], out)
-
-
-def _rowdot(e: Emitter, ins: Instr, args: list[str], out: str) -> None:
-    product = e.fresh(out + ".product")
-    e.node("Mul", args, product)
-    e.node("ReduceSum", [product, e.const(np.array([-1], np.int64), "axes")], out, keepdims=1)
-
-
-def _concat(e: Emitter, ins: Instr, args: list[str], out: str) -> None:
-    e.node("Concat", args, out, axis=int(dict(ins.attrs).get("axis", -1)))
-
-
-def _slice(e: Emitter, ins: Instr, args: list[str], out: str) -> None:
-    attrs = dict(ins.attrs)
-    bounds = [e.const(np.array([v], np.int64), hint)
-              for v, hint in ((attrs["start"], "start"), (attrs["stop"], "stop"), (-1, "axis"))]
-    e.node("Slice", [args[0], *bounds], out)
-
-
-def _reshape(e: Emitter, ins: Instr, args: list[str], out: str) -> None:
-    shape = tuple(dict(ins.attrs)["shape"])
-    if e.prog.slots[ins.out].stage != "const":
-        shape = (-1, *shape)
-    e.node("Reshape", [args[0], e.const(np.array(shape, np.int64), "shape")], out)
-
-
-def _transpose(e: Emitter, ins: Instr, args: list[str], out: str) -> None:
-    e.node("Transpose", args, out, perm=[1, 0])
-
-
-_NODES: dict[str, Callable[[Emitter, Instr, list[str], str], None]] = {
-    "add": _plain("Add"), "sub": _plain("Sub"), "mul": _plain("Mul"), "div": _plain("Div"),
-    "matmul": _plain("MatMul"), "neg": _plain("Neg"), "tanh": _plain("Tanh"),
-    "exp": _plain("Exp"), "log": _plain("Log"), "sqrt": _plain("Sqrt"), "abs": _plain("Abs"),
-    "sigmoid": _plain("Sigmoid"), "relu": _plain("Relu"), "copy": _plain("Identity"),
-    "softmax": _softmax("Softmax"), "log_softmax": _softmax("LogSoftmax"), "pow": _pow,
-    "rowdot": _rowdot, "concat": _concat, "slice": _slice, "reshape": _reshape,
-    "transpose": _transpose,
-}
+        """The op's ONNX nodes (``Op.onnx``): one node of that type with the instruction's
+        attributes, or the op's own rule."""
+        rule = OPS[ins.op].onnx
+        args, out = [self.name(a) for a in ins.args], self.name(ins.out)
+        if rule is None:
+            raise OnnxError(f"op '{ins.op}' has no ONNX export rule")
+        if isinstance(rule, str):
+            self.node(rule, args, out, **dict(ins.attrs))
+        else:
+            rule(self, ins, args, out)
 
 
 def export_model(model: Model, *, opset: int = DEFAULT_EXPORT_OPSET, sequence: bool = False,

@@ -17,8 +17,10 @@ import numpy as np
 from nndk.onnx import expr as ex
 from nndk.onnx.graph import RECURRENT, Importer
 from nndk.onnx.values import Const, Dyn, Final, SeqY, Unsupported, Value
+from nnre.ops import BY_ONNX, OPS, Op
 
 Args = list[Value | None]
+RELU = OPS["relu"].spellings[0]
 Rule = Callable[[Importer, Any, Args, dict[str, Any]], list[Value]]
 # Ops whose constant results keep the identity of the weight they read (W_f → W_fᵀ → W_f).
 KEEPS_REFS = {"Transpose", "Reshape", "Identity", "Squeeze", "Unsqueeze", "Flatten"}
@@ -184,8 +186,8 @@ def _dropout(imp: Importer, node: Any, args: Args, at: dict[str, Any]) -> list[V
 def _leaky_relu(imp: Importer, node: Any, args: Args, at: dict[str, Any]) -> list[Value]:
     x = imp.define(_dyn(args[0], "the input of LeakyRelu"), stem="u")
     alpha = float(at.get("alpha", 0.01))
-    negative = ex.Bin("⊙", imp.num(alpha), ex.Call("relu", ex.Neg(x.expr)))
-    return [Dyn(ex.sub(ex.Call("relu", x.expr), negative), x.shape)]
+    negative = ex.Bin("⊙", imp.num(alpha), ex.Call(RELU, ex.Neg(x.expr)))
+    return [Dyn(ex.sub(ex.Call(RELU, x.expr), negative), x.shape)]
 
 
 def _clip(imp: Importer, node: Any, args: Args, at: dict[str, Any]) -> list[Value]:
@@ -199,16 +201,16 @@ def _clip(imp: Importer, node: Any, args: Args, at: dict[str, Any]) -> list[Valu
             bounds[i] = float(np.asarray(arg.value).reshape(()))
     low, high = (b if b is not None and np.isfinite(b) else None for b in bounds)
     if low == 0.0 and high is None:
-        return [Dyn(ex.Call("relu", x.expr), x.shape)]
+        return [Dyn(ex.Call(RELU, x.expr), x.shape)]
     if low is not None and high is not None and low > high:  # ONNX: everything becomes max
         return [Dyn(ex.add(ex.sub(x.expr, x.expr), imp.num(high)), x.shape)]
     if low is not None or high is not None:
         x = imp.define(x, stem="u")
     out = x.expr
     if high is not None:
-        out = ex.sub(out, ex.Call("relu", ex.sub(x.expr, imp.num(high))))
+        out = ex.sub(out, ex.Call(RELU, ex.sub(x.expr, imp.num(high))))
     if low is not None:
-        out = ex.add(out, ex.Call("relu", ex.sub(imp.num(low), x.expr)))
+        out = ex.add(out, ex.Call(RELU, ex.sub(imp.num(low), x.expr)))
     return [Dyn(out, x.shape)]
 
 
@@ -375,13 +377,18 @@ def _recurrent(imp: Importer, node: Any, args: Args, at: dict[str, Any]) -> list
     return convert_recurrent(imp, node, args, at)
 
 
+def _from_op(op: Op) -> Rule:
+    """The converter of an ONNX op that is one of ours (``Op.onnx_import``): its operator or
+    its function, with its first spelling; constants added are named b, multipliers k."""
+    if op.infix:
+        return _binary(op.infix, "b" if op.infix in "+−" else "k")
+    return (_softmax if op.vector else _function)(op.spellings[0])
+
+
 RULES: dict[str, Rule] = {
-    "Add": _binary("+", "b"), "Sub": _binary("−", "b"), "Mul": _binary("⊙", "k"),
-    "Div": _binary("/", "k"), "Neg": _neg, "Relu": _function("relu"),
-    "Sigmoid": _function("σ"), "Tanh": _function("tanh"), "Exp": _function("exp"),
-    "Log": _function("log"), "Sqrt": _function("sqrt"), "Abs": _function("abs"),
-    "Softmax": _softmax("softmax"), "LogSoftmax": _softmax("log_softmax"),
-    "LeakyRelu": _leaky_relu, "Clip": _clip, "Identity": _identity, "Dropout": _dropout,
+    **{op_type: _from_op(op) for op_type, op in BY_ONNX.items()},
+    "Neg": _neg, "LeakyRelu": _leaky_relu, "Clip": _clip, "Identity": _identity,
+    "Dropout": _dropout,
     "MatMul": _matmul, "Gemm": _gemm, "Flatten": _flatten, "Reshape": _reshape,
     "Squeeze": _squeeze, "Unsqueeze": _unsqueeze, "Transpose": _transpose,
     "Concat": _concat, "Shape": _shape, "LSTM": _recurrent, "GRU": _recurrent,

@@ -18,11 +18,13 @@ from nndk.onnx import expr as ex
 from nndk.onnx.graph import Importer
 from nndk.onnx.ops import operand
 from nndk.onnx.values import Const, Dyn, Final, InitState, SeqY, Unsupported, Value
+from nnre.ops import BY_ONNX
 
 GATES = {"LSTM": "iofc", "GRU": "zrh", "RNN": "h"}
 DEFAULT_ACTIVATIONS = {"LSTM": ["Sigmoid", "Tanh", "Tanh"], "GRU": ["Sigmoid", "Tanh"],
                        "RNN": ["Tanh"]}
-ACTIVATIONS = {"Sigmoid": "σ", "Tanh": "tanh", "Relu": "relu"}
+#: Activations of the recurrent ops that are functions of ours, by their ONNX names.
+ACTIVATIONS = {t: op.spellings[0] for t, op in BY_ONNX.items() if op.spellings and not op.vector}
 
 
 class Cell:

@@ -3,7 +3,7 @@
 SymPy is the data structure (structural equality gives common subexpressions for free), not the
 parser: nothing is sympified. Elementwise functions are ``ElementwiseApplyFunction`` with one
 shared ``Lambda`` per function, so identical subexpressions stay equal; softmax and scalar
-broadcasting are small ``MatrixExpr`` nodes of our own.
+broadcasting are small ``MatrixExpr`` nodes of our own. Both come from the op table.
 """
 
 from __future__ import annotations
@@ -13,39 +13,35 @@ from dataclasses import dataclass
 from typing import Any, TypeAlias
 
 import sympy as sp
+from sympy.core.symbol import Str
 from sympy.matrices.expressions.applyfunc import ElementwiseApplyFunction
 
 from nnre.equations import ast
 from nnre.equations.roles import Roles
 from nnre.equations.shapes import Shapes
 from nnre.errors import EquationError
+from nnre.ops import OPS
 
 _d = sp.Dummy("d")
-LAMBDAS: dict[str, sp.Lambda] = {
-    "sigmoid": sp.Lambda(_d, 1 / (1 + sp.exp(-_d))),
-    "tanh": sp.Lambda(_d, sp.tanh(_d)),
-    "relu": sp.Lambda(_d, sp.Max(0, _d)),
-    "exp": sp.Lambda(_d, sp.exp(_d)),
-    "log": sp.Lambda(_d, sp.log(_d)),
-    "sqrt": sp.Lambda(_d, sp.sqrt(_d)),
-    "abs": sp.Lambda(_d, sp.Abs(_d)),
-}
+#: One shared Lambda per entry-by-entry function, from its op's SymPy form.
+LAMBDAS: dict[str, sp.Lambda] = {op.name: sp.Lambda(_d, op.sympy(sp, _d))
+                                 for op in OPS.values() if op.sympy is not None}
 OP_OF_LAMBDA = {lam: op for op, lam in LAMBDAS.items()}
 
 
-class Softmax(sp.MatrixExpr):
-    """softmax over the entries of a vector."""
+class VectorFunction(sp.MatrixExpr):
+    """A function of a whole vector (softmax, log_softmax): the op's name and its argument."""
 
-    def __new__(cls, arg: sp.MatrixExpr) -> Softmax:
-        return sp.Basic.__new__(cls, arg)  # type: ignore[return-value]
+    def __new__(cls, op: str, arg: sp.MatrixExpr) -> VectorFunction:
+        return sp.Basic.__new__(cls, Str(op), arg)  # type: ignore[return-value]
+
+    @property
+    def op(self) -> str:
+        return str(self.args[0])
 
     @property
     def shape(self) -> tuple[Any, Any]:
-        return self.args[0].shape  # type: ignore[attr-defined, no-any-return]
-
-
-class LogSoftmax(Softmax):
-    """log of softmax over the entries of a vector."""
+        return self.args[1].shape  # type: ignore[attr-defined, no-any-return]
 
 
 class Broadcast(sp.MatrixExpr):
@@ -88,13 +84,6 @@ class BlockMatrix(sp.BlockMatrix):
             cached = self.__dict__["_nnre_shape"] = (sum(r for r, _ in shapes), shapes[0][1])
         return cached  # type: ignore[no-any-return]
 
-
-VECTOR_FUNCS = {"softmax": Softmax, "log_softmax": LogSoftmax}
-_SCALAR_FUNCS = {
-    "sigmoid": lambda v: 1 / (1 + math.exp(-v)), "tanh": math.tanh,
-    "relu": lambda v: max(v, 0.0), "exp": math.exp, "log": math.log, "sqrt": math.sqrt,
-    "abs": abs, "softmax": lambda v: 1.0, "log_softmax": lambda v: 0.0,
-}
 
 Value: TypeAlias = "float | sp.MatrixExpr"
 
@@ -272,12 +261,12 @@ class _Converter:
 
     def call(self, node: ast.Call, v: Value) -> Value:
         if isinstance(v, float):
-            return self.fold(node, _SCALAR_FUNCS[node.func], v)
-        if node.func in VECTOR_FUNCS:
+            return self.fold(node, OPS[node.func].fold, v)
+        if OPS[node.func].vector:
             if 1 not in tuple(v.shape):
                 raise self.error(f"{node.func} needs a vector, got a {v.shape[0]}×{v.shape[1]}"
                                  " matrix", node.pos)
-            return VECTOR_FUNCS[node.func](v)
+            return VectorFunction(node.func, v)
         # Not ElementwiseApplyFunction(...): for a 1×1 operand SymPy applies the function to
         # the matrix itself (sqrt(X) becomes X**(1/2), relu fails to compare), so build the
         # node directly; its args are exactly (function, expr) either way.

@@ -1,0 +1,115 @@
+"""Functions of the equation language applied entry by entry: σ, tanh, relu, exp, log, √, |·|.
+
+Each block is the whole definition of one primitive (see ``nnre.ops.base.Op``).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from nnre.ops.base import Array, Call, Op, calls, elementwise, passing, same
+
+
+def _sigmoid(x: Array, out: Array) -> Array:
+    # 0.5·tanh(x/2)+0.5 is exact, overflow-free and three ufunc calls.
+    np.multiply(x, 0.5, out=out)
+    np.tanh(out, out=out)
+    np.multiply(out, 0.5, out=out)
+    return np.add(out, 0.5, out=out)
+
+
+def _sigmoid_unfold(x: Array, out: Array) -> list[Call]:
+    return calls((np.multiply, (x, 0.5, out)), (np.tanh, (out, out)),
+                 (np.multiply, (out, 0.5, out)), (np.add, (out, 0.5, out)))
+
+
+SIGMOID = Op(
+    "sigmoid", _sigmoid, same, unfold=_sigmoid_unfold, fusable=True,
+    spellings=("σ", "sigmoid", "σ_g"),
+    sympy=lambda sp, d: 1 / (1 + sp.exp(-d)),
+    fold=lambda v: 0.5 * math.tanh(0.5 * v) + 0.5,
+    vjp=lambda g, out, args, attrs, i: g * out * (1 - out), reads=frozenset({"out"}),
+    vjp_calls=lambda i, g, out, args, d: calls(  # g y (1 − y)
+        (np.subtract, (1, out, d)), (np.multiply, (d, out, d)), (np.multiply, (d, g, d))),
+    onnx="Sigmoid", onnx_import=("Sigmoid",),
+)
+
+TANH = elementwise(
+    "tanh", np.tanh,
+    spellings=("tanh", "σ_c", "σ_h"),
+    sympy=lambda sp, d: sp.tanh(d), fold=math.tanh,
+    vjp=lambda g, out, args, attrs, i: g * (1 - out * out), reads=frozenset({"out"}),
+    vjp_calls=lambda i, g, out, args, d: calls(  # g (1 − y²)
+        (np.multiply, (out, out, d)), (np.subtract, (1, d, d)), (np.multiply, (d, g, d))),
+    onnx="Tanh", onnx_import=("Tanh",),
+)
+
+
+def _relu(x: Array, out: Array) -> Array:
+    return np.maximum(x, 0, out=out)
+
+
+RELU = Op(
+    "relu", _relu, same, fusable=True,
+    spellings=("relu", "ReLU"),
+    sympy=lambda sp, d: sp.Max(0, d), fold=lambda v: max(v, 0.0),
+    vjp=lambda g, out, args, attrs, i: g * (out > 0), reads=frozenset({"out"}),
+    onnx="Relu", onnx_import=("Relu",),
+)
+
+EXP = elementwise(
+    "exp", np.exp,
+    spellings=("exp",), sympy=lambda sp, d: sp.exp(d), fold=math.exp,
+    vjp=lambda g, out, args, attrs, i: g * out, reads=frozenset({"out"}),
+    onnx="Exp", onnx_import=("Exp",),
+)
+
+LOG = elementwise(
+    "log", np.log,
+    spellings=("log",), sympy=lambda sp, d: sp.log(d), fold=math.log,
+    vjp=lambda g, out, args, attrs, i: g / args[0], reads=frozenset({"args"}),
+    onnx="Log", onnx_import=("Log",),
+)
+
+SQRT = elementwise(
+    "sqrt", np.sqrt,
+    spellings=("sqrt",), sympy=lambda sp, d: sp.sqrt(d), fold=math.sqrt,
+    vjp=lambda g, out, args, attrs, i: g / (2 * out), reads=frozenset({"out"}),
+    onnx="Sqrt", onnx_import=("Sqrt",),
+)
+
+ABS = elementwise(
+    "abs", np.abs,
+    spellings=("abs",), sympy=lambda sp, d: sp.Abs(d), fold=abs,
+    vjp=lambda g, out, args, attrs, i: g * np.sign(args[0]), reads=frozenset({"args"}),
+    onnx="Abs", onnx_import=("Abs",),
+)
+
+NEG = elementwise(
+    "neg", np.negative, passes=(-1,), vjp=passing((-1,)), onnx="Neg",
+)
+
+
+def _power(x: Array, out: Array, exponent: float) -> Array:
+    if exponent == 2.0:
+        return np.multiply(x, x, out=out)
+    return np.power(x, exponent, out=out)
+
+
+def _pow_onnx(e: Any, ins: Any, args: list[str], out: str) -> None:
+    exponent = np.array(dict(ins.attrs)["exponent"], dtype=e.dtype)
+    e.node("Pow", [args[0], e.const(exponent, "exponent")], out)
+
+
+POW = Op(  # x^k for a number k, written x², x³ or x^k
+    "pow", _power, same, attrs={"exponent": float}, fusable=True,
+    vjp=lambda g, out, args, attrs, i: g * attrs["exponent"] * np.power(
+        args[0], attrs["exponent"] - 1),
+    reads=frozenset({"args"}),
+    onnx=_pow_onnx,
+)
+
+OPS = [SIGMOID, TANH, RELU, EXP, LOG, SQRT, ABS, NEG, POW]

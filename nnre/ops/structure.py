@@ -1,0 +1,99 @@
+"""Ops that move values without arithmetic: copy, concat, and the views slice, reshape, transpose.
+
+Each block is the whole definition of one primitive (see ``nnre.ops.base.Op``). A view op's
+gradient is the same view of its base's gradient, so views need no VJP.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from nnre.ops.base import Array, Op, Shape, passing, same
+
+
+def _copy(x: Array, out: Array) -> Array:
+    np.copyto(out, x)
+    return out
+
+
+COPY = Op(  # a value into a buffer of its own (next state), broadcasting a scalar if need be
+    "copy", _copy, same, passes=(1,), vjp=passing((1,)), onnx="Identity",
+)
+
+
+def _concat(*parts: Array, out: Array, axis: int = -1) -> Array:
+    offset = 0
+    index: list[Any] = [slice(None)] * out.ndim
+    for part in parts:
+        width = part.shape[axis] if part.ndim else 1
+        index[axis] = slice(offset, offset + width)
+        out[tuple(index)] = part
+        offset += width
+    return out
+
+
+def _concat_shape(*parts: Shape, axis: int = -1) -> Shape:
+    first = list(parts[0])
+    first[axis] = sum(p[axis] for p in parts)
+    return tuple(first)
+
+
+def _concat_vjp(g: Array, out: Array, args: list[Array], attrs: dict[str, Any], i: int
+                ) -> Array:
+    axis = attrs.get("axis", -1)
+    start = sum(_width(a, axis) for a in args[:i])
+    index: list[Any] = [slice(None)] * g.ndim
+    index[axis] = slice(start, start + _width(args[i], axis))
+    return g[tuple(index)]
+
+
+def _width(a: Array, axis: int) -> int:
+    return a.shape[axis] if a.ndim else 1
+
+
+CONCAT = Op(  # [a; b] (and the optimizer's stacked weights)
+    "concat", _concat, _concat_shape, attrs={"axis": int},
+    vjp=_concat_vjp, grad_views=True,
+    onnx="Concat",
+)
+
+
+def _slice_onnx(e: Any, ins: Any, args: list[str], out: str) -> None:
+    attrs = dict(ins.attrs)
+    bounds = [e.const(np.array([v], np.int64), hint)
+              for v, hint in ((attrs["start"], "start"), (attrs["stop"], "stop"), (-1, "axis"))]
+    e.node("Slice", [args[0], *bounds], out)
+
+
+SLICE = Op(  # entries start:stop of the last axis
+    "slice", lambda a, start, stop: a[..., start:stop],
+    lambda a, start, stop: (*a[:-1], stop - start),
+    attrs={"start": int, "stop": int}, view=True, onnx=_slice_onnx,
+)
+
+
+def _reshape_onnx(e: Any, ins: Any, args: list[str], out: str) -> None:
+    shape = tuple(dict(ins.attrs)["shape"])
+    if e.per_example(ins.out):
+        shape = (-1, *shape)
+    e.node("Reshape", [args[0], e.const(np.array(shape, np.int64), "shape")], out)
+
+
+RESHAPE = Op(
+    "reshape", lambda a, shape: a.reshape(shape), lambda a, shape: tuple(shape),
+    attrs={"shape": tuple}, view=True, onnx=_reshape_onnx,
+)
+
+
+def _transpose_onnx(e: Any, ins: Any, args: list[str], out: str) -> None:
+    e.node("Transpose", args, out, perm=[1, 0])
+
+
+TRANSPOSE = Op(
+    "transpose", lambda a: a.T, lambda a: tuple(reversed(a)), view=True,
+    onnx=_transpose_onnx,
+)
+
+OPS = [COPY, CONCAT, SLICE, RESHAPE, TRANSPOSE]

@@ -1,0 +1,156 @@
+"""The op table: every op defines what each consumer needs, and its fields agree with each other.
+
+Oracles: SymPy's own evaluation of an op's symbolic form against its NumPy kernel and its
+scalar fold; float64 central differences of the kernel against its VJP (⟨J·t, c⟩ ≈ ⟨t, Jᵀ·c⟩
+along random directions, as JAX's check_vjp); the unfolded and ufunc forms against the kernel.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+import sympy as sp
+
+from nndk.onnx.ops import RULES
+from nnre.ops import BY_ONNX, FUNCTIONS, OPS, Op
+from nnre.program import Instr, Program, ProgramDataError, Slot, check_program
+
+# Arguments (shapes) and attributes for one call of each op; rows lead, as at run time.
+CALLS: dict[str, tuple[list[tuple[int, ...]], dict[str, Any]]] = {
+    "add": ([(3, 4), (3, 4)], {}), "sub": ([(3, 4), (3, 4)], {}),
+    "mul": ([(3, 4), (3, 4)], {}), "div": ([(3, 4), (3, 4)], {}),
+    "matmul": ([(3, 4), (4, 5)], {}), "rowdot": ([(3, 4), (3, 4)], {}),
+    "pow": ([(3, 4)], {"exponent": 3.0}),
+    "softmax": ([(3, 4)], {"axis": -1}), "log_softmax": ([(3, 4)], {"axis": -1}),
+    "concat": ([(3, 2), (3, 4)], {"axis": -1}),
+    "slice": ([(3, 6)], {"start": 1, "stop": 4}), "reshape": ([(3, 4)], {"shape": (3, 2, 2)}),
+    "transpose": ([(3, 4)], {}),
+}
+UNARY: tuple[list[tuple[int, ...]], dict[str, Any]] = ([(3, 4)], {})
+
+
+def _args(name: str, rng: np.random.Generator) -> tuple[list[np.ndarray], dict[str, Any]]:
+    shapes, attrs = CALLS.get(name, UNARY)
+    low = 0.2 if name in ("log", "sqrt", "div", "pow") else -2.0  # inside the domain
+    return [rng.uniform(low, 2.0, s) for s in shapes], attrs
+
+
+def _forward(op: Op, args: list[np.ndarray], attrs: dict[str, Any]) -> np.ndarray:
+    if op.view:
+        return np.array(op.kernel(*args, **attrs))
+    # per-example arguments lose their rows in a shape rule; matmul's weight is a constant
+    shapes = [a.shape if (op.name, i) == ("matmul", 1) else a.shape[1:]
+              for i, a in enumerate(args)]
+    shape = op.shape(*shapes, **attrs)
+    out = np.empty((args[0].shape[0], *shape))
+    op.kernel(*args, out=out, **attrs)
+    return out
+
+
+def test_every_op_defines_what_its_consumers_need() -> None:
+    for name, op in OPS.items():
+        assert op.name == name
+        assert op.onnx is not None, f"{name}: no ONNX export"
+        if op.view:
+            assert op.vjp is None and not op.fusable, name  # its gradient is a view
+        else:
+            assert op.vjp is not None, f"{name}: no VJP"
+        assert op.reads <= {"args", "out"}, name
+        if op.spellings:  # a function of the language: SymPy and constant folding need these
+            assert op.fold is not None, name
+            assert op.vector or op.sympy is not None, name
+        shapes, attrs = CALLS.get(name, UNARY)
+        if op.fusable:  # entry by entry: the shape of its arguments
+            assert op.shape(*[s[1:] for s in shapes], **attrs) == shapes[0][1:], name
+        assert name in CALLS or op.shape((4,)) == (4,), f"{name}: add a row to CALLS"
+
+
+def test_spellings_and_onnx_names_are_unambiguous() -> None:
+    spellings = [s for op in OPS.values() for s in op.spellings]
+    assert len(spellings) == len(set(spellings)) == len(FUNCTIONS)
+    onnx = [t for op in OPS.values() for t in op.onnx_import]
+    assert len(onnx) == len(set(onnx)) == len(BY_ONNX)
+    assert set(BY_ONNX) <= set(RULES)  # the importer converts every op it is said to
+
+
+@pytest.mark.parametrize("name", sorted(n for n, op in OPS.items() if op.sympy is not None))
+def test_sympy_form_kernel_and_fold_agree(name: str) -> None:
+    op = OPS[name]
+    assert op.sympy is not None and op.fold is not None
+    d = sp.Symbol("d", real=True)
+    form = op.sympy(sp, d)
+    xs = np.array([[0.3, 1.7, 0.05, 2.5]]) if name in ("log", "sqrt") else \
+        np.array([[-3.0, -0.4, 0.0, 2.2]])
+    out = _forward(op, [xs], {})
+    for x, y in zip(xs[0], out[0], strict=True):
+        exact = float(form.subs(d, sp.Float(x)).evalf(30))
+        assert y == pytest.approx(exact, rel=1e-12, abs=1e-15), (name, x)
+        assert op.fold(float(x)) == pytest.approx(exact, rel=1e-12, abs=1e-15), (name, x)
+
+
+@pytest.mark.parametrize("name", sorted(n for n, op in OPS.items() if op.vjp is not None))
+def test_vjp_against_central_differences(name: str) -> None:
+    op, rng = OPS[name], np.random.default_rng(7)
+    args, attrs = _args(name, rng)
+    out = _forward(op, args, attrs)
+    c = rng.normal(size=out.shape)
+    assert op.vjp is not None
+    for i, arg in enumerate(args):
+        t, eps = rng.normal(size=arg.shape), 1e-6
+        plus = [a + eps * t if k == i else a for k, a in enumerate(args)]
+        minus = [a - eps * t if k == i else a for k, a in enumerate(args)]
+        jt = (_forward(op, plus, attrs) - _forward(op, minus, attrs)) / (2 * eps)
+        contribution = op.vjp(c, out, args, attrs, i)
+        assert np.sum(jt * c) == pytest.approx(np.sum(t * contribution), rel=1e-6, abs=1e-8), \
+            (name, i)
+
+
+@pytest.mark.parametrize("name", sorted(n for n, op in OPS.items() if op.vjp_calls or op.passes))
+def test_fused_vjp_equals_the_rule(name: str) -> None:
+    op, rng = OPS[name], np.random.default_rng(3)
+    args, attrs = _args(name, rng)
+    out = _forward(op, args, attrs)
+    g = rng.normal(size=out.shape)
+    assert op.vjp is not None
+    for i in range(len(args)):
+        expected = op.vjp(g, out, args, attrs, i)
+        if op.passes:
+            np.testing.assert_array_equal(expected, op.passes[i] * g)
+        if op.vjp_calls is not None:
+            dest = np.empty_like(g)
+            for call in op.vjp_calls(i, g, out, args, dest):
+                call()
+            np.testing.assert_allclose(dest, expected, rtol=1e-12)
+
+
+@pytest.mark.parametrize("name", sorted(n for n, op in OPS.items() if op.unfold or op.ufunc))
+def test_unfolded_and_ufunc_forms_equal_the_kernel(name: str) -> None:
+    op, rng = OPS[name], np.random.default_rng(5)
+    args, attrs = _args(name, rng)
+    expected = _forward(op, args, attrs)
+    out = np.empty_like(expected)
+    if op.unfold is not None:
+        for call in op.unfold(*args, out=out, **attrs):
+            call()
+        np.testing.assert_array_equal(out, expected)
+    if op.ufunc is not None:
+        np.testing.assert_array_equal(op.ufunc(*args, out=out, **attrs), expected)
+
+
+def _one(op: str, attrs: tuple[tuple[str, Any], ...]) -> Program:
+    prog = Program("float32", slots=[Slot("x", "input", (4,), "pre"),
+                                     Slot("%1", "temp", (4,), "pre")])
+    prog.inputs, prog.outputs = {"x": 0}, {"y": 1}
+    prog.pre.append(Instr(op, 1, (0,), attrs))
+    return prog
+
+
+def test_programs_may_carry_only_the_attributes_an_op_declares() -> None:
+    check_program(_one("softmax", (("axis", -1),)))
+    for attrs in [(("where", 0),), (("axis", 1.5),), (("axis", True),)]:
+        with pytest.raises(ProgramDataError):
+            check_program(_one("softmax", attrs))
+    with pytest.raises(ProgramDataError):
+        check_program(_one("tanh", (("out", 0),)))
