@@ -1,6 +1,6 @@
 """Per-step product ``h @ W`` (W = [4H stacked gates]) plain vs transposed, as run in training.
 
-``nnre.vm.transposed_product`` picks ``(Wᵀ hᵀ)ᵀ`` + one copy over ``h @ W`` by a fixed rule
+``nndk.unrolled.transposed_product`` picks ``(Wᵀ hᵀ)ᵀ`` + one copy over ``h @ W`` by a fixed rule
 on the weight size and the batch; this prints the ratio (transposed / plain time, < 1 means
 the transposed form is faster) so the rule can be re-checked on another machine or BLAS.
 
@@ -15,8 +15,8 @@ from collections.abc import Callable
 
 import numpy as np
 
+from nndk.unrolled import transposed_product
 from nnre.threads import set_blas_threads
-from nnre.vm import transposed_product
 
 
 def best(fn: Callable[[], object], repeats: int = 200) -> float:

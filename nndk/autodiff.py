@@ -1,6 +1,6 @@
 """Reverse mode over a compiled Program: one vector-Jacobian product per op, BPTT over state.
 
-The forward pass is the runtime's own evaluator (``nnre.vm.Unrolled``); this module only adds
+The forward pass runs the runtime's own Program (``nndk.unrolled.Unrolled``); this module only adds
 gradients. Each VJP rule sits in its op's definition (``nnre.ops``), beside the forward.
 Gradients accumulate with ``+=`` (a value read twice gets both contributions); the gradient
 of a view (slice, reshape, transpose) is the same view of its base's gradient, so nothing
@@ -17,10 +17,10 @@ from typing import Any
 import numpy as np
 
 from nndk.plan import Scratch, Written, fused, same_place, times_weight_t, weight_grad
+from nndk.unrolled import Unrolled, history_rows, row_block
 from nnre.ops import OPS
 from nnre.ops.base import Vjp
 from nnre.program import Instr, Program
-from nnre.vm import Unrolled, row_block
 
 Array = np.ndarray
 
@@ -65,11 +65,12 @@ class Backward:
         self.full: list[Any] = [None] * len(prog.slots)
         self.history = {name: self._own(np.zeros_like(buf)) for name, buf in run.history.items()}
         for name, out in prog.state_out.items():  # same layout as the values' history
-            k, b, steps = prog.max_lag_of(name), run.batch, run.steps
-            self.full[out] = self.history[name][k * b:]
+            b, steps = run.batch, run.steps
+            self.full[out] = self.history[name][history_rows(prog, name, 0, b, steps)]
             for (state, lag), index in prog.state_in.items():
                 if state == name:
-                    self.full[index] = self.history[name][(k - lag) * b:(k - lag + steps) * b]
+                    rows = history_rows(prog, name, -lag, b, steps)
+                    self.full[index] = self.history[name][rows]
         shared = sums_shared(prog, differentiable, views)
         for i, value in enumerate(run.full):
             if value is not None and self.full[i] is None and i in differentiable \
@@ -130,8 +131,8 @@ class Backward:
         return {name: self.full[i] for name, i in self.prog.params.items()}
 
     def init_grad(self, name: str, lag: int) -> Array:
-        k, b = self.prog.max_lag_of(name), self.run.batch
-        return self.history[name][(k - lag) * b:(k - lag + 1) * b]  # type: ignore[no-any-return]
+        rows = history_rows(self.prog, name, -lag, self.run.batch)
+        return self.history[name][rows]  # type: ignore[no-any-return]
 
     def backward(self, seeds: dict[int, Array]) -> None:
         """Propagate output gradients (slot → full-length array) back to every slot."""

@@ -16,10 +16,11 @@ import numpy as np
 
 from nndk.autodiff import Backward, differentiable_slots, transient_slots
 from nndk.layout import place_params
+from nndk.unrolled import Unrolled
 from nnre.compiler import compile_program
 from nnre.equations import check
 from nnre.program import Program
-from nnre.vm import Unrolled, bind_prologue, run_prologue
+from nnre.vm import bind_prologue, run_prologue
 
 
 @dataclass

@@ -16,11 +16,12 @@ from nndk.autodiff import Backward, differentiable_slots, transient_slots
 from nndk.init import init_param
 from nndk.layout import place_params
 from nndk.optim import OPTIMIZERS, clip_global_norm
+from nndk.unrolled import Unrolled, history_rows
 from nnre.compiler import compile_program
 from nnre.equations import Checked, param_shapes
 from nnre.errors import NnreError
 from nnre.model import Model
-from nnre.vm import Unrolled, bind_prologue
+from nnre.vm import bind_prologue
 
 State = dict[tuple[str, int], np.ndarray]
 
@@ -78,9 +79,8 @@ class Learner:
     def final_state(self, run: Unrolled) -> State:
         out = {}
         for (name, lag) in self.prog.state_in:
-            k, b = self.prog.max_lag_of(name), run.batch
-            block = k + run.steps - lag
-            out[(name, lag)] = run.history[name][block * b:(block + 1) * b].copy()
+            rows = history_rows(self.prog, name, run.steps - lag, run.batch)
+            out[(name, lag)] = run.history[name][rows].copy()
         return out
 
     def runtime_model(self, metadata: dict[str, Any] | None = None) -> Model:

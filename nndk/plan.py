@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from nndk.unrolled import transposed_product
 from nnre.ops import Op
-from nnre.vm import transposed_product
 
 Array = np.ndarray
 Call = Callable[[], Any]
@@ -126,7 +126,7 @@ def fused(op: Op, i: int, g: Array, out: Array, args: list[Array], dest: Array, 
 
 def times_weight_t(g: Array, weight: Array, weight_t: Array, dest: Array, write: bool,
                    scratch: Scratch) -> Call:
-    """``dest (+)= g @ Wᵀ``: per step in transposed form where that is faster (``nnre.vm``),
+    """``dest (+)= g @ Wᵀ``: per step in transposed form where that is faster (``nndk.unrolled``),
     else with the contiguous ``weight_t``."""
     if transposed_product(g.shape[0], weight) and g.ndim == 2:
         buf = scratch((weight.shape[0], g.shape[0]), g.dtype)

@@ -25,12 +25,12 @@ from nndk.learner import Learner, State
 from nndk.losses import cross_entropy
 from nndk.models import read_model
 from nndk.optim import learning_rate
+from nndk.unrolled import Unrolled
 from nnre.equations import Checked, check
 from nnre.equations.parser import parse
 from nnre.equations.roles import analyse
 from nnre.errors import NnreError
 from nnre.model import Model
-from nnre.vm import Unrolled
 
 
 class TrainingError(NnreError):

@@ -3,7 +3,7 @@
 The hot loop per character is: draw an index from the output row *in place* (no copy), move
 the one-hot 1 in the input buffer (two element writes), replay the lean one-step tape of the
 next ring phase. State never leaves the ring, so nothing is allocated or copied per character.
-Each call owns its own :class:`~nnre.vm.StepStage`, so generators are independent of each
+Each call owns its own step stage (``Model.step_stage``), so generators are independent of each
 other and of ``Model.step`` (several may be interleaved, or run in different threads).
 """
 
@@ -37,7 +37,7 @@ def generate(model: Any, prime: str, length: int, *, temperature: float = 1.0,
 def _stream(model: Any, input_name: str, out_index: int, vocab: list[str], codes: list[int],
             length: int, sampler: Sampler, stop: str) -> Iterator[str]:
     stage = model.step_stage(1)
-    x = stage.inputs[input_name][0]  # the one-hot row the tape reads
+    x = stage.given[model.program.inputs[input_name]][0]  # the one-hot row the tape reads
     rows = [model._out_rows(arrays, out_index, 1)[0] for arrays in stage.arrays]
     tapes, phases = stage.tapes, stage.phases
     fed = [0, 0]  # [the hot index of the one-hot row, steps taken]

@@ -17,7 +17,7 @@ import numpy as np
 
 from nnre.errors import EquationError, FeedError, ShapeError
 from nnre.program import Program
-from nnre.vm import LoopStage, PostStage, PreStage, StepStage, run_prologue
+from nnre.vm import Stage, bind_stage, loop_windows, post_captures, run_prologue
 
 DTYPES = ("float32", "float64")
 Arrays = dict[str, np.ndarray]
@@ -129,8 +129,8 @@ class Model:
              ) -> tuple[Arrays, Arrays]:
         """One time step: feeds ``(B, n)`` or ``(n,)`` → (outputs, next state), as copies.
 
-        Runs the lean one-step tape (:class:`nnre.vm.StepStage`): pre, loop and post back to
-        back at batch rows, no windows or captures.
+        Runs the lean one-step tape (:meth:`step_stage`): pre, loop and post back to back at
+        batch rows, no windows or captures.
         """
         if feeds.keys() != self._inputs.keys():
             self._check_names(feeds)
@@ -149,9 +149,9 @@ class Model:
             raise FeedError(f"inputs disagree on the batch size or it is 0: "
                             f"{ {k: v.shape for k, v in xs.items()} }")
         init = self._step_state(state, batch, batched)
-        st: StepStage = self._stage("step", batch)
+        st: Stage = self._stage("step", batch)
         for name, arr in xs.items():
-            np.copyto(st.inputs[name], arr)
+            np.copyto(st.given[self.program.inputs[name]], arr)
         for key, name, lag in self._state_keys:
             np.copyto(st.ring[name][(-lag) % st.phases], init[key])
         for f in st.tapes[0]:
@@ -182,9 +182,17 @@ class Model:
             return np.broadcast_to(arrays[index].reshape(-1), (batch, arrays[index].size))
         return arrays[index].reshape(batch, -1)  # type: ignore[no-any-return]
 
-    def step_stage(self, batch: int = 1) -> StepStage:
-        """A fresh lean one-step tape with its own buffers (what a generator owns)."""
-        return StepStage(self.program, self._consts, batch)
+    def step_stage(self, batch: int = 1) -> Stage:
+        """A fresh lean one-step tape with its own buffers (what a generator owns).
+
+        At T=1 the hoisting of the sequence path buys nothing, so pre, loop and post run back
+        to back at ``batch`` rows with no windows or captures: the tape reads the input
+        buffers directly and outputs are read in place; state lives in the ring, so stepping
+        is running ``tapes[t % phases]`` with nothing copied at all.
+        """
+        prog = self.program
+        return bind_stage(prog, self._consts, [*prog.pre, *prog.loop, *prog.post], batch,
+                          list(prog.inputs.values()), ring=True)
 
     @property
     def sampling(self) -> dict[str, Any]:
@@ -208,8 +216,8 @@ class Model:
         init = self._check_state(state, batch, batched)
         pre = self._stage("pre", steps * batch)
         for name, arr in xs.items():
-            np.copyto(pre.arrays[self.program.inputs[name]], arr.reshape(steps * batch, -1))
-        for f in pre.tape:
+            np.copyto(pre.given[self.program.inputs[name]], arr.reshape(steps * batch, -1))
+        for f in pre.tapes[0]:
             f()
         outputs, final = self._loop(pre, steps, batch, init)
         if not batched:
@@ -217,7 +225,7 @@ class Model:
             final = {k: v[0] for k, v in final.items()}
         return outputs, final
 
-    def _loop(self, pre: PreStage, steps: int, batch: int, init: Arrays
+    def _loop(self, pre: Stage, steps: int, batch: int, init: Arrays
               ) -> tuple[Arrays, Arrays]:
         prog = self.program
         loop = self._stage("loop", batch)
@@ -225,11 +233,11 @@ class Model:
         for (name, lag), _ in prog.state_in.items():
             np.copyto(loop.ring[name][(-lag) % phases], init[_state_key(name, lag)])
         post = self._post(pre, steps * batch)
-        sources = [(win, pre.arrays[i].reshape(steps, batch, -1))
-                   for i, win in loop.windows.items()]
+        sources = [(win, pre.arrays[0][i].reshape(steps, batch, -1))
+                   for i, win in loop.given.items()]
         results: Arrays = {}
-        per_step = [(post.arrays[i].reshape(steps, batch, -1), [a[i] for a in loop.arrays])
-                    for i in post.captures]
+        per_step = [(post.given[i].reshape(steps, batch, -1), [a[i] for a in loop.arrays])
+                    for i in post_captures(prog)]
         for name, index in prog.outputs.items():
             stage = prog.slots[index].stage
             if stage == "loop":
@@ -251,18 +259,22 @@ class Model:
                 np.copyto(out[t], bufs[phase])
         final = {_state_key(name, lag): loop.ring[name][(steps - lag) % phases].copy()
                  for (name, lag) in prog.state_in}
-        for f in post.tape:
+        for f in post.tapes[0]:
             f()
         for name, index in prog.outputs.items():
             if prog.slots[index].stage in ("pre", "post"):
-                results[name] = post.arrays[index].reshape(steps, batch, -1).copy()
+                results[name] = post.arrays[0][index].reshape(steps, batch, -1).copy()
         return results, final
 
-    def _post(self, pre: PreStage, rows: int) -> PostStage:
-        cache = self._local.stages
+    def _post(self, pre: Stage, rows: int) -> Stage:
+        """The post stage reads what pre computed (bound to that pre stage's buffers)."""
+        cache, prog = self._local.stages, self.program
         key = ("post", rows)
         if key not in cache or cache[key][0] is not pre:
-            cache[key] = (pre, PostStage(self.program, self._consts, rows, pre))
+            shared = {i: pre.arrays[0][i] for i, slot in enumerate(prog.slots)
+                      if slot.stage == "pre"}
+            cache[key] = (pre, bind_stage(prog, self._consts, prog.post, rows,
+                                          post_captures(prog), shared))
         return cache[key][1]  # type: ignore[no-any-return]
 
     def _stage(self, kind: str, rows: int) -> Any:
@@ -273,8 +285,15 @@ class Model:
         if key not in cache:
             if len(cache) > 16:
                 cache.clear()
-            cls = {"pre": PreStage, "loop": LoopStage, "step": StepStage}[kind]
-            cache[key] = cls(self.program, self._consts, rows)
+            prog = self.program
+            if kind == "pre":  # the whole sequence at once, before the loop
+                stage = bind_stage(prog, self._consts, prog.pre, rows, list(prog.inputs.values()))
+            elif kind == "loop":  # one step at batch rows; pre's values come in by windows
+                stage = bind_stage(prog, self._consts, prog.loop, rows, loop_windows(prog),
+                                   ring=True)
+            else:
+                stage = self.step_stage(rows)
+            cache[key] = stage
         return cache[key]
 
     def _check_names(self, feeds: Mapping[str, Any]) -> None:

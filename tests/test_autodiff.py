@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from nndk import unrolled
 from nndk.gradcheck import gradcheck, make_problem
-from nnre import vm
 from nnre.ops import OPS
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "nndk" / "templates"
@@ -69,7 +69,7 @@ def test_template_gradients_in_the_trainer_layout(template: str,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     """Parameters stored inside their stacks, and every per-step product in transposed
     form (normally only for large weights): the same gradients as finite differences."""
-    monkeypatch.setattr(vm, "TRANSPOSED_MIN_WEIGHT", 0)
+    monkeypatch.setattr(unrolled, "TRANSPOSED_MIN_WEIGHT", 0)
     text = (TEMPLATES / f"{template}.eqn").read_text(encoding="utf-8")
     problem = make_problem(text, DIMS, steps=4, batch=2, contiguous=True, stacked=True)
     if template in ("lstm", "gru"):
