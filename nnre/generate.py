@@ -12,8 +12,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-import numpy as np
-
 from nnre.codecs import Sampler, text_io
 from nnre.errors import FeedError
 
@@ -69,10 +67,3 @@ def default_prime(model: Any) -> str:
     """A newline if the vocabulary has one (text starts after a line break), else its first."""
     vocab = text_io(model.metadata, list(model.inputs), list(model.outputs)).chars.vocab
     return "\n" if "\n" in vocab else vocab[0]
-
-
-def prime_state(model: Any, prime: str) -> dict[str, np.ndarray]:
-    """The state after reading ``prime`` (for apps that drive ``step`` themselves)."""
-    io = text_io(model.metadata, list(model.inputs), list(model.outputs))
-    _, state = model.run({io.input: io.chars.one_hot(prime, model.dtype)})
-    return dict(state)
