@@ -18,6 +18,7 @@ from nndk.onnx.importer import import_model  # noqa: E402
 from nndk.pack import build_content  # noqa: E402
 from nnre.bundle import load  # noqa: E402
 from nnre.bundle_write import write  # noqa: E402
+from nnre.equations import check, param_shapes  # noqa: E402
 from nnre.model import Model  # noqa: E402
 
 TEMPLATES = {"lstm": {"H": 5, "V": 4}, "gru": {"H": 5, "V": 4}, "rnn": {"H": 5, "V": 4},
@@ -110,3 +111,23 @@ def test_opset_out_of_range_is_refused() -> None:
     model = template_model("rnn", TEMPLATES["rnn"])
     with pytest.raises(OnnxError, match="--opset 9 is not supported"):
         export_model(model, opset=9)
+
+
+@pytest.mark.parametrize("case", ["elementwise", "recurrent_vectors", "constants"])
+def test_every_op_exports_and_matches_onnxruntime(case: str) -> None:
+    """The autodiff cases use every op of the table (tests/test_autodiff.py checks that);
+    each op's ONNX mapping (``Op.onnx``) must compute what nnre computes."""
+    from test_autodiff import CASES, DIMS
+
+    checked = check(CASES[case], DIMS)
+    rng = np.random.default_rng(4)
+    weights = {k: rng.normal(scale=0.5, size=s).astype(np.float32)
+               for k, s in param_shapes(checked).items()}
+    model = Model.from_equations(CASES[case], weights, DIMS)  # onnxruntime: Softplus in float32
+    xs = {k: np.abs(v) for k, v in _inputs(model).items()}  # log and sqrt of positive values
+    want, want_state = model.run(xs)
+    got, got_state = run_step_graph(ort_runner(export_model(model)), model, xs)
+    for k in want:
+        np.testing.assert_allclose(got[k], want[k], rtol=1e-5, atol=1e-5)
+    for k in want_state:
+        np.testing.assert_allclose(got_state[k], want_state[k], rtol=1e-5, atol=1e-5)

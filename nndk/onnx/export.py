@@ -91,6 +91,11 @@ class Emitter:
     def per_example(self, index: int) -> bool:
         return self.prog.slots[index].stage != "const"
 
+    def shape(self, index: int) -> tuple[int, ...]:
+        """A slot's shape as ONNX broadcasts it: rows lead per-example values (as 1)."""
+        shape = self.prog.slots[index].shape
+        return (1, *shape) if self.per_example(index) else shape
+
     def emit(self, ins: Instr) -> None:
         """The op's ONNX nodes (``Op.onnx``): one node of that type with the instruction's
         attributes, or the op's own rule."""

@@ -18,8 +18,16 @@ def _copy(x: Array, out: Array) -> Array:
     return out
 
 
+def _copy_onnx(e: Any, ins: Any, args: list[str], out: str) -> None:
+    source, target = e.shape(ins.args[0]), e.shape(ins.out)
+    if source == target:
+        e.node("Identity", args, out)
+    else:  # a broadcast: ONNX's Identity keeps the shape, Expand broadcasts like NumPy
+        e.node("Expand", [args[0], e.const(np.array(target, np.int64), "shape")], out)
+
+
 COPY = Op(  # a value into a buffer of its own (next state), broadcasting a scalar if need be
-    "copy", _copy, same, passes=(1,), vjp=passing((1,)), onnx="Identity",
+    "copy", _copy, same, passes=(1,), vjp=passing((1,)), onnx=_copy_onnx,
 )
 
 
