@@ -21,7 +21,7 @@ CASES = {
         aₜ = exp(xₜ) ⊙ tanh(W xₜ) − relu(xₜ) / (2 + abs(xₜ))
         bₜ = sqrt(exp(xₜ) + 1) + log(1 + exp(xₜ)) ⊙ σ(xₜ)
         yₜ = aₜ ⊙ bₜ + xₜ² − (xₜ^3) / 4 + -xₜ
-        qₜ = -tanh(xₜ)
+        qₜ = -tanh(xₜ) + softplus(W xₜ)
         """,
     "recurrent_vectors": """
         xₜ ∈ ℝ^3

@@ -62,7 +62,7 @@ def _many_ops() -> object:
         n("Sqrt", ["l"], ["q"]), n("Neg", ["q"], ["nq"]), n("Abs", ["nq"], ["a"]),
         n("Mul", ["a", "scale"], ["ms"]), n("Identity", ["ms"], ["id"]),
         n("Softmax", ["id"], ["y"], axis=1), n("LogSoftmax", ["id"], ["z"], axis=-1),
-        n("Relu", ["id"], ["rl"]),
+        n("Relu", ["id"], ["rl"]), n("Softplus", ["id"], ["sp"]),
     ]
     inits = [_init("fc.weight", 5, 6), _init("fc.bias", 5), _init("w2", 5, 3),
              _init("bias2", 3), _init("scale", 6),
@@ -71,7 +71,7 @@ def _many_ops() -> object:
              numpy_helper.from_array(np.array([1.0], np.float32), "one"),
              numpy_helper.from_array(np.array([-1, 6], np.int64), "shape")]
     return _model(nodes, inits, {"img": ["N", 2, 3]}, {"y": ["N", 6], "z": ["N", 6],
-                                                       "rl": ["N", 6]})
+                                                       "rl": ["N", 6], "sp": ["N", 6]})
 
 
 def test_many_ops_match_onnxruntime() -> None:
@@ -81,10 +81,11 @@ def test_many_ops_match_onnxruntime() -> None:
     img = RNG.standard_normal((7, 2, 3)).astype(np.float32)
     want = ort_runner(proto)({"img": img})
     got, _ = model.step({"img": img.reshape(7, -1)})
-    for name in ("y", "z", "rl"):
+    for name in ("y", "z", "rl", "sp"):
         np.testing.assert_allclose(got[result.outputs[name][0]], want[name], atol=1e-5)
     text = result.equations
     assert "relu(" in text and "softmax(" in text and "log_softmax(" in text
+    assert "softplus(" in text
     assert "W₁ img" in text and "[" in text  # generated weight names, stacking
 
 

@@ -1,4 +1,4 @@
-"""Functions of the equation language applied entry by entry: σ, tanh, relu, exp, log, √, |·|.
+"""Functions of the equation language applied entry by entry: σ, tanh, relu, exp, log, √, ….
 
 Each block is the whole definition of one primitive (see ``nnre.ops.base.Op``).
 """
@@ -88,6 +88,16 @@ ABS = elementwise(
     onnx="Abs", onnx_import=("Abs",),
 )
 
+SOFTPLUS = Op(  # log(1 + eˣ), as logaddexp(0, x): no overflow for large x
+    "softplus", lambda x, out: np.logaddexp(0, x, out=out), same, fusable=True,
+    spellings=("softplus",),
+    sympy=lambda sp, d: sp.log(1 + sp.exp(d)),
+    fold=lambda v: max(v, 0.0) + math.log1p(math.exp(-abs(v))),
+    # σ(x) = 1 − e^(−softplus(x)): read from the output, which is never negative
+    vjp=lambda g, out, args, attrs, i: g * -np.expm1(-out), reads=frozenset({"out"}),
+    onnx="Softplus", onnx_import=("Softplus",),
+)
+
 NEG = elementwise(
     "neg", np.negative, passes=(-1,), vjp=passing((-1,)), onnx="Neg",
 )
@@ -112,4 +122,4 @@ POW = Op(  # x^k for a number k, written x², x³ or x^k
     onnx=_pow_onnx,
 )
 
-OPS = [SIGMOID, TANH, RELU, EXP, LOG, SQRT, ABS, NEG, POW]
+OPS = [SIGMOID, TANH, RELU, EXP, LOG, SQRT, ABS, SOFTPLUS, NEG, POW]
