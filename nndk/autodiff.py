@@ -82,7 +82,7 @@ class Backward:
                 total = shared[total]
             self.full[i] = self.full[total]
         self._share_stacked(run)
-        for stage in ("const", "pre", "loop", "post"):
+        for stage in ("prologue", "pre", "loop", "post"):
             for ins in prog.stage_list(stage):
                 self._view(ins, self.full)
         # g @ Wᵀ per step runs ~2× faster with Wᵀ contiguous (OpenBLAS NN vs NT at batch 32)
@@ -91,7 +91,7 @@ class Backward:
                    if ins.op == "concat" and dict(ins.attrs).get("axis") == 1}
         for ins in prog.pre + prog.loop + prog.post:
             b = ins.args[1] if ins.op == "matmul" else -1
-            if b >= 0 and prog.slots[b].stage == "const" and b not in self.weights_t:
+            if b >= 0 and prog.slots[b].stage == "prologue" and b not in self.weights_t:
                 value = run.full[b]
                 ready = value.T.flags.c_contiguous
                 buf = value.T if ready else np.empty(value.T.shape, value.dtype)
@@ -190,7 +190,7 @@ class Backward:
         for i, arg in enumerate(ins.args):
             target = grads[arg]
             if target is None or (consts is not None
-                                  and consts != (self.prog.slots[arg].stage == "const")):
+                                  and consts != (self.prog.slots[arg].stage == "prologue")):
                 continue
             if op.grad_views and is_same_view(rule(g, out, args, attrs, i), target):
                 continue  # the part's gradient already lives inside the whole's
@@ -223,13 +223,13 @@ def sums_shared(prog: Program, differentiable: set[int], views: set[int]) -> dic
     a term of a sum, the left of a difference, a copy) of their own shape: they can share the
     sum's gradient buffer (slot → sum's slot)."""
     uses: dict[int, int] = {}
-    for stage in ("const", "pre", "loop", "post"):
+    for stage in ("prologue", "pre", "loop", "post"):
         for ins in prog.stage_list(stage):
             for a in ins.args:
                 uses[a] = uses.get(a, 0) + 1
     kept = set(prog.outputs.values()) | set(prog.state_out.values())
     shared = {}
-    for stage in ("const", "pre", "loop", "post"):
+    for stage in ("prologue", "pre", "loop", "post"):
         for ins in prog.stage_list(stage):
             passes = OPS[ins.op].passes
             if ins.out not in differentiable:
@@ -241,7 +241,7 @@ def sums_shared(prog: Program, differentiable: set[int], views: set[int]) -> dic
                 per_example = {slot.stage, sum_slot.stage} <= {"pre", "loop", "post"}
                 if uses[a] == 1 and slot.kind == "temp" and a not in views and a not in kept \
                         and a in differentiable and slot.shape == sum_slot.shape \
-                        and (per_example or slot.stage == sum_slot.stage == "const"):
+                        and (per_example or slot.stage == sum_slot.stage == "prologue"):
                     shared[a] = ins.out
     return shared
 
@@ -253,7 +253,7 @@ def is_same_view(a: Array | None, b: Array) -> bool:
 
 def view_slots(prog: Program) -> set[int]:
     """Slots produced by view ops (their gradient is a view too, never a buffer of its own)."""
-    return {ins.out for stage in ("const", "pre", "loop", "post")
+    return {ins.out for stage in ("prologue", "pre", "loop", "post")
             for ins in prog.stage_list(stage) if OPS[ins.op].view}
 
 
@@ -264,7 +264,7 @@ def differentiable_slots(prog: Program, inputs: bool = True) -> set[int]:
     live = set(prog.params.values()) | set(prog.state_in.values())
     if inputs:
         live |= set(prog.inputs.values())
-    for stage in ("const", "pre", "loop", "post"):
+    for stage in ("prologue", "pre", "loop", "post"):
         for ins in prog.stage_list(stage):
             if any(a in live for a in ins.args):
                 live.add(ins.out)

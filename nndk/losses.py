@@ -15,7 +15,7 @@ LN2 = float(np.log(2.0))
 
 def producer(prog: Program, slot: int) -> tuple[str, int] | None:
     """(op, first argument) of the instruction that computes ``slot``."""
-    for stage in ("pre", "loop", "post", "const"):
+    for stage in ("pre", "loop", "post", "prologue"):
         for ins in prog.stage_list(stage):
             if ins.out == slot:
                 return ins.op, ins.args[0] if ins.args else -1

@@ -50,7 +50,7 @@ def bind_step_matmul(ins: Instr, arrays: list[Any], batch: int, prog: Program,
     """The calls of one step's ``x @ W`` (W constant) in transposed form, or None if the
     plain product is the faster one. ``scratch`` holds one buffer per instruction. A
     ``transient`` result is not copied back: later instructions read the transposed buffer."""
-    if ins.op != "matmul" or prog.slots[ins.args[1]].stage != "const" \
+    if ins.op != "matmul" or prog.slots[ins.args[1]].stage != "prologue" \
             or not transposed_product(batch, arrays[ins.args[1]]):
         return None
     weight = arrays[ins.args[1]]
@@ -95,7 +95,7 @@ class Unrolled:
                 continue
             self.pre.append(f)
             name = by_slot.get(ins.args[0]) if ins.op == "matmul" else None
-            if name is not None and prog.slots[ins.args[1]].stage == "const":
+            if name is not None and prog.slots[ins.args[1]].stage == "prologue":
                 f = functools.partial(np.take, self.full[ins.args[1]], self.codes[name], axis=0,
                                       out=self.full[ins.out])
                 self.coded.add(name)

@@ -44,7 +44,7 @@ class Compiler:
     def slot(self, kind: str, shape: tuple[int, int], stage: str, name: str = "") -> int:
         index = len(self.prog.slots)
         shape = (int(shape[0]), int(shape[1]))
-        if stage != "const":
+        if stage != "prologue":
             if shape[0] != 1 and shape[1] != 1:
                 raise EquationError(
                     f"in the equation for '{self.current}': a value that varies per example is "
@@ -61,7 +61,7 @@ class Compiler:
         key = sp.Float(value) if shape == (1, 1) else sp.MatMul(sp.Float(value),
                                                                   sp.OneMatrix(*shape))
         if key not in self.memo:
-            index = self.slot("const", shape, "const", name=_number(value))
+            index = self.slot("prologue", shape, "prologue", name=_number(value))
             self.prog.literals[index] = np.full(shape, value, dtype=self.prog.dtype)
             self.memo[key] = index
         return self.memo[key]
@@ -69,8 +69,8 @@ class Compiler:
     def emit(self, op: str, args: tuple[int, ...], shape: tuple[int, int], stage: str | None = None,
              **attrs: Any) -> int:
         stage = stage or max((self.stage(a) for a in args), key=_RANK.__getitem__,
-                             default="const")
-        if stage != "const" and op != "matmul":
+                             default="prologue")
+        if stage != "prologue" and op != "matmul":
             args = tuple(self.as_row(a) for a in args)
         out = self.slot("temp", shape, stage)
         self.prog.stage_list(stage).append(Instr(op, out, args, tuple(sorted(attrs.items()))))
@@ -79,7 +79,7 @@ class Compiler:
     def as_row(self, index: int) -> int:
         """A constant vector used with per-example rows is viewed as one row, shape (n,)."""
         slot = self.prog.slots[index]
-        if slot.stage != "const" or slot.shape == (1, 1) or len(slot.shape) == 1:
+        if slot.stage != "prologue" or slot.shape == (1, 1) or len(slot.shape) == 1:
             return index
         key = (index, "row")
         if key not in self.views:
@@ -87,7 +87,7 @@ class Compiler:
             if r != 1 and c != 1:
                 return index
             view = len(self.prog.slots)
-            self.prog.slots.append(Slot(f"{slot.name}⃗", "temp", (r * c,), "const"))
+            self.prog.slots.append(Slot(f"{slot.name}⃗", "temp", (r * c,), "prologue"))
             self.prog.prologue.append(Instr("reshape", view, (index,), (("shape", (r * c,)),)))
             self.views[key] = view
         return self.views[key]
@@ -98,7 +98,7 @@ class Compiler:
             r, c = self.prog.slots[index].shape
             view = len(self.prog.slots)
             self.prog.slots.append(Slot(f"{self.prog.slots[index].name}ᵀ", "temp", (c, r),
-                                        "const"))
+                                        "prologue"))
             self.prog.prologue.append(Instr("transpose", view, (index,)))
             self.views[key] = view
         return self.views[key]
@@ -117,7 +117,7 @@ class Compiler:
         if key not in self.views:
             copy = len(self.prog.slots)
             slot = self.prog.slots[view]
-            self.prog.slots.append(Slot(slot.name, "temp", slot.shape, "const"))
+            self.prog.slots.append(Slot(slot.name, "temp", slot.shape, "prologue"))
             self.prog.prologue.append(Instr("copy", copy, (view,)))
             self.views[key] = copy
         return self.views[key]
@@ -141,7 +141,7 @@ class Compiler:
         for name in self.roles.params:
             sym = syms.get(name)
             if sym is not None:
-                self.prog.params[name] = self.memo[sym] = self.slot("param", sym.shape, "const",
+                self.prog.params[name] = self.memo[sym] = self.slot("param", sym.shape, "prologue",
                                                                     name)
 
     # -- expressions ---------------------------------------------------------------------
@@ -234,13 +234,13 @@ class Compiler:
     def matmul(self, a: int, b: int, a_shape: tuple[int, ...], b_shape: tuple[int, ...],
                shape: tuple[int, int]) -> int:
         sa, sb = self.stage(a), self.stage(b)
-        if sa == "const" and sb == "const":
+        if sa == "prologue" and sb == "prologue":
             return self.emit("matmul", (a, b), shape)
         if a_shape[1] == 1:  # outer product of vectors with one side of length 1: a scaling
             return self.emit("mul", (a, b), shape)
-        if sa == "const":
+        if sa == "prologue":
             return self.emit("matmul", (b, self.row_weights(a)), shape)
-        if sb == "const":
+        if sb == "prologue":
             return self.emit("matmul", (a, b), shape)
         return self.emit("rowdot", (a, b), shape)
 
@@ -277,7 +277,7 @@ def _elementwise(c: Compiler, node: Any, shape: tuple[int, int]) -> int:
 
 def _vector_function(c: Compiler, node: Any, shape: tuple[int, int]) -> int:
     arg = c.memo[node.args[1]]
-    axis = -1 if c.stage(arg) != "const" else (0 if shape[1] == 1 else 1)
+    axis = -1 if c.stage(arg) != "prologue" else (0 if shape[1] == 1 else 1)
     return c.emit(node.op, (arg,), shape, axis=axis)
 
 
@@ -297,19 +297,19 @@ def _power(c: Compiler, node: Any, shape: tuple[int, int]) -> int:
 
 def _transpose(c: Compiler, node: Any, shape: tuple[int, int]) -> int:
     arg = c.memo[node.arg]
-    return arg if c.stage(arg) != "const" else c.transposed(arg)
+    return arg if c.stage(arg) != "prologue" else c.transposed(arg)
 
 
 def _concat(c: Compiler, node: Any, shape: tuple[int, int]) -> int:
     parts = tuple(c.memo[b] for b in node.blocks)
-    per_example = any(c.stage(p) != "const" for p in parts)
+    per_example = any(c.stage(p) != "prologue" for p in parts)
     return c.emit("concat", parts, shape, axis=-1 if per_example else 0)
 
 
 def _broadcast(c: Compiler, node: Any, shape: tuple[int, int]) -> int:
     arg = c.memo[node.args[0]]
-    if c.stage(arg) == "const":
-        return c.emit("copy", (arg,), shape, stage="const")
+    if c.stage(arg) == "prologue":
+        return c.emit("copy", (arg,), shape, stage="prologue")
     return c.emit("copy", (arg,), shape)
 
 

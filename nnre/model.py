@@ -178,7 +178,7 @@ class Model:
 
     def _out_rows(self, arrays: list[Any], index: int, batch: int) -> np.ndarray:
         """An output of the step tape as (batch, n) (a constant output is broadcast)."""
-        if self.program.slots[index].stage == "const":
+        if self.program.slots[index].stage == "prologue":
             return np.broadcast_to(arrays[index].reshape(-1), (batch, arrays[index].size))
         return arrays[index].reshape(batch, -1)  # type: ignore[no-any-return]
 
@@ -243,7 +243,7 @@ class Model:
             if stage == "loop":
                 results[name] = np.empty((steps, batch, *prog.slots[index].shape), self.dtype)
                 per_step.append((results[name], [arrs[index] for arrs in loop.arrays]))
-            elif stage == "const":
+            elif stage == "prologue":
                 const = self._consts[index]
                 assert const is not None
                 row = const.reshape(-1)

@@ -77,7 +77,7 @@ def _sink(prog: Program) -> bool:
 def _drop_dead(prog: Program) -> None:
     """Remove instructions whose results nothing reads (left over after rewrites)."""
     live = set(prog.outputs.values()) | set(prog.state_out.values())
-    for stage in ("post", "loop", "pre", "const"):
+    for stage in ("post", "loop", "pre", "prologue"):
         instrs = prog.stage_list(stage)
         kept = []
         for ins in reversed(instrs):
@@ -100,7 +100,7 @@ def _stack_matmuls(prog: Program, stage: str) -> None:
     instrs = prog.stage_list(stage)
     groups: dict[tuple[int, int], list[int]] = defaultdict(list)
     for pos, ins in enumerate(instrs):
-        if ins.op == "matmul" and prog.slots[ins.args[1]].stage == "const":
+        if ins.op == "matmul" and prog.slots[ins.args[1]].stage == "prologue":
             rows = prog.slots[ins.args[1]].shape[0]
             groups[(ins.args[0], rows)].append(pos)
     replace: dict[int, list[Instr]] = {}
@@ -112,7 +112,7 @@ def _stack_matmuls(prog: Program, stage: str) -> None:
         mats = [copies.get(instrs[p].args[1], instrs[p].args[1]) for p in members]
         total = sum(prog.slots[m].shape[1] for m in mats)
         stacked = _new_slot(prog, Slot("[" + "|".join(prog.slots[m].name for m in mats) + "]",
-                                       "temp", (rows, total), "const"))
+                                       "temp", (rows, total), "prologue"))
         prog.prologue.append(Instr("concat", stacked, tuple(mats), (("axis", 1),)))
         out = _new_slot(prog, Slot(f"%{len(prog.slots)}", "temp", (total,), stage))
         new = [Instr("matmul", out, (operand, stacked))]
@@ -137,7 +137,7 @@ def _splice(instrs: list[Instr], replace: dict[int, list[Instr]]) -> None:
 
 def _views(prog: Program) -> dict[int, _View]:
     views = {}
-    for stage in ("const", "pre", "loop", "post"):
+    for stage in ("prologue", "pre", "loop", "post"):
         for ins in prog.stage_list(stage):
             if ins.op == "slice":
                 attrs = dict(ins.attrs)
@@ -151,7 +151,7 @@ def _arg_key(prog: Program, views: dict[int, _View], arg: int, width: int
     if arg in views:
         return ("slice", views[arg].base)
     slot = prog.slots[arg]
-    if slot.stage == "const":
+    if slot.stage == "prologue":
         size = 1
         for d in slot.shape:
             size *= d
@@ -220,10 +220,10 @@ def _fuse_run(prog: Program, views: dict[int, _View], instrs: list[Instr], run: 
             start = views[arg].start
             stop = views[instrs[run[-1]].args[i]].stop
             args.append(_slice_of(prog, views[arg].base, start, stop, pending))
-        elif prog.slots[arg].stage == "const" and _width(prog, arg) > 1:
+        elif prog.slots[arg].stage == "prologue" and _width(prog, arg) > 1:
             parts = tuple(instrs[p].args[i] for p in run)
             stacked = _new_slot(prog, Slot("[" + "|".join(prog.slots[a].name for a in parts) + "]",
-                                           "temp", (total,), "const"))
+                                           "temp", (total,), "prologue"))
             prog.prologue.append(Instr("concat", stacked, parts, (("axis", 0),)))
             args.append(stacked)
         else:

@@ -15,15 +15,15 @@ from typing import Any
 
 import numpy as np
 
-STAGES = ("const", "pre", "loop", "post")
+STAGES = ("prologue", "pre", "loop", "post")
 
 
 @dataclass(frozen=True)
 class Slot:
     name: str  # 'x', 'h@t-1', 'W_i', or '%7' for temporaries
     kind: str  # input | state | param | const | temp
-    shape: tuple[int, ...]  # const stage: full shape; per-example stages: shape of one row
-    stage: str  # const | pre | loop
+    shape: tuple[int, ...]  # prologue: full shape; per-example stages: shape of one row
+    stage: str  # prologue | pre | loop | post
 
 
 @dataclass(frozen=True)
@@ -52,7 +52,7 @@ class Program:
     outputs: dict[str, int] = field(default_factory=dict)
 
     def stage_list(self, stage: str) -> list[Instr]:
-        return {"const": self.prologue, "pre": self.pre, "loop": self.loop,
+        return {"prologue": self.prologue, "pre": self.pre, "loop": self.loop,
                 "post": self.post}[stage]
 
     def max_lag(self) -> int:
@@ -80,7 +80,7 @@ class Program:
     def show_slot(self, index: int) -> str:
         slot = self.slots[index]
         dims = ", ".join(str(d) for d in slot.shape)
-        if slot.stage == "const":
+        if slot.stage == "prologue":
             return f"{slot.name}[{dims}]"
         return f"{slot.name}[B, {dims}]"
 

@@ -102,7 +102,7 @@ def test_every_op_is_covered_by_the_cases() -> None:
     for text in CASES.values():
         for optimize in (False, True):
             prog = make_problem(text, DIMS, optimize=optimize).prog
-            for stage in ("const", "pre", "loop", "post"):
+            for stage in ("prologue", "pre", "loop", "post"):
                 used.update(ins.op for ins in prog.stage_list(stage))
     assert used == set(OPS), sorted(set(OPS) - used)
 

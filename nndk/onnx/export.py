@@ -66,7 +66,7 @@ class Emitter:
     def name(self, index: int) -> str:
         if index not in self.names:
             slot = self.prog.slots[index]
-            per_example = slot.stage != "const"
+            per_example = slot.stage != "prologue"
             base = slot.name if slot.kind in ("input", "param") else \
                 self.labels.get(index, f"%{index}")
             if slot.kind == "const" or index in self.prog.literals:
@@ -89,7 +89,7 @@ class Emitter:
         return self.prog.dtype
 
     def per_example(self, index: int) -> bool:
-        return self.prog.slots[index].stage != "const"
+        return self.prog.slots[index].stage != "prologue"
 
     def shape(self, index: int) -> tuple[int, ...]:
         """A slot's shape as ONNX broadcasts it: rows lead per-example values (as 1)."""
@@ -202,7 +202,7 @@ def _step_io(e: Emitter, elem: int, lead: list[str | int]) -> tuple[list[Any], l
         e.node("Identity", [e.name(src)], out)
         outs.append(info(out, index))
     for name, index in prog.outputs.items():
-        if prog.slots[index].stage == "const":
+        if prog.slots[index].stage == "prologue":
             raise OnnxError(f"output '{name}' does not depend on any input or state; "
                             "an ONNX graph of a step cannot give it a batch axis")
         out = direct.pop(index) if index in direct else e.fresh(e.prefix + name)
