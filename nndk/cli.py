@@ -18,7 +18,7 @@ from nndk.pack import PackRequest, pack
 from nndk.progress import Reporter
 from nndk.train import TrainConfig, start
 from nndk.train import resume as resume_training
-from nnre.bundle_info import escaped
+from nnre.bundle.info import escaped
 from nnre.cli import run_cli, threads_option
 
 

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from nndk import __version__, checkpoint
-from nnre.bundle_write import BundleContent, write
+from nnre.bundle.write import BundleContent, write
 from nnre.errors import NnreError
 from nnre.model import Model
 

@@ -12,7 +12,7 @@ import pytest
 from bundle_helpers import lstm_content, reseal
 from click.testing import CliRunner
 
-from nnre.bundle_write import encode, write
+from nnre.bundle.write import encode, write
 from nnre.cli import cli
 
 ROOT = Path(__file__).resolve().parent.parent

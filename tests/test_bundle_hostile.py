@@ -1,6 +1,6 @@
 """Hostile bytes: every truncation, every bit flip, forged lengths and values; fuzzing.
 
-Each case must end in an InvalidBundle (a BundleError) quickly and in bounded memory; the
+Each case must end in an BundleError quickly and in bounded memory; the
 crafted one-rule-broken files live in formats/vectors (run by test_vectors.py).
 """
 
@@ -17,8 +17,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from nnre import bundle
-from nnre.bundle_format import InvalidBundle, data_start
-from nnre.bundle_write import encode
+from nnre.bundle.layout import data_start
+from nnre.bundle.write import encode
 from nnre.errors import BundleError
 
 BASE = encode(lstm_content())
@@ -29,7 +29,7 @@ START = data_start(HEADER_LEN)
 def test_every_truncation_of_the_header_and_sampled_data_is_refused() -> None:
     cuts = list(range(START + 1)) + list(range(START + 1, len(BASE), 37))
     for n in cuts:
-        with pytest.raises(InvalidBundle) as info:
+        with pytest.raises(BundleError) as info:
             bundle.decode(BASE[:n])
         assert info.value.code in {"truncated", "bad-magic"}, (n, info.value)
         assert info.value.code == "bad-magic" or "byte" in str(info.value)
@@ -41,25 +41,25 @@ def test_every_single_bit_flip_is_detected_when_verifying() -> None:
         for bit in range(8):
             blob = bytearray(BASE)
             blob[off] ^= 1 << bit
-            with pytest.raises(InvalidBundle):
+            with pytest.raises(BundleError):
                 bundle.decode(bytes(blob), check_data=True)
 
 
 def test_flip_in_tensor_data_names_the_tensor_and_offset() -> None:
     blob = bytearray(BASE)
     blob[START + 2] ^= 0x80
-    with pytest.raises(InvalidBundle, match=rf"tensor 'U_c'.*\(at byte {START}\)"):
+    with pytest.raises(BundleError, match=rf"tensor 'U_c'.*\(at byte {START}\)"):
         bundle.decode(bytes(blob), check_data=True)
 
 
 @pytest.mark.parametrize("length", [HEADER_LEN + 1, len(BASE), 2**24, 2**32 - 1])
 def test_forged_header_length(length: int) -> None:
     blob = BASE[:12] + struct.pack("<I", length) + BASE[16:]
-    with pytest.raises(InvalidBundle, match="header|digest|msgpack|need"):
+    with pytest.raises(BundleError, match="header|digest|msgpack|need"):
         bundle.decode(blob)
 
 
-def _bounded(blob: bytes) -> InvalidBundle:
+def _bounded(blob: bytes) -> BundleError:
     tracemalloc.start()
     t0 = time.perf_counter()
     try:
@@ -70,7 +70,7 @@ def _bounded(blob: bytes) -> InvalidBundle:
         tracemalloc.stop()
     assert time.perf_counter() - t0 < 1.0
     assert peak < 8 * len(blob) + (1 << 20), peak
-    assert isinstance(info.value, InvalidBundle)
+    assert isinstance(info.value, BundleError)
     return info.value
 
 
@@ -169,7 +169,7 @@ def _header_mutations() -> st.SearchStrategy[bytes]:
 def _fuzz_once(blob: bytes) -> None:
     try:
         bundle.decode(blob, check_data=True)
-    except InvalidBundle:
+    except BundleError:
         pass
 
 

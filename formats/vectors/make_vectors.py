@@ -23,9 +23,9 @@ from typing import Any
 import msgpack
 import numpy as np
 
-from nnre.bundle_format import MAGIC
-from nnre.bundle_schema import Spec
-from nnre.bundle_write import BundleContent, encode
+from nnre.bundle.format import MAGIC
+from nnre.bundle.schema import Spec
+from nnre.bundle.write import BundleContent, encode
 
 HERE = Path(__file__).resolve().parent
 LSTM = (

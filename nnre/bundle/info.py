@@ -9,8 +9,8 @@ from __future__ import annotations
 import unicodedata
 from typing import Any
 
-from nnre.bundle import Bundle
-from nnre.bundle_schema import SIDES
+from nnre.bundle.read import Bundle
+from nnre.bundle.schema import SIDES
 
 
 def escaped(text: str) -> str:

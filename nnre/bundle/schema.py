@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from nnre.bundle_format import (
+from nnre.bundle.format import (
     CODECS,
     COMPUTE_DTYPES,
     DTYPES,
@@ -23,8 +23,8 @@ from nnre.bundle_format import (
     MAX_TENSOR_BYTES,
     MAX_TENSORS,
     VERSION_MINOR,
-    InvalidBundle,
 )
+from nnre.errors import BundleError
 
 SEMVER = re.compile(
     r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)"
@@ -72,8 +72,8 @@ class Header:
 Check = Callable[[Any, str], Any]
 
 
-def _fail(path: str, message: str, code: str = "bad-field") -> InvalidBundle:
-    return InvalidBundle(code, message, field=path)
+def _fail(path: str, message: str, code: str = "bad-field") -> BundleError:
+    return BundleError(code, message, field=path)
 
 
 def _type_name(v: Any) -> str:
