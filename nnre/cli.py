@@ -22,10 +22,10 @@ from nnre.threads import set_blas_threads
 
 
 def error_line(err: Exception) -> str:
-    """One printable line for an error: its location and message, no caret display."""
-    if isinstance(err, EquationError):
-        return err.one_line()
-    return str(err).split("\n", 1)[0]
+    """One printable line for an error: location, message and, for nnre's own errors, the
+    stable code in brackets at the end (``… [bad-magic]``); no caret display."""
+    text = err.one_line() if isinstance(err, EquationError) else str(err).split("\n", 1)[0]
+    return f"{text} [{err.code}]" if isinstance(err, NnreError) else text
 
 
 def run_cli(group: click.Group, prog_name: str) -> None:

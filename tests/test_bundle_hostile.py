@@ -81,7 +81,8 @@ def _shape(i: int, shape: list[int]):
 FORGED = [
     ("negative dim", _shape(0, [-1, 3]), "bad-value"),
     ("huge dim", _shape(0, [2**63 - 1]), "bad-value"),
-    ("product overflows 64 bits", _shape(0, [2**40, 2**40, 2**40]), "tensor-too-large"),
+    ("product overflows 64 bits", _shape(0, [2**31 - 1] * 3), "tensor-too-large"),
+    ("dim one past the limit", _shape(0, [2**31]), "bad-value"),
     ("product at the cap", _shape(0, [2**22, 2**22]), "tensor-too-large"),
     ("nine dims", _shape(0, [1] * 9), "bad-field"),
     ("bool dim", _shape(0, [True, 3]), "bad-field"),
@@ -104,6 +105,34 @@ FORGED = [
      "duplicate-name"),
     ("created not UTC", lambda h: h["metadata"].update(created="2024-01-01T00:00:00+02:00"),
      "bad-field"),
+    ("temperature zero", lambda h: h["metadata"].update(sampling={"temperature": 0.0}),
+     "bad-value"),
+    ("temperature as int", lambda h: h["metadata"].update(sampling={"temperature": 1}),
+     "bad-field"),
+    ("top_p above one", lambda h: h["metadata"].update(sampling={"top_p": 1.5}), "bad-value"),
+    ("top_p zero", lambda h: h["metadata"].update(sampling={"top_p": 0.0}), "bad-value"),
+    ("top_k negative", lambda h: h["metadata"].update(sampling={"top_k": -1}), "bad-value"),
+    ("loss as int", lambda h: h["metadata"].update(provenance={"final_losses": {"t": 1}}),
+     "bad-field"),
+    ("created 30 February", lambda h: h["metadata"].update(created="2024-02-30T00:00:00Z"),
+     "bad-value"),
+    ("created hour 24", lambda h: h["metadata"].update(created="2024-01-01T24:00:00Z"),
+     "bad-value"),
+    ("dims past the limit", lambda h: h["model"].update(dims={"H": 2**31, "V": 4}),
+     "bad-value"),
+    ("signature dtype not the compute dtype", lambda h: h["model"]["signature"]["inputs"][
+        "x"].update(dtype="float16"), "bad-value"),
+    ("name with @", lambda h: h["tensors"][0].update(name="U_a@t-2"), "bad-name"),
+    ("name starting with _", lambda h: h["tensors"][0].update(name="_U"), "bad-name"),
+    ("name with a modifier letter", lambda h: h["tensors"][0].update(name="Uᵢ"), "bad-name"),
+    ("empty subscript", lambda h: h["tensors"][0].update(name="U_"), "bad-name"),
+    ("requires is checked before unknown fields", lambda h: h.update(
+        requires=["equations/1", "gpu/1"], bogus=1), "unsupported-feature"),
+    ("missing before unknown", lambda h: (h["metadata"].pop("name"), h["metadata"].update(
+        zzz=1)), "missing-field"),
+    ("missing fields reported in key order", lambda h: (h["metadata"].pop("name"),
+                                                       h["metadata"].pop("version")),
+     "missing-field"),
     ("codec on state", lambda h: h["metadata"].update(codecs={"h": {"id": "argmax-label",
                                                                     "labels": list("abc")}}),
      "bad-codec"),
@@ -136,7 +165,7 @@ def test_duplicate_keys_deep_inside_are_refused() -> None:
 def test_non_string_keys_are_refused() -> None:
     header, section = split(BASE)
     raw = msgpack.packb({1: 2}, use_bin_type=True)
-    assert _bounded(forge(raw, section)).code == "header-msgpack"
+    assert _bounded(forge(raw, section)).code == "non-string-key"
 
 
 def _mutations() -> st.SearchStrategy[bytes]:

@@ -57,9 +57,10 @@ def test_equation_errors_name_the_bundle_field(tmp_path) -> None:
 
 def test_signature_in_header_must_match_the_equations() -> None:
     blob = reseal(BASE, lambda h: h["model"]["signature"]["inputs"].update(
-        x={"dtype": "float64", "shape": [4]}))
-    with pytest.raises(BundleError, match=r"signature\.inputs: header says"):
+        x={"dtype": "float32", "shape": [5]}))
+    with pytest.raises(BundleError, match=r"signature\.inputs: header says") as info:
         nnre.load(blob)
+    assert info.value.code == "signature-mismatch"
 
 
 def test_misshaped_weight_is_a_shape_error() -> None:

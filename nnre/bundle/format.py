@@ -31,7 +31,7 @@ MAX_CONTAINER_LEN = 1 << 20  # entries in any one msgpack array or map
 MAX_DEPTH = 16  # nesting of maps and arrays in the header
 MAX_TENSORS = 1 << 16
 MAX_NDIM = 8
-MAX_DIM = 1 << 40  # one dimension
+MAX_DIM = (1 << 31) - 1  # one dimension; the equation language's limit too
 MAX_TENSOR_BYTES = 1 << 44  # 16 TiB: any product beyond this is refused before use
 
 #: dtype name in the file -> little-endian NumPy dtype. Closed set.

@@ -1,9 +1,11 @@
 """Header bytes <-> plain Python values: bounded msgpack decoding and canonical encoding.
 
 Decoding never trusts the input: explicit size limits (msgpack otherwise sizes them from the
-input), no ext types (the Timestamp ext bypasses ``ext_hook``, so types are re-checked), string
-keys only, duplicate keys refused, bounded nesting, and the bytes must be exactly the
-canonical encoding of what they decode to (one value, one byte string: no malleability).
+input), no bin or ext values (the Timestamp ext bypasses ``ext_hook``, so types are re-checked),
+string keys only, duplicate keys refused, bounded nesting, finite floats, and the bytes must be
+exactly the canonical encoding of what they decode to (one value, one byte string). The checks
+run in the order of ``formats/bundle.md`` §7 step 4, so a header with several defects always
+reports the same code.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ _SCALARS = (type(None), bool, int, float, str)
 
 
 def _refuse_ext(code: int, data: bytes) -> Any:
-    raise BundleError("ext-type", f"msgpack ext type {code} is not allowed in a header",
+    raise BundleError("forbidden-type", f"msgpack ext type {code} is not allowed in a header",
                         field="header", offset=PREAMBLE_SIZE)
 
 
@@ -43,7 +45,7 @@ def _pairs_to_dict(pairs: list[tuple[Any, Any]]) -> dict[str, Any]:
 
 
 def decode_header(raw: bytes) -> dict[str, Any]:
-    """Decode and check one canonical msgpack map; every failure is an BundleError."""
+    """Decode and check one canonical msgpack map; every failure is a BundleError."""
     if len(raw) > MAX_HEADER_BYTES:
         raise BundleError("header-too-large", f"{len(raw)} bytes > cap {MAX_HEADER_BYTES}",
                             field="header")
@@ -52,17 +54,20 @@ def decode_header(raw: bytes) -> dict[str, Any]:
             raw,
             raw=False,
             use_list=True,
-            strict_map_key=True,
+            strict_map_key=False,  # _pairs_to_dict refuses non-string keys with its code
             object_pairs_hook=_pairs_to_dict,
             ext_hook=_refuse_ext,
             max_str_len=MAX_STRING_BYTES,
-            max_bin_len=0,
+            max_bin_len=MAX_STRING_BYTES,  # decoded (bounded by the header), then refused
             max_array_len=MAX_CONTAINER_LEN,
             max_map_len=MAX_CONTAINER_LEN,
-            max_ext_len=16,  # lets ext_hook / the type check name the ext type
+            max_ext_len=MAX_STRING_BYTES,  # every ext reaches ext_hook / the type check
         )
     except BundleError:
         raise
+    except msgpack.StackError as err:  # msgpack's own nesting limit (1024) is past ours
+        raise BundleError("header-too-deep", f"nesting deeper than {MAX_DEPTH}",
+                          field="header", offset=PREAMBLE_SIZE) from err
     except msgpack.ExtraData as err:
         raise BundleError("header-msgpack", "trailing bytes after the header map",
                             field="header", offset=PREAMBLE_SIZE) from err
@@ -82,9 +87,11 @@ def decode_header(raw: bytes) -> dict[str, Any]:
 
 
 def _check_plain(value: Any, path: str, depth: int) -> None:
-    """Only nil, bool, int, float64, str, array and map; bounded depth; finite floats."""
-    if depth > MAX_DEPTH:
-        raise BundleError("header-too-deep", f"nesting deeper than {MAX_DEPTH}", field=path)
+    """Only nil, bool, int, float, str, array and map; finite floats; containers (only they
+    count) at depth <= MAX_DEPTH, the header map being at depth 0."""
+    if isinstance(value, (dict, list)) and depth > MAX_DEPTH:
+        raise BundleError("header-too-deep", f"a container at nesting depth {depth}, deeper "
+                          f"than {MAX_DEPTH}", field=path)
     if isinstance(value, dict):
         for key, item in value.items():
             _check_plain(item, f"{path}.{key}", depth + 1)
@@ -92,7 +99,7 @@ def _check_plain(value: Any, path: str, depth: int) -> None:
         for i, item in enumerate(value):
             _check_plain(item, f"{path}[{i}]", depth + 1)
     elif not isinstance(value, _SCALARS):
-        raise BundleError("ext-type", f"{type(value).__name__} values are not allowed "
+        raise BundleError("forbidden-type", f"{type(value).__name__} values are not allowed "
                             "(only nil, bool, int, float, str, array, map)", field=path)
     elif isinstance(value, float) and not math.isfinite(value):
         raise BundleError("bad-value", f"non-finite float {value!r}", field=path)
