@@ -21,7 +21,7 @@ import numpy as np
 from bench_step import FusedLSTM, make_weights
 
 import nnre
-from nnre.bundle_write import BundleContent, write
+from nnre.bundle.write import BundleContent, write
 from nnre.threads import set_blas_threads
 
 TEMPLATE = Path(__file__).resolve().parent.parent / "nndk" / "templates" / "lstm.eqn"

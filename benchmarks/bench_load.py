@@ -80,7 +80,7 @@ def weights_for(megabytes: float) -> dict[str, np.ndarray]:
 
 def write_files(megabytes: float, folder: Path) -> dict[str, Path]:
     from nndk.pack import build_content
-    from nnre.bundle_write import write
+    from nnre.bundle.write import write
 
     w = weights_for(megabytes)
     paths = {"bundle": folder / f"m{megabytes:g}.bundle", "npz": folder / f"m{megabytes:g}.npz"}

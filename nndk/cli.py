@@ -18,7 +18,7 @@ from nndk.pack import PackRequest, pack
 from nndk.progress import Reporter
 from nndk.train import TrainConfig, start
 from nndk.train import resume as resume_training
-from nnre.bundle_info import escaped
+from nnre.bundle.info import escaped
 from nnre.cli import run_cli, threads_option
 
 
@@ -171,7 +171,7 @@ def train_command(data: str, model: str, bindings: tuple[str, ...], resume_dir: 
 @click.option("--author", "authors", multiple=True, help="Repeat for several authors.")
 @click.option("--meta", multiple=True, metavar="KEY=VALUE", help="Free-form string metadata.")
 @click.option("--dtype", type=click.Choice(["float32", "float64"]), default=None)
-@click.option("--created", help="RFC 3339 UTC time (default: $SOURCE_DATE_EPOCH or now).")
+@click.option("--created", help="RFC 3339 UTC time (default: $SOURCE_DATE_EPOCH, else none).")
 @click.option("-o", "--output", type=click.Path(path_type=Path), required=True)
 def pack_command(equations: Path, weights: Path | None, name: str, version_: str,
                  description: str | None, license_: str | None, authors: tuple[str, ...],

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from nndk import __version__, checkpoint
-from nnre.bundle_write import BundleContent, write
+from nnre.bundle.write import BundleContent, write
 from nnre.errors import NnreError
 from nnre.model import Model
 
@@ -42,7 +42,7 @@ class PackRequest:
     authors: tuple[str, ...] = ()
     meta: tuple[str, ...] = ()  # "key=value" strings, stored in metadata.extra
     dtype: str | None = None  # compute dtype; default: float64 if every weight is, else float32
-    created: str | None = None  # RFC 3339 UTC; default: $SOURCE_DATE_EPOCH, else now
+    created: str | None = None  # RFC 3339 UTC; default: $SOURCE_DATE_EPOCH, else none stored
     codecs: Mapping[str, Any] = field(default_factory=dict)
 
 
@@ -69,14 +69,23 @@ def read_weights(path: Path) -> dict[str, np.ndarray]:
             raise PackError(f"{path}: an array in the .npz cannot be read ({err})") from err
 
 
-def created_now() -> str:
-    """RFC 3339 UTC, from $SOURCE_DATE_EPOCH when set (reproducible builds), else now."""
+def source_date() -> str | None:
+    """RFC 3339 UTC from $SOURCE_DATE_EPOCH (reproducible builds), or None when it is unset.
+
+    ``nndk pack`` never reads the clock: the same inputs give the same bytes (spec §6)."""
     epoch = os.environ.get("SOURCE_DATE_EPOCH")
+    if not epoch:
+        return None
     try:
-        seconds = int(epoch) if epoch else int(time.time())
+        seconds = int(epoch)
     except ValueError as err:
         raise PackError(f"SOURCE_DATE_EPOCH={epoch!r} is not an integer") from err
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
+
+
+def created_now() -> str:
+    """RFC 3339 UTC from $SOURCE_DATE_EPOCH, else the clock (used by ``nndk import``)."""
+    return source_date() or time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
 def parse_meta(pairs: Sequence[str]) -> dict[str, str]:
@@ -108,11 +117,10 @@ def is_checkpoint(path: Path) -> bool:
 
 def pack(req: PackRequest) -> PackResult:
     """Read, check, and atomically write the bundle."""
-    metadata: dict[str, Any] = {
-        "name": req.name, "version": req.version,
-        "created": req.created or created_now(), "producer": f"nndk {__version__}",
-    }
-    optional = {"description": req.description, "license": req.license,
+    metadata: dict[str, Any] = {"name": req.name, "version": req.version,
+                                "producer": f"nndk {__version__}"}
+    optional = {"created": req.created or source_date(),
+                "description": req.description, "license": req.license,
                 "authors": list(req.authors), "extra": parse_meta(req.meta),
                 "codecs": dict(req.codecs)}
     metadata.update({k: v for k, v in optional.items() if v})

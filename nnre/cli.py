@@ -15,17 +15,17 @@ from typing import Any
 
 import click
 
-from nnre import __version__, bundle
-from nnre.bundle_info import escaped, info, render
+from nnre import __version__, bundle, loader
+from nnre.bundle.info import escaped, info, render
 from nnre.errors import EquationError, FeedError, NnreError
 from nnre.threads import set_blas_threads
 
 
 def error_line(err: Exception) -> str:
-    """One printable line for an error: its location and message, no caret display."""
-    if isinstance(err, EquationError):
-        return err.one_line()
-    return str(err).split("\n", 1)[0]
+    """One printable line for an error: location, message and, for nnre's own errors, the
+    stable code in brackets at the end (``… [bad-magic]``); no caret display."""
+    text = err.one_line() if isinstance(err, EquationError) else str(err).split("\n", 1)[0]
+    return f"{text} [{err.code}]" if isinstance(err, NnreError) else text
 
 
 def run_cli(group: click.Group, prog_name: str) -> None:
@@ -90,7 +90,7 @@ def inspect(path: str, as_json: bool, no_tensors: bool) -> None:
 @click.argument("path")
 def verify(path: str) -> None:
     """Check everything: structure, every sha256, equations against weights."""
-    got = bundle.verify(path)
+    got = loader.verify(path)
     meta = got.header.metadata
     click.echo(f"ok: {escaped(path)}: {escaped(meta['name'])} {escaped(meta['version'])}, "
                f"id {got.bundle_id[:16]}, {len(got.header.tensors)} tensors, "
@@ -138,7 +138,7 @@ def run(model_path: str, prime: str | None, length: int, temperature: float | No
         raise FeedError("give --input or --input-jsonl, not both")
     if output_path and not input_path:
         raise FeedError("--output goes with --input")
-    model = bundle.load(model_path, cache=not no_cache)
+    model = loader.load(model_path, cache=not no_cache)
     if input_path or input_jsonl:
         _run_tensors(model, input_path, input_jsonl, output_path)
         return

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from nnre.bundle_format import CODECS as CODEC_PARAMS
+from nnre.bundle.format import CODECS as CODEC_PARAMS
 from nnre.errors import BundleError, FeedError
 
 
@@ -92,7 +92,8 @@ def make_codec(entry: Mapping[str, Any]) -> Any:
     """A codec from its bundle entry ``{"id": …, param: …}``; unknown ids are refused."""
     cid = entry.get("id")
     if cid not in CODEC_TYPES:
-        raise BundleError(f"unknown codec id {cid!r}; known ids: {', '.join(CODEC_TYPES)}")
+        raise BundleError("unknown-codec",
+                          f"unknown codec id {cid!r}; known ids: {', '.join(CODEC_TYPES)}")
     param = CODEC_PARAMS[cid][0]
     return CODEC_TYPES[cid](entry[param]) if param else CODEC_TYPES[cid]()
 

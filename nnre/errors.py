@@ -8,7 +8,13 @@ from __future__ import annotations
 
 
 class NnreError(Exception):
-    """Base of every error nnre raises on bad input."""
+    """Base of every error nnre raises on bad input.
+
+    ``code`` is a stable kind (``formats/bundle.md`` §9) that the CLI prints in its one
+    ``error:`` line and conformance vectors match; subclasses narrow it.
+    """
+
+    code = "error"
 
 
 class EquationError(NnreError):
@@ -17,6 +23,8 @@ class EquationError(NnreError):
     ``line`` and ``column`` are 1-based; ``source_line`` is the offending line as written, and
     ``str(err)`` shows it with a caret under the spot.
     """
+
+    code = "equation-error"
 
     def __init__(
         self,
@@ -58,10 +66,42 @@ class EquationError(NnreError):
 class ShapeError(EquationError):
     """Operand shapes that do not fit an equation, or weights that do not fit the equations."""
 
+    code = "shape-error"
+
 
 class BundleError(NnreError):
-    """A .bundle file (or bytes) that is malformed, unsafe, or not what the reader supports."""
+    """A .bundle file (or bytes) that is malformed, unsafe, or not what the reader supports.
+
+    Carries a stable ``code`` (one per rule of ``formats/bundle.md``, matched by the
+    conformance vectors), the dotted header ``field`` or tensor it concerns, and the absolute
+    byte ``offset`` when there is one.
+    """
+
+    def __init__(
+        self,
+        code: str,
+        message: str,
+        *,
+        field: str | None = None,
+        offset: int | None = None,
+        source: str | None = None,
+    ) -> None:
+        self.code = code
+        self.message = message
+        self.field = field
+        self.offset = offset
+        self.source = source
+        where = "".join(f"{part}: " for part in (source, field) if part)
+        at = f" (at byte {offset})" if offset is not None else ""
+        super().__init__(f"{where}{message}{at}")
+
+    def at_source(self, source: str) -> BundleError:
+        """The same error, prefixed with the file it came from."""
+        return BundleError(self.code, self.message, field=self.field, offset=self.offset,
+                           source=source)
 
 
 class FeedError(NnreError):
     """Inputs or state passed to a model that do not match its signature."""
+
+    code = "bad-feed"

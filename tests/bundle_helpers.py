@@ -14,8 +14,8 @@ from typing import Any
 import msgpack
 import numpy as np
 
-from nnre.bundle_schema import Spec
-from nnre.bundle_write import BundleContent
+from nnre.bundle.schema import Spec
+from nnre.bundle.write import BundleContent
 
 LSTM = """iₜ = σ(W_i·xₜ + U_i·hₜ₋₁ + b_i)
 fₜ = σ(W_f·xₜ + U_f·hₜ₋₁ + b_f)

@@ -39,8 +39,10 @@ def _definitions_and_uses(root: Path) -> tuple[dict[str, str], dict[str, set[str
         module = str(path.relative_to(root.parent))
         tree = ast.parse(path.read_text(encoding="utf-8"))
         for node in tree.body:
-            if isinstance(node, ast.FunctionDef | ast.ClassDef) and not node.decorator_list:
-                defined[node.name] = module  # decorated: registered (a CLI command)
+            hook = node.name.startswith("__") if hasattr(node, "name") else False
+            if isinstance(node, ast.FunctionDef | ast.ClassDef) and not node.decorator_list \
+                    and not hook:  # decorated: registered (a CLI command); __getattr__ & co.
+                defined[node.name] = module
         names = used.setdefault(module, set())
         for node in ast.walk(tree):
             if isinstance(node, ast.Name):

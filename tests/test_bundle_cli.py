@@ -12,7 +12,7 @@ import pytest
 from bundle_helpers import lstm_content, reseal
 from click.testing import CliRunner
 
-from nnre.bundle_write import encode, write
+from nnre.bundle.write import encode, write
 from nnre.cli import cli
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -77,18 +77,22 @@ def test_verify_ok_line(good) -> None:
     assert result.output.count("\n") == 1
 
 
-@pytest.mark.parametrize("name, fragment", [
-    ("npz", "looks like a NumPy .npz archive"),
-    ("tensor_digest", "sha256 of tensor"),
-    ("injection", "[model.equations]:1:"),
-    ("newer_major", "bundle format 2.0 is newer than the version this reader supports (1.0)"),
-    ("truncated_data", "run past the end of the file"),
+@pytest.mark.parametrize("name, fragment, kind", [
+    ("npz", "looks like a NumPy .npz archive", "bad-magic"),
+    ("tensor_digest", "sha256 of tensor", "tensor-digest"),
+    ("injection", "[model.equations]:1:", "equation-error"),
+    ("newer_major", "bundle format 2.0 is newer than the version this reader supports (1.0)",
+     "unsupported-version"),
+    ("truncated_data", "run past the end of the file", "truncated"),
+    ("weights_do_not_fit", "W_c", "shape-error"),
+    ("unused_tensor", "'W_z' is not a parameter", "shape-error"),
 ])
-def test_verify_bad_input_is_one_error_line_via_python_m(name, fragment) -> None:
+def test_verify_bad_input_is_one_error_line_via_python_m(name, fragment, kind) -> None:
     code, out, err = run("verify", str(VECTORS / "invalid" / f"{name}.bundle"))
     assert code == 1 and out == ""
     assert err.startswith("error: ") and err.count("\n") == 1, err
     assert fragment in err and "Traceback" not in err
+    assert err.endswith(f" [{kind}]\n"), err
 
 
 def test_missing_file_and_directory_are_one_line(tmp_path) -> None:

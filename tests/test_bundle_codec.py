@@ -12,9 +12,10 @@ import pytest
 from bundle_helpers import MAGIC, canonical, forge, lstm_content, split
 
 from nnre import bundle
-from nnre.bundle_format import DTYPES, InvalidBundle
-from nnre.bundle_schema import Spec
-from nnre.bundle_write import BundleContent, encode, write
+from nnre.bundle.format import DTYPES
+from nnre.bundle.schema import Spec
+from nnre.bundle.write import BundleContent, encode, write
+from nnre.errors import BundleError
 
 
 def hand_header(content: BundleContent) -> dict:
@@ -109,7 +110,7 @@ def test_big_endian_and_fortran_inputs_are_stored_little_endian_c_order() -> Non
 def test_refuses_disallowed_dtype() -> None:
     content = lstm_content()
     bad = dict(content.tensors, W_i=content.tensors["W_i"].astype(np.complex64))
-    with pytest.raises(InvalidBundle, match="complex64 is not allowed"):
+    with pytest.raises(BundleError, match="complex64 is not allowed"):
         encode(BundleContent(content.equations, "float32", content.dims, content.signature,
                              content.metadata, bad))
 
@@ -118,7 +119,7 @@ def test_writer_runs_the_validator() -> None:
     content = lstm_content()
     bad = BundleContent(content.equations, "float32", content.dims, content.signature,
                         {"name": "x", "version": "one"}, content.tensors)
-    with pytest.raises(InvalidBundle, match=r"header\.metadata\.version: expected a semantic"):
+    with pytest.raises(BundleError, match=r"header\.metadata\.version: expected a semantic"):
         encode(bad)
 
 
@@ -154,7 +155,7 @@ def test_atomic_write_keeps_old_file_on_failure(tmp_path) -> None:
     before = path.read_bytes()
     content = lstm_content()
     bad = dict(content.tensors, W_i=np.zeros(2, dtype=np.complex64))
-    with pytest.raises(InvalidBundle):
+    with pytest.raises(BundleError):
         write(path, BundleContent(content.equations, "float32", content.dims,
                                   content.signature, content.metadata, bad))
     assert path.read_bytes() == before
@@ -164,7 +165,7 @@ def test_atomic_write_keeps_old_file_on_failure(tmp_path) -> None:
 def test_error_names_the_file(tmp_path) -> None:
     path = tmp_path / "broken.bundle"
     path.write_bytes(MAGIC)
-    with pytest.raises(InvalidBundle, match=r"broken\.bundle: .*preamble"):
+    with pytest.raises(BundleError, match=r"broken\.bundle: .*preamble"):
         bundle.decode(path)
 
 
@@ -182,7 +183,7 @@ def test_same_minor_unknown_key_is_refused() -> None:
     content = lstm_content()
     header = hand_header(content)
     header["metadata"]["new_field"] = "x"
-    with pytest.raises(InvalidBundle, match=r"header\.metadata\.new_field: unknown field"):
+    with pytest.raises(BundleError, match=r"header\.metadata\.new_field: unknown field"):
         bundle.decode(forge(header, hand_section(content)))
 
 

@@ -11,8 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import nnre
-from nnre.bundle_format import InvalidBundle
-from nnre.bundle_write import encode, write
+from nnre.bundle.write import encode, write
 from nnre.errors import BundleError, EquationError, ShapeError
 from nnre.model import Model
 
@@ -42,9 +41,9 @@ def test_verify_checks_data_that_load_does_not_read() -> None:
     blob = bytearray(BASE)
     blob[-1] ^= 1
     nnre.load(bytes(blob))  # O(header): tensor digests are verify's job
-    with pytest.raises(InvalidBundle, match="sha256 of tensor 'b_y'"):
+    with pytest.raises(BundleError, match="sha256 of tensor 'b_y'"):
         nnre.verify(bytes(blob))
-    with pytest.raises(InvalidBundle, match="sha256 of tensor 'b_y'"):
+    with pytest.raises(BundleError, match="sha256 of tensor 'b_y'"):
         nnre.load(bytes(blob), check_data=True)
 
 
@@ -58,9 +57,10 @@ def test_equation_errors_name_the_bundle_field(tmp_path) -> None:
 
 def test_signature_in_header_must_match_the_equations() -> None:
     blob = reseal(BASE, lambda h: h["model"]["signature"]["inputs"].update(
-        x={"dtype": "float64", "shape": [4]}))
-    with pytest.raises(InvalidBundle, match=r"signature\.inputs: header says"):
+        x={"dtype": "float32", "shape": [5]}))
+    with pytest.raises(BundleError, match=r"signature\.inputs: header says") as info:
         nnre.load(blob)
+    assert info.value.code == "signature-mismatch"
 
 
 def test_misshaped_weight_is_a_shape_error() -> None:
@@ -84,7 +84,9 @@ def test_nnre_does_not_import_sdk_or_onnx() -> None:
 def test_bundle_code_has_no_pickle_eval_exec_or_sympify() -> None:
     from pathlib import Path
     root = Path(nnre.__file__).parent.parent
-    files = [*root.glob("nnre/bundle*.py"), root / "nndk" / "pack.py", root / "nnre" / "cli.py"]
+    files = [*root.glob("nnre/bundle/*.py"), root / "nnre" / "loader.py",
+             root / "nndk" / "pack.py", root / "nnre" / "cli.py"]
+    assert len(files) >= 10
     for path in files:
         if path.exists():
             text = path.read_text(encoding="utf-8")
@@ -128,3 +130,16 @@ def test_hostile_equations_fail_fast_and_run_nothing(text: str) -> None:
         nnre.load(blob)
     assert time.perf_counter() - t0 < 1.0
     assert not os.path.exists("/tmp/nnre_pwned")
+
+
+def test_bundle_package_imports_nothing_of_the_runtime() -> None:
+    """nnre.bundle stands alone: reading and writing files needs no compiler, model or SymPy."""
+    import subprocess
+    import sys
+    runtime = ("nnre.model", "nnre.compiler", "nnre.vm", "nnre.cache", "nnre.equations",
+               "nnre.loader", "nnre.program", "sympy")
+    code = ("import sys, nnre.bundle, nnre.bundle.info, nnre.bundle.sniff; "
+            f"print(sorted(m for m in sys.modules if m.startswith({runtime!r})))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip() == "[]", out.stdout

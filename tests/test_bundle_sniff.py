@@ -12,8 +12,8 @@ import pytest
 from bundle_helpers import lstm_content
 
 from nnre import bundle
-from nnre.bundle_format import InvalidBundle
-from nnre.bundle_write import encode
+from nnre.bundle.write import encode
+from nnre.errors import BundleError
 
 
 def _npz() -> bytes:
@@ -67,7 +67,7 @@ CASES = [
 def test_renamed_formats_are_named(make, looks_like, tmp_path) -> None:
     path = tmp_path / "model.bundle"
     path.write_bytes(make())
-    with pytest.raises(InvalidBundle) as info:
+    with pytest.raises(BundleError) as info:
         bundle.decode(path)
     assert info.value.code == "bad-magic"
     assert looks_like in str(info.value)

@@ -53,7 +53,7 @@ def test_check_missing_file_and_non_utf8(tmp_path: Path) -> None:
     proc = subprocess.run([sys.executable, "-m", "nndk", "check", str(binary)],
                           capture_output=True, text=True)
     assert proc.returncode == 1
-    assert proc.stderr.strip() == f"error: {binary}: not UTF-8 text (byte 4: 0xff)"
+    assert proc.stderr.strip() == f"error: {binary}: not UTF-8 text (byte 4: 0xff) [equation-error]"
 
 
 def test_usage_errors_are_one_line_with_a_pointer_to_help() -> None:

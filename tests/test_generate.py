@@ -86,7 +86,7 @@ def test_bad_settings_are_feed_errors(model, bad) -> None:
 def test_a_model_without_text_codecs_cannot_generate(tmp_path) -> None:
     from bundle_helpers import lstm_content
 
-    from nnre.bundle_write import write
+    from nnre.bundle.write import write
     write(tmp_path / "m.bundle", lstm_content())
     with pytest.raises(FeedError, match="does not generate text"):
         nnre.load(tmp_path / "m.bundle").generate("a", 5)

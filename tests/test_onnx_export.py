@@ -16,9 +16,9 @@ from nndk.onnx.common import OnnxError  # noqa: E402
 from nndk.onnx.export import export_bundle, export_model  # noqa: E402
 from nndk.onnx.importer import import_model  # noqa: E402
 from nndk.pack import build_content  # noqa: E402
-from nnre.bundle import load  # noqa: E402
-from nnre.bundle_write import write  # noqa: E402
+from nnre.bundle.write import write  # noqa: E402
 from nnre.equations import check, param_shapes  # noqa: E402
+from nnre.loader import load  # noqa: E402
 from nnre.model import Model  # noqa: E402
 
 TEMPLATES = {"lstm": {"H": 5, "V": 4}, "gru": {"H": 5, "V": 4}, "rnn": {"H": 5, "V": 4},

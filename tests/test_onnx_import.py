@@ -21,7 +21,7 @@ from onnx_helpers import ort_runner  # noqa: E402
 from nndk.onnx.common import OnnxError  # noqa: E402
 from nndk.onnx.conformance import SUPPORTED, cases, run_case  # noqa: E402
 from nndk.onnx.importer import import_model  # noqa: E402
-from nnre.bundle import load  # noqa: E402
+from nnre.loader import load  # noqa: E402
 from nnre.model import Model  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent

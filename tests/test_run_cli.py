@@ -16,7 +16,7 @@ from bundle_helpers import lstm_content, lstm_weights
 from text_helpers import VOCAB, oracle_text, text_bundle
 
 import nnre
-from nnre.bundle_write import write
+from nnre.bundle.write import write
 
 ROOT = Path(__file__).resolve().parent.parent
 

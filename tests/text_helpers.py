@@ -14,7 +14,7 @@ import numpy as np
 import reference
 from bundle_helpers import lstm_content, lstm_weights
 
-from nnre.bundle_write import write
+from nnre.bundle.write import write
 
 VOCAB = list("abcde fgh\n")
 

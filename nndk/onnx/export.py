@@ -243,7 +243,7 @@ def _sequence_graph(outer: Emitter, name: str, elem: int) -> Any:
 def export_bundle(path: str, *, opset: int = DEFAULT_EXPORT_OPSET, sequence: bool = False
                   ) -> Any:
     """Load a .bundle and export it; its name, version, id and the producer go to metadata."""
-    from nnre.bundle import load
+    from nnre.loader import load
 
     model = load(path)
     meta = model.metadata

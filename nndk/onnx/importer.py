@@ -167,7 +167,7 @@ def import_file(path: str | Path, output: str | Path, *, name: str | None = None
                 version: str | None = None, created: str | None = None) -> tuple[str, Any]:
     """Import ``path`` and write the bundle to ``output``; returns (bundle id, ImportResult)."""
     from nndk.pack import build_content, created_now
-    from nnre.bundle_write import write
+    from nnre.bundle.write import write
 
     proto = read(path)
     result = import_model(proto, str(path))

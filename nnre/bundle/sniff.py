@@ -10,7 +10,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Callable
 
-from nnre.bundle_format import MAGIC
+from nnre.bundle.format import MAGIC
 
 
 def _zip(head: bytes) -> str | None:

@@ -7,13 +7,14 @@ minor version may carry unknown keys, which are then ignored, never interpreted.
 
 from __future__ import annotations
 
+import datetime
 import re
 import unicodedata
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from nnre.bundle_format import (
+from nnre.bundle.format import (
     CODECS,
     COMPUTE_DTYPES,
     DTYPES,
@@ -23,8 +24,8 @@ from nnre.bundle_format import (
     MAX_TENSOR_BYTES,
     MAX_TENSORS,
     VERSION_MINOR,
-    InvalidBundle,
 )
+from nnre.errors import BundleError
 
 SEMVER = re.compile(
     r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)"
@@ -34,6 +35,7 @@ SEMVER = re.compile(
 RFC3339_UTC = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?Z$")
 HEX64 = re.compile(r"^[0-9a-f]{64}$")
 SIDES = ("inputs", "outputs", "state")
+FLOAT_MAX = 1.7976931348623157e308
 
 
 @dataclass(frozen=True)
@@ -72,8 +74,8 @@ class Header:
 Check = Callable[[Any, str], Any]
 
 
-def _fail(path: str, message: str, code: str = "bad-field") -> InvalidBundle:
-    return InvalidBundle(code, message, field=path)
+def _fail(path: str, message: str, code: str = "bad-field") -> BundleError:
+    return BundleError(code, message, field=path)
 
 
 def _type_name(v: Any) -> str:
@@ -115,6 +117,30 @@ def number(v: Any, path: str) -> float | int:
     return v
 
 
+def real(lo: float, hi: float, *, open_lo: bool = False) -> Check:
+    """A msgpack float (never an int: 1 and 1.0 are different bytes) in [lo, hi] or (lo, hi]."""
+    def check(v: Any, path: str) -> float:
+        if not isinstance(v, float):
+            raise _fail(path, f"expected a float (write 1.0, not 1), found {_type_name(v)}")
+        if v < lo or v > hi or (open_lo and v == lo):
+            raise _fail(path, f"{v!r} outside {'(' if open_lo else '['}{lo}, {hi}]",
+                        "bad-value")
+        return v
+    return check
+
+
+def timestamp(v: Any, path: str) -> str:
+    """RFC 3339 UTC in the one form of the spec, and a real calendar date and time."""
+    if not isinstance(v, str) or not RFC3339_UTC.match(v):
+        raise _fail(path, f"expected an RFC 3339 UTC time like 2024-01-31T12:00:00Z, "
+                    f"found {v!r:.80}")
+    try:
+        datetime.datetime.strptime(v[:19], "%Y-%m-%dT%H:%M:%S")
+    except ValueError:
+        raise _fail(path, f"{v!r} is not a real date and time", "bad-value") from None
+    return v
+
+
 def boolean(v: Any, path: str) -> bool:
     if not isinstance(v, bool):
         raise _fail(path, f"expected a bool, found {_type_name(v)}")
@@ -127,12 +153,31 @@ def scalar(v: Any, path: str) -> Any:
     return v
 
 
+def _letter(ch: str) -> bool:
+    return unicodedata.category(ch) in ("Lu", "Ll", "Lt", "Lo") and ch != "ℝ"
+
+
+def _base_char(ch: str) -> bool:
+    return _letter(ch) or unicodedata.category(ch) in ("Mn", "Me") or ch in "0123456789'"
+
+
+def _subscript_char(ch: str) -> bool:
+    return unicodedata.category(ch)[0] not in "CZ" and ch not in "@}"
+
+
+def is_name(v: str) -> bool:
+    """A canonical name of the equation language that a bundle can store (spec §3.4)."""
+    base, sep, sub = v.partition("_")
+    return (1 <= len(v) <= 128 and _letter(v[0]) and all(map(_base_char, base))
+            and (not sep or (sub != "" and all(map(_subscript_char, sub))))
+            and unicodedata.normalize("NFC", v) == v)
+
+
 def name(v: Any, path: str) -> str:
-    """Identifiers (tensor, dimension, signature names): NFC, <= 128 chars, no controls."""
-    if not isinstance(v, str) or not v.isidentifier() or len(v) > 128:
-        raise _fail(path, f"expected an identifier name, found {v!r:.80}", "bad-name")
-    if unicodedata.normalize("NFC", v) != v:
-        raise _fail(path, f"name {v!r} is not in Unicode NFC form", "bad-name")
+    """Tensor, dimension and signature names: canonical equation names, e.g. W_i, y', c̃."""
+    if not isinstance(v, str) or not is_name(v):
+        raise _fail(path, f"expected a canonical equation name like W_i or y', found "
+                    f"{v!r:.80}", "bad-name")
     return v
 
 
@@ -178,7 +223,7 @@ def record(fields: Fields, lenient: bool) -> Check:
     def check(v: Any, path: str) -> dict[str, Any]:
         if not isinstance(v, dict):
             raise _fail(path, f"expected a map, found {_type_name(v)}")
-        for key, (required, _) in fields.items():
+        for key, (required, _) in sorted(fields.items()):
             if required and key not in v:
                 raise _fail(f"{path}.{key}", "required field is missing", "missing-field")
         unknown = sorted(set(v) - set(fields))
@@ -237,21 +282,20 @@ def _metadata_fields(lenient: bool) -> Fields:
         "description": (False, text),
         "license": (False, string(256)),
         "authors": (False, array_of(string(256), 1024)),
-        "created": (False, pattern(RFC3339_UTC, "an RFC 3339 UTC time like "
-                                   "2024-01-31T12:00:00Z")),
+        "created": (False, timestamp),
         "producer": (False, string(256)),
         "lineage": (False, record({"parent": (True, pattern(HEX64, "a bundle id"))}, lenient)),
         "provenance": (False, record({
             "data_sha256": (False, pattern(HEX64, "64 lowercase hex digits")),
             "hyperparameters": (False, map_of(string(256), scalar)),
             "steps": (False, integer(0, 1 << 63)),
-            "final_losses": (False, map_of(string(256), number)),
+            "final_losses": (False, map_of(string(256), real(-FLOAT_MAX, FLOAT_MAX))),
             "seed": (False, integer(0, (1 << 64) - 1)),
         }, lenient)),
         "sampling": (False, record({
-            "temperature": (False, number),
-            "top_k": (False, integer(0, 1 << 31)),
-            "top_p": (False, number),
+            "temperature": (False, real(0.0, FLOAT_MAX, open_lo=True)),
+            "top_k": (False, integer(0, MAX_DIM)),
+            "top_p": (False, real(0.0, 1.0, open_lo=True)),
             "greedy": (False, boolean),
         }, lenient)),
         "codecs": (False, map_of(signature_name, record(
@@ -279,12 +323,19 @@ def _top_fields(lenient: bool) -> Fields:
 
 
 def validate_header(value: dict[str, Any], file_minor: int) -> Header:
-    """Check a decoded header map against the v1 schema and its cross-field rules."""
+    """Check a decoded header map against the v1 schema and its cross-field rules.
+
+    In the order of spec §7 step 5: ``requires`` first (a file needing a feature this reader
+    lacks may well have fields it does not know), then every field depth-first in key order,
+    then the rules that relate fields to each other."""
     lenient = file_minor > VERSION_MINOR
+    if "requires" not in value:
+        raise _fail("header.requires", "required field is missing", "missing-field")
+    _check_requires(array_of(string(64), 64, unique=True)(value["requires"], "header.requires"))
     top = record(_top_fields(lenient), lenient)(value, "header")
-    _check_requires(top["requires"])
     model, meta = top["model"], top["metadata"]
     _check_tensor_order(top["tensors"])
+    _check_signature_dtypes(model["signature"], model["dtype"])
     _check_codecs(meta.get("codecs", {}), model["signature"])
     return Header(tuple(top["requires"]), model["equations"], model["dtype"], model["dims"],
                   model["signature"], meta, tuple(top["tensors"]))
@@ -310,6 +361,16 @@ def _check_tensor_order(tensors: list[TensorEntry]) -> None:
         if a > b:
             raise _fail(f"header.tensors[{i}].name", f"tensor {b!r} after {a!r}: tensors "
                         "must be sorted by name (code point order)", "unsorted-tensors")
+
+
+def _check_signature_dtypes(signature: dict[str, dict[str, Spec]], dtype: str) -> None:
+    """Inputs, outputs and state are values the model computes with: its compute dtype."""
+    for side in SIDES:
+        for key, spec in signature[side].items():
+            if spec.dtype != dtype:
+                raise _fail(f"header.model.signature.{side}.{key}.dtype", f"{spec.dtype}, but "
+                            f"the model computes in {dtype} (signature dtypes are always "
+                            "model.dtype)", "bad-value")
 
 
 def _check_codecs(codecs: dict[str, dict[str, Any]], signature: dict[str, Any]) -> None:

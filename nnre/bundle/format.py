@@ -1,4 +1,4 @@
-"""The single source of truth for the .bundle v1 layout: magic, version, caps, dtype table.
+"""Constants of the .bundle v1 format: magic, versions, caps, dtype table, codec ids.
 
 Every number here is part of the spec in ``formats/bundle.md``; the reader, writer, validator,
 CLI and conformance vectors all take them from this module and nowhere else.
@@ -9,8 +9,6 @@ from __future__ import annotations
 import struct
 
 import numpy as np
-
-from nnre.errors import BundleError
 
 #: Eight bytes, PNG-style: a high byte (catches 7-bit transfers), the name, CR LF (catches
 #: newline translation), and ^Z (stops ``type`` on Windows).
@@ -33,7 +31,7 @@ MAX_CONTAINER_LEN = 1 << 20  # entries in any one msgpack array or map
 MAX_DEPTH = 16  # nesting of maps and arrays in the header
 MAX_TENSORS = 1 << 16
 MAX_NDIM = 8
-MAX_DIM = 1 << 40  # one dimension
+MAX_DIM = (1 << 31) - 1  # one dimension; the equation language's limit too
 MAX_TENSOR_BYTES = 1 << 44  # 16 TiB: any product beyond this is refused before use
 
 #: dtype name in the file -> little-endian NumPy dtype. Closed set.
@@ -62,47 +60,9 @@ CODECS: dict[str, tuple[str | None, tuple[str, ...]]] = {
 }
 
 
-def align(n: int) -> int:
-    """The smallest multiple of ALIGNMENT that is >= n."""
-    return -(-n // ALIGNMENT) * ALIGNMENT
-
-
-def data_start(header_len: int) -> int:
-    """Absolute offset of the tensor section for a header of ``header_len`` bytes."""
-    return align(PREAMBLE_SIZE + header_len + DIGEST_SIZE)
-
-
 def dtype_name(dtype: np.dtype) -> str | None:
     """The file's name for a NumPy dtype of either byte order, or None if not allowed."""
     for name, dt in DTYPES.items():
         if dtype == dt or dtype == dt.newbyteorder(">"):
             return name
     return None
-
-
-class InvalidBundle(BundleError):
-    """A BundleError that also carries a stable ``code`` (used by the conformance vectors),
-    the dotted header ``field`` or tensor it concerns, and the absolute byte ``offset``."""
-
-    def __init__(
-        self,
-        code: str,
-        message: str,
-        *,
-        field: str | None = None,
-        offset: int | None = None,
-        source: str | None = None,
-    ) -> None:
-        self.code = code
-        self.message = message
-        self.field = field
-        self.offset = offset
-        self.source = source
-        where = "".join(f"{part}: " for part in (source, field) if part)
-        at = f" (at byte {offset})" if offset is not None else ""
-        super().__init__(f"{where}{message}{at}")
-
-    def at_source(self, source: str) -> InvalidBundle:
-        """The same error, prefixed with the file it came from."""
-        return InvalidBundle(self.code, self.message, field=self.field, offset=self.offset,
-                             source=source)

@@ -1,10 +1,11 @@
 """Write .bundle files: deterministic bytes, validated by the reader's own checks, atomically.
 
-The writer builds the header, then runs it through the reader's decoder and validator and the
-layout check, so it cannot produce a file the reader refuses. Tensors are sorted by name,
-stored little-endian C order at 64-byte aligned offsets with zero padding; the header is the
-canonical msgpack encoding. Same content, same bytes. Files appear by ``os.replace`` of a
-fsynced temporary file in the same directory, so a crash never leaves a half-written bundle.
+The writer builds the header, then runs it through the decoder, the validator and the layout
+check that the reader runs, so it cannot produce a file the reader refuses. Tensors are
+sorted by name, stored little-endian C order at 64-byte aligned offsets with zero padding;
+the header is the canonical msgpack encoding. Same content, same bytes. Files appear by
+``os.replace`` of a fsynced temporary file in the same directory, so a crash never leaves a
+half-written bundle.
 """
 
 from __future__ import annotations
@@ -20,21 +21,19 @@ from typing import Any, BinaryIO, Protocol
 
 import numpy as np
 
-from nnre.bundle import check_layout
-from nnre.bundle_format import (
+from nnre.bundle.format import (
     DTYPES,
     MAGIC,
     MAX_HEADER_BYTES,
     PREAMBLE,
     VERSION_MAJOR,
     VERSION_MINOR,
-    InvalidBundle,
-    align,
-    data_start,
     dtype_name,
 )
-from nnre.bundle_header import decode_header, encode_header
-from nnre.bundle_schema import validate_header
+from nnre.bundle.header import decode_header, encode_header
+from nnre.bundle.layout import align, check_layout, data_start, file_size, offsets
+from nnre.bundle.schema import validate_header
+from nnre.errors import BundleError
 
 
 class SpecLike(Protocol):
@@ -60,18 +59,17 @@ class BundleContent:
 def _little_endian(name: str, arr: np.ndarray) -> np.ndarray:
     dt = dtype_name(np.asarray(arr).dtype)
     if dt is None:
-        raise InvalidBundle("bad-dtype", f"dtype {np.asarray(arr).dtype} is not allowed "
+        raise BundleError("bad-dtype", f"dtype {np.asarray(arr).dtype} is not allowed "
                             f"(allowed: {', '.join(DTYPES)})", field=f"tensor {name!r}")
     return np.ascontiguousarray(np.asarray(arr).astype(DTYPES[dt], copy=False))
 
 
 def _header(content: BundleContent, arrays: dict[str, np.ndarray]) -> dict[str, Any]:
-    entries, offset = [], 0
-    for name, arr in arrays.items():
-        entries.append({"name": name, "dtype": dtype_name(arr.dtype), "shape": list(arr.shape),
-                        "offset": offset, "nbytes": arr.nbytes,
-                        "sha256": hashlib.sha256(_raw(arr)).hexdigest()})
-        offset = align(offset + arr.nbytes)
+    places = offsets([arr.nbytes for arr in arrays.values()])
+    entries = [{"name": name, "dtype": dtype_name(arr.dtype), "shape": list(arr.shape),
+                "offset": at, "nbytes": arr.nbytes,
+                "sha256": hashlib.sha256(_raw(arr)).hexdigest()}
+               for (name, arr), at in zip(arrays.items(), places, strict=True)]
     sig = {side: {n: {"dtype": str(s.dtype), "shape": _ints(s.shape)} for n, s in specs.items()}
            for side, specs in content.signature.items()}
     return {
@@ -101,15 +99,13 @@ def plan(content: BundleContent) -> tuple[bytes, list[np.ndarray], str]:
     try:
         raw = encode_header(_header(content, arrays))
     except (TypeError, ValueError, OverflowError) as err:
-        raise InvalidBundle("bad-field", f"cannot encode the header: {err}",
+        raise BundleError("bad-field", f"cannot encode the header: {err}",
                             field="header") from err
     if len(raw) > MAX_HEADER_BYTES:
-        raise InvalidBundle("header-too-large", f"{len(raw)} bytes > cap {MAX_HEADER_BYTES}",
+        raise BundleError("header-too-large", f"{len(raw)} bytes > cap {MAX_HEADER_BYTES}",
                             field="header")
     header = validate_header(decode_header(raw), VERSION_MINOR)
-    last = header.tensors[-1] if header.tensors else None
-    size = data_start(len(raw)) + (last.offset + last.nbytes if last else 0)
-    check_layout(header.tensors, len(raw), size)
+    check_layout(header.tensors, len(raw), file_size(len(raw), header.tensors))
     body = PREAMBLE.pack(MAGIC, VERSION_MAJOR, VERSION_MINOR, len(raw)) + raw
     digest = hashlib.sha256(body).digest()
     body += digest

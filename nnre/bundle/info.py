@@ -9,8 +9,8 @@ from __future__ import annotations
 import unicodedata
 from typing import Any
 
-from nnre.bundle import Bundle
-from nnre.bundle_schema import SIDES
+from nnre.bundle.read import Bundle
+from nnre.bundle.schema import SIDES
 
 
 def escaped(text: str) -> str:
@@ -33,6 +33,7 @@ def info(bundle: Bundle, *, tensors: bool = True) -> dict[str, Any]:
         "requires": list(h.requires),
         "bundle_id": bundle.bundle_id,
         "size": bundle.size,
+        "data_start": bundle.data_start,
         "dtype": h.dtype,
         "dims": dict(h.dims),
         "signature": {side: {n: {"dtype": s.dtype, "shape": list(s.shape)}
@@ -42,7 +43,7 @@ def info(bundle: Bundle, *, tensors: bool = True) -> dict[str, Any]:
         "tensor_count": len(h.tensors),
         "tensor_bytes": sum(t.nbytes for t in h.tensors),
     }
-    if tensors:
+    if tensors:  # offsets here are absolute (file) offsets; the header's are data_start-relative
         out["tensors"] = [{"name": t.name, "dtype": t.dtype, "shape": list(t.shape),
                            "offset": bundle.data_start + t.offset, "nbytes": t.nbytes,
                            "sha256": t.sha256} for t in h.tensors]

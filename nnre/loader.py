@@ -1,0 +1,81 @@
+"""Bundle → runnable Model: ``load`` and ``verify``, the layer above the file format.
+
+:mod:`nnre.bundle` checks the file; this module parses the equations against the weights
+(or takes the compiled Program from :mod:`nnre.cache`), and checks that the stored signature
+and dims are the ones the equations give (``formats/bundle.md`` §3.2).
+"""
+
+from __future__ import annotations
+
+from nnre import cache as compile_cache
+from nnre.bundle.read import Bundle, Source, decode
+from nnre.bundle.schema import SIDES, Header
+from nnre.errors import BundleError
+from nnre.model import Model, TensorSpec
+
+
+def load(src: Source, *, check_data: bool = False, cache: bool = True) -> Model:
+    """Open a bundle as a runnable Model: structure, header digest, equations and weights
+    checked; tensor digests too when ``check_data`` (see :func:`verify`).
+
+    The compiled Program is taken from the compile cache when an exact entry exists (no
+    SymPy import then) and stored there after a compile; ``cache=False`` or
+    ``NNRE_NO_CACHE=1`` bypasses it (see :mod:`nnre.cache`).
+    """
+    return model_of(decode(src, check_data=check_data), cache=cache)
+
+
+def verify(src: Source) -> Bundle:
+    """Check everything without running the model: structure, every digest, equations
+    (always compiled afresh, never from the cache)."""
+    bundle = decode(src, check_data=True)
+    model_of(bundle, cache=False)
+    return bundle
+
+
+def model_of(bundle: Bundle, *, cache: bool = False) -> Model:
+    """Build the Model from the equations and weights; its signature must match the header."""
+    h = bundle.header
+    use_cache = cache and compile_cache.enabled()
+    model = _from_cache(bundle) if use_cache else None
+    if model is not None:
+        check_signature(model, h)
+        return model
+    model = Model.from_equations(h.equations, dict(bundle.tensors), dict(h.dims), h.dtype,
+                                 metadata=h.metadata, bundle_id=bundle.bundle_id,
+                                 filename=f"{bundle.source}[model.equations]")
+    check_signature(model, h)
+    if use_cache:
+        shapes = {n: s.shape for n, s in model.params.items()}
+        compile_cache.store(bundle.bundle_id,
+                            compile_cache.Compiled(model.program, model.dims, shapes))
+    return model
+
+
+def _from_cache(bundle: Bundle) -> Model | None:
+    """The Model from a cached Program, if the entry exists and fits these weights exactly
+    (anything unusual, e.g. non-canonical weight names, takes the full path instead)."""
+    compiled = compile_cache.load(bundle.bundle_id)
+    h = bundle.header
+    if compiled is None or compiled.program.dtype != h.dtype or compiled.dims != h.dims:
+        return None
+    shapes = {n: tuple(a.shape) for n, a in bundle.tensors.items()}
+    if shapes != compiled.param_shapes:
+        return None
+    weights = {n: a.astype(h.dtype, copy=False) for n, a in bundle.tensors.items()}
+    specs = {n: TensorSpec(s, h.dtype) for n, s in shapes.items()}
+    return Model(compiled.program, weights, equations=h.equations, dims=compiled.dims,
+                 param_specs=specs, metadata=h.metadata, bundle_id=bundle.bundle_id)
+
+
+def check_signature(model: Model, h: Header) -> None:
+    """The stored dims and signature must equal what the equations and weights give."""
+    if dict(model.dims) != h.dims:
+        raise BundleError("signature-mismatch", f"header dims {h.dims} but the equations "
+                          f"and weights give {dict(model.dims)}", field="header.model.dims")
+    for side in SIDES:
+        got = {n: (tuple(s.shape), s.dtype) for n, s in getattr(model, side).items()}
+        want = {n: (s.shape, s.dtype) for n, s in h.signature[side].items()}
+        if got != want:
+            raise BundleError("signature-mismatch", f"header says {want} but the equations "
+                              f"give {got}", field=f"header.model.signature.{side}")
