@@ -1,4 +1,4 @@
-"""Backpropagation through time against float64 central differences, for every op."""
+"""Backpropagation through time against float64 central differences of Model.run, every op."""
 
 from __future__ import annotations
 
@@ -88,12 +88,7 @@ def test_a_second_pass_gives_the_same_gradients(name: str) -> None:
     problem = make_problem(text, DIMS, steps=3, batch=2)
     back = problem.gradients()
     first = {k: np.array(v) for k, v in back.param_grads().items()}
-    seeds = {problem.prog.outputs[k]: w for k, w in problem.out_weights.items()}
-    for k, w in problem.state_weights.items():
-        seed = np.zeros_like(back.full[problem.prog.state_out[k]])
-        seed[-problem.batch:] = w
-        seeds[problem.prog.state_out[k]] = seeds.get(problem.prog.state_out[k], 0) + seed
-    back.backward(seeds)
+    back.backward(problem.seeds())
     for k, v in back.param_grads().items():
         np.testing.assert_array_equal(v, first[k], err_msg=k)
 
@@ -132,3 +127,17 @@ def test_rules_read_only_the_values_they_declare(op: str) -> None:
 
 def test_vjp_table_covers_exactly_the_runtime_ops() -> None:
     assert set(VJPS) == set(OPS)
+
+
+def test_gradcheck_command_reports_every_gradient_and_fails_past_the_tolerance() -> None:
+    from click.testing import CliRunner
+
+    from nndk.cli import cli
+
+    args = ["gradcheck", "rnn", "--set", "H=4", "--set", "V=3"]
+    ok = CliRunner().invoke(cli, args)
+    assert ok.exit_code == 0, ok.output
+    assert "param U_h" in ok.output and "state h@t-1" in ok.output
+    assert "rnn.eqn: 7 gradients match" in ok.output
+    strict = CliRunner().invoke(cli, [*args, "--tolerance", "0"])
+    assert strict.exit_code == 1 and "gradient check failed" in strict.output
