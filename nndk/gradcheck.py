@@ -76,9 +76,6 @@ class Problem:
         back.backward(self.seeds())
         return back
 
-    def oracle(self) -> Oracle:
-        return Oracle(self)
-
 
 class Oracle:
     """The problem's loss computed by ``Model.run`` in float64, from a fresh compile."""
@@ -97,12 +94,10 @@ class Oracle:
             init: Mapping[StateKey, np.ndarray] | None = None
             ) -> tuple[dict[str, np.ndarray], dict[StateKey, np.ndarray]]:
         """Outputs as (steps·batch, n) rows and the final state keyed by (state, lag)."""
-        p = self.problem
-        model = self.model
-        if params is not None:
-            m = self.model
-            model = Model(m.program, self.weights(params), equations=m.equations, dims=m.dims,
-                          param_specs=m.params)
+        p, model = self.problem, self.model
+        if params is not None:  # the same compiled program, other weights
+            model = Model(model.program, self.weights(params), equations=model.equations,
+                          dims=model.dims, param_specs=model.params)
         xs = {k: v.reshape(p.steps, p.batch, -1) for k, v in (feeds or p.feeds).items()}
         given = init or p.init
         state = {key: given[state_key(key)] for key in model.state}
@@ -161,7 +156,7 @@ def gradcheck(problem: Problem, eps: float = 1e-6, directions: int = 3, seed: in
     """Relative error of the analytic gradient of every parameter, input and initial state
     against central differences of the float64 oracle."""
     back = problem.gradients()
-    oracle = problem.oracle()
+    oracle = Oracle(problem)
     rng = np.random.default_rng(seed)
     errors: dict[str, float] = {}
     groups: dict[str, tuple[dict[Any, np.ndarray], dict[Any, np.ndarray], str]] = {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -141,3 +142,16 @@ def test_gradcheck_command_reports_every_gradient_and_fails_past_the_tolerance()
     assert "rnn.eqn: 7 gradients match" in ok.output
     strict = CliRunner().invoke(cli, [*args, "--tolerance", "0"])
     assert strict.exit_code == 1 and "gradient check failed" in strict.output
+
+
+def test_a_program_that_is_not_the_equations_fails_the_check() -> None:
+    """The finite differences run ``Model.run`` compiled from the equations, so a compiled
+    program that differs from them (here W_f and W_i bound to each other's slots) fails, even
+    though its backward pass is consistent with its own forward pass."""
+    text = (TEMPLATES / "lstm.eqn").read_text(encoding="utf-8")
+    problem = make_problem(text, DIMS, steps=3, batch=2)
+    params = dict(problem.prog.params)
+    params["W_f"], params["W_i"] = params["W_i"], params["W_f"]
+    problem.prog = dataclasses.replace(problem.prog, params=params)
+    errors = gradcheck(problem)
+    assert errors["param W_f"] > 1e-2 and errors["param W_i"] > 1e-2, errors
