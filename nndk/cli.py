@@ -64,16 +64,20 @@ def gradcheck_command(model: str, bindings: tuple[str, ...], steps: int, batch: 
     """Check backpropagation through MODEL against float64 central differences.
 
     Builds random float64 weights, inputs and initial state, and compares the gradient of
-    a random linear loss (over every output at every step and the final state) with
-    finite differences along random directions. Exits 1 if any error exceeds --tolerance.
+    a random linear loss (over every output at every step and the final state), taken by
+    the trainer's backward pass in the trainer's weight layout, with finite differences
+    along random directions through the runtime's own Model.run (compiled separately,
+    without the optimizer's rewrites). Exits 1 if any error exceeds --tolerance.
 
     \b
     Example:
       nndk gradcheck gru --set H=8 --set V=5
     """
     text, filename = read_model(model)
-    problem = make_problem(text, parse_bindings(bindings), steps=steps, batch=batch, seed=seed)
+    problem = make_problem(text, parse_bindings(bindings), steps=steps, batch=batch, seed=seed,
+                           contiguous=True, stacked=True)
     errors = gradcheck(problem)
+    click.echo("backprop (trainer layout) vs central differences of Model.run, float64")
     width = max(len(k) for k in errors)
     for name, err in errors.items():
         mark = "ok" if err <= tolerance else "FAIL"

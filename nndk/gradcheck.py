@@ -1,9 +1,13 @@
-"""Gradient check: backpropagation through time against float64 central differences.
+"""Gradient check: backpropagation through time against an independent forward pass.
 
-The loss is a random linear read of every output at every step and of the final state, so
-every path (outputs, recurrence, initial state, inputs, parameters) is exercised. Each
-parameter, input and initial state is checked along random directions, the way JAX's
-``check_vjp`` does: (L(p + εd) − L(p − εd)) / 2ε ≈ ⟨∇L, d⟩.
+The gradients under test come from the trainer's machinery (``Unrolled`` forward, in the
+layout asked for, then ``Backward``). The finite differences do not: they run the runtime's
+``Model.run``, compiled afresh from the equations in float64, so a bug shared by the
+unrolled forward pass and its reverse cannot cancel out. The loss is a random linear read
+of every output at every step and of the final state, so every path (outputs, recurrence,
+initial state, inputs, parameters) is exercised. Each parameter, input and initial state is
+checked along random directions d, the way JAX's ``check_vjp`` does:
+(L(p + εd) − L(p − εd)) / 2ε ≈ ⟨∇L, d⟩.
 """
 
 from __future__ import annotations
@@ -18,61 +22,115 @@ from nndk.autodiff import Backward, differentiable_slots, transient_slots
 from nndk.layout import place_params
 from nndk.unrolled import Unrolled
 from nnre.compiler import compile_program
-from nnre.equations import check
+from nnre.equations import check, param_shapes
+from nnre.model import Model
 from nnre.program import Program
-from nnre.vm import bind_prologue, run_prologue
+from nnre.vm import bind_prologue
+
+StateKey = tuple[str, int]
 
 
 @dataclass
 class Problem:
-    """A program with random float64 parameters, feeds, initial state and loss weights."""
+    """A program with random parameters, feeds, initial state and loss weights.
 
+    Feeds and per-step loss weights are (steps·batch, n) time-major row blocks; ``init`` and
+    ``state_weights`` are keyed by (state, lag), the latter weighting the state's value at
+    step ``steps − lag`` (what ``Model.run`` returns as the final state).
+    """
+
+    text: str
+    dims: dict[str, int]
     prog: Program
     params: dict[str, np.ndarray]
     feeds: dict[str, np.ndarray]
-    init: dict[tuple[str, int], np.ndarray]
+    init: dict[StateKey, np.ndarray]
     out_weights: dict[str, np.ndarray]
-    state_weights: dict[str, np.ndarray]
+    state_weights: dict[StateKey, np.ndarray]
     steps: int
     batch: int
     placed: dict[int, np.ndarray] | None = None  # trainer layout: params inside the stacks
 
-    def loss(self, params: Mapping[str, np.ndarray] | None = None,
-             feeds: Mapping[str, np.ndarray] | None = None,
-             init: Mapping[tuple[str, int], np.ndarray] | None = None) -> tuple[float, Unrolled]:
-        prog = self.prog
-        consts = bind_prologue(prog, self.params, self.placed)[0] if params is None else \
-            run_prologue(prog, dict(params))
-        run = Unrolled(prog, consts, self.steps, self.batch,
-                       transient_slots(prog) if params is None else None)
-        run.forward(dict(feeds or self.feeds), dict(init or self.init))
-        total = sum(float(np.sum(run.full[prog.outputs[k]] * w))
-                    for k, w in self.out_weights.items())
-        last = slice((self.steps - 1) * self.batch, None)
-        total += sum(float(np.sum(run.full[prog.state_out[k]][last] * w))
-                     for k, w in self.state_weights.items())
-        return total, run
+    def forward(self, transient: bool = True, codes: Mapping[str, np.ndarray] | None = None
+                ) -> Unrolled:
+        """The unrolled forward pass under test (``transient`` and ``codes`` as a trainer
+        uses them)."""
+        consts = bind_prologue(self.prog, self.params, self.placed)[0]
+        run = Unrolled(self.prog, consts, self.steps, self.batch,
+                       transient_slots(self.prog) if transient else None)
+        run.forward(dict(self.feeds), dict(self.init), dict(codes) if codes else None)
+        return run
+
+    def seeds(self) -> dict[int, np.ndarray]:
+        """The loss's gradient with respect to the outputs and the state it reads."""
+        seeds = {self.prog.outputs[k]: w for k, w in self.out_weights.items()}
+        for (name, lag), w in self.state_weights.items():
+            index = self.prog.state_out[name]
+            seed = np.zeros((self.steps * self.batch, *w.shape[1:]), w.dtype)
+            block = self.steps - lag
+            seed[block * self.batch:(block + 1) * self.batch] = w
+            seeds[index] = seeds.get(index, 0) + seed
+        return seeds
 
     def gradients(self) -> Backward:
-        _, run = self.loss()
-        back = Backward(run, differentiable_slots(self.prog))
-        seeds = {self.prog.outputs[k]: w for k, w in self.out_weights.items()}
-        for k, w in self.state_weights.items():
-            seed = np.zeros_like(run.full[self.prog.state_out[k]])
-            seed[(self.steps - 1) * self.batch:] = w
-            index = self.prog.state_out[k]
-            seeds[index] = seeds.get(index, 0) + seed
-        back.backward(seeds)
+        back = Backward(self.forward(), differentiable_slots(self.prog))
+        back.backward(self.seeds())
         return back
+
+
+class Oracle:
+    """The problem's loss computed by ``Model.run`` in float64, from a fresh compile."""
+
+    def __init__(self, problem: Problem) -> None:
+        self.problem = problem
+        self.shapes = param_shapes(check(problem.text, problem.dims))
+        self.model = Model.from_equations(problem.text, self.weights(problem.params),
+                                          problem.dims, "float64", optimize=False)
+
+    def weights(self, params: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return {n: np.array(v, np.float64).reshape(self.shapes[n]) for n, v in params.items()}
+
+    def run(self, params: Mapping[str, np.ndarray] | None = None,
+            feeds: Mapping[str, np.ndarray] | None = None,
+            init: Mapping[StateKey, np.ndarray] | None = None
+            ) -> tuple[dict[str, np.ndarray], dict[StateKey, np.ndarray]]:
+        """Outputs as (steps·batch, n) rows and the final state keyed by (state, lag)."""
+        p, model = self.problem, self.model
+        if params is not None:  # the same compiled program, other weights
+            model = Model(model.program, self.weights(params), equations=model.equations,
+                          dims=model.dims, param_specs=model.params)
+        xs = {k: v.reshape(p.steps, p.batch, -1) for k, v in (feeds or p.feeds).items()}
+        given = init or p.init
+        state = {key: given[state_key(key)] for key in model.state}
+        ys, final = model.run(xs, state)
+        rows = p.steps * p.batch
+        return ({k: v.reshape(rows, -1) for k, v in ys.items()},
+                {state_key(k): v for k, v in final.items()})
+
+    def loss(self, **changed: Any) -> float:
+        p = self.problem
+        ys, final = self.run(**changed)
+        total = sum(float(np.sum(ys[k] * w.reshape(len(w), -1)))
+                    for k, w in p.out_weights.items())
+        return total + sum(float(np.sum(final[k] * w)) for k, w in p.state_weights.items())
+
+
+def state_key(key: str) -> StateKey:
+    """(name, lag) of a ``Model.state`` key: 'h' is h at lag 1, 'h@t-2' at lag 2."""
+    name, _, lag = key.partition("@t-")
+    return name, int(lag or 1)
 
 
 def make_problem(text: str, dims: Mapping[str, int] | None = None, steps: int = 3,
                  batch: int = 2, seed: int = 0, optimize: bool = True,
-                 contiguous: bool = False, stacked: bool = False) -> Problem:
+                 contiguous: bool = False, stacked: bool = False, dtype: str = "float64"
+                 ) -> Problem:
     """``contiguous`` and ``stacked`` compile and store the weights the way a trainer does."""
     checked = check(text, dims)
-    prog = compile_program(checked.sympy, checked.roles, "float64", optimize=optimize,
+    prog = compile_program(checked.sympy, checked.roles, dtype, optimize=optimize,
                            contiguous=contiguous)
+    if steps < prog.max_lag():
+        raise ValueError(f"steps={steps} is fewer than the deepest lag {prog.max_lag()}")
     rng = np.random.default_rng(seed)
     params, placed = place_params(prog) if stacked else ({}, None)
     for name, i in prog.params.items():
@@ -80,23 +138,26 @@ def make_problem(text: str, dims: Mapping[str, int] | None = None, steps: int = 
         if stacked:
             params[name][...] = value  # into its place inside the stack
         else:
-            params[name] = value
+            params[name] = value.astype(dtype)
     rows = steps * batch
-    feeds = {name: rng.normal(size=(rows, *prog.slots[i].shape))
-             for name, i in prog.inputs.items()}
-    init = {key: rng.normal(scale=0.5, size=(batch, *prog.slots[i].shape))
-            for key, i in prog.state_in.items()}
-    outs = {name: rng.normal(size=(rows, *prog.slots[i].shape))
-            for name, i in prog.outputs.items()}
-    states = {name: rng.normal(size=(batch, *prog.slots[i].shape))
-              for name, i in prog.state_out.items()}
-    return Problem(prog, params, feeds, init, outs, states, steps, batch, placed)
+
+    def draw(index: int, lead: int, scale: float = 1.0) -> np.ndarray:
+        return rng.normal(scale=scale, size=(lead, *prog.slots[index].shape)).astype(dtype)
+
+    feeds = {name: draw(i, rows) for name, i in prog.inputs.items()}
+    init = {key: draw(i, batch, 0.5) for key, i in prog.state_in.items()}
+    outs = {name: draw(i, rows) for name, i in prog.outputs.items()}
+    states = {key: draw(prog.state_out[key[0]], batch) for key in prog.state_in}
+    return Problem(text, dict(checked.shapes.dims), prog, params, feeds, init, outs, states,
+                   steps, batch, placed)
 
 
 def gradcheck(problem: Problem, eps: float = 1e-6, directions: int = 3, seed: int = 1
               ) -> dict[str, float]:
-    """Relative error of the analytic gradient of every parameter, input and initial state."""
+    """Relative error of the analytic gradient of every parameter, input and initial state
+    against central differences of the float64 oracle."""
     back = problem.gradients()
+    oracle = Oracle(problem)
     rng = np.random.default_rng(seed)
     errors: dict[str, float] = {}
     groups: dict[str, tuple[dict[Any, np.ndarray], dict[Any, np.ndarray], str]] = {
@@ -107,14 +168,15 @@ def gradcheck(problem: Problem, eps: float = 1e-6, directions: int = 3, seed: in
     }
     for kind, (values, grads, keyword) in groups.items():
         for key, value in values.items():
-            grad = grads[key].reshape(value.shape)
+            base = np.array(value, np.float64)
+            grad = np.asarray(grads[key], np.float64).reshape(base.shape)
             worst = 0.0
             for _ in range(directions):
-                d = rng.normal(size=value.shape)
-                plus = {**values, key: value + eps * d}
-                minus = {**values, key: value - eps * d}
-                numeric = (problem.loss(**{keyword: plus})[0]
-                           - problem.loss(**{keyword: minus})[0]) / (2 * eps)
+                d = rng.normal(size=base.shape)
+                plus = {**values, key: base + eps * d}
+                minus = {**values, key: base - eps * d}
+                numeric = (oracle.loss(**{keyword: plus})
+                           - oracle.loss(**{keyword: minus})) / (2 * eps)
                 analytic = float(np.sum(grad * d))
                 scale = max(abs(numeric), abs(analytic), 1e-8)
                 worst = max(worst, abs(numeric - analytic) / scale)

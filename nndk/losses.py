@@ -1,16 +1,24 @@
-"""Losses over a model's output, with the gradient to seed backpropagation.
+"""Every loss nndk reports or trains with: the mean loss of a batch, and its gradient seeds.
 
-Cross-entropy over a softmax output seeds ``p − onehot`` at the softmax's input (the stable
-form, no division by a probability); over a log-softmax output it seeds ``−onehot``.
+Training, evaluation (text and arrays) and every report built on them (progress lines, the
+checkpoint's history, a pack's provenance) take their numbers from here, so a model whose
+output is a log-softmax is scored as one everywhere. Cross-entropy reads the output by what
+produced it: over a softmax it seeds ``p − onehot`` at the softmax's input (the stable form,
+no division by a probability), over a log-softmax it reads log-probabilities directly and
+seeds ``−onehot``; any other output is taken as probabilities.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import numpy as np
 
 from nnre.program import Program
 
 LN2 = float(np.log(2.0))
+Seeds = dict[int, np.ndarray]
+Loss = Callable[[Program, str, np.ndarray, np.ndarray, bool], tuple[float, Seeds]]
 
 
 def producer(prog: Program, slot: int) -> tuple[str, int] | None:
@@ -22,34 +30,43 @@ def producer(prog: Program, slot: int) -> tuple[str, int] | None:
     return None
 
 
-def cross_entropy(prog: Program, output: str, values: np.ndarray, targets: np.ndarray
-                  ) -> tuple[float, dict[int, np.ndarray]]:
-    """Mean cross-entropy (nats) of integer ``targets`` (rows,) and its gradient seeds."""
+def cross_entropy(prog: Program, output: str, values: np.ndarray, targets: np.ndarray,
+                  grad: bool = True) -> tuple[float, Seeds]:
+    """Mean cross-entropy (nats) of integer ``targets`` (rows,), and (if ``grad``) its seeds."""
     slot = prog.outputs[output]
-    rows = np.arange(len(targets))
-    n = len(targets)
+    rows, n = np.arange(len(targets)), len(targets)
     made_by = producer(prog, slot)
-    if made_by is not None and made_by[0] == "softmax":
-        probs = values
-        loss = -float(np.mean(np.log(np.maximum(probs[rows, targets], 1e-30))))
-        seed = probs.astype(np.float64 if probs.dtype == np.float64 else probs.dtype, copy=True)
+    kind = made_by[0] if made_by is not None else None
+    if kind == "log_softmax":
+        loss = -float(np.mean(values[rows, targets]))
+    else:
+        loss = -float(np.mean(np.log(np.maximum(values[rows, targets], 1e-30))))
+    if not grad:
+        return loss, {}
+    if made_by is not None and kind == "softmax":
+        seed = values.copy()
         seed[rows, targets] -= 1
         seed /= n
         return loss, {made_by[1]: seed}
-    if made_by is not None and made_by[0] == "log_softmax":
-        loss = -float(np.mean(values[rows, targets]))
-        seed = np.zeros_like(values)
-        seed[rows, targets] = -1.0 / n
-        return loss, {slot: seed}
-    probs = np.maximum(values, 1e-30)
-    loss = -float(np.mean(np.log(probs[rows, targets])))
     seed = np.zeros_like(values)
-    seed[rows, targets] = -1.0 / (n * probs[rows, targets])
+    if kind == "log_softmax":
+        seed[rows, targets] = -1.0 / n
+    else:
+        seed[rows, targets] = -1.0 / (n * np.maximum(values[rows, targets], 1e-30))
     return loss, {slot: seed}
 
 
-def mean_squared_error(prog: Program, output: str, values: np.ndarray, targets: np.ndarray
-                       ) -> tuple[float, dict[int, np.ndarray]]:
+def mean_squared_error(prog: Program, output: str, values: np.ndarray, targets: np.ndarray,
+                       grad: bool = True) -> tuple[float, Seeds]:
+    """Mean over every element of ``(values − targets)²``, and (if ``grad``) its seed."""
     diff = values - targets.reshape(values.shape)
     loss = float(np.mean(diff * diff))
-    return loss, {prog.outputs[output]: (2.0 / diff.size) * diff}
+    return loss, ({prog.outputs[output]: (2.0 / diff.size) * diff} if grad else {})
+
+
+LOSSES: dict[str, Loss] = {"ce": cross_entropy, "mse": mean_squared_error}
+
+
+def bits(nats: float) -> float:
+    """A cross-entropy in bits per item, as progress lines show it."""
+    return nats / LN2

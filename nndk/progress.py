@@ -6,7 +6,7 @@ import sys
 import time
 from typing import TextIO
 
-from nndk.losses import LN2
+from nndk.losses import bits
 from nndk.train import Progress
 
 
@@ -31,7 +31,7 @@ class Reporter:
         eta = (p.total - p.step) * (time.perf_counter() - self.started) / max(p.step, 1)
         val = ""
         if self.val is not None:
-            val = f" val {self.val:.4f}" + (f" ({self.val / LN2:.3f} bits)" if p.bits else "")
+            val = f" val {self.val:.4f}" + (f" ({bits(self.val):.3f} bits)" if p.bits else "")
         text = (f"step {p.step}/{p.total} loss {p.loss:.4f}{val} "
                 f"{p.chars_per_s:,.0f} {p.unit}/s ETA {_clock(eta)}")
         if self.tty:

@@ -22,7 +22,7 @@ import numpy as np
 from nndk import __version__, checkpoint
 from nndk.data import DataError, Streams, TextData, load_text, one_hot
 from nndk.learner import Learner, State
-from nndk.losses import cross_entropy
+from nndk.losses import Seeds, cross_entropy
 from nndk.models import read_model
 from nndk.optim import learning_rate
 from nndk.unrolled import Unrolled
@@ -247,12 +247,15 @@ class TextTrainer(Trainer):
         feeds = {self.input: one_hot(codes, self.data.size, "float32")}
         return self.learner.forward(feeds, steps, batch, carry, {self.input: codes})
 
+    def _loss(self, run: Unrolled, targets: np.ndarray, grad: bool) -> tuple[float, Seeds]:
+        prog = self.learner.prog
+        values = run.full[prog.outputs[self.output]]
+        return cross_entropy(prog, self.output, values, targets.reshape(-1), grad)
+
     def train_step(self) -> float:
         inputs, targets = self.train_streams.batch(self.batch_index)
         run = self._forward(inputs, self.carry)
-        prog = self.learner.prog
-        values = run.full[prog.outputs[self.output]]
-        loss, seeds = cross_entropy(prog, self.output, values, targets.reshape(-1))
+        loss, seeds = self._loss(run, targets, grad=True)
         self.check_loss(loss)
         self.learner.update(run, seeds, self.learning_rate(), self.config.clip)
         self.step += 1
@@ -271,9 +274,7 @@ class TextTrainer(Trainer):
         for index in range(self.val_streams.batches):
             inputs, targets = self.val_streams.batch(index)
             run = self._forward(inputs, carry)
-            values = run.full[self.learner.prog.outputs[self.output]]
-            rows = np.arange(targets.size)
-            total -= float(np.mean(np.log(np.maximum(values[rows, targets.reshape(-1)], 1e-30))))
+            total += self._loss(run, targets, grad=False)[0]
             carry = self.learner.final_state(run)
         return total / self.val_streams.batches
 

@@ -17,7 +17,7 @@ import numpy as np
 
 from nndk.data import DataError, load_arrays
 from nndk.learner import Learner
-from nndk.losses import cross_entropy, mean_squared_error
+from nndk.losses import LOSSES, Seeds
 from nndk.train import TrainConfig, Trainer, TrainingError, pick_output
 from nnre.equations import check
 from nnre.equations.parser import parse
@@ -84,13 +84,13 @@ class ArrayTrainer(Trainer):
         flat = target.reshape(steps * len(rows), *(() if self.classes else (-1,)))
         return feeds, flat, steps
 
-    def _loss(self, rows: np.ndarray) -> tuple[float, dict[int, np.ndarray], Any]:
+    def _loss(self, rows: np.ndarray, grad: bool) -> tuple[float, Seeds, Any]:
         feeds, target, steps = self._batch(rows)
         run = self.learner.forward(feeds, steps, len(rows), None)
         prog = self.learner.prog
         values = run.full[prog.outputs[self.output]]
-        fn = cross_entropy if self.classes else mean_squared_error
-        loss, seeds = fn(prog, self.output, values, target)
+        loss, seeds = LOSSES["ce" if self.classes else "mse"](prog, self.output, values, target,
+                                                              grad)
         return loss, seeds, run
 
     def train_step(self) -> float:
@@ -99,7 +99,7 @@ class ArrayTrainer(Trainer):
             self.order = self.learner.rng.permutation(self.train_rows)
             self.cursor = 0
         rows = self.order[self.cursor:self.cursor + size]
-        loss, seeds, run = self._loss(rows)
+        loss, seeds, run = self._loss(rows, grad=True)
         self.check_loss(loss)
         self.learner.update(run, seeds, self.learning_rate(), self.config.clip)
         self.cursor += size
@@ -112,7 +112,7 @@ class ArrayTrainer(Trainer):
         total, size = 0.0, self.config.batch_size
         chunks = [self.val_rows[i:i + size] for i in range(0, len(self.val_rows), size)]
         for rows in chunks:
-            total += self._loss(rows)[0] * len(rows)
+            total += self._loss(rows, grad=False)[0] * len(rows)
         return total / len(self.val_rows)
 
     def data_record(self) -> dict[str, Any]:

@@ -1,7 +1,8 @@
-"""Backpropagation through time against float64 central differences, for every op."""
+"""Backpropagation through time against float64 central differences of Model.run, every op."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -87,12 +88,7 @@ def test_a_second_pass_gives_the_same_gradients(name: str) -> None:
     problem = make_problem(text, DIMS, steps=3, batch=2)
     back = problem.gradients()
     first = {k: np.array(v) for k, v in back.param_grads().items()}
-    seeds = {problem.prog.outputs[k]: w for k, w in problem.out_weights.items()}
-    for k, w in problem.state_weights.items():
-        seed = np.zeros_like(back.full[problem.prog.state_out[k]])
-        seed[-problem.batch:] = w
-        seeds[problem.prog.state_out[k]] = seeds.get(problem.prog.state_out[k], 0) + seed
-    back.backward(seeds)
+    back.backward(problem.seeds())
     for k, v in back.param_grads().items():
         np.testing.assert_array_equal(v, first[k], err_msg=k)
 
@@ -128,3 +124,30 @@ def test_rules_read_only_the_values_they_declare(op: str) -> None:
         result = rule(g, out, args, attrs, i)
         assert result is not None and np.all(np.isfinite(result)), (op, i)
 
+
+
+def test_gradcheck_command_reports_every_gradient_and_fails_past_the_tolerance() -> None:
+    from click.testing import CliRunner
+
+    from nndk.cli import cli
+
+    args = ["gradcheck", "rnn", "--set", "H=4", "--set", "V=3"]
+    ok = CliRunner().invoke(cli, args)
+    assert ok.exit_code == 0, ok.output
+    assert "param U_h" in ok.output and "state h@t-1" in ok.output
+    assert "rnn.eqn: 7 gradients match" in ok.output
+    strict = CliRunner().invoke(cli, [*args, "--tolerance", "0"])
+    assert strict.exit_code == 1 and "gradient check failed" in strict.output
+
+
+def test_a_program_that_is_not_the_equations_fails_the_check() -> None:
+    """The finite differences run ``Model.run`` compiled from the equations, so a compiled
+    program that differs from them (here W_f and W_i bound to each other's slots) fails, even
+    though its backward pass is consistent with its own forward pass."""
+    text = (TEMPLATES / "lstm.eqn").read_text(encoding="utf-8")
+    problem = make_problem(text, DIMS, steps=3, batch=2)
+    params = dict(problem.prog.params)
+    params["W_f"], params["W_i"] = params["W_i"], params["W_f"]
+    problem.prog = dataclasses.replace(problem.prog, params=params)
+    errors = gradcheck(problem)
+    assert errors["param W_f"] > 1e-2 and errors["param W_i"] > 1e-2, errors

@@ -219,3 +219,51 @@ def test_codes_gather_the_same_rows_as_the_one_hot_product(model: str) -> None:
     gathered = [v for v in run.full if v is not None]
     for a, b in zip(plain, gathered, strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+RNN_READ_OUTS = {
+    "log_softmax": "yₜ = log_softmax(W_y hₜ + b_y)",
+    "softmax": "yₜ = softmax(W_y hₜ + b_y)",
+}
+
+
+@pytest.mark.parametrize("read_out", sorted(RNN_READ_OUTS))
+def test_reported_validation_loss_is_the_models_own_nll(corpus: Path, tmp_path: Path,
+                                                        read_out: str) -> None:
+    """Progress, checkpoint and provenance report the mean NLL over the validation split,
+    recomputed here by ``Model.run`` in float64 over the same streams, whatever the output."""
+    import nnre
+    from nndk.pack import PackRequest, pack
+    from nnre.model import Model
+
+    text = "xₜ ∈ ℝ^V\nhₜ ∈ ℝ^H\nyₜ ∈ ℝ^V\nhₜ = tanh(W_h xₜ + U_h hₜ₋₁ + b_h)\n"
+    text += RNN_READ_OUTS[read_out] + "\n"
+    (tmp_path / "rnn.eqn").write_text(text, encoding="utf-8")
+    config = small(model=str(tmp_path / "rnn.eqn"), steps=5, eval_every=5)
+    seen: list = []
+    start(config, corpus).fit(tmp_path / "ck", seen.append)
+
+    arrays, record = checkpoint.load(tmp_path / "ck")
+    weights = {k[len("param/"):]: v for k, v in arrays.items() if k.startswith("param/")}
+    model = Model.from_equations(text, weights, dtype="float64")
+    chars = corpus.read_text(encoding="utf-8")
+    vocab = sorted(set(chars))
+    codes = np.array([vocab.index(ch) for ch in chars])
+    val = codes[len(codes) - int(len(codes) * config.val_frac):]
+    streams = min(config.batch_size, (len(val) - 1) // config.seq_length)
+    per_stream = (len(val) - 1) // streams
+    used = per_stream // config.seq_length * config.seq_length
+    xs = val[:per_stream * streams].reshape(streams, per_stream)[:, :used].T
+    ts = val[1:per_stream * streams + 1].reshape(streams, per_stream)[:, :used].T
+    ys = model.run({"x": np.eye(len(vocab))[xs]})[0]["y"]
+    picked = ys[np.arange(used)[:, None], np.arange(streams), ts]
+    logp = picked if read_out == "log_softmax" else np.log(picked)
+    want = -float(logp.mean())
+    assert 2.0 < want < 4.0  # near log(vocabulary) after 5 steps: the oracle reads y right
+
+    assert seen[-1].val_loss == pytest.approx(want, rel=1e-5)
+    assert record["history"]["val_loss"] == pytest.approx(want, rel=1e-5)
+    out = tmp_path / "m.bundle"
+    pack(PackRequest(tmp_path / "ck", None, out, "tiny", "1.0.0", created="2026-01-01T00:00:00Z"))
+    final = nnre.load(out).metadata["provenance"]["final_losses"]
+    assert final["val_loss"] == pytest.approx(want, rel=1e-5)

@@ -86,3 +86,38 @@ def test_pack_array_checkpoint_and_init_from(classes: Path, tmp_path: Path) -> N
     with pytest.raises(nnre.NnreError, match="has shape"):
         start(TrainConfig(model="mlp", dims={"H": 9}, steps=1, sample_length=0), classes,
               init_from=str(out))
+
+
+@pytest.mark.parametrize("read_out", ["log_softmax", "softmax", "regression"])
+def test_reported_validation_loss_is_the_models_own(classes: Path,
+                                                    sequences: tuple[Path, Path],
+                                                    tmp_path: Path, read_out: str) -> None:
+    """The checkpoint's val_loss is the loss over the validation rows, recomputed here with
+    ``Model.run`` in float64: NLL for either classifier read-out, MSE for a sequence model."""
+    from nndk import checkpoint
+    from nnre.model import Model
+
+    if read_out == "regression":
+        data_path, text = sequences[0], SEQ_EQN
+    else:
+        data_path = classes
+        text = f"input x\nh ∈ ℝ^H\nh = relu(W₁·x + b₁)\ny = {read_out}(W₂·h + b₂)\n"
+        (tmp_path / "m.eqn").write_text(text, encoding="utf-8")
+    model_file = str(sequences[1] if read_out == "regression" else tmp_path / "m.eqn")
+    config = TrainConfig(model=model_file, dims={"H": 8}, batch_size=16, steps=6,
+                         eval_every=6, sample_length=0, lr=1e-2)
+    start(config, data_path).fit(tmp_path / "ck", quiet)
+    arrays, record = checkpoint.load(tmp_path / "ck")
+    weights = {k[len("param/"):]: v for k, v in arrays.items() if k.startswith("param/")}
+    model = Model.from_equations(text, weights, dtype="float64")
+    data = np.load(data_path)
+    val = slice(len(data["target"]) - int(len(data["target"]) * config.val_frac), None)
+    x, target = data["x"][val], data["target"][val]
+    if read_out == "regression":
+        ys = model.run({"x": x.transpose(1, 0, 2)})[0]["y"].transpose(1, 0, 2)
+        want = float(np.mean((ys - target) ** 2))
+    else:
+        ys = model.run({"x": x[None]})[0]["y"][0]
+        picked = ys[np.arange(len(target)), target]
+        want = -float(np.mean(picked if read_out == "log_softmax" else np.log(picked)))
+    assert record["history"]["val_loss"] == pytest.approx(want, rel=1e-5)
