@@ -90,13 +90,19 @@ def test_sympy_form_kernel_and_fold_agree(name: str) -> None:
         assert op.fold(float(x)) == pytest.approx(exact, rel=1e-12, abs=1e-15), (name, x)
 
 
-@pytest.mark.parametrize("name", sorted(n for n, op in OPS.items() if op.vjp is not None))
-def test_vjp_against_central_differences(name: str) -> None:
-    op, rng = OPS[name], np.random.default_rng(7)
+def _vjp_case(name: str, seed: int) -> tuple[Any, np.random.Generator, list[np.ndarray],
+                                             dict[str, Any], np.ndarray, np.ndarray]:
+    """An op with a VJP, arguments, attributes, its output and a random output gradient."""
+    op, rng = OPS[name], np.random.default_rng(seed)
     args, attrs = _args(name, rng)
     out = _forward(op, args, attrs)
-    c = rng.normal(size=out.shape)
     assert op.vjp is not None
+    return op, rng, args, attrs, out, rng.normal(size=out.shape)
+
+
+@pytest.mark.parametrize("name", sorted(n for n, op in OPS.items() if op.vjp is not None))
+def test_vjp_against_central_differences(name: str) -> None:
+    op, rng, args, attrs, out, c = _vjp_case(name, 7)
     for i, arg in enumerate(args):
         t, eps = rng.normal(size=arg.shape), 1e-6
         plus = [a + eps * t if k == i else a for k, a in enumerate(args)]
@@ -109,11 +115,7 @@ def test_vjp_against_central_differences(name: str) -> None:
 
 @pytest.mark.parametrize("name", sorted(n for n, op in OPS.items() if op.vjp_calls or op.passes))
 def test_fused_vjp_equals_the_rule(name: str) -> None:
-    op, rng = OPS[name], np.random.default_rng(3)
-    args, attrs = _args(name, rng)
-    out = _forward(op, args, attrs)
-    g = rng.normal(size=out.shape)
-    assert op.vjp is not None
+    op, _, args, attrs, out, g = _vjp_case(name, 3)
     for i in range(len(args)):
         expected = op.vjp(g, out, args, attrs, i)
         if op.passes:
