@@ -230,6 +230,8 @@ def test_rendering_parses_back_to_the_same_numbers(e: Expr) -> None:
     assert again == rendered  # canonical text is a fixpoint
     np.testing.assert_allclose(evaluate(rendered), e.value, rtol=1e-9,
                                atol=1e-12 * (1 + e.scale), err_msg=f"{e.text} → {rendered}")
+    written = render(parse("y = " + e.text).equations[0].expr, written=True)
+    assert render(parse("y = " + written).equations[0].expr) == rendered, written
 
 
 # -- random text never raises anything but EquationError ----------------------------------------

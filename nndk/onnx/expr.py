@@ -1,10 +1,9 @@
-"""Readable equation text for imported graphs: a tiny expression tree and its printer.
+"""Readable equation text for imported graphs: a tiny expression tree the converters build.
 
-The printer puts parentheses only where the equation parser needs them (``+ −`` loosest, then
-``⊙ /``, then the matrix product written as juxtaposition ``W x``, then unary minus), writes
-time indices as ``ₜ``/``ₜ₋₁`` and numbers in their shortest form for the model's dtype. Names
-are handed out by :class:`Names`, which keeps ONNX names that are already good equation names
-and numbers the rest (``W₁``, ``b₁``, ``h₂``).
+It is printed by the language's one printer (``nnre.equations.render``, written style: the
+matrix product as juxtaposition ``W x``, ``−``, names as written); numbers come in their
+shortest form for the model's dtype. Names are handed out by :class:`Names`, which keeps ONNX
+names that are already good equation names and numbers the rest (``W₁``, ``b₁``, ``h₂``).
 """
 
 from __future__ import annotations
@@ -13,13 +12,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from nnre.equations import ast
 from nnre.equations.lexer import canonical_name, tokenize
 from nnre.equations.parser import ROLE_WORDS
+from nnre.equations.render import render
 from nnre.errors import EquationError
 from nnre.ops import FUNCTIONS
 
-SUM, ELEM, MAT, UNARY, ATOM = 1, 2, 3, 4, 5
-_PREC = {"+": SUM, "−": SUM, "⊙": ELEM, "/": ELEM, "·": MAT}
 _SUBSCRIPTS = str.maketrans("0123456789", "₀₁₂₃₄₅₆₇₈₉")
 _RESERVED = {*FUNCTIONS, *ROLE_WORDS, "in", "R", "T", "t"}
 
@@ -88,47 +87,30 @@ def sub(a: Expr, b: Expr) -> Expr:
     return Bin("+", a, b.a) if isinstance(b, Neg) else Bin("−", a, b)
 
 
-def prec(e: Expr) -> int:
-    if isinstance(e, Bin):
-        return _PREC[e.op]
-    if isinstance(e, Neg):
-        return UNARY
-    return ATOM
-
-
 def show(e: Expr) -> str:
-    """The expression as equation text."""
+    """The expression as equation text, by the language's one printer (written style)."""
+    return render(to_ast(e), written=True)
+
+
+_AST_OPS = {"+": "+", "−": "-", "⊙": "*", "/": "/", "·": "@"}
+_AT = ast.Pos(0, 0)
+
+
+def to_ast(e: Expr) -> ast.Expr:
+    """The same expression as the parser's nodes (what ``render`` prints)."""
     if isinstance(e, Name):
-        return _timed(e.text, e.time)
+        return ast.Name(canonical_name(e.text), e.time, e.text, _AT)
     if isinstance(e, Num):
-        return e.text
+        return ast.Number(e.value, e.text, _AT)
     if isinstance(e, Call):
-        return f"{e.func}({show(e.arg)})"
+        return ast.Call(FUNCTIONS[e.func], to_ast(e.arg), _AT)
     if isinstance(e, Neg):
-        return "−" + _wrap(e.a, prec(e.a) < ATOM)
+        return ast.Unary("-", to_ast(e.a), _AT)
     if isinstance(e, Stack):
-        return "[" + "; ".join(show(p) for p in e.parts) + "]"
+        return ast.Concat(tuple(to_ast(p) for p in e.parts), _AT)
     if isinstance(e, Tr):
-        return _wrap(e.a, prec(e.a) < ATOM or isinstance(e.a, Num)) + "ᵀ"
-    p = _PREC[e.op]
-    left = _wrap(e.a, prec(e.a) < p)
-    right = _wrap(e.b, prec(e.b) < ATOM if p == MAT else prec(e.b) <= p)
-    return f"{left} {right}" if p == MAT else f"{left} {e.op} {right}"
-
-
-def _wrap(e: Expr, parens: bool) -> str:
-    return f"({show(e)})" if parens else show(e)
-
-
-def _timed(text: str, time: int | None) -> str:
-    """``hₜ``, ``hₜ₋₁``; a name with a subscript of its own takes the time inside it (h_{1,t})."""
-    if time is None:
-        return text
-    key = canonical_name(text)
-    if "_" in key:
-        base, sub = key.split("_", 1)
-        return f"{base}_{{{sub},t{'' if time == 0 else time}}}"
-    return key + ("ₜ" if time == 0 else "ₜ₋" + str(-time).translate(_SUBSCRIPTS))
+        return ast.Transpose(to_ast(e.a), _AT)
+    return ast.Binary(_AST_OPS[e.op], to_ast(e.a), to_ast(e.b), _AT)
 
 
 def good_name(text: str) -> bool:

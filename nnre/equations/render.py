@@ -11,6 +11,8 @@ from nnre.equations import ast
 from nnre.ops import OPS
 
 _PREC = {"+": 1, "-": 1, "*": 2, "/": 2, "@": 3}
+UNARY, POWER, TRANSPOSE, ATOM = 4, 5, 6, 9
+_SUBSCRIPTS = str.maketrans("0123456789", "₀₁₂₃₄₅₆₇₈₉")
 
 
 def unparse(expr: ast.Expr, limit: int = 60) -> str:
@@ -19,38 +21,51 @@ def unparse(expr: ast.Expr, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def render(expr: ast.Expr) -> str:
-    """Canonical text of an expression (time written ₜ, ₜ₋₁), built without recursion."""
+def render(expr: ast.Expr, written: bool = False) -> str:
+    """The text of an expression, built without recursion.
+
+    Canonical (the default, for messages and listings): canonical names, ``·`` for the
+    matrix product, ASCII minus. ``written``: as a person writes it (what the ONNX importer
+    stores): names as they were written (``W₁``), the matrix product as juxtaposition
+    (``W x``) and ``−``. Both parse back to the same expression.
+    """
     out: dict[int, tuple[str, int]] = {}
     for node in ast.walk(expr):
-        out[id(node)] = _render_node(node, out)
+        out[id(node)] = _render_node(node, out, written)
     return out[id(expr)][0]
 
 
-def _render_node(node: ast.Expr, out: dict[int, tuple[str, int]]) -> tuple[str, int]:
+def _render_node(node: ast.Expr, out: dict[int, tuple[str, int]], written: bool
+                 ) -> tuple[str, int]:
     def sub(child: ast.Expr, prec: int) -> str:
         text, p = out[id(child)]
         return f"({text})" if p < prec else text
 
     if isinstance(node, ast.Number):
-        return node.text, 9
+        return node.text, ATOM
     if isinstance(node, ast.Name):
-        return time_name(node.name, node.time), 9
+        if written and node.time is None:
+            return node.raw, ATOM
+        return time_name(node.name, node.time), ATOM
     if isinstance(node, ast.Binary):
         p = _PREC[node.op]
-        sym = {"@": "·", "*": "⊙"}.get(node.op, node.op)
+        if written and node.op == "@":  # juxtaposition: the right side must be one operand
+            return f"{sub(node.left, p)} {sub(node.right, POWER)}", p
+        sym = {"@": "·", "*": "⊙", "-": "−" if written else "-"}.get(node.op, node.op)
         return f"{sub(node.left, p)} {sym} {sub(node.right, p + 1)}", p
     if isinstance(node, ast.Unary):
-        return f"-{sub(node.operand, 4)}", 4
+        return ("−" + sub(node.operand, POWER)) if written else \
+            ("-" + sub(node.operand, UNARY)), UNARY
     if isinstance(node, ast.Power):
         e = node.exponent
         shown = "²" if e == 2 else "³" if e == 3 else f"^{_number(e)}"
-        return f"{sub(node.base, 6)}{shown}", 5
+        return f"{sub(node.base, TRANSPOSE)}{shown}", POWER
     if isinstance(node, ast.Transpose):
-        return f"{sub(node.operand, 6)}ᵀ", 6
+        number = isinstance(node.operand, ast.Number)  # 2ᵀ would not read back
+        return f"{sub(node.operand, ATOM + 1 if number else TRANSPOSE)}ᵀ", TRANSPOSE
     if isinstance(node, ast.Call):
-        return f"{OPS[node.func].spellings[0]}({out[id(node.arg)][0]})", 9
-    return "[" + "; ".join(out[id(p)][0] for p in node.parts) + "]", 9
+        return f"{OPS[node.func].spellings[0]}({out[id(node.arg)][0]})", ATOM
+    return "[" + "; ".join(out[id(p)][0] for p in node.parts) + "]", ATOM
 
 
 def _number(value: float) -> str:
@@ -58,9 +73,11 @@ def _number(value: float) -> str:
 
 
 def time_name(name: str, time: int | None) -> str:
+    """``hₜ``, ``hₜ₋₁``; a name with a subscript of its own takes the time inside it
+    (``h_{1,t}``, ``h_{1,t-1}``): ``h_1ₜ`` would read as one name ``h_1t``."""
     if time is None:
         return name
-    if time == 0:
-        return f"{name}ₜ"
-    digits = str(-time).translate(str.maketrans("0123456789", "₀₁₂₃₄₅₆₇₈₉"))
-    return f"{name}ₜ₋{digits}"
+    if "_" in name:
+        base, sub = name.split("_", 1)
+        return f"{base}_{{{sub},t{'' if time == 0 else time}}}"
+    return name + ("ₜ" if time == 0 else "ₜ₋" + str(-time).translate(_SUBSCRIPTS))

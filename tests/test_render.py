@@ -1,0 +1,37 @@
+"""The language's one printer: canonical and written text both parse back to the same equation."""
+
+from __future__ import annotations
+
+import pytest
+
+from nnre.equations.parser import parse
+from nnre.equations.render import render
+
+CASES = [  # (equation, canonical, written)
+    ("h_1ₜ = tanh(W x_t + U h_{1,t-1})", "tanh(W · xₜ + U · h_{1,t-1})",
+     "tanh(W xₜ + U h_{1,t-1})"),
+    ("y = W₁ (a - b) - -c", "W_1 · (a - b) - -c", "W₁ (a − b) − −c"),
+    ("y = --x ⊙ W (-x)", "--x ⊙ W · -x", "−(−x) ⊙ W (−x)"),
+    ("y = (Wᵀ)² x", "Wᵀ² · x", "Wᵀ² x"),
+    ("y = [a; σ(b)] / 2", "[a; σ(b)] / 2", "[a; σ(b)] / 2"),
+]
+
+
+@pytest.mark.parametrize(("text", "canonical", "written"), CASES)
+def test_both_styles_read_back_to_the_same_equation(text: str, canonical: str,
+                                                    written: str) -> None:
+    expr = parse(text).equations[0].expr
+    assert render(expr) == canonical
+    assert render(expr, written=True) == written
+    for shown in (canonical, written):
+        again = parse("y = " + shown).equations[0].expr
+        assert render(again) == canonical, shown
+
+
+def test_a_subscripted_name_keeps_its_time_index() -> None:
+    """``h_1ₜ`` would read back as one name ``h_1t`` with no time: the printer writes
+    ``h_{1,t}`` instead (a bug of the old canonical printer)."""
+    eq = parse("h_1ₜ = h_{1,t-2} + x_t").equations[0]
+    again = parse("y = " + render(eq.expr)).equations[0].expr
+    names = [(n.name, n.time) for n in (again.left, again.right)]  # type: ignore[union-attr]
+    assert names == [("h_1", -2), ("x", 0)]
