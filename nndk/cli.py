@@ -236,7 +236,7 @@ def export_command(bundle_path: str, output: str, opset: int, sequence: bool) ->
 @click.option("--name", help="Model name (default: from the ONNX model).")
 @click.option("--version", "version_", help="Semantic version (default: from the model, "
               "else 0.1.0).")
-@click.option("--created", help="RFC 3339 UTC time (default: $SOURCE_DATE_EPOCH or now).")
+@click.option("--created", help="RFC 3339 UTC time (default: $SOURCE_DATE_EPOCH, else none).")
 def import_command(source: str, output: str, name: str | None, version_: str | None,
                    created: str | None) -> None:
     """Import an ONNX model as readable equations plus weights in a .bundle.

@@ -83,11 +83,6 @@ def source_date() -> str | None:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
 
 
-def created_now() -> str:
-    """RFC 3339 UTC from $SOURCE_DATE_EPOCH, else the clock (used by ``nndk import``)."""
-    return source_date() or time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-
-
 def parse_meta(pairs: Sequence[str]) -> dict[str, str]:
     out: dict[str, str] = {}
     for pair in pairs:

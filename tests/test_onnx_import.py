@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -164,3 +165,17 @@ def test_node_tests_of_every_supported_op_pass_or_are_refused() -> None:
             passed += status == "pass"
             assert status in ("pass", "refused"), f"{case.name}: {status}: {detail}"
     assert passed >= 85  # 85 of 178 with onnx 1.23; see nndk.onnx.conformance
+
+
+def test_importing_twice_gives_the_same_bytes(tmp_path, monkeypatch) -> None:
+    """Nothing time-dependent is added (bundle spec §6): ``created`` only when given."""
+    from nndk.onnx.importer import import_file
+
+    monkeypatch.delenv("SOURCE_DATE_EPOCH", raising=False)
+    onnx.save(_many_ops(), str(tmp_path / "m.onnx"))
+    first = import_file(tmp_path / "m.onnx", tmp_path / "a.bundle", name="m", version="1.0.0")
+    time.sleep(1.1)  # a clock would now give a different `created`
+    again = import_file(tmp_path / "m.onnx", tmp_path / "b.bundle", name="m", version="1.0.0")
+    assert first[0] == again[0]
+    assert (tmp_path / "a.bundle").read_bytes() == (tmp_path / "b.bundle").read_bytes()
+    assert "created" not in load(tmp_path / "a.bundle").metadata

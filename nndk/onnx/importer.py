@@ -166,13 +166,15 @@ def bundle_metadata(proto: Any, result: ImportResult, name: str | None, version:
 def import_file(path: str | Path, output: str | Path, *, name: str | None = None,
                 version: str | None = None, created: str | None = None) -> tuple[str, Any]:
     """Import ``path`` and write the bundle to ``output``; returns (bundle id, ImportResult)."""
-    from nndk.pack import build_content, created_now
+    from nndk.pack import build_content, source_date
     from nnre.bundle.write import write
 
     proto = read(path)
     result = import_model(proto, str(path))
     meta = bundle_metadata(proto, result, name, version, str(path))
-    meta["created"] = created or created_now()
+    stamp = created or source_date()  # never the clock: the same import, the same bytes
+    if stamp:
+        meta["created"] = stamp
     content = build_content(result.equations, result.weights, meta, dtype=result.dtype,
                             filename=f"{path}[imported equations]")
     return write(Path(output), content), result
