@@ -15,7 +15,7 @@ from typing import Any
 
 import click
 
-from nnre import __version__, bundle, loader
+from nnre import __version__, budget, bundle, loader
 from nnre.bundle.info import escaped, info, render
 from nnre.errors import EquationError, FeedError, NnreError
 from nnre.threads import set_blas_threads
@@ -66,9 +66,26 @@ def threads_option(f: Any) -> Any:
                              "can thrash; try 1). Also $NNRE_THREADS.")(f)
 
 
+def max_bytes_option(f: Any) -> Any:
+    """``--max-bytes SIZE``: the memory budget (``nnre.budget``), for every subcommand."""
+    def apply(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+        if value is not None:
+            try:
+                budget.set_limit(budget.parse_bytes(value))
+            except ValueError as err:
+                raise click.BadParameter(str(err)) from None
+
+    return click.option("--max-bytes", metavar="SIZE", expose_value=False, is_eager=True,
+                        callback=apply,
+                        help="Memory budget: refuse models, inputs and runs that would "
+                             "allocate more (e.g. 4G, 512M; default half the RAM). Also "
+                             "$NNRE_MAX_BYTES.")(f)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="nnre")
 @threads_option
+@max_bytes_option
 def cli() -> None:
     """nnre: run neural networks written as Unicode equations plus weights."""
 
@@ -90,11 +107,13 @@ def inspect(path: str, as_json: bool, no_tensors: bool) -> None:
 @click.argument("path")
 def verify(path: str) -> None:
     """Check everything: structure, every sha256, equations against weights."""
-    got = loader.verify(path)
+    got, model = loader.verified(path)
     meta = got.header.metadata
     click.echo(f"ok: {escaped(path)}: {escaped(meta['name'])} {escaped(meta['version'])}, "
                f"id {got.bundle_id[:16]}, {len(got.header.tensors)} tensors, "
-               f"{got.size:,} bytes; structure, digests and equations verified")
+               f"{got.size:,} bytes; structure, digests and equations verified; needs "
+               f"{budget.show(model.memory(1))} to run at batch 1 besides the mapped weights "
+               f"(memory budget {budget.show(budget.limit())})")
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ import numpy as np
 import sympy as sp
 from sympy.matrices.expressions.applyfunc import ElementwiseApplyFunction
 
+from nnre import budget
 from nnre.equations.roles import Roles
 from nnre.equations.to_sympy import (
     OP_OF_LAMBDA,
@@ -39,6 +40,7 @@ class Compiler:
         self.memo: dict[sp.Basic, int] = {}
         self.views: dict[tuple[int, str], int] = {}
         self.current = ""
+        self.bytes = 0  # what the program allocates at one row, checked as it grows
 
     # -- slots ---------------------------------------------------------------------------
     def slot(self, kind: str, shape: tuple[int, int], stage: str, name: str = "") -> int:
@@ -51,8 +53,19 @@ class Compiler:
                     f"a {shape[0]}×{shape[1]} matrix; nnre runs one vector per example",
                     expected="vectors for everything that depends on inputs or state")
             shape = (shape[0] * shape[1],)  # type: ignore[assignment]
+        if kind != "param":  # weights are given (mapped from a file), not made here
+            self.grow(shape, name)
         self.prog.slots.append(Slot(name or f"%{index}", kind, shape, stage))
         return index
+
+    def grow(self, shape: tuple[int, ...], name: str) -> None:
+        """Count a new value against the memory budget before anything allocates it."""
+        need = budget.size(shape, np.dtype(self.prog.dtype).itemsize)
+        self.bytes += need
+        where = f"the equation for '{self.current}'" if self.current else f"'{name}'"
+        dims = "×".join(str(d) for d in shape)
+        budget.check(self.bytes, f"{where} makes a {dims} value ({budget.show(need)})",
+                     lambda message: EquationError(message, expected="smaller dimensions"))
 
     def stage(self, index: int) -> str:
         return self.prog.slots[index].stage
@@ -352,4 +365,8 @@ def compile_program(sym: SympyModel, roles: Roles, dtype: str = "float32",
     twice the weight memory); see :meth:`Compiler.row_weights`.
     """
     prog = Compiler(sym, roles, dtype, contiguous).compile()
-    return optimize_program(prog) if optimize else prog
+    if optimize:
+        prog = optimize_program(prog)  # stacked weights are new values: count them again
+        budget.check(budget.program_bytes(prog), "the compiled program at batch 1",
+                     lambda message: EquationError(message, expected="smaller dimensions"))
+    return prog

@@ -7,6 +7,9 @@ and dims are the ones the equations give (``formats/bundle.md`` §3.2).
 
 from __future__ import annotations
 
+import numpy as np
+
+from nnre import budget
 from nnre import cache as compile_cache
 from nnre.bundle.read import Bundle, Source, decode
 from nnre.bundle.schema import SIDES, Header
@@ -28,9 +31,13 @@ def load(src: Source, *, check_data: bool = False, cache: bool = True) -> Model:
 def verify(src: Source) -> Bundle:
     """Check everything without running the model: structure, every digest, equations
     (always compiled afresh, never from the cache)."""
+    return verified(src)[0]
+
+
+def verified(src: Source) -> tuple[Bundle, Model]:
+    """:func:`verify`, also giving the compiled model (what ``nnre verify`` reports on)."""
     bundle = decode(src, check_data=True)
-    model_of(bundle, cache=False)
-    return bundle
+    return bundle, model_of(bundle, cache=False)
 
 
 def model_of(bundle: Bundle, *, cache: bool = False) -> Model:
@@ -41,7 +48,7 @@ def model_of(bundle: Bundle, *, cache: bool = False) -> Model:
     if model is not None:
         check_signature(model, h)
         return model
-    model = Model.from_equations(h.equations, dict(bundle.tensors), dict(h.dims), h.dtype,
+    model = Model.from_equations(h.equations, converted(bundle), dict(h.dims), h.dtype,
                                  metadata=h.metadata, bundle_id=bundle.bundle_id,
                                  filename=f"{bundle.source}[model.equations]")
     check_signature(model, h)
@@ -62,10 +69,21 @@ def _from_cache(bundle: Bundle) -> Model | None:
     shapes = {n: tuple(a.shape) for n, a in bundle.tensors.items()}
     if shapes != compiled.param_shapes:
         return None
-    weights = {n: a.astype(h.dtype, copy=False) for n, a in bundle.tensors.items()}
+    weights = converted(bundle)
     specs = {n: TensorSpec(s, h.dtype) for n, s in shapes.items()}
     return Model(compiled.program, weights, equations=h.equations, dims=compiled.dims,
                  param_specs=specs, metadata=h.metadata, bundle_id=bundle.bundle_id)
+
+
+def converted(bundle: Bundle) -> dict[str, np.ndarray]:
+    """The weights in the compute dtype: the mapped arrays themselves when they already are
+    (zero-copy), else copies, whose total is checked against the memory budget first."""
+    item = np.dtype(bundle.header.dtype).itemsize
+    copies = sum(budget.size(a.shape, item) for a in bundle.tensors.values()
+                 if a.dtype != bundle.header.dtype)
+    budget.check(copies, f"converting the weights to {bundle.header.dtype}",
+                 lambda message: BundleError("over-budget", message, field="tensors"))
+    return {n: a.astype(bundle.header.dtype, copy=False) for n, a in bundle.tensors.items()}
 
 
 def check_signature(model: Model, h: Header) -> None:

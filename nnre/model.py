@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from nnre import budget
 from nnre.errors import EquationError, FeedError, ShapeError
 from nnre.program import Program
 from nnre.vm import Stage, bind_stage, loop_windows, post_captures, run_prologue
@@ -44,6 +45,9 @@ class Model:
         self.bundle_id = bundle_id
         self.dtype = program.dtype
         self._params = params
+        self._fixed_bytes = budget.program_bytes(program, rows=0)
+        self._row_bytes = budget.program_bytes(program, rows=1) - self._fixed_bytes
+        self._check_budget(1, "this model at batch 1", EquationError)
         self._consts = run_prologue(program, params)
         slot_spec = {i: TensorSpec(s.shape, program.dtype) for i, s in enumerate(program.slots)}
         self._inputs = {n: slot_spec[i] for n, i in program.inputs.items()}
@@ -191,6 +195,7 @@ class Model:
         is running ``tapes[t % phases]`` with nothing copied at all.
         """
         prog = self.program
+        self._check_budget(batch, f"one step at batch {batch:,}")
         return bind_stage(prog, self._consts, [*prog.pre, *prog.loop, *prog.post], batch,
                           list(prog.inputs.values()), ring=True)
 
@@ -277,7 +282,16 @@ class Model:
                                           post_captures(prog), shared))
         return cache[key][1]  # type: ignore[no-any-return]
 
+    def memory(self, rows: int = 1) -> int:
+        """Bytes a run at ``rows`` rows (steps × batch) allocates besides the weights."""
+        return self._fixed_bytes + self._row_bytes * rows
+
+    def _check_budget(self, rows: int, what: str, error: type[Exception] = FeedError) -> None:
+        """Refuse a run whose buffers would pass the memory budget, before binding them."""
+        budget.check(self.memory(rows), what, error)
+
     def _stage(self, kind: str, rows: int) -> Any:
+        self._check_budget(rows, f"running {rows:,} rows (steps × batch)")
         cache = getattr(self._local, "stages", None)
         if cache is None:
             cache = self._local.stages = {}
