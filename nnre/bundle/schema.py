@@ -26,6 +26,7 @@ from nnre.bundle.format import (
     VERSION_MINOR,
 )
 from nnre.errors import BundleError
+from nnre.names import code_points, invisible
 
 SEMVER = re.compile(
     r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)"
@@ -170,14 +171,16 @@ def is_name(v: str) -> bool:
     base, sep, sub = v.partition("_")
     return (1 <= len(v) <= 128 and _letter(v[0]) and all(map(_base_char, base))
             and (not sep or (sub != "" and all(map(_subscript_char, sub))))
-            and unicodedata.normalize("NFC", v) == v)
+            and unicodedata.normalize("NFC", v) == v and invisible(v) is None)
 
 
 def name(v: Any, path: str) -> str:
     """Tensor, dimension and signature names: canonical equation names, e.g. W_i, y', c̃."""
     if not isinstance(v, str) or not is_name(v):
-        raise _fail(path, f"expected a canonical equation name like W_i or y', found "
-                    f"{v!r:.80}", "bad-name")
+        shown = f"{v!r:.80}" + (f" ({code_points(v[:8])})" if isinstance(v, str) and
+                                invisible(v) else "")
+        raise _fail(path, f"expected a canonical equation name like W_i or y', found {shown}",
+                    "bad-name")
     return v
 
 

@@ -14,7 +14,8 @@ from nnre.equations.parser import parse
 from nnre.equations.roles import Roles, analyse
 from nnre.equations.shapes import Shapes, check_shapes
 from nnre.equations.to_sympy import SympyModel, to_sympy
-from nnre.errors import ShapeError
+from nnre.errors import EquationError, ShapeError
+from nnre.names import code_points, lookalike
 
 
 @dataclass
@@ -38,6 +39,7 @@ def check(text: str, dims: Mapping[str, int] | None = None,
     taken from a training vocabulary.
     """
     module = parse(text, filename)
+    _distinct_names(module)
     static = not any(n.time is not None for eq in module.equations
                      for n in [eq.target, *ast.walk(eq.expr)] if isinstance(n, ast.Name))
     roles = analyse(module, set(weights) if weights is not None and static else None)
@@ -47,6 +49,27 @@ def check(text: str, dims: Mapping[str, int] | None = None,
     if static and weights is not None:
         _no_missing_weights(roles, shapes, module)
     return Checked(module, roles, shapes, to_sympy(module, roles, shapes))
+
+
+def _distinct_names(module: ast.Module) -> None:
+    """No two names of the model may look alike (UTS #39 skeletons): the text a person reads
+    must be the model that runs."""
+    located: dict[str, ast.Name] = {}
+    for eq in module.equations:
+        for node in [eq.target, *ast.walk(eq.expr)]:
+            if isinstance(node, ast.Name):
+                located.setdefault(node.name, node)
+    declared = [n for d in module.declarations for n in d.names]
+    for node in [*declared, *(n for r in module.roles for n in r.names)]:
+        located.setdefault(node.name, node)
+    pair = lookalike(located)
+    if pair is not None:
+        first, second = located[pair[0]], located[pair[1]]
+        raise EquationError(
+            f"names '{first.raw}' and '{second.raw}' look alike ({code_points(pair[0])} vs "
+            f"{code_points(pair[1])})", line=second.pos.line, column=second.pos.column,
+            source_line=module.lines[second.pos.line - 1], filename=module.filename,
+            expected="names that differ in how they look")
 
 
 def _no_missing_weights(roles: Roles, shapes: Shapes, module: ast.Module) -> None:

@@ -11,6 +11,7 @@ import unicodedata
 from dataclasses import dataclass
 
 from nnre.errors import EquationError
+from nnre.names import code_points, invisible
 
 MAX_TEXT_CHARS = 100_000
 MAX_NUMBER_CHARS = 32
@@ -176,6 +177,10 @@ class _Scanner:
         if len(raw) > MAX_NAME_CHARS:
             raise self.error(f"name is {len(raw)} characters long", start,
                              expected=f"at most {MAX_NAME_CHARS}")
+        hidden = invisible(raw)
+        if hidden is not None:
+            raise self.error(f"name '{raw}' holds an invisible character: {code_points(raw)}",
+                             start, expected="letters, digits and marks a reader can see")
         canonical, time = split_time(base_text, sub)
         return self.token("NAME", canonical, start, time=time, raw=raw)
 
