@@ -29,7 +29,12 @@ def error_line(err: Exception) -> str:
 
 
 def run_cli(group: click.Group, prog_name: str) -> None:
-    """Run a click group, turning NnreError/OSError into one ``error:`` line and exit 1."""
+    """Run a click group, turning NnreError/OSError into one ``error:`` line and exit 1.
+
+    The process runs BLAS on one thread unless ``--threads``/$NNRE_THREADS says otherwise
+    (``nnre.threads``: more threads thrash on a busy machine)."""
+    if not os.environ.get("NNRE_THREADS"):
+        set_blas_threads(1)
     try:
         group.main(prog_name=prog_name, standalone_mode=False)
     except click.exceptions.Abort:
@@ -62,8 +67,9 @@ def threads_option(f: Any) -> Any:
 
     return click.option("--threads", type=click.IntRange(min=1), envvar="NNRE_THREADS",
                         expose_value=False, is_eager=True, callback=apply,
-                        help="BLAS threads for matrix products (OpenBLAS on 2 busy cores "
-                             "can thrash; try 1). Also $NNRE_THREADS.")(f)
+                        help="BLAS threads for matrix products (default 1: more threads "
+                             "thrash when another process is busy; 2+ can speed up large "
+                             "models on an idle machine). Also $NNRE_THREADS.")(f)
 
 
 def max_bytes_option(f: Any) -> Any:
@@ -91,6 +97,8 @@ def cli() -> None:
 
 
 @cli.command()
+@threads_option
+@max_bytes_option
 @click.argument("path")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option("--no-tensors", is_flag=True, help="Leave out the tensor table.")
@@ -104,6 +112,8 @@ def inspect(path: str, as_json: bool, no_tensors: bool) -> None:
 
 
 @cli.command()
+@threads_option
+@max_bytes_option
 @click.argument("path")
 def verify(path: str) -> None:
     """Check everything: structure, every sha256, equations against weights."""
@@ -133,6 +143,8 @@ class Sampling:
 
 
 @cli.command()
+@threads_option
+@max_bytes_option
 @click.argument("model_path", metavar="MODEL.bundle")
 @click.option("--prime", help="Text to start from (default: a newline if in the vocabulary).")
 @click.option("-n", "--length", type=click.IntRange(min=0), default=500, show_default=True,

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from nnre import budget
+from nnre import budget, threads
 from nnre.errors import EquationError, FeedError, ShapeError
 from nnre.program import Program
 from nnre.vm import Stage, bind_stage, loop_windows, post_captures, run_prologue
@@ -274,7 +274,7 @@ class Model:
     def _post(self, pre: Stage, rows: int) -> Stage:
         """The post stage reads what pre computed (bound to that pre stage's buffers)."""
         cache, prog = self._local.stages, self.program
-        key = ("post", rows)
+        key = ("post", rows, threads.epoch())
         if key not in cache or cache[key][0] is not pre:
             shared = {i: pre.arrays[0][i] for i, slot in enumerate(prog.slots)
                       if slot.stage == "pre"}
@@ -295,7 +295,7 @@ class Model:
         cache = getattr(self._local, "stages", None)
         if cache is None:
             cache = self._local.stages = {}
-        key = (kind, rows)
+        key = (kind, rows, threads.epoch())  # a new thread policy binds again
         if key not in cache:
             if len(cache) > 16:
                 cache.clear()

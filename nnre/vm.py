@@ -17,6 +17,7 @@ import numpy as np
 
 from nnre.ops import OPS
 from nnre.program import Instr, Program
+from nnre.threads import single_threaded
 
 Tape = list[Callable[[], Any]]
 
@@ -68,6 +69,19 @@ def bind_instr(ins: Instr, arrays: list[Any], rows: int, dtype: str, prog: Progr
     if allocate or arrays[ins.out] is None:
         arrays[ins.out] = np.empty((rows, *prog.slots[ins.out].shape), dtype=dtype)
     return functools.partial(op.ufunc or op.kernel, *args, out=arrays[ins.out], **attrs)
+
+
+def bound_calls(ins: Instr, f: functools.partial[Any], arrays: list[Any]
+                ) -> list[Callable[[], Any]]:
+    """One bound instruction as the calls a tape makes: the kernel's ufunc calls when it has an
+    unfolded form (one Python frame less each), and products on one BLAS thread
+    (``nnre.threads``)."""
+    unfold = OPS[ins.op].unfold
+    if unfold is not None:
+        return unfold(*f.args, out=arrays[ins.out], **dict(ins.attrs))
+    if ins.op == "matmul":
+        return single_threaded(f)
+    return [f]
 
 
 @dataclass
@@ -123,11 +137,7 @@ def bind_stage(prog: Program, consts: list[Any], instrs: list[Instr], rows: int,
                 arrays[ins.out] = temps[ins.out]
             f = bind_instr(ins, arrays, rows, prog.dtype, prog, allocate=False)
             if f is not None:
-                unfold = OPS[ins.op].unfold
-                if unfold is None:
-                    tape.append(f)
-                else:  # the kernel's ufunc calls, bound once
-                    tape.extend(unfold(*f.args, out=arrays[ins.out], **dict(ins.attrs)))
+                tape.extend(bound_calls(ins, f, arrays))
                 temps.setdefault(ins.out, arrays[ins.out])
         tapes.append(tape)
         tables.append(arrays)

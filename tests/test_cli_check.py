@@ -75,3 +75,44 @@ def test_threads_option_sets_the_blas_thread_count() -> None:
     proc = subprocess.run([sys.executable, "-c", code, str(bundle)], capture_output=True,
                           text=True, check=True)
     assert proc.stdout.strip().splitlines()[-1] == "1"  # NumPy wheels bundle OpenBLAS
+
+
+def _threads_after(argv: list[str], env: dict[str, str] | None = None) -> str:
+    """The BLAS thread count after running a CLI in a fresh process."""
+    import os
+
+    code = ("import sys; from nnre.cli import run_cli, cli; from nnre.threads import "
+            "get_blas_threads;\ntry:\n    sys.argv = ['nnre', *sys.argv[1:]]; run_cli(cli, 'nnre')"
+            "\nexcept SystemExit: pass\nprint(get_blas_threads())")
+    environ = {k: v for k, v in os.environ.items() if k != "NNRE_THREADS"} | (env or {})
+    proc = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True,
+                          check=True, env=environ)
+    return proc.stdout.strip().splitlines()[-1]
+
+
+def test_the_cli_runs_one_blas_thread_unless_told() -> None:
+    bundle = str(Path(__file__).resolve().parent.parent / "samples" / "lighthouse.bundle")
+    assert _threads_after(["verify", bundle]) == "1"
+    assert _threads_after(["verify", "--threads", "2", bundle]) == "2"  # after the command
+    assert _threads_after(["--threads", "2", "verify", bundle]) == "2"
+    assert _threads_after(["verify", bundle], {"NNRE_THREADS": "2"}) == "2"
+
+
+def test_a_model_used_as_a_library_leaves_the_hosts_thread_count_alone() -> None:
+    """Products run on one thread between two setter calls; the host's count is restored."""
+    code = """
+import numpy as np, nnre
+from nnre.threads import get_blas_threads
+from nnre.vm import bind_stage
+before = get_blas_threads()
+m = nnre.Model.from_equations("hₜ = tanh(W xₜ + U hₜ₋₁)", {"W": np.eye(4), "U": np.eye(4)})
+m.run({"x": np.ones((3, 2, 4))})
+stage = m.step_stage(1)
+names = [getattr(getattr(c, "func", c), "__name__", "") for c in stage.tapes[0]]
+print(before, get_blas_threads(), sum("set_num_threads" in n for n in names))
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True)
+    before, after, setters = proc.stdout.split()
+    assert before == after  # restored after every product
+    assert int(setters) >= 2 or before == "1"  # the one-thread switch around the product
