@@ -11,13 +11,14 @@ import json
 import os
 import sys
 from dataclasses import dataclass
-from typing import Any
+from typing import IO, Any
 
 import click
 
 from nnre import __version__, bundle, loader
 from nnre.bundle.info import escaped, info, render
 from nnre.errors import EquationError, FeedError, NnreError
+from nnre.files import open_regular
 from nnre.threads import set_blas_threads
 
 
@@ -165,19 +166,30 @@ def _generate(model: Any, prime: str | None, length: int, settings: dict[str, An
         os.dup2(os.open(os.devnull, os.O_WRONLY), out.fileno())
 
 
+def _open_input(path: str) -> IO[bytes]:
+    """stdin for ``-``, else the file if it is a regular one (a FIFO would block forever)."""
+    if path == "-":
+        return os.fdopen(os.dup(sys.stdin.fileno()), "rb")
+    return open_regular(path, FeedError)
+
+
 def _run_tensors(model: Any, input_path: str | None, input_jsonl: str | None,
                  output_path: str | None) -> None:
     from nnre import tensor_io  # only tensor runs need it
 
     if input_jsonl:
         where = "<stdin>" if input_jsonl == "-" else input_jsonl
-        with click.open_file(input_jsonl, "r", encoding="utf-8") as lines:
-            for result in tensor_io.jsonl_results(model, lines, where):
-                click.echo(result)
+        with _open_input(input_jsonl) as f:
+            lines = io.TextIOWrapper(f, encoding="utf-8")
+            try:
+                for result in tensor_io.jsonl_results(model, lines, where):
+                    click.echo(result)
+            except UnicodeDecodeError:
+                raise FeedError(f"{where}: not UTF-8 text") from None
         return
     assert input_path is not None
     where = "<stdin>" if input_path == "-" else input_path
-    with click.open_file(input_path, "rb") as f:
+    with _open_input(input_path) as f:
         raw = f.read()
     if raw.startswith(b"PK"):
         feeds = tensor_io.read_npz(io.BytesIO(raw), where)
