@@ -190,7 +190,10 @@ def _run_tensors(model: Any, input_path: str | None, input_jsonl: str | None,
     assert input_path is not None
     where = "<stdin>" if input_path == "-" else input_path
     with _open_input(input_path) as f:
-        raw = f.read()
+        raw = f.read(tensor_io.MAX_INPUT_BYTES + 1)
+    if len(raw) > tensor_io.MAX_INPUT_BYTES:
+        raise FeedError(f"{where}: more than {tensor_io.MAX_INPUT_BYTES:,} bytes, the cap "
+                        "for one input file")
     if raw.startswith(b"PK"):
         feeds = tensor_io.read_npz(io.BytesIO(raw), where)
     else:
