@@ -128,7 +128,8 @@ class Sampling:
 @click.option("--input", "input_path", metavar="FILE|-",
               help="Feeds: a JSON object of arrays or an .npz; prints outputs as JSON.")
 @click.option("--input-jsonl", metavar="FILE|-", help="One JSON object per line in and out.")
-@click.option("--output", "output_path", metavar="OUT.npz", help="Write --input outputs here.")
+@click.option("--output", "output_path", metavar="OUT.npz",
+              help="Write --input outputs here as .npz (atomically; the path as given).")
 @click.option("--no-cache", is_flag=True, help="Neither read nor write the compile cache.")
 def run(model_path: str, prime: str | None, length: int, temperature: float | None,
         top_k: int | None, top_p: float | None, greedy: bool | None, seed: int | None,
@@ -203,10 +204,9 @@ def _run_tensors(model: Any, input_path: str | None, input_jsonl: str | None,
             raise FeedError(f"{where}: neither an .npz nor UTF-8 JSON") from None
         feeds = tensor_io.parse_json_feeds(text, where)
     outputs = tensor_io.run_feeds(model, feeds, where)
-    if output_path:
-        import numpy as np
-
-        np.savez(output_path, **outputs)  # type: ignore[arg-type]
+    if output_path:  # exactly this path, atomically: a failed write keeps the old file
+        from nnre.npz import write_npz
+        write_npz(output_path, outputs)
     else:
         click.echo(tensor_io.to_json(model, outputs))
 

@@ -1,4 +1,5 @@
-"""Opening user paths for reading without ever blocking: regular files only.
+"""User paths: opened for reading without ever blocking (regular files only), and written
+atomically.
 
 ``open()`` on a FIFO waits for a writer forever, and on a device it may never return either,
 so a bundle path, an ``--input`` file or a planted cache entry could hang nnre. Every path
@@ -11,8 +12,11 @@ from __future__ import annotations
 
 import os
 import stat
+import tempfile
 from collections.abc import Callable
-from typing import IO
+from typing import IO, TypeVar
+
+T = TypeVar("T")
 
 _FLAGS = (os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0)
           | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0))
@@ -45,3 +49,40 @@ def open_regular(path: str | os.PathLike[str], refuse: Callable[[str], Exception
         os.close(fd)
     raise refuse(f"{os.fspath(path)} is {what}, not a regular file; nnre reads only "
                  "regular files (a pipe or device could block forever)")
+
+
+def atomic_write(path: str | os.PathLike[str], fill: Callable[[IO[bytes]], T]) -> T:
+    """Write ``path`` exactly as named, all or nothing: ``fill`` writes a fsynced temporary
+    file in the same directory, which then replaces ``path`` in one ``os.replace``. If
+    ``fill`` (or anything) fails, the temporary file is removed and a previous file at
+    ``path`` is left untouched."""
+    target = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(target))
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".", suffix=".nnre.tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            result = fill(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, target)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(folder)
+    return result
+
+
+def _fsync_dir(folder: str) -> None:
+    """Make the rename durable too; some filesystems refuse fsync on a directory."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

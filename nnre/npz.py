@@ -1,21 +1,28 @@
-"""Read ``.npz`` feeds within limits: every size is checked before anything is inflated.
+"""``.npz`` in and out: feeds read within limits, outputs written atomically.
 
 ``np.load`` trusts the archive: a 200-byte file may declare a 12 TiB array, and a zip bomb
 inflates a few kilobytes into gigabytes. Here each member's declared uncompressed size, its
 compression ratio and its ``.npy`` header (read with ``numpy.lib.format`` without loading the
 data) are checked against caps first; object dtypes are refused, so nothing is ever unpickled.
 Only then are exactly the declared bytes read and viewed as the array.
+
+Outputs are written to exactly the path given (``np.savez`` would append ``.npz`` to a name
+without it, silently writing somewhere else) through :func:`nnre.files.atomic_write`, so a
+failed write leaves the previous file as it was.
 """
 
 from __future__ import annotations
 
+import os
 import zipfile
+from collections.abc import Mapping
 from typing import IO, Any
 
 import numpy as np
 from numpy.lib import format as npy
 
-from nnre.errors import FeedError
+from nnre.errors import FeedError, OutputError
+from nnre.files import atomic_write
 
 MAX_FEED_BYTES = 1 << 30  # all arrays of one .npz together, uncompressed
 MAX_ARRAYS = 1024
@@ -83,3 +90,20 @@ def _header(f: IO[bytes], at: str) -> tuple[tuple[int, ...], bool, np.dtype[Any]
         raise FeedError(f"{at}: holds {dtype} values; only plain numbers (bool, int, "
                         "float) are read, and object arrays are never unpickled")
     return tuple(int(d) for d in shape), bool(fortran), dtype
+
+
+def write_npz(path: str | os.PathLike[str], arrays: Mapping[str, np.ndarray]) -> None:
+    """Write ``arrays`` as an .npz at exactly ``path``, all or nothing, never pickling.
+
+    Written member by member like ``np.savez`` (``NAME.npy`` each), but any name works (an
+    output called ``file`` would collide with ``np.savez``'s own parameter)."""
+    def fill(f: IO[bytes]) -> None:
+        with zipfile.ZipFile(f, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
+            for name, arr in arrays.items():
+                with zf.open(f"{name}.npy", "w", force_zip64=True) as member:
+                    try:
+                        npy.write_array(member, np.asanyarray(arr), allow_pickle=False)
+                    except ValueError as err:
+                        raise OutputError(f"{os.fspath(path)}: cannot write output "
+                                          f"{name!r} as .npy ({err})") from None
+    atomic_write(path, fill)
