@@ -156,10 +156,16 @@ def _generate(model: Any, prime: str | None, length: int, settings: dict[str, An
         prime = default_prime(model)
     chars = model.generate(prime, length, seed=seed, stop=stop, **settings)
     out: Any = sys.stdout.buffer
+    shown: dict[str, bytes] = {}  # the vocabulary comes from the file: escape, once per char
+
+    def show(text: str) -> bytes:
+        if text not in shown:
+            shown[text] = escaped(text, keep="\n\t").encode("utf-8", "backslashreplace")
+        return shown[text]
     try:
-        out.write(prime.encode("utf-8"))
+        out.write(escaped(prime, keep="\n\t").encode("utf-8", "backslashreplace"))
         for ch in chars:
-            out.write(ch.encode("utf-8"))
+            out.write(show(ch))
             out.flush()
         out.write(b"\n")
         out.flush()

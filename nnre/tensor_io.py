@@ -17,6 +17,7 @@ from typing import IO, Any
 
 import numpy as np
 
+from nnre.bundle.info import json_escaped
 from nnre.codecs import LabelCodec, codecs_of
 from nnre.errors import FeedError
 from nnre.model import Model
@@ -125,12 +126,13 @@ def run_feeds(model: Model, feeds: Mapping[str, Any], where: str) -> dict[str, n
 
 
 def to_json(model: Model, outputs: Mapping[str, np.ndarray]) -> str:
-    """Outputs as one JSON object (one line), with labels for argmax-label outputs."""
+    """Outputs as one JSON object (one line), with labels for argmax-label outputs; labels
+    come from the file, so characters a terminal would obey are written as JSON escapes."""
     result: dict[str, Any] = {k: v.tolist() for k, v in outputs.items()}
     for name, codec in codecs_of(model.metadata, list(outputs)).items():
         if isinstance(codec, LabelCodec):
             result[f"{name}.label"] = codec.decode(outputs[name])
-    return json.dumps(result, ensure_ascii=False, allow_nan=True)
+    return json_escaped(json.dumps(result, ensure_ascii=False, allow_nan=True))
 
 
 def jsonl_results(model: Model, lines: Iterator[str], where: str) -> Iterator[str]:
