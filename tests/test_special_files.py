@@ -82,3 +82,26 @@ def test_a_fifo_planted_in_the_compile_cache_is_ignored_and_replaced(model: Path
     proc = run(["-c", code, str(model)], env={"XDG_CACHE_HOME": str(tmp_path / "c"),
                                                "NNRE_NO_CACHE": ""})
     assert proc.stdout.split() == ["True", "True", "True"], proc.stderr
+
+
+def test_the_sdk_refuses_fifos_for_text_arrays_weights_and_equations(tmp_path: Path) -> None:
+    for name in ("corpus.txt", "a.npz", "a.csv"):
+        os.mkfifo(tmp_path / name)
+    code = ("import sys\nfrom pathlib import Path\nfrom nnre.errors import NnreError\n"
+            "from nndk.data import load_text, load_arrays\nfrom nndk.pack import read_weights\n"
+            "d = Path(sys.argv[1])\n"
+            "for f, p in ((load_text, 'corpus.txt'), (load_arrays, 'a.npz'),\n"
+            "             (load_arrays, 'a.csv'), (read_weights, 'a.npz')):\n"
+            "    try:\n        f(d / p)\n"
+            "    except NnreError as e:\n        print(type(e).__name__, 'FIFO' in str(e))\n")
+    proc = run(["-c", code, str(tmp_path)])
+    assert proc.stdout.split() == ["DataError", "True"] * 3 + ["PackError", "True"], proc.stderr
+
+
+def test_nndk_pack_refuses_a_fifo_equation_file(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "m.eqn")
+    (tmp_path / "w.npz").write_bytes(b"")
+    proc = run(["-m", "nndk", "pack", str(tmp_path / "m.eqn"), "--weights",
+                str(tmp_path / "w.npz"), "--name", "m", "--version", "1.0.0",
+                "-o", str(tmp_path / "o.bundle")])
+    assert proc.returncode == 1 and "FIFO" in proc.stderr and "Traceback" not in proc.stderr
