@@ -187,7 +187,7 @@ def _run_tensors(model: Any, input_path: str | None, input_jsonl: str | None,
     if input_jsonl:
         where = "<stdin>" if input_jsonl == "-" else input_jsonl
         with _open_input(input_jsonl) as f:
-            lines = io.TextIOWrapper(f, encoding="utf-8")
+            lines = tensor_io.bounded_lines(io.TextIOWrapper(f, encoding="utf-8"))
             try:
                 for result in tensor_io.jsonl_results(model, lines, where):
                     click.echo(result)

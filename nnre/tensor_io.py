@@ -143,6 +143,13 @@ def jsonl_results(model: Model, lines: Iterator[str], where: str) -> Iterator[st
             yield to_json(model, run_feeds(model, parse_json_feeds(line, at), at))
 
 
+def bounded_lines(stream: IO[str]) -> Iterator[str]:
+    """The lines of ``stream``, none read past MAX_JSON_CHARS + 1 characters: a longer line
+    arrives cut (and is then refused by :func:`parse_json_feeds`) instead of being held in
+    memory whole, however long it is."""
+    return iter(lambda: stream.readline(MAX_JSON_CHARS + 1), "")
+
+
 def _array(value: Any, what: str, dtype: str) -> np.ndarray:
     try:
         arr = np.asarray(value)

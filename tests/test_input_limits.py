@@ -113,3 +113,18 @@ def test_the_cli_prints_one_error_line(lstm, payload: bytes) -> None:  # noqa: F
     assert code == 1 and out == "" and "Traceback" not in err
     assert err.startswith("error: <stdin>") and err.rstrip().endswith("[bad-feed]")
     assert err.count("\n") == 1
+
+
+def test_a_jsonl_line_past_the_cap_is_refused_without_reading_it_whole(lstm) -> None:  # noqa: F811
+    code, out, err = nnre_run(str(lstm), "--input-jsonl", "-",
+                              stdin='{"x": [[0, 0, 0, 0]]}\n' + "[" * ((256 << 20) + 10))
+    assert code == 1 and out.count("\n") == 1 and "Traceback" not in err
+    assert err.startswith("error: <stdin>:2: ") and "[bad-feed]" in err
+    assert "more than the cap of 268,435,456" in err
+
+
+def test_jsonl_lines_are_read_with_a_limit(monkeypatch) -> None:
+    monkeypatch.setattr(tensor_io, "MAX_JSON_CHARS", 10)
+    stream = io.StringIO('{"x": 1}\n' + "[" * 1000 + "\n{}\n")
+    lines = list(tensor_io.bounded_lines(stream))
+    assert lines[0] == '{"x": 1}\n' and max(map(len, lines)) == 11 and lines[-1] == "{}\n"
