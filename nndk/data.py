@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from nnre.errors import NnreError
+from nnre.files import open_regular
 
 
 class DataError(NnreError):
@@ -44,7 +46,8 @@ class TextData:
 
 def load_text(path: str | Path, val_frac: float = 0.1, vocab: str | None = None) -> TextData:
     """Read a UTF-8 text file; the vocabulary is its sorted set of characters."""
-    raw = Path(path).read_bytes()
+    with open_regular(path, DataError) as f:  # a FIFO or device would block forever
+        raw = f.read()
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as err:
@@ -94,11 +97,11 @@ def load_arrays(path: str | Path) -> dict[str, np.ndarray]:
     """Arrays from an .npz (no pickles) or a CSV whose header names the columns."""
     path = Path(path)
     if path.suffix == ".npz":
-        with np.load(path, allow_pickle=False) as data:
+        with open_regular(path, DataError) as f, np.load(f, allow_pickle=False) as data:
             return {k: np.asarray(data[k]) for k in data.files}
     if path.suffix == ".csv":
-        with path.open(newline="", encoding="utf-8") as f:
-            rows = list(csv.reader(f))
+        with open_regular(path, DataError) as f:
+            rows = list(csv.reader(io.TextIOWrapper(f, newline="", encoding="utf-8")))
         if len(rows) < 2:
             raise DataError(f"{path}: a header line and at least one row are needed")
         header, body = rows[0], rows[1:]

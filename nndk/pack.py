@@ -8,6 +8,7 @@ whatever packs, loads.
 
 from __future__ import annotations
 
+import io
 import os
 import time
 import zipfile
@@ -21,6 +22,7 @@ import numpy as np
 from nndk import __version__, checkpoint
 from nnre.bundle.write import BundleContent, write
 from nnre.errors import NnreError
+from nnre.files import open_regular
 from nnre.model import Model
 
 
@@ -57,7 +59,8 @@ class PackResult:
 def read_weights(path: Path) -> dict[str, np.ndarray]:
     """Named arrays from an .npz (never unpickling anything)."""
     try:
-        data = np.load(path, allow_pickle=False)
+        with open_regular(path, PackError) as f:  # never block on a FIFO; np.load may mmap
+            data = np.load(io.BytesIO(f.read()), allow_pickle=False)
     except (ValueError, zipfile.BadZipFile, EOFError) as err:
         raise PackError(f"{path}: not a readable .npz of numeric arrays ({err})") from err
     if not isinstance(data, np.lib.npyio.NpzFile):
@@ -128,7 +131,8 @@ def pack(req: PackRequest) -> PackResult:
         if req.weights is None:
             raise PackError(f"{req.equations}: --weights is required to pack an .eqn file")
         try:
-            text = req.equations.read_text(encoding="utf-8")
+            with open_regular(req.equations, PackError) as f:  # never block on a FIFO
+                text = f.read().decode("utf-8")
         except UnicodeDecodeError as err:
             raise PackError(f"{req.equations}: not UTF-8 text ({err.reason})") from err
         weights = read_weights(req.weights)

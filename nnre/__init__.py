@@ -9,7 +9,14 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from nnre.errors import BundleError, EquationError, FeedError, NnreError, ShapeError
+from nnre.errors import (
+    BundleError,
+    EquationError,
+    FeedError,
+    NnreError,
+    OutputError,
+    ShapeError,
+)
 
 if TYPE_CHECKING:
     from nnre.loader import load, verify
@@ -26,6 +33,7 @@ __all__ = [
     "FeedError",
     "Model",
     "NnreError",
+    "OutputError",
     "ShapeError",
     "TensorSpec",
     "__version__",

@@ -23,6 +23,7 @@ from typing import Any
 
 import msgpack
 
+from nnre.files import open_regular
 from nnre.program import Program, ProgramDataError, from_data, to_data
 
 MAGIC = b"NNREPRG1"
@@ -77,10 +78,10 @@ def entry_path(bundle_id: str) -> tuple[Path, str]:
 def load(bundle_id: str) -> Compiled | None:
     """The cached compile of this bundle, or None when absent or not exactly right."""
     path, key = entry_path(bundle_id)
-    try:
-        with open(path, "rb") as f:
+    try:  # a FIFO or device planted at the entry path is ignored (and replaced), never read
+        with open_regular(path, ProgramDataError) as f:
             blob = f.read(MAX_ENTRY_BYTES + 1)
-    except OSError:
+    except (OSError, ProgramDataError):
         return None
     try:
         return _decode(blob, key)

@@ -11,13 +11,14 @@ import json
 import os
 import sys
 from dataclasses import dataclass
-from typing import Any
+from typing import IO, Any
 
 import click
 
 from nnre import __version__, budget, bundle, loader
 from nnre.bundle.info import escaped, info, render
 from nnre.errors import EquationError, FeedError, NnreError
+from nnre.files import open_regular
 from nnre.threads import set_blas_threads
 
 
@@ -158,7 +159,8 @@ class Sampling:
 @click.option("--input", "input_path", metavar="FILE|-",
               help="Feeds: a JSON object of arrays or an .npz; prints outputs as JSON.")
 @click.option("--input-jsonl", metavar="FILE|-", help="One JSON object per line in and out.")
-@click.option("--output", "output_path", metavar="OUT.npz", help="Write --input outputs here.")
+@click.option("--output", "output_path", metavar="OUT.npz",
+              help="Write --input outputs here as .npz (atomically; the path as given).")
 @click.option("--no-cache", is_flag=True, help="Neither read nor write the compile cache.")
 def run(model_path: str, prime: str | None, length: int, temperature: float | None,
         top_k: int | None, top_p: float | None, greedy: bool | None, seed: int | None,
@@ -185,15 +187,28 @@ def _generate(model: Any, prime: str | None, length: int, settings: dict[str, An
         prime = default_prime(model)
     chars = model.generate(prime, length, seed=seed, stop=stop, **settings)
     out: Any = sys.stdout.buffer
+    shown: dict[str, bytes] = {}  # the vocabulary comes from the file: escape, once per char
+
+    def show(text: str) -> bytes:
+        if text not in shown:
+            shown[text] = escaped(text, keep="\n\t").encode("utf-8", "backslashreplace")
+        return shown[text]
     try:
-        out.write(prime.encode("utf-8"))
+        out.write(escaped(prime, keep="\n\t").encode("utf-8", "backslashreplace"))
         for ch in chars:
-            out.write(ch.encode("utf-8"))
+            out.write(show(ch))
             out.flush()
         out.write(b"\n")
         out.flush()
     except BrokenPipeError:  # e.g. `| head`: stop quietly, and keep Python from complaining
         os.dup2(os.open(os.devnull, os.O_WRONLY), out.fileno())
+
+
+def _open_input(path: str) -> IO[bytes]:
+    """stdin for ``-``, else the file if it is a regular one (a FIFO would block forever)."""
+    if path == "-":
+        return os.fdopen(os.dup(sys.stdin.fileno()), "rb")
+    return open_regular(path, FeedError)
 
 
 def _run_tensors(model: Any, input_path: str | None, input_jsonl: str | None,
@@ -202,14 +217,21 @@ def _run_tensors(model: Any, input_path: str | None, input_jsonl: str | None,
 
     if input_jsonl:
         where = "<stdin>" if input_jsonl == "-" else input_jsonl
-        with click.open_file(input_jsonl, "r", encoding="utf-8") as lines:
-            for result in tensor_io.jsonl_results(model, lines, where):
-                click.echo(result)
+        with _open_input(input_jsonl) as f:
+            lines = tensor_io.bounded_lines(io.TextIOWrapper(f, encoding="utf-8"))
+            try:
+                for result in tensor_io.jsonl_results(model, lines, where):
+                    click.echo(result)
+            except UnicodeDecodeError:
+                raise FeedError(f"{where}: not UTF-8 text") from None
         return
     assert input_path is not None
     where = "<stdin>" if input_path == "-" else input_path
-    with click.open_file(input_path, "rb") as f:
-        raw = f.read()
+    with _open_input(input_path) as f:
+        raw = f.read(tensor_io.MAX_INPUT_BYTES + 1)
+    if len(raw) > tensor_io.MAX_INPUT_BYTES:
+        raise FeedError(f"{where}: more than {tensor_io.MAX_INPUT_BYTES:,} bytes, the cap "
+                        "for one input file")
     if raw.startswith(b"PK"):
         feeds = tensor_io.read_npz(io.BytesIO(raw), where)
     else:
@@ -219,10 +241,9 @@ def _run_tensors(model: Any, input_path: str | None, input_jsonl: str | None,
             raise FeedError(f"{where}: neither an .npz nor UTF-8 JSON") from None
         feeds = tensor_io.parse_json_feeds(text, where)
     outputs = tensor_io.run_feeds(model, feeds, where)
-    if output_path:
-        import numpy as np
-
-        np.savez(output_path, **outputs)  # type: ignore[arg-type]
+    if output_path:  # exactly this path, atomically: a failed write keeps the old file
+        from nnre.npz import write_npz
+        write_npz(output_path, outputs)
     else:
         click.echo(tensor_io.to_json(model, outputs))
 

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from nnre.bundle.format import CODECS as CODEC_PARAMS
-from nnre.errors import BundleError, FeedError
+from nnre.errors import BundleError, FeedError, OutputError
 
 
 class TensorCodec:
@@ -135,6 +135,12 @@ class Sampler:
     One uniform number per draw from NumPy's PCG64 seeded with ``seed``, then the inverse
     CDF (the first index whose cumulative mass exceeds it), so a seed fixes the text.
     ``top_k`` 0/None and ``top_p`` 1/None mean off. Ties keep the lower index.
+
+    The rule for what can be drawn from: every value finite and ≥ 0, with a positive total
+    (any scale; it need not sum to 1). Anything else (NaN, ±inf, a negative value, all
+    zeros) raises :class:`~nnre.errors.OutputError` naming the draw (1-based step) and the
+    first bad value, in every mode including greedy: there is no right character to pick,
+    and guessing one would hide a broken model (the old inverse CDF ran off the end).
     """
 
     def __init__(self, size: int, *, temperature: float = 1.0, top_k: int | None = None,
@@ -155,10 +161,16 @@ class Sampler:
         self.top_p = top_p if top_p is not None and top_p < 1 else None
         self.plain = self.inv_t == 1.0 and self.top_k is None and self.top_p is None
         self.rng = np.random.default_rng(seed)
+        self.draws = 0
         self._cdf = np.empty(size, np.float64)
 
     def __call__(self, probs: np.ndarray) -> int:
         """The drawn index; ``probs`` is 1-D, non-negative, any positive total."""
+        self.draws += 1
+        with np.errstate(over="ignore"):  # an overflowing total is reported, not warned
+            total = probs.sum(dtype=np.float64)
+        if not (probs.size and probs.min() >= 0 and 0 < total < math.inf):  # NaN lands here
+            raise OutputError(f"sampling step {self.draws}: {_not_a_distribution(probs)}")
         if self.greedy:
             return int(probs.argmax())
         cdf = self._cdf
@@ -179,6 +191,18 @@ class Sampler:
         out = np.zeros_like(p)
         out[order[:keep]] = p[order[:keep]]
         return out
+
+
+def _not_a_distribution(probs: np.ndarray) -> str:
+    """Why ``probs`` cannot be drawn from, naming the first offending index and value."""
+    what = "the output is not a probability distribution"
+    bad = np.flatnonzero(~np.isfinite(probs) | (probs < 0))
+    if bad.size:
+        i = int(bad[0])
+        return f"{what}: index {i} is {float(probs[i])!r} (values must be finite and ≥ 0)"
+    if not probs.size or not probs.any():
+        return f"{what}: every value is 0 (nothing to draw from)"
+    return f"{what}: its total overflows to infinity"
 
 
 def _show(ch: str, bare: bool = False) -> str:

@@ -105,3 +105,11 @@ class FeedError(NnreError):
     """Inputs or state passed to a model that do not match its signature."""
 
     code = "bad-feed"
+
+
+class OutputError(NnreError):
+    """A model output that cannot be decoded the way its codec says: e.g. a ``sample`` output
+    holding NaN, infinities, negative values or no mass at all, so there is nothing to draw
+    from. The inputs may be fine; the weights or the equations produce it."""
+
+    code = "bad-output"

@@ -11,37 +11,84 @@ with an ``argmax-label`` codec also gets its label(s) under ``"<name>.label"``.
 from __future__ import annotations
 
 import json
-import zipfile
+import math
 from collections.abc import Iterator, Mapping
 from typing import IO, Any
 
 import numpy as np
 
+from nnre.bundle.info import json_escaped
 from nnre.codecs import LabelCodec, codecs_of
 from nnre.errors import FeedError
 from nnre.model import Model
 
+MAX_INPUT_BYTES = 1 << 30  # one --input file, read whole
+MAX_JSON_CHARS = 256 << 20
+MAX_JSON_DEPTH = 32
+MAX_INT_DIGITS = 309  # 10**309 > the largest float64
+
 
 def parse_json_feeds(text: str, where: str) -> dict[str, Any]:
-    """One JSON object of arrays; ``where`` names the source in errors (file, line)."""
+    """One JSON object of arrays; ``where`` names the source in errors (file, line).
+
+    Within limits: at most MAX_JSON_CHARS characters and MAX_JSON_DEPTH levels of nesting
+    (a tensor needs about ten), and integers of at most MAX_INT_DIGITS digits (more does not
+    fit a float64; Python itself refuses 4300)."""
+    if len(text) > MAX_JSON_CHARS:
+        raise FeedError(f"{where}: {len(text):,} characters of JSON, more than the cap of "
+                        f"{MAX_JSON_CHARS:,}")
     try:
-        obj = json.loads(text)
+        obj = json.loads(text, parse_int=_parse_int, parse_float=_parse_float)
+    except FeedError as err:  # from the number hooks, which do not know where they are
+        raise FeedError(f"{where}: {err}") from None
     except json.JSONDecodeError as err:
         raise FeedError(f"{where}: not valid JSON ({err.msg} at line {err.lineno} "
                         f"column {err.colno})") from None
+    except RecursionError:
+        raise FeedError(f"{where}: JSON nested deeper than {MAX_JSON_DEPTH} levels") from None
+    except ValueError as err:  # e.g. CPython's int digit limit, whatever the hook missed
+        raise FeedError(f"{where}: a JSON value that cannot be read ({err})") from None
     if not isinstance(obj, dict):
         raise FeedError(f"{where}: expected a JSON object mapping input names to arrays, "
                         f"got {type(obj).__name__}")
+    if _depth(obj) > MAX_JSON_DEPTH:
+        raise FeedError(f"{where}: JSON nested deeper than {MAX_JSON_DEPTH} levels")
     return obj
 
 
+def _parse_int(digits: str) -> int | float:
+    """Small ints stay exact; larger ones become floats (NumPy would make them objects)."""
+    n = len(digits.lstrip("-"))
+    if n > MAX_INT_DIGITS:
+        raise FeedError(f"an integer of {n:,} digits in the JSON; at most {MAX_INT_DIGITS} "
+                        "fit a float64")
+    return int(digits) if n <= 18 else float(digits)
+
+
+def _parse_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise FeedError(f"the number {text:.40}{'…' if len(text) > 40 else ''} is beyond "
+                        "the float64 range")
+    return value
+
+
+def _depth(value: Any) -> int:
+    """Nesting depth of lists and dicts, iteratively (no recursion to exhaust)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        v, d = stack.pop()
+        if isinstance(v, (list, dict)):
+            deepest = max(deepest, d)
+            if d <= MAX_JSON_DEPTH:
+                stack.extend((x, d + 1) for x in (v.values() if isinstance(v, dict) else v))
+    return deepest
+
+
 def read_npz(stream: IO[bytes], where: str) -> dict[str, Any]:
-    """Named arrays from an .npz, never unpickling anything."""
-    try:
-        with np.load(stream, allow_pickle=False) as data:
-            return {k: np.asarray(data[k]) for k in data.files}
-    except (ValueError, OSError, zipfile.BadZipFile, EOFError, AttributeError) as err:
-        raise FeedError(f"{where}: not a readable .npz of numeric arrays ({err})") from None
+    """Named arrays from an .npz, within size limits, never unpickling anything."""
+    from nnre.npz import read_npz as bounded
+    return dict(bounded(stream, where))
 
 
 def run_feeds(model: Model, feeds: Mapping[str, Any], where: str) -> dict[str, np.ndarray]:
@@ -79,12 +126,13 @@ def run_feeds(model: Model, feeds: Mapping[str, Any], where: str) -> dict[str, n
 
 
 def to_json(model: Model, outputs: Mapping[str, np.ndarray]) -> str:
-    """Outputs as one JSON object (one line), with labels for argmax-label outputs."""
+    """Outputs as one JSON object (one line), with labels for argmax-label outputs; labels
+    come from the file, so characters a terminal would obey are written as JSON escapes."""
     result: dict[str, Any] = {k: v.tolist() for k, v in outputs.items()}
     for name, codec in codecs_of(model.metadata, list(outputs)).items():
         if isinstance(codec, LabelCodec):
             result[f"{name}.label"] = codec.decode(outputs[name])
-    return json.dumps(result, ensure_ascii=False, allow_nan=True)
+    return json_escaped(json.dumps(result, ensure_ascii=False, allow_nan=True))
 
 
 def jsonl_results(model: Model, lines: Iterator[str], where: str) -> Iterator[str]:
@@ -93,6 +141,13 @@ def jsonl_results(model: Model, lines: Iterator[str], where: str) -> Iterator[st
         if line.strip():
             at = f"{where}:{number}"
             yield to_json(model, run_feeds(model, parse_json_feeds(line, at), at))
+
+
+def bounded_lines(stream: IO[str]) -> Iterator[str]:
+    """The lines of ``stream``, none read past MAX_JSON_CHARS + 1 characters: a longer line
+    arrives cut (and is then refused by :func:`parse_json_feeds`) instead of being held in
+    memory whole, however long it is."""
+    return iter(lambda: stream.readline(MAX_JSON_CHARS + 1), "")
 
 
 def _array(value: Any, what: str, dtype: str) -> np.ndarray:

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
-from bundle_helpers import lstm_weights
+from bundle_helpers import lstm_content, lstm_weights
 from text_helpers import VOCAB, oracle_draw, oracle_text, text_bundle
 
 import nnre
+from nnre.bundle.write import write
 from nnre.codecs import CODEC_TYPES, CharCodec, LabelCodec, Sampler, make_codec
-from nnre.errors import BundleError, FeedError
+from nnre.errors import BundleError, FeedError, OutputError
 
 SETTINGS = {
     "plain": {},
@@ -151,3 +156,37 @@ def test_step_returns_copies(model) -> None:
         assert not np.shares_memory(state[k], state2[k])
     again, _ = model.step({"x": x}, state)
     np.testing.assert_array_equal(again["y"], out2["y"])
+
+
+@pytest.mark.parametrize("bad, why", [
+    ([0.5, np.nan, 0.5], "index 1 is nan"),
+    ([0.5, np.inf, 0.5], "index 1 is inf"),
+    ([0.5, 0.5, -np.inf], "index 2 is -inf"),
+    ([0.9, -0.1, 0.2], "index 1 is -0.1"),
+    ([0.0, 0.0, 0.0], "every value is 0"),
+    ([1e308, 1e308, 1e308], "overflows to infinity"),
+])
+@pytest.mark.parametrize("settings", [{}, {"temperature": 0.5, "top_k": 2, "top_p": 0.9},
+                                      {"greedy": True}])
+def test_sampling_from_a_non_distribution_is_an_output_error(bad, why, settings) -> None:
+    sampler = Sampler(3, seed=0, **settings)
+    sampler(np.array([0.2, 0.3, 0.5]))
+    with pytest.raises(OutputError) as err:
+        sampler(np.array(bad))
+    assert err.value.code == "bad-output"
+    assert str(err.value).startswith("sampling step 2: the output is not a probability")
+    assert why in str(err.value)
+
+
+def test_generating_from_a_model_that_outputs_nan_is_one_error_line(tmp_path) -> None:
+    content = lstm_content(3, len(VOCAB), "float64", codecs={
+        "x": {"id": "char", "vocab": VOCAB}, "y": {"id": "sample", "vocab": VOCAB}})
+    content.tensors["b_y"][0] = np.nan  # the output's first entry: NaN after softmax
+    write(tmp_path / "nan.bundle", content)
+    root = Path(__file__).resolve().parent.parent
+    proc = subprocess.run([sys.executable, "-m", "nnre", "run", str(tmp_path / "nan.bundle"),
+                           "-n", "5", "--no-cache"], capture_output=True, text=True,
+                          timeout=120, cwd=root, env={**os.environ, "PYTHONPATH": str(root)})
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stderr.startswith("error: sampling step 1: the output is not a probability")
+    assert proc.stderr.rstrip().endswith("[bad-output]") and proc.stderr.count("\n") == 1

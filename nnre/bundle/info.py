@@ -6,6 +6,7 @@ terminal, so control characters, bidi overrides and the like are shown, never ob
 
 from __future__ import annotations
 
+import json
 import unicodedata
 from typing import Any
 
@@ -13,15 +14,29 @@ from nnre.bundle.read import Bundle
 from nnre.bundle.schema import SIDES
 
 
-def escaped(text: str) -> str:
-    """``text`` with every control, format, private or unassigned character escaped."""
-    out = []
-    for ch in text:
-        if unicodedata.category(ch)[0] == "C" or unicodedata.category(ch) in ("Zl", "Zp"):
-            out.append(ch.encode("unicode_escape").decode("ascii"))
-        else:
-            out.append(ch)
-    return "".join(out)
+def _hidden(ch: str) -> bool:
+    """Characters a terminal may obey rather than show: controls (C0 and the 8-bit C1 set,
+    e.g. U+009B, a CSI), format characters (bidi overrides such as U+202E), private-use,
+    unassigned and surrogate code points, and line/paragraph separators."""
+    category = unicodedata.category(ch)
+    return category[0] == "C" or category in ("Zl", "Zp")
+
+
+def escaped(text: str, keep: str = "") -> str:
+    """``text`` with every control, format, private or unassigned character escaped, except
+    those in ``keep`` (generated text keeps its newlines and tabs). The one escaping rule for
+    everything nnre prints that came from a file."""
+    return "".join(ch.encode("unicode_escape").decode("ascii")
+                   if _hidden(ch) and ch not in keep else ch for ch in text)
+
+
+def json_escaped(document: str) -> str:
+    """A JSON document with the same characters as :func:`escaped` written as JSON escapes
+    (``\\u202e``): still valid JSON decoding to the same strings, but safe on a terminal.
+    Such characters can only occur inside strings, where any character may be escaped."""
+    if document.isascii():  # json.dumps already escaped every ASCII control
+        return document
+    return "".join(json.dumps(ch)[1:-1] if _hidden(ch) else ch for ch in document)
 
 
 def info(bundle: Bundle, *, tensors: bool = True) -> dict[str, Any]:

@@ -35,6 +35,7 @@ from nnre.bundle.layout import check_layout, padding_ranges
 from nnre.bundle.schema import Header, TensorEntry, validate_header
 from nnre.bundle.sniff import describe
 from nnre.errors import BundleError
+from nnre.files import open_regular
 
 Source = Union[str, "os.PathLike[str]", bytes, bytearray, memoryview, IO[bytes]]
 Buffer = Union[bytes, mmap.mmap]  # noqa: UP007 (a runtime alias)
@@ -59,13 +60,17 @@ def open_buffer(src: Source) -> tuple[Buffer, str]:
     if isinstance(src, (bytes, bytearray, memoryview)):
         return bytes(src), "<bytes>"
     if isinstance(src, (str, os.PathLike)):
-        with open(src, "rb") as f:
+        with open_regular(src, _not_a_file) as f:  # a FIFO or device would block forever
             return _map_file(f), os.fspath(src)
     try:
         src.fileno()
     except (AttributeError, OSError, io.UnsupportedOperation):
         return bytes(src.read()), getattr(src, "name", "<stream>")
     return _map_file(src), str(getattr(src, "name", "<file>"))
+
+
+def _not_a_file(message: str) -> BundleError:
+    return BundleError("not-a-file", message)
 
 
 def _map_file(f: IO[bytes]) -> Buffer:

@@ -203,11 +203,22 @@ def array_of(item: Check, max_len: int = 1 << 20, unique: bool = False) -> Check
         if len(v) > max_len:
             raise _fail(path, f"{len(v)} items > cap {max_len}")
         out = [item(x, f"{path}[{i}]") for i, x in enumerate(v)]
-        if unique and len(set(out)) != len(out):
-            dup = next(x for x in out if out.count(x) > 1)
-            raise _fail(path, f"duplicate item {dup!r}", "duplicate-name")
+        if unique:
+            _check_unique(out, path)
         return out
     return check
+
+
+def _check_unique(items: list[Any], path: str) -> None:
+    """One pass with a set: linear, because a capped array still holds 2**20 items and a
+    per-item ``list.count`` on one duplicate near the end took hours (hardening issue)."""
+    if len(set(items)) == len(items):  # the common case, at C speed
+        return
+    seen: set[Any] = set()
+    for i, x in enumerate(items):
+        if x in seen:
+            raise _fail(f"{path}[{i}]", f"duplicate item {x!r:.80}", "duplicate-name")
+        seen.add(x)
 
 
 def map_of(key: Check, value: Check) -> Check:

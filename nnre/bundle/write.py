@@ -14,10 +14,9 @@ import hashlib
 import io
 import operator
 import os
-import tempfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO, Protocol
+from typing import IO, Any, Protocol
 
 import numpy as np
 
@@ -34,6 +33,7 @@ from nnre.bundle.header import decode_header, encode_header
 from nnre.bundle.layout import align, check_layout, data_start, file_size, offsets
 from nnre.bundle.schema import validate_header
 from nnre.errors import BundleError
+from nnre.files import atomic_write
 
 
 class SpecLike(Protocol):
@@ -128,7 +128,7 @@ def encode(content: BundleContent) -> bytes:
     return out.getvalue()
 
 
-def _write_to(f: BinaryIO, content: BundleContent) -> str:
+def _write_to(f: IO[bytes], content: BundleContent) -> str:
     prefix, arrays, bundle_id = plan(content)
     for piece in chunks(prefix, arrays):
         f.write(piece)
@@ -137,32 +137,4 @@ def _write_to(f: BinaryIO, content: BundleContent) -> str:
 
 def write(path: str | os.PathLike[str], content: BundleContent) -> str:
     """Atomically write a bundle to ``path``; returns its bundle id."""
-    target = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(target))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".", suffix=".bundle.tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            bundle_id = _write_to(f, content)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, target)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(folder)
-    return bundle_id
-
-
-def _fsync_dir(folder: str) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # some filesystems refuse fsync on directories; the data is synced
-        pass
-    finally:
-        os.close(fd)
+    return atomic_write(path, lambda f: _write_to(f, content))
