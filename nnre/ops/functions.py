@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from nnre.ops.base import Array, Call, Op, calls, elementwise, passing, same
+from nnre.ops.base import Array, Call, Op, Shape, calls, elementwise, passing, same
 
 
 def _sigmoid(x: Array, out: Array) -> Array:
@@ -114,8 +114,14 @@ def _pow_onnx(e: Any, ins: Any, args: list[str], out: str) -> None:
     e.node("Pow", [args[0], e.const(exponent, "exponent")], out)
 
 
+def _pow_shape(a: Shape, exponent: float) -> Shape:
+    if not math.isfinite(exponent):
+        raise ValueError(f"exponent {exponent}")
+    return a
+
+
 POW = Op(  # x^k for a number k, written x², x³ or x^k
-    "pow", _power, same, attrs={"exponent": float}, fusable=True,
+    "pow", _power, _pow_shape, attrs={"exponent": float}, fusable=True,
     vjp=lambda g, out, args, attrs, i: g * attrs["exponent"] * np.power(
         args[0], attrs["exponent"] - 1),
     reads=frozenset({"args"}),

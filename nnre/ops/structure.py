@@ -6,6 +6,7 @@ gradient is the same view of its base's gradient, so views need no VJP.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -43,6 +44,8 @@ def _concat(*parts: Array, out: Array, axis: int = -1) -> Array:
 
 
 def _concat_shape(*parts: Shape, axis: int = -1) -> Shape:
+    if not parts or not -len(parts[0]) <= axis < len(parts[0]):
+        raise ValueError(f"concat along axis {axis}")
     first = list(parts[0])
     first[axis] = sum(p[axis] for p in parts)
     return tuple(first)
@@ -75,9 +78,14 @@ def _slice_onnx(e: Any, ins: Any, args: list[str], out: str) -> None:
     e.node("Slice", [args[0], *bounds], out)
 
 
+def _slice_shape(a: Shape, start: int, stop: int) -> Shape:
+    if not 0 <= start <= stop <= a[-1]:
+        raise ValueError(f"slice {start}:{stop} of a last axis of {a[-1]}")
+    return (*a[:-1], stop - start)
+
+
 SLICE = Op(  # entries start:stop of the last axis
-    "slice", lambda a, start, stop: a[..., start:stop],
-    lambda a, start, stop: (*a[:-1], stop - start),
+    "slice", lambda a, start, stop: a[..., start:stop], _slice_shape,
     attrs={"start": int, "stop": int}, view=True, onnx=_slice_onnx,
 )
 
@@ -89,8 +97,14 @@ def _reshape_onnx(e: Any, ins: Any, args: list[str], out: str) -> None:
     e.node("Reshape", [args[0], e.const(np.array(shape, np.int64), "shape")], out)
 
 
+def _reshape_shape(a: Shape, shape: Shape) -> Shape:
+    if any(d < 0 for d in shape) or math.prod(shape) != math.prod(a):
+        raise ValueError(f"reshape of {a} to {shape}")
+    return tuple(shape)
+
+
 RESHAPE = Op(
-    "reshape", lambda a, shape: a.reshape(shape), lambda a, shape: tuple(shape),
+    "reshape", lambda a, shape: a.reshape(shape), _reshape_shape,
     attrs={"shape": tuple}, view=True, onnx=_reshape_onnx,
 )
 

@@ -10,7 +10,14 @@ from typing import Any
 
 import numpy as np
 
-from nnre.ops.base import Array, Call, Op, same
+from nnre.ops.base import Array, Call, Op, Shape
+
+
+def _along(a: Shape, axis: int = -1) -> Shape:
+    """Same shape; the axis is one of the value's own (per-example rows lead at run time)."""
+    if not -len(a) - 1 <= axis <= len(a):
+        raise ValueError(f"axis {axis} of a {len(a)}-axis value")
+    return a
 
 
 def _softmax(x: Array, out: Array, axis: int = -1) -> Array:
@@ -34,7 +41,7 @@ def _softmax_vjp(g: Array, out: Array, args: list[Array], attrs: dict[str, Any],
 
 
 SOFTMAX = Op(
-    "softmax", _softmax, same, attrs={"axis": int}, unfold=_softmax_unfold,
+    "softmax", _softmax, _along, attrs={"axis": int}, unfold=_softmax_unfold,
     spellings=("softmax",), vector=True, fold=lambda v: 1.0,
     vjp=_softmax_vjp, reads=frozenset({"out"}),
     onnx="Softmax", onnx_import=("Softmax",),
@@ -53,7 +60,7 @@ def _log_softmax_vjp(g: Array, out: Array, args: list[Array], attrs: dict[str, A
 
 
 LOG_SOFTMAX = Op(
-    "log_softmax", _log_softmax, same, attrs={"axis": int},
+    "log_softmax", _log_softmax, _along, attrs={"axis": int},
     spellings=("log_softmax",), vector=True, fold=lambda v: 0.0,
     vjp=_log_softmax_vjp, reads=frozenset({"out"}),
     onnx="LogSoftmax", onnx_import=("LogSoftmax",),
