@@ -23,6 +23,8 @@ FILENAME = "checkpoint.npz"
 class CheckpointError(NnreError):
     """A checkpoint that is missing, unreadable or of another format."""
 
+    code = "bad-checkpoint"
+
 
 def atomic_write(path: Path, write: Any) -> None:
     """Call ``write(file)`` on a temporary file beside ``path``, fsync, then rename over it."""

@@ -36,6 +36,8 @@ from nnre.model import Model
 class TrainingError(NnreError):
     """Training cannot go on (a non-finite loss, a model that does not fit the data)."""
 
+    code = "training-error"
+
 
 @dataclass
 class TrainConfig:

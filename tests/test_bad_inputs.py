@@ -1,0 +1,115 @@
+"""Bad input to ``nndk`` never crashes: one ``error:`` line saying what and where, exit ≠ 0.
+
+A table of cases (files to make, arguments, the fragment the error line must hold) is run
+through the real command-line funnel (``nndk.cli.main``): any exception escaping it (a
+traceback), any warning, more than one stderr line, or exit status 0 fails the case.
+"""
+
+from __future__ import annotations
+
+import random
+import sys
+import warnings
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from nndk.cli import main
+
+Maker = Callable[[Path], None]
+
+TEXT = " ".join(random.Random(0).choice("the quick brown fox jumps over a lazy dog".split())
+                for _ in range(600))
+FAST = ["--set", "H=8", "--seq-length", "8", "--batch-size", "4", "--sample-length", "0"]
+
+
+def text(name: str, data: str | bytes = TEXT) -> Maker:
+    def make(d: Path) -> None:
+        raw = data.encode("utf-8") if isinstance(data, str) else data
+        (d / name).write_bytes(raw)
+    return make
+
+
+def npz(name: str, **arrays: object) -> Maker:
+    def make(d: Path) -> None:
+        np.savez(d / name, **arrays)  # type: ignore[arg-type]
+    return make
+
+
+def truncated(name: str, maker: Maker) -> Maker:
+    def make(d: Path) -> None:
+        maker(d)
+        raw = (d / name).read_bytes()
+        (d / name).write_bytes(raw[: len(raw) * 2 // 3])
+    return make
+
+
+def object_npz(d: Path) -> None:
+    np.save(d / "obj.npy", np.array([{"a": 1}, None], dtype=object), allow_pickle=True)
+    with zipfile.ZipFile(d / "obj.npz", "w") as z:
+        z.write(d / "obj.npy", "x.npy")
+        np.save(d / "t.npy", np.zeros(2, np.int64))
+        z.write(d / "t.npy", "target.npy")
+
+
+X = np.random.default_rng(0).normal(size=(64, 3)).astype(np.float32)
+Y = (X.sum(axis=1) > 0).astype(np.int64)
+X_NAN = X.copy()
+X_NAN[5, 2] = np.nan
+MLP = ["--model", "mlp", "--set", "H=4", "--batch-size", "8", "--steps", "2"]
+
+# (id, files to make, arguments after "nndk", fragment of the error line)
+CASES: list[tuple[str, list[Maker], list[str], str]] = [
+    ("text-not-utf8", [text("c.txt", b"hello\nwor\xffld\n")],
+     ["train", "c.txt", *FAST], "c.txt:2:4: the text is not UTF-8"),
+    ("csv-not-utf8", [text("d.csv", b"x,target\n1,0\n\xe9,1\n")],
+     ["train", "d.csv", *MLP], "d.csv:3:1: the CSV is not UTF-8"),
+    ("csv-not-a-number", [text("d.csv", "x,target\n1,0\n2,abc\n")],
+     ["train", "d.csv", *MLP], "d.csv:3: column 'target': 'abc' is not a number"),
+    ("csv-nan", [text("d.csv", "x,target\n1,0\nnan,1\n")],
+     ["train", "d.csv", *MLP], "d.csv:3: column 'x': 'nan' is not finite"),
+    ("csv-ragged", [text("d.csv", "x,target\n1,0\n2\n")],
+     ["train", "d.csv", *MLP], "d.csv:3: 1 values, the header has 2"),
+    ("npz-nan", [npz("d.npz", x=X_NAN, target=Y)],
+     ["train", "d.npz", *MLP], "array 'x' holds 1 NaN/Inf value(s), the first nan at index "
+                               "[5, 2] (row 5)"),
+    ("npz-inf-target", [npz("d.npz", x=X, target=np.full(64, np.inf))],
+     ["train", "d.npz", *MLP], "array 'target' holds 64 NaN/Inf"),
+    ("npz-object", [object_npz],
+     ["train", "obj.npz", *MLP], "array 'x': an object array (nndk never unpickles)"),
+    ("npz-truncated", [truncated("d.npz", npz("d.npz", x=X, target=Y))],
+     ["train", "d.npz", *MLP], "d.npz: not a readable .npz file"),
+    ("npz-strings", [npz("d.npz", x=np.array(["a", "b"]), target=Y)],
+     ["train", "d.npz", *MLP], "array 'x' has dtype <U1; numbers are needed"),
+]
+
+
+def run_nndk(args: list[str], cwd: Path, monkeypatch: pytest.MonkeyPatch,
+             capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    """Run ``nndk ARGS`` in ``cwd`` through the real CLI funnel; (exit status, stderr)."""
+    monkeypatch.chdir(cwd)
+    monkeypatch.setattr(sys, "argv", ["nndk", *args])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(SystemExit) as exited:
+            main()  # an exception other than SystemExit is a traceback: the test errors
+    assert not caught, [str(w.message) for w in caught]
+    return int(exited.value.code or 0), capsys.readouterr().err
+
+
+@pytest.mark.parametrize("makers, args, fragment", [c[1:] for c in CASES],
+                         ids=[c[0] for c in CASES])
+def test_bad_input_gives_one_error_line(makers: list[Maker], args: list[str], fragment: str,
+                                        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    for make in makers:
+        make(tmp_path)
+    code, err = run_nndk(args, tmp_path, monkeypatch, capsys)
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code != 0, err
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert fragment in lines[0], err
+    assert "Traceback" not in err
