@@ -94,11 +94,14 @@ def gradcheck_command(model: str, bindings: tuple[str, ...], steps: int, batch: 
 @click.option("--model", default="lstm", show_default=True,
               help="Template (lstm, gru, rnn) or a path to an .eqn file.")
 @click.option("--set", "bindings", multiple=True, metavar="NAME=N",
-              help="Bind a dimension, e.g. --set H=256 (default H=128).")
+              help="Bind a dimension the model declares, e.g. --set H=256 (default H=128). "
+                   "Refused above a memory budget ($NNRE_MAX_BYTES, default half the RAM).")
 @click.option("--seq-length", default=50, show_default=True, help="Steps of BPTT per batch.")
 @click.option("--batch-size", default=32, show_default=True, help="Parallel text streams.")
-@click.option("--steps", type=int, default=None, help="Optimizer steps (default: 1 epoch).")
-@click.option("--epochs", type=float, default=None, help="Passes over the training split.")
+@click.option("--steps", type=int, default=None,
+              help="Optimizer steps (default: 1 epoch; not with --epochs).")
+@click.option("--epochs", type=float, default=None,
+              help="Passes over the training split (not with --steps).")
 @click.option("--lr", default=2e-3, show_default=True, help="Learning rate.")
 @click.option("--optimizer", type=click.Choice(sorted(OPTIMIZERS)), default="adam",
               show_default=True)
@@ -152,8 +155,8 @@ def train_command(data: str, model: str, bindings: tuple[str, ...], resume_dir: 
     if resume_dir:
         trainer = resume_training(resume_dir, data, options["steps"])
     else:
-        dims = {"H": 128} | parse_bindings(bindings)
-        config = TrainConfig(model=model, dims=dims, init=init_scheme, **options)
+        config = TrainConfig(model=model, dims=parse_bindings(bindings), init=init_scheme,
+                             **options)
         trainer = start(config, data, init_from)
     try:
         trainer.fit(checkpoint_dir, Reporter())

@@ -13,17 +13,19 @@ import math
 import signal
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from nndk import __version__, checkpoint
+from nndk.budget import check_budget
+from nndk.config import DEFAULT_DIMS, TrainConfig, validate
 from nndk.data import DataError, Streams, TextData, load_text, one_hot
 from nndk.learner import Learner, State
 from nndk.losses import Seeds, cross_entropy
-from nndk.models import read_model
+from nndk.models import read_model, resolve_dims
 from nndk.optim import learning_rate
 from nndk.unrolled import Unrolled
 from nnre.equations import Checked, check
@@ -37,31 +39,6 @@ class TrainingError(NnreError):
     """Training cannot go on (a non-finite loss, a model that does not fit the data)."""
 
     code = "training-error"
-
-
-@dataclass
-class TrainConfig:
-    model: str = "lstm"
-    dims: dict[str, int] = field(default_factory=lambda: {"H": 128})
-    seq_length: int = 50
-    batch_size: int = 32
-    steps: int | None = None
-    epochs: float | None = None
-    lr: float = 2e-3
-    optimizer: str = "adam"
-    clip: float = 5.0
-    lr_decay: float = 1.0
-    decay_every: int = 0
-    val_frac: float = 0.1
-    eval_every: int = 100
-    sample_every: int = 0  # 0: at every evaluation
-    sample_length: int = 200
-    temperature: float = 0.8
-    seed: int = 0
-    init: str = "auto"
-    loss: str = "auto"  # arrays: auto (integer targets: ce, else mse), ce or mse
-    target: str = "target"  # arrays: the name of the target array
-    output: str | None = None  # the output trained (default: y, or the one that fits)
 
 
 @dataclass
@@ -93,6 +70,7 @@ class Trainer:
         self.filename = filename
         self.step = 0
         self.history: dict[str, float] = {}
+        self.saved: tuple[int, Path] | None = None  # (step, directory) of the last checkpoint
 
     @property
     def params(self) -> dict[str, np.ndarray]:
@@ -110,9 +88,15 @@ class Trainer:
         return learning_rate(c.lr, self.step, c.lr_decay, c.decay_every)
 
     def check_loss(self, loss: float) -> None:
-        if not math.isfinite(loss):
-            raise TrainingError(f"the loss became {loss} at step {self.step + 1}; the last "
-                                "good checkpoint is kept (try a lower --lr or --clip)")
+        """Stop on a NaN/Inf loss, saying truthfully whether a good checkpoint exists."""
+        if math.isfinite(loss):
+            return
+        if self.saved is None:
+            kept = "no checkpoint was written (none had been reached yet)"
+        else:
+            kept = f"the last good checkpoint (step {self.saved[0]}) is kept in {self.saved[1]}"
+        raise TrainingError(f"the loss became {loss} at step {self.step + 1}; {kept} (try a "
+                            "lower --lr or --clip)")
 
     # -- to be provided by the kind of data ----------------------------------------------
     def train_step(self) -> float:
@@ -147,7 +131,9 @@ class Trainer:
 
     def save(self, directory: str | Path) -> Path:
         arrays = self.learner.state_arrays() | self.data_arrays()
-        return checkpoint.save(directory, arrays, self.record())
+        path = checkpoint.save(directory, arrays, self.record())
+        self.saved = (self.step, Path(directory))
+        return path
 
     def restore(self, arrays: dict[str, np.ndarray], record: dict[str, Any]) -> None:
         self.learner.restore(arrays, record)
@@ -180,7 +166,8 @@ class Trainer:
         except ValueError:  # not the main thread: no signal handling
             previous = None
         try:
-            self._loop(checkpoint_dir, report, interrupted)
+            with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+                self._loop(checkpoint_dir, report, interrupted)  # check_loss reports NaN/Inf
         finally:
             if previous is not None:
                 signal.signal(signal.SIGINT, previous)
@@ -224,6 +211,7 @@ class TextTrainer(Trainer):
         self.input = inputs[0]
         checked = check(equations, config.dims, filename=filename,
                         known={self.input: (data.size,)})
+        check_budget(checked, config.optimizer, config.seq_length, config.batch_size)
         self.output = pick_output(checked, data.size, filename)
         super().__init__(config, Learner(checked, equations, config.optimizer, config.seed,
                                          config.init), filename)
@@ -331,7 +319,9 @@ def start(config: TrainConfig, data_path: str | Path, init_from: str | None = No
 
     ``init_from`` (a bundle) supplies the initial weights, and nothing else.
     """
+    validate(asdict(config))
     text, filename = read_model(config.model)
+    config.dims = resolve_dims(text, filename, config.dims, DEFAULT_DIMS)
     trainer: Trainer
     if Path(data_path).suffix in (".npz", ".csv"):
         from nndk.train_arrays import ArrayTrainer

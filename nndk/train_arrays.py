@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from nndk.budget import check_budget
 from nndk.data import DataError, load_arrays
 from nndk.learner import Learner
 from nndk.losses import LOSSES, Seeds
@@ -45,6 +46,8 @@ class ArrayTrainer(Trainer):
         output = config.output or ("y" if "y" in roles.outputs else roles.outputs[0])
         known = _input_shapes(roles, arrays, filename) | {output: (size,)}
         probe = check(equations, config.dims, filename=filename, known=known)
+        steps = int(target.shape[1]) if self.recurrent and target.ndim > 1 else 1
+        check_budget(probe, config.optimizer, steps, config.batch_size)
         self.inputs = probe.roles.inputs
         self.bits = self.classes
         self.output = pick_output(probe, size, filename, output)

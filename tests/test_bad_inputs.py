@@ -21,8 +21,8 @@ from nndk.cli import main
 
 Maker = Callable[[Path], None]
 
-TEXT = " ".join(random.Random(0).choice("the quick brown fox jumps over a lazy dog".split())
-                for _ in range(600))
+WORDS = "the quick brown fox jumps over a lazy dog".split()
+TEXT = " ".join(random.Random(0).choices(WORDS, k=600))
 FAST = ["--set", "H=8", "--seq-length", "8", "--batch-size", "4", "--sample-length", "0"]
 
 
@@ -84,6 +84,23 @@ CASES: list[tuple[str, list[Maker], list[str], str]] = [
      ["train", "d.npz", *MLP], "d.npz: not a readable .npz file"),
     ("npz-strings", [npz("d.npz", x=np.array(["a", "b"]), target=Y)],
      ["train", "d.npz", *MLP], "array 'x' has dtype <U1; numbers are needed"),
+    # flags (item 6)
+    ("set-unknown-dim", [text("c.txt")], ["train", "c.txt", "--set", "h=64"],
+     "the model has no dimension 'h' (did you mean H?"),
+    ("seq-length-0", [text("c.txt")], ["train", "c.txt", "--seq-length", "0"],
+     "--seq-length must be an integer ≥ 1"),
+    ("batch-size-0", [text("c.txt")], ["train", "c.txt", "--batch-size", "0"],
+     "--batch-size must be an integer ≥ 1"),
+    ("lr-negative", [text("c.txt")], ["train", "c.txt", "--lr", "-1"],
+     "--lr must be a number > 0"),
+    ("lr-nan", [text("c.txt")], ["train", "c.txt", "--lr", "nan"], "--lr must be a number"),
+    ("steps-and-epochs", [text("c.txt")], ["train", "c.txt", "--steps", "3", "--epochs", "1"],
+     "--steps and --epochs both given"),
+    ("huge-H", [text("c.txt")], ["train", "c.txt", "--set", "H=2147483647"],
+     "H=2147483647, V=27: training needs about 236,41"),
+    ("huge-H-arrays", [npz("d.npz", x=X, target=Y)],
+     ["train", "d.npz", "--model", "mlp", "--set", "H=2147483647"],
+     "the largest W_1 (2147483647, 3)"),
 ]
 
 
