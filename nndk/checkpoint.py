@@ -8,12 +8,18 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
+import zipfile
+import zlib
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from nndk import config
+from nndk.optim import OPTIMIZERS
+from nndk.schema import MAX_COUNT, Rule, check_dims, check_fields
 from nnre.errors import NnreError
 
 FORMAT = "nndk-checkpoint/1"
@@ -53,19 +59,103 @@ def save(directory: str | Path, arrays: dict[str, np.ndarray], record: dict[str,
     return path
 
 
-def load(source: str | Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """Read a checkpoint file, or ``checkpoint.npz`` inside a directory."""
+def resolve(source: str | Path) -> Path:
+    """The checkpoint file meant by ``source``: itself, or ``checkpoint.npz`` in a directory."""
     path = Path(source)
-    if path.is_dir():
-        path = path / FILENAME
+    return path / FILENAME if path.is_dir() else path
+
+
+def load(source: str | Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Read a checkpoint file, or ``checkpoint.npz`` inside a directory, and validate its
+    record: a truncated file, a missing field or a hostile value is a CheckpointError."""
+    path = resolve(source)
     if not path.is_file():
         raise CheckpointError(f"{path}: no checkpoint here")
+    arrays = _read_arrays(path)
+    if "meta.json" not in arrays:
+        raise CheckpointError(f"{path}: not an nndk checkpoint (no meta.json record)")
     try:
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {k: np.array(data[k]) for k in data.files}
         record = json.loads(arrays.pop("meta.json").tobytes().decode("utf-8"))
-    except (OSError, ValueError, KeyError) as err:
-        raise CheckpointError(f"{path}: not a readable checkpoint ({err})") from None
-    if record.get("format") != FORMAT:
-        raise CheckpointError(f"{path}: format {record.get('format')!r}, expected {FORMAT!r}")
+    except (ValueError, RecursionError) as err:
+        raise CheckpointError(f"{path}: the meta.json record is not JSON ({err})") from None
+    validate_record(record, str(path))
     return arrays, record
+
+
+def _read_arrays(path: Path) -> dict[str, np.ndarray]:
+    with path.open("rb") as f:
+        try:
+            with np.load(f, allow_pickle=False) as data:
+                return {k: np.array(data[k]) for k in data.files}
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error,
+                AttributeError) as err:
+            raise CheckpointError(f"{path}: not a readable checkpoint, truncated or damaged "
+                                  f"({err})") from None
+
+
+RECORD_RULES: dict[str, Rule] = {
+    "format": Rule("str", choices=(FORMAT,)),
+    "kind": Rule("str", choices=("text", "arrays")),
+    "step": Rule("int", 0, MAX_COUNT),
+    "config": Rule("dict"),
+    "equations": Rule("str"),
+    "model_file": Rule("str"),
+    "dims": Rule("dict"),
+    "optimizer": Rule("dict"),
+    "rng": Rule("dict"),
+    "history": Rule("dict"),
+    "data_path": Rule("str"),
+    "data_sha256": Rule("str"),
+    "input": Rule("str", optional=True),
+    "output": Rule("str"),
+}
+KIND_RULES: dict[str, dict[str, Rule]] = {
+    "text": {"vocab": Rule("str"), "batch_index": Rule("int", 0, MAX_COUNT),
+             "carry": Rule("list")},
+    "arrays": {"cursor": Rule("int", 0, MAX_COUNT)},
+}
+OPTIMIZER_RULES = {"name": Rule("str", choices=tuple(sorted(OPTIMIZERS))),
+                   "t": Rule("int", 0, MAX_COUNT)}
+
+
+def validate_record(record: Any, where: str) -> None:
+    """Every field of a checkpoint's record, by the rules above and the config's own rules."""
+    def fail(message: str) -> CheckpointError:
+        return CheckpointError(message)
+
+    if not isinstance(record, dict):
+        raise fail(f"{where}: the record is not a JSON object")
+    if record.get("format") != FORMAT:
+        raise fail(f"{where}: format {record.get('format')!r:.40}, expected {FORMAT!r}")
+    check_fields(record, RECORD_RULES, lambda k: f"{where}: field {k}", fail)
+    check_fields(record, KIND_RULES[record["kind"]], lambda k: f"{where}: field {k}", fail)
+    check_fields(record["optimizer"], OPTIMIZER_RULES,
+                 lambda k: f"{where}: field optimizer.{k}", fail)
+    check_dims(record["dims"], f"{where}: field dims", fail)
+    try:
+        config.validate(record["config"], where)
+    except config.ConfigError as err:
+        raise fail(str(err)) from None
+    if not re.fullmatch(r"[0-9a-f]{64}", record["data_sha256"]):
+        raise fail(f"{where}: field data_sha256 is not a sha256 hex digest")
+    for key, value in record["history"].items():
+        if not isinstance(key, str) or not (value is None or isinstance(value, float | int)):
+            raise fail(f"{where}: field history.{key} must be a number, got {value!r:.40}")
+    for key in record.get("carry", []):
+        if not (isinstance(key, str) and re.fullmatch(r".+@[0-9]{1,9}", key)):
+            raise fail(f"{where}: field carry holds {key!r:.40}, expected NAME@LAG")
+    if record["optimizer"]["name"] != record["config"]["optimizer"]:
+        raise fail(f"{where}: field optimizer.name {record['optimizer']['name']!r} disagrees "
+                   f"with config.optimizer {record['config']['optimizer']!r}")
+
+
+def take(arrays: dict[str, np.ndarray], key: str, shape: tuple[int, ...], where: str
+         ) -> np.ndarray:
+    """The array ``key`` of a checkpoint, which must exist with ``shape`` and be numeric."""
+    value = arrays.get(key)
+    if value is None:
+        raise CheckpointError(f"{where}: array {key!r} is missing")
+    if value.shape != shape or value.dtype.kind not in "biuf":
+        raise CheckpointError(f"{where}: array {key!r} is {value.dtype} {value.shape}, "
+                              f"expected {shape}")
+    return value

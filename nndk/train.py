@@ -120,7 +120,8 @@ class Trainer:
     def data_arrays(self) -> dict[str, np.ndarray]:
         return {}
 
-    def restore_data(self, arrays: dict[str, np.ndarray], record: dict[str, Any]) -> None:
+    def restore_data(self, arrays: dict[str, np.ndarray], record: dict[str, Any],
+                     where: str) -> None:
         return None
 
     # -- checkpoints ---------------------------------------------------------------------
@@ -135,11 +136,13 @@ class Trainer:
         self.saved = (self.step, Path(directory))
         return path
 
-    def restore(self, arrays: dict[str, np.ndarray], record: dict[str, Any]) -> None:
-        self.learner.restore(arrays, record)
+    def restore(self, arrays: dict[str, np.ndarray], record: dict[str, Any], where: str
+                ) -> None:
+        """Continue from a validated record; ``where`` (the checkpoint) names any problem."""
+        self.restore_data(arrays, record, where)
+        self.learner.restore(arrays, record, where)
         self.step = record["step"]
         self.history = dict(record.get("history", {}))
-        self.restore_data(arrays, record)
 
     # -- the loop ------------------------------------------------------------------------
     def total_steps(self) -> int:
@@ -289,12 +292,18 @@ class TextTrainer(Trainer):
     def data_arrays(self) -> dict[str, np.ndarray]:
         return {f"carry/{n}@{lag}": v for (n, lag), v in (self.carry or {}).items()}
 
-    def restore_data(self, arrays: dict[str, np.ndarray], record: dict[str, Any]) -> None:
+    def restore_data(self, arrays: dict[str, np.ndarray], record: dict[str, Any],
+                     where: str) -> None:
         self.batch_index = record["batch_index"]
+        zero = self.learner.zero_state(self.config.batch_size)
         carry = {}
-        for key in record.get("carry", []):
+        for key in record["carry"]:
             name, lag = key.rsplit("@", 1)
-            carry[(name, int(lag))] = arrays[f"carry/{key}"]
+            if (name, int(lag)) not in zero:
+                raise checkpoint.CheckpointError(f"{where}: field carry names {key!r}, not a "
+                                                 "state of the model")
+            shape = zero[(name, int(lag))].shape
+            carry[(name, int(lag))] = checkpoint.take(arrays, f"carry/{key}", shape, where)
         self.carry = carry or None
 
 
@@ -358,5 +367,5 @@ def resume(directory: str | Path, data_path: str | Path | None = None,
     if sha != record["data_sha256"]:
         raise DataError(f"{path}: not the data this checkpoint was trained on (sha256 "
                         f"{sha[:12]}… vs {record['data_sha256'][:12]}…)")
-    trainer.restore(arrays, record)
+    trainer.restore(arrays, record, str(checkpoint.resolve(directory)))
     return trainer

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from nndk import checkpoint
 from nndk.budget import check_budget
 from nndk.data import DataError, load_arrays
 from nndk.learner import Learner
@@ -126,8 +127,16 @@ class ArrayTrainer(Trainer):
     def data_arrays(self) -> dict[str, np.ndarray]:
         return {"data/order": self.order}
 
-    def restore_data(self, arrays: dict[str, np.ndarray], record: dict[str, Any]) -> None:
-        self.order = arrays["data/order"].copy()
+    def restore_data(self, arrays: dict[str, np.ndarray], record: dict[str, Any],
+                     where: str) -> None:
+        order = checkpoint.take(arrays, "data/order", self.train_rows.shape, where)
+        if order.dtype.kind not in "iu" or not np.array_equal(np.sort(order), self.train_rows):
+            raise checkpoint.CheckpointError(f"{where}: array 'data/order' is not a shuffle "
+                                             "of the training rows")
+        if record["cursor"] > len(order):
+            raise checkpoint.CheckpointError(f"{where}: field cursor {record['cursor']} is "
+                                             f"past the {len(order)} training rows")
+        self.order = order.copy()
         self.cursor = record["cursor"]
 
 

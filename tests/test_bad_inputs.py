@@ -7,6 +7,7 @@ traceback), any warning, more than one stderr line, or exit status 0 fails the c
 
 from __future__ import annotations
 
+import json
 import random
 import sys
 import warnings
@@ -18,6 +19,7 @@ import numpy as np
 import pytest
 
 from nndk.cli import main
+from nndk.train import TrainConfig, start
 
 Maker = Callable[[Path], None]
 
@@ -55,6 +57,36 @@ def object_npz(d: Path) -> None:
         z.write(d / "t.npy", "target.npy")
 
 
+def trained(d: Path) -> None:
+    """A small text run's checkpoint in d/ck (and its corpus in d/c.txt)."""
+    text("c.txt")(d)
+    config = TrainConfig(dims={"H": 8}, seq_length=8, batch_size=4, steps=2, eval_every=2,
+                         sample_length=0)
+    start(config, d / "c.txt").fit(d / "ck", lambda _: None)
+
+
+def edited(record: Callable[[dict], None] | None = None,
+           arrays: Callable[[dict], None] | None = None) -> Maker:
+    """A trained checkpoint whose JSON record and/or arrays are then changed in place."""
+    def make(d: Path) -> None:
+        trained(d)
+        path = d / "ck" / "checkpoint.npz"
+        with np.load(path) as data:
+            content = {k: data[k] for k in data.files}
+        meta = json.loads(content["meta.json"].tobytes())
+        if record:
+            record(meta)
+        if arrays:
+            arrays(content)
+        content["meta.json"] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
+        np.savez(path, **content)
+    return make
+
+
+def huge_h(meta: dict) -> None:
+    meta["config"]["dims"]["H"] = 2**31 - 1
+
+
 X = np.random.default_rng(0).normal(size=(64, 3)).astype(np.float32)
 Y = (X.sum(axis=1) > 0).astype(np.int64)
 X_NAN = X.copy()
@@ -84,6 +116,45 @@ CASES: list[tuple[str, list[Maker], list[str], str]] = [
      ["train", "d.npz", *MLP], "d.npz: not a readable .npz file"),
     ("npz-strings", [npz("d.npz", x=np.array(["a", "b"]), target=Y)],
      ["train", "d.npz", *MLP], "array 'x' has dtype <U1; numbers are needed"),
+    # checkpoints (item 2): on --resume and on pack
+    *[(f"{what}-{name}", makers, args, fragment)
+      for what, args in (("resume", ["train", "c.txt", "--resume", "ck"]),
+                         ("pack", ["pack", "ck", "--name", "m", "--version", "1.0.0", "-o",
+                                   "m.bundle"]))
+      for name, makers, fragment in (
+          ("ck-truncated", [truncated("ck/checkpoint.npz", trained)],
+           "checkpoint.npz: not a readable checkpoint, truncated or damaged"),
+          ("ck-not-npz", [trained, text("ck/checkpoint.npz", "hello")],
+           "checkpoint.npz: not a readable checkpoint"),
+          ("ck-missing-step", [edited(lambda m: m.pop("step"))],
+           "checkpoint.npz: field step is missing (expected an integer ≥ 0"),
+          ("ck-missing-config-seed", [edited(lambda m: m["config"].pop("seed"))],
+           "checkpoint.npz: config.seed is missing"),
+          ("ck-seq-length-str", [edited(lambda m: m["config"].update(seq_length="50"))],
+           "config.seq_length must be an integer ≥ 1 and ≤ 1,000,000, got '50'"),
+          ("ck-batch-negative", [edited(lambda m: m["config"].update(batch_size=-3))],
+           "config.batch_size must be an integer ≥ 1"),
+          ("ck-dims-negative", [edited(lambda m: m["config"]["dims"].update(H=-8))],
+           "config.dims: H=-8 is not a size"),
+          ("ck-record-list", [edited(lambda m: (m.clear(), m.update(format=[])))],
+           "format [], expected 'nndk-checkpoint/1'"),
+          ("ck-step-float", [edited(lambda m: m.update(step=1.5))],
+           "field step must be an integer ≥ 0"),
+          ("ck-optimizer-t", [edited(lambda m: m["optimizer"].update(t="x"))],
+           "field optimizer.t must be an integer"),
+          ("ck-sha", [edited(lambda m: m.update(data_sha256=7))],
+           "field data_sha256 must be a string"),
+      )],
+    ("resume-ck-huge-H", [edited(huge_h)], ["train", "c.txt", "--resume", "ck"],
+     "H=2147483647, V=27: training needs about"),
+    ("resume-ck-no-weight", [edited(arrays=lambda a: a.pop("param/W_f"))],
+     ["train", "c.txt", "--resume", "ck"], "checkpoint.npz: array 'param/W_f' is missing"),
+    ("resume-ck-bad-shape", [edited(arrays=lambda a: a.update({"param/b_f": np.zeros(3)}))],
+     ["train", "c.txt", "--resume", "ck"], "array 'param/b_f' is float64 (3,), expected (8,)"),
+    ("resume-ck-bad-rng", [edited(lambda m: m.update(rng={"bit_generator": "MT"}))],
+     ["train", "c.txt", "--resume", "ck"], "field rng is not a random state"),
+    ("resume-ck-bad-carry", [edited(lambda m: m.update(carry=["zz@1"]))],
+     ["train", "c.txt", "--resume", "ck"], "field carry names 'zz@1', not a state"),
     # flags (item 6)
     ("set-unknown-dim", [text("c.txt")], ["train", "c.txt", "--set", "h=64"],
      "the model has no dimension 'h' (did you mean H?"),
