@@ -1,15 +1,13 @@
 """Training checkpoints: one ``.npz`` file (arrays + a JSON record), written atomically.
 
-An interrupted write never leaves a broken file where a good one was: the new file is
-written beside it, flushed to disk, then renamed over it. Nothing is pickled.
+An interrupted write never leaves a broken file where a good one was (``nndk/files.py``:
+written beside it, flushed to disk, then renamed over it). Nothing is pickled.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
-import tempfile
 import zipfile
 import zlib
 from pathlib import Path
@@ -18,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from nndk import config
+from nndk.files import atomic_write
 from nndk.optim import OPTIMIZERS
 from nndk.schema import MAX_COUNT, Rule, check_dims, check_fields
 from nnre.errors import NnreError
@@ -30,24 +29,6 @@ class CheckpointError(NnreError):
     """A checkpoint that is missing, unreadable or of another format."""
 
     code = "bad-checkpoint"
-
-
-def atomic_write(path: Path, write: Any) -> None:
-    """Call ``write(file)`` on a temporary file beside ``path``, fsync, then rename over it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        mask = os.umask(0)
-        os.umask(mask)
-        os.chmod(tmp, 0o666 & ~mask)
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def save(directory: str | Path, arrays: dict[str, np.ndarray], record: dict[str, Any]) -> Path:

@@ -19,7 +19,8 @@ from typing import Any
 import numpy as np
 
 from nndk import __version__, checkpoint
-from nnre.bundle.write import BundleContent, write
+from nndk.files import atomic_write, clean_stale
+from nnre.bundle.write import BundleContent, chunks, plan
 from nnre.errors import NnreError
 from nnre.model import Model
 
@@ -139,8 +140,25 @@ def pack(req: PackRequest) -> PackResult:
         weights = read_weights(req.weights)
     content = build_content(text, weights, metadata, dtype=req.dtype,
                             filename=str(req.equations))
-    bundle_id = write(req.output, content)
+    bundle_id = write_bundle(req.output, content)
     return PackResult(req.output, bundle_id, req.output.stat().st_size, len(content.tensors))
+
+
+def write_bundle(path: Path, content: BundleContent) -> str:
+    """Write a bundle atomically through a recognisable nndk temporary (``nndk/files.py``),
+    first removing any left in that directory by a killed ``nndk pack``; returns its id.
+
+    ``plan`` is the runtime writer's own validation and layout, so the bytes are the same as
+    ``nnre.bundle.write.write`` would produce."""
+    clean_stale(path.parent if str(path.parent) else Path("."))
+    prefix, arrays, bundle_id = plan(content)
+
+    def emit(f: Any) -> None:
+        for piece in chunks(prefix, arrays):
+            f.write(piece)
+
+    atomic_write(path, emit)
+    return bundle_id
 
 
 def from_checkpoint(path: Path) -> tuple[str, dict[str, np.ndarray], dict[str, Any]]:

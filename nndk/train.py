@@ -23,6 +23,7 @@ from nndk import __version__, checkpoint
 from nndk.budget import check_budget
 from nndk.config import DEFAULT_DIMS, TrainConfig, validate
 from nndk.data import DataError, Streams, TextData, load_text, one_hot
+from nndk.files import clean_stale
 from nndk.learner import Learner, State
 from nndk.losses import Seeds, cross_entropy
 from nndk.models import read_model, resolve_dims
@@ -158,6 +159,7 @@ class Trainer:
         Ctrl-C is honoured between two steps: the checkpoint is written, then
         KeyboardInterrupt is raised again for the caller.
         """
+        clean_stale(checkpoint_dir)  # temporaries of a run killed while writing here
         interrupted: list[bool] = []
         previous = signal.getsignal(signal.SIGINT)
 

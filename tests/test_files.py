@@ -1,0 +1,121 @@
+"""Temporaries of a killed nndk are recognisable and cleaned by the next run, nothing else."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from nndk.cli import cli
+from nndk.files import TMP_PREFIX, clean_stale
+
+KILL_MID_WRITE = """
+import os, signal, sys
+from pathlib import Path
+from nndk.files import atomic_write
+
+def write(f):
+    f.write(b"half a checkpoint")
+    f.flush()
+    os.kill(os.getpid(), signal.SIGKILL)
+
+atomic_write(Path(sys.argv[1]), write)
+"""
+
+
+ENV = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+TRAIN = ["--set", "H=8", "--seq-length", "8", "--batch-size", "2", "--steps", "2",
+         "--sample-length", "0"]
+
+
+def nndk(*args: str) -> subprocess.CompletedProcess[str]:
+    """``nndk ARGS`` as a new process: one that started after the killed one."""
+    return subprocess.run([sys.executable, "-m", "nndk", *args], env=ENV, text=True,
+                          capture_output=True)
+
+
+def killed_writer(target: Path) -> Path:
+    """Run a process that is SIGKILLed half way through an atomic write; its temporary."""
+    proc = subprocess.run([sys.executable, "-c", KILL_MID_WRITE, str(target)], env=ENV)
+    assert proc.returncode == -9
+    left = sorted(target.parent.glob(TMP_PREFIX + "*"))
+    assert len(left) == 1 and left[0].name.startswith(f"{TMP_PREFIX}{target.name}.")
+    assert not target.exists()
+    earlier = time.time() - 10  # the kill happened a while ago: /proc's boot time is coarse
+    os.utime(left[0], (earlier, earlier))
+    return left[0]
+
+
+def bystanders(folder: Path) -> list[Path]:
+    """Old files that merely look temporary, and a new nndk temporary (a live writer's)."""
+    old = time.time() - 3600
+    paths = [folder / ".checkpoint.npz.x.tmp", folder / "notes.nndk-tmp-", folder / "keep.txt"]
+    for path in paths:
+        path.write_text("mine")
+        os.utime(path, (old, old))
+    live = folder / f"{TMP_PREFIX}checkpoint.npz.live"
+    live.write_text("in progress")
+    os.utime(live, (time.time() + 60, time.time() + 60))
+    return [*paths, live]
+
+
+def test_next_train_cleans_a_killed_runs_temporary_only(tmp_path: Path) -> None:
+    ck = tmp_path / "ck"
+    ck.mkdir()
+    stale = killed_writer(ck / "checkpoint.npz")
+    others = bystanders(ck)
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("the cat sat on the mat " * 40, encoding="utf-8")
+    result = nndk("train", str(corpus), "--checkpoint-dir", str(ck), *TRAIN)
+    assert result.returncode == 0, result.stderr
+    assert not stale.exists()
+    assert all(p.exists() for p in others)
+    assert (ck / "checkpoint.npz").is_file()
+
+
+def test_next_pack_cleans_a_killed_packs_temporary_only(tmp_path: Path) -> None:
+    ck = tmp_path / "ck"
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("the cat sat on the mat " * 40, encoding="utf-8")
+    assert CliRunner().invoke(cli, ["train", str(corpus), "--checkpoint-dir", str(ck),
+                                    *TRAIN]).exit_code == 0
+    out = tmp_path / "dist"
+    out.mkdir()
+    stale = killed_writer(out / "m.bundle")
+    others = bystanders(out)
+    result = nndk("pack", str(ck), "--name", "m", "--version", "1.0.0", "-o",
+                  str(out / "m.bundle"))
+    assert result.returncode == 0, result.stderr
+    assert not stale.exists() and all(p.exists() for p in others)
+    assert sorted(p.name for p in out.glob(TMP_PREFIX + "*")) == [f"{TMP_PREFIX}checkpoint.npz"
+                                                                 ".live"]
+
+
+def test_clean_stale_leaves_symlinks_and_directories(tmp_path: Path) -> None:
+    old = time.time() - 3600
+    (tmp_path / f"{TMP_PREFIX}dir").mkdir()
+    target = tmp_path / "precious"
+    target.write_text("x")
+    link = tmp_path / f"{TMP_PREFIX}link"
+    link.symlink_to(target)
+    os.utime(link, (old, old), follow_symlinks=False)
+    os.utime(target, (old, old))
+    assert clean_stale(tmp_path) == []
+    assert target.exists() and link.is_symlink()
+
+
+@pytest.mark.parametrize("name", ["checkpoint.npz", "m.bundle"])
+def test_a_failed_write_leaves_no_temporary(tmp_path: Path, name: str) -> None:
+    from nndk.files import atomic_write
+
+    def explode(f: object) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        atomic_write(tmp_path / name, explode)
+    assert list(tmp_path.iterdir()) == []
