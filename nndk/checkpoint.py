@@ -16,13 +16,16 @@ from typing import Any
 import numpy as np
 
 from nndk import config
-from nndk.files import atomic_write
+from nndk.files import atomic_link, atomic_write
 from nndk.optim import OPTIMIZERS
 from nndk.schema import MAX_COUNT, Rule, check_dims, check_fields
 from nnre.errors import NnreError
 
 FORMAT = "nndk-checkpoint/1"
-FILENAME = "checkpoint.npz"
+FILENAME = "checkpoint.npz"  # the latest: what --resume and nndk pack read
+BEST = "best.npz"  # the one with the lowest validation loss so far
+STEP_FILE = re.compile(r"step-([0-9]{9})\.npz")  # the last --keep checkpoints, by step
+DEFAULT_KEEP = 3
 
 
 class CheckpointError(NnreError):
@@ -31,13 +34,53 @@ class CheckpointError(NnreError):
     code = "bad-checkpoint"
 
 
-def save(directory: str | Path, arrays: dict[str, np.ndarray], record: dict[str, Any]) -> Path:
-    """Write arrays and a JSON-able record as ``directory/checkpoint.npz``."""
-    path = Path(directory) / FILENAME
+def save(directory: str | Path, arrays: dict[str, np.ndarray], record: dict[str, Any],
+         keep: int = DEFAULT_KEEP, best: bool = False) -> Path:
+    """Write arrays and a JSON-able record as ``directory/checkpoint.npz``, also named
+    ``step-NNNNNNNNN.npz`` (the last ``keep`` of those are kept) and, if ``best``,
+    ``best.npz``. Every name is switched atomically; the copies are hard links."""
+    folder = Path(directory)
+    path = folder / FILENAME
     meta = json.dumps({"format": FORMAT, **record}, sort_keys=True).encode("utf-8")
     payload = {**arrays, "meta.json": np.frombuffer(meta, dtype=np.uint8)}
     atomic_write(path, lambda f: np.savez(f, **payload))  # type: ignore[arg-type]
+    atomic_link(path, folder / f"step-{int(record['step']):09d}.npz")
+    if best:
+        atomic_link(path, folder / BEST)
+    for old in step_files(folder)[:-keep]:
+        old.unlink(missing_ok=True)
     return path
+
+
+def step_files(folder: Path) -> list[Path]:
+    """The ``step-*.npz`` checkpoints in ``folder``, oldest first."""
+    return sorted(p for p in folder.glob("step-*.npz") if STEP_FILE.fullmatch(p.name))
+
+
+def claim(directory: str | Path, run_id: str | None, overwrite: bool) -> None:
+    """Make sure writing run ``run_id`` into ``directory`` replaces no other run.
+
+    A checkpoint of another run (or an unreadable one) there is refused, unless
+    ``overwrite``: then that run's checkpoint files (and only those) are removed first, so
+    the kept and best checkpoints never mix two runs."""
+    folder = Path(directory)
+    path = folder / FILENAME
+    if not path.exists():
+        return
+    try:
+        record = load(path)[1]
+    except CheckpointError:
+        record = {}
+    if record and record.get("run_id") == run_id:
+        return
+    if not overwrite:
+        what = (f"another run's checkpoint (step {record['step']}, data "
+                f"{record['data_path']})" if record else "an unreadable checkpoint")
+        raise CheckpointError(f"{folder}: holds {what}; continue it with --resume {folder}, "
+                              "replace it with --overwrite, or choose another "
+                              "--checkpoint-dir")
+    for old in [path, folder / BEST, *step_files(folder)]:
+        old.unlink(missing_ok=True)
 
 
 def resolve(source: str | Path) -> Path:
@@ -89,6 +132,8 @@ RECORD_RULES: dict[str, Rule] = {
     "data_sha256": Rule("str"),
     "input": Rule("str", optional=True),
     "output": Rule("str"),
+    "run_id": Rule("str", optional=True),  # absent in checkpoints of nndk before 0.x
+    "best_val_loss": Rule("float", optional=True),
 }
 KIND_RULES: dict[str, dict[str, Rule]] = {
     "text": {"vocab": Rule("str"), "batch_index": Rule("int", 0, MAX_COUNT),

@@ -123,6 +123,11 @@ def gradcheck_command(model: str, bindings: tuple[str, ...], steps: int, batch: 
 @click.option("--seed", default=0, show_default=True, help="Drives every random choice.")
 @click.option("--checkpoint-dir", default="checkpoints", show_default=True,
               type=click.Path(file_okay=False))
+@click.option("--keep", default=3, show_default=True, type=click.IntRange(min=1),
+              help="Keep the last N checkpoints (step-*.npz) besides checkpoint.npz and "
+                   "best.npz (the lowest validation loss).")
+@click.option("--overwrite", is_flag=True,
+              help="Replace another run's checkpoints in --checkpoint-dir (refused without).")
 @click.option("--resume", "resume_dir", type=click.Path(), default=None,
               help="Continue a checkpoint exactly (weights, optimizer, step, data, RNG).")
 @click.option("--init-from", type=click.Path(dir_okay=False), default=None,
@@ -133,8 +138,8 @@ def gradcheck_command(model: str, bindings: tuple[str, ...], steps: int, batch: 
               help="Arrays: the name of the target array.")
 @click.option("--output", default=None, help="The model output to train (default: y).")
 def train_command(data: str, model: str, bindings: tuple[str, ...], resume_dir: str | None,
-                  checkpoint_dir: str, init_scheme: str, init_from: str | None,
-                  **options: Any) -> None:
+                  checkpoint_dir: str, init_scheme: str, init_from: str | None, keep: int,
+                  overwrite: bool, **options: Any) -> None:
     """Train MODEL on DATA: a text file (characters, char-rnn style) or arrays.
 
     Text: the model reads one character per step (one-hot) and predicts the next.
@@ -143,8 +148,10 @@ def train_command(data: str, model: str, bindings: tuple[str, ...], resume_dir: 
 
     Prints progress on stderr (a bar in a terminal, log lines otherwise) with the loss,
     validation loss (in bits per character for text), speed and ETA, and a text sample at
-    each evaluation. Checkpoints go to --checkpoint-dir atomically; Ctrl-C saves one and
-    exits; --resume continues bit for bit.
+    each evaluation. Checkpoints go to --checkpoint-dir atomically: checkpoint.npz (the
+    latest), the last --keep as step-*.npz, and best.npz (lowest validation loss). A
+    directory holding another run's checkpoint is refused unless --overwrite. Ctrl-C saves
+    one and exits; --resume continues bit for bit.
 
     \b
     Examples:
@@ -159,7 +166,7 @@ def train_command(data: str, model: str, bindings: tuple[str, ...], resume_dir: 
                              **options)
         trainer = start(config, data, init_from)
     try:
-        trainer.fit(checkpoint_dir, Reporter())
+        trainer.fit(checkpoint_dir, Reporter(), keep=keep, overwrite=overwrite)
     except KeyboardInterrupt:
         click.echo(f"\ninterrupted at step {trainer.step}; checkpoint saved in "
                    f"{checkpoint_dir}", err=True)

@@ -11,6 +11,7 @@ any file nndk did not make.
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 import time
 from collections.abc import Callable
@@ -72,6 +73,22 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
         Path(tmp).unlink(missing_ok=True)
         raise
     _fsync_dir(path.parent)
+
+
+def atomic_link(source: Path, target: Path) -> None:
+    """Make ``target`` name the same bytes as ``source``, atomically: a hard link renamed
+    into place (no copy, no extra disk), or an atomic copy where links are not supported."""
+    tmp = target.parent / f"{TMP_PREFIX}{target.name}.{os.getpid()}.link"
+    try:
+        tmp.unlink(missing_ok=True)
+        os.link(source, tmp)
+        os.replace(tmp, target)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        with source.open("rb") as f:
+            atomic_write(target, lambda out: shutil.copyfileobj(f, out))
+        return
+    _fsync_dir(target.parent)
 
 
 def _fsync_dir(folder: Path) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import signal
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -72,6 +73,8 @@ class Trainer:
         self.step = 0
         self.history: dict[str, float] = {}
         self.saved: tuple[int, Path] | None = None  # (step, directory) of the last checkpoint
+        self.run_id: str | None = uuid.uuid4().hex  # tells this run's checkpoints from others
+        self.best: float | None = None  # the lowest validation loss checkpointed
 
     @property
     def params(self) -> dict[str, np.ndarray]:
@@ -129,11 +132,17 @@ class Trainer:
     def record(self) -> dict[str, Any]:
         return {"nndk_version": __version__, "kind": self.kind, "config": asdict(self.config),
                 "model_file": self.filename, "step": self.step, "history": self.history,
+                "run_id": self.run_id, "best_val_loss": self.best,
                 **self.learner.record(), **self.data_record()}
 
-    def save(self, directory: str | Path) -> Path:
+    def save(self, directory: str | Path, val: float | None = None,
+             keep: int = checkpoint.DEFAULT_KEEP) -> Path:
+        """Checkpoint now; ``val`` (this step's validation loss) may make it the best."""
+        best = val is not None and (self.best is None or val < self.best)
+        if best:
+            self.best = val
         arrays = self.learner.state_arrays() | self.data_arrays()
-        path = checkpoint.save(directory, arrays, self.record())
+        path = checkpoint.save(directory, arrays, self.record(), keep, best)
         self.saved = (self.step, Path(directory))
         return path
 
@@ -144,6 +153,8 @@ class Trainer:
         self.learner.restore(arrays, record, where)
         self.step = record["step"]
         self.history = dict(record.get("history", {}))
+        self.run_id = record.get("run_id")
+        self.best = record.get("best_val_loss")
 
     # -- the loop ------------------------------------------------------------------------
     def total_steps(self) -> int:
@@ -153,12 +164,19 @@ class Trainer:
         epochs = c.epochs if c.epochs is not None else 1.0
         return max(1, int(round(epochs * self.steps_per_epoch())))
 
-    def fit(self, checkpoint_dir: str | Path, report: Callable[[Progress], None]) -> None:
+    def fit(self, checkpoint_dir: str | Path, report: Callable[[Progress], None],
+            keep: int = checkpoint.DEFAULT_KEEP, overwrite: bool = False) -> None:
         """Train to the configured length, evaluating, sampling and checkpointing as it goes.
+
+        ``checkpoint_dir`` must hold no other run's checkpoint (unless ``overwrite``); the
+        last ``keep`` checkpoints are kept, and the best by validation loss as best.npz.
 
         Ctrl-C is honoured between two steps: the checkpoint is written, then
         KeyboardInterrupt is raised again for the caller.
         """
+        if keep < 1:
+            raise TrainingError(f"--keep must be at least 1, got {keep}")
+        checkpoint.claim(checkpoint_dir, self.run_id, overwrite)
         clean_stale(checkpoint_dir)  # temporaries of a run killed while writing here
         interrupted: list[bool] = []
         previous = signal.getsignal(signal.SIGINT)
@@ -172,13 +190,13 @@ class Trainer:
             previous = None
         try:
             with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-                self._loop(checkpoint_dir, report, interrupted)  # check_loss reports NaN/Inf
+                self._loop(checkpoint_dir, report, interrupted, keep)  # check_loss: NaN/Inf
         finally:
             if previous is not None:
                 signal.signal(signal.SIGINT, previous)
 
     def _loop(self, checkpoint_dir: str | Path, report: Callable[[Progress], None],
-              interrupted: list[bool]) -> None:
+              interrupted: list[bool], keep: int) -> None:
         total, c = self.total_steps(), self.config
         start, done_at_start = time.perf_counter(), self.step
         while self.step < total:
@@ -195,10 +213,10 @@ class Trainer:
                 sample_every = c.sample_every or c.eval_every
                 if c.sample_length > 0 and (self.step % sample_every == 0 or last):
                     sample = self.sample(c.sample_length)
-                self.save(checkpoint_dir)
+                self.save(checkpoint_dir, val, keep)
             report(Progress(self.step, total, loss, val, rate, sample, self.unit, self.bits))
             if interrupted:
-                self.save(checkpoint_dir)
+                self.save(checkpoint_dir, keep=keep)
                 raise KeyboardInterrupt
 
 

@@ -31,6 +31,7 @@ FAST = ["--set", "H=8", "--seq-length", "8", "--batch-size", "4", "--sample-leng
 def text(name: str, data: str | bytes = TEXT) -> Maker:
     def make(d: Path) -> None:
         raw = data.encode("utf-8") if isinstance(data, str) else data
+        (d / name).parent.mkdir(parents=True, exist_ok=True)
         (d / name).write_bytes(raw)
     return make
 
@@ -155,6 +156,16 @@ CASES: list[tuple[str, list[Maker], list[str], str]] = [
      ["train", "c.txt", "--resume", "ck"], "field rng is not a random state"),
     ("resume-ck-bad-carry", [edited(lambda m: m.update(carry=["zz@1"]))],
      ["train", "c.txt", "--resume", "ck"], "field carry names 'zz@1', not a state"),
+    # another run's checkpoint (item 5)
+    ("train-over-another-run", [trained],
+     ["train", "c.txt", "--checkpoint-dir", "ck", *FAST, "--steps", "2"],
+     "ck: holds another run's checkpoint (step 2, data "),
+    ("train-over-unreadable", [text("c.txt"), text("ck/checkpoint.npz", "junk")],
+     ["train", "c.txt", "--checkpoint-dir", "ck", *FAST, "--steps", "2"],
+     "ck: holds an unreadable checkpoint; continue it with --resume ck, replace it with "
+     "--overwrite"),
+    ("keep-0", [text("c.txt")], ["train", "c.txt", "--keep", "0"],
+     "Invalid value for '--keep': 0 is not in the range x>=1"),
     # flags (item 6)
     ("set-unknown-dim", [text("c.txt")], ["train", "c.txt", "--set", "h=64"],
      "the model has no dimension 'h' (did you mean H?"),

@@ -119,3 +119,41 @@ def test_a_failed_write_leaves_no_temporary(tmp_path: Path, name: str) -> None:
     with pytest.raises(KeyboardInterrupt):
         atomic_write(tmp_path / name, explode)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_keep_the_last_n_and_the_best_checkpoint(tmp_path: Path) -> None:
+    from nndk import checkpoint
+    from nndk.train import TrainConfig, start
+
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("the cat sat on the mat " * 60, encoding="utf-8")
+    trainer = start(TrainConfig(dims={"H": 8}, seq_length=8, batch_size=2, steps=10,
+                                eval_every=2, sample_length=0, lr=0.5), corpus)
+    vals: dict[int, float] = {}
+    trainer.fit(tmp_path / "ck", lambda p: vals.update({p.step: p.val_loss})
+                if p.val_loss is not None else None, keep=2)
+    ck = tmp_path / "ck"
+    assert sorted(p.name for p in ck.iterdir()) == [
+        "best.npz", "checkpoint.npz", "step-000000008.npz", "step-000000010.npz"]
+    assert (ck / "checkpoint.npz").stat().st_ino == (ck / "step-000000010.npz").stat().st_ino
+    best_step = min(vals, key=lambda s: vals[s])
+    _, record = checkpoint.load(ck / "best.npz")
+    assert record["step"] == best_step and record["best_val_loss"] == vals[best_step]
+
+
+def test_another_runs_checkpoint_is_kept_unless_overwrite(tmp_path: Path) -> None:
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("the cat sat on the mat " * 60, encoding="utf-8")
+    ck = tmp_path / "ck"
+    runner = CliRunner()
+    args = ["train", str(corpus), "--checkpoint-dir", str(ck), *TRAIN[:-4],
+            "--sample-length", "0", "--eval-every", "1"]
+    assert runner.invoke(cli, [*args, "--steps", "3"]).exit_code == 0
+    before = {p.name: p.read_bytes() for p in ck.iterdir()}
+    refused = runner.invoke(cli, [*args, "--steps", "2", "--seed", "1"])
+    assert refused.exit_code != 0 and "another run's checkpoint" in str(refused.exception)
+    assert {p.name: p.read_bytes() for p in ck.iterdir()} == before
+    replaced = runner.invoke(cli, [*args, "--steps", "2", "--seed", "1", "--overwrite"])
+    assert replaced.exit_code == 0, replaced.output
+    assert sorted(p.name for p in ck.iterdir()) == [
+        "best.npz", "checkpoint.npz", "step-000000001.npz", "step-000000002.npz"]
