@@ -23,7 +23,7 @@ import numpy as np
 from nndk import __version__, checkpoint
 from nndk.budget import check_budget
 from nndk.config import DEFAULT_DIMS, TrainConfig, validate
-from nndk.data import DataError, Streams, TextData, load_text, one_hot
+from nndk.data import Streams, TextData, load_text, one_hot
 from nndk.files import clean_stale
 from nndk.learner import Learner, State
 from nndk.losses import Seeds, cross_entropy
@@ -75,6 +75,7 @@ class Trainer:
         self.saved: tuple[int, Path] | None = None  # (step, directory) of the last checkpoint
         self.run_id: str | None = uuid.uuid4().hex  # tells this run's checkpoints from others
         self.best: float | None = None  # the lowest validation loss checkpointed
+        self.notes: list[str] = []  # what a resume changed, for the caller to show
 
     @property
     def params(self) -> dict[str, np.ndarray]:
@@ -367,25 +368,9 @@ def start(config: TrainConfig, data_path: str | Path, init_from: str | None = No
 
 
 def resume(directory: str | Path, data_path: str | Path | None = None,
-           steps: int | None = None) -> Trainer:
-    """A trainer restored from a checkpoint, continuing exactly where it stopped."""
-    arrays, record = checkpoint.load(directory)
-    config = TrainConfig(**record["config"])
-    if steps is not None:
-        config.steps = steps
-    path = data_path or record["data_path"]
-    trainer: Trainer
-    if record.get("kind") == "arrays":
-        from nndk.train_arrays import ArrayTrainer
+           steps: int | None = None, changes: dict[str, Any] | None = None) -> Trainer:
+    """A trainer restored from a checkpoint (``nndk/resume.py`` says what may change)."""
+    from nndk.resume import resume as resume_run
 
-        trainer = ArrayTrainer(config, path, record["equations"], record["model_file"])
-        sha = trainer.data_sha256
-    else:
-        data = load_text(path, config.val_frac, vocab=record["vocab"])
-        trainer = TextTrainer(config, path, record["equations"], record["model_file"], data)
-        sha = data.sha256
-    if sha != record["data_sha256"]:
-        raise DataError(f"{path}: not the data this checkpoint was trained on (sha256 "
-                        f"{sha[:12]}… vs {record['data_sha256'][:12]}…)")
-    trainer.restore(arrays, record, str(checkpoint.resolve(directory)))
-    return trainer
+    given = dict(changes or {}) | ({"steps": steps} if steps is not None else {})
+    return resume_run(directory, data_path, given)

@@ -157,3 +157,41 @@ def test_another_runs_checkpoint_is_kept_unless_overwrite(tmp_path: Path) -> Non
     assert replaced.exit_code == 0, replaced.output
     assert sorted(p.name for p in ck.iterdir()) == [
         "best.npz", "checkpoint.npz", "step-000000001.npz", "step-000000002.npz"]
+
+
+def test_resume_continues_in_its_own_directory_applying_flags(tmp_path: Path) -> None:
+    from nndk import checkpoint
+
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("the cat sat on the mat " * 60, encoding="utf-8")
+    run = tmp_path / "runs" / "a"
+    first = nndk("train", str(corpus), "--checkpoint-dir", str(run), *TRAIN, "--eval-every", "2")
+    assert first.returncode == 0, first.stderr
+    elsewhere = tmp_path / "cwd"
+    elsewhere.mkdir()
+    result = subprocess.run([sys.executable, "-m", "nndk", "train", str(corpus), "--resume",
+                             str(run), "--steps", "5", "--eval-every", "1", "--lr", "0.01"],
+                            env=ENV, text=True, capture_output=True, cwd=elsewhere)
+    assert result.returncode == 0, result.stderr
+    assert list(elsewhere.iterdir()) == []  # nothing written to ./checkpoints
+    notes = [line for line in result.stderr.splitlines() if line.startswith("note:")]
+    assert notes == ["note: --steps 5 replaces the checkpoint's 2",
+                     "note: --eval-every 1 replaces the checkpoint's 2",
+                     "note: --lr 0.01 replaces the checkpoint's 0.002"]
+    _, record = checkpoint.load(run)
+    assert record["step"] == 5 and record["config"]["eval_every"] == 1
+    assert record["config"]["lr"] == 0.01
+    # --eval-every 1 was applied: a checkpoint at every step, the last 3 kept
+    assert [p.name for p in checkpoint.step_files(run)] == [
+        "step-000000003.npz", "step-000000004.npz", "step-000000005.npz"]
+
+
+def test_every_train_option_has_a_resume_rule() -> None:
+    from dataclasses import fields
+
+    from nndk.config import TrainConfig
+    from nndk.resume import RESUME
+
+    options = {p.name for p in cli.commands["train"].params} - {"data", "resume_dir"}
+    options = {{"init_scheme": "init", "bindings": "dims"}.get(o, o) for o in options}
+    assert options | {f.name for f in fields(TrainConfig)} == set(RESUME)
