@@ -8,7 +8,9 @@ traceback), any warning, more than one stderr line, or exit status 0 fails the c
 from __future__ import annotations
 
 import json
+import os
 import random
+import subprocess
 import sys
 import warnings
 import zipfile
@@ -237,3 +239,23 @@ def test_bad_input_gives_one_error_line(makers: list[Maker], args: list[str], fr
     assert len(lines) == 1 and lines[0].startswith("error: "), err
     assert fragment in lines[0], err
     assert "Traceback" not in err
+
+
+PROCESS_CASES = ["npz-nan", "csv-not-utf8", "pack-ck-truncated", "resume-other-model",
+                 "huge-H", "train-over-another-run"]
+
+
+@pytest.mark.parametrize("case", PROCESS_CASES)
+def test_bad_input_in_a_real_process(case: str, tmp_path: Path) -> None:
+    """The same cases through ``python -m nndk``: what a user sees, warnings included."""
+    _, makers, args, fragment = next(c for c in CASES if c[0] == case)
+    for make in makers:
+        make(tmp_path)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
+           "PYTHONWARNINGS": "default"}
+    proc = subprocess.run([sys.executable, "-m", "nndk", *args], cwd=tmp_path, env=env,
+                          capture_output=True, text=True)
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr and "Warning" not in proc.stderr, proc.stderr
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and fragment in lines[0]
