@@ -20,6 +20,7 @@ from nndk.budget import check_budget
 from nndk.data import DataError, load_arrays
 from nndk.learner import Learner
 from nndk.losses import LOSSES, Seeds
+from nndk.schema import MAX_DIM
 from nndk.train import TrainConfig, Trainer, TrainingError, pick_output
 from nnre.equations import check
 from nnre.equations.parser import parse
@@ -42,8 +43,10 @@ class ArrayTrainer(Trainer):
         roles = analyse(parse(equations, filename))
         self.recurrent = bool(roles.state)
         self.classes = config.loss == "ce" or (config.loss == "auto" and target.dtype.kind in "iu")
+        _check_rows(data_path, arrays, [*roles.inputs, config.target])
         per_example = target.shape[2 if self.recurrent else 1:]
-        size = int(target.max()) + 1 if self.classes else int(np.prod(per_example))
+        size = (class_count(data_path, config.target, target) if self.classes
+                else int(np.prod(per_example)))
         output = config.output or ("y" if "y" in roles.outputs else roles.outputs[0])
         known = _input_shapes(roles, arrays, filename) | {output: (size,)}
         probe = check(equations, config.dims, filename=filename, known=known)
@@ -138,6 +141,37 @@ class ArrayTrainer(Trainer):
                                              f"past the {len(order)} training rows")
         self.order = order.copy()
         self.cursor = record["cursor"]
+
+
+def _check_rows(path: str | Path, arrays: dict[str, np.ndarray], names: list[str]) -> None:
+    """Every array used has the same, non-zero number of rows (examples)."""
+    rows = {name: (len(arrays[name]) if arrays[name].ndim else 0) for name in names
+            if name in arrays}
+    for name, count in rows.items():
+        if count == 0:
+            raise DataError(f"{path}: array {name!r} has no examples (shape "
+                            f"{arrays[name].shape})")
+    if len(set(rows.values())) > 1:
+        raise DataError(f"{path}: arrays disagree on the number of examples: "
+                        + ", ".join(f"{name!r} has {count}" for name, count in rows.items()))
+
+
+def class_count(path: str | Path, name: str, target: np.ndarray) -> int:
+    """The number of classes of integer targets; refuses negative or fractional indices
+    (which would index out of range, or truncate silently) and absurd counts."""
+    if target.dtype.kind == "f" and not np.array_equal(target, np.floor(target)):
+        where = tuple(int(i) for i in np.argwhere(target != np.floor(target))[0])
+        raise DataError(f"{path}: array {name!r} holds {target[where]} at index {list(where)}; "
+                        "class indices (--loss ce) must be whole numbers")
+    low, high = int(target.min()), int(target.max())
+    if low < 0:
+        where = tuple(int(i) for i in np.argwhere(target < 0)[0])
+        raise DataError(f"{path}: array {name!r} holds class {low} at index {list(where)}; "
+                        "class indices must be ≥ 0")
+    if high >= MAX_DIM:
+        raise DataError(f"{path}: array {name!r} holds class {high}; at most {MAX_DIM} "
+                        "classes can be trained")
+    return high + 1
 
 
 def _input_shapes(roles: Roles, arrays: dict[str, np.ndarray], filename: str

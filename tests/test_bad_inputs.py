@@ -119,6 +119,16 @@ CASES: list[tuple[str, list[Maker], list[str], str]] = [
      ["train", "d.npz", *MLP], "d.npz: not a readable .npz file"),
     ("npz-strings", [npz("d.npz", x=np.array(["a", "b"]), target=Y)],
      ["train", "d.npz", *MLP], "array 'x' has dtype <U1; numbers are needed"),
+    ("npz-negative-class", [npz("d.npz", x=X, target=Y - 1)],
+     ["train", "d.npz", *MLP], "array 'target' holds class -1 at index [1]"),
+    ("npz-fraction-class", [npz("d.npz", x=X, target=np.full(64, 0.5))],
+     ["train", "d.npz", *MLP, "--loss", "ce"], "holds 0.5 at index [0]; class indices"),
+    ("npz-huge-class", [npz("d.npz", x=X, target=np.full(64, 2**40))],
+     ["train", "d.npz", *MLP], "holds class 1099511627776; at most 2147483647 classes"),
+    ("npz-no-rows", [npz("d.npz", x=X[:0], target=Y[:0])],
+     ["train", "d.npz", *MLP], "array 'x' has no examples (shape (0, 3))"),
+    ("npz-rows-differ", [npz("d.npz", x=X, target=Y[:60])],
+     ["train", "d.npz", *MLP], "'x' has 64, 'target' has 60"),
     # checkpoints (item 2): on --resume and on pack
     *[(f"{what}-{name}", makers, args, fragment)
       for what, args in (("resume", ["train", "c.txt", "--resume", "ck"]),
