@@ -74,6 +74,7 @@ def resume(directory: str | Path, data_path: str | Path | None = None,
         raise DataError(f"{path}: not the data this checkpoint was trained on (sha256 "
                         f"{sha[:12]}… vs {record['data_sha256'][:12]}…)")
     trainer.restore(arrays, record, where)
+    trainer.saved = (trainer.step, run_directory(directory))  # a NaN now keeps this one
     extends = "steps" in changes or "epochs" in changes
     if extends and trainer.total_steps() <= trainer.step:
         what = "--steps" if config.steps is not None else "--epochs"

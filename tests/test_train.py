@@ -95,6 +95,16 @@ def test_nan_at_the_first_step_does_not_claim_a_checkpoint(corpus: Path, tmp_pat
     assert not (tmp_path / checkpoint.FILENAME).exists()
 
 
+def test_nan_right_after_resume_names_the_resumed_checkpoint(corpus: Path,
+                                                             tmp_path: Path) -> None:
+    start(small(steps=2, eval_every=2), corpus).fit(tmp_path, quiet)
+    trainer = resume(tmp_path, steps=4)
+    trainer.params["W_y"][...] = np.nan
+    with pytest.raises(TrainingError, match=r"at step 3; the last good checkpoint \(step 2\) "
+                                            f"is kept in {tmp_path}"):
+        trainer.fit(tmp_path, quiet)
+
+
 def test_memory_budget_comes_from_nnre_max_bytes(corpus: Path, tmp_path: Path,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     text, filename = read_model("lstm")
