@@ -56,18 +56,19 @@ class PackResult:
 
 
 def read_weights(path: Path) -> dict[str, np.ndarray]:
-    """Named arrays from an .npz (never unpickling anything)."""
-    try:
-        data = np.load(path, allow_pickle=False)
-    except (ValueError, zipfile.BadZipFile, EOFError) as err:
-        raise PackError(f"{path}: not a readable .npz of numeric arrays ({err})") from err
-    if not isinstance(data, np.lib.npyio.NpzFile):
-        raise PackError(f"{path}: expected an .npz of named arrays, found a single array")
-    with data:
+    """Named arrays from an .npz (never unpickling anything; the file is closed on error)."""
+    with path.open("rb") as f:
         try:
-            return {key: np.asarray(data[key]) for key in data.files}
+            data = np.load(f, allow_pickle=False)
         except (ValueError, zipfile.BadZipFile, EOFError) as err:
-            raise PackError(f"{path}: an array in the .npz cannot be read ({err})") from err
+            raise PackError(f"{path}: not a readable .npz of numeric arrays ({err})") from None
+        if not isinstance(data, np.lib.npyio.NpzFile):
+            raise PackError(f"{path}: expected an .npz of named arrays, found a single array")
+        with data:
+            try:
+                return {key: np.asarray(data[key]) for key in data.files}
+            except (ValueError, zipfile.BadZipFile, EOFError, OSError) as err:
+                raise PackError(f"{path}: an array in the .npz cannot be read ({err})") from None
 
 
 def source_date() -> str | None:

@@ -269,3 +269,16 @@ def test_bad_input_in_a_real_process(case: str, tmp_path: Path) -> None:
     assert "Traceback" not in proc.stderr and "Warning" not in proc.stderr, proc.stderr
     lines = proc.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and fragment in lines[0]
+
+
+def test_pack_closes_a_truncated_weights_file(tmp_path: Path) -> None:
+    (tmp_path / "m.eqn").write_text("y = W x + b\n", encoding="utf-8")
+    truncated("w.npz", npz("w.npz", W=np.zeros((2, 3)), b=np.zeros(2)))(tmp_path)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
+           "PYTHONWARNINGS": "default"}
+    proc = subprocess.run([sys.executable, "-m", "nndk", "pack", "m.eqn", "--weights",
+                           "w.npz", "--name", "m", "--version", "1.0.0", "-o", "m.bundle"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert proc.returncode == 1
+    assert proc.stderr.splitlines() == [
+        "error: w.npz: not a readable .npz of numeric arrays (File is not a zip file) [error]"]
