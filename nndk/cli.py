@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+from click.core import ParameterSource
 
 from nndk import __version__
 from nndk.check import describe
@@ -16,6 +17,7 @@ from nndk.onnx.common import DEFAULT_EXPORT_OPSET
 from nndk.optim import OPTIMIZERS
 from nndk.pack import PackRequest, pack
 from nndk.progress import Reporter
+from nndk.resume import run_directory
 from nndk.train import TrainConfig, start
 from nndk.train import resume as resume_training
 from nnre.bundle.info import escaped
@@ -94,11 +96,14 @@ def gradcheck_command(model: str, bindings: tuple[str, ...], steps: int, batch: 
 @click.option("--model", default="lstm", show_default=True,
               help="Template (lstm, gru, rnn) or a path to an .eqn file.")
 @click.option("--set", "bindings", multiple=True, metavar="NAME=N",
-              help="Bind a dimension, e.g. --set H=256 (default H=128).")
+              help="Bind a dimension the model declares, e.g. --set H=256 (default H=128). "
+                   "Refused above a memory budget ($NNRE_MAX_BYTES, default half the RAM).")
 @click.option("--seq-length", default=50, show_default=True, help="Steps of BPTT per batch.")
 @click.option("--batch-size", default=32, show_default=True, help="Parallel text streams.")
-@click.option("--steps", type=int, default=None, help="Optimizer steps (default: 1 epoch).")
-@click.option("--epochs", type=float, default=None, help="Passes over the training split.")
+@click.option("--steps", type=int, default=None,
+              help="Optimizer steps (default: 1 epoch; not with --epochs).")
+@click.option("--epochs", type=float, default=None,
+              help="Passes over the training split (not with --steps).")
 @click.option("--lr", default=2e-3, show_default=True, help="Learning rate.")
 @click.option("--optimizer", type=click.Choice(sorted(OPTIMIZERS)), default="adam",
               show_default=True)
@@ -119,9 +124,21 @@ def gradcheck_command(model: str, bindings: tuple[str, ...], steps: int, batch: 
               show_default=True, help="auto: orthogonal square matrices, Xavier the rest.")
 @click.option("--seed", default=0, show_default=True, help="Drives every random choice.")
 @click.option("--checkpoint-dir", default="checkpoints", show_default=True,
-              type=click.Path(file_okay=False))
+              type=click.Path(file_okay=False),
+              help="Where checkpoints go (with --resume: the checkpoint's own directory).")
+@click.option("--keep", default=3, show_default=True, type=click.IntRange(min=1),
+              help="Keep the last N checkpoints (step-*.npz) besides checkpoint.npz and "
+                   "best.npz (the lowest validation loss).")
+@click.option("--overwrite", is_flag=True,
+              help="Replace another run's checkpoints in --checkpoint-dir (refused without).")
 @click.option("--resume", "resume_dir", type=click.Path(), default=None,
-              help="Continue a checkpoint exactly (weights, optimizer, step, data, RNG).")
+              help="Continue a checkpoint exactly (weights, optimizer, step, data, RNG), in "
+                   "its own directory. --model, --set, --seq-length, --batch-size, --seed, "
+                   "--val-frac, --init, --optimizer, --loss, --target, --output and DATA must "
+                   "match it; --steps/--epochs (longer only), --lr, --lr-decay, "
+                   "--decay-every, --clip, --eval-every, --sample-every, --sample-length, "
+                   "--temperature and --keep are applied with a note; --init-from and "
+                   "--overwrite are refused.")
 @click.option("--init-from", type=click.Path(dir_okay=False), default=None,
               help="Start from the weights of a .bundle (weights only, fresh optimizer).")
 @click.option("--loss", type=click.Choice(["auto", "ce", "mse"]), default="auto",
@@ -130,8 +147,8 @@ def gradcheck_command(model: str, bindings: tuple[str, ...], steps: int, batch: 
               help="Arrays: the name of the target array.")
 @click.option("--output", default=None, help="The model output to train (default: y).")
 def train_command(data: str, model: str, bindings: tuple[str, ...], resume_dir: str | None,
-                  checkpoint_dir: str, init_scheme: str, init_from: str | None,
-                  **options: Any) -> None:
+                  checkpoint_dir: str, init_scheme: str, init_from: str | None, keep: int,
+                  overwrite: bool, **options: Any) -> None:
     """Train MODEL on DATA: a text file (characters, char-rnn style) or arrays.
 
     Text: the model reads one character per step (one-hot) and predicts the next.
@@ -140,8 +157,10 @@ def train_command(data: str, model: str, bindings: tuple[str, ...], resume_dir: 
 
     Prints progress on stderr (a bar in a terminal, log lines otherwise) with the loss,
     validation loss (in bits per character for text), speed and ETA, and a text sample at
-    each evaluation. Checkpoints go to --checkpoint-dir atomically; Ctrl-C saves one and
-    exits; --resume continues bit for bit.
+    each evaluation. Checkpoints go to --checkpoint-dir atomically: checkpoint.npz (the
+    latest), the last --keep as step-*.npz, and best.npz (lowest validation loss). A
+    directory holding another run's checkpoint is refused unless --overwrite. Ctrl-C saves
+    one and exits; --resume continues bit for bit.
 
     \b
     Examples:
@@ -150,18 +169,33 @@ def train_command(data: str, model: str, bindings: tuple[str, ...], resume_dir: 
       nndk train iris.npz --model mlp --set H=16 --epochs 50
     """
     if resume_dir:
-        trainer = resume_training(resume_dir, data, options["steps"])
+        changes = given_options(click.get_current_context(), bindings)
+        trainer = resume_training(resume_dir, data, changes=changes)
+        checkpoint_dir = str(run_directory(resume_dir))
+        for note in trainer.notes:
+            click.echo(f"note: {note}", err=True)
     else:
-        dims = {"H": 128} | parse_bindings(bindings)
-        config = TrainConfig(model=model, dims=dims, init=init_scheme, **options)
+        config = TrainConfig(model=model, dims=parse_bindings(bindings), init=init_scheme,
+                             **options)
         trainer = start(config, data, init_from)
     try:
-        trainer.fit(checkpoint_dir, Reporter())
+        trainer.fit(checkpoint_dir, Reporter(), keep=keep, overwrite=overwrite)
     except KeyboardInterrupt:
         click.echo(f"\ninterrupted at step {trainer.step}; checkpoint saved in "
                    f"{checkpoint_dir}", err=True)
         raise SystemExit(130) from None
     click.echo(f"trained {trainer.step} steps; checkpoint: {checkpoint_dir}", err=True)
+
+
+def given_options(ctx: click.Context, bindings: tuple[str, ...]) -> dict[str, Any]:
+    """The options the user actually gave (not defaults), by config field name."""
+    rename = {"init_scheme": "init", "bindings": "dims"}
+    sources = (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
+    given = {rename.get(k, k): v for k, v in ctx.params.items()
+             if k not in ("data", "resume_dir") and ctx.get_parameter_source(k) in sources}
+    if "dims" in given:
+        given["dims"] = parse_bindings(bindings)
+    return given
 
 
 @cli.command("pack")

@@ -10,17 +10,22 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from nnre import budget
 from nnre.errors import NnreError
 from nnre.files import open_regular
+from nnre.npz import read_npz
 
 
 class DataError(NnreError):
     """Training data that cannot be used: empty, too short, unreadable, mismatched."""
+
+    code = "bad-data"
 
 
 @dataclass
@@ -48,10 +53,7 @@ def load_text(path: str | Path, val_frac: float = 0.1, vocab: str | None = None)
     """Read a UTF-8 text file; the vocabulary is its sorted set of characters."""
     with open_regular(path, DataError) as f:  # a FIFO or device would block forever
         raw = f.read()
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as err:
-        raise DataError(f"{path}: not UTF-8 text (byte {err.start})") from None
+    text = _decode(Path(path), raw, "the text")
     if len(text) < 2:
         raise DataError(f"{path}: needs at least 2 characters of text, has {len(text)}")
     if not 0 <= val_frac < 1:
@@ -93,24 +95,81 @@ def one_hot(codes: np.ndarray, size: int, dtype: str) -> np.ndarray:
     return out
 
 
+def _decode(path: Path, raw: bytes, what: str) -> str:
+    """``raw`` as UTF-8, or a DataError naming the line, column and byte that is not."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = raw.count(b"\n", 0, err.start) + 1
+        column = err.start - (raw.rfind(b"\n", 0, err.start) + 1) + 1
+        raise DataError(f"{path}:{line}:{column}: {what} is not UTF-8 (byte {err.start}: "
+                        f"{raw[err.start]:#04x})") from None
+
+
 def load_arrays(path: str | Path) -> dict[str, np.ndarray]:
-    """Arrays from an .npz (no pickles) or a CSV whose header names the columns."""
+    """Arrays from an .npz (no pickles) or a CSV whose header names the columns.
+
+    Every value is checked here, before any training: a non-numeric array or a NaN/Inf is
+    reported with its array, row and column rather than surfacing later as a diverging loss.
+    """
     path = Path(path)
     if path.suffix == ".npz":
-        with open_regular(path, DataError) as f, np.load(f, allow_pickle=False) as data:
-            return {k: np.asarray(data[k]) for k in data.files}
+        arrays = _read_npz(path)
+        for name, array in arrays.items():
+            _check_numeric(path, name, array)
+        return arrays
     if path.suffix == ".csv":
-        with open_regular(path, DataError) as f:
-            rows = list(csv.reader(io.TextIOWrapper(f, newline="", encoding="utf-8")))
-        if len(rows) < 2:
-            raise DataError(f"{path}: a header line and at least one row are needed")
-        header, body = rows[0], rows[1:]
-        try:
-            table = np.array([[float(v) for v in row] for row in body])
-        except ValueError as err:
-            raise DataError(f"{path}: {err}") from None
-        groups: dict[str, list[int]] = {}
-        for col, name in enumerate(header):
-            groups.setdefault(name.split(".")[0].strip(), []).append(col)
-        return {k: table[:, cols] for k, cols in groups.items()}
+        return _read_csv(path)
     raise DataError(f"{path}: numeric data must be .npz or .csv")
+
+
+def _read_npz(path: Path) -> dict[str, np.ndarray]:
+    """Every array of an .npz, read within the memory budget (declared sizes and compression
+    ratios checked before anything is inflated; object arrays never unpickled)."""
+    with open_regular(path, DataError) as f:
+        return read_npz(f, str(path), budget.limit(), DataError)
+
+
+def _check_numeric(path: Path, name: str, array: np.ndarray) -> None:
+    """Refuse a non-numeric array, or one holding NaN/Inf, naming the first bad element."""
+    if array.dtype.kind not in "biuf":
+        raise DataError(f"{path}: array {name!r} has dtype {array.dtype}; numbers are needed")
+    if array.dtype.kind == "f":
+        bad = np.argwhere(~np.isfinite(array))
+        if len(bad):
+            where = tuple(int(i) for i in bad[0])
+            raise DataError(f"{path}: array {name!r} holds {len(bad)} NaN/Inf value(s), the "
+                            f"first {array[where]} at index {list(where)} (row {where[0]})")
+
+
+def _read_csv(path: Path) -> dict[str, np.ndarray]:
+    """Columns of a CSV grouped by header name (``x.0, x.1`` → array ``x``); every cell must be
+    a finite number, and a bad one is reported by line and column name."""
+    with open_regular(path, DataError) as f:
+        text = _decode(path, f.read(), "the CSV")
+    rows = list(csv.reader(io.StringIO(text, newline="")))
+    if len(rows) < 2:
+        raise DataError(f"{path}: a header line and at least one row are needed")
+    header, body = rows[0], rows[1:]
+    table = np.empty((len(body), len(header)))
+    for r, row in enumerate(body):
+        line = r + 2
+        if len(row) != len(header):
+            raise DataError(f"{path}:{line}: {len(row)} values, the header has {len(header)}")
+        for c, cell in enumerate(row):
+            table[r, c] = _cell(path, line, header[c], cell)
+    groups: dict[str, list[int]] = {}
+    for col, name in enumerate(header):
+        groups.setdefault(name.split(".")[0].strip(), []).append(col)
+    return {k: table[:, cols] for k, cols in groups.items()}
+
+
+def _cell(path: Path, line: int, column: str, cell: str) -> float:
+    try:
+        value = float(cell)
+    except ValueError:
+        raise DataError(f"{path}:{line}: column {column!r}: {cell!r} is not a number") from None
+    if not math.isfinite(value):
+        raise DataError(f"{path}:{line}: column {column!r}: {cell!r} is not finite; "
+                        "NaN/Inf cannot be trained on")
+    return value

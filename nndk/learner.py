@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from nndk.autodiff import Backward, differentiable_slots, transient_slots
+from nndk.checkpoint import CheckpointError, take
 from nndk.init import init_param
 from nndk.layout import place_params
 from nndk.optim import OPTIMIZERS, clip_global_norm
@@ -106,14 +107,29 @@ class Learner:
         out = {f"param/{n}": a.reshape(self.shapes[n]) for n, a in self.params.items()}
         return out | {f"opt/{k}": v for k, v in self.opt.state.items()}
 
-    def restore(self, arrays: Mapping[str, np.ndarray], record: dict[str, Any]) -> None:
-        for name, value in self.params.items():
-            value[...] = arrays[f"param/{name}"].reshape(value.shape)
-        for key, value in arrays.items():
+    def restore(self, arrays: Mapping[str, np.ndarray], record: dict[str, Any],
+                where: str) -> None:
+        """Weights, optimizer state and random state from a checkpoint (``where``), each
+        array checked for presence and shape before anything is overwritten."""
+        params = {name: take(dict(arrays), f"param/{name}", self.shapes[name], where)
+                  for name in self.params}
+        state = {}
+        for key in arrays:
             if key.startswith("opt/"):
-                self.opt.state[key[4:]] = value.copy()
+                slot = key[4:].rpartition("/")[2]
+                if slot not in self.params:
+                    raise CheckpointError(f"{where}: array {key!r} is state of no parameter")
+                state[key[4:]] = take(dict(arrays), key, self.params[slot].shape, where)
+        rng = np.random.default_rng()
+        try:
+            rng.bit_generator.state = record["rng"]
+        except (TypeError, ValueError, KeyError, OverflowError) as err:
+            raise CheckpointError(f"{where}: field rng is not a random state ({err})") from None
+        for name, value in self.params.items():
+            value[...] = params[name].reshape(value.shape)
+        self.opt.state.update({k: v.astype(np.float32) for k, v in state.items()})
         self.opt.t = record["optimizer"]["t"]
-        self.rng.bit_generator.state = record["rng"]
+        self.rng.bit_generator.state = rng.bit_generator.state
 
     def record(self) -> dict[str, Any]:
         return {"equations": self.equations, "dims": self.dims,

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import difflib
 from importlib import resources
 from pathlib import Path
 
+from nnre.equations.parser import parse
 from nnre.errors import EquationError
 
 TEMPLATE_NAMES = ("lstm", "gru", "rnn", "mlp")
@@ -39,3 +41,31 @@ def parse_bindings(items: tuple[str, ...] | list[str]) -> dict[str, int]:
                                 expected="e.g. --set H=128")
         dims[name.strip()] = int(value)
     return dims
+
+
+def declared_dims(text: str, filename: str) -> list[str]:
+    """The dimension names the equations declare (``hₜ ∈ ℝ^H`` declares H), in order."""
+    names: list[str] = []
+    for decl in parse(text, filename).declarations:
+        for dim in decl.shape:
+            names += [t for t in dim.terms if isinstance(t, str) and t not in names]
+    return names
+
+
+def resolve_dims(text: str, filename: str, given: dict[str, int],
+                 default: dict[str, int] | None = None) -> dict[str, int]:
+    """``given`` checked against the model's dimensions, plus defaults the model declares.
+
+    A name the model does not declare would otherwise be silently ignored (``--set h=64``
+    training at the default H=128), so it is an error suggesting the closest name.
+    """
+    declared = declared_dims(text, filename)
+    for name in given:
+        if name not in declared:
+            close = ([d for d in declared if d.lower() == name.lower()]
+                     or difflib.get_close_matches(name, declared, n=1))
+            hint = f"did you mean {close[0]}? " if close else ""
+            raise EquationError(f"--set {name}={given[name]}: the model has no dimension "
+                                f"{name!r} ({hint}its dimensions: "
+                                f"{', '.join(declared) or 'none'})", filename=filename)
+    return {k: v for k, v in (default or {}).items() if k in declared} | given

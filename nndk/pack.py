@@ -8,10 +8,8 @@ whatever packs, loads.
 
 from __future__ import annotations
 
-import io
 import os
 import time
-import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,10 +18,13 @@ from typing import Any
 import numpy as np
 
 from nndk import __version__, checkpoint
-from nnre.bundle.write import BundleContent, write
+from nndk.files import atomic_write, clean_stale
+from nnre import budget
+from nnre.bundle.write import BundleContent, chunks, plan
 from nnre.errors import NnreError
 from nnre.files import open_regular
 from nnre.model import Model
+from nnre.npz import read_npz
 
 
 class PackError(NnreError):
@@ -57,19 +58,10 @@ class PackResult:
 
 
 def read_weights(path: Path) -> dict[str, np.ndarray]:
-    """Named arrays from an .npz (never unpickling anything)."""
-    try:
-        with open_regular(path, PackError) as f:  # never block on a FIFO; np.load may mmap
-            data = np.load(io.BytesIO(f.read()), allow_pickle=False)
-    except (ValueError, zipfile.BadZipFile, EOFError) as err:
-        raise PackError(f"{path}: not a readable .npz of numeric arrays ({err})") from err
-    if not isinstance(data, np.lib.npyio.NpzFile):
-        raise PackError(f"{path}: expected an .npz of named arrays, found a single array")
-    with data:
-        try:
-            return {key: np.asarray(data[key]) for key in data.files}
-        except (ValueError, zipfile.BadZipFile, EOFError) as err:
-            raise PackError(f"{path}: an array in the .npz cannot be read ({err})") from err
+    """Named arrays from an .npz, within the memory budget (sizes and compression ratios
+    checked before anything is inflated; never unpickling anything)."""
+    with open_regular(path, PackError) as f:  # never block on a FIFO
+        return read_npz(f, str(path), budget.limit(), PackError)
 
 
 def source_date() -> str | None:
@@ -138,8 +130,25 @@ def pack(req: PackRequest) -> PackResult:
         weights = read_weights(req.weights)
     content = build_content(text, weights, metadata, dtype=req.dtype,
                             filename=str(req.equations))
-    bundle_id = write(req.output, content)
+    bundle_id = write_bundle(req.output, content)
     return PackResult(req.output, bundle_id, req.output.stat().st_size, len(content.tensors))
+
+
+def write_bundle(path: Path, content: BundleContent) -> str:
+    """Write a bundle atomically through a recognisable nndk temporary (``nndk/files.py``),
+    first removing any left in that directory by a killed ``nndk pack``; returns its id.
+
+    ``plan`` is the runtime writer's own validation and layout, so the bytes are the same as
+    ``nnre.bundle.write.write`` would produce."""
+    clean_stale(path.parent if str(path.parent) else Path("."))
+    prefix, arrays, bundle_id = plan(content)
+
+    def emit(f: Any) -> None:
+        for piece in chunks(prefix, arrays):
+            f.write(piece)
+
+    atomic_write(path, emit)
+    return bundle_id
 
 
 def from_checkpoint(path: Path) -> tuple[str, dict[str, np.ndarray], dict[str, Any]]:

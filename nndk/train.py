@@ -12,18 +12,22 @@ from __future__ import annotations
 import math
 import signal
 import time
+import uuid
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from nndk import __version__, checkpoint
-from nndk.data import DataError, Streams, TextData, load_text, one_hot
+from nndk.budget import check_budget
+from nndk.config import DEFAULT_DIMS, TrainConfig, validate
+from nndk.data import Streams, TextData, load_text, one_hot
+from nndk.files import clean_stale
 from nndk.learner import Learner, State
 from nndk.losses import Seeds, cross_entropy
-from nndk.models import read_model
+from nndk.models import read_model, resolve_dims
 from nndk.optim import learning_rate
 from nndk.unrolled import Unrolled
 from nnre.equations import Checked, check
@@ -36,30 +40,7 @@ from nnre.model import Model
 class TrainingError(NnreError):
     """Training cannot go on (a non-finite loss, a model that does not fit the data)."""
 
-
-@dataclass
-class TrainConfig:
-    model: str = "lstm"
-    dims: dict[str, int] = field(default_factory=lambda: {"H": 128})
-    seq_length: int = 50
-    batch_size: int = 32
-    steps: int | None = None
-    epochs: float | None = None
-    lr: float = 2e-3
-    optimizer: str = "adam"
-    clip: float = 5.0
-    lr_decay: float = 1.0
-    decay_every: int = 0
-    val_frac: float = 0.1
-    eval_every: int = 100
-    sample_every: int = 0  # 0: at every evaluation
-    sample_length: int = 200
-    temperature: float = 0.8
-    seed: int = 0
-    init: str = "auto"
-    loss: str = "auto"  # arrays: auto (integer targets: ce, else mse), ce or mse
-    target: str = "target"  # arrays: the name of the target array
-    output: str | None = None  # the output trained (default: y, or the one that fits)
+    code = "training-error"
 
 
 @dataclass
@@ -91,6 +72,10 @@ class Trainer:
         self.filename = filename
         self.step = 0
         self.history: dict[str, float] = {}
+        self.saved: tuple[int, Path] | None = None  # (step, directory) of the last checkpoint
+        self.run_id: str | None = uuid.uuid4().hex  # tells this run's checkpoints from others
+        self.best: float | None = None  # the lowest validation loss checkpointed
+        self.notes: list[str] = []  # what a resume changed, for the caller to show
 
     @property
     def params(self) -> dict[str, np.ndarray]:
@@ -108,9 +93,15 @@ class Trainer:
         return learning_rate(c.lr, self.step, c.lr_decay, c.decay_every)
 
     def check_loss(self, loss: float) -> None:
-        if not math.isfinite(loss):
-            raise TrainingError(f"the loss became {loss} at step {self.step + 1}; the last "
-                                "good checkpoint is kept (try a lower --lr or --clip)")
+        """Stop on a NaN/Inf loss, saying truthfully whether a good checkpoint exists."""
+        if math.isfinite(loss):
+            return
+        if self.saved is None:
+            kept = "no checkpoint was written (none had been reached yet)"
+        else:
+            kept = f"the last good checkpoint (step {self.saved[0]}) is kept in {self.saved[1]}"
+        raise TrainingError(f"the loss became {loss} at step {self.step + 1}; {kept} (try a "
+                            "lower --lr or --clip)")
 
     # -- to be provided by the kind of data ----------------------------------------------
     def train_step(self) -> float:
@@ -134,24 +125,37 @@ class Trainer:
     def data_arrays(self) -> dict[str, np.ndarray]:
         return {}
 
-    def restore_data(self, arrays: dict[str, np.ndarray], record: dict[str, Any]) -> None:
+    def restore_data(self, arrays: dict[str, np.ndarray], record: dict[str, Any],
+                     where: str) -> None:
         return None
 
     # -- checkpoints ---------------------------------------------------------------------
     def record(self) -> dict[str, Any]:
         return {"nndk_version": __version__, "kind": self.kind, "config": asdict(self.config),
                 "model_file": self.filename, "step": self.step, "history": self.history,
+                "run_id": self.run_id, "best_val_loss": self.best,
                 **self.learner.record(), **self.data_record()}
 
-    def save(self, directory: str | Path) -> Path:
+    def save(self, directory: str | Path, val: float | None = None,
+             keep: int = checkpoint.DEFAULT_KEEP) -> Path:
+        """Checkpoint now; ``val`` (this step's validation loss) may make it the best."""
+        best = val is not None and (self.best is None or val < self.best)
+        if best:
+            self.best = val
         arrays = self.learner.state_arrays() | self.data_arrays()
-        return checkpoint.save(directory, arrays, self.record())
+        path = checkpoint.save(directory, arrays, self.record(), keep, best)
+        self.saved = (self.step, Path(directory))
+        return path
 
-    def restore(self, arrays: dict[str, np.ndarray], record: dict[str, Any]) -> None:
-        self.learner.restore(arrays, record)
+    def restore(self, arrays: dict[str, np.ndarray], record: dict[str, Any], where: str
+                ) -> None:
+        """Continue from a validated record; ``where`` (the checkpoint) names any problem."""
+        self.restore_data(arrays, record, where)
+        self.learner.restore(arrays, record, where)
         self.step = record["step"]
         self.history = dict(record.get("history", {}))
-        self.restore_data(arrays, record)
+        self.run_id = record.get("run_id")
+        self.best = record.get("best_val_loss")
 
     # -- the loop ------------------------------------------------------------------------
     def total_steps(self) -> int:
@@ -161,12 +165,20 @@ class Trainer:
         epochs = c.epochs if c.epochs is not None else 1.0
         return max(1, int(round(epochs * self.steps_per_epoch())))
 
-    def fit(self, checkpoint_dir: str | Path, report: Callable[[Progress], None]) -> None:
+    def fit(self, checkpoint_dir: str | Path, report: Callable[[Progress], None],
+            keep: int = checkpoint.DEFAULT_KEEP, overwrite: bool = False) -> None:
         """Train to the configured length, evaluating, sampling and checkpointing as it goes.
+
+        ``checkpoint_dir`` must hold no other run's checkpoint (unless ``overwrite``); the
+        last ``keep`` checkpoints are kept, and the best by validation loss as best.npz.
 
         Ctrl-C is honoured between two steps: the checkpoint is written, then
         KeyboardInterrupt is raised again for the caller.
         """
+        if keep < 1:
+            raise TrainingError(f"--keep must be at least 1, got {keep}")
+        checkpoint.claim(checkpoint_dir, self.run_id, overwrite)
+        clean_stale(checkpoint_dir)  # temporaries of a run killed while writing here
         interrupted: list[bool] = []
         previous = signal.getsignal(signal.SIGINT)
 
@@ -178,13 +190,14 @@ class Trainer:
         except ValueError:  # not the main thread: no signal handling
             previous = None
         try:
-            self._loop(checkpoint_dir, report, interrupted)
+            with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+                self._loop(checkpoint_dir, report, interrupted, keep)  # check_loss: NaN/Inf
         finally:
             if previous is not None:
                 signal.signal(signal.SIGINT, previous)
 
     def _loop(self, checkpoint_dir: str | Path, report: Callable[[Progress], None],
-              interrupted: list[bool]) -> None:
+              interrupted: list[bool], keep: int) -> None:
         total, c = self.total_steps(), self.config
         start, done_at_start = time.perf_counter(), self.step
         while self.step < total:
@@ -201,10 +214,10 @@ class Trainer:
                 sample_every = c.sample_every or c.eval_every
                 if c.sample_length > 0 and (self.step % sample_every == 0 or last):
                     sample = self.sample(c.sample_length)
-                self.save(checkpoint_dir)
+                self.save(checkpoint_dir, val, keep)
             report(Progress(self.step, total, loss, val, rate, sample, self.unit, self.bits))
             if interrupted:
-                self.save(checkpoint_dir)
+                self.save(checkpoint_dir, keep=keep)
                 raise KeyboardInterrupt
 
 
@@ -222,6 +235,7 @@ class TextTrainer(Trainer):
         self.input = inputs[0]
         checked = check(equations, config.dims, filename=filename,
                         known={self.input: (data.size,)})
+        check_budget(checked, config.optimizer, config.seq_length, config.batch_size)
         self.output = pick_output(checked, data.size, filename)
         super().__init__(config, Learner(checked, equations, config.optimizer, config.seed,
                                          config.init), filename)
@@ -299,12 +313,18 @@ class TextTrainer(Trainer):
     def data_arrays(self) -> dict[str, np.ndarray]:
         return {f"carry/{n}@{lag}": v for (n, lag), v in (self.carry or {}).items()}
 
-    def restore_data(self, arrays: dict[str, np.ndarray], record: dict[str, Any]) -> None:
+    def restore_data(self, arrays: dict[str, np.ndarray], record: dict[str, Any],
+                     where: str) -> None:
         self.batch_index = record["batch_index"]
+        zero = self.learner.zero_state(self.config.batch_size)
         carry = {}
-        for key in record.get("carry", []):
+        for key in record["carry"]:
             name, lag = key.rsplit("@", 1)
-            carry[(name, int(lag))] = arrays[f"carry/{key}"]
+            if (name, int(lag)) not in zero:
+                raise checkpoint.CheckpointError(f"{where}: field carry names {key!r}, not a "
+                                                 "state of the model")
+            shape = zero[(name, int(lag))].shape
+            carry[(name, int(lag))] = checkpoint.take(arrays, f"carry/{key}", shape, where)
         self.carry = carry or None
 
 
@@ -329,7 +349,9 @@ def start(config: TrainConfig, data_path: str | Path, init_from: str | None = No
 
     ``init_from`` (a bundle) supplies the initial weights, and nothing else.
     """
+    validate(asdict(config))
     text, filename = read_model(config.model)
+    config.dims = resolve_dims(text, filename, config.dims, DEFAULT_DIMS)
     trainer: Trainer
     if Path(data_path).suffix in (".npz", ".csv"):
         from nndk.train_arrays import ArrayTrainer
@@ -346,25 +368,9 @@ def start(config: TrainConfig, data_path: str | Path, init_from: str | None = No
 
 
 def resume(directory: str | Path, data_path: str | Path | None = None,
-           steps: int | None = None) -> Trainer:
-    """A trainer restored from a checkpoint, continuing exactly where it stopped."""
-    arrays, record = checkpoint.load(directory)
-    config = TrainConfig(**record["config"])
-    if steps is not None:
-        config.steps = steps
-    path = data_path or record["data_path"]
-    trainer: Trainer
-    if record.get("kind") == "arrays":
-        from nndk.train_arrays import ArrayTrainer
+           steps: int | None = None, changes: dict[str, Any] | None = None) -> Trainer:
+    """A trainer restored from a checkpoint (``nndk/resume.py`` says what may change)."""
+    from nndk.resume import resume as resume_run
 
-        trainer = ArrayTrainer(config, path, record["equations"], record["model_file"])
-        sha = trainer.data_sha256
-    else:
-        data = load_text(path, config.val_frac, vocab=record["vocab"])
-        trainer = TextTrainer(config, path, record["equations"], record["model_file"], data)
-        sha = data.sha256
-    if sha != record["data_sha256"]:
-        raise DataError(f"{path}: not the data this checkpoint was trained on (sha256 "
-                        f"{sha[:12]}… vs {record['data_sha256'][:12]}…)")
-    trainer.restore(arrays, record)
-    return trainer
+    given = dict(changes or {}) | ({"steps": steps} if steps is not None else {})
+    return resume_run(directory, data_path, given)

@@ -15,9 +15,12 @@ from typing import Any
 
 import numpy as np
 
+from nndk import checkpoint
+from nndk.budget import check_budget
 from nndk.data import DataError, load_arrays
 from nndk.learner import Learner
 from nndk.losses import LOSSES, Seeds
+from nndk.schema import MAX_DIM
 from nndk.train import TrainConfig, Trainer, TrainingError, pick_output
 from nnre.equations import check
 from nnre.equations.parser import parse
@@ -40,11 +43,15 @@ class ArrayTrainer(Trainer):
         roles = analyse(parse(equations, filename))
         self.recurrent = bool(roles.state)
         self.classes = config.loss == "ce" or (config.loss == "auto" and target.dtype.kind in "iu")
+        _check_rows(data_path, arrays, [*roles.inputs, config.target])
         per_example = target.shape[2 if self.recurrent else 1:]
-        size = int(target.max()) + 1 if self.classes else int(np.prod(per_example))
+        size = (class_count(data_path, config.target, target) if self.classes
+                else int(np.prod(per_example)))
         output = config.output or ("y" if "y" in roles.outputs else roles.outputs[0])
         known = _input_shapes(roles, arrays, filename) | {output: (size,)}
         probe = check(equations, config.dims, filename=filename, known=known)
+        steps = int(target.shape[1]) if self.recurrent and target.ndim > 1 else 1
+        check_budget(probe, config.optimizer, steps, config.batch_size)
         self.inputs = probe.roles.inputs
         self.bits = self.classes
         self.output = pick_output(probe, size, filename, output)
@@ -123,9 +130,48 @@ class ArrayTrainer(Trainer):
     def data_arrays(self) -> dict[str, np.ndarray]:
         return {"data/order": self.order}
 
-    def restore_data(self, arrays: dict[str, np.ndarray], record: dict[str, Any]) -> None:
-        self.order = arrays["data/order"].copy()
+    def restore_data(self, arrays: dict[str, np.ndarray], record: dict[str, Any],
+                     where: str) -> None:
+        order = checkpoint.take(arrays, "data/order", self.train_rows.shape, where)
+        if order.dtype.kind not in "iu" or not np.array_equal(np.sort(order), self.train_rows):
+            raise checkpoint.CheckpointError(f"{where}: array 'data/order' is not a shuffle "
+                                             "of the training rows")
+        if record["cursor"] > len(order):
+            raise checkpoint.CheckpointError(f"{where}: field cursor {record['cursor']} is "
+                                             f"past the {len(order)} training rows")
+        self.order = order.copy()
         self.cursor = record["cursor"]
+
+
+def _check_rows(path: str | Path, arrays: dict[str, np.ndarray], names: list[str]) -> None:
+    """Every array used has the same, non-zero number of rows (examples)."""
+    rows = {name: (len(arrays[name]) if arrays[name].ndim else 0) for name in names
+            if name in arrays}
+    for name, count in rows.items():
+        if count == 0:
+            raise DataError(f"{path}: array {name!r} has no examples (shape "
+                            f"{arrays[name].shape})")
+    if len(set(rows.values())) > 1:
+        raise DataError(f"{path}: arrays disagree on the number of examples: "
+                        + ", ".join(f"{name!r} has {count}" for name, count in rows.items()))
+
+
+def class_count(path: str | Path, name: str, target: np.ndarray) -> int:
+    """The number of classes of integer targets; refuses negative or fractional indices
+    (which would index out of range, or truncate silently) and absurd counts."""
+    if target.dtype.kind == "f" and not np.array_equal(target, np.floor(target)):
+        where = tuple(int(i) for i in np.argwhere(target != np.floor(target))[0])
+        raise DataError(f"{path}: array {name!r} holds {target[where]} at index {list(where)}; "
+                        "class indices (--loss ce) must be whole numbers")
+    low, high = int(target.min()), int(target.max())
+    if low < 0:
+        where = tuple(int(i) for i in np.argwhere(target < 0)[0])
+        raise DataError(f"{path}: array {name!r} holds class {low} at index {list(where)}; "
+                        "class indices must be ≥ 0")
+    if high >= MAX_DIM:
+        raise DataError(f"{path}: array {name!r} holds class {high}; at most {MAX_DIM} "
+                        "classes can be trained")
+    return high + 1
 
 
 def _input_shapes(roles: Roles, arrays: dict[str, np.ndarray], filename: str

@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from nnre.errors import NnreError
+
 if TYPE_CHECKING:
     from nnre.program import Program
 
@@ -50,8 +52,8 @@ def limit() -> int:
     if text:
         try:
             return parse_bytes(text)
-        except ValueError:
-            pass  # a malformed setting falls back to the default rather than to no limit
+        except ValueError as err:  # never silently another limit than the one asked for
+            raise NnreError(f"{ENV}: {err}") from None
     try:
         return int(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") * FRACTION)
     except (ValueError, OSError, AttributeError):

@@ -21,7 +21,7 @@ from typing import IO, Any
 import numpy as np
 from numpy.lib import format as npy
 
-from nnre.errors import FeedError, OutputError
+from nnre.errors import FeedError, NnreError, OutputError
 from nnre.files import atomic_write
 
 MAX_FEED_BYTES = 1 << 30  # all arrays of one .npz together, uncompressed
@@ -31,21 +31,25 @@ MAX_NPY_HEADER = 10_000  # numpy's own default for untrusted files
 _HEADER_READERS = {(1, 0): npy.read_array_header_1_0, (2, 0): npy.read_array_header_2_0}
 
 
-def read_npz(stream: IO[bytes], where: str) -> dict[str, np.ndarray]:
-    """Named arrays from an .npz; every problem is a FeedError naming the member."""
+def read_npz(stream: IO[bytes], where: str, max_bytes: int | None = None,
+             error: type[NnreError] = FeedError) -> dict[str, np.ndarray]:
+    """Named arrays from an .npz; every problem is an ``error`` (a FeedError for a feed)
+    naming the member. ``max_bytes`` caps all arrays together, uncompressed (weights and
+    training data pass the memory budget here)."""
     try:
         with zipfile.ZipFile(stream) as zf:
-            infos = _checked_members(zf.infolist(), where)
+            infos = _checked_members(zf.infolist(), where, max_bytes or MAX_FEED_BYTES)
             return {info.filename[:-4]: _read_member(zf, info, f"{where}: {info.filename}")
                     for info in infos}
-    except FeedError:
-        raise
+    except FeedError as err:
+        raise err if error is FeedError else error(str(err)) from None
     except (ValueError, OSError, zipfile.BadZipFile, EOFError, NotImplementedError,
             RuntimeError) as err:
-        raise FeedError(f"{where}: not a readable .npz of numeric arrays ({err})") from None
+        raise error(f"{where}: not a readable .npz of numeric arrays ({err})") from None
 
 
-def _checked_members(infos: list[zipfile.ZipInfo], where: str) -> list[zipfile.ZipInfo]:
+def _checked_members(infos: list[zipfile.ZipInfo], where: str, max_bytes: int
+                     ) -> list[zipfile.ZipInfo]:
     if len(infos) > MAX_ARRAYS:
         raise FeedError(f"{where}: {len(infos)} arrays, more than the cap of {MAX_ARRAYS}")
     names, total = set(), 0
@@ -55,9 +59,9 @@ def _checked_members(infos: list[zipfile.ZipInfo], where: str) -> list[zipfile.Z
             raise FeedError(f"{at}: every member of an .npz must be one distinct NAME.npy")
         names.add(info.filename)
         total += info.file_size
-        if total > MAX_FEED_BYTES:
-            raise FeedError(f"{at}: the arrays declare more than {MAX_FEED_BYTES:,} bytes "
-                            "uncompressed, the cap for one input")
+        if total > max_bytes:
+            raise FeedError(f"{at}: the arrays declare more than {max_bytes:,} bytes "
+                            "uncompressed, the cap for this file")
         if info.file_size > MAX_RATIO * max(info.compress_size, 1):
             raise FeedError(f"{at}: compressed {info.compress_size:,} bytes, declared "
                             f"{info.file_size:,} uncompressed: a ratio above {MAX_RATIO}:1 "

@@ -104,7 +104,7 @@ def test_unreadable_weights(files, tmp_path) -> None:
     np.save(single, np.zeros(3))
     junk = tmp_path / "junk.npz"
     junk.write_bytes(b"not a zip")
-    for path, fragment in ((obj, "cannot be read"), (single, "single array"),
+    for path, fragment in ((obj, "never unpickled"), (single, "not a readable .npz"),
                            (junk, "not a readable .npz")):
         with pytest.raises(PackError, match=fragment):
             pack(request(eqn, path, tmp_path / "m.bundle"))

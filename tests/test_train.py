@@ -9,8 +9,11 @@ import numpy as np
 import pytest
 
 from nndk import checkpoint
+from nndk.budget import BudgetError, estimate
+from nndk.models import read_model
 from nndk.optim import OPTIMIZERS, clip_global_norm
 from nndk.train import TrainConfig, TrainingError, resume, start
+from nnre.equations import check
 
 
 @pytest.fixture(scope="module")
@@ -78,9 +81,42 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(corpus: Path,
     good = (tmp_path / checkpoint.FILENAME).read_bytes()
     trainer.config.steps = 8
     trainer.params["W_y"][...] = np.nan
-    with pytest.raises(TrainingError, match="loss became nan at step 5"):
+    with pytest.raises(TrainingError, match=r"loss became nan at step 5; the last good "
+                                            r"checkpoint \(step 4\) is kept in"):
         trainer.fit(tmp_path, quiet)
     assert (tmp_path / checkpoint.FILENAME).read_bytes() == good
+
+
+def test_nan_at_the_first_step_does_not_claim_a_checkpoint(corpus: Path, tmp_path: Path) -> None:
+    trainer = start(small(steps=4, eval_every=2), corpus)
+    trainer.params["W_y"][...] = np.nan
+    with pytest.raises(TrainingError, match="at step 1; no checkpoint was written"):
+        trainer.fit(tmp_path, quiet)
+    assert not (tmp_path / checkpoint.FILENAME).exists()
+
+
+def test_nan_right_after_resume_names_the_resumed_checkpoint(corpus: Path,
+                                                             tmp_path: Path) -> None:
+    start(small(steps=2, eval_every=2), corpus).fit(tmp_path, quiet)
+    trainer = resume(tmp_path, steps=4)
+    trainer.params["W_y"][...] = np.nan
+    with pytest.raises(TrainingError, match=r"at step 3; the last good checkpoint \(step 2\) "
+                                            f"is kept in {tmp_path}"):
+        trainer.fit(tmp_path, quiet)
+
+
+def test_memory_budget_comes_from_nnre_max_bytes(corpus: Path, tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    text, filename = read_model("lstm")
+    vocab = len(set(corpus.read_text(encoding="utf-8")))
+    checked = check(text, {"H": 16}, filename=filename, known={"x": (vocab,)})
+    fixed, per_batch = estimate(checked, "adam", 10, 4)
+    assert fixed == 4 * 4 * (4 * 16 * (vocab + 16 + 1) + vocab * 17)  # param, grad, 2 moments
+    monkeypatch.setenv("NNRE_MAX_BYTES", str(fixed + per_batch - 1))
+    with pytest.raises(BudgetError, match=f"needs about {fixed + per_batch:,} bytes"):
+        start(small(steps=1), corpus)
+    monkeypatch.setenv("NNRE_MAX_BYTES", str(fixed + per_batch))
+    start(small(steps=1), corpus)
 
 
 def test_resume_refuses_other_data(corpus: Path, tmp_path: Path) -> None:

@@ -1,0 +1,52 @@
+"""How many bytes a training run will need, estimated before anything is allocated.
+
+``--set H=2147483647`` would otherwise ask NumPy for exabytes (a MemoryError traceback, or
+worse, a machine swapping to death). The estimate uses Python ints, so it cannot overflow:
+parameters, their gradients and the optimizer's state (two moments for Adam), plus every
+value of the unrolled forward and backward passes for one batch.
+"""
+
+from __future__ import annotations
+
+import math
+
+from nnre import budget
+from nnre.equations import Checked, param_shapes
+from nnre.errors import NnreError
+
+FLOAT_BYTES = 4  # training runs in float32
+STATE_COPIES = {"sgd": 1, "momentum": 1, "adam": 2, "adagrad": 1, "rmsprop": 1}
+
+
+class BudgetError(NnreError):
+    """A run that would need more memory than the budget allows."""
+
+    code = "too-big"
+
+
+def estimate(checked: Checked, optimizer: str, steps: int, batch: int) -> tuple[int, int]:
+    """(bytes of parameters + gradients + optimizer state, bytes of per-batch buffers)."""
+    params = param_shapes(checked)
+    weights = sum(math.prod(shape) for shape in params.values())
+    fixed = weights * (2 + STATE_COPIES.get(optimizer, 2)) * FLOAT_BYTES
+    values = sum(r * c for name, (r, c) in checked.shapes.of.items() if name not in params)
+    values += sum(r * c for r, c in checked.shapes.nodes.values())
+    per_batch = 2 * values * steps * batch * FLOAT_BYTES  # forward values and their gradients
+    return fixed, per_batch
+
+
+def check_budget(checked: Checked, optimizer: str, steps: int, batch: int) -> None:
+    """Refuse a run whose estimate exceeds the budget, naming its largest parameter."""
+    fixed, per_batch = estimate(checked, optimizer, steps, batch)
+    limit = budget.limit()  # the runtime's one budget: NNRE_MAX_BYTES, else half the RAM
+    if fixed + per_batch <= limit:
+        return
+    params = param_shapes(checked)
+    name, shape = max(params.items(), key=lambda item: math.prod(item[1]), default=("?", ()))
+    dims = ", ".join(f"{k}={v}" for k, v in sorted(checked.shapes.dims.items()))
+    show = budget.show
+    raise BudgetError(f"{dims}: training needs about {fixed + per_batch:,} bytes "
+                      f"({show(fixed)} for weights, gradients and {optimizer} state, the "
+                      f"largest {name} {shape}; {show(per_batch)} for {steps} steps × "
+                      f"{batch} examples), over the memory budget of {limit:,} bytes (set "
+                      "NNRE_MAX_BYTES to change it)")

@@ -1,0 +1,96 @@
+"""The options of a training run (``TrainConfig``) and the rules every value must meet.
+
+The rules are data (``nndk/schema.py``) checked in one place, ``validate``: by ``nndk train``
+before anything is read or allocated, and again on every config read from a checkpoint.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from nndk.init import INIT_SCHEMES
+from nndk.optim import OPTIMIZERS
+from nndk.schema import MAX_COUNT, Rule, check_dims, check_fields
+from nnre.errors import NnreError
+
+
+class ConfigError(NnreError):
+    """An option (or a checkpoint's stored option) outside what training can use."""
+
+    code = "bad-option"
+
+
+@dataclass
+class TrainConfig:
+    model: str = "lstm"
+    dims: dict[str, int] = field(default_factory=dict)  # + DEFAULT_DIMS the model declares
+    seq_length: int = 50
+    batch_size: int = 32
+    steps: int | None = None
+    epochs: float | None = None
+    lr: float = 2e-3
+    optimizer: str = "adam"
+    clip: float = 5.0
+    lr_decay: float = 1.0
+    decay_every: int = 0
+    val_frac: float = 0.1
+    eval_every: int = 100
+    sample_every: int = 0  # 0: at every evaluation
+    sample_length: int = 200
+    temperature: float = 0.8
+    seed: int = 0
+    init: str = "auto"
+    loss: str = "auto"  # arrays: auto (integer targets: ce, else mse), ce or mse
+    target: str = "target"  # arrays: the name of the target array
+    output: str | None = None  # the output trained (default: y, or the one that fits)
+
+
+DEFAULT_DIMS = {"H": 128}
+
+RULES: dict[str, Rule] = {
+    "model": Rule("str"),
+    "dims": Rule("dict"),
+    "seq_length": Rule("int", 1, 1_000_000),
+    "batch_size": Rule("int", 1, 1_000_000),
+    "steps": Rule("int", 1, MAX_COUNT, optional=True),
+    "epochs": Rule("float", 0, 1e9, low_open=True, optional=True),
+    "lr": Rule("float", 0, 1e3, low_open=True),
+    "optimizer": Rule("str", choices=tuple(sorted(OPTIMIZERS))),
+    "clip": Rule("float", 0, 1e30),
+    "lr_decay": Rule("float", 0, 1e3, low_open=True),
+    "decay_every": Rule("int", 0, MAX_COUNT),
+    "val_frac": Rule("float", 0, 1, high_open=True),
+    "eval_every": Rule("int", 1, MAX_COUNT),
+    "sample_every": Rule("int", 0, MAX_COUNT),
+    "sample_length": Rule("int", 0, 1_000_000),
+    "temperature": Rule("float", 0, 1e6, low_open=True),
+    "seed": Rule("int", 0, 2**63 - 1),
+    "init": Rule("str", choices=INIT_SCHEMES),
+    "loss": Rule("str", choices=("auto", "ce", "mse")),
+    "target": Rule("str"),
+    "output": Rule("str", optional=True),
+}
+
+
+def flag(name: str) -> str:
+    """The command-line spelling of a config field: seq_length → --seq-length."""
+    return "--" + name.replace("_", "-")
+
+
+def validate(values: dict[str, object], where: str | None = None) -> None:
+    """Check every field of a config (as a dict); ``where`` names a checkpoint it came from.
+
+    Without ``where`` the fields are named as flags (``--lr must be …``); with it, as the
+    checkpoint's fields (``ck/checkpoint.npz: config.lr must be …``).
+    """
+    def name(key: str) -> str:
+        return f"{where}: config.{key}" if where else flag(key)
+
+    unknown = sorted(set(values) - set(RULES))
+    if unknown:
+        raise ConfigError(f"{name(unknown[0])} is not an option of this nndk")
+    check_fields(values, RULES, name, ConfigError)
+    check_dims(values["dims"], name("dims") if where else "--set", ConfigError)
+    if values.get("steps") is not None and values.get("epochs") is not None:
+        raise ConfigError(f"{name('steps')} and {name('epochs')} both given: choose one "
+                          "(steps count optimizer updates, epochs passes over the data)")
