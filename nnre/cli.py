@@ -162,16 +162,20 @@ class Sampling:
 @click.option("--output", "output_path", metavar="OUT.npz",
               help="Write --input outputs here as .npz (atomically; the path as given).")
 @click.option("--no-cache", is_flag=True, help="Neither read nor write the compile cache.")
+@click.option("--no-check-data", is_flag=True,
+              help="Skip the sha256 check of the weights (by default every load checks them, "
+                   "except a large file already verified unchanged): a corrupted weight "
+                   "would then go unnoticed.")
 def run(model_path: str, prime: str | None, length: int, temperature: float | None,
         top_k: int | None, top_p: float | None, greedy: bool | None, seed: int | None,
         stop: str | None, input_path: str | None, input_jsonl: str | None,
-        output_path: str | None, no_cache: bool) -> None:
+        output_path: str | None, no_cache: bool, no_check_data: bool) -> None:
     """Generate text (streamed), or run tensors from --input / --input-jsonl."""
     if input_path and input_jsonl:
         raise FeedError("give --input or --input-jsonl, not both")
     if output_path and not input_path:
         raise FeedError("--output goes with --input")
-    model = loader.load(model_path, cache=not no_cache)
+    model = loader.load(model_path, cache=not no_cache, check_data=False if no_check_data else None)
     if input_path or input_jsonl:
         _run_tensors(model, input_path, input_jsonl, output_path)
         return

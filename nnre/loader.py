@@ -11,21 +11,40 @@ import numpy as np
 
 from nnre import budget
 from nnre import cache as compile_cache
-from nnre.bundle.read import Bundle, Source, decode
+from nnre.bundle.read import Bundle, Source, check_tensor_digests, decode
 from nnre.bundle.schema import SIDES, Header
 from nnre.errors import BundleError
 from nnre.model import Model, TensorSpec
 
 
-def load(src: Source, *, check_data: bool = False, cache: bool = True) -> Model:
-    """Open a bundle as a runnable Model: structure, header digest, equations and weights
-    checked; tensor digests too when ``check_data`` (see :func:`verify`).
+def load(src: Source, *, check_data: bool | None = None, cache: bool = True,
+         mapped: bool | None = None) -> Model:
+    """Open a bundle as a runnable Model: structure, header digest, equations, weights and
+    every tensor's sha256 checked, so a corrupted weight is never used unless asked.
+
+    Tensor digests (``check_data``): by default checked at every load, except for a file the
+    compile cache has seen verified before with the same device, inode, size, mtime and
+    ctime (a record signed with the user's key; see :mod:`nnre.cache`), so a large model
+    pays the hash once. ``check_data=False`` skips the check (the user opts out);
+    ``True`` forces it. Files up to ``COPY_BELOW`` (64 MiB) are read into memory, larger
+    ones mapped (``mapped``): a mapped model must be replaced by renaming a new file over
+    the old one, never by writing into it, or the process may die with SIGBUS.
 
     The compiled Program is taken from the compile cache when an exact entry exists (no
     SymPy import then) and stored there after a compile; ``cache=False`` or
-    ``NNRE_NO_CACHE=1`` bypasses it (see :mod:`nnre.cache`).
+    ``NNRE_NO_CACHE=1`` bypasses it.
     """
-    return model_of(decode(src, check_data=check_data), cache=cache)
+    bundle = decode(src, check_data=False, mapped=mapped)
+    use_cache = cache and compile_cache.enabled()
+    if check_data is None:
+        check_data = not (use_cache and bundle.identity is not None
+                          and compile_cache.is_verified(bundle.bundle_id, bundle.identity))
+    if check_data:
+        check_tensor_digests(bundle.buffer, bundle.data_start, bundle.header.tensors,
+                             bundle.source)
+        if use_cache and bundle.identity is not None and bundle.mapped:
+            compile_cache.mark_verified(bundle.bundle_id, bundle.identity)
+    return model_of(bundle, cache=cache)
 
 
 def verify(src: Source) -> Bundle:

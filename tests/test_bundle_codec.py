@@ -126,7 +126,7 @@ def test_writer_runs_the_validator() -> None:
 def test_path_reads_are_zero_copy_mmap_views(tmp_path) -> None:
     path = tmp_path / "m.bundle"
     bundle_id = write(path, lstm_content())
-    got = bundle.decode(path)
+    got = bundle.decode(path, mapped=True)  # what files above COPY_BELOW get by default
     assert got.bundle_id == bundle_id
     arr = got.tensors["W_y"]
     assert not arr.flags.writeable and not arr.flags.owndata

@@ -4,13 +4,15 @@ Order of checks (each before anything it guards is allocated or parsed): magic, 
 header length against the cap and the file size, header digest, bounded canonical msgpack,
 the shared schema validator, the tensor layout against the file size, zero padding. Only then
 are tensors exposed, as read-only ``np.frombuffer`` views over an ``mmap`` (or the bytes).
-Tensor digests are checked only with ``check_data=True`` (which reads every byte), so that
-opening stays O(header) and a 1 GB bundle opens in milliseconds. Nothing here knows about
-models: :mod:`nnre.loader` builds a Model from a decoded bundle.
+Tensor digests are checked here only with ``check_data=True`` (which reads every byte);
+:func:`nnre.loader.load` decides when (every load, unless verified before or opted out).
+Small files are read into memory, large ones mapped (``COPY_BELOW``). Nothing here knows
+about models: :mod:`nnre.loader` builds a Model from a decoded bundle.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import mmap
@@ -53,20 +55,47 @@ class Bundle:
     tensors: dict[str, np.ndarray] = field(repr=False)
     source: str = "<bytes>"
     buffer: Buffer = field(default=b"", repr=False)
+    #: (device, inode, size, mtime ns, ctime ns) of the file read, or None for bytes/streams
+    identity: tuple[int, ...] | None = None
+
+    @property
+    def mapped(self) -> bool:
+        """Whether the tensors are views of the file's pages (which another process could
+        truncate or overwrite; replace a model by renaming a new file over it)."""
+        return isinstance(self.buffer, mmap.mmap)
 
 
-def open_buffer(src: Source) -> tuple[Buffer, str]:
-    """Bytes to read from: an mmap for paths and real files, else the bytes themselves."""
+#: Files up to this size are read into memory, so that nothing another process does to the
+#: file (truncating it, ``cp``-ing over it) can reach a loaded model; larger ones are mapped.
+COPY_BELOW = 64 << 20
+
+
+def open_buffer(src: Source, mapped: bool | None = None
+                ) -> tuple[Buffer, str, tuple[int, ...] | None]:
+    """Bytes to read from (an mmap for large files, or with ``mapped=True``; else the bytes
+    themselves), the source's label, and a file's identity."""
     if isinstance(src, (bytes, bytearray, memoryview)):
-        return bytes(src), "<bytes>"
+        return bytes(src), "<bytes>", None
     if isinstance(src, (str, os.PathLike)):
         with open_regular(src, _not_a_file) as f:  # a FIFO or device would block forever
-            return _map_file(f), os.fspath(src)
+            return _file_buffer(f, mapped), os.fspath(src), _identity(f)
     try:
         src.fileno()
     except (AttributeError, OSError, io.UnsupportedOperation):
-        return bytes(src.read()), getattr(src, "name", "<stream>")
-    return _map_file(src), str(getattr(src, "name", "<file>"))
+        return bytes(src.read()), getattr(src, "name", "<stream>"), None
+    return _file_buffer(src, mapped), str(getattr(src, "name", "<file>")), _identity(src)
+
+
+def _identity(f: IO[bytes]) -> tuple[int, ...]:
+    st = os.fstat(f.fileno())
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
+
+
+def _file_buffer(f: IO[bytes], mapped: bool | None) -> Buffer:
+    size = os.fstat(f.fileno()).st_size
+    if mapped is False or (mapped is None and size <= COPY_BELOW):
+        return f.read()
+    return _map_file(f)
 
 
 def _not_a_file(message: str) -> BundleError:
@@ -119,11 +148,12 @@ def _check_padding(buf: Buffer, header_len: int, tensors: tuple[TensorEntry, ...
             raise BundleError("nonzero-padding", "padding bytes must be zero", offset=bad)
 
 
-def decode(src: Source, *, check_data: bool = False) -> Bundle:
-    """Open and validate a bundle's structure; tensors are zero-copy read-only views."""
-    buf, label = open_buffer(src)
+def decode(src: Source, *, check_data: bool = False, mapped: bool | None = None) -> Bundle:
+    """Open and validate a bundle's structure; tensors are read-only views of the file's
+    bytes, read into memory or mapped (``COPY_BELOW``, ``mapped``)."""
+    buf, label, identity = open_buffer(src, mapped)
     try:
-        return _decode(buf, label, check_data)
+        return dataclasses.replace(_decode(buf, label, check_data), identity=identity)
     except BundleError as err:
         if isinstance(buf, mmap.mmap):
             buf.close()  # no views exist yet: they are made only after every check
@@ -163,11 +193,13 @@ def _view(buf: Buffer, start: int, t: TensorEntry) -> np.ndarray:
     return arr
 
 
-def check_tensor_digests(buf: Buffer, start: int, tensors: tuple[TensorEntry, ...]) -> None:
+def check_tensor_digests(buf: Buffer, start: int, tensors: tuple[TensorEntry, ...],
+                         source: str | None = None) -> None:
     """Hash every tensor's bytes and compare with the header (reads the whole file)."""
     for i, t in enumerate(tensors):
         got = _sha256(buf, start + t.offset, start + t.offset + t.nbytes).hex()
         if got != t.sha256:
-            raise BundleError("tensor-digest", f"sha256 of tensor {t.name!r} is "
-                                f"{got[:16]}…, the header says {t.sha256[:16]}…",
-                                field=f"header.tensors[{i}]", offset=start + t.offset)
+            err = BundleError("tensor-digest", f"sha256 of tensor {t.name!r} is "
+                              f"{got[:16]}…, the header says {t.sha256[:16]}…",
+                              field=f"header.tensors[{i}]", offset=start + t.offset)
+            raise err.at_source(source) if source and source != "<bytes>" else err
