@@ -10,6 +10,7 @@ data (``nnre/confusables.py``). Used by the lexer, the model checks and the bund
 from __future__ import annotations
 
 import functools
+import re
 import unicodedata
 from collections.abc import Iterable
 
@@ -23,13 +24,14 @@ _IGNORABLE = (
 )
 
 
+_INVISIBLE = re.compile("[" + "".join(f"{re.escape(chr(lo))}-{re.escape(chr(hi))}"
+                                       for lo, hi in _IGNORABLE) + "]")
+
+
 def invisible(text: str) -> str | None:
     """The first default-ignorable (invisible) character of ``text``, if any."""
-    for ch in text:
-        cp = ord(ch)
-        if any(lo <= cp <= hi for lo, hi in _IGNORABLE):
-            return ch
-    return None
+    found = _INVISIBLE.search(text)
+    return found.group() if found else None
 
 
 def code_points(text: str) -> str:
