@@ -12,7 +12,7 @@ from nndk import __version__
 from nndk.check import describe
 from nndk.gradcheck import gradcheck, make_problem
 from nndk.init import INIT_SCHEMES
-from nndk.models import parse_bindings, read_model
+from nndk.models import parse_bindings, read_model, resolve_dims
 from nndk.onnx.common import DEFAULT_EXPORT_OPSET
 from nndk.optim import OPTIMIZERS
 from nndk.pack import PackRequest, pack
@@ -49,7 +49,8 @@ def check_command(model: str, bindings: tuple[str, ...], dtype: str) -> None:
       nndk check lstm --set H=128 --set V=65
     """
     text, filename = read_model(model)
-    click.echo(describe(text, parse_bindings(bindings), filename, dtype))
+    dims = resolve_dims(text, filename, parse_bindings(bindings))  # an unknown name: an error
+    click.echo(describe(text, dims, filename, dtype))
 
 
 @cli.command("gradcheck")
@@ -76,8 +77,8 @@ def gradcheck_command(model: str, bindings: tuple[str, ...], steps: int, batch: 
       nndk gradcheck gru --set H=8 --set V=5
     """
     text, filename = read_model(model)
-    problem = make_problem(text, parse_bindings(bindings), steps=steps, batch=batch, seed=seed,
-                           contiguous=True, stacked=True)
+    problem = make_problem(text, resolve_dims(text, filename, parse_bindings(bindings)),
+                           steps=steps, batch=batch, seed=seed, contiguous=True, stacked=True)
     errors = gradcheck(problem)
     click.echo("backprop (trainer layout) vs central differences of Model.run, float64")
     width = max(len(k) for k in errors)

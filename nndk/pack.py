@@ -96,9 +96,20 @@ def build_content(equations: str, weights: Mapping[str, np.ndarray], metadata: d
     if dtype is None:
         dtype = "float64" if weights and all(
             np.asarray(w).dtype == np.float64 for w in weights.values()) else "float32"
+    _finite(weights)
     model = Model.from_equations(equations, weights, None, dtype, filename=filename)
     signature = {"inputs": model.inputs, "outputs": model.outputs, "state": model.state}
     return BundleContent(equations, dtype, model.dims, signature, metadata, model.weights())
+
+
+def _finite(weights: Mapping[str, np.ndarray]) -> None:
+    """A NaN or infinite weight makes every output NaN: refuse it, naming where it is."""
+    for name, value in sorted(weights.items()):
+        arr = np.asarray(value)
+        if arr.dtype.kind in "fc" and not np.isfinite(arr).all():
+            where = tuple(int(i) for i in np.argwhere(~np.isfinite(arr))[0])
+            raise PackError(f"weight {name!r} holds {arr[where]} at index {list(where)}; "
+                            "a bundle stores finite weights only")
 
 
 def is_checkpoint(path: Path) -> bool:

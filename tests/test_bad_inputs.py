@@ -98,6 +98,14 @@ MLP = ["--model", "mlp", "--set", "H=4", "--batch-size", "8", "--steps", "2"]
 
 # (id, files to make, arguments after "nndk", fragment of the error line)
 CASES: list[tuple[str, list[Maker], list[str], str]] = [
+    ("check-unknown-dim", [], ["check", "lstm", "--set", "h=8"],
+     "the model has no dimension 'h' (did you mean H?"),
+    ("gradcheck-unknown-dim", [], ["gradcheck", "rnn", "--set", "Hidden=4"],
+     "the model has no dimension 'Hidden'"),
+    ("pack-nan-weight", [text("m.eqn", "y = W x + b\n"),
+                         npz("w.npz", W=np.array([[1.0, np.nan]]), b=np.zeros(1))],
+     ["pack", "m.eqn", "--weights", "w.npz", "--name", "m", "--version", "1.0.0", "-o",
+      "m.bundle"], "weight 'W' holds nan at index [0, 1]"),
     ("text-not-utf8", [text("c.txt", b"hello\nwor\xffld\n")],
      ["train", "c.txt", *FAST], "c.txt:2:4: the text is not UTF-8"),
     ("csv-not-utf8", [text("d.csv", b"x,target\n1,0\n\xe9,1\n")],
