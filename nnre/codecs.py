@@ -167,14 +167,19 @@ class Sampler:
     def __call__(self, probs: np.ndarray) -> int:
         """The drawn index; ``probs`` is 1-D, non-negative, any positive total."""
         self.draws += 1
-        with np.errstate(over="ignore"):  # an overflowing total is reported, not warned
-            total = probs.sum(dtype=np.float64)
-        if not (probs.size and probs.min() >= 0 and 0 < total < math.inf):  # NaN lands here
+        cdf = self._cdf
+        if probs.dtype == np.float64:  # only a float64 output can overflow a float64 sum
+            with np.errstate(over="ignore"):
+                np.cumsum(probs, dtype=np.float64, out=cdf)
+        else:
+            np.cumsum(probs, dtype=np.float64, out=cdf)
+        # NaN fails every comparison, so it lands here too; the checks cost ~1 µs a draw
+        if not (probs.size and 0 < cdf[-1] < math.inf and np.minimum.reduce(probs) >= 0):
             raise OutputError(f"sampling step {self.draws}: {_not_a_distribution(probs)}")
         if self.greedy:
             return int(probs.argmax())
-        cdf = self._cdf
-        np.cumsum(probs if self.plain else self._filtered(probs), dtype=np.float64, out=cdf)
+        if not self.plain:
+            np.cumsum(self._filtered(probs), dtype=np.float64, out=cdf)
         return int(cdf.searchsorted(self.rng.random() * cdf[-1], side="right"))
 
     def _filtered(self, probs: np.ndarray) -> np.ndarray:

@@ -291,12 +291,12 @@ class Model:
         budget.check(self.memory(rows), what, error)
 
     def _stage(self, kind: str, rows: int) -> Any:
-        self._check_budget(rows, f"running {rows:,} rows (steps × batch)")
         cache = getattr(self._local, "stages", None)
         if cache is None:
             cache = self._local.stages = {}
         key = (kind, rows, threads.epoch())  # a new thread policy binds again
-        if key not in cache:
+        if key not in cache:  # checked once per binding, not per call
+            self._check_budget(rows, f"running {rows:,} rows (steps × batch)")
             if len(cache) > 16:
                 cache.clear()
             prog = self.program
