@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 
 from nnre import budget
-from nnre.equations import Checked, param_shapes
+from nnre.equations import Checked, ast, param_shapes
 from nnre.errors import NnreError
 
 FLOAT_BYTES = 4  # training runs in float32
@@ -29,10 +29,29 @@ def estimate(checked: Checked, optimizer: str, steps: int, batch: int) -> tuple[
     params = param_shapes(checked)
     weights = sum(math.prod(shape) for shape in params.values())
     fixed = weights * (2 + STATE_COPIES.get(optimizer, 2)) * FLOAT_BYTES
-    values = sum(r * c for name, (r, c) in checked.shapes.of.items() if name not in params)
-    values += sum(r * c for r, c in checked.shapes.nodes.values())
-    per_batch = 2 * values * steps * batch * FLOAT_BYTES  # forward values and their gradients
+    per_example = _per_example_entries(checked)
+    per_batch = 2 * per_example * steps * batch * FLOAT_BYTES  # values and their gradients
     return fixed, per_batch
+
+
+def _per_example_entries(checked: Checked) -> int:
+    """Entries of one example's values at one step: every named value and every
+    subexpression that depends on an input or a state (a product of parameters alone is
+    made once, not per step, and counted in ``fixed``'s order of size)."""
+    params = set(checked.roles.params)
+    varying: dict[int, bool] = {}
+    total = 0
+    for name in checked.roles.order:
+        for node in ast.walk(checked.roles.equations[name].expr):
+            kids = ast.children(node)
+            varying[id(node)] = (isinstance(node, ast.Name) and node.name not in params) or \
+                any(varying[id(k)] for k in kids)
+            if varying[id(node)] and kids and id(node) in checked.shapes.nodes:
+                r, c = checked.shapes.nodes[id(node)]
+                total += r * c
+        r, c = checked.shapes.of[name]
+        total += r * c
+    return total
 
 
 def check_budget(checked: Checked, optimizer: str, steps: int, batch: int) -> None:

@@ -303,3 +303,31 @@ def test_reported_validation_loss_is_the_models_own_nll(corpus: Path, tmp_path: 
     pack(PackRequest(tmp_path / "ck", None, out, "tiny", "1.0.0", created="2026-01-01T00:00:00Z"))
     final = nnre.load(out).metadata["provenance"]["final_losses"]
     assert final["val_loss"] == pytest.approx(want, rel=1e-5)
+
+
+@pytest.mark.parametrize("hidden", [128, 256])  # arrays dominate the peak
+def test_the_memory_estimate_bounds_what_training_allocates(hidden: int) -> None:
+    """The oracle is tracemalloc's peak over building the trainer and one step: the estimate
+    must cover it without refusing runs that fit (an earlier estimate counted every weight
+    once per step and example, and refused H=512 on a 24 GiB machine)."""
+    import tracemalloc
+
+    from nndk.data import TextData
+    from nndk.train import TextTrainer
+
+    steps, batch, vocab = 20, 16, "".join(chr(32 + i) for i in range(40))
+    codes = np.random.default_rng(0).integers(0, len(vocab), 20_000)
+    text, filename = read_model("lstm")
+    config = TrainConfig(dims={"H": hidden}, seq_length=steps, batch_size=batch,
+                         sample_length=0)
+    tracemalloc.start()
+    try:
+        trainer = TextTrainer(config, "<test>", text, filename,
+                              TextData(vocab, codes, codes[:0], "0" * 64))
+        trainer.train_step()
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    fixed, per_batch = estimate(check(text, {"H": hidden, "V": len(vocab)}), "adam", steps,
+                                batch)
+    assert peak <= fixed + per_batch <= 3 * peak, (peak, fixed + per_batch)
