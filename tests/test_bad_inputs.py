@@ -221,7 +221,7 @@ CASES: list[tuple[str, list[Maker], list[str], str]] = [
     ("steps-and-epochs", [text("c.txt")], ["train", "c.txt", "--steps", "3", "--epochs", "1"],
      "--steps and --epochs both given"),
     ("huge-H", [text("c.txt")], ["train", "c.txt", "--set", "H=2147483647"],
-     "H=2147483647, V=27: training needs about 236,41"),
+     "H=2147483647, V=27: training needs about 295,148,761,801,991,062,336 bytes"),
     ("huge-H-arrays", [npz("d.npz", x=X, target=Y)],
      ["train", "d.npz", "--model", "mlp", "--set", "H=2147483647"],
      "the largest W_1 (2147483647, 3)"),
