@@ -285,7 +285,9 @@ def _leaf(c: Compiler, node: sp.Basic, shape: tuple[int, int]) -> int:
 
 
 def _elementwise(c: Compiler, node: Any, shape: tuple[int, int]) -> int:
-    return c.emit(OP_OF_LAMBDA[node.function], (c.memo[node.expr],), shape)
+    op, params = OP_OF_LAMBDA[node.function]
+    attrs: dict[str, Any] = dict(params)
+    return c.emit(op, (c.memo[node.expr],), shape, **attrs)
 
 
 def _vector_function(c: Compiler, node: Any, shape: tuple[int, int]) -> int:

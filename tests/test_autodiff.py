@@ -22,7 +22,8 @@ CASES = {
         aₜ = exp(xₜ) ⊙ tanh(W xₜ) − relu(xₜ) / (2 + abs(xₜ))
         bₜ = sqrt(exp(xₜ) + 1) + log(1 + exp(xₜ)) ⊙ σ(xₜ)
         yₜ = aₜ ⊙ bₜ + xₜ² − (xₜ^3) / 4 + -xₜ
-        qₜ = -tanh(xₜ) + softplus(W xₜ)
+        qₜ = -tanh(xₜ) + softplus(W xₜ) + leaky_relu(W xₜ; slope=0.3)
+        rₜ = clip(xₜ; min=-0.4, max=0.9) ⊙ xₜ
         """,
     "recurrent_vectors": """
         xₜ ∈ ℝ^3
@@ -109,7 +110,7 @@ def test_rules_read_only_the_values_they_declare(op: str) -> None:
     poisoned with NaN, they must not reach the contribution."""
     rule = OPS[op].vjp
     assert rule is not None
-    attrs = {"exponent": 3.0, "axis": -1}
+    attrs = {"exponent": 3.0, "axis": -1, "slope": 0.2, "min": -1.0, "max": 1.0}
     nargs = 2 if op in ("add", "sub", "mul", "div", "matmul", "rowdot", "concat") else 1
     shape = (2, 3)
     for i in range(nargs):

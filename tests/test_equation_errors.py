@@ -16,6 +16,7 @@ from nnre.equations.lexer import MAX_NAME_CHARS, MAX_NUMBER_CHARS, MAX_TEXT_CHAR
 from nnre.equations.parser import MAX_DEPTH, MAX_NODES
 from nnre.errors import EquationError, ShapeError
 from nnre.model import Model
+from nnre.ops import FUNCTIONS
 
 V3 = "x ∈ ℝ^3\n"
 
@@ -133,9 +134,21 @@ def test_shape_errors_are_shape_errors() -> None:
 # -- exact messages ---------------------------------------------------------------------------
 
 EXACT = [
+    ("y = leaky_relu(x; slop=0.1)",
+     "<equations>:1:19: leaky_relu has no parameter 'slop' (expected one of its parameters "
+     "(slope))\n    y = leaky_relu(x; slop=0.1)\n                      ^"),
+    ("y = clip(x; min=0, min=1)",
+     "<equations>:1:20: parameter 'min' given twice\n    y = clip(x; min=0, min=1)\n"
+     "                       ^"),
+    ("y = clip(x; min 0)",
+     "<equations>:1:17: unexpected '0' (expected '=' after the parameter name 'min')\n"
+     "    y = clip(x; min 0)\n                    ^"),
+    ("y = tanh(x; min=0)",
+     "<equations>:1:13: tanh has no parameter 'min' (expected one of its parameters (none))\n"
+     "    y = tanh(x; min=0)\n                ^"),
     ("y = foo(x)",
-     "<equations>:1:5: unknown function 'foo' (expected one of ReLU, abs, exp, log, "
-     "log_softmax, relu, sigmoid, softmax, softplus, sqrt, tanh, σ, σ_c, σ_g, σ_h)\n"
+     "<equations>:1:5: unknown function 'foo' (expected one of "
+     + ", ".join(sorted(FUNCTIONS)) + ")\n"
      "    y = foo(x)\n"
      "        ^"),
     ("hₜ = tanh(W hₜ₊₁)",

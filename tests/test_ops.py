@@ -27,6 +27,7 @@ CALLS: dict[str, tuple[list[tuple[int, ...]], dict[str, Any]]] = {
     "concat": ([(3, 2), (3, 4)], {"axis": -1}),
     "slice": ([(3, 6)], {"start": 1, "stop": 4}), "reshape": ([(3, 4)], {"shape": (3, 2, 2)}),
     "transpose": ([(3, 4)], {}),
+    "leaky_relu": ([(3, 4)], {"slope": 0.2}), "clip": ([(3, 4)], {"min": -0.5, "max": 1.5}),
 }
 UNARY: tuple[list[tuple[int, ...]], dict[str, Any]] = ([(3, 4)], {})
 
@@ -61,6 +62,7 @@ def test_every_op_defines_what_its_consumers_need() -> None:
         if op.spellings:  # a function of the language: SymPy and constant folding need these
             assert op.fold is not None, name
             assert op.vector or op.sympy is not None, name
+            assert set(op.params) <= set(op.attrs), name  # parameters become attributes
         shapes, attrs = CALLS.get(name, UNARY)
         if op.fusable:  # entry by entry: the shape of its arguments
             assert op.shape(*[s[1:] for s in shapes], **attrs) == shapes[0][1:], name
@@ -80,14 +82,16 @@ def test_sympy_form_kernel_and_fold_agree(name: str) -> None:
     op = OPS[name]
     assert op.sympy is not None and op.fold is not None
     d = sp.Symbol("d", real=True)
-    form = op.sympy(sp, d)
+    params = CALLS.get(name, UNARY)[1]
+    form = op.sympy(sp, d, **params)
     xs = np.array([[0.3, 1.7, 0.05, 2.5]]) if name in ("log", "sqrt") else \
         np.array([[-3.0, -0.4, 0.0, 2.2]])
-    out = _forward(op, [xs], {})
+    out = _forward(op, [xs], params)
     for x, y in zip(xs[0], out[0], strict=True):
         exact = float(form.subs(d, sp.Float(x)).evalf(30))
         assert y == pytest.approx(exact, rel=1e-12, abs=1e-15), (name, x)
-        assert op.fold(float(x)) == pytest.approx(exact, rel=1e-12, abs=1e-15), (name, x)
+        assert op.fold(float(x), **params) == pytest.approx(exact, rel=1e-12, abs=1e-15), \
+            (name, x)
 
 
 def _vjp_case(name: str, seed: int) -> tuple[Any, np.random.Generator, list[np.ndarray],

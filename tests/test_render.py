@@ -35,3 +35,10 @@ def test_a_subscripted_name_keeps_its_time_index() -> None:
     again = parse("y = " + render(eq.expr)).equations[0].expr
     names = [(n.name, n.time) for n in (again.left, again.right)]  # type: ignore[union-attr]
     assert names == [("h_1", -2), ("x", 0)]
+
+
+def test_parameters_print_in_the_tables_order_and_read_back() -> None:
+    expr = parse("y = clip(leaky_relu(x; slope=0.25); max=2)").equations[0].expr
+    assert render(expr) == "clip(leaky_relu(x; slope=0.25); min=-1, max=2)"
+    assert render(parse("y = " + render(expr)).equations[0].expr) == render(expr)
+    assert render(parse("y = leaky_relu x").equations[0].expr) == "leaky_relu(x; slope=0.01)"

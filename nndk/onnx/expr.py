@@ -17,7 +17,7 @@ from nnre.equations.lexer import canonical_name, tokenize
 from nnre.equations.parser import ROLE_WORDS
 from nnre.equations.render import render
 from nnre.errors import EquationError
-from nnre.ops import FUNCTIONS
+from nnre.ops import FUNCTIONS, OPS
 
 _SUBSCRIPTS = str.maketrans("0123456789", "₀₁₂₃₄₅₆₇₈₉")
 _RESERVED = {*FUNCTIONS, *ROLE_WORDS, "in", "R", "T", "t"}
@@ -39,6 +39,7 @@ class Num:
 class Call:
     func: str  # a spelling from nnre.ops.FUNCTIONS: 'σ', 'tanh', 'relu', …
     arg: Expr
+    params: tuple[tuple[str, float], ...] = ()  # leaky_relu(x; slope=0.2)
 
 
 @dataclass(frozen=True)
@@ -103,7 +104,10 @@ def to_ast(e: Expr) -> ast.Expr:
     if isinstance(e, Num):
         return ast.Number(e.value, e.text, _AT)
     if isinstance(e, Call):
-        return ast.Call(FUNCTIONS[e.func], to_ast(e.arg), _AT)
+        op = OPS[FUNCTIONS[e.func]]
+        given = dict(e.params)
+        params = tuple((k, given.get(k, v)) for k, v in op.params.items())
+        return ast.Call(op.name, to_ast(e.arg), _AT, params)
     if isinstance(e, Neg):
         return ast.Unary("-", to_ast(e.a), _AT)
     if isinstance(e, Stack):

@@ -3,8 +3,8 @@
 A converter gets the node's input values (:mod:`nndk.onnx.values`) and returns its outputs.
 Constants meeting per-example values become weights (vectors, matrices) or number literals;
 ops without a function of their own in the equation language are written with those that
-exist: ``LeakyRelu(x) = relu(x) − α ⊙ relu(−x)``, ``Clip(x) = x − relu(x − max) + relu(min −
-x)``. Reshapes, flattens and squeezes that keep the lead axes change nothing in the equations.
+exist: a one-sided ``Clip(x) = x − relu(x − max)`` (two bounds are ``clip(x; min=…, max=…)``).
+Reshapes, flattens and squeezes that keep the lead axes change nothing in the equations.
 """
 
 from __future__ import annotations
@@ -183,11 +183,17 @@ def _dropout(imp: Importer, node: Any, args: Args, at: dict[str, Any]) -> list[V
     return _identity(imp, node, args[:1], at)
 
 
+def _param(imp: Importer, value: float) -> float:
+    """A parameter in the shortest text that reads back as the same value in the model's
+    dtype (ONNX stores float32 attributes: 0.2, not 0.20000000298023224)."""
+    num = imp.num(value)
+    return -float(num.a.text) if isinstance(num, ex.Neg) else float(num.text)  # type: ignore
+
+
 def _leaky_relu(imp: Importer, node: Any, args: Args, at: dict[str, Any]) -> list[Value]:
-    x = imp.define(_dyn(args[0], "the input of LeakyRelu"), stem="u")
-    alpha = float(at.get("alpha", 0.01))
-    negative = ex.Bin("⊙", imp.num(alpha), ex.Call(RELU, ex.Neg(x.expr)))
-    return [Dyn(ex.sub(ex.Call(RELU, x.expr), negative), x.shape)]
+    x = _dyn(args[0], "the input of LeakyRelu")
+    slope = _param(imp, float(at.get("alpha", 0.01)))
+    return [Dyn(ex.Call("leaky_relu", x.expr, (("slope", slope),)), x.shape)]
 
 
 def _clip(imp: Importer, node: Any, args: Args, at: dict[str, Any]) -> list[Value]:
@@ -202,9 +208,11 @@ def _clip(imp: Importer, node: Any, args: Args, at: dict[str, Any]) -> list[Valu
     low, high = (b if b is not None and np.isfinite(b) else None for b in bounds)
     if low == 0.0 and high is None:
         return [Dyn(ex.Call(RELU, x.expr), x.shape)]
-    if low is not None and high is not None and low > high:  # ONNX: everything becomes max
-        return [Dyn(ex.add(ex.sub(x.expr, x.expr), imp.num(high)), x.shape)]
-    if low is not None or high is not None:
+    if low is not None and high is not None:  # clip follows ONNX when low > high too
+        bounds_ = (("min", _param(imp, low)), ("max", _param(imp, high)))
+        return [Dyn(ex.Call("clip", x.expr, bounds_), x.shape)]
+    if low is not None or high is not None:  # one bound: relu written out
+
         x = imp.define(x, stem="u")
     out = x.expr
     if high is not None:

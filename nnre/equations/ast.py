@@ -59,6 +59,7 @@ class Call:
     func: str  # canonical function id (see nnre.ops.FUNCTIONS)
     arg: Expr
     pos: Pos
+    params: tuple[tuple[str, float], ...] = ()  # every parameter of the op, defaults filled in
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ import unicodedata
 from nnre.equations import ast
 from nnre.equations.lexer import Token, tokenize
 from nnre.errors import EquationError
-from nnre.ops import FUNCTIONS
+from nnre.ops import FUNCTIONS, OPS
 
 MAX_DEPTH = 64
 MAX_NODES = 20_000
@@ -234,7 +234,7 @@ class Parser:
         self.count()
         return ast.Power(base, exponent, self.pos(op))
 
-    def signed_number(self) -> float:
+    def signed_number(self, what: str = "a number as the exponent") -> float:
         parens = self.tok.kind == "("
         if parens:
             self.advance()
@@ -242,7 +242,7 @@ class Parser:
         while self.tok.kind in ("-", "+"):
             if self.advance().kind == "-":
                 sign = -sign
-        tok = self.expect("NUMBER", "a number as the exponent")
+        tok = self.expect("NUMBER", what)
         if parens:
             self.expect(")", "')'")
         return sign * float(tok.text)
@@ -297,12 +297,15 @@ class Parser:
     def call(self, tok: Token) -> ast.Expr:
         func = FUNCTIONS[tok.text]
         self.nest()
+        given: dict[str, float] = {}
         if self.tok.kind == "(":
             self.advance()
             args = [self.expression()]
             while self.tok.kind == ",":
                 self.advance()
                 args.append(self.expression())
+            if self.tok.kind == ";":
+                given = self.params(tok)
             self.expect(")", "')' after the function's argument")
             if len(args) != 1:
                 raise self.error(f"{tok.raw} takes 1 argument, got {len(args)}", tok,
@@ -313,7 +316,25 @@ class Parser:
         else:
             raise self.error(f"function {tok.raw} needs an argument", expected="'(' or a name")
         self.depth -= 1
-        return ast.Call(func, arg, self.pos(tok))
+        params = tuple((k, given.get(k, v)) for k, v in OPS[func].params.items())
+        return ast.Call(func, arg, self.pos(tok), params)
+
+    def params(self, func: Token) -> dict[str, float]:
+        """``; name=number, …`` after a function's argument: its parameters by name."""
+        known = OPS[FUNCTIONS[func.text]].params
+        given: dict[str, float] = {}
+        while self.tok.kind in (";", ",") and (self.tok.kind == ";" or given):
+            self.advance()
+            key = self.expect("NAME", "a parameter name")
+            if key.text not in known:
+                names = ", ".join(known) or "none"
+                raise self.error(f"{func.raw} has no parameter '{key.raw}'", key,
+                                 expected=f"one of its parameters ({names})")
+            if key.text in given:
+                raise self.error(f"parameter '{key.raw}' given twice", key)
+            self.expect("=", f"'=' after the parameter name '{key.raw}'")
+            given[key.text] = self.signed_number(f"a number for '{key.raw}'")
+        return given
 
     def concat(self) -> ast.Expr:
         open_tok = self.advance()

@@ -64,7 +64,9 @@ def _render_node(node: ast.Expr, out: dict[int, tuple[str, int]], written: bool
         number = isinstance(node.operand, ast.Number)  # 2ᵀ would not read back
         return f"{sub(node.operand, ATOM + 1 if number else TRANSPOSE)}ᵀ", TRANSPOSE
     if isinstance(node, ast.Call):
-        return f"{OPS[node.func].spellings[0]}({out[id(node.arg)][0]})", ATOM
+        shown = "".join(f"{'; ' if i == 0 else ', '}{k}={_number(v)}"
+                        for i, (k, v) in enumerate(node.params))
+        return f"{OPS[node.func].spellings[0]}({out[id(node.arg)][0]}{shown})", ATOM
     return "[" + "; ".join(out[id(p)][0] for p in node.parts) + "]", ATOM
 
 

@@ -23,10 +23,21 @@ from nnre.errors import EquationError
 from nnre.ops import OPS
 
 _d = sp.Dummy("d")
-#: One shared Lambda per entry-by-entry function, from its op's SymPy form.
-LAMBDAS: dict[str, sp.Lambda] = {op.name: sp.Lambda(_d, op.sympy(sp, _d))
-                                 for op in OPS.values() if op.sympy is not None}
-OP_OF_LAMBDA = {lam: op for op, lam in LAMBDAS.items()}
+Params = tuple[tuple[str, float], ...]
+#: One shared Lambda per entry-by-entry function (and parameter values), from its op's SymPy
+#: form, so equal calls stay structurally equal; the compiler maps each back to its op.
+LAMBDAS: dict[tuple[str, Params], sp.Lambda] = {}
+OP_OF_LAMBDA: dict[sp.Lambda, tuple[str, Params]] = {}
+
+
+def lambda_of(op: str, params: Params) -> sp.Lambda:
+    key = (op, params)
+    if key not in LAMBDAS:
+        form = OPS[op].sympy
+        assert form is not None
+        lam = sp.Lambda(_d, form(sp, _d, **{k: sp.Float(v) for k, v in params}))
+        LAMBDAS[key], OP_OF_LAMBDA[lam] = lam, key
+    return LAMBDAS[key]
 
 
 class VectorFunction(sp.MatrixExpr):
@@ -261,7 +272,9 @@ class _Converter:
 
     def call(self, node: ast.Call, v: Value) -> Value:
         if isinstance(v, float):
-            return self.fold(node, OPS[node.func].fold, v)
+            fold = OPS[node.func].fold
+            assert fold is not None
+            return self.fold(node, lambda x: fold(x, **dict(node.params)), v)
         if OPS[node.func].vector:
             if 1 not in tuple(v.shape):
                 raise self.error(f"{node.func} needs a vector, got a {v.shape[0]}×{v.shape[1]}"
@@ -270,7 +283,7 @@ class _Converter:
         # Not ElementwiseApplyFunction(...): for a 1×1 operand SymPy applies the function to
         # the matrix itself (sqrt(X) becomes X**(1/2), relu fails to compare), so build the
         # node directly; its args are exactly (function, expr) either way.
-        return sp.Basic.__new__(ElementwiseApplyFunction, LAMBDAS[node.func], v)
+        return sp.Basic.__new__(ElementwiseApplyFunction, lambda_of(node.func, node.params), v)
 
 
 def to_sympy(module: ast.Module, roles: Roles, shapes: Shapes) -> SympyModel:

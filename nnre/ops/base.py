@@ -45,8 +45,11 @@ class Op:
     unfold: Callable[..., list[Call]] | None = None
     # -- equations -------------------------------------------------------------------
     spellings: tuple[str, ...] = ()  # names in equation text; the first is how it prints
-    sympy: Callable[[Any, Any], Any] | None = None  # (sympy, d) → the scalar form f(d)
-    fold: Callable[[float], float] | None = None  # f on one number: constant folding
+    #: Parameters written after a semicolon, ``leaky_relu(x; slope=0.2)``, with their
+    #: defaults; each is also an attribute of the instruction (``attrs``).
+    params: Mapping[str, float] = field(default_factory=dict)
+    sympy: Callable[..., Any] | None = None  # (sympy, d, **params) → the scalar form f(d)
+    fold: Callable[..., float] | None = None  # f(v, **params) on one number: constant folding
     vector: bool = False  # a function of the whole vector (softmax), not entry by entry
     infix: str = ""  # its operator in equation text ('+', '−', '⊙', '/'), if any
     # -- optimizer -------------------------------------------------------------------

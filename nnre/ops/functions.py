@@ -98,6 +98,41 @@ SOFTPLUS = Op(  # log(1 + eˣ), as logaddexp(0, x): no overflow for large x
     onnx="Softplus", onnx_import=("Softplus",),
 )
 
+def _leaky_relu(x: Array, out: Array, slope: float = 0.01) -> Array:
+    np.multiply(x, slope, out=out)
+    return np.maximum(x, out, out=out) if slope <= 1 else np.minimum(x, out, out=out)
+
+
+LEAKY_RELU = Op(  # x for x > 0, slope·x otherwise
+    "leaky_relu", _leaky_relu, same, attrs={"slope": float}, fusable=True,
+    spellings=("leaky_relu",), params={"slope": 0.01},
+    sympy=lambda sp, d, slope: sp.Piecewise((d, d > 0), (slope * d, True)),
+    fold=lambda v, slope: v if v > 0 else slope * v,
+    vjp=lambda g, out, args, attrs, i: g * np.where(args[0] > 0, 1.0, attrs["slope"]),
+    reads=frozenset({"args"}),
+    onnx=lambda e, ins, args, out: e.node("LeakyRelu", args, out,
+                                          alpha=float(dict(ins.attrs)["slope"])),
+)
+
+
+def _clip_onnx(e: Any, ins: Any, args: list[str], out: str) -> None:
+    attrs = dict(ins.attrs)
+    bounds = [e.const(np.array(attrs[k], dtype=e.dtype), k) for k in ("min", "max")]
+    e.node("Clip", [args[0], *bounds], out)
+
+
+CLIP = Op(  # x limited to [min, max] (ONNX's Clip; with min > max, everything is max)
+    "clip", lambda x, out, min, max: np.minimum(np.maximum(x, min, out=out), max, out=out),
+    same, attrs={"min": float, "max": float}, fusable=True,
+    spellings=("clip",), params={"min": -1.0, "max": 1.0},
+    sympy=lambda sp, d, min, max: sp.Min(sp.Max(d, min), max),
+    fold=lambda v, min, max: float(np.minimum(np.maximum(v, min), max)),
+    vjp=lambda g, out, args, attrs, i: g * ((args[0] > attrs["min"])
+                                            & (args[0] < attrs["max"])),
+    reads=frozenset({"args"}),
+    onnx=_clip_onnx,
+)
+
 NEG = elementwise(
     "neg", np.negative, passes=(-1,), vjp=passing((-1,)), onnx="Neg",
 )
@@ -128,4 +163,4 @@ POW = Op(  # x^k for a number k, written x², x³ or x^k
     onnx=_pow_onnx,
 )
 
-OPS = [SIGMOID, TANH, RELU, EXP, LOG, SQRT, ABS, SOFTPLUS, NEG, POW]
+OPS = [SIGMOID, TANH, RELU, EXP, LOG, SQRT, ABS, SOFTPLUS, LEAKY_RELU, CLIP, NEG, POW]
