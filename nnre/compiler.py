@@ -291,8 +291,11 @@ def _elementwise(c: Compiler, node: Any, shape: tuple[int, int]) -> int:
 
 
 def _vector_function(c: Compiler, node: Any, shape: tuple[int, int]) -> int:
+    """softmax and the reductions: along the row of a per-example value, along the vector of
+    a constant one (a column (n, 1) or a row (1, n))."""
     arg = c.memo[node.args[1]]
-    axis = -1 if c.stage(arg) != "prologue" else (0 if shape[1] == 1 else 1)
+    rows = int(node.args[1].shape[0])
+    axis = -1 if c.stage(arg) != "prologue" else (0 if rows != 1 else 1)
     return c.emit(node.op, (arg,), shape, axis=axis)
 
 

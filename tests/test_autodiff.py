@@ -24,6 +24,7 @@ CASES = {
         yₜ = aₜ ⊙ bₜ + xₜ² − (xₜ^3) / 4 + -xₜ
         qₜ = -tanh(xₜ) + softplus(W xₜ) + leaky_relu(W xₜ; slope=0.3)
         rₜ = clip(xₜ; min=-0.4, max=0.9) ⊙ xₜ
+        nₜ = xₜ / norm(xₜ) + (mean(xₜ) − max(W xₜ)) ⊙ xₜ + Σ(xₜ) ⊙ min(xₜ)
         """,
     "recurrent_vectors": """
         xₜ ∈ ℝ^3

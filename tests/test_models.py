@@ -189,3 +189,21 @@ def test_deeper_lag_state() -> None:
     np.testing.assert_allclose(ys["h"], np.stack(want), atol=1e-12)
     np.testing.assert_allclose(state["h"], h1, atol=1e-12)
     np.testing.assert_allclose(state["h@t-2"], h2, atol=1e-12)
+
+
+def test_layer_norm_and_rms_norm_written_from_primitives_match_numpy() -> None:
+    """Per-example numbers (reductions, xᵀx) broadcast over vectors, as NumPy does."""
+    rng = np.random.default_rng(3)
+    g, b = rng.normal(size=5), rng.normal(size=5)
+    text = ("x ∈ ℝ^5\nμ = mean(x)\nv = mean((x − μ)²)\n"
+            "ln = γ ⊙ (x − μ) / √(v + 1e-5) + β\nrms = γ ⊙ x / √(mean(x²) + 1e-6)\n"
+            "unit = x / ‖x‖ + (xᵀ x) x ⊙ 0\n")
+    model = Model.from_equations(text, {"γ": g, "β": b}, dtype="float64")
+    x = rng.normal(size=(4, 5))
+    out, _ = model.step({"x": x})
+    mu, var = x.mean(1, keepdims=True), x.var(1, keepdims=True)
+    np.testing.assert_allclose(out["ln"], g * (x - mu) / np.sqrt(var + 1e-5) + b, rtol=1e-12)
+    np.testing.assert_allclose(out["rms"], g * x / np.sqrt((x * x).mean(1, keepdims=True) + 1e-6),
+                               rtol=1e-12)
+    np.testing.assert_allclose(out["unit"], x / np.linalg.norm(x, axis=1, keepdims=True),
+                               rtol=1e-12)

@@ -64,15 +64,19 @@ def _many_ops() -> object:
         n("Mul", ["a", "scale"], ["ms"]), n("Identity", ["ms"], ["id"]),
         n("Softmax", ["id"], ["y"], axis=1), n("LogSoftmax", ["id"], ["z"], axis=-1),
         n("Relu", ["id"], ["rl"]), n("Softplus", ["id"], ["sp"]),
+        n("ReduceSum", ["e1", "last"], ["rs"], keepdims=1), n("Div", ["e1", "rs"], ["nd"]),
+        n("ReduceMax", ["id"], ["rx"], axes=[-1], keepdims=1),
     ]
     inits = [_init("fc.weight", 5, 6), _init("fc.bias", 5), _init("w2", 5, 3),
              _init("bias2", 3), _init("scale", 6),
              numpy_helper.from_array(np.array(-0.5, np.float32), "lo"),
              numpy_helper.from_array(np.array(0.7, np.float32), "hi"),
              numpy_helper.from_array(np.array([1.0], np.float32), "one"),
-             numpy_helper.from_array(np.array([-1, 6], np.int64), "shape")]
+             numpy_helper.from_array(np.array([-1, 6], np.int64), "shape"),
+             numpy_helper.from_array(np.array([1], np.int64), "last")]
     return _model(nodes, inits, {"img": ["N", 2, 3]}, {"y": ["N", 6], "z": ["N", 6],
-                                                       "rl": ["N", 6], "sp": ["N", 6]})
+                                                       "rl": ["N", 6], "sp": ["N", 6],
+                                                       "nd": ["N", 6], "rx": ["N", 1]})
 
 
 def test_many_ops_match_onnxruntime() -> None:
@@ -82,11 +86,11 @@ def test_many_ops_match_onnxruntime() -> None:
     img = RNG.standard_normal((7, 2, 3)).astype(np.float32)
     want = ort_runner(proto)({"img": img})
     got, _ = model.step({"img": img.reshape(7, -1)})
-    for name in ("y", "z", "rl", "sp"):
+    for name in ("y", "z", "rl", "sp", "nd", "rx"):
         np.testing.assert_allclose(got[result.outputs[name][0]], want[name], atol=1e-5)
     text = result.equations
     assert "relu(" in text and "softmax(" in text and "log_softmax(" in text
-    assert "softplus(" in text
+    assert "softplus(" in text and "sum(" in text and "max(" in text
     assert "W₁ img" in text and "[" in text  # generated weight names, stacking
 
 

@@ -27,6 +27,7 @@ CALLS: dict[str, tuple[list[tuple[int, ...]], dict[str, Any]]] = {
     "concat": ([(3, 2), (3, 4)], {"axis": -1}),
     "slice": ([(3, 6)], {"start": 1, "stop": 4}), "reshape": ([(3, 4)], {"shape": (3, 2, 2)}),
     "transpose": ([(3, 4)], {}),
+    **{name: ([(3, 4)], {"axis": -1}) for name in ("sum", "mean", "max", "min", "norm")},
     "leaky_relu": ([(3, 4)], {"slope": 0.2}), "clip": ([(3, 4)], {"min": -0.5, "max": 1.5}),
 }
 UNARY: tuple[list[tuple[int, ...]], dict[str, Any]] = ([(3, 4)], {})
@@ -67,6 +68,8 @@ def test_every_op_defines_what_its_consumers_need() -> None:
         if op.fusable:  # entry by entry: the shape of its arguments
             assert op.shape(*[s[1:] for s in shapes], **attrs) == shapes[0][1:], name
         assert name in CALLS or op.shape((4,)) == (4,), f"{name}: add a row to CALLS"
+        if op.reduces:  # one number per row
+            assert op.vector and op.shape((5,), axis=-1) == (1,), name
 
 
 def test_spellings_and_onnx_names_are_unambiguous() -> None:

@@ -42,3 +42,8 @@ def test_parameters_print_in_the_tables_order_and_read_back() -> None:
     assert render(expr) == "clip(leaky_relu(x; slope=0.25); min=-1, max=2)"
     assert render(parse("y = " + render(expr)).equations[0].expr) == render(expr)
     assert render(parse("y = leaky_relu x").equations[0].expr) == "leaky_relu(x; slope=0.01)"
+
+
+def test_a_norm_written_with_bars_reads_as_the_norm_function() -> None:
+    expr = parse("y = x / ‖W x + b‖").equations[0].expr
+    assert render(expr) == "x / norm(W · x + b)"

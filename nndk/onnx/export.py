@@ -54,6 +54,7 @@ class Emitter:
     used: set[str] = field(default_factory=set)
     names: dict[int, str] = field(default_factory=dict)
     labels: dict[int, str] = field(default_factory=dict)  # slot → equation it computes
+    opset: int = DEFAULT_EXPORT_OPSET  # what an op's own rule may use
 
     def fresh(self, hint: str) -> str:
         name, n = hint, 1
@@ -116,7 +117,7 @@ def export_model(model: Model, *, opset: int = DEFAULT_EXPORT_OPSET, sequence: b
     check_export_opset(opset)
     weights = model.weights()
     prog, labels = _compile(model)
-    outer = Emitter(prog)
+    outer = Emitter(prog, opset=opset)
     outer.labels = labels
     for name_, index in prog.params.items():
         _param(outer, index, weights[name_])
@@ -222,6 +223,7 @@ def _sequence_graph(outer: Emitter, name: str, elem: int) -> Any:
     """The step as a Scan body over time: inputs (T, N, n), state (N, n) in and out."""
     onnx = require_onnx()
     body = Emitter(outer.prog, prefix="step.", used=outer.used, names=dict(outer.names),
+                   opset=outer.opset,
                    labels=outer.labels)
     body_in, body_out = _step_io(body, elem, ["N"])
     body_graph = onnx.helper.make_graph(body.nodes, "step", body_in, body_out, body.inits)

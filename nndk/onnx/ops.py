@@ -132,10 +132,13 @@ def _binary(op: str, stem: str) -> Rule:
         a, b = args[0], args[1]
         if isinstance(a, Dyn) and isinstance(b, Dyn):
             shape = tuple(np.broadcast_shapes(a.shape, b.shape))
-            if int(np.prod(shape, dtype=np.int64)) != a.size or a.size != b.size:
-                raise Unsupported(f"{node.op_type} broadcasts one per-example value over "
-                                  "another")
-            return [Dyn(_combine(op, a.expr, b.expr), a.shape)]
+            size = int(np.prod(shape, dtype=np.int64))
+            if a.size == b.size == size:
+                return [Dyn(_combine(op, a.expr, b.expr), a.shape)]
+            if 1 in (a.size, b.size) and size == max(a.size, b.size) and len(shape) <= 1:
+                # one number per example over a vector: the language broadcasts it as NumPy
+                return [Dyn(_combine(op, a.expr, b.expr), a.shape if a.size > 1 else b.shape)]
+            raise Unsupported(f"{node.op_type} broadcasts one per-example value over another")
         dyn = _dyn(a if isinstance(a, Dyn) else b, f"an operand of {node.op_type}")
         other = b if dyn is a else a
         if not isinstance(other, Const):
@@ -234,6 +237,30 @@ def _softmax(func: str) -> Rule:
         if not fits:
             raise Unsupported(f"{node.op_type} over an axis other than the per-example one")
         return [Dyn(ex.Call(func, x.expr), x.shape)]
+    return rule
+
+
+def _reduce(func: str) -> Rule:
+    """ReduceSum/Mean/Max/Min/L2 over the per-example vector, keeping its axis."""
+    def rule(imp: Importer, node: Any, args: Args, at: dict[str, Any]) -> list[Value]:
+        x = _dyn(args[0], f"the input of {node.op_type}")
+        rank = imp.lead + len(x.shape)
+        axes_input = node.op_type == "ReduceSum" and imp.opset >= 13 or imp.opset >= 18
+        given = args[1] if axes_input and len(args) > 1 else None
+        if given is not None and not isinstance(given, Const):
+            raise Unsupported(f"{node.op_type} with axes computed per example")
+        axes = list(np.asarray(given.value).reshape(-1)) if given is not None \
+            else list(at.get("axes", []))
+        if not axes:
+            raise Unsupported(f"{node.op_type} over every axis, the batch's too")
+        if int(at.get("keepdims", 1)) != 1:
+            raise Unsupported(f"{node.op_type} with keepdims=0 (a per-example result without "
+                              "its axis; nnre keeps reduced values as vectors of one)")
+        wanted = {_axis(int(a), rank) - imp.lead for a in axes}
+        vector = len(x.shape) >= 1 and x.size == x.shape[-1]
+        if not vector or wanted != {len(x.shape) - 1}:
+            raise Unsupported(f"{node.op_type} over an axis other than the per-example vector")
+        return [Dyn(ex.Call(func, x.expr), (*x.shape[:-1], 1))]
     return rule
 
 
@@ -394,7 +421,8 @@ def _from_op(op: Op) -> Rule:
 
 
 RULES: dict[str, Rule] = {
-    **{op_type: _from_op(op) for op_type, op in BY_ONNX.items()},
+    **{op_type: _from_op(op) for op_type, op in BY_ONNX.items() if not op.reduces},
+    **{op_type: _reduce(op.spellings[0]) for op_type, op in BY_ONNX.items() if op.reduces},
     "Neg": _neg, "LeakyRelu": _leaky_relu, "Clip": _clip, "Identity": _identity,
     "Dropout": _dropout,
     "MatMul": _matmul, "Gemm": _gemm, "Flatten": _flatten, "Reshape": _reshape,

@@ -269,6 +269,13 @@ class Parser:
             return ast.Number(float(tok.text), tok.text, self.pos(tok))
         if tok.kind == "NAME":
             return self.name_or_call()
+        if tok.kind == "‖":  # ‖x‖, the Euclidean norm (not a juxtaposed operand: ‖ also closes)
+            self.advance()
+            self.nest()
+            inner = self.expression()
+            self.depth -= 1
+            self.expect("‖", "'‖' closing the norm")
+            return ast.Call("norm", inner, self.pos(tok))
         if tok.kind == "(":
             self.advance()
             self.nest()

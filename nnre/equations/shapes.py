@@ -15,6 +15,7 @@ from nnre.equations import ast
 from nnre.equations.render import unparse
 from nnre.equations.roles import Roles
 from nnre.errors import ShapeError
+from nnre.ops import OPS
 
 MAX_DIM = 2**31 - 1
 
@@ -246,6 +247,8 @@ class _Checker:
             return (c, r)
         if isinstance(node, ast.Concat):
             return self.concat(node, eq)
+        if isinstance(node, ast.Call) and OPS[node.func].reduces:
+            return (self.one, self.one)  # Σ x, mean(x), ‖x‖: one number
         operand = node.arg if isinstance(node, ast.Call) else \
             node.base if isinstance(node, ast.Power) else node.operand
         self._inherit_scalar(node, operand)
@@ -255,6 +258,12 @@ class _Checker:
         if all(self.is_scalar(o) for o in operands):
             self.known_scalar.add(id(node))
 
+    def one_by_one(self, node: ast.Expr) -> bool:
+        """Known to be a single number: a declared scalar or literal, or a value whose shape
+        is already 1×1 (``xᵀ x``, a reduction), which broadcasts like a scalar (NumPy)."""
+        r, c = self.nodes[id(node)]
+        return self.is_scalar(node) or (self.d.get(r) == 1 and self.d.get(c) == 1)
+
     def binary(self, node: ast.Binary, eq: ast.Equation) -> Pair:
         left, right = self.nodes[id(node.left)], self.nodes[id(node.right)]
         self._inherit_scalar(node, node.left, node.right)
@@ -262,6 +271,8 @@ class _Checker:
             return right
         if self.is_scalar(node.right):
             return left
+        if self.one_by_one(node.left) != self.one_by_one(node.right):  # a number per example
+            return right if self.one_by_one(node.left) else left
         shapes = (self.show(left), self.show(right))  # as they were before unifying
 
         def message() -> str:  # rendered only on failure: rendering every node is quadratic

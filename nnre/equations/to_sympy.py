@@ -52,6 +52,8 @@ class VectorFunction(sp.MatrixExpr):
 
     @property
     def shape(self) -> tuple[Any, Any]:
+        if OPS[self.op].reduces:  # one number
+            return (sp.Integer(1), sp.Integer(1))
         return self.args[1].shape  # type: ignore[attr-defined, no-any-return]
 
 

@@ -51,6 +51,7 @@ class Op:
     sympy: Callable[..., Any] | None = None  # (sympy, d, **params) → the scalar form f(d)
     fold: Callable[..., float] | None = None  # f(v, **params) on one number: constant folding
     vector: bool = False  # a function of the whole vector (softmax), not entry by entry
+    reduces: bool = False  # a vector in, one number out (sum, mean, max, min, norm)
     infix: str = ""  # its operator in equation text ('+', '−', '⊙', '/'), if any
     # -- optimizer -------------------------------------------------------------------
     fusable: bool = False  # entry by entry: one call over adjacent slices equals several
