@@ -38,7 +38,8 @@ def cli() -> None:
 @click.option("--dtype", type=click.Choice(["float32", "float64"]), default="float32",
               show_default=True, help="Precision of the compiled program.")
 def check_command(model: str, bindings: tuple[str, ...], dtype: str) -> None:
-    """Parse and shape-check MODEL (an .eqn file or a template: lstm, gru, rnn, mlp).
+    """Parse and shape-check MODEL (an .eqn file or a template: lstm, gru, rnn, mlp, lstm2,
+    gru2, mlp_ln).
 
     Prints the canonical equations, the roles (inputs, state, outputs), every parameter's
     shape, the parameter count and the compiled program. On an error, prints where it is
@@ -95,7 +96,8 @@ def gradcheck_command(model: str, bindings: tuple[str, ...], steps: int, batch: 
 @cli.command("train")
 @click.argument("data", metavar="DATA", type=click.Path(dir_okay=False))
 @click.option("--model", default="lstm", show_default=True,
-              help="Template (lstm, gru, rnn) or a path to an .eqn file.")
+              help="Template (lstm, gru, rnn, lstm2, gru2; mlp, mlp_ln for arrays) or a path "
+                   "to an .eqn file.")
 @click.option("--set", "bindings", multiple=True, metavar="NAME=N",
               help="Bind a dimension the model declares, e.g. --set H=256 (default H=128). "
                    "Refused above a memory budget ($NNRE_MAX_BYTES, default half the RAM).")

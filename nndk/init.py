@@ -1,17 +1,22 @@
-"""Initial weights: Xavier-uniform or orthogonal matrices, zero biases, forget-gate bias 1."""
+"""Initial weights: Xavier-uniform or orthogonal matrices, zero biases, forget-gate bias 1,
+norm gains 1."""
 
 from __future__ import annotations
 
 import numpy as np
 
-FORGET_BIASES = {"b_f", "B_f", "Bf", "bf"}  # LSTM forget-gate biases start at 1 (Jozefowicz 2015)
+# LSTM forget-gate biases start at 1 (Jozefowicz 2015)
+FORGET_BIASES = {"b_f", "B_f", "Bf", "bf", "b1_f", "b2_f"}
+# Layer-norm gains start at 1 (Ba et al. 2016): γ, γ_1, gamma, …; a zero gain blocks every
+# gradient below it
+GAINS = ("γ", "gamma")
 
 
 def init_param(name: str, shape: tuple[int, ...], rng: np.random.Generator, scheme: str,
                dtype: str) -> np.ndarray:
     """One parameter's initial value, by its shape and, for a forget-gate bias, its name."""
     if len(shape) < 2 or min(shape) == 1:
-        value = 1.0 if name in FORGET_BIASES else 0.0
+        value = 1.0 if name in FORGET_BIASES or name.split("_")[0] in GAINS else 0.0
         return np.full(shape, value, dtype=dtype)
     rows, cols = shape
     if scheme == "orthogonal" or (scheme == "auto" and rows == cols):

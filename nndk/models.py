@@ -9,7 +9,8 @@ from pathlib import Path
 from nnre.equations.parser import parse
 from nnre.errors import EquationError
 
-TEMPLATE_NAMES = ("lstm", "gru", "rnn", "mlp")
+#: The templates shipped in nndk/templates (each a plain .eqn file).
+TEMPLATE_NAMES = ("lstm", "gru", "rnn", "mlp", "lstm2", "gru2", "mlp_ln")
 
 
 def read_model(spec: str) -> tuple[str, str]:

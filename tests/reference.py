@@ -59,6 +59,56 @@ def mlp(p: dict[str, np.ndarray], x: np.ndarray) -> np.ndarray:
     return softmax(h @ p["W_2"].T + p["b_2"])
 
 
+def _layer(p: dict[str, np.ndarray], n: int) -> dict[str, np.ndarray]:
+    """Layer n's weights (W1_f → W_f) of a stacked template."""
+    return {f"{k[0]}_{k.split('_')[1]}": v for k, v in p.items()
+            if k.split("_")[0] == f"{k[0]}{n}"}
+
+
+def lstm2(p: dict[str, np.ndarray], xs: np.ndarray, h1: np.ndarray, c1: np.ndarray,
+          h2: np.ndarray, c2: np.ndarray) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
+    """Two LSTM layers: keys W1_g, U1_g, b1_g, W2_g, … and the read-out W_y, b_y."""
+    one, two = _layer(p, 1), _layer(p, 2)
+    ys = []
+    for x in xs:
+        gates = [sigmoid(x @ one[f"W_{g}"].T + h1 @ one[f"U_{g}"].T + one[f"b_{g}"])
+                 for g in "ifo"]
+        c1 = gates[1] * c1 + gates[0] * np.tanh(x @ one["W_c"].T + h1 @ one["U_c"].T
+                                                + one["b_c"])
+        h1 = gates[2] * np.tanh(c1)
+        gates = [sigmoid(h1 @ two[f"W_{g}"].T + h2 @ two[f"U_{g}"].T + two[f"b_{g}"])
+                 for g in "ifo"]
+        c2 = gates[1] * c2 + gates[0] * np.tanh(h1 @ two["W_c"].T + h2 @ two["U_c"].T
+                                                + two["b_c"])
+        h2 = gates[2] * np.tanh(c2)
+        ys.append(softmax(h2 @ p["W_y"].T + p["b_y"]))
+    return np.stack(ys), (h1, c1, h2, c2)
+
+
+def gru2(p: dict[str, np.ndarray], xs: np.ndarray, h1: np.ndarray, h2: np.ndarray
+         ) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
+    one, two = _layer(p, 1), _layer(p, 2)
+    ys = []
+    for x in xs:
+        for w, u, inp in ((one, "h1", x), (two, "h2", None)):
+            h = h1 if u == "h1" else h2
+            inp = x if inp is not None else h1
+            z = sigmoid(inp @ w["W_z"].T + h @ w["U_z"].T + w["b_z"])
+            r = sigmoid(inp @ w["W_r"].T + h @ w["U_r"].T + w["b_r"])
+            cand = np.tanh(inp @ w["W_h"].T + (r * h) @ w["U_h"].T + w["b_h"])
+            h = (1 - z) * h + z * cand
+            h1, h2 = (h, h2) if u == "h1" else (h1, h)
+        ys.append(softmax(h2 @ p["W_y"].T + p["b_y"]))
+    return np.stack(ys), (h1, h2)
+
+
+def mlp_ln(p: dict[str, np.ndarray], x: np.ndarray) -> np.ndarray:
+    a = x @ p["W_1"].T + p["b_1"]
+    mu, var = a.mean(-1, keepdims=True), a.var(-1, keepdims=True)
+    h = np.maximum(p["γ"] * (a - mu) / np.sqrt(var + 1e-5) + p["β"], 0)
+    return softmax(h @ p["W_2"].T + p["b_2"])
+
+
 def random_params(shapes: dict[str, tuple[int, ...]], seed: int = 0, scale: float = 0.5
                   ) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)

@@ -59,7 +59,7 @@ def test_gradients_match_central_differences(name: str, optimize: bool) -> None:
 
 
 @pytest.mark.parametrize("contiguous", [False, True])  # True: how the trainer compiles
-@pytest.mark.parametrize("template", ["lstm", "gru", "rnn", "mlp"])
+@pytest.mark.parametrize("template", ["lstm", "gru", "rnn", "mlp", "lstm2", "gru2", "mlp_ln"])
 def test_template_gradients(template: str, contiguous: bool) -> None:
     text = (TEMPLATES / f"{template}.eqn").read_text(encoding="utf-8")
     errors = gradcheck(make_problem(text, DIMS, steps=4, batch=2, contiguous=contiguous))
@@ -67,7 +67,7 @@ def test_template_gradients(template: str, contiguous: bool) -> None:
     assert any(k.startswith("param ") for k in errors)
 
 
-@pytest.mark.parametrize("template", ["lstm", "gru", "rnn", "mlp"])
+@pytest.mark.parametrize("template", ["lstm", "gru", "rnn", "mlp", "lstm2", "gru2", "mlp_ln"])
 def test_template_gradients_in_the_trainer_layout(template: str,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     """Parameters stored inside their stacks, and every per-step product in transposed

@@ -49,14 +49,15 @@ def test_resume_is_bit_identical(corpus: Path, tmp_path: Path) -> None:
         np.testing.assert_array_equal(second.opt.state[key], value, err_msg=key)
 
 
-@pytest.mark.parametrize("model", ["lstm", "gru", "rnn"])
+@pytest.mark.parametrize("model", ["lstm", "gru", "rnn", "lstm2", "gru2"])
 def test_training_lowers_the_loss(corpus: Path, tmp_path: Path, model: str) -> None:
     trainer = start(small(model=model, steps=60, eval_every=30), corpus)
     before = trainer.evaluate()
     trainer.fit(tmp_path, quiet)
     after = trainer.evaluate()
     assert before is not None and after is not None
-    assert after < 0.8 * before, (before, after)
+    assert after < (0.9 if model.endswith("2") else 0.8) * before, (before, after)  # stacks
+    # learn more slowly in 60 steps
 
 
 def test_checkpoint_round_trip_and_progress_sample(corpus: Path, tmp_path: Path) -> None:

@@ -39,8 +39,9 @@ def sequences(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return folder / "seq.npz", folder / "seq.eqn"
 
 
-def test_mlp_classifier_learns(classes: Path, tmp_path: Path) -> None:
-    config = TrainConfig(model="mlp", dims={"H": 16}, batch_size=32, steps=200, lr=1e-2,
+@pytest.mark.parametrize("model", ["mlp", "mlp_ln"])
+def test_mlp_classifier_learns(classes: Path, tmp_path: Path, model: str) -> None:
+    config = TrainConfig(model=model, dims={"H": 16}, batch_size=32, steps=200, lr=1e-2,
                          eval_every=100, sample_length=0)
     trainer = start(config, classes)
     trainer.fit(tmp_path, quiet)

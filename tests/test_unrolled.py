@@ -44,14 +44,18 @@ def reference_run(template: str, problem: Problem, feeds: np.ndarray
     shapes = param_shapes(check(problem.text, problem.dims))
     p = {k: np.asarray(v, np.float64).reshape(shapes[k]) for k, v in problem.params.items()}
     xs = feeds.astype(np.float64).reshape(STEPS, BATCH, -1)
-    h = {k[0]: np.asarray(v, np.float64) for k, v in problem.init.items()}
+    h = {k[0]: np.asarray(v, np.float64) for k, v in problem.init.items()}  # (name, lag) keys
     if template == "lstm":
         ys, hT, cT = ref.lstm(p, xs, h["h"], h["c"])
         return ys, {"h": hT, "c": cT}
     if template in ("gru", "rnn"):
         ys, hT = getattr(ref, template)(p, xs, h["h"])
         return ys, {"h": hT}
-    return ref.mlp(p, xs), {}
+    if template in ("lstm2", "gru2"):
+        names = ("h1", "c1", "h2", "c2") if template == "lstm2" else ("h1", "h2")
+        ys, final = getattr(ref, template)(p, xs, *(h[n] for n in names))
+        return ys, dict(zip(names, final, strict=True))
+    return getattr(ref, template)(p, xs), {}
 
 
 def runtime_run(problem: Problem, feeds: np.ndarray
@@ -106,7 +110,7 @@ def problem_for(template: str, layout: bool, codes: bool) -> tuple[Problem, Any]
 
 
 @pytest.mark.parametrize("mode", sorted(MODES))
-@pytest.mark.parametrize("template", ["lstm", "gru", "rnn", "mlp"])
+@pytest.mark.parametrize("template", ["lstm", "gru", "rnn", "mlp", "lstm2", "gru2", "mlp_ln"])
 def test_unrolled_matches_model_run_and_reference(template: str, mode: str,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     layout, transposed, transient, codes = MODES[mode]
@@ -118,7 +122,7 @@ def test_unrolled_matches_model_run_and_reference(template: str, mode: str,
     assert_same(got, reference_run(template, problem, problem.feeds["x"]), "reference")
 
 
-@pytest.mark.parametrize("template", ["lstm", "gru", "rnn", "mlp"])
+@pytest.mark.parametrize("template", ["lstm", "gru", "rnn", "mlp", "lstm2", "gru2", "mlp_ln"])
 def test_learner_forward_matches_model_run_and_reference(template: str,
                                                          monkeypatch: pytest.MonkeyPatch
                                                          ) -> None:
