@@ -24,6 +24,12 @@ CASES = {
         yₜ = aₜ ⊙ bₜ + xₜ² − (xₜ^3) / 4 + -xₜ
         qₜ = -tanh(xₜ) + softplus(W xₜ)
         """,
+    "activations": """
+        xₜ ∈ ℝ^3
+        uₜ = W xₜ + b
+        yₜ = sin(uₜ) ⊙ cos(xₜ) + erf(uₜ)
+        gₜ = gelu(uₜ) + gelu_tanh(xₜ) ⊙ uₜ
+        """,
     "recurrent_vectors": """
         xₜ ∈ ℝ^3
         hₜ ∈ ℝ^4

@@ -134,8 +134,9 @@ def test_shape_errors_are_shape_errors() -> None:
 
 EXACT = [
     ("y = foo(x)",
-     "<equations>:1:5: unknown function 'foo' (expected one of ReLU, abs, exp, log, "
-     "log_softmax, relu, sigmoid, softmax, softplus, sqrt, tanh, σ, σ_c, σ_g, σ_h)\n"
+     "<equations>:1:5: unknown function 'foo' (expected one of ReLU, abs, cos, erf, exp, "
+     "gelu, gelu_tanh, log, log_softmax, relu, sigmoid, sin, softmax, softplus, sqrt, "
+     "tanh, σ, σ_c, σ_g, σ_h)\n"
      "    y = foo(x)\n"
      "        ^"),
     ("hₜ = tanh(W hₜ₊₁)",

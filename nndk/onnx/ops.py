@@ -190,6 +190,19 @@ def _leaky_relu(imp: Importer, node: Any, args: Args, at: dict[str, Any]) -> lis
     return [Dyn(ex.sub(ex.Call(RELU, x.expr), negative), x.shape)]
 
 
+GELU = {"none": _function(OPS["gelu"].spellings[0]),
+        "tanh": _function(OPS["gelu_tanh"].spellings[0])}
+
+
+def _gelu(imp: Importer, node: Any, args: Args, at: dict[str, Any]) -> list[Value]:
+    if imp.opset < 20:
+        raise Unsupported(f"Gelu is an op of opset 20 (the model imports opset {imp.opset})")
+    approximate = at.get("approximate", "none")
+    if approximate not in GELU:
+        raise Unsupported(f"Gelu with approximate='{approximate}' (expected 'none' or 'tanh')")
+    return GELU[approximate](imp, node, args, at)
+
+
 def _clip(imp: Importer, node: Any, args: Args, at: dict[str, Any]) -> list[Value]:
     x = _dyn(args[0], "the input of Clip")
     bounds: list[float | None] = [at.get("min"), at.get("max")] if imp.opset < 11 \
@@ -387,7 +400,7 @@ def _from_op(op: Op) -> Rule:
 
 RULES: dict[str, Rule] = {
     **{op_type: _from_op(op) for op_type, op in BY_ONNX.items()},
-    "Neg": _neg, "LeakyRelu": _leaky_relu, "Clip": _clip, "Identity": _identity,
+    "Neg": _neg, "LeakyRelu": _leaky_relu, "Gelu": _gelu, "Clip": _clip, "Identity": _identity,
     "Dropout": _dropout,
     "MatMul": _matmul, "Gemm": _gemm, "Flatten": _flatten, "Reshape": _reshape,
     "Squeeze": _squeeze, "Unsqueeze": _unsqueeze, "Transpose": _transpose,
