@@ -29,6 +29,8 @@ CASES = {
         uₜ = W xₜ + b
         yₜ = sin(uₜ) ⊙ cos(xₜ) + erf(uₜ)
         gₜ = gelu(uₜ) + gelu_tanh(xₜ) ⊙ uₜ
+        sₜ = silu(uₜ) − swish(xₜ) ⊙ mish(uₜ) + elu(uₜ) ⊙ elu(-xₜ)
+        rₜ = hardsigmoid(4 ⊙ uₜ) + hardswish(4 ⊙ xₜ)
         """,
     "recurrent_vectors": """
         xₜ ∈ ℝ^3

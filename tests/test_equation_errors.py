@@ -134,9 +134,9 @@ def test_shape_errors_are_shape_errors() -> None:
 
 EXACT = [
     ("y = foo(x)",
-     "<equations>:1:5: unknown function 'foo' (expected one of ReLU, abs, cos, erf, exp, "
-     "gelu, gelu_tanh, log, log_softmax, relu, sigmoid, sin, softmax, softplus, sqrt, "
-     "tanh, σ, σ_c, σ_g, σ_h)\n"
+     "<equations>:1:5: unknown function 'foo' (expected one of ReLU, abs, cos, elu, erf, "
+     "exp, gelu, gelu_tanh, hardsigmoid, hardswish, log, log_softmax, mish, relu, sigmoid, "
+     "silu, sin, softmax, softplus, sqrt, swish, tanh, σ, σ_c, σ_g, σ_h)\n"
      "    y = foo(x)\n"
      "        ^"),
     ("hₜ = tanh(W hₜ₊₁)",

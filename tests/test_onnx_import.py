@@ -43,7 +43,8 @@ def _model(nodes: list, inits: list, inputs: dict, outputs: dict, opset: int = 1
     return proto
 
 
-NEW = ["si", "co", "ef"]  # outputs of the functions added after softplus (Gelu: opset 20)
+# outputs of the functions added after softplus (Mish and Gelu need newer opsets: below)
+NEW = ["si", "co", "ef", "eu", "ea", "hs", "hw"]
 
 
 def _many_ops() -> object:
@@ -68,6 +69,8 @@ def _many_ops() -> object:
         n("Softmax", ["id"], ["y"], axis=1), n("LogSoftmax", ["id"], ["z"], axis=-1),
         n("Relu", ["id"], ["rl"]), n("Softplus", ["id"], ["sp"]),
         n("Sin", ["id"], ["si"]), n("Cos", ["id"], ["co"]), n("Erf", ["id"], ["ef"]),
+        n("Elu", ["id"], ["eu"]), n("Elu", ["id"], ["ea"], alpha=0.5),
+        n("HardSigmoid", ["id"], ["hs"]), n("HardSwish", ["id"], ["hw"]),
     ]
     inits = [_init("fc.weight", 5, 6), _init("fc.bias", 5), _init("w2", 5, 3),
              _init("bias2", 3), _init("scale", 6),
@@ -91,7 +94,8 @@ def test_many_ops_match_onnxruntime() -> None:
         np.testing.assert_allclose(got[result.outputs[name][0]], want[name], atol=1e-5)
     text = result.equations
     assert "relu(" in text and "softmax(" in text and "log_softmax(" in text
-    assert "softplus(" in text and "sin(" in text and "cos(" in text and "erf(" in text
+    for func in ("softplus", "sin", "cos", "erf", "elu", "hardsigmoid", "hardswish"):
+        assert f"{func}(" in text, func
     assert "W₁ img" in text and "[" in text  # generated weight names, stacking
 
 
@@ -110,13 +114,21 @@ def _activations(nodes: list, opset: int, **expected: str) -> None:
         assert f"{func}(" in result.equations, (func, result.equations)
 
 
-def test_gelu_imports_both_approximations() -> None:
+def test_gelu_imports_both_approximations_and_mish() -> None:
     n = helper.make_node
-    _activations([n("Gelu", ["x"], ["a"]), n("Gelu", ["x"], ["b"], approximate="tanh")], 20,
-                 a="gelu", b="gelu_tanh")
+    _activations([n("Gelu", ["x"], ["a"]), n("Gelu", ["x"], ["b"], approximate="tanh"),
+                  n("Mish", ["x"], ["c"])], 20, a="gelu", b="gelu_tanh", c="mish")
     bad = _model([n("Gelu", ["x"], ["a"], approximate="fast")], [], {"x": ["N", 5]},
                  {"a": ["N", 5]}, opset=20)
     with pytest.raises(OnnxError, match="Gelu with approximate='fast'"):
+        import_model(bad)
+
+
+def test_hard_sigmoid_imports_only_with_its_default_slope() -> None:
+    n = helper.make_node
+    bad = _model([n("HardSigmoid", ["x"], ["a"], alpha=0.5)], [], {"x": ["N", 5]},
+                 {"a": ["N", 5]})
+    with pytest.raises(OnnxError, match=r"HardSigmoid with alpha=0\.5, beta=0\.5"):
         import_model(bad)
 
 
