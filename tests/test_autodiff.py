@@ -26,6 +26,14 @@ CASES = {
         rₜ = clip(xₜ; min=-0.4, max=0.9) ⊙ xₜ
         nₜ = xₜ / norm(xₜ) + (mean(xₜ) − max(W xₜ)) ⊙ xₜ + Σ(xₜ) ⊙ min(xₜ)
         """,
+    "activations": """
+        xₜ ∈ ℝ^3
+        uₜ = W xₜ + b
+        yₜ = sin(uₜ) ⊙ cos(xₜ) + erf(uₜ)
+        gₜ = gelu(uₜ) + gelu_tanh(xₜ) ⊙ uₜ
+        sₜ = silu(uₜ) − swish(xₜ) ⊙ mish(uₜ) + elu(uₜ) ⊙ elu(-xₜ)
+        rₜ = hardsigmoid(4 ⊙ uₜ) + hardswish(4 ⊙ xₜ)
+        """,
     "recurrent_vectors": """
         xₜ ∈ ℝ^3
         hₜ ∈ ℝ^4

@@ -107,13 +107,30 @@ def test_round_trip_keeps_names_and_reads_like_equations() -> None:
     assert "yₜ = softmax(" in text and "%" not in text
 
 
+@pytest.mark.parametrize("opset", [13, 17, 20])
+def test_activations_without_an_onnx_op_export_as_their_definition(opset: int) -> None:
+    """Gelu exists from opset 20, Mish from 18, HardSwish from 14; before, they are written
+    out in nodes."""
+    text = "input x\nx ∈ ℝ^4\ny = gelu(x) + gelu_tanh(2 ⊙ x) + mish(x) ⊙ hardswish(x)"
+    model = Model.from_equations(text, {}, {})
+    proto = export_model(model, opset=opset)
+    types = {node.op_type for node in proto.graph.node}
+    assert ("Gelu" in types) == (opset >= 20) and ("Erf" in types) == (opset < 20)
+    assert ("Mish" in types) == (opset >= 18) and ("HardSwish" in types) == (opset >= 14)
+    xs = {"x": np.linspace(-8, 8, 4 * 6 * 4, dtype=np.float32).reshape(4, 6, 4)}
+    want, _ = model.run(xs)
+    got, _ = run_step_graph(ort_runner(proto), model, xs)
+    np.testing.assert_allclose(got["y"], want["y"], rtol=1e-5, atol=1e-5)
+
+
 def test_opset_out_of_range_is_refused() -> None:
     model = template_model("rnn", TEMPLATES["rnn"])
     with pytest.raises(OnnxError, match="--opset 9 is not supported"):
         export_model(model, opset=9)
 
 
-@pytest.mark.parametrize("case", ["elementwise", "recurrent_vectors", "constants"])
+@pytest.mark.parametrize("case", ["elementwise", "activations", "recurrent_vectors",
+                                  "constants"])
 def test_every_op_exports_and_matches_onnxruntime(case: str) -> None:
     """The autodiff cases use every op of the table (tests/test_autodiff.py checks that);
     each op's ONNX mapping (``Op.onnx``) must compute what nnre computes."""

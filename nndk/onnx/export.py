@@ -48,13 +48,13 @@ class Emitter:
     """Collects the nodes and initializers of one graph; names every slot once."""
 
     prog: Program
+    opset: int = DEFAULT_EXPORT_OPSET  # rules use newer ONNX ops (Gelu) only where it has them
     prefix: str = ""  # for per-example values: the Scan body's names differ from the outer's
     nodes: list[Any] = field(default_factory=list)
     inits: list[Any] = field(default_factory=list)
     used: set[str] = field(default_factory=set)
     names: dict[int, str] = field(default_factory=dict)
     labels: dict[int, str] = field(default_factory=dict)  # slot → equation it computes
-    opset: int = DEFAULT_EXPORT_OPSET  # what an op's own rule may use
 
     def fresh(self, hint: str) -> str:
         name, n = hint, 1
@@ -222,9 +222,8 @@ def _step_graph(e: Emitter, name: str, elem: int) -> Any:
 def _sequence_graph(outer: Emitter, name: str, elem: int) -> Any:
     """The step as a Scan body over time: inputs (T, N, n), state (N, n) in and out."""
     onnx = require_onnx()
-    body = Emitter(outer.prog, prefix="step.", used=outer.used, names=dict(outer.names),
-                   opset=outer.opset,
-                   labels=outer.labels)
+    body = Emitter(outer.prog, opset=outer.opset, prefix="step.", used=outer.used,
+                   names=dict(outer.names), labels=outer.labels)
     body_in, body_out = _step_io(body, elem, ["N"])
     body_graph = onnx.helper.make_graph(body.nodes, "step", body_in, body_out, body.inits)
     states = len(outer.prog.state_in)

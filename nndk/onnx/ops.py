@@ -20,7 +20,7 @@ from nndk.onnx.values import Const, Dyn, Final, SeqY, Unsupported, Value
 from nnre.ops import BY_ONNX, OPS, Op
 
 Args = list[Value | None]
-RELU = OPS["relu"].spellings[0]
+RELU, ELU = OPS["relu"].spellings[0], OPS["elu"].spellings[0]
 Rule = Callable[[Importer, Any, Args, dict[str, Any]], list[Value]]
 # Ops whose constant results keep the identity of the weight they read (W_f → W_fᵀ → W_f).
 KEEPS_REFS = {"Transpose", "Reshape", "Identity", "Squeeze", "Unsqueeze", "Flatten"}
@@ -197,6 +197,39 @@ def _leaky_relu(imp: Importer, node: Any, args: Args, at: dict[str, Any]) -> lis
     x = _dyn(args[0], "the input of LeakyRelu")
     slope = _param(imp, float(at.get("alpha", 0.01)))
     return [Dyn(ex.Call("leaky_relu", x.expr, (("slope", slope),)), x.shape)]
+
+
+GELU = {"none": _function(OPS["gelu"].spellings[0]),
+        "tanh": _function(OPS["gelu_tanh"].spellings[0])}
+
+
+def _gelu(imp: Importer, node: Any, args: Args, at: dict[str, Any]) -> list[Value]:
+    if imp.opset < 20:
+        raise Unsupported(f"Gelu is an op of opset 20 (the model imports opset {imp.opset})")
+    approximate = at.get("approximate", "none")
+    if approximate not in GELU:
+        raise Unsupported(f"Gelu with approximate='{approximate}' (expected 'none' or 'tanh')")
+    return GELU[approximate](imp, node, args, at)
+
+
+def _elu(imp: Importer, node: Any, args: Args, at: dict[str, Any]) -> list[Value]:
+    """ELU with α: α ⊙ elu(x) + (1 − α) ⊙ relu(x) (x for x > 0, α(eˣ − 1) otherwise)."""
+    alpha = float(np.float32(at.get("alpha", 1.0)))
+    x = _dyn(args[0], "the input of Elu")
+    if alpha == 1.0:
+        return [Dyn(ex.Call(ELU, x.expr), x.shape)]
+    x = imp.define(x, stem="u")
+    scaled = ex.Bin("⊙", imp.num(alpha), ex.Call(ELU, x.expr))
+    rest = ex.Bin("⊙", imp.num(1.0 - alpha), ex.Call(RELU, x.expr))
+    return [Dyn(ex.add(scaled, rest), x.shape)]
+
+
+def _hard_sigmoid(imp: Importer, node: Any, args: Args, at: dict[str, Any]) -> list[Value]:
+    alpha, beta = (np.float32(at.get(k, d)) for k, d in (("alpha", 0.2), ("beta", 0.5)))
+    if alpha != np.float32(0.2) or beta != np.float32(0.5):
+        raise Unsupported(f"HardSigmoid with alpha={float(alpha):g}, beta={float(beta):g} "
+                          "(only the defaults 0.2, 0.5 are the function hardsigmoid)")
+    return _function(OPS["hardsigmoid"].spellings[0])(imp, node, args, at)
 
 
 def _clip(imp: Importer, node: Any, args: Args, at: dict[str, Any]) -> list[Value]:
@@ -423,7 +456,8 @@ def _from_op(op: Op) -> Rule:
 RULES: dict[str, Rule] = {
     **{op_type: _from_op(op) for op_type, op in BY_ONNX.items() if not op.reduces},
     **{op_type: _reduce(op.spellings[0]) for op_type, op in BY_ONNX.items() if op.reduces},
-    "Neg": _neg, "LeakyRelu": _leaky_relu, "Clip": _clip, "Identity": _identity,
+    "Neg": _neg, "LeakyRelu": _leaky_relu, "Gelu": _gelu, "Elu": _elu,
+    "HardSigmoid": _hard_sigmoid, "Clip": _clip, "Identity": _identity,
     "Dropout": _dropout,
     "MatMul": _matmul, "Gemm": _gemm, "Flatten": _flatten, "Reshape": _reshape,
     "Squeeze": _squeeze, "Unsqueeze": _unsqueeze, "Transpose": _transpose,

@@ -3,20 +3,22 @@
 Shapes here are runtime shapes. A value that varies per example has a leading row axis
 (batch, or time × batch when a stage is hoisted out of the time loop); its shape rule sees the
 shape *without* that axis. Compute kernels write into a preallocated ``out``; view kernels
-return a view and allocate nothing. Families: ``functions`` (σ, tanh, …), ``arithmetic``
-(+ − ⊙ /), ``linear`` (products), ``vector`` (softmax), ``reductions`` (Σ, mean, max,
-min, ‖·‖), ``structure`` (copy, concat, views).
+return a view and allocate nothing. Families: ``functions`` (σ, tanh, erf, …), ``activations``
+(gelu, silu, …), ``arithmetic`` (+ − ⊙ /), ``linear`` (products), ``vector`` (softmax),
+``reductions`` (Σ, mean, max, min, ‖·‖), ``structure`` (copy, concat, views); ``special``
+computes erf for NumPy arrays.
 Every consumer (parser, SymPy conversion, compiler, optimizer, VM, autodiff, ONNX) reads
 these records; none keeps a table of its own.
 """
 
 from __future__ import annotations
 
-from nnre.ops import arithmetic, functions, linear, reductions, structure, vector
+from nnre.ops import activations, arithmetic, functions, linear, reductions, structure, vector
 from nnre.ops.base import Op, Shape
 
 OPS: dict[str, Op] = {op.name: op for op in [
-    *arithmetic.OPS, *linear.OPS, *functions.OPS, *vector.OPS, *reductions.OPS,
+    *arithmetic.OPS, *linear.OPS, *functions.OPS, *activations.OPS, *vector.OPS,
+    *reductions.OPS,
     *structure.OPS]}
 
 #: Spellings accepted in equations → the op that implements the function.

@@ -1,4 +1,4 @@
-"""Functions of the equation language applied entry by entry: σ, tanh, relu, exp, log, √, ….
+"""Functions of the equation language applied entry by entry: σ, tanh, relu, exp, erf, ….
 
 Each block is the whole definition of one primitive (see ``nnre.ops.base.Op``).
 """
@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from nnre.ops import special
 from nnre.ops.base import Array, Call, Op, Shape, calls, elementwise, passing, same
 
 
@@ -133,6 +134,43 @@ CLIP = Op(  # x limited to [min, max] (ONNX's Clip; with min > max, everything i
     onnx=_clip_onnx,
 )
 
+SIN = elementwise(
+    "sin", np.sin,
+    spellings=("sin",), sympy=lambda sp, d: sp.sin(d), fold=math.sin,
+    vjp=lambda g, out, args, attrs, i: g * np.cos(args[0]), reads=frozenset({"args"}),
+    vjp_calls=lambda i, g, out, args, d: calls(  # g cos x
+        (np.cos, (args[0], d)), (np.multiply, (d, g, d))),
+    onnx="Sin", onnx_import=("Sin",),
+)
+
+COS = elementwise(
+    "cos", np.cos,
+    spellings=("cos",), sympy=lambda sp, d: sp.cos(d), fold=math.cos,
+    vjp=lambda g, out, args, attrs, i: -g * np.sin(args[0]), reads=frozenset({"args"}),
+    vjp_calls=lambda i, g, out, args, d: calls(  # −g sin x
+        (np.sin, (args[0], d)), (np.multiply, (d, g, d)), (np.negative, (d, d))),
+    onnx="Cos", onnx_import=("Cos",),
+)
+
+TWO_OVER_SQRT_PI = 2 / math.sqrt(math.pi)
+
+
+def _erf(x: Array, out: Array) -> Array:
+    out[...] = special.erf(x)  # computed in float64 (see nnre.ops.special), then stored
+    return out
+
+
+ERF = Op(  # the error function, 2/√π ∫₀ˣ e^(−t²) dt
+    "erf", _erf, same, fusable=True,
+    spellings=("erf",), sympy=lambda sp, d: sp.erf(d), fold=math.erf,
+    vjp=lambda g, out, args, attrs, i: g * TWO_OVER_SQRT_PI * np.exp(-args[0] * args[0]),
+    reads=frozenset({"args"}),
+    vjp_calls=lambda i, g, out, args, d: calls(  # g · 2/√π · e^(−x²)
+        (np.multiply, (args[0], args[0], d)), (np.negative, (d, d)), (np.exp, (d, d)),
+        (np.multiply, (d, TWO_OVER_SQRT_PI, d)), (np.multiply, (d, g, d))),
+    onnx="Erf", onnx_import=("Erf",),
+)
+
 NEG = elementwise(
     "neg", np.negative, passes=(-1,), vjp=passing((-1,)), onnx="Neg",
 )
@@ -163,4 +201,5 @@ POW = Op(  # x^k for a number k, written x², x³ or x^k
     onnx=_pow_onnx,
 )
 
-OPS = [SIGMOID, TANH, RELU, EXP, LOG, SQRT, ABS, SOFTPLUS, LEAKY_RELU, CLIP, NEG, POW]
+OPS = [SIGMOID, TANH, RELU, EXP, LOG, SQRT, ABS, SOFTPLUS, SIN, COS, ERF, LEAKY_RELU, CLIP,
+       NEG, POW]
