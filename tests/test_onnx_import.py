@@ -226,3 +226,16 @@ def test_importing_twice_gives_the_same_bytes(tmp_path, monkeypatch) -> None:
     assert first[0] == again[0]
     assert (tmp_path / "a.bundle").read_bytes() == (tmp_path / "b.bundle").read_bytes()
     assert "created" not in load(tmp_path / "a.bundle").metadata
+
+
+def test_onnx_names_that_look_alike_get_names_of_their_own() -> None:
+    """``e1`` and ``el`` are both good ONNX names but look alike; the equations may not hold
+    both (UTS #39), so the second is renamed and the model still imports and matches."""
+    n = helper.make_node
+    proto = _model([n("Exp", ["x"], ["e1"]), n("Tanh", ["x"], ["el"]),
+                    n("Add", ["e1", "el"], ["y"])], [], {"x": ["N", 3]}, {"y": ["N", 3]})
+    result = import_model(proto)
+    model = Model.from_equations(result.equations, result.weights)
+    x = RNG.standard_normal((4, 3)).astype(np.float32)
+    got, _ = model.step({"x": x})
+    np.testing.assert_allclose(got[result.outputs["y"][0]], np.exp(x) + np.tanh(x), rtol=1e-6)

@@ -17,6 +17,7 @@ from nnre.equations.lexer import canonical_name, tokenize
 from nnre.equations.parser import ROLE_WORDS
 from nnre.equations.render import render
 from nnre.errors import EquationError
+from nnre.names import skeleton
 from nnre.ops import FUNCTIONS, OPS
 
 _SUBSCRIPTS = str.maketrans("0123456789", "₀₁₂₃₄₅₆₇₈₉")
@@ -133,13 +134,18 @@ class Names:
 
     def __init__(self) -> None:
         self.taken: set[str] = set()
+        self.looks: set[str] = set()
         self.counters: dict[str, int] = {}
 
     def take(self, text: str) -> bool:
+        """Claim ``text`` unless its canonical name, or a name that looks like it (UTS #39:
+        ONNX's ``e1`` beside ``el``), is taken; equations may not hold lookalikes."""
         key = canonical_name(text)
-        if key in self.taken:
+        look = skeleton(key)
+        if key in self.taken or look in self.looks:
             return False
         self.taken.add(key)
+        self.looks.add(look)
         return True
 
     def numbered(self, stem: str, subscript: bool = True) -> str:
