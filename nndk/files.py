@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO
+from typing import IO
+
+from nnre.files import atomic_write as nnre_atomic_write
+from nnre.files import fsync_dir
 
 TMP_PREFIX = ".nndk-tmp-"
 _IMPORTED = time.time()
@@ -56,23 +58,10 @@ def clean_stale(directory: str | Path) -> list[Path]:
     return removed
 
 
-def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
-    """Call ``write(file)`` on a temporary beside ``path``, fsync, then rename over it."""
+def atomic_write(path: Path, write: Callable[[IO[bytes]], object]) -> None:
+    """The runtime's atomic write, through a temporary :func:`clean_stale` recognises."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f"{TMP_PREFIX}{path.name}.", dir=path.parent)
-    try:
-        mask = os.umask(0)
-        os.umask(mask)
-        os.chmod(tmp, 0o666 & ~mask)
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
+    nnre_atomic_write(path, write, prefix=f"{TMP_PREFIX}{path.name}.", suffix="")
 
 
 def atomic_link(source: Path, target: Path) -> None:
@@ -88,18 +77,4 @@ def atomic_link(source: Path, target: Path) -> None:
         with source.open("rb") as f:
             atomic_write(target, lambda out: shutil.copyfileobj(f, out))
         return
-    _fsync_dir(target.parent)
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Make the rename itself durable (POSIX); a no-op where directories cannot be opened."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    fsync_dir(target.parent)

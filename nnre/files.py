@@ -51,30 +51,33 @@ def open_regular(path: str | os.PathLike[str], refuse: Callable[[str], Exception
                  "regular files (a pipe or device could block forever)")
 
 
-def atomic_write(path: str | os.PathLike[str], fill: Callable[[IO[bytes]], T]) -> T:
+def atomic_write(path: str | os.PathLike[str], fill: Callable[[IO[bytes]], T],
+                 prefix: str = ".", suffix: str = ".nnre.tmp") -> T:
     """Write ``path`` exactly as named, all or nothing: ``fill`` writes a fsynced temporary
     file in the same directory, which then replaces ``path`` in one ``os.replace``. If
     ``fill`` (or anything) fails, the temporary file is removed and a previous file at
     ``path`` is left untouched."""
     target = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(target))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".", suffix=".nnre.tmp")
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=prefix, suffix=suffix)
     try:
         with os.fdopen(fd, "wb") as f:
             result = fill(f)
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
+        mask = os.umask(0)  # the mode a plain open() would give, not mkstemp's 0600
+        os.umask(mask)
+        os.chmod(tmp, 0o666 & ~mask)
         os.replace(tmp, target)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
-    _fsync_dir(folder)
+    fsync_dir(folder)
     return result
 
 
-def _fsync_dir(folder: str) -> None:
+def fsync_dir(folder: str | os.PathLike[str]) -> None:
     """Make the rename durable too; some filesystems refuse fsync on a directory."""
     try:
         fd = os.open(folder, os.O_RDONLY)

@@ -68,21 +68,19 @@ def _extreme_vjp(g: Array, out: Array, args: list[Array], attrs: dict[str, Any],
     return g * (args[0] == out)
 
 
-MAX = Op(
-    "max", lambda x, out, axis=-1: np.maximum.reduce(x, axis=axis, keepdims=True, out=out),
-    _reduced, attrs={"axis": int},
-    spellings=("max",), vector=True, reduces=True, fold=lambda v: v,
-    vjp=_extreme_vjp, reads=frozenset({"args", "out"}),
-    onnx=_onnx("ReduceMax"), onnx_import=("ReduceMax",),
-)
+def _extreme(name: str, ufunc: Any, onnx_type: str) -> Op:
+    """max or min of the entries: the same rule with another ufunc."""
+    return Op(
+        name, lambda x, out, axis=-1: ufunc.reduce(x, axis=axis, keepdims=True, out=out),
+        _reduced, attrs={"axis": int},
+        spellings=(name,), vector=True, reduces=True, fold=lambda v: v,
+        vjp=_extreme_vjp, reads=frozenset({"args", "out"}),
+        onnx=_onnx(onnx_type), onnx_import=(onnx_type,),
+    )
 
-MIN = Op(
-    "min", lambda x, out, axis=-1: np.minimum.reduce(x, axis=axis, keepdims=True, out=out),
-    _reduced, attrs={"axis": int},
-    spellings=("min",), vector=True, reduces=True, fold=lambda v: v,
-    vjp=_extreme_vjp, reads=frozenset({"args", "out"}),
-    onnx=_onnx("ReduceMin"), onnx_import=("ReduceMin",),
-)
+
+MAX = _extreme("max", np.maximum, "ReduceMax")
+MIN = _extreme("min", np.minimum, "ReduceMin")
 
 
 def _norm(x: Array, out: Array, axis: int = -1) -> Array:
