@@ -18,6 +18,7 @@ from nnre import budget
 from nnre.equations.roles import Roles
 from nnre.equations.to_sympy import (
     OP_OF_LAMBDA,
+    Apply,
     Broadcast,
     SympyModel,
     VectorFunction,
@@ -290,6 +291,10 @@ def _elementwise(c: Compiler, node: Any, shape: tuple[int, int]) -> int:
     return c.emit(op, (c.memo[node.expr],), shape, **attrs)
 
 
+def _apply(c: Compiler, node: Any, shape: tuple[int, int]) -> int:
+    return c.emit(node.op, tuple(c.memo[a] for a in node.args[1:]), shape)
+
+
 def _vector_function(c: Compiler, node: Any, shape: tuple[int, int]) -> int:
     """softmax and the reductions: along the row of a per-example value, along the vector of
     a constant one (a column (n, 1) or a row (1, n))."""
@@ -354,6 +359,7 @@ _HANDLERS: dict[type, Any] = {
     sp.Transpose: _transpose,
     ElementwiseApplyFunction: _elementwise,
     VectorFunction: _vector_function,
+    Apply: _apply,
     sp.BlockMatrix: _concat,
     Broadcast: _broadcast,
     sp.OneMatrix: _ones,

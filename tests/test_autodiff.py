@@ -25,6 +25,7 @@ CASES = {
         qₜ = -tanh(xₜ) + softplus(W xₜ) + leaky_relu(W xₜ; slope=0.3)
         rₜ = clip(xₜ; min=-0.4, max=0.9) ⊙ xₜ
         nₜ = xₜ / norm(xₜ) + (mean(xₜ) − max(W xₜ)) ⊙ xₜ + Σ(xₜ) ⊙ min(xₜ)
+        mₜ = max(xₜ, W xₜ) − min(xₜ, 0.2) + where(max(xₜ, 0), W xₜ, xₜ ⊙ xₜ)
         """,
     "activations": """
         xₜ ∈ ℝ^3

@@ -14,7 +14,7 @@ import pytest
 import sympy as sp
 
 from nndk.onnx.ops import RULES
-from nnre.ops import BY_ONNX, FUNCTIONS, OPS, Op
+from nnre.ops import BY_ARITY, BY_ONNX, FUNCTIONS, OPS, Op
 from nnre.program import Instr, Program, ProgramDataError, Slot, check_program
 
 # Arguments (shapes) and attributes for one call of each op; rows lead, as at run time.
@@ -28,6 +28,8 @@ CALLS: dict[str, tuple[list[tuple[int, ...]], dict[str, Any]]] = {
     "slice": ([(3, 6)], {"start": 1, "stop": 4}), "reshape": ([(3, 4)], {"shape": (3, 2, 2)}),
     "transpose": ([(3, 4)], {}),
     **{name: ([(3, 4)], {"axis": -1}) for name in ("sum", "mean", "max", "min", "norm")},
+    "maximum": ([(3, 4), (3, 4)], {}), "minimum": ([(3, 4), (3, 4)], {}),
+    "where": ([(3, 4), (3, 4), (3, 4)], {}),
     "leaky_relu": ([(3, 4)], {"slope": 0.2}), "clip": ([(3, 4)], {"min": -0.5, "max": 1.5}),
 }
 UNARY: tuple[list[tuple[int, ...]], dict[str, Any]] = ([(3, 4)], {})
@@ -62,7 +64,7 @@ def test_every_op_defines_what_its_consumers_need() -> None:
         assert op.reads <= {"args", "out"}, name
         if op.spellings:  # a function of the language: SymPy and constant folding need these
             assert op.fold is not None, name
-            assert op.vector or op.sympy is not None, name
+            assert op.vector or op.arity > 1 or op.sympy is not None, name
             assert set(op.params) <= set(op.attrs), name  # parameters become attributes
         shapes, attrs = CALLS.get(name, UNARY)
         if op.fusable:  # entry by entry: the shape of its arguments
@@ -73,8 +75,9 @@ def test_every_op_defines_what_its_consumers_need() -> None:
 
 
 def test_spellings_and_onnx_names_are_unambiguous() -> None:
-    spellings = [s for op in OPS.values() for s in op.spellings]
-    assert len(spellings) == len(set(spellings)) == len(FUNCTIONS)
+    spellings = [(s, op.arity) for op in OPS.values() for s in op.spellings]
+    assert len(spellings) == len(set(spellings)) == len(BY_ARITY)  # one op per arity
+    assert set(FUNCTIONS) == {s for s, _ in spellings}
     onnx = [t for op in OPS.values() for t in op.onnx_import]
     assert len(onnx) == len(set(onnx)) == len(BY_ONNX)
     assert set(BY_ONNX) <= set(RULES)  # the importer converts every op it is said to

@@ -47,3 +47,9 @@ def test_parameters_print_in_the_tables_order_and_read_back() -> None:
 def test_a_norm_written_with_bars_reads_as_the_norm_function() -> None:
     expr = parse("y = x / ‖W x + b‖").equations[0].expr
     assert render(expr) == "x / norm(W · x + b)"
+
+
+def test_functions_of_several_arguments_read_back() -> None:
+    expr = parse("y = where(m, max(a, 0), min(a, b))").equations[0].expr
+    assert render(expr) == "where(m, max(a, 0), min(a, b))"
+    assert render(parse("y = " + render(expr)).equations[0].expr) == render(expr)

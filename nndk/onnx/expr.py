@@ -108,7 +108,7 @@ def to_ast(e: Expr) -> ast.Expr:
         op = OPS[FUNCTIONS[e.func]]
         given = dict(e.params)
         params = tuple((k, given.get(k, v)) for k, v in op.params.items())
-        return ast.Call(op.name, to_ast(e.arg), _AT, params)
+        return ast.Call(op.name, (to_ast(e.arg),), _AT, params)
     if isinstance(e, Neg):
         return ast.Unary("-", to_ast(e.a), _AT)
     if isinstance(e, Stack):

@@ -56,10 +56,15 @@ class Transpose:
 
 @dataclass(frozen=True)
 class Call:
-    func: str  # canonical function id (see nnre.ops.FUNCTIONS)
-    arg: Expr
+    func: str  # the op's name (see nnre.ops.FUNCTIONS)
+    args: tuple[Expr, ...]
     pos: Pos
     params: tuple[tuple[str, float], ...] = ()  # every parameter of the op, defaults filled in
+
+    @property
+    def arg(self) -> Expr:
+        """The first (for most functions the only) argument."""
+        return self.args[0]
 
 
 @dataclass(frozen=True)
@@ -120,7 +125,7 @@ def children(expr: Expr) -> tuple[Expr, ...]:
     if isinstance(expr, Power):
         return (expr.base,)
     if isinstance(expr, Call):
-        return (expr.arg,)
+        return expr.args
     if isinstance(expr, Concat):
         return expr.parts
     return ()

@@ -13,7 +13,7 @@ import unicodedata
 from nnre.equations import ast
 from nnre.equations.lexer import Token, tokenize
 from nnre.errors import EquationError
-from nnre.ops import FUNCTIONS, OPS
+from nnre.ops import BY_ARITY, FUNCTIONS, OPS
 
 MAX_DEPTH = 64
 MAX_NODES = 20_000
@@ -275,7 +275,7 @@ class Parser:
             inner = self.expression()
             self.depth -= 1
             self.expect("‖", "'‖' closing the norm")
-            return ast.Call("norm", inner, self.pos(tok))
+            return ast.Call("norm", (inner,), self.pos(tok))
         if tok.kind == "(":
             self.advance()
             self.nest()
@@ -314,17 +314,23 @@ class Parser:
             if self.tok.kind == ";":
                 given = self.params(tok)
             self.expect(")", "')' after the function's argument")
-            if len(args) != 1:
-                raise self.error(f"{tok.raw} takes 1 argument, got {len(args)}", tok,
-                                 expected="one argument")
-            arg = args[0]
+            func = BY_ARITY.get((tok.text, len(args)), "")
+            if not func:
+                counts = sorted(n for s, n in BY_ARITY if s == tok.text)
+                takes = " or ".join(map(str, counts))
+                noun = "argument" if counts == [1] else "arguments"
+                raise self.error(f"{tok.raw} takes {takes} {noun}, got {len(args)}", tok,
+                                 expected="one argument" if counts == [1] else
+                                 f"{takes} arguments")
+            if given and set(given) - set(OPS[func].params):
+                raise self.error(f"{tok.raw} with {len(args)} arguments has no parameters", tok)
         elif self.tok.kind in _ATOM_START:
-            arg = self.postfix()
+            args = [self.postfix()]
         else:
             raise self.error(f"function {tok.raw} needs an argument", expected="'(' or a name")
         self.depth -= 1
         params = tuple((k, given.get(k, v)) for k, v in OPS[func].params.items())
-        return ast.Call(func, arg, self.pos(tok), params)
+        return ast.Call(func, tuple(args), self.pos(tok), params)
 
     def params(self, func: Token) -> dict[str, float]:
         """``; name=number, …`` after a function's argument: its parameters by name."""

@@ -66,7 +66,8 @@ def _render_node(node: ast.Expr, out: dict[int, tuple[str, int]], written: bool
     if isinstance(node, ast.Call):
         shown = "".join(f"{'; ' if i == 0 else ', '}{k}={_number(v)}"
                         for i, (k, v) in enumerate(node.params))
-        return f"{OPS[node.func].spellings[0]}({out[id(node.arg)][0]}{shown})", ATOM
+        args = ", ".join(out[id(a)][0] for a in node.args)
+        return f"{OPS[node.func].spellings[0]}({args}{shown})", ATOM
     return "[" + "; ".join(out[id(p)][0] for p in node.parts) + "]", ATOM
 
 

@@ -249,10 +249,30 @@ class _Checker:
             return self.concat(node, eq)
         if isinstance(node, ast.Call) and OPS[node.func].reduces:
             return (self.one, self.one)  # Σ x, mean(x), ‖x‖: one number
+        if isinstance(node, ast.Call) and len(node.args) > 1:
+            return self.arguments(node, eq)
         operand = node.arg if isinstance(node, ast.Call) else \
             node.base if isinstance(node, ast.Power) else node.operand
         self._inherit_scalar(node, operand)
         return self.nodes[id(operand)]
+
+    def arguments(self, node: ast.Call, eq: ast.Equation) -> Pair:
+        """Entry-by-entry arguments (``max(a, b)``, ``where(c, a, b)``): equal shapes, or
+        numbers (per example too) broadcast, as for ``+``."""
+        self._inherit_scalar(node, *node.args)
+        wide = [a for a in node.args if not self.one_by_one(a)]
+        if not wide:
+            return self.nodes[id(node.args[0])]
+        shape = self.nodes[id(wide[0])]
+        for arg in wide[1:]:
+            other = self.nodes[id(arg)]
+            before = (self.show(shape), self.show(other))
+            if not (self.d.union(shape[0], other[0]) and self.d.union(shape[1], other[1])):
+                raise self.error(f"the arguments of {OPS[node.func].spellings[0]} in the "
+                                 f"equation for '{eq.target.raw}' need equal shapes: "
+                                 f"'{unparse(wide[0])}' is {before[0]} and '{unparse(arg)}' "
+                                 f"is {before[1]}", node.pos)
+        return shape
 
     def _inherit_scalar(self, node: ast.Expr, *operands: ast.Expr) -> None:
         if all(self.is_scalar(o) for o in operands):

@@ -57,6 +57,22 @@ class VectorFunction(sp.MatrixExpr):
         return self.args[1].shape  # type: ignore[attr-defined, no-any-return]
 
 
+class Apply(sp.MatrixExpr):
+    """An entry-by-entry function of several arguments (``max(a, b)``): the op's name and its
+    arguments, each already of the result's shape."""
+
+    def __new__(cls, op: str, *args: sp.MatrixExpr) -> Apply:
+        return sp.Basic.__new__(cls, Str(op), *args)  # type: ignore[return-value]
+
+    @property
+    def op(self) -> str:
+        return str(self.args[0])
+
+    @property
+    def shape(self) -> tuple[Any, Any]:
+        return self.args[1].shape  # type: ignore[attr-defined, no-any-return]
+
+
 class Broadcast(sp.MatrixExpr):
     """A 1×1 matrix repeated to a rows×cols shape (how ``α ⊙ x`` is written in SymPy)."""
 
@@ -186,6 +202,8 @@ class _Converter:
         if isinstance(node, ast.Transpose):
             v = values[id(node.operand)]
             return v if isinstance(v, float) else sp.Transpose(v)
+        if isinstance(node, ast.Call) and len(node.args) > 1:
+            return self.apply(node, [values[id(a)] for a in node.args])
         if isinstance(node, ast.Call):
             return self.call(node, values[id(node.arg)])
         assert isinstance(node, ast.Concat)
@@ -271,6 +289,15 @@ class _Converter:
             return self.fold(node, lambda x: x ** e, v)
         exponent = sp.Integer(int(e)) if e == int(e) else sp.Float(e)
         return sp.HadamardPower(v, exponent)
+
+    def apply(self, node: ast.Call, values: list[Value]) -> Value:
+        if all(isinstance(v, float) for v in values):
+            fold = OPS[node.func].fold
+            assert fold is not None
+            return self.fold(node, fold, *values)  # type: ignore[arg-type]
+        shape = self.shapes.nodes[id(node)]
+        return Apply(node.func, *(self.broadcast(self.matrix(v, a), shape)
+                                  for v, a in zip(values, node.args, strict=True)))
 
     def call(self, node: ast.Call, v: Value) -> Value:
         if isinstance(v, float):

@@ -21,10 +21,15 @@ OPS: dict[str, Op] = {op.name: op for op in [
     *reductions.OPS,
     *structure.OPS]}
 
-#: Spellings accepted in equations → the op that implements the function.
-FUNCTIONS: dict[str, str] = {s: op.name for op in OPS.values() for s in op.spellings}
+#: Spellings accepted in equations → the op that implements the function (with one
+#: argument, where a spelling has several arities).
+FUNCTIONS: dict[str, str] = {s: op.name for op in sorted(OPS.values(), key=lambda o: -o.arity)
+                             for s in op.spellings}
+#: (spelling, number of arguments) → op: ``max(x)`` is a reduction, ``max(a, b)`` is not.
+BY_ARITY: dict[tuple[str, int], str] = {(s, op.arity): op.name for op in OPS.values()
+                                        for s in op.spellings}
 
 #: ONNX op types imported as one of our functions or operators.
 BY_ONNX: dict[str, Op] = {t: op for op in OPS.values() for t in op.onnx_import}
 
-__all__ = ["BY_ONNX", "FUNCTIONS", "OPS", "Op", "Shape"]
+__all__ = ["BY_ARITY", "BY_ONNX", "FUNCTIONS", "OPS", "Op", "Shape"]

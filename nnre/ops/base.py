@@ -45,6 +45,7 @@ class Op:
     unfold: Callable[..., list[Call]] | None = None
     # -- equations -------------------------------------------------------------------
     spellings: tuple[str, ...] = ()  # names in equation text; the first is how it prints
+    arity: int = 1  # arguments in equation text: max(x) reduces, max(a, b) is entry by entry
     #: Parameters written after a semicolon, ``leaky_relu(x; slope=0.2)``, with their
     #: defaults; each is also an attribute of the instruction (``attrs``).
     params: Mapping[str, float] = field(default_factory=dict)
