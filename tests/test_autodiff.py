@@ -26,6 +26,7 @@ CASES = {
         rₜ = clip(xₜ; min=-0.4, max=0.9) ⊙ xₜ
         nₜ = xₜ / norm(xₜ) + (mean(xₜ) − max(W xₜ)) ⊙ xₜ + Σ(xₜ) ⊙ min(xₜ)
         mₜ = max(xₜ, W xₜ) − min(xₜ, 0.2) + where(max(xₜ, 0), W xₜ, xₜ ⊙ xₜ)
+        kₜ = (xₜ > 0.1) ⊙ xₜ + (xₜ < W xₜ) + (xₜ ≤ 0) ⊙ (xₜ ≥ -1)
         """,
     "activations": """
         xₜ ∈ ℝ^3

@@ -30,6 +30,8 @@ CALLS: dict[str, tuple[list[tuple[int, ...]], dict[str, Any]]] = {
     **{name: ([(3, 4)], {"axis": -1}) for name in ("sum", "mean", "max", "min", "norm")},
     "maximum": ([(3, 4), (3, 4)], {}), "minimum": ([(3, 4), (3, 4)], {}),
     "where": ([(3, 4), (3, 4), (3, 4)], {}),
+    **{name: ([(3, 4), (3, 4)], {}) for name in ("less", "greater", "less_equal",
+                                                 "greater_equal")},
     "leaky_relu": ([(3, 4)], {"slope": 0.2}), "clip": ([(3, 4)], {"min": -0.5, "max": 1.5}),
 }
 UNARY: tuple[list[tuple[int, ...]], dict[str, Any]] = ([(3, 4)], {})

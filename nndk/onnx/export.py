@@ -89,6 +89,11 @@ class Emitter:
     def dtype(self) -> str:
         return self.prog.dtype
 
+    @property
+    def float_type(self) -> int:
+        """The ONNX element type of the program's values (for a Cast back from bool)."""
+        return int(ONNX_DTYPE[self.prog.dtype])
+
     def per_example(self, index: int) -> bool:
         return self.prog.slots[index].stage != "prologue"
 

@@ -35,7 +35,8 @@ OPERATORS = {
     "·": "@", "⋅": "@", "@": "@",
     "*": "*", "⊙": "*", "∘": "*", "/": "/", "÷": "/",
     "^": "^", "(": "(", ")": ")", "[": "[", "]": "]", "{": "{", "}": "}",
-    ";": ";", ",": ",", "‖": "‖", "∈": "in", "×": "×", "√": "NAME_SQRT", "ℝ": "REALS",
+    ";": ";", ",": ",", "‖": "‖", "<": "<", ">": ">", "≤": "≤", "≥": "≥",
+    "∈": "in", "×": "×", "√": "NAME_SQRT", "ℝ": "REALS",
 }
 
 _TIME_RE = re.compile(r"^(?:(?P<sub>.+),)?t(?:(?P<sign>[-+])(?P<k>\d+))?$")
@@ -134,6 +135,9 @@ class _Scanner:
         self.pos += 1
         if kind == "NAME_SQRT":
             return self.token("NAME", "sqrt", start, raw=ch)
+        if kind in ("<", ">") and self.text.startswith("=", self.pos):  # <= and >=
+            self.pos += 1
+            kind = "≤" if kind == "<" else "≥"
         return self.token(kind, ch, start)
 
     def number(self) -> Token:

@@ -20,6 +20,7 @@ MAX_NODES = 20_000
 ROLE_WORDS = ("input", "state", "output")
 _WORD_RE = re.compile(r"^[a-z][a-z]+$")
 _ATOM_START = ("NAME", "NUMBER", "(", "[")
+_COMPARE = ("<", ">", "≤", "≥")
 
 
 class Parser:
@@ -184,6 +185,20 @@ class Parser:
 
     # -- expressions ---------------------------------------------------------------------
     def expression(self) -> ast.Expr:
+        """A comparison (``a < b``: 1 where it holds, else 0), or a sum; comparisons bind
+        loosest and do not chain."""
+        left = self.sum()
+        if self.tok.kind in _COMPARE:
+            op = self.advance()
+            right = self.sum()
+            self.count()
+            if self.tok.kind in _COMPARE:
+                raise self.error("comparisons do not chain", expected="parentheses, or "
+                                 "⊙ of two comparisons for 'a < b < c'")
+            left = ast.Binary(op.kind, left, right, self.pos(op))
+        return left
+
+    def sum(self) -> ast.Expr:
         left = self.product()
         while self.tok.kind in ("+", "-"):
             op = self.advance()

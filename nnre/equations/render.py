@@ -10,7 +10,7 @@ from __future__ import annotations
 from nnre.equations import ast
 from nnre.ops import OPS
 
-_PREC = {"+": 1, "-": 1, "*": 2, "/": 2, "@": 3}
+_PREC = {"<": 0, ">": 0, "≤": 0, "≥": 0, "+": 1, "-": 1, "*": 2, "/": 2, "@": 3}
 UNARY, POWER, TRANSPOSE, ATOM = 4, 5, 6, 9
 _SUBSCRIPTS = str.maketrans("0123456789", "₀₁₂₃₄₅₆₇₈₉")
 

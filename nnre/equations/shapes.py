@@ -335,7 +335,8 @@ class _Checker:
                         f"'{eq.target.raw}'", "its right-hand side")
 
 
-_OP_WORDS = {"@": "matrix product", "+": "sum", "-": "difference", "*": "elementwise product",
+_OP_WORDS = {"<": "comparison", ">": "comparison", "≤": "comparison", "≥": "comparison",
+             "@": "matrix product", "+": "sum", "-": "difference", "*": "elementwise product",
              "/": "elementwise division"}
 
 

@@ -21,6 +21,7 @@ from nnre.equations.roles import Roles
 from nnre.equations.shapes import Shapes
 from nnre.errors import EquationError
 from nnre.ops import OPS
+from nnre.ops.arithmetic import COMPARISONS
 
 _d = sp.Dummy("d")
 Params = tuple[tuple[str, float], ...]
@@ -229,8 +230,12 @@ class _Converter:
         if isinstance(a, float) and isinstance(b, float):
             fns = {"+": lambda x, y: x + y, "-": lambda x, y: x - y, "*": lambda x, y: x * y,
                    "@": lambda x, y: x * y, "/": lambda x, y: x / y}
-            return self.fold(node, fns[op], a, b)
+            fold = OPS[COMPARISONS[op]].fold if op in COMPARISONS else fns[op]
+            return self.fold(node, fold, a, b)
         shape = self.shapes.nodes[id(node)]
+        if op in COMPARISONS:  # 1 where it holds, else 0: an entry-by-entry function
+            return Apply(COMPARISONS[op], *(self.broadcast(self.matrix(_force(v), n), shape)
+                                            for v, n in ((a, node.left), (b, node.right))))
         if op in ("*", "@") and (isinstance(a, float) or isinstance(b, float)):
             scalar, mat = (a, b) if isinstance(a, float) else (b, a)
             return MatMul(sp.Float(scalar), _force(mat))

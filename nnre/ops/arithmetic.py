@@ -87,4 +87,22 @@ WHERE = Op(  # where(c, a, b): a where c is not 0, else b (a mask chooses)
     onnx=_where_onnx,
 )
 
-OPS += [MAXIMUM, MINIMUM, WHERE]
+def _compare(name: str, ufunc: Any, infix: str, onnx_type: str, fold: Any) -> Op:
+    """``a < b`` and its kin: 1 where it holds, else 0 (a mask for ``where`` or ``⊙``); its
+    gradient is 0 everywhere it exists."""
+    def rule(e: Any, ins: Any, args: list[str], out: str) -> None:
+        truth = e.fresh(out + ".bool")
+        e.node(onnx_type, args, truth)
+        e.node("Cast", [truth], out, to=e.float_type)
+    return binary(name, ufunc, infix=infix, fold=lambda a, b: float(fold(a, b)),
+                  vjp=lambda g, out, args, attrs, i: np.zeros_like(g), onnx=rule)
+
+
+LESS = _compare("less", np.less, "<", "Less", lambda a, b: a < b)
+GREATER = _compare("greater", np.greater, ">", "Greater", lambda a, b: a > b)
+LESS_EQUAL = _compare("less_equal", np.less_equal, "≤", "LessOrEqual", lambda a, b: a <= b)
+GREATER_EQUAL = _compare("greater_equal", np.greater_equal, "≥", "GreaterOrEqual",
+                         lambda a, b: a >= b)
+COMPARISONS = {op.infix: op.name for op in (LESS, GREATER, LESS_EQUAL, GREATER_EQUAL)}
+
+OPS += [MAXIMUM, MINIMUM, WHERE, LESS, GREATER, LESS_EQUAL, GREATER_EQUAL]
