@@ -1,6 +1,8 @@
 """``nndk import``: an ONNX file → an ImportResult (equations, weights, name maps) → a bundle.
 
-Reading is defensive: no external data files are followed, the checker runs first, and every
+Reading is defensive: the model file is opened as a regular file only (never a FIFO), its
+external data files are read only from inside its directory with every offset and length
+checked (:mod:`nndk.onnx.external`), the checker runs first, and every
 problem in the graph is reported at once (see :mod:`nndk.onnx.graph`). The bundle records
 where it came from: the ONNX producer and opset, how ONNX names map onto the model's, and, for
 a graph nndk exported, the original bundle id as its lineage parent.
@@ -9,6 +11,7 @@ a graph nndk exported, the original bundle id as its lineage parent.
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -16,26 +19,30 @@ from typing import Any
 from nndk import __version__
 from nndk.onnx import expr as ex
 from nndk.onnx.common import OnnxError, require_onnx
+from nndk.onnx.external import inline
 from nndk.onnx.graph import Importer, ImportResult, start, state_meta
 from nndk.onnx.values import Dyn, Final, SeqY
+from nnre import budget
+from nnre.files import open_regular
 
 _SEMVER = re.compile(r"^\d+\.\d+\.\d+$")
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
 
 def read(path: str | Path) -> Any:
-    """Load and check an ONNX model file without following external data."""
+    """Load and check an ONNX model file, with its external data read defensively."""
     onnx = require_onnx()
+    with open_regular(path, OnnxError) as f:
+        size = os.fstat(f.fileno()).st_size
+        if size > budget.limit():
+            raise OnnxError(f"{path}: a model file of {size} bytes exceeds the memory budget "
+                            f"of {budget.limit()} bytes")
+        data = f.read()
     try:
-        proto = onnx.load_model(str(path), load_external_data=False)
-    except OSError:
-        raise
+        proto = onnx.load_model_from_string(data)
     except Exception as err:  # protobuf raises its own DecodeError, among others
         raise OnnxError(f"{path}: not an ONNX model ({type(err).__name__})") from err
-    for init in proto.graph.initializer:
-        if init.data_location == onnx.TensorProto.EXTERNAL:
-            raise OnnxError(f"{path}: tensor '{init.name}' is stored in an external file; "
-                            "nndk imports self-contained models only")
+    inline(proto, path, used=size)
     try:
         onnx.checker.check_model(proto)
     except onnx.checker.ValidationError as err:
