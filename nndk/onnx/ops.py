@@ -46,6 +46,8 @@ def attributes(node: Any) -> dict[str, Any]:
     out = {}
     for a in node.attribute:
         value = get_attribute_value(a)
+        if isinstance(value, list):  # STRINGS (LSTM's activations) come back as bytes too
+            value = [v.decode() if isinstance(v, bytes) else v for v in value]
         out[a.name] = value.decode() if isinstance(value, bytes) else value
     return out
 
