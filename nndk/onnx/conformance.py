@@ -81,7 +81,9 @@ def _run(result: ImportResult, feeds: dict[str, np.ndarray]) -> dict[str, np.nda
         else:
             xs[name] = value.reshape(1, value.shape[0], -1)
     ys, final = model.run(xs, state or None)
-    return {onnx_name: (ys[name] if kind == "output" else final[name])
+    return {onnx_name: (ys[name] if kind == "output" else
+                        np.stack([final[n] for n in name.split(",")]) if kind == "states"
+                        else final[name])
             for onnx_name, (name, kind) in result.outputs.items()}
 
 

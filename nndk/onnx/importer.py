@@ -21,7 +21,7 @@ from nndk.onnx import expr as ex
 from nndk.onnx.common import OnnxError, require_onnx
 from nndk.onnx.external import inline
 from nndk.onnx.graph import Importer, ImportResult, start, state_meta
-from nndk.onnx.values import Dyn, Final, SeqY
+from nndk.onnx.values import Dyn, Final, Finals, SeqY
 from nnre import budget
 from nnre.files import open_regular
 
@@ -90,6 +90,10 @@ def _outputs(imp: Importer) -> list[str]:
     for vi in imp.proto.graph.output:
         value = imp.values.get(vi.name)
         if vi.name in imp.outputs or value is None:
+            continue
+        if isinstance(value, Finals):  # stacked layers' final states, [layers, N, H]
+            imp.outputs[vi.name] = (",".join(value.states), "states")
+            finals.append(value.states[-1])
             continue
         if isinstance(value, Final):
             imp.outputs[vi.name] = (value.state, "state")

@@ -17,7 +17,7 @@ import numpy as np
 from nndk.onnx import expr as ex
 from nndk.onnx.graph import Importer
 from nndk.onnx.ops import operand
-from nndk.onnx.values import Const, Dyn, Final, InitState, SeqY, Unsupported, Value
+from nndk.onnx.values import Const, Dyn, Final, InitState, SeqY, Unsupported, Value, Zeros
 from nnre.ops import BY_ONNX
 
 GATES = {"LSTM": "iofc", "GRU": "zrh", "RNN": "h"}
@@ -163,6 +163,8 @@ def _initial(imp: Importer, value: Value | None, name: ex.Name | None) -> None:
         if np.any(np.asarray(value.value) != 0):
             raise Unsupported("a recurrent op with a nonzero constant initial state")
         return
+    if isinstance(value, Zeros):  # zeros shaped by the batch size: the default state
+        return
     if not isinstance(value, InitState):
         raise Unsupported("a recurrent op whose initial state is computed")
     imp.inputs[value.onnx_name] = (ex.canonical_name(name.text), "state")
@@ -187,7 +189,9 @@ def _refuse(imp: Importer, node: Any, args: list[Value | None], at: dict[str, An
          "B must be constant"),
         (len(args) <= 4 or args[4] is None or _full_length(imp, args[4]),
          "sequence_lens shorter than the sequence"),
-        (at.get("direction", "forward") == "forward", f"direction {at.get('direction')}"),
+        (at.get("direction", "forward") == "forward",
+         f"direction {at.get('direction')} (the equations run forward in time only: a step "
+         "reads the state before it, never the one after)"),
         (not at.get("layout", 0), "layout 1 (batch first)"),
         ("clip" not in at, "clip"),
         (not at.get("input_forget", 0), "input_forget"),
