@@ -21,7 +21,7 @@ from nndk.onnx import expr as ex
 from nndk.onnx.common import OnnxError, require_onnx
 from nndk.onnx.external import inline
 from nndk.onnx.graph import Importer, ImportResult, start, state_meta
-from nndk.onnx.values import Dyn, Final, Finals, SeqY
+from nndk.onnx.values import Dyn, Final, Finals, Label, SeqY
 from nnre import budget
 from nnre.files import open_regular
 
@@ -64,8 +64,11 @@ def import_model(proto: Any, source: str = "<onnx>") -> ImportResult:
                         + "; ".join(parts))
     producer = " ".join(p for p in (proto.producer_name, proto.producer_version) if p)
     weights = {ex.canonical_name(k): v for k, v in imp.weights.items()}
+    if not imp.outputs:
+        raise OnnxError(f"{source}: no output is a vector of numbers ("
+                        + "; ".join(f"'{k}' is {v}" for k, v in imp.dropped.items()) + ")")
     return ImportResult(_text(imp, declared, producer), weights, imp.dtype, imp.inputs,
-                        imp.outputs, imp.lead == 2, imp.opset, producer)
+                        imp.outputs, imp.lead == 2, imp.opset, producer, imp.dropped)
 
 
 def _outputs(imp: Importer) -> list[str]:
@@ -90,6 +93,11 @@ def _outputs(imp: Importer) -> list[str]:
     for vi in imp.proto.graph.output:
         value = imp.values.get(vi.name)
         if vi.name in imp.outputs or value is None:
+            continue
+        if isinstance(value, Label):
+            imp.dropped[vi.name] = (f"a class index (ArgMax of '{value.source}'), not a vector "
+                                    "of numbers; pack the model with the argmax-label codec "
+                                    "to get it from the scores")
             continue
         if isinstance(value, Finals):  # stacked layers' final states, [layers, N, H]
             imp.outputs[vi.name] = (",".join(value.states), "states")
@@ -167,7 +175,9 @@ def bundle_metadata(proto: Any, result: ImportResult, name: str | None, version:
         "extra": {"onnx.source": Path(source).name, "onnx.producer": result.producer,
                   "onnx.opset": str(result.opset),
                   "onnx.inputs": json.dumps(result.inputs, ensure_ascii=False),
-                  "onnx.outputs": json.dumps(result.outputs, ensure_ascii=False)},
+                  "onnx.outputs": json.dumps(result.outputs, ensure_ascii=False),
+                  **({"onnx.left_out": json.dumps(result.dropped, ensure_ascii=False)}
+                     if result.dropped else {})},
     }
     if _HEX64.match(props.get("bundle_id", "")):
         meta["lineage"] = {"parent": props["bundle_id"]}

@@ -27,13 +27,13 @@ KEEPS_REFS = {"Transpose", "Reshape", "Identity", "Squeeze", "Unsqueeze", "Flatt
 
 
 def convert(imp: Importer, node: Any, args: Args) -> list[Value]:
-    if node.domain not in ("", "ai.onnx"):
-        raise Unsupported(f"op {node.domain}.{node.op_type} is not supported")
     from nndk.onnx import shapes
 
-    special = shapes.convert(imp, node, args, attributes(node))
+    special = shapes.convert(imp, node, args, attributes(node))  # any domain: a Label's
     if special is not None:
         return special
+    if node.domain not in ("", "ai.onnx"):
+        raise Unsupported(f"op {node.domain}.{node.op_type} is not supported")
     if all(a is None or isinstance(a, Const) for a in args) and node.op_type not in RECURRENT:
         outs = imp.fold(node, args)
         if node.op_type in KEEPS_REFS and args and isinstance(args[0], Const):

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from nndk.onnx.common import ONNX_DTYPE
 from nndk.onnx.graph import RECURRENT, Importer
 from nndk.onnx.values import (
     WHAT,
@@ -23,6 +24,7 @@ from nndk.onnx.values import (
     Dyn,
     Final,
     Finals,
+    Label,
     SeqY,
     Unsupported,
     Value,
@@ -44,6 +46,15 @@ def convert(imp: Importer, node: Any, args: Args, at: dict[str, Any]) -> list[Va
         return [_seq_transpose(args[0], at)]
     if op == "Concat" and any(isinstance(a, Final | Finals) for a in args):
         return [_finals(args, at)]
+    if any(isinstance(a, Label) for a in args):
+        return [Label(next(a.source for a in args if isinstance(a, Label)))] * len(node.output)
+    if op == "ArgMax" and isinstance(args[0], Dyn):
+        return [Label(node.input[0])]
+    if op == "Cast" and isinstance(args[0], Dyn):
+        if ONNX_DTYPE[imp.dtype] != at.get("to"):
+            raise Unsupported(f"Cast of a per-example value to ONNX type {at.get('to')}; the "
+                              f"model computes in {imp.dtype} only")
+        return [args[0]]  # to the type it has: nothing to do
     if op in RECURRENT:
         return None  # it reads a zero fill as its zero initial state
     kinds = {type(a).__name__ for a in args if a is not None}

@@ -79,11 +79,20 @@ class Zeros:
     """A tensor of zeros whose shape depends on the batch size (a zero initial state)."""
 
 
-Value = Const | Dyn | SeqY | Final | Finals | InitState | Dims | Zeros
+@dataclass(frozen=True)
+class Label:
+    """A class index (ArgMax) and what is computed from it: not a vector of numbers, so it
+    is left out of the model's outputs; the ``argmax-label`` codec gives it from the scores."""
+
+    source: str  # the Dyn's ONNX name the index was taken from
+
+
+Value = Const | Dyn | SeqY | Final | Finals | InitState | Dims | Zeros | Label
 
 #: What each kind of value is, in the words of an error message.
 WHAT = {"Const": "a constant", "Dyn": "a per-example value",
         "SeqY": "a recurrent op's output Y (with its direction axis)",
         "Final": "a recurrent op's final state", "Finals": "stacked final states",
         "InitState": "an initial-state input", "Dims": "a shape that depends on the batch size",
-        "Zeros": "zeros shaped by the batch size", "NoneType": "missing"}
+        "Zeros": "zeros shaped by the batch size", "Label": "a class index (ArgMax)",
+        "NoneType": "missing"}
