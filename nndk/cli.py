@@ -290,6 +290,8 @@ def import_command(source: str, output: str, name: str | None, version_: str | N
                                     created=created)
     for line in result.equations.rstrip("\n").split("\n"):
         click.echo(escaped(line))
+    for onnx_name, why in result.dropped.items():
+        click.echo(f"note: output {escaped(onnx_name)} left out: {escaped(why)}")
     click.echo(f"imported {escaped(output)}: {len(result.weights)} tensors, id {bundle_id}")
 
 

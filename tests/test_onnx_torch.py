@@ -65,3 +65,58 @@ def test_recurrent(cls: str, tmp_path) -> None:
         assert kind == "state"
         np.testing.assert_allclose(final[name], value[0].detach().numpy(), rtol=0, atol=1e-5)
     assert "hₜ₋₁" in result.equations and "σ(W_" in result.equations
+
+
+def _compare_torch(net: object, x: object, outputs: list[str], path, **kw: object) -> None:
+    """Export ``net`` to ``path``; nnre's import matches PyTorch and onnxruntime at 1e-5."""
+    import onnxruntime as ort
+
+    from nndk.onnx.conformance import _run
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(net, (x,), str(path), input_names=["x"], output_names=outputs,
+                          external_data=False, **kw)
+    got = _run(import_model(onnx.load(str(path))), {"x": x.numpy()})
+    out = net(x)
+    want = [out[0]] + (list(out[1]) if isinstance(out[1], tuple) else [out[1]])
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    by_ort = dict(zip(outputs, sess.run(None, {"x": x.numpy()}), strict=True))
+    for name, w in zip(outputs, want, strict=True):
+        w = w.detach().numpy()
+        np.testing.assert_allclose(got[name].reshape(w.shape), w, rtol=0, atol=1e-5)
+        np.testing.assert_allclose(got[name].reshape(w.shape), by_ort[name], rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("cls", ["LSTM", "GRU"])
+@pytest.mark.parametrize("layers, dynamic", [(1, False), (2, False), (1, True)])
+def test_dynamo_exporter_recurrent(cls: str, layers: int, dynamic: bool, tmp_path) -> None:
+    """The dynamo exporter drops Y's direction axis with Transpose + Reshape; stacked layers
+    return their final states concatenated; a dynamic batch builds the zero state by Expand."""
+    pytest.importorskip("onnxscript")
+    torch.manual_seed(2)
+    net = getattr(torch.nn, cls)(3, 8, num_layers=layers).eval()
+    x = torch.randn(7, 2, 3)
+    dims = ({0: torch.export.Dim("T"), 1: torch.export.Dim("N")},) if dynamic else None
+    _compare_torch(net, x, ["y", "hn"] + (["cn"] if cls == "LSTM" else []),
+                   tmp_path / "m.onnx", dynamo=True, dynamic_shapes=dims)
+
+
+@pytest.mark.parametrize("cls", ["LSTM", "GRU"])
+def test_legacy_exporter_two_layers_with_dynamic_axes(cls: str, tmp_path) -> None:
+    """The zero initial state is Shape(x) → Gather → Concat → ConstantOfShape / Expand."""
+    torch.manual_seed(3)
+    net = getattr(torch.nn, cls)(3, 8, num_layers=2).eval()
+    x = torch.randn(6, 3, 3)
+    _compare_torch(net, x, ["y", "hn"] + (["cn"] if cls == "LSTM" else []),
+                   tmp_path / "m.onnx", dynamo=False, opset_version=17,
+                   dynamic_axes={"x": {0: "T", 1: "N"}})
+
+
+def test_bidirectional_is_refused_with_the_reason(tmp_path) -> None:
+    from nndk.onnx.common import OnnxError
+
+    net = torch.nn.LSTM(3, 8, bidirectional=True).eval()
+    with pytest.raises(OnnxError, match="direction bidirectional .*forward in time only"):
+        _compare_torch(net, torch.randn(4, 2, 3), ["y", "hn", "cn"], tmp_path / "m.onnx",
+                       dynamo=False, opset_version=17)

@@ -8,7 +8,8 @@ importer refuses those as per-example values, the test is tried again with them 
 constants (as a model file stores weights). Refusals (what nnre cannot express), wrong
 answers and crashes (bugs) are counted apart.
 
-    python -m nndk.onnx.conformance [OP ...]
+    python -m nndk.onnx.conformance [OP ...]     # the supported ops' (or these ops') tests
+    python -m nndk.onnx.conformance --all        # every non-expanded node test of onnx
 """
 
 from __future__ import annotations
@@ -51,6 +52,11 @@ def cases(op: str) -> list[Any]:
             and len(c.model.graph.node) == 1 and c.model.graph.node[0].op_type == op]
 
 
+def every_case() -> list[Any]:
+    """Every node test but the expanded function bodies (refusals count as not passing)."""
+    return [c for c in all_cases() if c.model is not None and "_expanded" not in c.name]
+
+
 def _bind(proto: Any, feeds: dict[str, np.ndarray]) -> Any:
     """A copy with every input but the first (and recurrent initial states) as initializers."""
     onnx = require_onnx()
@@ -62,6 +68,12 @@ def _bind(proto: Any, feeds: dict[str, np.ndarray]) -> Any:
     inputs = [vi for vi in bound.graph.input if vi.name in keep]
     for vi in bound.graph.input:
         if vi.name not in keep:
+            value = feeds[vi.name]
+            value = np.asarray(value) if isinstance(value, np.generic) else value
+            if not isinstance(value, np.ndarray) or value.dtype.kind not in "fiub" \
+                    or type(value.dtype).__module__ != "numpy.dtypes":  # not ml_dtypes
+                raise OnnxError(f"input '{vi.name}' is a sequence or a type nnre has no "
+                                "weights of")
             bound.graph.initializer.append(onnx.numpy_helper.from_array(feeds[vi.name], vi.name))
     del bound.graph.input[:]
     bound.graph.input.extend(inputs)
@@ -81,7 +93,9 @@ def _run(result: ImportResult, feeds: dict[str, np.ndarray]) -> dict[str, np.nda
         else:
             xs[name] = value.reshape(1, value.shape[0], -1)
     ys, final = model.run(xs, state or None)
-    return {onnx_name: (ys[name] if kind == "output" else final[name])
+    return {onnx_name: (ys[name] if kind == "output" else
+                        np.stack([final[n] for n in name.split(",")]) if kind == "states"
+                        else final[name])
             for onnx_name, (name, kind) in result.outputs.items()}
 
 
@@ -115,7 +129,23 @@ def summary(ops: list[str] | tuple[str, ...] = SUPPORTED) -> dict[str, Counter[s
     return {op: Counter(run_case(case)[0] for case in cases(op)) for op in ops}
 
 
+def main_all() -> int:
+    """Counts over every non-expanded node test of the installed onnx."""
+    counts: Counter[str] = Counter()
+    for case in every_case():
+        status, detail = run_case(case)
+        counts[status] += 1
+        if status in ("wrong", "crash") or (status != "pass" and "-v" in sys.argv):
+            print(f"    {case.name}: {status}: {detail}")
+    total = sum(counts.values())
+    print(f"all node tests: {counts['pass']} passed / {total} ({100 * counts['pass'] / total:.1f}%)"
+          f", {counts['refused']} refused, {counts['wrong']} wrong, {counts['crash']} crashed")
+    return 1 if counts["wrong"] or counts["crash"] else 0
+
+
 def main(argv: list[str]) -> int:
+    if "--all" in sys.argv:
+        return main_all()
     ops = argv or list(SUPPORTED)
     totals: Counter[str] = Counter()
     print(f"{'op':<12} {'pass':>4} / {'all':<4} refused wrong crash")

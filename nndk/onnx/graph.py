@@ -43,6 +43,7 @@ class ImportResult:
     sequence: bool  # ONNX inputs are whole sequences [T, N, …] (recurrent ops inside)
     opset: int
     producer: str = ""
+    dropped: dict[str, str] = field(default_factory=dict)  # ONNX outputs left out, and why
 
 
 @dataclass
@@ -66,6 +67,7 @@ class Importer:
     cache: dict[tuple[Any, ...], str] = field(default_factory=dict)
     uses: Counter[str] = field(default_factory=Counter)
     recurrent_count: int = 0
+    dropped: dict[str, str] = field(default_factory=dict)
 
     # -- names and weights ---------------------------------------------------------------
     def time(self) -> int | None:

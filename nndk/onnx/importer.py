@@ -1,6 +1,8 @@
 """``nndk import``: an ONNX file → an ImportResult (equations, weights, name maps) → a bundle.
 
-Reading is defensive: no external data files are followed, the checker runs first, and every
+Reading is defensive: the model file is opened as a regular file only (never a FIFO), its
+external data files are read only from inside its directory with every offset and length
+checked (:mod:`nndk.onnx.external`), the checker runs first, and every
 problem in the graph is reported at once (see :mod:`nndk.onnx.graph`). The bundle records
 where it came from: the ONNX producer and opset, how ONNX names map onto the model's, and, for
 a graph nndk exported, the original bundle id as its lineage parent.
@@ -9,6 +11,7 @@ a graph nndk exported, the original bundle id as its lineage parent.
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -16,26 +19,30 @@ from typing import Any
 from nndk import __version__
 from nndk.onnx import expr as ex
 from nndk.onnx.common import OnnxError, require_onnx
+from nndk.onnx.external import inline
 from nndk.onnx.graph import Importer, ImportResult, start, state_meta
-from nndk.onnx.values import Dyn, Final, SeqY
+from nndk.onnx.values import Dyn, Final, Finals, Label, SeqY
+from nnre import budget
+from nnre.files import open_regular
 
 _SEMVER = re.compile(r"^\d+\.\d+\.\d+$")
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
 
 def read(path: str | Path) -> Any:
-    """Load and check an ONNX model file without following external data."""
+    """Load and check an ONNX model file, with its external data read defensively."""
     onnx = require_onnx()
+    with open_regular(path, OnnxError) as f:
+        size = os.fstat(f.fileno()).st_size
+        if size > budget.limit():
+            raise OnnxError(f"{path}: a model file of {size} bytes exceeds the memory budget "
+                            f"of {budget.limit()} bytes")
+        data = f.read()
     try:
-        proto = onnx.load_model(str(path), load_external_data=False)
-    except OSError:
-        raise
+        proto = onnx.load_model_from_string(data)
     except Exception as err:  # protobuf raises its own DecodeError, among others
         raise OnnxError(f"{path}: not an ONNX model ({type(err).__name__})") from err
-    for init in proto.graph.initializer:
-        if init.data_location == onnx.TensorProto.EXTERNAL:
-            raise OnnxError(f"{path}: tensor '{init.name}' is stored in an external file; "
-                            "nndk imports self-contained models only")
+    inline(proto, path, used=size)
     try:
         onnx.checker.check_model(proto)
     except onnx.checker.ValidationError as err:
@@ -57,8 +64,11 @@ def import_model(proto: Any, source: str = "<onnx>") -> ImportResult:
                         + "; ".join(parts))
     producer = " ".join(p for p in (proto.producer_name, proto.producer_version) if p)
     weights = {ex.canonical_name(k): v for k, v in imp.weights.items()}
+    if not imp.outputs:
+        raise OnnxError(f"{source}: no output is a vector of numbers ("
+                        + "; ".join(f"'{k}' is {v}" for k, v in imp.dropped.items()) + ")")
     return ImportResult(_text(imp, declared, producer), weights, imp.dtype, imp.inputs,
-                        imp.outputs, imp.lead == 2, imp.opset, producer)
+                        imp.outputs, imp.lead == 2, imp.opset, producer, imp.dropped)
 
 
 def _outputs(imp: Importer) -> list[str]:
@@ -83,6 +93,15 @@ def _outputs(imp: Importer) -> list[str]:
     for vi in imp.proto.graph.output:
         value = imp.values.get(vi.name)
         if vi.name in imp.outputs or value is None:
+            continue
+        if isinstance(value, Label):
+            imp.dropped[vi.name] = (f"a class index (ArgMax of '{value.source}'), not a vector "
+                                    "of numbers; pack the model with the argmax-label codec "
+                                    "to get it from the scores")
+            continue
+        if isinstance(value, Finals):  # stacked layers' final states, [layers, N, H]
+            imp.outputs[vi.name] = (",".join(value.states), "states")
+            finals.append(value.states[-1])
             continue
         if isinstance(value, Final):
             imp.outputs[vi.name] = (value.state, "state")
@@ -156,7 +175,9 @@ def bundle_metadata(proto: Any, result: ImportResult, name: str | None, version:
         "extra": {"onnx.source": Path(source).name, "onnx.producer": result.producer,
                   "onnx.opset": str(result.opset),
                   "onnx.inputs": json.dumps(result.inputs, ensure_ascii=False),
-                  "onnx.outputs": json.dumps(result.outputs, ensure_ascii=False)},
+                  "onnx.outputs": json.dumps(result.outputs, ensure_ascii=False),
+                  **({"onnx.left_out": json.dumps(result.dropped, ensure_ascii=False)}
+                     if result.dropped else {})},
     }
     if _HEX64.match(props.get("bundle_id", "")):
         meta["lineage"] = {"parent": props["bundle_id"]}

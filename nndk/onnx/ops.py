@@ -16,7 +16,7 @@ import numpy as np
 
 from nndk.onnx import expr as ex
 from nndk.onnx.graph import RECURRENT, Importer
-from nndk.onnx.values import Const, Dyn, Final, SeqY, Unsupported, Value
+from nndk.onnx.values import WHAT, Const, Dyn, Final, SeqY, Unsupported, Value
 from nnre.ops import BY_ONNX, OPS, Op
 
 Args = list[Value | None]
@@ -27,6 +27,11 @@ KEEPS_REFS = {"Transpose", "Reshape", "Identity", "Squeeze", "Unsqueeze", "Flatt
 
 
 def convert(imp: Importer, node: Any, args: Args) -> list[Value]:
+    from nndk.onnx import shapes
+
+    special = shapes.convert(imp, node, args, attributes(node))  # any domain: a Label's
+    if special is not None:
+        return special
     if node.domain not in ("", "ai.onnx"):
         raise Unsupported(f"op {node.domain}.{node.op_type} is not supported")
     if all(a is None or isinstance(a, Const) for a in args) and node.op_type not in RECURRENT:
@@ -46,6 +51,8 @@ def attributes(node: Any) -> dict[str, Any]:
     out = {}
     for a in node.attribute:
         value = get_attribute_value(a)
+        if isinstance(value, list):  # STRINGS (LSTM's activations) come back as bytes too
+            value = [v.decode() if isinstance(v, bytes) else v for v in value]
         out[a.name] = value.decode() if isinstance(value, bytes) else value
     return out
 
@@ -73,7 +80,7 @@ def _axis(axis: int, rank: int) -> int:
 
 def _dyn(value: Value | None, what: str) -> Dyn:
     if not isinstance(value, Dyn):
-        raise Unsupported(f"{what} must vary per example (it is {type(value).__name__})")
+        raise Unsupported(f"{what} must vary per example (it is {WHAT[type(value).__name__]})")
     return value
 
 
@@ -396,7 +403,8 @@ def _reshape(imp: Importer, node: Any, args: Args, at: dict[str, Any]) -> list[V
     rest = [x.shape[i] if d == 0 and i < len(x.shape) else d for i, d in enumerate(rest)]
     copies = all(d == 0 or (d == s and s is not None) for d, s in
                  zip(lead, imp.lead_sizes, strict=True))
-    keeps_lead = copies or (imp.lead == 1 and lead == [-1] and -1 not in rest)
+    keeps_lead = copies or (lead.count(-1) == 1 and -1 not in rest and all(
+        d in (-1, 0, s) or s is None for d, s in zip(lead, imp.lead_sizes, strict=True)))
     if rest.count(-1) == 1 and copies:
         known = int(np.prod([d for d in rest if d != -1], dtype=np.int64))
         rest = [x.size // max(known, 1) if d == -1 else d for d in rest]

@@ -17,14 +17,19 @@ import numpy as np
 from nndk.onnx import expr as ex
 from nndk.onnx.graph import Importer
 from nndk.onnx.ops import operand
-from nndk.onnx.values import Const, Dyn, Final, InitState, SeqY, Unsupported, Value
+from nndk.onnx.values import Const, Dyn, Final, InitState, SeqY, Unsupported, Value, Zeros
 from nnre.ops import BY_ONNX
 
 GATES = {"LSTM": "iofc", "GRU": "zrh", "RNN": "h"}
 DEFAULT_ACTIVATIONS = {"LSTM": ["Sigmoid", "Tanh", "Tanh"], "GRU": ["Sigmoid", "Tanh"],
                        "RNN": ["Tanh"]}
-#: Activations of the recurrent ops that are functions of ours, by their ONNX names.
-ACTIVATIONS = {t: op.spellings[0] for t, op in BY_ONNX.items() if op.spellings and not op.vector}
+#: The activations ONNX allows in LSTM/GRU/RNN (its spec's list; runtimes match them
+#: ignoring case).
+SPEC_ACTIVATIONS = ("Relu", "Tanh", "Sigmoid", "Affine", "LeakyRelu", "ThresholdedRelu",
+                    "ScaledTanh", "HardSigmoid", "Elu", "Softsign", "Softplus")
+#: Those that are functions of ours, by their ONNX names.
+ACTIVATIONS = {t: op.spellings[0] for t, op in BY_ONNX.items()
+               if op.spellings and not op.vector and t in SPEC_ACTIVATIONS}
 
 
 class Cell:
@@ -41,11 +46,7 @@ class Cell:
         self.b = np.asarray(b.value)[0] if isinstance(b, Const) else zeros
         imp.recurrent_count += 1
         self.suffix = "" if imp.recurrent_count == 1 else str(imp.recurrent_count)
-        acts = at.get("activations") or DEFAULT_ACTIVATIONS[self.op]
-        unknown = [a for a in acts if a not in ACTIVATIONS]
-        if unknown:
-            raise Unsupported(f"{self.op} activation {unknown[0]}")
-        self.acts = [ACTIVATIONS[a] for a in acts]
+        self.acts = _activations(self.op, at.get("activations"))
         self.linear_before_reset = bool(at.get("linear_before_reset", 0))
         self.x = operand(imp, args[0])  # type: ignore[arg-type]
 
@@ -141,12 +142,28 @@ def _rnn(cell: Cell, state: dict[str, ex.Name], prev: dict[str, ex.Name],
     cell.imp.equations.append((state["h"], ex.Call(cell.acts[0], cell.affine("h", prev["h"]))))
 
 
+def _activations(op: str, given: list[str] | None) -> list[str]:
+    """The functions of the gates, from the attribute's ONNX names (default: ONNX's own)."""
+    names = list(given or DEFAULT_ACTIVATIONS[op])
+    if len(names) != len(DEFAULT_ACTIVATIONS[op]):
+        raise Unsupported(f"{op} with {len(names)} activations (one direction takes "
+                          f"{len(DEFAULT_ACTIVATIONS[op])})")
+    by_lower = {k.lower(): k for k in ACTIVATIONS}
+    unknown = [a for a in names if str(a).lower() not in by_lower]
+    if unknown:
+        raise Unsupported(f"{op} activation {unknown[0]} (the equations have "
+                          + ", ".join(ACTIVATIONS) + ")")
+    return [ACTIVATIONS[by_lower[str(a).lower()]] for a in names]
+
+
 def _initial(imp: Importer, value: Value | None, name: ex.Name | None) -> None:
     if value is None or name is None:
         return
     if isinstance(value, Const):
         if np.any(np.asarray(value.value) != 0):
             raise Unsupported("a recurrent op with a nonzero constant initial state")
+        return
+    if isinstance(value, Zeros):  # zeros shaped by the batch size: the default state
         return
     if not isinstance(value, InitState):
         raise Unsupported("a recurrent op whose initial state is computed")
@@ -172,7 +189,9 @@ def _refuse(imp: Importer, node: Any, args: list[Value | None], at: dict[str, An
          "B must be constant"),
         (len(args) <= 4 or args[4] is None or _full_length(imp, args[4]),
          "sequence_lens shorter than the sequence"),
-        (at.get("direction", "forward") == "forward", f"direction {at.get('direction')}"),
+        (at.get("direction", "forward") == "forward",
+         f"direction {at.get('direction')} (the equations run forward in time only: a step "
+         "reads the state before it, never the one after)"),
         (not at.get("layout", 0), "layout 1 (batch first)"),
         ("clip" not in at, "clip"),
         (not at.get("input_forget", 0), "input_forget"),

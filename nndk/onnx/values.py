@@ -58,4 +58,41 @@ class InitState:
     onnx_name: str
 
 
-Value = Const | Dyn | SeqY | Final | InitState
+@dataclass(frozen=True)
+class Finals:
+    """Final states of stacked recurrent layers, concatenated along ONNX's layer axis."""
+
+    states: tuple[str, ...]
+    hidden: int
+
+
+@dataclass(frozen=True)
+class Dims:
+    """A shape (a 1-D int64 tensor) in which the batch or time size is not known until run
+    time: ``None`` marks those entries. It can only become the shape of a zero fill."""
+
+    dims: tuple[int | None, ...]
+
+
+@dataclass(frozen=True)
+class Zeros:
+    """A tensor of zeros whose shape depends on the batch size (a zero initial state)."""
+
+
+@dataclass(frozen=True)
+class Label:
+    """A class index (ArgMax) and what is computed from it: not a vector of numbers, so it
+    is left out of the model's outputs; the ``argmax-label`` codec gives it from the scores."""
+
+    source: str  # the Dyn's ONNX name the index was taken from
+
+
+Value = Const | Dyn | SeqY | Final | Finals | InitState | Dims | Zeros | Label
+
+#: What each kind of value is, in the words of an error message.
+WHAT = {"Const": "a constant", "Dyn": "a per-example value",
+        "SeqY": "a recurrent op's output Y (with its direction axis)",
+        "Final": "a recurrent op's final state", "Finals": "stacked final states",
+        "InitState": "an initial-state input", "Dims": "a shape that depends on the batch size",
+        "Zeros": "zeros shaped by the batch size", "Label": "a class index (ArgMax)",
+        "NoneType": "missing"}

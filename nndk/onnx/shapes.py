@@ -1,0 +1,154 @@
+"""Values around the per-example vectors: shapes that hold the batch size, zero fills, a
+recurrent op's ``Y`` before its direction axis is gone, and stacked final states.
+
+Exporters build a recurrent op's zero initial state from the input's shape
+(``Shape → Gather → Concat → ConstantOfShape`` or ``… → Expand``); with a batch size known
+only at run time those shapes are :class:`Dims` (unknown entries ``None``) and the fill is
+:class:`Zeros`, which the recurrent op reads as its zero initial state. PyTorch's dynamo
+exporter drops the direction axis of ``Y [T, 1, N, H]`` with ``Transpose(perm=[0, 2, 1, 3])``
+and a Reshape instead of a Squeeze; with one direction that moves no number, so it is the same.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from nndk.onnx.common import ONNX_DTYPE
+from nndk.onnx.graph import RECURRENT, Importer
+from nndk.onnx.values import (
+    WHAT,
+    Const,
+    Dims,
+    Dyn,
+    Final,
+    Finals,
+    Label,
+    SeqY,
+    Unsupported,
+    Value,
+    Zeros,
+)
+
+Args = list[Value | None]
+#: Ops that keep a zero fill a zero fill (whatever they do to its shape).
+_KEEP_ZEROS = {"Slice", "Squeeze", "Unsqueeze", "Identity", "Reshape", "Cast", "Expand",
+               "Gather", "Transpose"}
+
+
+def convert(imp: Importer, node: Any, args: Args, at: dict[str, Any]) -> list[Value] | None:
+    """The node's outputs when it works on these values; None when the usual rules apply."""
+    op = node.op_type
+    if op == "Shape" and isinstance(args[0], Dyn) and None in imp.lead_sizes:
+        return [_shape(imp, args[0], at)]
+    if op == "Transpose" and isinstance(args[0], SeqY):
+        return [_seq_transpose(args[0], at)]
+    if op == "Concat" and any(isinstance(a, Final | Finals) for a in args):
+        return [_finals(args, at)]
+    if any(isinstance(a, Label) for a in args):
+        return [Label(next(a.source for a in args if isinstance(a, Label)))] * len(node.output)
+    if op == "ArgMax" and isinstance(args[0], Dyn):
+        return [Label(node.input[0])]
+    if op == "Cast" and isinstance(args[0], Dyn):
+        if ONNX_DTYPE[imp.dtype] != at.get("to"):
+            raise Unsupported(f"Cast of a per-example value to ONNX type {at.get('to')}; the "
+                              f"model computes in {imp.dtype} only")
+        return [args[0]]  # to the type it has: nothing to do
+    if op in RECURRENT:
+        return None  # it reads a zero fill as its zero initial state
+    kinds = {type(a).__name__ for a in args if a is not None}
+    if "Zeros" in kinds:
+        if op in _KEEP_ZEROS and isinstance(args[0], Zeros):
+            return [Zeros()]
+        raise Unsupported(f"{op} of {WHAT['Zeros']}")
+    if "Dims" not in kinds:
+        return None
+    if op in ("ConstantOfShape", "Expand"):
+        return [_fill(op, args, at)]
+    if op == "Reshape" and isinstance(args[0], Dyn) and isinstance(args[1], Dims):
+        from nndk.onnx.ops import RULES
+
+        target = [_lead_copy(imp, i, d) for i, d in enumerate(args[1].dims)]
+        return RULES["Reshape"](imp, node, [args[0], Const(np.array(target, np.int64))], {})
+    return [Dims(_dims_op(op, args, at))]
+
+
+def _shape(imp: Importer, x: Dyn, at: dict[str, Any]) -> Dims:
+    full = [*imp.lead_sizes, *x.shape]
+    start, end = int(at.get("start", 0)), at.get("end")
+    return Dims(tuple(full[start:end] if end is not None else full[start:]))
+
+
+def _seq_transpose(y: SeqY, at: dict[str, Any]) -> Value:
+    perm = list(at.get("perm", []))
+    if perm != [0, 2, 1, 3]:
+        raise Unsupported(f"Transpose(perm={perm}) of {WHAT['SeqY']}; the importer reads "
+                          "the perm [0, 2, 1, 3] that moves the direction axis next to H")
+    return Dyn(y.expr, (1, y.hidden))
+
+
+def _finals(args: Args, at: dict[str, Any]) -> Finals:
+    if int(at.get("axis", 0)) != 0:
+        raise Unsupported("Concat of final states along an axis other than the layer axis")
+    states: list[str] = []
+    hidden = {a.hidden for a in args if isinstance(a, Final | Finals)}
+    for a in args:
+        if isinstance(a, Final):
+            states.append(a.state)
+        elif isinstance(a, Finals):
+            states.extend(a.states)
+        else:
+            raise Unsupported(f"Concat of final states with {WHAT[type(a).__name__]}")
+    if len(hidden) != 1:
+        raise Unsupported("Concat of final states of different sizes")
+    return Finals(tuple(states), hidden.pop())
+
+
+def _fill(op: str, args: Args, at: dict[str, Any]) -> Zeros:
+    if op == "ConstantOfShape":
+        value = at.get("value")
+        from onnx.numpy_helper import to_array
+
+        fill = 0.0 if value is None else float(np.asarray(to_array(value)).reshape(-1)[0])
+    else:
+        src = args[0]
+        fill = 1.0 if not isinstance(src, Const) or np.any(np.asarray(src.value) != 0) else 0.0
+    if fill != 0.0:
+        raise Unsupported(f"{op} to {WHAT['Dims']} with a value other than zero")
+    return Zeros()
+
+
+def _lead_copy(imp: Importer, i: int, d: int | None) -> int:
+    if d is not None:
+        return d
+    if i >= imp.lead:
+        raise Unsupported("Reshape to a per-example shape that is not fixed")
+    return 0  # "as the input has it": the lead axis stays
+
+
+def _dims_op(op: str, args: Args, at: dict[str, Any]) -> tuple[int | None, ...]:
+    """Shape arithmetic with unknown entries: indexing, slicing, concatenating, casting."""
+    def entries(v: Value | None) -> list[int | None]:
+        if isinstance(v, Dims):
+            return list(v.dims)
+        if isinstance(v, Const) and np.asarray(v.value).dtype.kind in "iu":
+            return [int(d) for d in np.asarray(v.value).reshape(-1)]
+        raise Unsupported(f"{op} of a shape with {WHAT[type(v).__name__]}")
+
+    dims = entries(args[0])
+    if op in ("Unsqueeze", "Squeeze", "Cast", "Identity"):
+        return tuple(dims)
+    if op == "Concat":
+        return tuple(d for a in args if a is not None for d in entries(a))
+    if op == "Gather" and int(at.get("axis", 0)) == 0:
+        index = entries(args[1])
+        if None in index:
+            raise Unsupported(f"Gather of {WHAT['Dims']} at indices known only at run time")
+        return tuple(dims[i] for i in index if i is not None)
+    if op == "Slice" and all(isinstance(a, Const) for a in args[1:] if a is not None):
+        starts, ends = entries(args[1]), entries(args[2])
+        steps = entries(args[4]) if len(args) > 4 and args[4] is not None else [1]
+        return tuple(dims[slice(starts[0], ends[0], steps[0])])  # type: ignore[index]
+    raise Unsupported(f"{op} of {WHAT['Dims']}")
+
