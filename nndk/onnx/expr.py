@@ -18,7 +18,7 @@ from nnre.equations.parser import ROLE_WORDS
 from nnre.equations.render import render
 from nnre.errors import EquationError
 from nnre.names import skeleton
-from nnre.ops import FUNCTIONS, OPS
+from nnre.ops import BY_ARITY, FUNCTIONS, OPS
 
 _SUBSCRIPTS = str.maketrans("0123456789", "₀₁₂₃₄₅₆₇₈₉")
 _RESERVED = {*FUNCTIONS, *ROLE_WORDS, "in", "R", "T", "t"}
@@ -41,11 +41,12 @@ class Call:
     func: str  # a spelling from nnre.ops.FUNCTIONS: 'σ', 'tanh', 'relu', …
     arg: Expr
     params: tuple[tuple[str, float], ...] = ()  # leaky_relu(x; slope=0.2)
+    more: tuple[Expr, ...] = ()  # further arguments: max(a, b), where(c, a, b)
 
 
 @dataclass(frozen=True)
 class Bin:
-    op: str  # '+', '−', '⊙', '/', '·' (matrix product)
+    op: str  # '+', '−', '⊙', '/', '·' (matrix product), or a comparison '<', '>', '≤', '≥'
     a: Expr
     b: Expr
 
@@ -94,7 +95,8 @@ def show(e: Expr) -> str:
     return render(to_ast(e), written=True)
 
 
-_AST_OPS = {"+": "+", "−": "-", "⊙": "*", "/": "/", "·": "@"}
+_AST_OPS = {"+": "+", "−": "-", "⊙": "*", "/": "/", "·": "@", "<": "<", ">": ">", "≤": "≤",
+            "≥": "≥"}
 _AT = ast.Pos(0, 0)
 
 
@@ -105,10 +107,11 @@ def to_ast(e: Expr) -> ast.Expr:
     if isinstance(e, Num):
         return ast.Number(e.value, e.text, _AT)
     if isinstance(e, Call):
-        op = OPS[FUNCTIONS[e.func]]
+        args = (to_ast(e.arg), *(to_ast(m) for m in e.more))
+        op = OPS[BY_ARITY[(e.func, len(args))]]
         given = dict(e.params)
         params = tuple((k, given.get(k, v)) for k, v in op.params.items())
-        return ast.Call(op.name, (to_ast(e.arg),), _AT, params)
+        return ast.Call(op.name, args, _AT, params)
     if isinstance(e, Neg):
         return ast.Unary("-", to_ast(e.a), _AT)
     if isinstance(e, Stack):

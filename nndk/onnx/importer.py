@@ -131,7 +131,7 @@ def _rename(imp: Importer, old: str, new: str) -> None:
         if isinstance(e, ex.Name):
             return ex.Name(new, e.time) if e.text == old and e.time == 0 else e
         if isinstance(e, ex.Call):
-            return ex.Call(e.func, walk(e.arg), e.params)
+            return ex.Call(e.func, walk(e.arg), e.params, tuple(walk(m) for m in e.more))
         if isinstance(e, ex.Bin):
             return ex.Bin(e.op, walk(e.a), walk(e.b))
         if isinstance(e, ex.Neg | ex.Tr):

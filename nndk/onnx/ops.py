@@ -280,6 +280,33 @@ def _softmax(func: str) -> Rule:
     return rule
 
 
+def _entrywise(func: str, stem: str = "k") -> Rule:
+    """Max, Min (two inputs or more, nested) and Where: a function of several arguments,
+    each a per-example value or a constant, broadcast as ``+`` is. ONNX's booleans (from
+    Less, Greater, …) are the language's 0/1 masks."""
+    def rule(imp: Importer, node: Any, args: Args, at: dict[str, Any]) -> list[Value]:
+        dyns = [a for a in args if isinstance(a, Dyn)]
+        if not dyns or len(args) < 2 or any(a is None for a in args):
+            raise Unsupported(f"{node.op_type} without a per-example value among two or "
+                              "more inputs")
+        wide = max(dyns, key=lambda d: d.size)
+        if any(d.size not in (1, wide.size) for d in dyns) or len(wide.shape) > 1:
+            raise Unsupported(f"{node.op_type} broadcasts one per-example value over another")
+        exprs = [a.expr if isinstance(a, Dyn) else
+                 const_operand(imp, a, wide, stem) if isinstance(a, Const) else None
+                 for a in args]
+        if any(e is None for e in exprs):
+            raise Unsupported(f"{node.op_type} of {type(args[0]).__name__}")
+        first, *rest = exprs
+        if func == "where":
+            return [Dyn(ex.Call(func, first, more=tuple(rest)), wide.shape)]  # type: ignore
+        out = first
+        for e in rest:  # Max(a, b, c) = max(max(a, b), c)
+            out = ex.Call(func, out, more=(e,))  # type: ignore[arg-type]
+        return [Dyn(out, wide.shape)]  # type: ignore[arg-type]
+    return rule
+
+
 def _reduce(func: str) -> Rule:
     """ReduceSum/Mean/Max/Min/L2 over the per-example vector, keeping its axis."""
     def rule(imp: Importer, node: Any, args: Args, at: dict[str, Any]) -> list[Value]:
@@ -464,6 +491,9 @@ def _from_op(op: Op) -> Rule:
 RULES: dict[str, Rule] = {
     **{op_type: _from_op(op) for op_type, op in BY_ONNX.items() if not op.reduces},
     **{op_type: _reduce(op.spellings[0]) for op_type, op in BY_ONNX.items() if op.reduces},
+    "Max": _entrywise("max"), "Min": _entrywise("min"), "Where": _entrywise("where"),
+    **{op_type: _binary(symbol, "k") for op_type, symbol in (
+        ("Less", "<"), ("Greater", ">"), ("LessOrEqual", "≤"), ("GreaterOrEqual", "≥"))},
     "Neg": _neg, "LeakyRelu": _leaky_relu, "Gelu": _gelu, "Elu": _elu,
     "HardSigmoid": _hard_sigmoid, "Clip": _clip, "Identity": _identity,
     "Dropout": _dropout,
