@@ -99,7 +99,8 @@ def build_content(equations: str, weights: Mapping[str, np.ndarray], metadata: d
     _finite(weights)
     model = Model.from_equations(equations, weights, None, dtype, filename=filename)
     signature = {"inputs": model.inputs, "outputs": model.outputs, "state": model.state}
-    return BundleContent(equations, dtype, model.dims, signature, metadata, model.weights())
+    return BundleContent(equations, dtype, model.dims, signature, metadata, model.weights(),
+                         requires=(f"equations/{model.language}",))
 
 
 def _finite(weights: Mapping[str, np.ndarray]) -> None:

@@ -71,6 +71,7 @@ def model_of(bundle: Bundle, *, cache: bool = False) -> Model:
                                  metadata=h.metadata, bundle_id=bundle.bundle_id,
                                  filename=f"{bundle.source}[model.equations]")
     check_signature(model, h)
+    check_language(model, h)
     if use_cache:
         shapes = {n: s.shape for n, s in model.params.items()}
         compile_cache.store(bundle.bundle_id,
@@ -103,6 +104,16 @@ def converted(bundle: Bundle) -> dict[str, np.ndarray]:
     budget.check(copies, f"converting the weights to {bundle.header.dtype}",
                  lambda message: BundleError("over-budget", message, field="tensors"))
     return {n: a.astype(bundle.header.dtype, copy=False) for n, a in bundle.tensors.items()}
+
+
+def check_language(model: Model, h: Header) -> None:
+    """The file must require the version of the language its equations use (spec §2), so a
+    reader that lacks it refuses the file by name instead of failing on an equation."""
+    declared = next(int(r.split("/")[1]) for r in h.requires if r.startswith("equations/"))
+    if model.language > declared:
+        raise BundleError("signature-mismatch", f"the equations use version {model.language} "
+                          f"of the equation language but the file requires "
+                          f"equations/{declared}", field="header.requires")
 
 
 def check_signature(model: Model, h: Header) -> None:

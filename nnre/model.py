@@ -37,8 +37,10 @@ class Model:
 
     def __init__(self, program: Program, params: Arrays, *, equations: str,
                  dims: dict[str, int], param_specs: dict[str, TensorSpec],
-                 metadata: dict[str, Any] | None = None, bundle_id: str | None = None) -> None:
+                 metadata: dict[str, Any] | None = None, bundle_id: str | None = None,
+                 language: int = 1) -> None:
         self.program = program
+        self.language = language  # the equation-language version the text needs
         self.equations = equations
         self.dims = dict(dims)
         self.metadata: dict[str, Any] = dict(metadata or {})
@@ -70,7 +72,7 @@ class Model:
         checking them: results are the same up to rounding).
         """
         from nnre.compiler import compile_program  # SymPy: only when compiling
-        from nnre.equations import check, param_shapes
+        from nnre.equations import check, language_version, param_shapes
 
         if dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
@@ -93,7 +95,7 @@ class Model:
             specs[name] = TensorSpec(want, dtype)
         program = compile_program(checked.sympy, roles, dtype, optimize=optimize)
         return cls(program, weights, equations=text, dims=shapes.dims, param_specs=specs,
-                   metadata=metadata, bundle_id=bundle_id)
+                   metadata=metadata, bundle_id=bundle_id, language=language_version(checked))
 
     # -- introspection -------------------------------------------------------------------
     @property

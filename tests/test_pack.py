@@ -15,7 +15,7 @@ from click.testing import CliRunner
 
 import nnre
 from nndk.cli import cli
-from nndk.pack import PackError, PackRequest, pack
+from nndk.pack import PackError, PackRequest, build_content, pack
 from nnre.errors import ShapeError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -144,3 +144,28 @@ def test_cli_pack_error_is_one_line(files, tmp_path) -> None:
                           capture_output=True, text=True, env=env, timeout=60)
     assert proc.returncode == 1 and proc.stderr.count("\n") == 1
     assert proc.stderr.startswith("error: ") and "missing weight 'W_y'" in proc.stderr
+
+
+def test_a_bundle_requires_the_language_version_its_equations_use(tmp_path) -> None:
+    """Version 1 models say equations/1 (older readers keep reading them); one that uses a
+    version-2 function says equations/2; one that hides it behind equations/1 is refused."""
+    from bundle_helpers import reseal
+
+    from nnre.bundle.read import decode
+    from nnre.bundle.write import write
+    from nnre.errors import BundleError
+    from nnre.loader import load
+
+    w = {"W": np.eye(3)}
+    for text, version in (("y = tanh(W x)", 1), ("y = W x − mean(W x)", 2),
+                          ("y = (x > 0) ⊙ x", 2), ("s = xᵀ x\ny = s ⊙ x", 2)):
+        content = build_content("x ∈ ℝ^3\n" + text, w if "W" in text else {},
+                                {"name": "m", "version": "1.0.0"})
+        assert content.requires == (f"equations/{version}",), text
+        write(tmp_path / "m.bundle", content)
+        assert decode(tmp_path / "m.bundle").header.requires == (f"equations/{version}",)
+    blob = reseal((tmp_path / "m.bundle").read_bytes(),
+                  lambda h: h.update(requires=["equations/1"]))
+    with pytest.raises(BundleError, match="version 2 of the equation language") as err:
+        load(blob, cache=False)
+    assert err.value.code == "signature-mismatch" and err.value.field == "header.requires"

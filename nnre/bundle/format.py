@@ -48,7 +48,7 @@ DTYPES: dict[str, np.dtype] = {
 COMPUTE_DTYPES = ("float32", "float64")
 
 #: Features a v1.0 reader understands in ``requires``. Exactly one ``equations/N`` is required.
-KNOWN_REQUIRES = ("equations/1",)
+KNOWN_REQUIRES = ("equations/1", "equations/2")
 
 #: Codec ids a v1.0 reader accepts, with the one list parameter each takes (None: no params)
 #: and which side of the signature it may sit on.

@@ -16,6 +16,8 @@ from nnre.equations.shapes import Shapes, check_shapes
 from nnre.equations.to_sympy import SympyModel, to_sympy
 from nnre.errors import EquationError, ShapeError
 from nnre.names import code_points, lookalike
+from nnre.ops import OPS
+from nnre.ops.arithmetic import COMPARISONS
 
 
 @dataclass
@@ -49,6 +51,20 @@ def check(text: str, dims: Mapping[str, int] | None = None,
     if static and weights is not None:
         _no_missing_weights(roles, shapes, module)
     return Checked(module, roles, shapes, to_sympy(module, roles, shapes))
+
+
+def language_version(checked: Checked) -> int:
+    """The version of the language the equations need: 1 unless they use something version 2
+    added (a function or operator whose op has ``since`` 2, or a per-example number broadcast
+    over a vector). A bundle states it in ``requires`` (``equations/N``)."""
+    version = 2 if checked.shapes.numbers_broadcast else 1
+    for eq in checked.module.equations:
+        for node in ast.walk(eq.expr):
+            if isinstance(node, ast.Call):
+                version = max(version, OPS[node.func].since)
+            elif isinstance(node, ast.Binary) and node.op in COMPARISONS:
+                version = max(version, OPS[COMPARISONS[node.op]].since)
+    return version
 
 
 def _distinct_names(module: ast.Module) -> None:

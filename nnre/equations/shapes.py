@@ -27,6 +27,7 @@ class Shapes:
     dims: dict[str, int]  # dimension name → value
     nodes: dict[int, tuple[int, int]]  # id(ast node) → (rows, cols)
     matrices: set[str]  # params/inputs declared or given as 2-D
+    numbers_broadcast: bool = False  # a per-example number broadcast over a vector (version 2)
 
 
 class _Dims:
@@ -121,6 +122,7 @@ class _Checker:
         self.matrices: set[str] = set()
         self.nodes: dict[int, Pair] = {}
         self.known_scalar: set[int] = set()
+        self.numbers_broadcast = False
         self.one = self.d.new(1)
         self.where: dict[str, ast.Pos] = {}  # first place each name or dimension appears
 
@@ -219,7 +221,7 @@ class _Checker:
             rv, cv = self.d.get(r), self.d.get(c)
             assert rv is not None and cv is not None
             nodes[key] = (rv, cv)
-        return Shapes(of, self.scalar, dims, nodes, self.matrices)
+        return Shapes(of, self.scalar, dims, nodes, self.matrices, self.numbers_broadcast)
 
     # -- expressions ---------------------------------------------------------------------
     def infer(self, expr: ast.Expr, eq: ast.Equation) -> Pair:
@@ -261,6 +263,7 @@ class _Checker:
         numbers (per example too) broadcast, as for ``+``."""
         self._inherit_scalar(node, *node.args)
         wide = [a for a in node.args if not self.one_by_one(a)]
+        self.numbers_broadcast |= len(wide) < len(node.args)
         if not wide:
             return self.nodes[id(node.args[0])]
         shape = self.nodes[id(wide[0])]
@@ -292,6 +295,7 @@ class _Checker:
         if self.is_scalar(node.right):
             return left
         if self.one_by_one(node.left) != self.one_by_one(node.right):  # a number per example
+            self.numbers_broadcast = True
             return right if self.one_by_one(node.left) else left
         shapes = (self.show(left), self.show(right))  # as they were before unifying
 

@@ -13,6 +13,8 @@ these records; none keeps a table of its own.
 
 from __future__ import annotations
 
+import dataclasses
+
 from nnre.ops import activations, arithmetic, functions, linear, reductions, structure, vector
 from nnre.ops.base import Op, Shape
 
@@ -20,6 +22,13 @@ OPS: dict[str, Op] = {op.name: op for op in [
     *arithmetic.OPS, *linear.OPS, *functions.OPS, *activations.OPS, *vector.OPS,
     *reductions.OPS,
     *structure.OPS]}
+
+#: The primitives of version 1 of the language; every later one has ``Op.since`` 2.
+VERSION_1 = frozenset({"add", "sub", "mul", "div", "matmul", "rowdot", "neg", "tanh", "sigmoid",
+                       "relu", "exp", "log", "sqrt", "abs", "softmax", "log_softmax", "pow",
+                       "copy", "concat", "slice", "reshape", "transpose"})
+OPS = {name: dataclasses.replace(op, since=1) if name in VERSION_1 else op
+       for name, op in OPS.items()}
 
 #: Spellings accepted in equations → the op that implements the function (with one
 #: argument, where a spelling has several arities).

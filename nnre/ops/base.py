@@ -46,6 +46,7 @@ class Op:
     # -- equations -------------------------------------------------------------------
     spellings: tuple[str, ...] = ()  # names in equation text; the first is how it prints
     arity: int = 1  # arguments in equation text: max(x) reduces, max(a, b) is entry by entry
+    since: int = 2  # the version of the equation language that has it (formats/equations.md)
     #: Parameters written after a semicolon, ``leaky_relu(x; slope=0.2)``, with their
     #: defaults; each is also an attribute of the instruction (``attrs``).
     params: Mapping[str, float] = field(default_factory=dict)
