@@ -240,6 +240,9 @@ SYMBOLS = list("=+-−·⋅@*⊙∘/÷^()[]{};,∈×√ℝᵀ²³_'′″#.ₜ�
     "tanh", "σ", "σ_g", "softmax", "log", "sqrt", "relu", "in", "R", "input", "state",
     "output", "x", "xₜ", "hₜ₋₁", "hₜ₊₁", "hₜ", "W", "W_f", "b_{xh}", "x_t", "h_{t-1}", "c̃ₜ",
     "∈ ℝ^3", "∈ ℝ^(3×3)", "∈ ℝ", "in R^H", " = ", "\n", "1e400", "9" * 40,
+    # version 2: parameters, reductions, several arguments, comparisons, invisible letters
+    "leaky_relu", "clip", "; slope=", "; min=", "max", "min", "mean", "Σ", "‖", "where",
+    "gelu", "erf", "<", ">", "≤", ">=", ",", "\u3164", "\u034f", "х",
 ]
 GRAMMAR_ISH = st.lists(st.sampled_from(SYMBOLS), max_size=40).map("".join)
 ANY_TEXT = st.text(max_size=80)
