@@ -291,6 +291,21 @@ def _elementwise(c: Compiler, node: Any, shape: tuple[int, int]) -> int:
     return c.emit(op, (c.memo[node.expr],), shape, **attrs)
 
 
+def _rows(c: Compiler, node: Any, shape: tuple[int, int]) -> int:
+    """``x[a:b]``: a view. Per example, the entries of the row; a constant's rows are the
+    columns of its transpose (Wᵀ[…, a:b]ᵀ), so every slice stays on the last axis."""
+    (start, stop, step), cols = node.rowslice, node.colslice
+    if step != 1 or (cols[0], cols[1], cols[2]) != (0, node.parent.shape[1], 1):
+        raise EquationError(f"cannot compile the slice {node} in the equation for "
+                            f"'{c.current}'")
+    arg = c.memo[node.parent]
+    if c.stage(arg) != "prologue":
+        return c.emit("slice", (arg,), shape, start=int(start), stop=int(stop))
+    cut = c.emit("slice", (c.transposed(arg),), (shape[1], shape[0]), start=int(start),
+                 stop=int(stop))
+    return c.emit("transpose", (cut,), shape)
+
+
 def _apply(c: Compiler, node: Any, shape: tuple[int, int]) -> int:
     return c.emit(node.op, tuple(c.memo[a] for a in node.args[1:]), shape)
 
@@ -360,6 +375,7 @@ _HANDLERS: dict[type, Any] = {
     ElementwiseApplyFunction: _elementwise,
     VectorFunction: _vector_function,
     Apply: _apply,
+    sp.MatrixSlice: _rows,
     sp.BlockMatrix: _concat,
     Broadcast: _broadcast,
     sp.OneMatrix: _ones,

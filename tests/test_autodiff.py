@@ -27,6 +27,7 @@ CASES = {
         nₜ = xₜ / norm(xₜ) + (mean(xₜ) − max(W xₜ)) ⊙ xₜ + Σ(xₜ) ⊙ min(xₜ)
         mₜ = max(xₜ, W xₜ) − min(xₜ, 0.2) + where(max(xₜ, 0), W xₜ, xₜ ⊙ xₜ)
         kₜ = (xₜ > 0.1) ⊙ xₜ + (xₜ < W xₜ) + (xₜ ≤ 0) ⊙ (xₜ ≥ -1)
+        sₜ = (W xₜ)[0:2] ⊙ xₜ[1:3] + W[0:2] xₜ + xₜ[2] ⊙ W[1:3] xₜ
         """,
     "activations": """
         xₜ ∈ ℝ^3

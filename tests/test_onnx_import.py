@@ -273,3 +273,23 @@ def test_every_onnx_node_test_passes_or_is_refused_never_wrong() -> None:
     counts: Counter[str] = Counter(run_case(case)[0] for case in every_case())
     assert counts["wrong"] == 0 and counts["crash"] == 0, counts
     assert counts["pass"] >= 118, counts
+
+
+def test_a_slice_of_the_per_example_vector_imports_as_entries() -> None:
+    n = helper.make_node
+    ints = [numpy_helper.from_array(np.array(v, np.int64), k) for k, v in
+            (("s", [1]), ("e", [-1]), ("ax", [1]), ("s2", [0]), ("e2", [2]))]
+    proto = _model([n("Tanh", ["x"], ["t"]), n("Slice", ["t", "s", "e", "ax"], ["y"]),
+                    n("Slice", ["x", "s2", "e2", "ax"], ["z"])], ints, {"x": ["N", 5]},
+                   {"y": ["N", 3], "z": ["N", 2]})
+    result = import_model(proto)
+    assert "[1:4]" in result.equations and "[0:2]" in result.equations
+    model = Model.from_equations(result.equations, result.weights)
+    x = RNG.standard_normal((4, 5)).astype(np.float32)
+    want, (got, _) = ort_runner(proto)({"x": x}), model.step({"x": x})
+    for name in ("y", "z"):
+        np.testing.assert_allclose(got[result.outputs[name][0]], want[name], atol=1e-6)
+    batch = _model([n("Slice", ["x", "s2", "e2"], ["z"])], ints, {"x": ["N", 5]},
+                   {"z": ["N", 5]})  # no axes: ONNX slices axis 0, the batch
+    with pytest.raises(OnnxError, match="Slice of an axis other than the per-example vector"):
+        import_model(batch)

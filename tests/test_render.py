@@ -53,3 +53,10 @@ def test_functions_of_several_arguments_read_back() -> None:
     expr = parse("y = where(m, max(a, 0), min(a, b))").equations[0].expr
     assert render(expr) == "where(m, max(a, 0), min(a, b))"
     assert render(parse("y = " + render(expr)).equations[0].expr) == render(expr)
+
+
+def test_entries_print_as_written() -> None:
+    for text in ("y = x[0:2] + (W x)[1]", "y = W [a; b]"):
+        expr = parse(text).equations[0].expr
+        assert render(parse("y = " + render(expr)).equations[0].expr) == render(expr)
+    assert render(parse("y = x[0:2] + (W x)[1]").equations[0].expr) == "x[0:2] + (W · x)[1]"

@@ -66,7 +66,16 @@ class Tr:
     a: Expr
 
 
-Expr = Name | Num | Call | Bin | Neg | Stack | Tr
+@dataclass(frozen=True)
+class Part:
+    """Entries start … stop−1 of a vector: ``x[start:stop]``."""
+
+    a: Expr
+    start: int
+    stop: int
+
+
+Expr = Name | Num | Call | Bin | Neg | Stack | Tr | Part
 
 
 def number(value: float, dtype: str) -> Expr:
@@ -118,6 +127,8 @@ def to_ast(e: Expr) -> ast.Expr:
         return ast.Concat(tuple(to_ast(p) for p in e.parts), _AT)
     if isinstance(e, Tr):
         return ast.Transpose(to_ast(e.a), _AT)
+    if isinstance(e, Part):
+        return ast.Slice(to_ast(e.a), e.start, e.stop, _AT)
     return ast.Binary(_AST_OPS[e.op], to_ast(e.a), to_ast(e.b), _AT)
 
 

@@ -138,6 +138,8 @@ def _rename(imp: Importer, old: str, new: str) -> None:
             return type(e)(walk(e.a))
         if isinstance(e, ex.Stack):
             return ex.Stack(tuple(walk(p) for p in e.parts))
+        if isinstance(e, ex.Part):
+            return ex.Part(walk(e.a), e.start, e.stop)
         return e
 
     imp.equations = [(walk(t), walk(e)) for t, e in imp.equations]  # type: ignore[misc]

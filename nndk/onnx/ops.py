@@ -307,6 +307,38 @@ def _entrywise(func: str, stem: str = "k") -> Rule:
     return rule
 
 
+def _slice(imp: Importer, node: Any, args: Args, at: dict[str, Any]) -> list[Value]:
+    """Slice of the per-example vector with constant bounds and step 1: ``x[a:b]``."""
+    x = _dyn(args[0], "the input of Slice")
+    if imp.opset < 10:
+        bounds = [at.get("starts"), at.get("ends"), at.get("axes"), None]
+    else:
+        bounds = [None, None, None, None]
+        for i, arg in enumerate(args[1:5]):
+            if arg is not None and not isinstance(arg, Const):
+                raise Unsupported("Slice with bounds computed per example")
+            bounds[i] = None if arg is None else list(np.asarray(arg.value).reshape(-1))
+    starts, ends, axes, steps = bounds
+    if starts is None or ends is None or len(starts) != 1 or len(ends) != 1:
+        raise Unsupported("Slice over more than one axis")
+    rank = imp.lead + len(x.shape)
+    axis = _axis(int(axes[0]), rank) - imp.lead if axes else -imp.lead  # default: axis 0
+    if steps and int(steps[0]) != 1:
+        raise Unsupported(f"Slice with step {int(steps[0])} (the language takes runs of "
+                          "entries)")
+    if axis != len(x.shape) - 1 or x.size != x.shape[-1]:
+        raise Unsupported("Slice of an axis other than the per-example vector")
+    n = x.shape[-1]
+    start, stop = (min(max(int(v) + n if int(v) < 0 else int(v), 0), n)
+                   for v in (starts[0], ends[0]))
+    if stop <= start:
+        raise Unsupported("Slice that takes no entries")
+    if (start, stop) == (0, n):
+        return [x]
+    return [Dyn(ex.Part(imp.define(x).expr if not isinstance(x.expr, ex.Name) else x.expr,
+                        start, stop), (stop - start,))]
+
+
 def _reduce(func: str) -> Rule:
     """ReduceSum/Mean/Max/Min/L2 over the per-example vector, keeping its axis."""
     def rule(imp: Importer, node: Any, args: Args, at: dict[str, Any]) -> list[Value]:
@@ -491,10 +523,12 @@ def _from_op(op: Op) -> Rule:
 RULES: dict[str, Rule] = {
     **{op_type: _from_op(op) for op_type, op in BY_ONNX.items() if not op.reduces},
     **{op_type: _reduce(op.spellings[0]) for op_type, op in BY_ONNX.items() if op.reduces},
-    "Max": _entrywise("max"), "Min": _entrywise("min"), "Where": _entrywise("where"),
+    "Slice": _slice, "Max": _entrywise("max"), "Min": _entrywise("min"),
+    "Where": _entrywise("where"),
     **{op_type: _binary(symbol, "k") for op_type, symbol in (
         ("Less", "<"), ("Greater", ">"), ("LessOrEqual", "≤"), ("GreaterOrEqual", "≥"))},
-    "Neg": _neg, "LeakyRelu": _leaky_relu, "Gelu": _gelu, "Elu": _elu,
+    "Neg": _neg, "LeakyRelu": _leaky_relu, "Gelu": _gelu,
+    "Elu": _elu,
     "HardSigmoid": _hard_sigmoid, "Clip": _clip, "Identity": _identity,
     "Dropout": _dropout,
     "MatMul": _matmul, "Gemm": _gemm, "Flatten": _flatten, "Reshape": _reshape,

@@ -64,6 +64,8 @@ def language_version(checked: Checked) -> int:
                 version = max(version, OPS[node.func].since)
             elif isinstance(node, ast.Binary) and node.op in COMPARISONS:
                 version = max(version, OPS[COMPARISONS[node.op]].since)
+            elif isinstance(node, ast.Slice):
+                version = 2
     return version
 
 

@@ -55,6 +55,16 @@ class Transpose:
 
 
 @dataclass(frozen=True)
+class Slice:
+    """``x[a:b]`` (entries a … b−1 of a vector, rows of a matrix) or ``x[i]`` (= ``x[i:i+1]``)."""
+
+    operand: Expr
+    start: int
+    stop: int
+    pos: Pos
+
+
+@dataclass(frozen=True)
 class Call:
     func: str  # the op's name (see nnre.ops.FUNCTIONS)
     args: tuple[Expr, ...]
@@ -73,7 +83,7 @@ class Concat:
     pos: Pos
 
 
-Expr = Name | Number | Unary | Binary | Power | Transpose | Call | Concat
+Expr = Name | Number | Unary | Binary | Power | Transpose | Slice | Call | Concat
 
 
 @dataclass(frozen=True)
@@ -120,7 +130,7 @@ def children(expr: Expr) -> tuple[Expr, ...]:
     """The direct sub-expressions of a node, left to right."""
     if isinstance(expr, Binary):
         return (expr.left, expr.right)
-    if isinstance(expr, Unary | Transpose):
+    if isinstance(expr, Unary | Transpose | Slice):
         return (expr.operand,)
     if isinstance(expr, Power):
         return (expr.base,)

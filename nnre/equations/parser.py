@@ -265,7 +265,10 @@ class Parser:
     def postfix(self) -> ast.Expr:
         expr = self.atom()
         depth = self.depth
-        while self.tok.kind in ("T", "POW"):
+        while self.tok.kind in ("T", "POW") or self.indexing():
+            if self.tok.kind == "[":
+                expr = self.index(expr)
+                continue
             tok = self.advance()
             self.count()
             self.nest()  # xᵀᵀᵀ… nests like parentheses in SymPy, so it counts as depth
@@ -275,6 +278,37 @@ class Parser:
                 expr = ast.Power(expr, float(tok.text), self.pos(tok))
         self.depth = depth
         return expr
+
+    def indexing(self) -> bool:
+        """``x[2]`` or ``x[0:k]``: a ``[`` right after the operand (no space) holding integers
+        and at most one ``:``. Anything else after ``[`` is a stacked vector (``W [a; b]``)."""
+        prev, tok = self.tokens[self.i - 1], self.tok
+        if tok.kind != "[" or tok.line != prev.line or \
+                tok.column != prev.column + len(prev.raw or prev.text):
+            return False
+        kinds = [self.peek(k).kind for k in range(1, 5)]
+        return kinds[:2] == ["NUMBER", "]"] or kinds == ["NUMBER", ":", "NUMBER", "]"]
+
+    def index(self, operand: ast.Expr) -> ast.Expr:
+        open_tok = self.advance()
+        start = self.index_number()
+        stop = start + 1
+        if self.tok.kind == ":":
+            self.advance()
+            stop = self.index_number()
+            if stop <= start:
+                raise self.error(f"the slice [{start}:{stop}] is empty", open_tok,
+                                 expected="start < stop (entries start … stop−1)")
+        self.expect("]", "']'")
+        self.count()
+        return ast.Slice(operand, start, stop, self.pos(open_tok))
+
+    def index_number(self) -> int:
+        tok = self.expect("NUMBER", "an entry number")
+        if not tok.text.isdigit() or len(tok.text) > 10:
+            raise self.error(f"'{tok.text}' is not an entry number", tok,
+                             expected="a whole number from 0")
+        return int(tok.text)
 
     def atom(self) -> ast.Expr:
         tok = self.tok

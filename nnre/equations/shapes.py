@@ -123,6 +123,7 @@ class _Checker:
         self.nodes: dict[int, Pair] = {}
         self.known_scalar: set[int] = set()
         self.numbers_broadcast = False
+        self.slices: list[tuple[ast.Slice, int]] = []  # (node, rows variable): checked last
         self.one = self.d.new(1)
         self.where: dict[str, ast.Pos] = {}  # first place each name or dimension appears
 
@@ -197,6 +198,12 @@ class _Checker:
 
     def finish(self) -> Shapes:
         """Resolve every variable to an integer or say which name's shape is undetermined."""
+        for node, rows in self.slices:
+            size = self.d.get(rows)
+            if size is not None and node.stop > size:
+                raise self.error(f"'{unparse(node)}' reads past the end: '{unparse(node.operand)}'"
+                                 f" has {size} entries (rows)", node.pos,
+                                 expected=f"entries 0 … {size - 1}")
         dims = {}
         for dim_name, var in self.d.by_name.items():
             value = self.d.get(var)
@@ -249,6 +256,10 @@ class _Checker:
             return (c, r)
         if isinstance(node, ast.Concat):
             return self.concat(node, eq)
+        if isinstance(node, ast.Slice):  # rows start … stop−1 (entries of a vector)
+            r, c = self.nodes[id(node.operand)]
+            self.slices.append((node, r))
+            return (self.d.new(node.stop - node.start), c)
         if isinstance(node, ast.Call) and OPS[node.func].reduces:
             return (self.one, self.one)  # Σ x, mean(x), ‖x‖: one number
         if isinstance(node, ast.Call) and len(node.args) > 1:

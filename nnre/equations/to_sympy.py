@@ -203,6 +203,11 @@ class _Converter:
         if isinstance(node, ast.Transpose):
             v = values[id(node.operand)]
             return v if isinstance(v, float) else sp.Transpose(v)
+        if isinstance(node, ast.Slice):
+            v = values[id(node.operand)]
+            if isinstance(v, float):
+                raise self.error("a number has no entries to take", node.pos)
+            return sp.MatrixSlice(v, (node.start, node.stop, 1), (0, v.shape[1], 1))
         if isinstance(node, ast.Call) and len(node.args) > 1:
             return self.apply(node, [values[id(a)] for a in node.args])
         if isinstance(node, ast.Call):
