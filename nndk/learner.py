@@ -38,7 +38,10 @@ class Learner:
         self.params, placed = place_params(self.prog)
         for name, value in self.params.items():  # in program order: one seed, one result
             value[...] = init_param(name, value.shape, self.rng, init, "float32")
-        self.opt = OPTIMIZERS[optimizer](self.params)
+        # `frozen W` in the equations: kept as initialised (or as --init-from gave it)
+        self.frozen = set(checked.roles.frozen)
+        self.opt = OPTIMIZERS[optimizer]({n: v for n, v in self.params.items()
+                                          if n not in self.frozen})
         self.consts, self.refresh = bind_prologue(self.prog, self.params, placed)
         self._runs: dict[tuple[int, int], tuple[Unrolled, Backward]] = {}
 
@@ -72,9 +75,11 @@ class Learner:
         """Backpropagate the seeds, clip, and apply one optimizer step; returns the norm."""
         _, back = self.buffers(run.steps, run.batch)
         back.backward(seeds)
-        grads = {name: back.full[i] for name, i in self.prog.params.items()}
+        grads = {name: back.full[i] for name, i in self.prog.params.items()
+                 if name not in self.frozen}
         norm = clip_global_norm(grads, clip)
-        self.opt.step(self.params, grads, lr)
+        self.opt.step({n: v for n, v in self.params.items() if n not in self.frozen}, grads,
+                      lr)
         return norm
 
     def final_state(self, run: Unrolled) -> State:

@@ -122,3 +122,26 @@ def test_reported_validation_loss_is_the_models_own(classes: Path,
         picked = ys[np.arange(len(target)), target]
         want = -float(np.mean(picked if read_out == "log_softmax" else np.log(picked)))
     assert record["history"]["val_loss"] == pytest.approx(want, rel=1e-5)
+
+
+def test_frozen_parameters_keep_their_values(classes: Path, tmp_path: Path) -> None:
+    """``frozen W₁``: training leaves W₁ (random features here) as initialised and trains
+    the rest; the bundle still stores it, and needs version 2 of the language."""
+    eqn = tmp_path / "frozen.eqn"
+    eqn.write_text("input x\nfrozen W₁\nh ∈ ℝ^H\nh = relu(W₁·x + b₁)\n"
+                   "y = softmax(W₂·h + b₂)\n", encoding="utf-8")
+    config = TrainConfig(model=str(eqn), dims={"H": 16}, batch_size=32, steps=60, lr=1e-2,
+                         eval_every=60, sample_length=0)
+    trainer = start(config, classes)
+    before = {k: v.copy() for k, v in trainer.learner.params.items()}
+    trainer.fit(tmp_path / "ck", quiet)
+    after = trainer.learner.params
+    np.testing.assert_array_equal(after["W_1"], before["W_1"])
+    assert not np.array_equal(after["W_2"], before["W_2"])
+    assert not np.array_equal(after["b_1"], before["b_1"])
+    out = tmp_path / "f.bundle"
+    pack(PackRequest(tmp_path / "ck", None, out, "f", "0.1.0", created="2026-01-01T00:00:00Z"))
+    from nnre.bundle.read import decode
+
+    assert decode(out).header.requires == ("equations/2",)
+    np.testing.assert_array_equal(decode(out).tensors["W_1"], before["W_1"])

@@ -57,7 +57,7 @@ def language_version(checked: Checked) -> int:
     """The version of the language the equations need: 1 unless they use something version 2
     added (a function or operator whose op has ``since`` 2, or a per-example number broadcast
     over a vector). A bundle states it in ``requires`` (``equations/N``)."""
-    version = 2 if checked.shapes.numbers_broadcast else 1
+    version = 2 if checked.shapes.numbers_broadcast or checked.roles.frozen else 1
     for eq in checked.module.equations:
         for node in ast.walk(eq.expr):
             if isinstance(node, ast.Call):

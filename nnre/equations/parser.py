@@ -17,7 +17,7 @@ from nnre.ops import BY_ARITY, FUNCTIONS, OPS
 
 MAX_DEPTH = 64
 MAX_NODES = 20_000
-ROLE_WORDS = ("input", "state", "output")
+ROLE_WORDS = ("input", "state", "output", "frozen")
 _WORD_RE = re.compile(r"^[a-z][a-z]+$")
 _ATOM_START = ("NAME", "NUMBER", "(", "[")
 _COMPARE = ("<", ">", "≤", "≥")

@@ -24,6 +24,7 @@ class Roles:
     params: list[str]
     outputs: list[str]
     timed: set[str] = field(default_factory=set)  # names written with a time index
+    frozen: list[str] = field(default_factory=list)  # parameters training leaves as they are
 
 
 class _Located:
@@ -82,7 +83,13 @@ def analyse(module: ast.Module, weights: set[str] | None = None) -> Roles:
     inputs, params = _split_free(loc, free_timed, free_plain, declared, equations, weights)
     order = _toposort(loc, equations, deps)  # a cycle explains a missing output: check it first
     outputs = _outputs(loc, declared, equations, readers)
-    return Roles(order, equations, inputs, state, params, outputs, timed | set(free_timed))
+    frozen = declared.get("frozen", {})
+    for name, ref in frozen.items():
+        if name not in params:
+            raise loc.at(f"frozen '{name}' is not a parameter (a weight)", ref.pos,
+                         expected="the name of a weight the equations read")
+    return Roles(order, equations, inputs, state, params, outputs, timed | set(free_timed),
+                 list(frozen))
 
 
 def _classify(loc: _Located, eq: ast.Equation, ref: ast.Name,
