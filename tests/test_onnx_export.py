@@ -148,3 +148,20 @@ def test_every_op_exports_and_matches_onnxruntime(case: str) -> None:
         np.testing.assert_allclose(got[k], want[k], rtol=1e-5, atol=1e-5)
     for k in want_state:
         np.testing.assert_allclose(got_state[k], want_state[k], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("template", sorted(TEMPLATES))
+def test_sequence_export_imports_back(template: str) -> None:
+    """bundle → ONNX Scan (``--sequence``) → bundle: the Scan's body is the step again, and
+    the imported equations give the same outputs and final state as the original model."""
+    model = template_model(template, TEMPLATES[template])
+    result = import_model(export_model(model, sequence=True, opset=19))
+    again = Model.from_equations(result.equations, result.weights, dtype=result.dtype)
+    xs = _inputs(model, steps=5)
+    want, want_state = model.run(xs)
+    got, got_state = again.run(xs)
+    for onnx_name, (name, kind) in result.outputs.items():
+        if kind == "output":
+            np.testing.assert_allclose(got[name], want[onnx_name], rtol=0, atol=1e-6)
+    for k in want_state:
+        np.testing.assert_allclose(got_state[k], want_state[k], rtol=0, atol=1e-6)

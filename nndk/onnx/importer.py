@@ -21,6 +21,7 @@ from nndk.onnx import expr as ex
 from nndk.onnx.common import OnnxError, require_onnx
 from nndk.onnx.external import inline
 from nndk.onnx.graph import Importer, ImportResult, start, state_meta
+from nndk.onnx.scan import unscan
 from nndk.onnx.values import Dyn, Final, Finals, Label, SeqY
 from nnre import budget
 from nnre.files import open_regular
@@ -53,6 +54,7 @@ def read(path: str | Path) -> Any:
 
 def import_model(proto: Any, source: str = "<onnx>") -> ImportResult:
     """Convert a loaded ONNX model; raises OnnxError naming every unsupported node."""
+    proto = unscan(proto)  # our own --sequence export: its Scan body is the step
     imp = start(proto)
     imp.run()
     declared = _outputs(imp)
