@@ -14,7 +14,7 @@ from onnx_helpers import ort_runner, ref_runner, run_step_graph, template_model 
 
 from nndk.onnx.common import OnnxError  # noqa: E402
 from nndk.onnx.export import export_bundle, export_model  # noqa: E402
-from nndk.onnx.importer import import_model  # noqa: E402
+from nndk.onnx.importer import ImportResult, import_model  # noqa: E402
 from nndk.pack import build_content  # noqa: E402
 from nnre.bundle.write import write  # noqa: E402
 from nnre.equations import check, param_shapes  # noqa: E402
@@ -86,18 +86,23 @@ def test_round_trip_bundle_onnx_bundle(template: str, tmp_path) -> None:
     path = tmp_path / "a.bundle"
     meta = {"name": template, "version": "1.0.0"}
     write(path, build_content(model.equations, model.weights(), meta))
-    proto = export_bundle(str(path))
-    result = import_model(proto)
-    again = Model.from_equations(result.equations, result.weights, dtype=result.dtype)
+    again = _assert_imports_back(load(path), import_model(export_bundle(str(path))), 1e-5)
     assert set(again.inputs) == set(model.inputs) and set(again.state) == set(model.state)
-    xs = _inputs(model)
-    want, want_state = load(path).run(xs)
+
+
+def _assert_imports_back(model: Model, result: ImportResult, atol: float, steps: int = 4
+                         ) -> Model:
+    """The imported equations run as ``model`` does: outputs and final state."""
+    again = Model.from_equations(result.equations, result.weights, dtype=result.dtype)
+    xs = _inputs(model, steps=steps)
+    want, want_state = model.run(xs)
     got, got_state = again.run(xs)
     for onnx_name, (name, kind) in result.outputs.items():
         if kind == "output":
-            np.testing.assert_allclose(got[name], want[onnx_name], rtol=0, atol=1e-5)
+            np.testing.assert_allclose(got[name], want[onnx_name], rtol=0, atol=atol)
     for k in want_state:
-        np.testing.assert_allclose(got_state[k], want_state[k], rtol=0, atol=1e-5)
+        np.testing.assert_allclose(got_state[k], want_state[k], rtol=0, atol=atol)
+    return again
 
 
 def test_round_trip_keeps_names_and_reads_like_equations() -> None:
@@ -155,13 +160,5 @@ def test_sequence_export_imports_back(template: str) -> None:
     """bundle → ONNX Scan (``--sequence``) → bundle: the Scan's body is the step again, and
     the imported equations give the same outputs and final state as the original model."""
     model = template_model(template, TEMPLATES[template])
-    result = import_model(export_model(model, sequence=True, opset=19))
-    again = Model.from_equations(result.equations, result.weights, dtype=result.dtype)
-    xs = _inputs(model, steps=5)
-    want, want_state = model.run(xs)
-    got, got_state = again.run(xs)
-    for onnx_name, (name, kind) in result.outputs.items():
-        if kind == "output":
-            np.testing.assert_allclose(got[name], want[onnx_name], rtol=0, atol=1e-6)
-    for k in want_state:
-        np.testing.assert_allclose(got_state[k], want_state[k], rtol=0, atol=1e-6)
+    _assert_imports_back(model, import_model(export_model(model, sequence=True, opset=19)),
+                         1e-6, steps=5)
