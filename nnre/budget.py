@@ -84,23 +84,29 @@ def check(total: int, what: str, error: Callable[[str], Exception]) -> None:
                     f"(set {ENV} or --max-bytes to allow more)")
 
 
-def program_bytes(prog: Program, rows: int = 1) -> int:
-    """What running ``prog`` at ``rows`` rows allocates besides its parameters: literals,
-    computed prologue values, and every per-example value (next state once per ring phase)."""
+def program_split(prog: Program) -> tuple[int, int]:
+    """(bytes made once, bytes per row) of running ``prog`` besides its parameters: literals
+    and computed prologue values; every per-example value (next state once per ring phase)
+    and the inputs."""
     from nnre.ops import OPS
 
     item = np.dtype(prog.dtype).itemsize
     phases = prog.max_lag() + 1
     ring = set(prog.state_out.values())
-    total = sum(size(a.shape, item) for a in prog.literals.values())
+    fixed = sum(size(a.shape, item) for a in prog.literals.values())
+    per_row = sum(size(prog.slots[i].shape, item) for i in prog.inputs.values())
     for ins in (*prog.prologue, *prog.pre, *prog.loop, *prog.post):
-        if OPS[ins.op].view if ins.op in OPS else False:
+        if OPS[ins.op].view:
             continue
         slot = prog.slots[ins.out]
         if slot.stage == "prologue":
-            total += size(slot.shape, item)
+            fixed += size(slot.shape, item)
         else:
-            total += size(slot.shape, item) * rows * (phases if ins.out in ring else 1)
-    for index in prog.inputs.values():
-        total += size(prog.slots[index].shape, item) * rows
-    return total
+            per_row += size(slot.shape, item) * (phases if ins.out in ring else 1)
+    return fixed, per_row
+
+
+def program_bytes(prog: Program, rows: int = 1) -> int:
+    """What running ``prog`` at ``rows`` rows allocates besides its parameters."""
+    fixed, per_row = program_split(prog)
+    return fixed + per_row * rows

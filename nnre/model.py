@@ -47,8 +47,7 @@ class Model:
         self.bundle_id = bundle_id
         self.dtype = program.dtype
         self._params = params
-        self._fixed_bytes = budget.program_bytes(program, rows=0)
-        self._row_bytes = budget.program_bytes(program, rows=1) - self._fixed_bytes
+        self._fixed_bytes, self._row_bytes = budget.program_split(program)
         self._check_budget(1, "this model at batch 1", EquationError)
         self._consts = run_prologue(program, params)
         slot_spec = {i: TensorSpec(s.shape, program.dtype) for i, s in enumerate(program.slots)}

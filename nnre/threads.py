@@ -47,16 +47,18 @@ def _loaded_blas() -> list[str]:
     return paths
 
 
-def _call(names: tuple[str, ...], *args: int) -> int | None:
+@functools.lru_cache(maxsize=1)
+def _functions() -> tuple[Callable[[int], Any], Callable[[], Any]] | None:
+    """The BLAS library's own (setter, getter), looked up once (the libraries a process has
+    mapped do not change), or None where no known library is loaded."""
     for path in _loaded_blas():
         try:
             lib = ctypes.CDLL(path, mode=os.RTLD_NOLOAD if hasattr(os, "RTLD_NOLOAD") else 0)
         except OSError:
             continue
-        for name in names:
-            fn = getattr(lib, name, None)
-            if fn is not None:
-                return int(fn(*args) or 0)
+        for setter, getter in zip(_SETTERS, _GETTERS, strict=True):
+            if getattr(lib, setter, None) is not None and getattr(lib, getter, None) is not None:
+                return getattr(lib, setter), getattr(lib, getter)
     return None
 
 
@@ -69,7 +71,10 @@ def set_blas_threads(count: int) -> bool:
         raise ValueError(f"thread count must be at least 1, got {count}")
     _fixed = count
     _epoch += 1  # tapes bound under the old policy are bound again
-    return _call(_SETTERS, count) is not None
+    found = _functions()
+    if found is not None:
+        found[0](count)
+    return found is not None
 
 
 _fixed: int | None = None
@@ -83,16 +88,9 @@ def epoch() -> int:
 
 @functools.lru_cache(maxsize=1)
 def _setter() -> tuple[Callable[[int], Any], int] | None:
-    """The BLAS library's own thread setter and the count in force at first use, or None."""
-    for path in _loaded_blas():
-        try:
-            lib = ctypes.CDLL(path, mode=os.RTLD_NOLOAD if hasattr(os, "RTLD_NOLOAD") else 0)
-        except OSError:
-            continue
-        for setter, getter in zip(_SETTERS, _GETTERS, strict=True):
-            if getattr(lib, setter, None) is not None and getattr(lib, getter, None) is not None:
-                return getattr(lib, setter), int(getattr(lib, getter)() or 1)
-    return None
+    """The setter and the host's count at first use (what each product restores)."""
+    found = _functions()
+    return None if found is None else (found[0], int(found[1]() or 1))
 
 
 def auto() -> bool:
@@ -112,4 +110,5 @@ def single_threaded(call: Callable[[], Any]) -> list[Callable[[], Any]]:
 
 def get_blas_threads() -> int | None:
     """The BLAS thread count in force, or None where it cannot be read."""
-    return _call(_GETTERS)
+    found = _functions()
+    return None if found is None else int(found[1]() or 0)
