@@ -36,7 +36,8 @@ CASES = [
     ("unclosed-subscript", "W_{ab = x", 1, 2, "unclosed subscript", "'}'"),
     ("empty-subscript", "y = W_ x", 1, 7, "empty subscript", None),
     ("membership-in-expr", "y = x ∈ ℝ", 1, 7, "unexpected '∈'", None),
-    ("four-dims", "x ∈ ℝ^(2×3×4)\ny = x", 1, 14, "3 dimensions declared", "at most 2"),
+    ("nine-dims", "x ∈ ℝ^(2×2×2×2×2×2×2×2×2)\ny = x", 1, 26, "9 dimensions declared",
+     "at most 8"),
     ("zero-dim", "x ∈ ℝ^0\ny = x", 1, 7, "in a dimension", "a positive integer"),
     # unknown characters (column counts characters, so it is right after Unicode names too)
     ("unknown-char", "y = x $ 2", 1, 7, "unexpected character '$' (U+0024", None),

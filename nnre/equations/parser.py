@@ -17,6 +17,7 @@ from nnre.ops import BY_ARITY, FUNCTIONS, OPS
 
 MAX_DEPTH = 64
 MAX_NODES = 20_000
+MAX_AXES = 8
 ROLE_WORDS = ("input", "state", "output", "frozen")
 _WORD_RE = re.compile(r"^[a-z][a-z]+$")
 _ATOM_START = ("NAME", "NUMBER", "(", "[")
@@ -159,9 +160,9 @@ class Parser:
             self.expect(close, f"'{close}' or '×' between dimensions")
         else:
             dims = [self.dim_term_only()]
-        if len(dims) > 2:
-            raise self.error(f"{len(dims)} dimensions declared", expected="a scalar, vector "
-                             "or matrix (at most 2 dimensions)")
+        if len(dims) > MAX_AXES:
+            raise self.error(f"{len(dims)} dimensions declared",
+                             expected=f"at most {MAX_AXES} (a tensor's axes)")
         return ast.Declaration(names, tuple(dims), line)
 
     def dim(self) -> ast.Dim:
