@@ -28,10 +28,12 @@ from nndk.onnx.importer import import_model
 from nnre.errors import NnreError
 from nnre.model import Model
 
-SUPPORTED = ("Abs", "Add", "Clip", "Concat", "Constant", "Div", "Dropout", "Exp", "Flatten",
-             "GRU", "Gemm", "Identity", "LSTM", "LeakyRelu", "Log", "LogSoftmax", "MatMul",
-             "Mul", "Neg", "RNN", "Relu", "Reshape", "Sigmoid", "Softmax", "Sqrt", "Squeeze",
-             "Sub", "Tanh", "Transpose", "Unsqueeze")
+SUPPORTED = ("Abs", "Acosh", "Add", "Asinh", "Atanh", "Celu", "Clip", "Concat", "Constant",
+             "Cosh", "Div", "Dropout", "Exp", "Flatten", "GRU", "Gemm", "HardSigmoid",
+             "Identity", "IsInf", "LSTM", "LeakyRelu", "Log", "LogSoftmax", "MatMul", "Mean",
+             "Mul", "Neg", "PRelu", "RNN", "Reciprocal", "Relu", "Reshape", "Selu",
+             "Shrink", "Sigmoid", "Sign", "Sinh", "Softmax", "Softsign", "Sqrt", "Squeeze",
+             "Sub", "Sum", "Tan", "Tanh", "ThresholdedRelu", "Transpose", "Unsqueeze")
 RTOL, ATOL = 1e-3, 1e-7
 
 

@@ -75,7 +75,15 @@ class Part:
     stop: int
 
 
-Expr = Name | Num | Call | Bin | Neg | Stack | Tr | Part
+@dataclass(frozen=True)
+class Pow:
+    """``a^k`` for a number k (``a²``, ``a^0.5``)."""
+
+    a: Expr
+    k: float
+
+
+Expr = Name | Num | Call | Bin | Neg | Stack | Tr | Part | Pow
 
 
 def number(value: float, dtype: str) -> Expr:
@@ -129,6 +137,8 @@ def to_ast(e: Expr) -> ast.Expr:
         return ast.Transpose(to_ast(e.a), _AT)
     if isinstance(e, Part):
         return ast.Slice(to_ast(e.a), e.start, e.stop, _AT)
+    if isinstance(e, Pow):
+        return ast.Power(to_ast(e.a), e.k, _AT)
     return ast.Binary(_AST_OPS[e.op], to_ast(e.a), to_ast(e.b), _AT)
 
 

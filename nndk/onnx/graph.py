@@ -240,6 +240,11 @@ def _input(imp: Importer, vi: Any) -> None:
         raise OnnxError(f"input '{vi.name}' has shape {_show_dims(dims)}; expected {axes} "
                         "first and fixed sizes after them")
     lead = tuple(dims[:imp.lead])
+    clash = [(a, b) for a, b in zip(lead, imp.lead_sizes, strict=False)
+             if None not in (a, b) and a != b]
+    if clash:
+        raise OnnxError(f"input '{vi.name}' has {clash[0][0]} examples where the inputs before "
+                        f"it have {clash[0][1]}; inputs share their leading (batch) axis")
     if imp.lead_sizes and lead != imp.lead_sizes:
         lead = tuple(a if a == b else None for a, b in zip(lead, imp.lead_sizes, strict=True))
     imp.lead_sizes = lead

@@ -142,6 +142,8 @@ def _rename(imp: Importer, old: str, new: str) -> None:
             return ex.Stack(tuple(walk(p) for p in e.parts))
         if isinstance(e, ex.Part):
             return ex.Part(walk(e.a), e.start, e.stop)
+        if isinstance(e, ex.Pow):
+            return ex.Pow(walk(e.a), e.k)
         return e
 
     imp.equations = [(walk(t), walk(e)) for t, e in imp.equations]  # type: ignore[misc]

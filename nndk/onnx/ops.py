@@ -27,7 +27,7 @@ KEEPS_REFS = {"Transpose", "Reshape", "Identity", "Squeeze", "Unsqueeze", "Flatt
 
 
 def convert(imp: Importer, node: Any, args: Args) -> list[Value]:
-    from nndk.onnx import shapes
+    from nndk.onnx import compose, shapes
 
     special = shapes.convert(imp, node, args, attributes(node))  # any domain: a Label's
     if special is not None:
@@ -39,7 +39,7 @@ def convert(imp: Importer, node: Any, args: Args) -> list[Value]:
         if node.op_type in KEEPS_REFS and args and isinstance(args[0], Const):
             return [_keep_ref(args[0], outs[0], node.op_type)]
         return outs
-    rule = RULES.get(node.op_type)
+    rule = RULES.get(node.op_type) or compose.RULES.get(node.op_type)
     if rule is None:
         raise Unsupported(f"op {node.op_type} is not supported")
     return rule(imp, node, args, attributes(node))
@@ -138,6 +138,7 @@ def _binary(op: str, stem: str) -> Rule:
     def rule(imp: Importer, node: Any, args: Args, at: dict[str, Any]) -> list[Value]:
         a, b = args[0], args[1]
         if isinstance(a, Dyn) and isinstance(b, Dyn):
+            _same_rank(node, [a, b])
             shape = tuple(np.broadcast_shapes(a.shape, b.shape))
             size = int(np.prod(shape, dtype=np.int64))
             if a.size == b.size == size:
@@ -156,6 +157,15 @@ def _binary(op: str, stem: str) -> Rule:
             left, right = c, dyn.expr
         return [Dyn(_combine(op, left, right), dyn.shape)]
     return rule
+
+
+def _same_rank(node: Any, dyns: list[Dyn]) -> None:
+    """ONNX aligns axes from the right, the batch axis too: two per-example values of
+    different ranks would pair one's examples with the other's entries."""
+    if len({len(d.shape) for d in dyns}) > 1:
+        raise Unsupported(f"{node.op_type} of per-example values with different numbers of "
+                          "axes (ONNX would broadcast one's batch axis over the other's "
+                          "entries)")
 
 
 def _combine(op: str, a: ex.Expr, b: ex.Expr) -> ex.Expr:
@@ -231,14 +241,6 @@ def _elu(imp: Importer, node: Any, args: Args, at: dict[str, Any]) -> list[Value
     return [Dyn(ex.add(scaled, rest), x.shape)]
 
 
-def _hard_sigmoid(imp: Importer, node: Any, args: Args, at: dict[str, Any]) -> list[Value]:
-    alpha, beta = (np.float32(at.get(k, d)) for k, d in (("alpha", 0.2), ("beta", 0.5)))
-    if alpha != np.float32(0.2) or beta != np.float32(0.5):
-        raise Unsupported(f"HardSigmoid with alpha={float(alpha):g}, beta={float(beta):g} "
-                          "(only the defaults 0.2, 0.5 are the function hardsigmoid)")
-    return _function(OPS["hardsigmoid"].spellings[0])(imp, node, args, at)
-
-
 def _clip(imp: Importer, node: Any, args: Args, at: dict[str, Any]) -> list[Value]:
     x = _dyn(args[0], "the input of Clip")
     bounds: list[float | None] = [at.get("min"), at.get("max")] if imp.opset < 11 \
@@ -286,9 +288,11 @@ def _entrywise(func: str, stem: str = "k") -> Rule:
     Less, Greater, …) are the language's 0/1 masks."""
     def rule(imp: Importer, node: Any, args: Args, at: dict[str, Any]) -> list[Value]:
         dyns = [a for a in args if isinstance(a, Dyn)]
+        if len(args) == 1 and func != "where" and dyns:
+            return [dyns[0]]  # Max(x) = x
         if not dyns or len(args) < 2 or any(a is None for a in args):
-            raise Unsupported(f"{node.op_type} without a per-example value among two or "
-                              "more inputs")
+            raise Unsupported(f"{node.op_type} without a per-example value among its inputs")
+        _same_rank(node, dyns)
         wide = max(dyns, key=lambda d: d.size)
         if any(d.size not in (1, wide.size) for d in dyns) or len(wide.shape) > 1:
             raise Unsupported(f"{node.op_type} broadcasts one per-example value over another")
@@ -529,7 +533,7 @@ RULES: dict[str, Rule] = {
         ("Less", "<"), ("Greater", ">"), ("LessOrEqual", "≤"), ("GreaterOrEqual", "≥"))},
     "Neg": _neg, "LeakyRelu": _leaky_relu, "Gelu": _gelu,
     "Elu": _elu,
-    "HardSigmoid": _hard_sigmoid, "Clip": _clip, "Identity": _identity,
+    "Clip": _clip, "Identity": _identity,
     "Dropout": _dropout,
     "MatMul": _matmul, "Gemm": _gemm, "Flatten": _flatten, "Reshape": _reshape,
     "Squeeze": _squeeze, "Unsqueeze": _unsqueeze, "Transpose": _transpose,

@@ -1,0 +1,104 @@
+"""ONNX ops written with the language's functions (``nndk.onnx.compose``), against
+onnxruntime on values that reach every branch (negative, zero, past the thresholds)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+onnx = pytest.importorskip("onnx")
+pytest.importorskip("onnxruntime")
+
+from onnx import helper, numpy_helper  # noqa: E402
+from onnx_helpers import ort_runner  # noqa: E402
+
+from nndk.onnx.common import OnnxError  # noqa: E402
+from nndk.onnx.importer import import_model  # noqa: E402
+from nnre.model import Model  # noqa: E402
+
+# (op type, attributes, how inputs are made finite for it)
+UNARY = [
+    ("Reciprocal", {}, "nonzero"), ("Softsign", {}, ""), ("Sinh", {}, ""), ("Cosh", {}, ""),
+    ("Tan", {}, ""), ("Asinh", {}, ""), ("Acosh", {}, "above1"), ("Atanh", {}, "unit"),
+    ("Sign", {}, ""), ("Selu", {}, ""), ("Selu", {"alpha": 2.0, "gamma": 3.0}, ""),
+    ("Celu", {}, ""), ("Celu", {"alpha": 2.0}, ""), ("ThresholdedRelu", {"alpha": 0.5}, ""),
+    ("Shrink", {}, ""), ("Shrink", {"lambd": 0.3, "bias": 0.2}, ""),
+    ("HardSigmoid", {}, ""), ("HardSigmoid", {"alpha": 0.5, "beta": 0.6}, ""),
+    ("IsInf", {}, "inf"), ("IsInf", {"detect_negative": 0}, "inf"),
+    ("IsInf", {"detect_positive": 0}, "inf"),
+]
+
+
+def _inputs(kind: str) -> np.ndarray:
+    x = np.random.default_rng(1).uniform(-2, 2, (6, 5)).astype(np.float32)
+    x[0, :3] = [0.0, 0.5, -0.5]
+    if kind == "nonzero":
+        x[0, 0] = 0.25
+    if kind == "above1":
+        x = 1.0 + np.abs(x)
+    if kind == "unit":
+        x = np.clip(x / 2.5, -0.95, 0.95)
+    if kind == "inf":
+        x[1, :3] = [np.inf, -np.inf, np.nan]
+    return x
+
+
+def _model(node: object, inputs: dict, inits: list, opset: int = 22, out: int = 1) -> object:
+    graph = helper.make_graph(
+        [node], "g", [helper.make_tensor_value_info(k, 1, v) for k, v in inputs.items()],
+        [helper.make_tensor_value_info("y", out, None)], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+
+
+def _check(proto: object, feeds: dict[str, np.ndarray]) -> str:
+    result = import_model(proto)
+    model = Model.from_equations(result.equations, result.weights)
+    got, _ = model.step(feeds)
+    want = ort_runner(proto)(feeds)["y"]
+    have = got[result.outputs["y"][0]].reshape(want.shape)
+    np.testing.assert_allclose(have, want.astype(np.float32), rtol=1e-5, atol=1e-6)
+    return result.equations
+
+
+@pytest.mark.parametrize("op,attrs,kind", UNARY, ids=lambda v: str(v))
+def test_a_composed_op_matches_onnxruntime(op: str, attrs: dict, kind: str) -> None:
+    proto = _model(helper.make_node(op, ["x"], ["y"], **attrs), {"x": ["N", 5]}, [],
+                   out=9 if op == "IsInf" else 1)  # IsInf gives booleans
+    _check(proto, {"x": _inputs(kind)})
+
+
+def test_swish_needs_opset_24_and_matches_its_definition() -> None:
+    x = _inputs("")
+    for alpha in (1.0, 0.5):
+        proto = _model(helper.make_node("Swish", ["x"], ["y"], alpha=alpha), {"x": ["N", 5]},
+                       [], opset=24)
+        result = import_model(proto)
+        got, _ = Model.from_equations(result.equations, result.weights).step({"x": x})
+        want = x / (1 + np.exp(-alpha * x))
+        np.testing.assert_allclose(got[result.outputs["y"][0]], want, rtol=1e-5, atol=1e-6)
+
+
+def test_prelu_pow_sum_and_mean_match_onnxruntime() -> None:
+    x, z = _inputs(""), _inputs("above1")
+    slope = numpy_helper.from_array(np.array([0.1, -0.2, 0.3, 0.0, 2.0], np.float32), "s")
+    two = numpy_helper.from_array(np.array(2.0, np.float32), "k")
+    n = helper.make_node
+    text = _check(_model(n("PRelu", ["x", "s"], ["y"]), {"x": ["N", 5]}, [slope]), {"x": x})
+    assert "relu(" in text
+    assert "²" in _check(_model(n("Pow", ["x", "k"], ["y"]), {"x": ["N", 5]}, [two]),
+                         {"x": x})
+    both = {"x": ["N", 5], "z": ["N", 5]}
+    _check(_model(n("Sum", ["x", "z", "s"], ["y"]), both, [slope]), {"x": x, "z": z})
+    _check(_model(n("Mean", ["x", "z"], ["y"]), both, []), {"x": x, "z": z})
+    _check(_model(n("Max", ["x"], ["y"]), {"x": ["N", 5]}, []), {"x": x})
+
+
+def test_per_example_values_of_different_ranks_are_refused() -> None:
+    """ONNX would add y's examples to x's entries: refused, never imported as x + y."""
+    proto = _model(helper.make_node("Add", ["x", "y0"], ["y"]), {"x": ["N", 5], "y0": ["N"]},
+                   [])
+    with pytest.raises(OnnxError, match="different numbers of axes"):
+        import_model(proto)
+    clash = _model(helper.make_node("Add", ["x", "y0"], ["y"]), {"x": [3, 5], "y0": [5]}, [])
+    with pytest.raises(OnnxError, match="inputs share their leading"):
+        import_model(clash)
