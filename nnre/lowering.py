@@ -270,6 +270,9 @@ class Lowering:
         op = OPS[node.func]
         if op.tensor:
             return self.tensor_call(node, args, shape)
+        axis = dict(node.params).get("axis")
+        if axis is not None:
+            return self.along_axis(op.name, args[0], shape, int(axis))
         if op.reduces:
             return self.reduce(op.name, args[0], shape)
         if op.vector:
@@ -292,6 +295,13 @@ class Lowering:
                 return Value(self.emit(op, (self.flat(v),), (shape[0],), axis=-1), shape)
             return Value(self.emit(op, (v.slot,), shape, axis=-2), shape)
         return Value(self.emit(op, (self.full(v),), shape, axis=-1), shape)
+
+    def along_axis(self, op: str, v: Value, shape: tuple[int, ...], axis: int) -> Value:
+        """``Σ(x; axis=k)``, ``softmax(x; axis=k)``: on the value with all its axes (a vector
+        as (n, 1)), the axis counted from the end so that rows may lead."""
+        rank = len(v.shape)
+        out = self.emit(op, (self.full(v),), shape, axis=axis % rank - rank)
+        return Value(out, shape)
 
     def tensor_call(self, node: ast.Call, args: list[Value], shape: tuple[int, ...]
                     ) -> Value:

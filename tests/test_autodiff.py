@@ -70,6 +70,14 @@ CASES = {
         z = flatten(Y / s)
         y = softmax(V z + b)
         """,
+    "axes": """
+        input X
+        X ∈ ℝ^(2×3×4)
+        W ∈ ℝ^(4×4)
+        U = X W
+        A = softmax(U; axis=0) ⊙ log_softmax(U; axis=1) + Σ(U; axis=2) ⊙ mean(U; axis=-3)
+        y = max(A; axis=1) ⊙ min(A; axis=0) + norm(A; axis=2) + Σ(W; axis=0) ⊙ 0.1
+        """,
     "recurrent_tensors": """
         xₜ ∈ ℝ^(2×3)
         hₜ ∈ ℝ^(4×3)

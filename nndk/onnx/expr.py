@@ -128,6 +128,8 @@ def to_ast(e: Expr) -> ast.Expr:
         op = OPS[BY_ARITY[(e.func, len(args))]]
         given = dict(e.params)
         params = tuple((k, given.get(k, v)) for k, v in op.params.items())
+        if "axis" in given:  # softmax(x; axis=1), Σ(x; axis=0): no default to fill in
+            params += (("axis", given["axis"]),)
         return ast.Call(op.name, args, _AT, params)
     if isinstance(e, Neg):
         return ast.Unary("-", to_ast(e.a), _AT)

@@ -13,7 +13,7 @@ import unicodedata
 from nnre.equations import ast
 from nnre.equations.lexer import Token, tokenize
 from nnre.errors import EquationError
-from nnre.ops import BY_ARITY, FUNCTIONS, OPS
+from nnre.ops import BY_ARITY, FUNCTIONS, OPS, Op
 
 MAX_DEPTH = 64
 MAX_NODES = 20_000
@@ -372,7 +372,7 @@ class Parser:
                 raise self.error(f"{tok.raw} takes {takes} {noun}, got {len(args)}", tok,
                                  expected="one argument" if counts == [1] else
                                  f"{takes} arguments")
-            if given and set(given) - set(OPS[func].params):
+            if given and set(given) - set(_params(OPS[func])):
                 raise self.error(f"{tok.raw} with {len(args)} arguments has no parameters", tok)
         elif self.tok.kind in _ATOM_START:
             args = [self.postfix()]
@@ -380,11 +380,13 @@ class Parser:
             raise self.error(f"function {tok.raw} needs an argument", expected="'(' or a name")
         self.depth -= 1
         params = tuple((k, given.get(k, v)) for k, v in OPS[func].params.items())
+        if "axis" in given:  # no default: without it the op works as version 1's
+            params += (("axis", given["axis"]),)
         return ast.Call(func, tuple(args), self.pos(tok), params)
 
     def params(self, func: Token) -> dict[str, float]:
         """``; name=number, …`` after a function's argument: its parameters by name."""
-        known = OPS[FUNCTIONS[func.text]].params
+        known = _params(OPS[FUNCTIONS[func.text]])
         given: dict[str, float] = {}
         while self.tok.kind in (";", ",") and (self.tok.kind == ";" or given):
             self.advance()
@@ -397,6 +399,9 @@ class Parser:
                 raise self.error(f"parameter '{key.raw}' given twice", key)
             self.expect("=", f"'=' after the parameter name '{key.raw}'")
             given[key.text] = self.signed_number(f"a number for '{key.raw}'")
+            if key.text == "axis" and given["axis"] != int(given["axis"]):
+                raise self.error(f"axis={given['axis']:g} is not a whole number", key,
+                                 expected="an axis counted from 0, or from -1 at the end")
         return given
 
     def concat(self) -> ast.Expr:
@@ -412,6 +417,11 @@ class Parser:
         self.expect("]", "']' or ';'")
         self.depth -= 1
         return ast.Concat(tuple(parts), self.pos(open_tok))
+
+
+def _params(op: Op) -> list[str]:
+    """The parameters a call of ``op`` may name."""
+    return [*op.params, *(["axis"] if op.takes_axis else [])]
 
 
 def _show(tok: Token) -> str:

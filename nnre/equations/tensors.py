@@ -49,8 +49,14 @@ def needs_tensors(module: ast.Module, roles: Roles) -> bool:
                           for n in decl.names)
         if len(decl.shape) > 2 or (len(decl.shape) == 2 and per_example):
             return True
-    return any(isinstance(node, ast.Call) and OPS[node.func].tensor
+    return any(isinstance(node, ast.Call) and (OPS[node.func].tensor or _axis_of(node) is not None)
                for eq in module.equations for node in ast.walk(eq.expr))
+
+
+def _axis_of(node: ast.Call) -> int | None:
+    """The ``axis=k`` a call names, if any (only ops that take one accept it)."""
+    given = dict(node.params).get("axis")
+    return None if given is None else int(given)
 
 
 class _Checker:
@@ -227,6 +233,8 @@ class _Checker:
         args = [self.nodes[id(a)] for a in node.args]
         if op.tensor:
             return self.tensor_call(node, args, eq)
+        if _axis_of(node) is not None:
+            return self.along_axis(node, args[0], eq)
         if op.reduces:  # one number, kept with as many axes as its argument
             return (self.one,) * max(len(args[0]), 2)
         shape = args[0]
@@ -234,6 +242,20 @@ class _Checker:
             shape = self.broadcast(shape, arg, node.pos, f"the arguments of {op.spellings[0]} "
                                    f"in the equation for '{eq.target.raw}'")
         return shape
+
+    def along_axis(self, node: ast.Call, x: Vars, eq: ast.Equation) -> Vars:
+        """``Σ(x; axis=k)`` keeps every axis, axis k as 1; ``softmax(x; axis=k)`` keeps the
+        shape. Axes are the value's own, counted from 0 (a vector is a column (n, 1))."""
+        axis = _axis_of(node)
+        assert axis is not None
+        if not -len(x) <= axis < len(x):
+            raise self.error(f"{OPS[node.func].spellings[0]}(…; axis={axis}) in the equation for "
+                             f"'{eq.target.raw}': '{unparse(node.args[0])}' has {len(x)} axes",
+                             node.pos, expected=f"an axis from {-len(x)} to {len(x) - 1}"
+                             if x else "a value with axes")
+        if not OPS[node.func].reduces:
+            return x
+        return tuple(self.one if i == axis % len(x) else v for i, v in enumerate(x))
 
     def tensor_call(self, node: ast.Call, args: list[Vars], eq: ast.Equation) -> Vars:
         """Convolution, pooling, flattening: sizes must be known here; the op's own shape

@@ -54,6 +54,9 @@ class Op:
     fold: Callable[..., float] | None = None  # f(v, **params) on one number: constant folding
     vector: bool = False  # a function of the whole vector (softmax), not entry by entry
     reduces: bool = False  # a vector in, one number out (sum, mean, max, min, norm)
+    #: It takes ``axis=k`` after a semicolon (``Σ(x; axis=1)``, ``softmax(x; axis=0)``): along
+    #: that axis only, in the tensor reading (formats/equations.md §6.1).
+    takes_axis: bool = False
     infix: str = ""  # its operator in equation text ('+', '−', '⊙', '/'), if any
     # -- optimizer -------------------------------------------------------------------
     fusable: bool = False  # entry by entry: one call over adjacent slices equals several

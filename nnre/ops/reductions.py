@@ -42,7 +42,7 @@ def _spread(g: Array, x: Array) -> Array:
 SUM = Op(
     "sum", lambda x, out, axis=-1: np.add.reduce(x, axis=axis, keepdims=True, out=out),
     _reduced, attrs={"axis": int},
-    spellings=("sum", "Σ"), vector=True, reduces=True, fold=lambda v: v,
+    spellings=("sum", "Σ"), vector=True, reduces=True, takes_axis=True, fold=lambda v: v,
     vjp=lambda g, out, args, attrs, i: _spread(g, args[0]),
     onnx=_onnx("ReduceSum"), onnx_import=("ReduceSum",),
 )
@@ -55,7 +55,7 @@ def _mean(x: Array, out: Array, axis: int = -1) -> Array:
 
 MEAN = Op(
     "mean", _mean, _reduced, attrs={"axis": int},
-    spellings=("mean",), vector=True, reduces=True, fold=lambda v: v,
+    spellings=("mean",), vector=True, reduces=True, takes_axis=True, fold=lambda v: v,
     vjp=lambda g, out, args, attrs, i: _spread(g / args[0].shape[attrs.get("axis", -1)],
                                                args[0]),
     onnx=_onnx("ReduceMean"), onnx_import=("ReduceMean",),
@@ -73,7 +73,7 @@ def _extreme(name: str, ufunc: Any, onnx_type: str) -> Op:
     return Op(
         name, lambda x, out, axis=-1: ufunc.reduce(x, axis=axis, keepdims=True, out=out),
         _reduced, attrs={"axis": int},
-        spellings=(name,), vector=True, reduces=True, fold=lambda v: v,
+        spellings=(name,), vector=True, reduces=True, takes_axis=True, fold=lambda v: v,
         vjp=_extreme_vjp, reads=frozenset({"args", "out"}),
         onnx=_onnx(onnx_type), onnx_import=(onnx_type,),
     )
@@ -98,7 +98,7 @@ def _norm_vjp(g: Array, out: Array, args: list[Array], attrs: dict[str, Any], i:
 
 NORM = Op(  # ‖x‖ = √(Σ xᵢ²)
     "norm", _norm, _reduced, attrs={"axis": int},
-    spellings=("norm",), vector=True, reduces=True, fold=abs,
+    spellings=("norm",), vector=True, reduces=True, takes_axis=True, fold=abs,
     vjp=_norm_vjp, reads=frozenset({"args", "out"}),
     onnx=_onnx("ReduceL2"), onnx_import=("ReduceL2",),
 )

@@ -42,7 +42,7 @@ def _softmax_vjp(g: Array, out: Array, args: list[Array], attrs: dict[str, Any],
 
 SOFTMAX = Op(
     "softmax", _softmax, _along, attrs={"axis": int}, unfold=_softmax_unfold,
-    spellings=("softmax",), vector=True, fold=lambda v: 1.0,
+    spellings=("softmax",), vector=True, takes_axis=True, fold=lambda v: 1.0,
     vjp=_softmax_vjp, reads=frozenset({"out"}),
     onnx="Softmax", onnx_import=("Softmax",),
 )
@@ -61,7 +61,7 @@ def _log_softmax_vjp(g: Array, out: Array, args: list[Array], attrs: dict[str, A
 
 LOG_SOFTMAX = Op(
     "log_softmax", _log_softmax, _along, attrs={"axis": int},
-    spellings=("log_softmax",), vector=True, fold=lambda v: 0.0,
+    spellings=("log_softmax",), vector=True, takes_axis=True, fold=lambda v: 0.0,
     vjp=_log_softmax_vjp, reads=frozenset({"out"}),
     onnx="LogSoftmax", onnx_import=("LogSoftmax",),
 )
