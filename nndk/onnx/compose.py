@@ -34,7 +34,7 @@ def _unary(formula: Formula, twice: bool = True) -> Rule:
     """A rule from a formula over the input's expression (named first when read twice)."""
     def rule(imp: Importer, node: Any, args: Args, at: dict[str, Any]) -> list[Value]:
         x = _x(imp, node, args, twice)
-        return [Dyn(formula(imp, x.expr, at), x.shape)]
+        return [x.like(formula(imp, x.expr, at))]
     return rule
 
 
@@ -147,10 +147,10 @@ def _prelu(imp: Importer, node: Any, args: Args, at: dict[str, Any]) -> list[Val
     from nndk.onnx.ops import RULES
 
     x = _x(imp, node, args, twice=True)
-    neg = Dyn(ex.Call("relu", ex.Neg(x.expr)), x.shape)
+    neg = x.like(ex.Call("relu", ex.Neg(x.expr)))
     times = RULES["Mul"](imp, node, [args[1], neg], {})[0]
     assert isinstance(times, Dyn)
-    return [Dyn(ex.sub(ex.Call("relu", x.expr), times.expr), times.shape)]
+    return [times.like(ex.sub(ex.Call("relu", x.expr), times.expr))]
 
 
 def _pow(imp: Importer, node: Any, args: Args, at: dict[str, Any]) -> list[Value]:
@@ -164,7 +164,7 @@ def _pow(imp: Importer, node: Any, args: Args, at: dict[str, Any]) -> list[Value
         raise Unsupported("Pow with an exponent that differs between entries")
     if np.asarray(k.value).ndim > len(x.shape) + imp.lead:
         raise Unsupported("Pow with an exponent of more axes than its base")
-    return [Dyn(ex.Pow(x.expr, float(flat[0])), x.shape)]
+    return [x.like(ex.Pow(x.expr, float(flat[0])))]
 
 
 def _variadic(mean: bool) -> Rule:
@@ -179,7 +179,7 @@ def _variadic(mean: bool) -> Rule:
         if not isinstance(total, Dyn):
             raise Unsupported(f"{node.op_type} without a per-example value")
         if mean and len(parts) > 1:
-            return [Dyn(ex.Bin("/", total.expr, imp.num(len(parts))), total.shape)]
+            return [total.like(ex.Bin("/", total.expr, imp.num(len(parts))))]
         return [total]
     return rule
 

@@ -84,6 +84,7 @@ def _bind(proto: Any, feeds: dict[str, np.ndarray]) -> Any:
 
 def _run(result: ImportResult, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     model = Model.from_equations(result.equations, result.weights, dtype=result.dtype)
+    shapes = {name: spec.shape for name, spec in model.inputs.items()}
     xs: dict[str, np.ndarray] = {}
     state: dict[str, np.ndarray] = {}
     for onnx_name, (name, kind) in result.inputs.items():
@@ -91,9 +92,9 @@ def _run(result: ImportResult, feeds: dict[str, np.ndarray]) -> dict[str, np.nda
         if kind == "state":
             state[name] = value.reshape(value.shape[-2], -1)
         elif result.sequence:
-            xs[name] = value.reshape(*value.shape[:2], -1)
+            xs[name] = value.reshape(*value.shape[:2], *shapes[name])
         else:
-            xs[name] = value.reshape(1, value.shape[0], -1)
+            xs[name] = value.reshape(1, value.shape[0], *shapes[name])
     ys, final = model.run(xs, state or None)
     return {onnx_name: (ys[name] if kind == "output" else
                         np.stack([final[n] for n in name.split(",")]) if kind == "states"

@@ -106,7 +106,7 @@ class Importer:
             self.names.numbered(stem, subscript=not self.timed)
         target = ex.Name(text, self.time())
         self.equations.append((target, dyn.expr))
-        return Dyn(target, dyn.shape)
+        return dyn.like(target)
 
     # -- the walk ------------------------------------------------------------------------
     def problem(self, reason: str, node: Any, index: int) -> None:
@@ -239,6 +239,9 @@ def _input(imp: Importer, vi: Any) -> None:
         axes = "time and batch axes" if imp.lead == 2 else "a batch axis"
         raise OnnxError(f"input '{vi.name}' has shape {_show_dims(dims)}; expected {axes} "
                         "first and fixed sizes after them")
+    if 0 in dims[imp.lead:]:
+        raise OnnxError(f"input '{vi.name}' has shape {_show_dims(dims)}: a value with no "
+                        "entries per example")
     lead = tuple(dims[:imp.lead])
     clash = [(a, b) for a, b in zip(lead, imp.lead_sizes, strict=False)
              if None not in (a, b) and a != b]
@@ -250,11 +253,11 @@ def _input(imp: Importer, vi: Any) -> None:
     imp.lead_sizes = lead
     shape = tuple(int(d) for d in dims[imp.lead:] if d is not None)
     name = imp.names.prefer(vi.name, "x", subscript=not imp.timed)
-    dyn = Dyn(ex.Name(name, imp.time()), shape)
+    dyn = Dyn(ex.Name(name, imp.time()), shape, flat=False)
     imp.values[vi.name] = dyn
     imp.inputs[vi.name] = (ex.canonical_name(name), "input")
-    size = dyn.size
-    imp.declarations.append(f"{ex.show(dyn.expr)} ∈ ℝ^{size}")
+    space = f"({'×'.join(map(str, shape))})" if len(shape) >= 2 else str(dyn.size)
+    imp.declarations.append(f"{ex.show(dyn.expr)} ∈ ℝ^{space}")
 
 
 def _state_input(imp: Importer, vi: Any, key: str) -> None:
@@ -264,7 +267,7 @@ def _state_input(imp: Importer, vi: Any, key: str) -> None:
         raise OnnxError(f"state input '{vi.name}' has shape {_show_dims(dims)}; expected "
                         "[batch, size]")
     imp.names.take(name)
-    imp.values[vi.name] = Dyn(ex.Name(name, -int(lag or 1)), (int(dims[1]),))
+    imp.values[vi.name] = Dyn(ex.Name(name, -int(lag or 1)), (int(dims[1]),), flat=False)
     imp.inputs[vi.name] = (key, "state")
 
 

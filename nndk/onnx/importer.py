@@ -149,7 +149,7 @@ def _rename(imp: Importer, old: str, new: str) -> None:
     imp.equations = [(walk(t), walk(e)) for t, e in imp.equations]  # type: ignore[misc]
     for key, value in list(imp.values.items()):
         if isinstance(value, Dyn):
-            imp.values[key] = Dyn(walk(value.expr), value.shape)
+            imp.values[key] = value.like(walk(value.expr))
     old_key = ex.canonical_name(old)
     imp.outputs = {k: (ex.canonical_name(new), kind) if name == old_key else (name, kind)
                    for k, (name, kind) in imp.outputs.items()}

@@ -4,7 +4,8 @@ A converter gets the node's input values (:mod:`nndk.onnx.values`) and returns i
 Constants meeting per-example values become weights (vectors, matrices) or number literals;
 ops without a function of their own in the equation language are written with those that
 exist: a one-sided ``Clip(x) = x − relu(x − max)`` (two bounds are ``clip(x; min=…, max=…)``).
-Reshapes, flattens and squeezes that keep the lead axes change nothing in the equations.
+Ops along per-example axes (products, reductions, softmax, reshapes) are in
+:mod:`nndk.onnx.axes`; ops written with other functions in :mod:`nndk.onnx.compose`.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ KEEPS_REFS = {"Transpose", "Reshape", "Identity", "Squeeze", "Unsqueeze", "Flatt
 
 
 def convert(imp: Importer, node: Any, args: Args) -> list[Value]:
-    from nndk.onnx import compose, shapes
+    from nndk.onnx import axes, compose, shapes
 
     special = shapes.convert(imp, node, args, attributes(node))  # any domain: a Label's
     if special is not None:
@@ -39,7 +40,8 @@ def convert(imp: Importer, node: Any, args: Args) -> list[Value]:
         if node.op_type in KEEPS_REFS and args and isinstance(args[0], Const):
             return [_keep_ref(args[0], outs[0], node.op_type)]
         return outs
-    rule = RULES.get(node.op_type) or compose.RULES.get(node.op_type)
+    rule = RULES.get(node.op_type) or axes.RULES.get(node.op_type) or \
+        compose.RULES.get(node.op_type)
     if rule is None:
         raise Unsupported(f"op {node.op_type} is not supported")
     return rule(imp, node, args, attributes(node))
@@ -85,8 +87,10 @@ def _dyn(value: Value | None, what: str) -> Dyn:
 
 
 # -- constants meeting per-example values ------------------------------------------------
-def per_example(imp: Importer, c: Const, dyn: Dyn) -> np.ndarray:
-    """The constant as one example sees it, broadcast to the value's per-example shape."""
+def per_example(imp: Importer, c: Const, dyn: Dyn, spread: bool = True) -> np.ndarray:
+    """The constant as one example sees it: with the value's number of axes (leading 1s
+    added), broadcast to its per-example shape when ``spread``. It may not vary along the
+    batch axis, nor widen the value."""
     rank = imp.lead + len(dyn.shape)
     v = np.asarray(c.value)
     if v.ndim > rank:
@@ -98,19 +102,31 @@ def per_example(imp: Importer, c: Const, dyn: Dyn) -> np.ndarray:
     per = v.reshape(v.shape[imp.lead:])
     if np.broadcast_shapes(per.shape, dyn.shape) != dyn.shape:
         raise Unsupported("broadcasting a constant would widen a per-example value")
-    return np.broadcast_to(per, dyn.shape)
+    return np.broadcast_to(per, dyn.shape) if spread else per
 
 
 def const_operand(imp: Importer, c: Const, dyn: Dyn, stem: str) -> ex.Expr:
-    """A number when the constant is uniform, else a weight vector (named once)."""
-    per = per_example(imp, c, dyn)
+    """A number when the constant is uniform; else a weight (named once): beside a tensor,
+    with its own axes, which broadcast in the equations as in ONNX (a bias (5,) beside
+    (4, 5) is a (1, 5) weight); beside a vector or a flat value, the vector of its entries."""
+    per = per_example(imp, c, dyn, spread=not dyn.tensor)
     flat = per.reshape(-1)
     if flat.size == 0 or np.all(flat == flat[0]):
         return imp.num(flat[0] if flat.size else 0.0)
+    if dyn.tensor:
+        if c.ref is not None and per.shape == np.asarray(c.value).shape:
+            return ex.Name(imp.use_ref(c.ref, per))
+        key = (c.source, "tensor", per.shape) if c.source else None
+        return ex.Name(imp.weight(per, stem, key))
     if c.ref is not None and _vector_shape(np.asarray(c.value)) == (flat.size,):
         return ex.Name(imp.use_ref(c.ref, np.asarray(c.value).reshape(-1)))
     key = (c.source, "vector", dyn.shape) if c.source else None
     return ex.Name(imp.weight(flat, stem, key))
+
+
+def flat_expr(dyn: Dyn) -> ex.Expr:
+    """The value as the vector of its entries in row-major order: ``flatten(X)`` of a tensor."""
+    return ex.Call("flatten", dyn.expr) if dyn.tensor else dyn.expr
 
 
 def matrix(imp: Importer, k: Const) -> ex.Expr:
@@ -134,28 +150,36 @@ def operand(imp: Importer, dyn: Dyn) -> ex.Expr:
 
 
 # -- the converters ----------------------------------------------------------------------
+def operands(imp: Importer, node: Any, args: Args, stem: str) -> tuple[list[ex.Expr], Dyn]:
+    """The arguments of an entry-by-entry op as expressions that broadcast in the equations
+    as ONNX broadcasts them, and a value of the result's shape and form (its expr unused).
+    Per-example values have the same number of axes; a flat one meets only its own shape."""
+    dyns = [a for a in args if isinstance(a, Dyn)]
+    if not dyns:
+        raise Unsupported(f"{node.op_type} without a per-example value among its inputs")
+    odd = next((a for a in args if not isinstance(a, Dyn | Const)), dyns[0])
+    if not isinstance(odd, Dyn | Const):
+        raise Unsupported(f"{node.op_type} of {WHAT[type(odd).__name__]}")
+    _same_rank(node, dyns)
+    shape = tuple(int(d) for d in np.broadcast_shapes(*(d.shape for d in dyns)))
+    flat = any(d.flat for d in dyns)
+    if flat and any(d.shape != shape for d in dyns):
+        raise Unsupported(f"{node.op_type} broadcasts a reshaped value (the equations have "
+                          "no reshape of it to broadcast along)")
+    form = Dyn(dyns[0].expr, shape, flat)
+    if len(shape) <= 1 and any(d.size not in (1, form.size) for d in dyns):
+        raise Unsupported(f"{node.op_type} broadcasts one per-example value over another")
+    exprs = [(flat_expr(a) if flat else a.expr) if isinstance(a, Dyn)
+             else const_operand(imp, a, form, stem) for a in args]  # type: ignore[arg-type]
+    return exprs, form
+
+
 def _binary(op: str, stem: str) -> Rule:
     def rule(imp: Importer, node: Any, args: Args, at: dict[str, Any]) -> list[Value]:
-        a, b = args[0], args[1]
-        if isinstance(a, Dyn) and isinstance(b, Dyn):
-            _same_rank(node, [a, b])
-            shape = tuple(np.broadcast_shapes(a.shape, b.shape))
-            size = int(np.prod(shape, dtype=np.int64))
-            if a.size == b.size == size:
-                return [Dyn(_combine(op, a.expr, b.expr), a.shape)]
-            if 1 in (a.size, b.size) and size == max(a.size, b.size) and len(shape) <= 1:
-                # one number per example over a vector: the language broadcasts it as NumPy
-                return [Dyn(_combine(op, a.expr, b.expr), a.shape if a.size > 1 else b.shape)]
-            raise Unsupported(f"{node.op_type} broadcasts one per-example value over another")
-        dyn = _dyn(a if isinstance(a, Dyn) else b, f"an operand of {node.op_type}")
-        other = b if dyn is a else a
-        if not isinstance(other, Const):
-            raise Unsupported(f"{node.op_type} of {type(other).__name__}")
-        c = const_operand(imp, other, dyn, stem)
-        left, right = (dyn.expr, c) if dyn is a else (c, dyn.expr)
-        if op == "⊙" and isinstance(c, ex.Num | ex.Neg):
-            left, right = c, dyn.expr
-        return [Dyn(_combine(op, left, right), dyn.shape)]
+        (left, right), form = operands(imp, node, args[:2], stem)
+        if op == "⊙" and isinstance(right, ex.Num | ex.Neg) and not isinstance(args[1], Dyn):
+            left, right = right, left  # 2 ⊙ x
+        return [form.like(_combine(op, left, right))]
     return rule
 
 
@@ -179,13 +203,13 @@ def _combine(op: str, a: ex.Expr, b: ex.Expr) -> ex.Expr:
 def _function(func: str) -> Rule:
     def rule(imp: Importer, node: Any, args: Args, at: dict[str, Any]) -> list[Value]:
         x = _dyn(args[0], f"the input of {node.op_type}")
-        return [Dyn(ex.Call(func, x.expr), x.shape)]
+        return [x.like(ex.Call(func, x.expr))]
     return rule
 
 
 def _neg(imp: Importer, node: Any, args: Args, at: dict[str, Any]) -> list[Value]:
     x = _dyn(args[0], "the input of Neg")
-    return [Dyn(ex.Neg(x.expr), x.shape)]
+    return [x.like(ex.Neg(x.expr))]
 
 
 def _identity(imp: Importer, node: Any, args: Args, at: dict[str, Any]) -> list[Value]:
@@ -213,7 +237,7 @@ def _param(imp: Importer, value: float) -> float:
 def _leaky_relu(imp: Importer, node: Any, args: Args, at: dict[str, Any]) -> list[Value]:
     x = _dyn(args[0], "the input of LeakyRelu")
     slope = _param(imp, float(at.get("alpha", 0.01)))
-    return [Dyn(ex.Call("leaky_relu", x.expr, (("slope", slope),)), x.shape)]
+    return [x.like(ex.Call("leaky_relu", x.expr, (("slope", slope),)))]
 
 
 GELU = {"none": _function(OPS["gelu"].spellings[0]),
@@ -234,11 +258,11 @@ def _elu(imp: Importer, node: Any, args: Args, at: dict[str, Any]) -> list[Value
     alpha = float(np.float32(at.get("alpha", 1.0)))
     x = _dyn(args[0], "the input of Elu")
     if alpha == 1.0:
-        return [Dyn(ex.Call(ELU, x.expr), x.shape)]
+        return [x.like(ex.Call(ELU, x.expr))]
     x = imp.define(x, stem="u")
     scaled = ex.Bin("⊙", imp.num(alpha), ex.Call(ELU, x.expr))
     rest = ex.Bin("⊙", imp.num(1.0 - alpha), ex.Call(RELU, x.expr))
-    return [Dyn(ex.add(scaled, rest), x.shape)]
+    return [x.like(ex.add(scaled, rest))]
 
 
 def _clip(imp: Importer, node: Any, args: Args, at: dict[str, Any]) -> list[Value]:
@@ -252,130 +276,37 @@ def _clip(imp: Importer, node: Any, args: Args, at: dict[str, Any]) -> list[Valu
             bounds[i] = float(np.asarray(arg.value).reshape(()))
     low, high = (b if b is not None and np.isfinite(b) else None for b in bounds)
     if low == 0.0 and high is None:
-        return [Dyn(ex.Call(RELU, x.expr), x.shape)]
+        return [x.like(ex.Call(RELU, x.expr))]
     if low is not None and high is not None:  # clip follows ONNX when low > high too
         bounds_ = (("min", _param(imp, low)), ("max", _param(imp, high)))
-        return [Dyn(ex.Call("clip", x.expr, bounds_), x.shape)]
+        return [x.like(ex.Call("clip", x.expr, bounds_))]
     if low is not None or high is not None:  # one bound: relu written out
-
         x = imp.define(x, stem="u")
     out = x.expr
     if high is not None:
         out = ex.sub(out, ex.Call(RELU, ex.sub(x.expr, imp.num(high))))
     if low is not None:
         out = ex.add(out, ex.Call(RELU, ex.sub(imp.num(low), x.expr)))
-    return [Dyn(out, x.shape)]
-
-
-def _softmax(func: str) -> Rule:
-    def rule(imp: Importer, node: Any, args: Args, at: dict[str, Any]) -> list[Value]:
-        x = _dyn(args[0], f"the input of {node.op_type}")
-        rank = imp.lead + len(x.shape)
-        axis = _axis(int(at.get("axis", 1 if imp.opset < 13 else -1)), rank) - imp.lead
-        if imp.opset < 13:
-            fits = axis >= 0 and int(np.prod(x.shape[:axis], dtype=np.int64)) == 1
-        else:
-            fits = axis >= 0 and x.size == x.shape[axis]
-        if not fits:
-            raise Unsupported(f"{node.op_type} over an axis other than the per-example one")
-        return [Dyn(ex.Call(func, x.expr), x.shape)]
-    return rule
+    return [x.like(out)]
 
 
 def _entrywise(func: str, stem: str = "k") -> Rule:
-    """Max, Min (two inputs or more, nested) and Where: a function of several arguments,
+    """Max, Min (one input or more, nested) and Where: a function of several arguments,
     each a per-example value or a constant, broadcast as ``+`` is. ONNX's booleans (from
     Less, Greater, …) are the language's 0/1 masks."""
     def rule(imp: Importer, node: Any, args: Args, at: dict[str, Any]) -> list[Value]:
-        dyns = [a for a in args if isinstance(a, Dyn)]
-        if len(args) == 1 and func != "where" and dyns:
-            return [dyns[0]]  # Max(x) = x
-        if not dyns or len(args) < 2 or any(a is None for a in args):
+        if len(args) == 1 and func != "where" and isinstance(args[0], Dyn):
+            return [args[0]]  # Max(x) = x
+        if len(args) < 2 or any(a is None for a in args):
             raise Unsupported(f"{node.op_type} without a per-example value among its inputs")
-        _same_rank(node, dyns)
-        wide = max(dyns, key=lambda d: d.size)
-        if any(d.size not in (1, wide.size) for d in dyns) or len(wide.shape) > 1:
-            raise Unsupported(f"{node.op_type} broadcasts one per-example value over another")
-        exprs = [a.expr if isinstance(a, Dyn) else
-                 const_operand(imp, a, wide, stem) if isinstance(a, Const) else None
-                 for a in args]
-        if any(e is None for e in exprs):
-            raise Unsupported(f"{node.op_type} of {type(args[0]).__name__}")
-        first, *rest = exprs
+        (first, *rest), form = operands(imp, node, args, stem)
         if func == "where":
-            return [Dyn(ex.Call(func, first, more=tuple(rest)), wide.shape)]  # type: ignore
+            return [form.like(ex.Call(func, first, more=tuple(rest)))]
         out = first
         for e in rest:  # Max(a, b, c) = max(max(a, b), c)
-            out = ex.Call(func, out, more=(e,))  # type: ignore[arg-type]
-        return [Dyn(out, wide.shape)]  # type: ignore[arg-type]
+            out = ex.Call(func, out, more=(e,))
+        return [form.like(out)]
     return rule
-
-
-def _slice(imp: Importer, node: Any, args: Args, at: dict[str, Any]) -> list[Value]:
-    """Slice of the per-example vector with constant bounds and step 1: ``x[a:b]``."""
-    x = _dyn(args[0], "the input of Slice")
-    if imp.opset < 10:
-        bounds = [at.get("starts"), at.get("ends"), at.get("axes"), None]
-    else:
-        bounds = [None, None, None, None]
-        for i, arg in enumerate(args[1:5]):
-            if arg is not None and not isinstance(arg, Const):
-                raise Unsupported("Slice with bounds computed per example")
-            bounds[i] = None if arg is None else list(np.asarray(arg.value).reshape(-1))
-    starts, ends, axes, steps = bounds
-    if starts is None or ends is None or len(starts) != 1 or len(ends) != 1:
-        raise Unsupported("Slice over more than one axis")
-    rank = imp.lead + len(x.shape)
-    axis = _axis(int(axes[0]), rank) - imp.lead if axes else -imp.lead  # default: axis 0
-    if steps and int(steps[0]) != 1:
-        raise Unsupported(f"Slice with step {int(steps[0])} (the language takes runs of "
-                          "entries)")
-    if axis != len(x.shape) - 1 or x.size != x.shape[-1]:
-        raise Unsupported("Slice of an axis other than the per-example vector")
-    n = x.shape[-1]
-    start, stop = (min(max(int(v) + n if int(v) < 0 else int(v), 0), n)
-                   for v in (starts[0], ends[0]))
-    if stop <= start:
-        raise Unsupported("Slice that takes no entries")
-    if (start, stop) == (0, n):
-        return [x]
-    return [Dyn(ex.Part(imp.define(x).expr if not isinstance(x.expr, ex.Name) else x.expr,
-                        start, stop), (stop - start,))]
-
-
-def _reduce(func: str) -> Rule:
-    """ReduceSum/Mean/Max/Min/L2 over the per-example vector, keeping its axis."""
-    def rule(imp: Importer, node: Any, args: Args, at: dict[str, Any]) -> list[Value]:
-        x = _dyn(args[0], f"the input of {node.op_type}")
-        rank = imp.lead + len(x.shape)
-        axes_input = node.op_type == "ReduceSum" and imp.opset >= 13 or imp.opset >= 18
-        given = args[1] if axes_input and len(args) > 1 else None
-        if given is not None and not isinstance(given, Const):
-            raise Unsupported(f"{node.op_type} with axes computed per example")
-        axes = list(np.asarray(given.value).reshape(-1)) if given is not None \
-            else list(at.get("axes", []))
-        if not axes:
-            raise Unsupported(f"{node.op_type} over every axis, the batch's too")
-        if int(at.get("keepdims", 1)) != 1:
-            raise Unsupported(f"{node.op_type} with keepdims=0 (a per-example result without "
-                              "its axis; nnre keeps reduced values as vectors of one)")
-        wanted = {_axis(int(a), rank) - imp.lead for a in axes}
-        vector = len(x.shape) >= 1 and x.size == x.shape[-1]
-        if not vector or wanted != {len(x.shape) - 1}:
-            raise Unsupported(f"{node.op_type} over an axis other than the per-example vector")
-        return [Dyn(ex.Call(func, x.expr), (*x.shape[:-1], 1))]
-    return rule
-
-
-def _matmul(imp: Importer, node: Any, args: Args, at: dict[str, Any]) -> list[Value]:
-    a, b = args[0], args[1]
-    if not isinstance(a, Dyn) or not isinstance(b, Const):
-        raise Unsupported("MatMul of anything but a per-example value times a constant matrix")
-    if len(a.shape) != 1 or np.asarray(b.value).ndim > 2:
-        raise Unsupported("MatMul of a per-example matrix (a batched product)")
-    w = matrix(imp, b)
-    shape = (np.asarray(b.value).shape[1],) if np.asarray(b.value).ndim == 2 else ()
-    return [Dyn(ex.Bin("·", w, operand(imp, a)), shape)]
 
 
 def _gemm(imp: Importer, node: Any, args: Args, at: dict[str, Any]) -> list[Value]:
@@ -395,109 +326,15 @@ def _gemm(imp: Importer, node: Any, args: Args, at: dict[str, Any]) -> list[Valu
     if isinstance(c, Const) and np.any(np.asarray(c.value) != 0) and beta != 0:
         scaled = Const(np.asarray(c.value) * beta, c.ref if beta == 1 else None,
                        source=c.source if beta == 1 else None)
-        out = ex.add(out, const_operand(imp, scaled, Dyn(out, out_shape), "b"))
+        out = ex.add(out, const_operand(imp, scaled, Dyn(out, out_shape, False), "b"))
     elif isinstance(c, Dyn) and beta != 0:
+        if len(c.shape) != 1 or c.shape[0] not in (1, out_shape[0]):
+            raise Unsupported("Gemm with a per-example C that is not a vector like A·B's rows")
         term = c.expr if beta == 1 else ex.Bin("⊙", imp.num(beta), c.expr)
         out = ex.add(out, term)
     elif c is not None and not isinstance(c, Const | Dyn):
         raise Unsupported(f"Gemm with C a {type(c).__name__}")
-    return [Dyn(out, out_shape)]
-
-
-def _squeeze_axes(imp: Importer, node: Any, args: Args, at: dict[str, Any]) -> list[int] | None:
-    if "axes" in at:
-        return [int(a) for a in at["axes"]]
-    if len(args) > 1 and args[1] is not None:
-        if not isinstance(args[1], Const):
-            raise Unsupported(f"{node.op_type} with axes that are not constant")
-        return [int(a) for a in np.asarray(args[1].value).reshape(-1)]
-    return None
-
-
-def _squeeze(imp: Importer, node: Any, args: Args, at: dict[str, Any]) -> list[Value]:
-    x = args[0]
-    axes = _squeeze_axes(imp, node, args, at)
-    if isinstance(x, SeqY) and axes is not None and [_axis(a, 4) for a in axes] == [1]:
-        return [Dyn(x.expr, (x.hidden,))]
-    if isinstance(x, Final) and axes is not None and [_axis(a, 3) for a in axes] == [0]:
-        return [x]
-    x = _dyn(x, "the input of Squeeze")
-    rank = imp.lead + len(x.shape)
-    if axes is None:
-        if any(s is None or s == 1 for s in imp.lead_sizes):
-            raise Unsupported("Squeeze without axes where the batch size may be 1")
-        keep = [d for d in x.shape if d != 1]
-        return [Dyn(x.expr, tuple(keep))]
-    per = sorted(_axis(a, rank) - imp.lead for a in axes)
-    if any(a < 0 or x.shape[a] != 1 for a in per):
-        raise Unsupported("Squeeze of the batch axis or of an axis longer than 1")
-    return [Dyn(x.expr, tuple(d for i, d in enumerate(x.shape) if i not in per))]
-
-
-def _unsqueeze(imp: Importer, node: Any, args: Args, at: dict[str, Any]) -> list[Value]:
-    x = _dyn(args[0], "the input of Unsqueeze")
-    axes = _squeeze_axes(imp, node, args, at) or []
-    rank = imp.lead + len(x.shape) + len(axes)
-    per = sorted(_axis(a, rank) - imp.lead for a in axes)
-    if any(a < 0 for a in per):
-        raise Unsupported("Unsqueeze in front of the batch axis")
-    shape = list(x.shape)
-    for a in per:
-        shape.insert(a, 1)
-    return [Dyn(x.expr, tuple(shape))]
-
-
-def _flatten(imp: Importer, node: Any, args: Args, at: dict[str, Any]) -> list[Value]:
-    x = _dyn(args[0], "the input of Flatten")
-    axis = _axis(int(at.get("axis", 1)), imp.lead + len(x.shape)) - imp.lead
-    if imp.lead != 1 or axis < 0 or int(np.prod(x.shape[:axis], dtype=np.int64)) != 1:
-        raise Unsupported("Flatten that merges the batch axis with others")
-    return [Dyn(x.expr, (x.size,))]
-
-
-def _reshape(imp: Importer, node: Any, args: Args, at: dict[str, Any]) -> list[Value]:
-    x = _dyn(args[0], "the input of Reshape")
-    if not isinstance(args[1], Const):
-        raise Unsupported("Reshape to a shape that is not constant")
-    target = [int(d) for d in np.asarray(args[1].value).reshape(-1)]
-    if at.get("allowzero", 0) and 0 in target:
-        raise Unsupported("Reshape with allowzero")
-    lead, rest = target[:imp.lead], target[imp.lead:]
-    rest = [x.shape[i] if d == 0 and i < len(x.shape) else d for i, d in enumerate(rest)]
-    copies = all(d == 0 or (d == s and s is not None) for d, s in
-                 zip(lead, imp.lead_sizes, strict=True))
-    keeps_lead = copies or (lead.count(-1) == 1 and -1 not in rest and all(
-        d in (-1, 0, s) or s is None for d, s in zip(lead, imp.lead_sizes, strict=True)))
-    if rest.count(-1) == 1 and copies:
-        known = int(np.prod([d for d in rest if d != -1], dtype=np.int64))
-        rest = [x.size // max(known, 1) if d == -1 else d for d in rest]
-    if not keeps_lead or -1 in rest or int(np.prod(rest, dtype=np.int64)) != x.size:
-        raise Unsupported("Reshape that moves values across the batch axis")
-    return [Dyn(x.expr, tuple(rest))]
-
-
-def _transpose(imp: Importer, node: Any, args: Args, at: dict[str, Any]) -> list[Value]:
-    x = _dyn(args[0], "the input of Transpose")
-    rank = imp.lead + len(x.shape)
-    perm = list(at.get("perm", range(rank - 1, -1, -1)))
-    full = [None] * imp.lead + list(x.shape)
-    moved = [p for p in perm[imp.lead:] if full[p] != 1]
-    if perm[:imp.lead] != list(range(imp.lead)) or moved != sorted(moved):
-        raise Unsupported("Transpose that moves the batch axis or reorders per-example values")
-    return [Dyn(x.expr, tuple(full[p] for p in perm[imp.lead:]))]  # type: ignore[misc]
-
-
-def _concat(imp: Importer, node: Any, args: Args, at: dict[str, Any]) -> list[Value]:
-    parts = [_dyn(a, "every part of Concat") for a in args if a is not None]
-    rank = imp.lead + len(parts[0].shape)
-    axis = _axis(int(at["axis"]), rank) - imp.lead
-    if axis < 0 or int(np.prod(parts[0].shape[:axis], dtype=np.int64)) != 1:
-        raise Unsupported("Concat along the batch axis or an inner axis")
-    shape = list(parts[0].shape)
-    shape[axis] = sum(p.shape[axis] for p in parts)
-    if len(parts) == 1:
-        return [parts[0]]
-    return [Dyn(ex.Stack(tuple(p.expr for p in parts)), tuple(shape))]
+    return [Dyn(out, out_shape, False)]
 
 
 def _shape(imp: Importer, node: Any, args: Args, at: dict[str, Any]) -> list[Value]:
@@ -516,18 +353,18 @@ def _recurrent(imp: Importer, node: Any, args: Args, at: dict[str, Any]) -> list
     return convert_recurrent(imp, node, args, at)
 
 
-def _from_op(op: Op) -> Rule:
+def _from_op(op: Op) -> Rule | None:
     """The converter of an ONNX op that is one of ours (``Op.onnx_import``): its operator or
-    its function, with its first spelling; constants added are named b, multipliers k."""
+    its function, with its first spelling; constants added are named b, multipliers k.
+    Ops along axes (softmax, the reductions, flatten) are :mod:`nndk.onnx.axes`'s."""
     if op.infix:
         return _binary(op.infix, "b" if op.infix in "+−" else "k")
-    return (_softmax if op.vector else _function)(op.spellings[0])
+    return None if op.vector or op.tensor else _function(op.spellings[0])
 
 
 RULES: dict[str, Rule] = {
-    **{op_type: _from_op(op) for op_type, op in BY_ONNX.items() if not op.reduces},
-    **{op_type: _reduce(op.spellings[0]) for op_type, op in BY_ONNX.items() if op.reduces},
-    "Slice": _slice, "Max": _entrywise("max"), "Min": _entrywise("min"),
+    **{t: rule for t, op in BY_ONNX.items() if (rule := _from_op(op)) is not None},
+    "Max": _entrywise("max"), "Min": _entrywise("min"),
     "Where": _entrywise("where"),
     **{op_type: _binary(symbol, "k") for op_type, symbol in (
         ("Less", "<"), ("Greater", ">"), ("LessOrEqual", "≤"), ("GreaterOrEqual", "≥"))},
@@ -535,8 +372,6 @@ RULES: dict[str, Rule] = {
     "Elu": _elu,
     "Clip": _clip, "Identity": _identity,
     "Dropout": _dropout,
-    "MatMul": _matmul, "Gemm": _gemm, "Flatten": _flatten, "Reshape": _reshape,
-    "Squeeze": _squeeze, "Unsqueeze": _unsqueeze, "Transpose": _transpose,
-    "Concat": _concat, "Shape": _shape, "LSTM": _recurrent, "GRU": _recurrent,
+    "Gemm": _gemm, "Shape": _shape, "LSTM": _recurrent, "GRU": _recurrent,
     "RNN": _recurrent,
 }

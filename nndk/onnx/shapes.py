@@ -85,7 +85,7 @@ def _seq_transpose(y: SeqY, at: dict[str, Any]) -> Value:
     if perm != [0, 2, 1, 3]:
         raise Unsupported(f"Transpose(perm={perm}) of {WHAT['SeqY']}; the importer reads "
                           "the perm [0, 2, 1, 3] that moves the direction axis next to H")
-    return Dyn(y.expr, (1, y.hidden))
+    return Dyn(y.expr, (1, y.hidden), flat=True)
 
 
 def _finals(args: Args, at: dict[str, Any]) -> Finals:

@@ -2,10 +2,13 @@
 
 Per-example values (:class:`Dyn`) have ONNX shape ``lead + shape``: ``lead`` is the batch axis
 (``[N]``), or time and batch (``[T, N]``) in a graph that runs recurrent ops over a whole
-sequence. Equations see a per-example value as one vector of ``prod(shape)`` numbers in row-major
-order, which is why reshapes that keep the lead axes are free. A recurrent op's ``Y`` is kept
-as :class:`SeqY` until its direction axis is squeezed away; ``Y_h``/``Y_c`` are :class:`Final`
-(the state after the last step, which nnre returns as the final state).
+sequence. Equations see a per-example value with its own axes (``X ∈ ℝ^(4×5)`` for an input
+``[N, 4, 5]``; a vector is a column), or, after a reshape the language cannot write, as the
+vector of its entries in row-major order (``flat``): data laid out alike, so it may still be
+an output, a flattened operand, or be combined entry by entry with values of the same shape.
+A recurrent op's ``Y`` is kept as :class:`SeqY` until its direction axis is squeezed away;
+``Y_h``/``Y_c`` are :class:`Final` (the state after the last step, which nnre returns as the
+final state).
 """
 
 from __future__ import annotations
@@ -33,10 +36,35 @@ class Const:
 class Dyn:
     expr: Expr
     shape: tuple[int, ...]  # per example, without the lead axes
+    #: The expression is the vector of all ``size`` entries in row-major order (what a
+    #: reshape the language cannot write leaves), not a value of ``shape``. Only values of
+    #: two or more axes can be flat: a vector is the same either way.
+    flat: bool
+
+    def __post_init__(self) -> None:
+        if len(self.shape) < 2:
+            object.__setattr__(self, "flat", False)
 
     @property
     def size(self) -> int:
         return int(np.prod(self.shape, dtype=np.int64))
+
+    @property
+    def tensor(self) -> bool:
+        """The expression has the value's own axes, two or more of them."""
+        return len(self.shape) >= 2 and not self.flat
+
+    def like(self, expr: Expr) -> Dyn:
+        """A value of the same shape and form (an entry-by-entry function of this one)."""
+        return Dyn(expr, self.shape, self.flat)
+
+
+def lang_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
+    """The shape the equations give a per-example value of this ONNX shape: a number and a
+    vector are columns, (1, 1) and (n, 1); two or more axes are kept."""
+    if len(shape) >= 2:
+        return shape
+    return (shape[0] if shape else 1, 1)
 
 
 @dataclass(frozen=True)

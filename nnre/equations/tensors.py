@@ -224,6 +224,9 @@ class _Checker:
                 raise self.error(f"stacked parts in the equation for '{eq.target.raw}' must "
                                  f"agree on every axis but the first: {before[0]} and "
                                  f"'{unparse(p)}' {before[1]}", node.pos)
+        known = [self.d.get(p[0]) for p in parts]
+        if all(k is not None for k in known):  # known now: later broadcasts can rely on it
+            return (self.d.new(sum(known)), *rest)  # type: ignore[arg-type]
         total = self.d.new()
         self.d.sums.append((total, [p[0] for p in parts], node.pos))
         return (total, *rest)

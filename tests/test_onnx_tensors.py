@@ -1,0 +1,110 @@
+"""ONNX graphs whose per-example values are matrices and tensors, against onnxruntime; and
+the ops over the batch axis, refused (never imported as something else)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+onnx = pytest.importorskip("onnx")
+pytest.importorskip("onnxruntime")
+
+from onnx import helper, numpy_helper  # noqa: E402
+from onnx_helpers import ort_runner  # noqa: E402
+
+from nndk.onnx.common import OnnxError  # noqa: E402
+from nndk.onnx.importer import import_model  # noqa: E402
+from nnre.model import Model  # noqa: E402
+
+RNG = np.random.default_rng(5)
+n = helper.make_node
+
+
+def _const(name: str, value: object, dtype: object = np.float32) -> object:
+    return numpy_helper.from_array(np.asarray(value, dtype), name)
+
+
+def _model(nodes: list, inits: list, inputs: dict, outputs: list[str], opset: int = 18
+           ) -> object:
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info(k, 1, v) for k, v in inputs.items()],
+        [helper.make_tensor_value_info(k, 1, None) for k in outputs], inits)
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    return proto
+
+
+def _check(proto: object, feeds: dict[str, np.ndarray]) -> str:
+    result = import_model(proto)
+    model = Model.from_equations(result.equations, result.weights)
+    got, _ = model.step(feeds)
+    want = ort_runner(proto)(feeds)
+    for name, value in want.items():
+        have = got[result.outputs[name][0]]
+        assert have.size == value.size, name
+        np.testing.assert_allclose(have.reshape(value.shape), value, rtol=1e-5, atol=1e-5,
+                                   err_msg=name)
+    return result.equations
+
+
+def test_a_tensor_graph_matches_onnxruntime() -> None:
+    """Products (by weights and batched between examples' own matrices), broadcasting
+    constants, reductions along axes (kept and dropped), softmax along an inner axis, the
+    last two axes swapped, slices, stacking, squeezes and reshapes."""
+    nodes = [
+        n("Add", ["X", "bias"], ["xb"]), n("MatMul", ["xb", "W"], ["xw"]),  # (3,4)·(4,5)
+        n("Transpose", ["X"], ["xt"], perm=[0, 2, 1]),
+        n("MatMul", ["xt", "X"], ["gram"]),  # per example Xᵀ X: (4, 4)
+        n("Softmax", ["gram"], ["att"], axis=1),
+        n("ReduceSum", ["xw", "ax1"], ["rs"], keepdims=0),  # (5,)
+        n("ReduceMean", ["xw", "ax12"], ["rm"], keepdims=1),  # (1, 1)
+        n("ReduceMax", ["X", "axm1"], ["rx"], keepdims=0),  # (3,)
+        n("ReduceLogSumExp", ["X", "ax1"], ["lse"], keepdims=1),  # (1, 4)
+        n("Slice", ["X", "s0", "s2", "ax1"], ["top"]),  # rows 0…1
+        n("Concat", ["top", "X"], ["cat"], axis=1),  # (5, 4)
+        n("Unsqueeze", ["X", "ax1"], ["u"]), n("Squeeze", ["u", "ax1"], ["back"]),
+        n("Reshape", ["X", "flat"], ["r"]), n("Tanh", ["r"], ["rt"]),
+        n("Mul", ["att", "scale"], ["as"]),
+        n("MatMul", ["X", "v"], ["xv"]),  # by a vector: (3,)
+    ]
+    inits = [_const("bias", RNG.normal(size=4)), _const("W", RNG.normal(size=(4, 5))),
+             _const("scale", RNG.normal(size=(4, 1))), _const("v", RNG.normal(size=4)),
+             _const("ax1", [1], np.int64), _const("s0", [0], np.int64),
+             _const("ax12", [1, 2], np.int64), _const("axm1", [-1], np.int64),
+             _const("s2", [2], np.int64), _const("flat", [0, -1], np.int64)]
+    proto = _model(nodes, inits, {"X": ["N", 3, 4]},
+                   ["xw", "att", "rs", "rm", "rx", "lse", "cat", "back", "rt", "as", "xv"])
+    text = _check(proto, {"X": RNG.normal(size=(6, 3, 4)).astype(np.float32)})
+    assert "X ∈ ℝ^(3×4)" in text and "softmax(gram; axis=0)" in text
+    assert "sum(xw; axis=0)" in text and "gram = xt X" in text and "xt = Xᵀ" in text
+    assert "rx = max(X; axis=1)" in text and "b₁" in text and "r = flatten(X)" in text
+
+
+def test_softmax_and_reductions_of_vectors_and_old_opsets() -> None:
+    nodes = [n("Softmax", ["X"], ["y"], axis=1), n("ReduceSum", ["X"], ["s"], axes=[1, 2]),
+             n("LogSoftmax", ["X"], ["z"], axis=2)]
+    proto = _model(nodes, [], {"X": ["N", 3, 4]}, ["y", "s", "z"], opset=11)
+    text = _check(proto, {"X": RNG.normal(size=(5, 3, 4)).astype(np.float32)})
+    assert "softmax(flatten(X))" in text  # opset 11: axes 1… as one vector
+
+
+@pytest.mark.parametrize("node,message", [
+    (n("Softmax", ["X"], ["y"], axis=0), "Softmax over the batch axis"),
+    (n("ReduceMax", ["X"], ["y"], axes=[0, 1]), "ReduceMax over the batch axis"),
+    (n("ReduceMean", ["X"], ["y"]), "ReduceMean over every axis, the batch's too"),
+    (n("Transpose", ["X"], ["y"], perm=[1, 0, 2]), "Transpose that moves the batch axis"),
+    (n("Transpose", ["X"], ["y"]), "Transpose that moves the batch axis"),
+    (n("Flatten", ["X"], ["y"], axis=2), "Flatten that merges the batch axis"),
+    (n("MatMul", ["X", "X"], ["y"]), "MatMul of per-example shapes"),
+])
+def test_ops_over_the_batch_axis_are_refused(node: object, message: str) -> None:
+    proto = _model([node], [], {"X": ["N", 3, 4]}, ["y"], opset=13)
+    with pytest.raises(OnnxError, match=message):
+        import_model(proto)
+
+
+def test_a_vector_times_a_per_example_matrix_is_refused() -> None:
+    """x (N, 4) @ Y (N, 4, 5): ONNX pairs x's rows with every example's Y."""
+    proto = _model([n("MatMul", ["x", "Y"], ["y"])], [], {"x": ["N", 4], "Y": ["N", 4, 5]},
+                   ["y"])
+    with pytest.raises(OnnxError, match="MatMul of a reshaped or vector value"):
+        import_model(proto)
