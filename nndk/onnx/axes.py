@@ -316,21 +316,27 @@ def _slice(imp: Importer, node: Any, args: Args, at: dict[str, Any]) -> list[Val
                           "entries)")
     if axis < 0:
         raise Unsupported("Slice of the batch axis (it would drop examples)")
-    first = x.tensor and axis == 0
-    if not first and (axis != len(x.shape) - 1 or x.size != x.shape[-1]):
-        raise Unsupported("Slice of an axis other than the first per-example one")
     n = x.shape[axis]
     start, stop = (min(max(int(v) + n if int(v) < 0 else int(v), 0), n)
                    for v in (starts[0], ends[0]))
     if stop <= start:
         raise Unsupported("Slice that takes no entries")
-    if (start, stop) == (0, n):
-        return [x]
+    return [take(imp, x, axis, start, stop)]
+
+
+def take(imp: Importer, x: Dyn, axis: int, start: int, stop: int) -> Dyn:
+    """Entries start … stop−1 along a per-example axis: ``X[a:b]`` along a tensor's first
+    axis; a run of entries ``x[a:b]`` when every other axis is 1 (a vector)."""
+    first = x.tensor and axis == 0
+    if not first and (axis != len(x.shape) - 1 or x.size != x.shape[-1]):
+        raise Unsupported("a slice along an axis other than the first per-example one")
+    if (start, stop) == (0, x.shape[axis]):
+        return x
     if first:
-        return [Dyn(ex.Part(operand(imp, x), start, stop), (stop - start, *x.shape[1:]), False)]
+        return Dyn(ex.Part(operand(imp, x), start, stop), (stop - start, *x.shape[1:]), False)
     entries = imp.define(Dyn(flat_expr(x), x.shape, True)) if x.tensor else x
     shape = (*x.shape[:-1], stop - start)  # the last axis, all others 1: a run of entries
-    return [Dyn(ex.Part(operand(imp, entries), start, stop), shape, True)]
+    return Dyn(ex.Part(operand(imp, entries), start, stop), shape, True)
 
 
 RULES: dict[str, Rule] = {

@@ -5,8 +5,9 @@ The onnx package ships, for every op, small models with input and expected outpu
 is imported and run by nnre, and compared with the expected outputs at the backend suite's
 own tolerances (rtol 1e-3, atol 1e-7). Node tests feed weights as graph inputs; when the
 importer refuses those as per-example values, the test is tried again with them bound as
-constants (as a model file stores weights). Refusals (what nnre cannot express), wrong
-answers and crashes (bugs) are counted apart.
+constants (as a model file stores weights): first those whose leading size is not the first
+input's (a mask beside queries and keys), then all but the first. Refusals (what nnre cannot
+express), wrong answers and crashes (bugs) are counted apart.
 
     python -m nndk.onnx.conformance [OP ...]     # the supported ops' (or these ops') tests
     python -m nndk.onnx.conformance --all        # every non-expanded node test of onnx
@@ -33,7 +34,11 @@ SUPPORTED = ("Abs", "Acosh", "Add", "Asinh", "Atanh", "Celu", "Clip", "Concat", 
              "Identity", "IsInf", "LSTM", "LeakyRelu", "Log", "LogSoftmax", "MatMul", "Mean",
              "Mul", "Neg", "PRelu", "RNN", "Reciprocal", "Relu", "Reshape", "Selu",
              "Shrink", "Sigmoid", "Sign", "Sinh", "Softmax", "Softsign", "Sqrt", "Squeeze",
-             "Sub", "Sum", "Tan", "Tanh", "ThresholdedRelu", "Transpose", "Unsqueeze")
+             "Sub", "Sum", "Tan", "Tanh", "ThresholdedRelu", "Transpose", "Unsqueeze",
+             "BatchNormalization", "CumSum", "InstanceNormalization", "LayerNormalization",
+             "LpNormalization", "RMSNormalization", "ReduceL1", "ReduceL2",
+             "ReduceLogSum", "ReduceLogSumExp", "ReduceMax", "ReduceMean", "ReduceMin",
+             "ReduceSum", "ReduceSumSquare", "Split")
 RTOL, ATOL = 1e-3, 1e-7
 
 
@@ -59,14 +64,26 @@ def every_case() -> list[Any]:
     return [c for c in all_cases() if c.model is not None and "_expanded" not in c.name]
 
 
-def _bind(proto: Any, feeds: dict[str, np.ndarray]) -> Any:
-    """A copy with every input but the first (and recurrent initial states) as initializers."""
+def _batched(proto: Any, feeds: dict[str, np.ndarray]) -> set[str]:
+    """Inputs that share the first input's leading (batch) size and float type: the ones that
+    may vary per example; the others (a mask, a scale, an index) are weights."""
+    arrays = {k: v for k, v in feeds.items() if isinstance(v, np.ndarray) and v.ndim >= 1}
+    if not proto.graph.input or proto.graph.input[0].name not in arrays:
+        return set()
+    first = arrays[proto.graph.input[0].name]
+    return {vi.name for vi in proto.graph.input if vi.name in arrays
+            and arrays[vi.name].shape[0] == first.shape[0] and arrays[vi.name].dtype.kind == "f"}
+
+
+def _bind(proto: Any, feeds: dict[str, np.ndarray], keep: set[str] | None = None) -> Any:
+    """A copy with every input but the first (or but ``keep``), and recurrent initial states,
+    as initializers."""
     onnx = require_onnx()
     bound = onnx.ModelProto()
     bound.CopyFrom(proto)
-    keep = {vi.name for vi in bound.graph.input[:1]} | {n.input[i] for n in bound.graph.node
-                                          if n.op_type in RECURRENT
-                                          for i in (5, 6) if len(n.input) > i}
+    keep = (keep or {vi.name for vi in bound.graph.input[:1]}) | {
+        n.input[i] for n in bound.graph.node if n.op_type in RECURRENT
+        for i in (5, 6) if len(n.input) > i}
     inputs = [vi for vi in bound.graph.input if vi.name in keep]
     for vi in bound.graph.input:
         if vi.name not in keep:
@@ -112,7 +129,13 @@ def run_case(case: Any) -> tuple[str, str]:
         try:
             result = import_model(proto, case.name)
         except OnnxError:
-            result = import_model(_bind(proto, feeds), case.name)
+            batched = _batched(proto, feeds)
+            try:
+                if len(batched) in (0, 1, len(proto.graph.input)):
+                    raise
+                result = import_model(_bind(proto, feeds, batched), case.name)
+            except OnnxError:
+                result = import_model(_bind(proto, feeds), case.name)
         got = _run(result, feeds)
     except NnreError as err:
         return "refused", str(err).split("\n", 1)[0]

@@ -28,7 +28,7 @@ KEEPS_REFS = {"Transpose", "Reshape", "Identity", "Squeeze", "Unsqueeze", "Flatt
 
 
 def convert(imp: Importer, node: Any, args: Args) -> list[Value]:
-    from nndk.onnx import axes, compose, shapes
+    from nndk.onnx import axes, compose, norms, shapes
 
     special = shapes.convert(imp, node, args, attributes(node))  # any domain: a Label's
     if special is not None:
@@ -40,8 +40,8 @@ def convert(imp: Importer, node: Any, args: Args) -> list[Value]:
         if node.op_type in KEEPS_REFS and args and isinstance(args[0], Const):
             return [_keep_ref(args[0], outs[0], node.op_type)]
         return outs
-    rule = RULES.get(node.op_type) or axes.RULES.get(node.op_type) or \
-        compose.RULES.get(node.op_type)
+    rule = next((table[node.op_type] for table in (RULES, axes.RULES, norms.RULES,
+                                                   compose.RULES) if node.op_type in table), None)
     if rule is None:
         raise Unsupported(f"op {node.op_type} is not supported")
     return rule(imp, node, args, attributes(node))
@@ -218,15 +218,6 @@ def _identity(imp: Importer, node: Any, args: Args, at: dict[str, Any]) -> list[
     return [args[0]]
 
 
-def _dropout(imp: Importer, node: Any, args: Args, at: dict[str, Any]) -> list[Value]:
-    training = args[2] if len(args) > 2 else None
-    if training is not None and (not isinstance(training, Const) or bool(training.value)):
-        raise Unsupported("Dropout in training mode")
-    if at.get("is_test", 1) == 0 and imp.opset < 7:
-        raise Unsupported("Dropout in training mode")
-    return _identity(imp, node, args[:1], at)
-
-
 def _param(imp: Importer, value: float) -> float:
     """A parameter in the shortest text that reads back as the same value in the model's
     dtype (ONNX stores float32 attributes: 0.2, not 0.20000000298023224)."""
@@ -371,7 +362,6 @@ RULES: dict[str, Rule] = {
     "Neg": _neg, "LeakyRelu": _leaky_relu, "Gelu": _gelu,
     "Elu": _elu,
     "Clip": _clip, "Identity": _identity,
-    "Dropout": _dropout,
     "Gemm": _gemm, "Shape": _shape, "LSTM": _recurrent, "GRU": _recurrent,
     "RNN": _recurrent,
 }
