@@ -29,7 +29,8 @@ from nndk.onnx.importer import import_model
 from nnre.errors import NnreError
 from nnre.model import Model
 
-SUPPORTED = ("Abs", "Acosh", "Add", "Asinh", "Atanh", "Celu", "Clip", "Concat", "Constant",
+SUPPORTED = ("Abs", "Acosh", "Attention", "Add", "Asinh", "Atanh", "Celu", "Clip", "Concat",
+             "Constant",
              "Cosh", "Div", "Dropout", "Exp", "Flatten", "GRU", "Gemm", "HardSigmoid",
              "Identity", "IsInf", "LSTM", "LeakyRelu", "Log", "LogSoftmax", "MatMul", "Mean",
              "Mul", "Neg", "PRelu", "RNN", "Reciprocal", "Relu", "Reshape", "Selu",
