@@ -72,3 +72,15 @@ def test_key_lengths_per_example_are_refused() -> None:
     proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 24)])
     with pytest.raises(OnnxError, match="nonpad_kv_seqlen"):
         import_model(proto)
+
+
+def test_a_boolean_mask_per_example_is_refused() -> None:
+    """It could mask a whole row, which ONNX sets to 0: the equations cannot tell."""
+    node = helper.make_node("Attention", ["Q", "K", "V", "m"], ["Y"])
+    graph = helper.make_graph(
+        [node], "g", [helper.make_tensor_value_info(k, 1, ["N", 2, 3, 4]) for k in "QKV"]
+        + [helper.make_tensor_value_info("m", 9, ["N", 1, 3, 3])],
+        [helper.make_tensor_value_info("Y", 1, None)])
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 23)])
+    with pytest.raises(OnnxError, match="not of floats"):
+        import_model(proto)

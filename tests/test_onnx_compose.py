@@ -102,3 +102,27 @@ def test_per_example_values_of_different_ranks_are_refused() -> None:
     clash = _model(helper.make_node("Add", ["x", "y0"], ["y"]), {"x": [3, 5], "y0": [5]}, [])
     with pytest.raises(OnnxError, match="inputs share their leading"):
         import_model(clash)
+
+
+def test_boolean_inputs_are_zeros_and_ones_for_the_logic_ops() -> None:
+    """And, Or, Xor, Not and Where read booleans fed as 0 and 1; Equal compares numbers."""
+    n = helper.make_node
+    nodes = [n("And", ["a", "b"], ["and"]), n("Or", ["a", "b"], ["or"]),
+             n("Xor", ["a", "b"], ["xor"]), n("Not", ["a"], ["not"]),
+             n("Where", ["a", "x", "z"], ["wh"]), n("Equal", ["x", "z"], ["eq"])]
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info(k, 9, ["N", 5]) for k in "ab"]
+        + [helper.make_tensor_value_info(k, 1, ["N", 5]) for k in "xz"],
+        [helper.make_tensor_value_info(k, 9, None) for k in ("and", "or", "xor", "not", "eq")]
+        + [helper.make_tensor_value_info("wh", 1, None)])
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    result = import_model(proto)
+    rng = np.random.default_rng(4)
+    feeds = {"a": rng.random((6, 5)) > 0.5, "b": rng.random((6, 5)) > 0.5,
+             "x": rng.integers(0, 3, (6, 5)).astype(np.float32),
+             "z": rng.integers(0, 3, (6, 5)).astype(np.float32)}
+    got, _ = Model.from_equations(result.equations, result.weights).step(
+        {k: v.astype(np.float32) for k, v in feeds.items()})
+    for name, want in ort_runner(proto)(feeds).items():
+        np.testing.assert_array_equal(got[result.outputs[name][0]], want.astype(np.float32),
+                                      err_msg=name)

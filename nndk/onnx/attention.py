@@ -25,6 +25,15 @@ from nndk.onnx.values import Const, Dyn, Unsupported, Value
 Args = list[Value | None]
 
 
+def _elem_type(imp: Importer, name: str) -> int | None:
+    """The ONNX element type the graph declares for a value, if it does."""
+    graph = imp.proto.graph
+    for vi in [*graph.input, *graph.value_info, *graph.output]:
+        if vi.name == name:
+            return int(vi.type.tensor_type.elem_type)
+    return None
+
+
 def _name(imp: Importer, x: Dyn) -> ex.Expr:
     return imp.define(x).expr
 
@@ -144,6 +153,9 @@ def attention(imp: Importer, node: Any, args: Args, at: dict[str, Any]) -> list[
     mode = int(at.get("qk_matmul_output_mode", 0))
     scores, keep = qk, None
     if isinstance(mask, Dyn):
+        if _elem_type(imp, node.input[3]) != 1 and _elem_type(imp, node.input[3]) != 11:
+            raise Unsupported("Attention with a per-example mask that is not of floats (a "
+                              "boolean one may mask whole rows, which ONNX sets to 0)")
         if mask.flat or mask.shape[-1] != total or len(mask.shape) > 3:
             raise Unsupported("Attention with a per-example mask that does not fit the scores")
         scores = qk.like(ex.add(qk.expr, mask.expr))

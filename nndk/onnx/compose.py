@@ -188,3 +188,29 @@ RULES: dict[str, Rule] = {
     **{op: _unary(formula, twice) for op, (formula, twice) in FORMULAS.items()},
     "PRelu": _prelu, "Pow": _pow, "Sum": _variadic(False), "Mean": _variadic(True),
 }
+
+
+def _logic(op: str) -> Rule:
+    """And, Or, Xor of booleans (0 and 1): a ⊙ b, max(a, b), |a − b|; Equal of numbers:
+    (a ≥ b) ⊙ (a ≤ b), false for NaN as in ONNX."""
+    def rule(imp: Importer, node: Any, args: Args, at: dict[str, Any]) -> list[Value]:
+        from nndk.onnx.ops import operands
+
+        (a, b), form = operands(imp, node, args[:2], "k")
+        if op == "Equal":
+            return [form.like(ex.Bin("⊙", ex.Bin("≥", a, b), ex.Bin("≤", a, b)))]
+        if op == "And":
+            return [form.like(ex.Bin("⊙", a, b))]
+        if op == "Or":
+            return [form.like(ex.Call("max", a, more=(b,)))]
+        return [form.like(ex.Call("abs", ex.sub(a, b)))]
+    return rule
+
+
+def _not(imp: Importer, node: Any, args: Args, at: dict[str, Any]) -> list[Value]:
+    x = _x(imp, node, args, twice=False)
+    return [x.like(ex.sub(imp.num(1.0), x.expr))]
+
+
+RULES.update({op: _logic(op) for op in ("And", "Or", "Xor", "Equal")})
+RULES["Not"] = _not

@@ -73,7 +73,7 @@ def _batched(proto: Any, feeds: dict[str, np.ndarray]) -> set[str]:
         return set()
     first = arrays[proto.graph.input[0].name]
     return {vi.name for vi in proto.graph.input if vi.name in arrays
-            and arrays[vi.name].shape[0] == first.shape[0] and arrays[vi.name].dtype.kind == "f"}
+            and arrays[vi.name].shape[0] == first.shape[0] and arrays[vi.name].dtype.kind in "fb"}
 
 
 def _bind(proto: Any, feeds: dict[str, np.ndarray], keep: set[str] | None = None) -> Any:
@@ -106,7 +106,8 @@ def _run(result: ImportResult, feeds: dict[str, np.ndarray]) -> dict[str, np.nda
     xs: dict[str, np.ndarray] = {}
     state: dict[str, np.ndarray] = {}
     for onnx_name, (name, kind) in result.inputs.items():
-        value = feeds[onnx_name]
+        value = np.asarray(feeds[onnx_name])
+        value = value.astype(result.dtype) if value.dtype == np.bool_ else value  # 0 and 1
         if kind == "state":
             state[name] = value.reshape(value.shape[-2], -1)
         elif result.sequence:

@@ -29,6 +29,7 @@ from nndk.onnx.common import (
 from nndk.onnx.values import Const, Dyn, InitState, Unsupported, Value
 
 RECURRENT = ("LSTM", "GRU", "RNN")
+BOOL = 9  # ONNX's boolean element type: an input of 0s and 1s
 
 
 @dataclass
@@ -232,9 +233,9 @@ def start(proto: Any) -> Importer:
 
 def _input(imp: Importer, vi: Any) -> None:
     dims = _dims(vi)
-    if _elem_type(vi) not in NNRE_DTYPE:
-        raise OnnxError(f"input '{vi.name}' is not a float tensor; nnre inputs are float32 "
-                        "or float64 vectors")
+    if _elem_type(vi) not in NNRE_DTYPE and _elem_type(vi) != BOOL:
+        raise OnnxError(f"input '{vi.name}' is not a float or boolean tensor; nnre inputs are "
+                        "numbers (float32 or float64; booleans are fed as 0 and 1)")
     if len(dims) < imp.lead or any(d is None for d in dims[imp.lead:]):
         axes = "time and batch axes" if imp.lead == 2 else "a batch axis"
         raise OnnxError(f"input '{vi.name}' has shape {_show_dims(dims)}; expected {axes} "
