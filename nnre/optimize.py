@@ -92,15 +92,25 @@ def _new_slot(prog: Program, slot: Slot) -> int:
     return len(prog.slots) - 1
 
 
+def _vectors(prog: Program, ins: Instr) -> bool:
+    """Both rewrites lay values out as rows of vectors; a tensor's (rows, a, b) is left as
+    it is (stacking its products would need the same axes)."""
+    return len(prog.slots[ins.out].shape) == 1 and all(
+        len(prog.slots[a].shape) <= 1 or prog.slots[a].stage == "prologue" and
+        len(prog.slots[a].shape) == 2 and ins.op == "matmul" for a in ins.args)
+
+
 def _width(prog: Program, index: int) -> int:
-    return prog.slots[index].shape[-1]
+    shape = prog.slots[index].shape
+    return shape[-1] if shape else 1  # a number (a literal of the tensor reading) is one wide
 
 
 def _stack_matmuls(prog: Program, stage: str) -> None:
     instrs = prog.stage_list(stage)
     groups: dict[tuple[int, int], list[int]] = defaultdict(list)
     for pos, ins in enumerate(instrs):
-        if ins.op == "matmul" and prog.slots[ins.args[1]].stage == "prologue":
+        if ins.op == "matmul" and prog.slots[ins.args[1]].stage == "prologue" and \
+                _vectors(prog, ins):
             rows = prog.slots[ins.args[1]].shape[0]
             groups[(ins.args[0], rows)].append(pos)
     replace: dict[int, list[Instr]] = {}
@@ -139,7 +149,8 @@ def _views(prog: Program) -> dict[int, _View]:
     views = {}
     for stage in ("prologue", "pre", "loop", "post"):
         for ins in prog.stage_list(stage):
-            if ins.op == "slice":
+            if ins.op == "slice" and dict(ins.attrs).get("axis", -1) == -1 and \
+                    len(prog.slots[ins.out].shape) == 1:
                 attrs = dict(ins.attrs)
                 views[ins.out] = _View(ins.args[0], attrs["start"], attrs["stop"])
     return views
@@ -169,7 +180,7 @@ def _fuse_siblings(prog: Program, stage: str) -> bool:
     fixed = set(prog.state_out.values())
     groups: dict[tuple, list[int]] = defaultdict(list)
     for pos, ins in enumerate(instrs):
-        if not OPS[ins.op].fusable or ins.out in fixed:
+        if not OPS[ins.op].fusable or ins.out in fixed or not _vectors(prog, ins):
             continue
         width = _width(prog, ins.out)
         keys = [_arg_key(prog, views, a, width) for a in ins.args]
