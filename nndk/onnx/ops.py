@@ -28,7 +28,7 @@ KEEPS_REFS = {"Transpose", "Reshape", "Identity", "Squeeze", "Unsqueeze", "Flatt
 
 
 def convert(imp: Importer, node: Any, args: Args) -> list[Value]:
-    from nndk.onnx import attention, axes, compose, linear, norms, shapes
+    from nndk.onnx import attention, axes, compose, linear, norms, select, shapes
 
     special = shapes.convert(imp, node, args, attributes(node))  # any domain: a Label's
     if special is not None:
@@ -40,7 +40,8 @@ def convert(imp: Importer, node: Any, args: Args) -> list[Value]:
         if node.op_type in KEEPS_REFS and args and isinstance(args[0], Const):
             return [_keep_ref(args[0], outs[0], node.op_type)]
         return outs
-    tables = (RULES, axes.RULES, norms.RULES, compose.RULES, attention.RULES, linear.RULES)
+    tables = (RULES, axes.RULES, norms.RULES, compose.RULES, attention.RULES, select.RULES,
+              linear.RULES)
     rule = next((table[node.op_type] for table in tables if node.op_type in table), None)
     if rule is None:
         raise Unsupported(f"op {node.op_type} is not supported")

@@ -48,8 +48,9 @@ def convert(imp: Importer, node: Any, args: Args, at: dict[str, Any]) -> list[Va
         return [_finals(args, at)]
     if any(isinstance(a, Label) for a in args):
         return [Label(next(a.source for a in args if isinstance(a, Label)))] * len(node.output)
-    if op == "ArgMax" and isinstance(args[0], Dyn):
-        return [Label(node.input[0])]
+    if op == "ArgMax" and isinstance(args[0], Dyn) and \
+            node.output[0] not in {o.name for o in imp.proto.graph.output}:
+        return [Label(node.input[0])]  # a class index read further on (a label table)
     if op == "Cast" and isinstance(args[0], Dyn):
         if ONNX_DTYPE[imp.dtype] != at.get("to"):
             raise Unsupported(f"Cast of a per-example value to ONNX type {at.get('to')}; the "

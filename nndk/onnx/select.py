@@ -1,0 +1,101 @@
+"""ArgMax, ArgMin, Hardmax and ReduceProd, written with comparisons, running sums and logs.
+
+The first largest entry along an axis is where ``x ≥ max(x)`` and no earlier entry is: the
+count of earlier maxima is a product with a strictly triangular 0/1 matrix (exact), so the
+one-hot (Hardmax) and the index (ArgMax, a product with 0, 1, …, n−1) need no new op and
+break ties as ONNX does (first index, or last with ``select_last_index``). The product of
+entries is ``exp(Σ log|x|)`` with the sign ``cos(π · #negatives)``; a zero gives log 0 = −∞
+and so 0.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from nndk.onnx import expr as ex
+from nndk.onnx.axes import _per_axes, _reduce_axes, reshaped
+from nndk.onnx.graph import Importer
+from nndk.onnx.norms import mean_over
+from nndk.onnx.ops import _dyn
+from nndk.onnx.values import Dyn, Unsupported, Value
+
+Args = list[Value | None]
+
+
+def _along(imp: Importer, x: Dyn, axis: int, w: np.ndarray, stem: str) -> ex.Expr:
+    """``w`` applied along ``axis``: W x for a vector, X W on the last axis, Wᵀ X on the one
+    before (w maps the axis' n entries to its columns)."""
+    if len(x.shape) == 1:
+        return ex.Bin("·", ex.Name(imp.weight(w.T, stem)), imp.define(x).expr)
+    if not x.tensor or axis not in (len(x.shape) - 1, len(x.shape) - 2):
+        raise Unsupported("an arg-max along an axis other than the last two per example")
+    if axis == len(x.shape) - 1:
+        return ex.Bin("·", imp.define(x).expr, ex.Name(imp.weight(w, stem)))
+    return ex.Bin("·", ex.Name(imp.weight(w.T, stem)), imp.define(x).expr)
+
+
+def _one_hot(imp: Importer, node: Any, x: Dyn, axis: int, smallest: bool, last: bool) -> Dyn:
+    """1 at the first (or last) extreme entry along the axis, 0 elsewhere."""
+    if x.flat:
+        raise Unsupported(f"{node.op_type} of a reshaped value")
+    x = imp.define(x, stem="u")
+    func = "min" if smallest else "max"
+    extreme = ex.Call(func, x.expr) if len(x.shape) == 1 else \
+        ex.Call(func, x.expr, (("axis", float(axis)),))
+    hit = imp.define(x.like(ex.Bin("≤" if smallest else "≥", x.expr, extreme)), stem="e")
+    n = x.shape[axis]
+    i, j = np.arange(n)[:, None], np.arange(n)[None, :]
+    before = ((i > j) if last else (i < j)).astype(imp.dtype)  # count[j] = Σ_i hit[i] B[i, j]
+    count = _along(imp, hit, axis, before, "B")
+    return hit.like(ex.Bin("⊙", hit.expr, ex.Bin("<", count, imp.num(0.5))))
+
+
+def _axis(imp: Importer, node: Any, x: Dyn, at: dict[str, Any], default: int) -> int:
+    (axis,) = _per_axes(imp, node, x, [int(at.get("axis", default))])
+    return axis
+
+
+def _hardmax(imp: Importer, node: Any, args: Args, at: dict[str, Any]) -> list[Value]:
+    x = _dyn(args[0], "the input of Hardmax")
+    if imp.opset < 13:
+        raise Unsupported(f"Hardmax of opset {imp.opset} (over the flattened axes from axis)")
+    return [_one_hot(imp, node, x, _axis(imp, node, x, at, -1), False, False)]
+
+
+def _arg(smallest: bool) -> Any:
+    def rule(imp: Importer, node: Any, args: Args, at: dict[str, Any]) -> list[Value]:
+        x = _dyn(args[0], f"the input of {node.op_type}")
+        axis = _axis(imp, node, x, at, 0)
+        hot = imp.define(_one_hot(imp, node, x, axis, smallest,
+                                  bool(at.get("select_last_index", 0))), stem="o")
+        index = _along(imp, hot, axis, np.arange(x.shape[axis], dtype=imp.dtype)[:, None], "J")
+        out = Dyn(index, tuple(1 if i == axis else d for i, d in enumerate(x.shape)), False)
+        if int(at.get("keepdims", 1)):
+            return [out]
+        return [reshaped(out, tuple(d for i, d in enumerate(x.shape) if i != axis))]
+    return rule
+
+
+def _prod(imp: Importer, node: Any, args: Args, at: dict[str, Any]) -> list[Value]:
+    """exp(Σ log|x|) ⊙ cos(π Σ(x < 0)) over the axes: the magnitude and the sign."""
+    x = imp.define(_dyn(args[0], "the input of ReduceProd"), stem="u")
+    axes = _reduce_axes(imp, node, args, at)
+    if axes is None:
+        return [x]
+    if not axes:
+        raise Unsupported("ReduceProd over every axis, the batch's too (it would mix examples)")
+    own = _per_axes(imp, node, x, axes)
+    size = mean_over(x, own, ex.Call("log", ex.Call("abs", x.expr)), "Σ")
+    negatives = mean_over(x, own, ex.Bin("<", x.expr, imp.num(0.0)), "Σ")
+    sign = ex.Call("cos", ex.Bin("⊙", imp.num(float(np.pi)), negatives))
+    kept = tuple(1 if i in own else d for i, d in enumerate(x.shape))
+    out = Dyn(ex.Bin("⊙", ex.Call("exp", size), sign), kept, x.flat)
+    if int(at.get("keepdims", 1)):
+        return [out]
+    return [reshaped(out, tuple(d for i, d in enumerate(x.shape) if i not in own))]
+
+
+RULES = {"Hardmax": _hardmax, "ArgMax": _arg(False), "ArgMin": _arg(True),
+         "ReduceProd": _prod}

@@ -1,0 +1,36 @@
+"""ArgMax, ArgMin, Hardmax and ReduceProd from ONNX against onnxruntime, ties included."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+onnx = pytest.importorskip("onnx")
+pytest.importorskip("onnxruntime")
+
+from onnx import helper, numpy_helper  # noqa: E402
+from onnx_helpers import ort_runner  # noqa: E402
+
+from nndk.onnx.importer import import_model  # noqa: E402
+from nnre.model import Model  # noqa: E402
+
+n = helper.make_node
+
+
+def test_arg_extremes_hardmax_and_products_match_onnxruntime() -> None:
+    nodes = [n("ArgMax", ["X"], ["am"], axis=2), n("ArgMin", ["X"], ["an"], axis=1, keepdims=0),
+             n("ArgMax", ["X"], ["al"], axis=-1, select_last_index=1),
+             n("Hardmax", ["X"], ["h"], axis=1), n("Hardmax", ["X"], ["h2"]),
+             n("ReduceProd", ["X", "ax"], ["p"], keepdims=0)]
+    outs = {"am": 7, "an": 7, "al": 7, "h": 1, "h2": 1, "p": 1}
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("X", 1, ["N", 3, 4])],
+                              [helper.make_tensor_value_info(k, t, None) for k, t in outs.items()],
+                              [numpy_helper.from_array(np.array([2], np.int64), "ax")])
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    result = import_model(proto)
+    X = np.random.default_rng(2).integers(-2, 3, (5, 3, 4)).astype(np.float32)  # many ties
+    X[0, 0] = 0.0
+    got, _ = Model.from_equations(result.equations, result.weights).step({"X": X})
+    for name, want in ort_runner(proto)({"X": X}).items():
+        have = got[result.outputs[name][0]].reshape(want.shape)
+        np.testing.assert_allclose(have, want.astype(np.float32), atol=1e-5, err_msg=name)
