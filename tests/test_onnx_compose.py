@@ -126,3 +126,24 @@ def test_boolean_inputs_are_zeros_and_ones_for_the_logic_ops() -> None:
     for name, want in ort_runner(proto)(feeds).items():
         np.testing.assert_array_equal(got[result.outputs[name][0]], want.astype(np.float32),
                                       err_msg=name)
+
+
+def test_one_hot_and_is_nan_match_onnxruntime() -> None:
+    n = helper.make_node
+    consts = [numpy_helper.from_array(np.array(4.0, np.float32), "depth"),
+              numpy_helper.from_array(np.array([-1.0, 2.0], np.float32), "values")]
+    nodes = [n("OneHot", ["x", "depth", "values"], ["oh"], axis=1),
+             n("OneHot", ["x", "depth", "values"], ["ol"]), n("IsNaN", ["x"], ["nan"])]
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", 1, ["N", 3])],
+        [helper.make_tensor_value_info(k, 1, None) for k in ("oh", "ol")]
+        + [helper.make_tensor_value_info("nan", 9, None)], consts)
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    result = import_model(proto)
+    x = np.array([[0, 3, -1], [2, 7, np.nan]], np.float32)  # -1 is the last; 7 is none
+    got, _ = Model.from_equations(result.equations, result.weights).step({"x": x})
+    want = ort_runner(proto)({"x": np.nan_to_num(x, nan=1.0)})
+    for name in ("oh", "ol"):
+        have = got[result.outputs[name][0]].reshape(want[name].shape)
+        np.testing.assert_array_equal(have[0], want[name][0], err_msg=name)
+    np.testing.assert_array_equal(got[result.outputs["nan"][0]], np.isnan(x))

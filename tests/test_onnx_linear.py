@@ -70,3 +70,27 @@ def test_a_map_that_is_not_linear_is_refused(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.delitem(ops.RULES, "Relu")
     with pytest.raises(OnnxError, match="not a linear map"):
         import_model(_model([n("Relu", ["X"], ["y"])], {}, ["y"]))
+
+
+def test_einsum_expand_and_scatter_match_onnxruntime() -> None:
+    cases = [(n("Einsum", ["X"], ["y"], equation="ij->i"), {}, (2, 4)),
+             (n("Expand", ["X", "shape"], ["y"]), {"shape": np.array([2, 3], np.int64)},
+              (2, 1)),
+             (n("ScatterElements", ["X", "idx", "upd"], ["y"], axis=1),
+              {"idx": np.array([[1, 3]], np.int64), "upd": np.array([[5, 6]], np.float32)},
+              (1, 5))]
+    for node, consts, shape in cases:
+        proto = _model([node], consts, ["y"], shape=shape, opset=18)
+        result = import_model(proto)
+        X = RNG.normal(size=shape).astype(np.float32)
+        got, _ = Model.from_equations(result.equations, result.weights).step({"X": X})
+        want = ort_runner(proto)({"X": X})["y"]
+        np.testing.assert_allclose(got[result.outputs["y"][0]].reshape(want.shape), want,
+                                   rtol=1e-6, err_msg=node.op_type)
+
+
+def test_scatter_with_max_is_refused_as_not_linear() -> None:
+    node = n("ScatterElements", ["X", "idx", "upd"], ["y"], axis=1, reduction="max")
+    consts = {"idx": np.array([[[[0]]]], np.int64), "upd": np.array([[[[5.0]]]], np.float32)}
+    with pytest.raises(OnnxError, match="batch axis"):
+        import_model(_model([node], consts, ["y"]))

@@ -110,3 +110,8 @@ def test_statistics_over_the_batch_are_refused(node: object) -> None:
     proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 23)])
     with pytest.raises(OnnxError, match="batch"):
         import_model(proto)
+
+
+def test_local_response_normalization_matches_the_reference() -> None:
+    _check([n("LRN", ["X"], ["Y"], size=3, alpha=0.01, beta=0.75, bias=2.0)], [], ["Y"],
+           shape=(4, 2, 3), opset=17)

@@ -9,7 +9,7 @@ onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
 from onnx import helper, numpy_helper  # noqa: E402
-from onnx_helpers import ort_runner  # noqa: E402
+from onnx_helpers import ort_runner, ref_runner  # noqa: E402
 
 from nndk.onnx.importer import import_model  # noqa: E402
 from nnre.model import Model  # noqa: E402
@@ -34,3 +34,23 @@ def test_arg_extremes_hardmax_and_products_match_onnxruntime() -> None:
     for name, want in ort_runner(proto)({"X": X}).items():
         have = got[result.outputs[name][0]].reshape(want.shape)
         np.testing.assert_allclose(have, want.astype(np.float32), atol=1e-5, err_msg=name)
+
+
+def test_running_products_match_the_reference() -> None:
+    ints = [numpy_helper.from_array(np.array(v, np.int64), k) for k, v in (("last", -1),
+                                                                           ("first", 1))]
+    nodes = [n("CumProd", ["X", "last"], ["cp"]),
+             n("CumProd", ["X", "first"], ["cr"], exclusive=1, reverse=1)]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("X", 11, ["N", 3, 4])],
+                              [helper.make_tensor_value_info(k, 11, None)
+                               for k in ("cp", "cr")], ints)
+    opset = onnx.defs.onnx_opset_version()  # CumProd is newer than onnxruntime knows
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    result = import_model(proto)
+    X = np.random.default_rng(3).normal(size=(4, 3, 4))
+    X[0, 1, 2] = 0.0  # a zero: the products after it are 0
+    got, _ = Model.from_equations(result.equations, result.weights, dtype="float64").step(
+        {"X": X})
+    for name, want in ref_runner(proto)({"X": X}).items():
+        np.testing.assert_allclose(got[result.outputs[name][0]].reshape(want.shape), want,
+                                   rtol=1e-9, atol=1e-12, err_msg=name)

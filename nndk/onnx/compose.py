@@ -139,6 +139,7 @@ FORMULAS: dict[str, tuple[Formula, bool]] = {  # op type → (formula, reads x t
     "HardSigmoid": (_hard_sigmoid, False),
     "Swish": (_swish, True),
     "IsInf": (_is_inf, False),
+    "IsNaN": (lambda imp, x, at: ex.sub(imp.num(1.0), ex.Bin("≥", x, x)), True),  # NaN ≱ NaN
 }
 
 
@@ -214,3 +215,32 @@ def _not(imp: Importer, node: Any, args: Args, at: dict[str, Any]) -> list[Value
 
 RULES.update({op: _logic(op) for op in ("And", "Or", "Xor", "Equal")})
 RULES["Not"] = _not
+
+
+def _one_hot(imp: Importer, node: Any, args: Args, at: dict[str, Any]) -> list[Value]:
+    """off + (on − off) ⊙ (i ≥ c) ⊙ (i ≤ c) for c = 0 … depth−1 along the new axis (a negative
+    index counts from the end; one out of range gives a row of 'off', as in ONNX)."""
+    x = _x(imp, node, args, twice=True)
+    depth, values = args[1], args[2]
+    if not isinstance(depth, Const) or not isinstance(values, Const):
+        raise Unsupported("OneHot with a depth or values computed per example")
+    n = int(np.asarray(depth.value).reshape(()))
+    off, on = (float(v) for v in np.asarray(values.value, np.float64).reshape(-1)[:2])
+    rank = len(x.shape) + 1
+    axis = int(at.get("axis", -1))
+    k = (axis + rank + imp.lead if axis < 0 else axis) - imp.lead
+    if k < 0 or len(x.shape) > 1 and k != 0 or x.flat:
+        raise Unsupported("OneHot with its new axis before the batch or among a tensor's axes")
+    index = x.expr if len(x.shape) != 1 or k == 1 else ex.Tr(x.expr)
+    wrapped = imp.define(x.like(ex.add(index, ex.Bin("⊙", imp.num(float(n)),
+                                                     ex.Bin("<", index, imp.num(0.0))))))
+    shape = (n,) + (1,) * (rank - 1) if k == 0 else (1, n)
+    c = ex.Name(imp.weight(np.arange(n, dtype=imp.dtype).reshape(shape), "c", ("iota", shape)))
+    hot = ex.Bin("⊙", ex.Bin("≥", wrapped.expr, c), ex.Bin("≤", wrapped.expr, c))
+    out = list(x.shape)
+    out.insert(k, n)
+    body = ex.add(imp.num(off), scaled(imp, on - off, hot)) if off else scaled(imp, on, hot)
+    return [Dyn(body, tuple(out), False)]
+
+
+RULES["OneHot"] = _one_hot

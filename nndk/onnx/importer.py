@@ -92,6 +92,9 @@ def _outputs(imp: Importer) -> list[str]:
         imp.outputs[out_name] = (key, "state")
     declared: list[str] = []
     finals: list[str] = []
+    inputs = {ex.show(v.expr) for v in imp.values.values() if isinstance(v, Dyn)
+              and isinstance(v.expr, ex.Name) and v.expr.text in
+              {n for n, _ in imp.inputs.values()}}
     for vi in imp.proto.graph.output:
         value = imp.values.get(vi.name)
         if vi.name in imp.outputs or value is None:
@@ -124,6 +127,9 @@ def _outputs(imp: Importer) -> list[str]:
         imp.outputs[vi.name] = (ex.canonical_name(target.text), "output")
         if target.text not in declared:
             declared.append(target.text)
+            if isinstance(value, Dyn) and value.tensor and target.text not in inputs:
+                space = "×".join(map(str, value.shape))  # shown, and read with tensor shapes
+                imp.declarations.append(f"{ex.show(target)} ∈ ℝ^({space})")
     return declared or finals[:1]  # a model needs an output: the state, at every step
 
 

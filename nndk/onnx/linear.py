@@ -92,6 +92,28 @@ def _dft(n: int, rank: int, args: Args, at: dict[str, Any]) -> bool:
         not int(at.get("inverse", 0))
 
 
+def _expand(n: int, rank: int, args: Args, at: dict[str, Any]) -> bool:
+    """The batch axis stays first and is not broadcast from one example to many."""
+    shape = _ints(args[1]) or []
+    return len(shape) <= rank and (len(shape) < rank or shape[0] in (1, n))
+
+
+def _einsum(n: int, rank: int, args: Args, at: dict[str, Any]) -> bool:
+    """One operand whose first index (or ``...``) leads the output too."""
+    terms, _, out = str(at.get("equation", "")).replace(" ", "").partition("->")
+    if "," in terms or not out:
+        return False
+    lead = "..." if terms.startswith("...") else terms[:1]
+    return bool(lead) and out.startswith(lead) and (lead == "..." or terms.count(lead) == 1)
+
+
+def _scatter(n: int, rank: int, args: Args, at: dict[str, Any]) -> bool:
+    """Along an axis of each example, replacing, adding or multiplying (max and min are not
+    linear, and a random check may not show it)."""
+    return int(at.get("axis", 0)) % rank != 0 and at.get("reduction", "none") in (
+        "none", "add", "mul")
+
+
 def _always(n: int, rank: int, args: Args, at: dict[str, Any]) -> bool:
     return True
 
@@ -104,6 +126,8 @@ GUARDS: dict[str, Callable[[int, int, Args, dict[str, Any]], bool]] = {
     "DepthToSpace": _always, "Pad": _pad, "CenterCropPad": _crop,
     "DFT": _dft, "STFT": _always, "AffineGrid": _always,
     "Compress": _axis_not_batch("axis", 0), "Gather": _axis_not_batch("axis", 0),
+    "GatherElements": _axis_not_batch("axis", 0), "Scatter": _scatter,
+    "ScatterElements": _scatter, "Expand": _expand, "Einsum": _einsum,
 }
 
 
@@ -132,7 +156,8 @@ def linear(imp: Importer, node: Any, args: Args, at: dict[str, Any]) -> list[Val
     if n is None:
         raise Unsupported(f"{node.op_type} in a graph whose batch size is not fixed")
     if not GUARDS[node.op_type](n, 1 + len(x.shape), args, at):
-        raise Unsupported(f"{node.op_type} that resizes, pads or reads along the batch axis")
+        raise Unsupported(f"{node.op_type} whose attributes resize, pad or read along the "
+                          "batch axis, or make it other than a linear map")
     if x.size > MAX_INPUT:
         raise Unsupported(f"{node.op_type} of {x.size} entries per example as a matrix "
                           f"(at most {MAX_INPUT})")

@@ -17,7 +17,7 @@ import numpy as np
 from nndk.onnx import expr as ex
 from nndk.onnx.axes import take
 from nndk.onnx.graph import Importer
-from nndk.onnx.ops import _axis, _dyn, const_operand
+from nndk.onnx.ops import _axis, _dyn, const_operand, flat_expr
 from nndk.onnx.values import Const, Dyn, Unsupported, Value
 
 Args = list[Value | None]
@@ -201,7 +201,31 @@ def _dropout(imp: Importer, node: Any, args: Args, at: dict[str, Any]) -> list[V
     return [x, ones]
 
 
+def _lrn(imp: Importer, node: Any, args: Args, at: dict[str, Any]) -> list[Value]:
+    """x / (bias + α/size · Σ x² over neighbouring channels)^β: the window sum is a band
+    matrix over the channels (axis 0 per example), applied to the flattened squares."""
+    from nndk.onnx.linear import MAX_ENTRIES
+
+    x = _dyn(args[0], "the input of LRN")
+    if not x.tensor:
+        raise Unsupported("LRN of a value without spatial axes")
+    size = int(at["size"])
+    alpha, beta, bias = (float(np.float32(at.get(k, d))) for k, d in
+                         (("alpha", 1e-4), ("beta", 0.75), ("bias", 1.0)))
+    channels, rest = x.shape[0], int(np.prod(x.shape[1:]))
+    if (x.size ** 2) > MAX_ENTRIES:
+        raise Unsupported(f"LRN of {x.size} entries per example (a {x.size}² band matrix)")
+    c, d = np.arange(channels)[:, None], np.arange(channels)[None, :]
+    band = ((d >= c - (size - 1) // 2) & (d <= c + (size - 1) // 2 + (size - 1) % 2))
+    window = np.kron(band.astype(imp.dtype), np.eye(rest, dtype=imp.dtype))
+    flat = imp.define(Dyn(flat_expr(x), x.shape, True), stem="v")
+    total = ex.Bin("·", ex.Name(imp.weight(window, "S")), ex.Pow(flat.expr, 2.0))
+    scale = ex.add(imp.num(bias), ex.Bin("⊙", imp.num(alpha / size), total))
+    return [Dyn(ex.Bin("⊙", flat.expr, ex.Pow(scale, -beta)), x.shape, True)]
+
+
 RULES: dict[str, Rule] = {
+    "LRN": _lrn,
     "LayerNormalization": _layer_norm, "RMSNormalization": _rms_norm,
     "LpNormalization": _lp_norm, "BatchNormalization": _batch_norm,
     "InstanceNormalization": _instance_norm, "Split": _split, "CumSum": _cumsum,

@@ -19,7 +19,7 @@ from nndk.onnx.axes import _per_axes, _reduce_axes, reshaped
 from nndk.onnx.graph import Importer
 from nndk.onnx.norms import mean_over
 from nndk.onnx.ops import _dyn
-from nndk.onnx.values import Dyn, Unsupported, Value
+from nndk.onnx.values import Const, Dyn, Unsupported, Value
 
 Args = list[Value | None]
 
@@ -97,5 +97,37 @@ def _prod(imp: Importer, node: Any, args: Args, at: dict[str, Any]) -> list[Valu
     return [reshaped(out, tuple(d for i, d in enumerate(x.shape) if i not in own))]
 
 
+def _global_max(imp: Importer, node: Any, args: Args, at: dict[str, Any]) -> list[Value]:
+    """The largest entry of each channel (axis 0 per example) over the other axes."""
+    x = _dyn(args[0], "the input of GlobalMaxPool")
+    if not x.tensor:
+        raise Unsupported("GlobalMaxPool of a value without spatial axes")
+    axes = list(range(1, len(x.shape)))
+    kept = (x.shape[0],) + (1,) * len(axes)
+    return [Dyn(mean_over(x, axes, x.expr, "max"), kept, False)]
+
+
+def _cumprod(imp: Importer, node: Any, args: Args, at: dict[str, Any]) -> list[Value]:
+    """exp of a running sum of log|x|, the sign cos(π · running #negatives), and 0 once a
+    zero has been met (a running count of zeros): three triangular products."""
+    x = imp.define(_dyn(args[0], "the input of CumProd"), stem="u")
+    if not isinstance(args[1], Const):
+        raise Unsupported("CumProd along an axis computed per example")
+    (axis,) = _per_axes(imp, node, x, [int(np.asarray(args[1].value).reshape(()))])
+    n = x.shape[axis]
+    i, j = np.arange(n)[:, None], np.arange(n)[None, :]
+    strict = bool(at.get("exclusive", 0))
+    before = (i > j) if int(at.get("reverse", 0)) else (i < j)
+    upper = (before | ((i == j) & (not strict))).astype(imp.dtype)
+    zero = ex.Bin("⊙", ex.Bin("≤", x.expr, imp.num(0.0)), ex.Bin("≥", x.expr, imp.num(0.0)))
+    run = [imp.define(x.like(e), stem="r") for e in (
+        ex.Call("log", ex.add(ex.Call("abs", x.expr), zero)), ex.Bin("<", x.expr, imp.num(0.0)),
+        zero)]
+    size, negatives, zeros = (_along(imp, r, axis, upper, "U") for r in run)
+    sign = ex.Call("cos", ex.Bin("⊙", imp.num(float(np.pi)), negatives))
+    body = ex.Bin("⊙", ex.Bin("⊙", ex.Call("exp", size), sign), ex.Bin("<", zeros, imp.num(0.5)))
+    return [x.like(body)]
+
+
 RULES = {"Hardmax": _hardmax, "ArgMax": _arg(False), "ArgMin": _arg(True),
-         "ReduceProd": _prod}
+         "ReduceProd": _prod, "GlobalMaxPool": _global_max, "CumProd": _cumprod}

@@ -52,6 +52,8 @@ def convert(imp: Importer, node: Any, args: Args, at: dict[str, Any]) -> list[Va
             node.output[0] not in {o.name for o in imp.proto.graph.output}:
         return [Label(node.input[0])]  # a class index read further on (a label table)
     if op == "Cast" and isinstance(args[0], Dyn):
+        if (imp.dtype, at.get("to")) == ("float32", ONNX_DTYPE["float64"]):
+            return [args[0]]  # every float32 is a float64: widening changes no value
         if ONNX_DTYPE[imp.dtype] != at.get("to"):
             raise Unsupported(f"Cast of a per-example value to ONNX type {at.get('to')}; the "
                               f"model computes in {imp.dtype} only")
