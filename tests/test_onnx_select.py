@@ -11,6 +11,7 @@ pytest.importorskip("onnxruntime")
 from onnx import helper, numpy_helper  # noqa: E402
 from onnx_helpers import ort_runner, ref_runner  # noqa: E402
 
+from nndk.onnx.common import OnnxError  # noqa: E402
 from nndk.onnx.importer import import_model  # noqa: E402
 from nnre.model import Model  # noqa: E402
 
@@ -54,3 +55,31 @@ def test_running_products_match_the_reference() -> None:
     for name, want in ref_runner(proto)({"X": X}).items():
         np.testing.assert_allclose(got[result.outputs[name][0]].reshape(want.shape), want,
                                    rtol=1e-9, atol=1e-12, err_msg=name)
+
+
+@pytest.mark.parametrize("shape", [(5,), (5, 3), (5, 2, 3)])
+def test_per_example_losses_with_class_index_labels(shape: tuple[int, ...]) -> None:
+    """Integer labels read only as class indices are inputs (fed as numbers); reduction
+    'none' is a loss per example; a mean over the batch is refused."""
+    nodes = [n("SoftmaxCrossEntropyLoss", ["X", "y", "w"], ["sce", "logp"], reduction="none",
+               ignore_index=2),
+             n("NegativeLogLikelihoodLoss", ["X", "y"], ["nll"], reduction="none")]
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("X", 1, ["N", *shape]),
+                     helper.make_tensor_value_info("y", 7, ["N", *shape[1:]])],
+        [helper.make_tensor_value_info(k, 1, None) for k in ("sce", "logp", "nll")],
+        [numpy_helper.from_array(np.linspace(0.5, 1.5, 5).astype(np.float32), "w")])
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    result = import_model(proto)
+    rng = np.random.default_rng(6)
+    feeds = {"X": rng.normal(size=(4, *shape)).astype(np.float32),
+             "y": rng.integers(0, 5, (4, *shape[1:])).astype(np.int64)}
+    model = Model.from_equations(result.equations, result.weights)
+    labels = feeds["y"].astype(np.float32).reshape(4, *model.inputs["y"].shape)
+    got, _ = model.step({"X": feeds["X"], "y": labels})
+    for name, want in ort_runner(proto)(feeds).items():
+        np.testing.assert_allclose(got[result.outputs[name][0]].reshape(want.shape), want,
+                                   rtol=1e-5, atol=1e-6, err_msg=name)
+    proto.graph.node[1].attribute[0].s = b"mean"
+    with pytest.raises(OnnxError, match="a mean or sum over the batch"):
+        import_model(proto)

@@ -73,7 +73,8 @@ def _batched(proto: Any, feeds: dict[str, np.ndarray]) -> set[str]:
         return set()
     first = arrays[proto.graph.input[0].name]
     return {vi.name for vi in proto.graph.input if vi.name in arrays
-            and arrays[vi.name].shape[0] == first.shape[0] and arrays[vi.name].dtype.kind in "fb"}
+            and arrays[vi.name].shape[0] == first.shape[0]
+            and arrays[vi.name].dtype.kind in "fbiu"}
 
 
 def _bind(proto: Any, feeds: dict[str, np.ndarray], keep: set[str] | None = None) -> Any:
@@ -107,7 +108,8 @@ def _run(result: ImportResult, feeds: dict[str, np.ndarray]) -> dict[str, np.nda
     state: dict[str, np.ndarray] = {}
     for onnx_name, (name, kind) in result.inputs.items():
         value = np.asarray(feeds[onnx_name])
-        value = value.astype(result.dtype) if value.dtype == np.bool_ else value  # 0 and 1
+        if value.dtype.kind in "biu":  # booleans as 0 and 1; class indices as numbers
+            value = value.astype(result.dtype)
         if kind == "state":
             state[name] = value.reshape(value.shape[-2], -1)
         elif result.sequence:

@@ -30,6 +30,10 @@ from nndk.onnx.values import Const, Dyn, InitState, Unsupported, Value
 
 RECURRENT = ("LSTM", "GRU", "RNN")
 BOOL = 9  # ONNX's boolean element type: an input of 0s and 1s
+INTS = {2, 3, 4, 5, 6, 7, 12, 13}  # ONNX's integer element types
+#: (op type, input) that read integers as class indices: compared with 0, 1, … and never
+#: computed with, so as numbers they are exact (up to 2²⁴ in float32).
+INDEX_SLOTS = {("SoftmaxCrossEntropyLoss", 1), ("NegativeLogLikelihoodLoss", 1), ("OneHot", 0)}
 
 
 @dataclass
@@ -69,6 +73,7 @@ class Importer:
     uses: Counter[str] = field(default_factory=Counter)
     recurrent_count: int = 0
     dropped: dict[str, str] = field(default_factory=dict)
+    indices: set[str] = field(default_factory=set)  # integer inputs read only as indices
 
     # -- names and weights ---------------------------------------------------------------
     def time(self) -> int | None:
@@ -216,6 +221,7 @@ def start(proto: Any) -> Importer:
         ref = init.name if value.dtype.kind == "f" and ex.good_name(init.name) and \
             imp.names.take(init.name) else None
         imp.values[init.name] = Const(value, ref=ref, source=init.name)
+    imp.indices = _index_inputs(graph)
     initial = {n.input[i] for n in graph.node if n.op_type in RECURRENT
                for i in (5, 6) if len(n.input) > i and n.input[i]}
     prev = {names[0]: key for key, names in states.items()}
@@ -231,9 +237,19 @@ def start(proto: Any) -> Importer:
     return imp
 
 
+def _index_inputs(graph: Any) -> set[str]:
+    """Integer graph inputs that every node reading them reads as class indices."""
+    uses: dict[str, set[tuple[str, int]]] = {}
+    for node in graph.node:
+        for i, name in enumerate(node.input):
+            uses.setdefault(name, set()).add((node.op_type, i))
+    return {vi.name for vi in graph.input if _elem_type(vi) in INTS
+            and uses.get(vi.name) and uses[vi.name] <= INDEX_SLOTS}
+
+
 def _input(imp: Importer, vi: Any) -> None:
     dims = _dims(vi)
-    if _elem_type(vi) not in NNRE_DTYPE and _elem_type(vi) != BOOL:
+    if _elem_type(vi) not in NNRE_DTYPE and _elem_type(vi) != BOOL and vi.name not in imp.indices:
         raise OnnxError(f"input '{vi.name}' is not a float or boolean tensor; nnre inputs are "
                         "numbers (float32 or float64; booleans are fed as 0 and 1)")
     if len(dims) < imp.lead or any(d is None for d in dims[imp.lead:]):

@@ -131,3 +131,48 @@ def _cumprod(imp: Importer, node: Any, args: Args, at: dict[str, Any]) -> list[V
 
 RULES = {"Hardmax": _hardmax, "ArgMax": _arg(False), "ArgMin": _arg(True),
          "ReduceProd": _prod, "GlobalMaxPool": _global_max, "CumProd": _cumprod}
+
+
+def _loss(softmax: bool) -> Any:
+    """SoftmaxCrossEntropyLoss and NegativeLogLikelihoodLoss with reduction 'none': per
+    example −w[y]·logp[y] at each position, the class picked by comparing the label with
+    0 … C−1 along the class axis (axis 0 per example); an ignored label gives 0."""
+    def rule(imp: Importer, node: Any, args: Args, at: dict[str, Any]) -> list[Value]:
+        if at.get("reduction", "mean") != "none":
+            raise Unsupported(f"{node.op_type} with reduction '{at.get('reduction', 'mean')}' "
+                              "(a mean or sum over the batch)")
+        x = _dyn(args[0], f"the scores of {node.op_type}")
+        y = _dyn(args[1], f"the labels of {node.op_type}")
+        if x.flat or y.flat or y.shape != x.shape[1:]:
+            raise Unsupported(f"{node.op_type} of labels that do not fit the scores")
+        rank, classes = len(x.shape), x.shape[0]
+        if softmax:
+            params = (("axis", 0.0),) if rank > 1 else ()
+            x = imp.define(x.like(ex.Call("log_softmax", x.expr, params)), stem="logp")
+        label = imp.define(y).expr
+        label = ex.Tr(label) if rank == 2 else label  # (d,) beside (C, d): a row
+        per = (classes,) + (1,) * (rank - 1)
+        c = ex.Name(imp.weight(np.arange(classes, dtype=imp.dtype).reshape(per), "c",
+                               ("iota", per)))
+        hot = imp.define(x.like(ex.Bin("⊙", ex.Bin("≥", label, c), ex.Bin("≤", label, c))),
+                         stem="o")
+        axis = (("axis", 0.0),) if rank > 1 else ()
+        picked: ex.Expr = ex.Call("Σ", ex.Bin("⊙", hot.expr, x.expr), axis)
+        weights = args[2] if len(args) > 2 else None
+        if weights is not None:
+            if not isinstance(weights, Const):
+                raise Unsupported(f"{node.op_type} with class weights computed per example")
+            w = ex.Name(imp.weight(np.asarray(weights.value).reshape(per), "w"))
+            picked = ex.Bin("⊙", picked, ex.Call("Σ", ex.Bin("⊙", hot.expr, w), axis))
+        loss: ex.Expr = ex.Neg(picked)
+        if "ignore_index" in at:
+            ii = imp.num(float(at["ignore_index"]))
+            kept = ex.sub(imp.num(1.0), ex.Bin("⊙", ex.Bin("≥", label, ii), ex.Bin("≤", label, ii)))
+            loss = ex.Bin("⊙", loss, kept)
+        kept_shape = (1, *x.shape[1:])
+        out = reshaped(Dyn(loss, kept_shape if rank > 1 else (1,), False), y.shape)
+        return [out, x] if softmax else [out]
+    return rule
+
+
+RULES.update({"SoftmaxCrossEntropyLoss": _loss(True), "NegativeLogLikelihoodLoss": _loss(False)})
