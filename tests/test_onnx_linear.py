@@ -94,3 +94,15 @@ def test_scatter_with_max_is_refused_as_not_linear() -> None:
     consts = {"idx": np.array([[[[0]]]], np.int64), "upd": np.array([[[[5.0]]]], np.float32)}
     with pytest.raises(OnnxError, match="batch axis"):
         import_model(_model([node], consts, ["y"]))
+
+
+def test_max_and_lp_pooling_match_onnxruntime() -> None:
+    nodes = [n("MaxPool", ["X"], ["mp"], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]),
+             n("LpPool", ["X"], ["lp"], kernel_shape=[2, 2], p=3)]
+    proto = _model(nodes, {}, ["mp", "lp"], shape=(2, 2, 5, 5), opset=18)
+    result = import_model(proto)
+    X = RNG.normal(size=(2, 2, 5, 5)).astype(np.float32)
+    got, _ = Model.from_equations(result.equations, result.weights).step({"X": X})
+    for name, want in ort_runner(proto)({"X": X}).items():
+        np.testing.assert_allclose(got[result.outputs[name][0]].reshape(want.shape), want,
+                                   rtol=1e-5, atol=1e-6, err_msg=name)

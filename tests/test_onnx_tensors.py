@@ -108,3 +108,14 @@ def test_a_vector_times_a_per_example_matrix_is_refused() -> None:
                    ["y"])
     with pytest.raises(OnnxError, match="MatMul of a reshaped or vector value"):
         import_model(proto)
+
+
+def test_slices_with_steps_and_side_by_side_concat_match_onnxruntime() -> None:
+    ints = {k: np.array(v, np.int64) for k, v in (("s", [0, 1, 4]), ("e", [9, 3, 0]),
+                                                  ("ax", [0, 1, 2]), ("st", [1, 1, -2]))}
+    # the batch whole, rows 1…2, columns 4 and 2 (step −2); then side by side, two ways
+    nodes = [n("Slice", ["X", "s", "e", "ax", "st"], ["sl"]),
+             n("Concat", ["X", "X"], ["cat"], axis=2), n("Concat", ["X", "X"], ["mid"], axis=1)]
+    proto = _model(nodes, [_const(k, v, np.int64) for k, v in ints.items()],
+                   {"X": [4, 3, 5]}, ["sl", "cat", "mid"])
+    _check(proto, {"X": RNG.normal(size=(4, 3, 5)).astype(np.float32)})

@@ -282,21 +282,46 @@ def _concat(imp: Importer, node: Any, args: Args, at: dict[str, Any]) -> list[Va
     parts = [_dyn(a, "every part of Concat") for a in args if a is not None]
     rank = imp.lead + len(parts[0].shape)
     axis = _axis(int(at["axis"]), rank) - imp.lead
-    if axis < 0 or int(np.prod(parts[0].shape[:axis], dtype=np.int64)) != 1:
-        raise Unsupported("Concat along the batch axis or an inner axis")
+    if axis < 0:
+        raise Unsupported("Concat along the batch axis (it would stack examples)")
     if len({len(p.shape) for p in parts}) > 1:
         raise Unsupported("Concat of values with different numbers of axes")
     shape = list(parts[0].shape)
     shape[axis] = sum(p.shape[axis] for p in parts)
     if len(parts) == 1:
         return [parts[0]]
+    if int(np.prod(parts[0].shape[:axis], dtype=np.int64)) != 1:
+        if not all(p.tensor for p in parts) or axis < len(shape) - 2:
+            raise Unsupported("Concat along an inner axis other than the last two")
+        return [_placed(imp, parts, axis, tuple(shape))]
     if axis == 0 and all(p.tensor or len(p.shape) == 1 for p in parts):
         return [Dyn(ex.Stack(tuple(p.expr for p in parts)), tuple(shape), False)]
     return [Dyn(ex.Stack(tuple(flat_expr(p) for p in parts)), tuple(shape), True)]
 
 
+def _placed(imp: Importer, parts: list[Dyn], axis: int, shape: tuple[int, ...]) -> Dyn:
+    """Side by side along one of the last two axes: Σ of each part times a 0/1 matrix
+    that places it (``A P₁ + B P₂``; every entry is one product with 1, so exact)."""
+    total = shape[axis]
+    out: ex.Expr | None = None
+    offset = 0
+    for p in parts:
+        width = p.shape[axis]
+        place = np.zeros((width, total), imp.dtype)
+        place[np.arange(width), offset + np.arange(width)] = 1.0
+        offset += width
+        name = operand(imp, p)
+        term = ex.Bin("·", name, ex.Name(imp.weight(place, "P"))) if axis == len(shape) - 1 \
+            else ex.Bin("·", ex.Name(imp.weight(place.T, "P")), name)
+        out = term if out is None else ex.add(out, term)
+    assert out is not None
+    return Dyn(out, shape, False)
+
+
 def _slice(imp: Importer, node: Any, args: Args, at: dict[str, Any]) -> list[Value]:
-    """Slice with constant bounds and step 1 along the first per-example axis: ``x[a:b]``."""
+    """Slice with constant bounds along per-example axes, one after the other (the batch
+    axis only whole): a run ``x[a:b]`` along the first, or picked entries (any step) along
+    the last two with a 0/1 matrix."""
     x = _dyn(args[0], "the input of Slice")
     if imp.opset < 10:
         bounds = [at.get("starts"), at.get("ends"), at.get("axes"), None]
@@ -307,21 +332,44 @@ def _slice(imp: Importer, node: Any, args: Args, at: dict[str, Any]) -> list[Val
                 raise Unsupported("Slice with bounds computed per example")
             bounds[i] = None if arg is None else list(np.asarray(arg.value).reshape(-1))
     starts, ends, axes, steps = bounds
-    if starts is None or ends is None or len(starts) != 1 or len(ends) != 1:
-        raise Unsupported("Slice over more than one axis")
+    if starts is None or ends is None:
+        raise Unsupported("Slice without bounds")
     rank = imp.lead + len(x.shape)
-    axis = _axis(int(axes[0]), rank) - imp.lead if axes else -imp.lead  # default: axis 0
-    if steps and int(steps[0]) != 1:
-        raise Unsupported(f"Slice with step {int(steps[0])} (the language takes runs of "
-                          "entries)")
-    if axis < 0:
-        raise Unsupported("Slice of the batch axis (it would drop examples)")
+    axes = axes if axes is not None else list(range(len(starts)))
+    steps = steps if steps is not None else [1] * len(starts)
+    for a, start, stop, step in zip(axes, starts, ends, steps, strict=True):
+        axis = _axis(int(a), rank) - imp.lead
+        if axis < 0:
+            size = imp.lead_sizes[0] if imp.lead_sizes else None
+            if size is None or range(*slice(int(start), int(stop), int(step)).indices(size)) \
+                    != range(size):
+                raise Unsupported("Slice of the batch axis (it would drop examples)")
+            continue
+        picked = range(*slice(int(start), int(stop), int(step)).indices(x.shape[axis]))
+        if not picked:
+            raise Unsupported("Slice that takes no entries")
+        x = pick(imp, x, axis, list(picked))
+    return [x]
+
+
+def pick(imp: Importer, x: Dyn, axis: int, index: list[int]) -> Dyn:
+    """Entries ``index`` along a per-example axis: a run along a tensor's first axis or a
+    vector as ``x[a:b]``; any others along the last two axes as a product with a 0/1
+    matrix S (``X S``, ``Sᵀ X``)."""
     n = x.shape[axis]
-    start, stop = (min(max(int(v) + n if int(v) < 0 else int(v), 0), n)
-                   for v in (starts[0], ends[0]))
-    if stop <= start:
-        raise Unsupported("Slice that takes no entries")
-    return [take(imp, x, axis, start, stop)]
+    if index == list(range(index[0], index[-1] + 1)) and \
+            (x.tensor and axis == 0 or not x.tensor and x.size == n):
+        return take(imp, x, axis, index[0], index[-1] + 1)
+    if not x.tensor or axis < len(x.shape) - 2:
+        raise Unsupported("picking entries along an axis other than the first or the last "
+                          "two per example")
+    s = np.zeros((n, len(index)), imp.dtype)
+    s[index, np.arange(len(index))] = 1.0
+    shape = tuple(len(index) if i == axis else d for i, d in enumerate(x.shape))
+    name = operand(imp, x)
+    if axis == len(x.shape) - 1:
+        return Dyn(ex.Bin("·", name, ex.Name(imp.weight(s, "S"))), shape, False)
+    return Dyn(ex.Bin("·", ex.Name(imp.weight(s.T, "S")), name), shape, False)
 
 
 def take(imp: Importer, x: Dyn, axis: int, start: int, stop: int) -> Dyn:

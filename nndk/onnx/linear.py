@@ -24,7 +24,7 @@ from nndk.onnx.ops import flat_expr
 from nndk.onnx.values import Const, Dyn, Unsupported, Value
 
 Args = list[Value | None]
-MAX_INPUT = 4096  # entries per example read one at a time through the reference
+MAX_INPUT = 1024  # entries per example, each read through the reference (~5 ms a call)
 MAX_ENTRIES = 1 << 22  # entries of M
 
 
@@ -203,3 +203,82 @@ def _check(imp: Importer, node: Any, args: Args, where: int, m: np.ndarray, base
 
 
 RULES = {op: linear for op in GUARDS}
+
+
+def _windows(imp: Importer, node: Any, args: Args, x: Dyn, copies: int = 1
+             ) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
+    """Which input entries each output entry of a pooling reads (0/1, from the reference on
+    basis vectors), and the reference's output on a random batch for the check."""
+    n = imp.lead_sizes[0] if imp.lead == 1 and imp.lead_sizes else None
+    if n is None or len(node.output) > 1 and any(node.output[1:]):
+        raise Unsupported(f"{node.op_type} with indices, or in a graph whose batch size is "
+                          "not fixed")
+    if x.size > MAX_INPUT:
+        raise Unsupported(f"{node.op_type} of {x.size} entries per example as matrices "
+                          f"(at most {MAX_INPUT})")
+    zero = np.zeros((n, *x.shape))
+    out_size = _evaluate(imp, node, args, 0, zero)[0].size
+    if copies * out_size * x.size > MAX_ENTRIES:
+        raise Unsupported(f"{node.op_type} as {copies} × {out_size} × {x.size} matrix entries "
+                          f"(at most {MAX_ENTRIES})")
+    rows = []
+    for i in range(x.size):
+        unit = zero.copy()
+        unit.reshape(n, -1)[:, i] = 1.0
+        got = _evaluate(imp, node, args, 0, unit).reshape(n, -1)
+        if np.any(got != got[:1]) or not np.isin(got, (0.0, 1.0)).all():
+            raise Unsupported(f"{node.op_type} that is not a pooling of each example")
+        rows.append(got[0])
+    member = np.stack(rows, axis=1)  # (out, in)
+    if member.size > MAX_ENTRIES or not member.any(axis=1).all():
+        raise Unsupported(f"{node.op_type} with windows that read nothing, or too large")
+    sample = np.random.default_rng(0).standard_normal((n, *x.shape))
+    return member, (sample, _evaluate(imp, node, args, 0, sample))
+
+
+def _max_pool(imp: Importer, node: Any, args: Args, at: dict[str, Any]) -> list[Value]:
+    """max over each window: max(S₁ v, S₂ v, …), S_k picking the k-th entry of every window
+    (a window with fewer entries repeats one: max does not mind)."""
+    x = args[0]
+    if not isinstance(x, Dyn) or any(isinstance(a, Dyn) for a in args[1:]):
+        raise Unsupported("MaxPool of anything but one per-example value")
+    kernel = int(np.prod(at.get("kernel_shape", [1])))  # at least the widest window
+    member, (sample, want) = _windows(imp, node, args, x, copies=kernel)
+    width = int(member.sum(axis=1).max())
+    if width * member.size > MAX_ENTRIES:
+        raise Unsupported(f"MaxPool as {width} matrices of {member.shape[0]} × "
+                          f"{member.shape[1]} (at most {MAX_ENTRIES} entries in all)")
+    picks = []
+    for k in range(width):
+        s = np.zeros_like(member)
+        for o, row in enumerate(member):
+            idx = np.flatnonzero(row)
+            s[o, idx[min(k, len(idx) - 1)]] = 1.0
+        picks.append(s)
+    flat = sample.reshape(len(sample), -1)
+    if not np.allclose(np.max([flat @ s.T for s in picks], axis=0),
+                       want.reshape(len(sample), -1)):
+        raise Unsupported("MaxPool that is not the largest entry of each window")
+    v = _operand(imp, x)
+    out: ex.Expr = ex.Bin("·", ex.Name(imp.weight(picks[0], "S")), v)
+    for s in picks[1:]:
+        out = ex.Call("max", out, more=(ex.Bin("·", ex.Name(imp.weight(s, "S")), v),))
+    return [Dyn(out, tuple(int(d) for d in want.shape[1:]), True)]
+
+
+def _lp_pool(imp: Importer, node: Any, args: Args, at: dict[str, Any]) -> list[Value]:
+    """(W |v|^p)^(1/p): the sum of |x|^p over each window, W its 0/1 membership."""
+    x = args[0]
+    if not isinstance(x, Dyn):
+        raise Unsupported("LpPool of anything but a per-example value")
+    p = float(at.get("p", 2))
+    member, (sample, want) = _windows(imp, node, args, x)
+    flat = np.abs(sample.reshape(len(sample), -1)) ** p
+    if not np.allclose((flat @ member.T) ** (1 / p), want.reshape(len(sample), -1)):
+        raise Unsupported("LpPool that is not the p-norm of each window")
+    powered = ex.Pow(ex.Call("abs", _operand(imp, x)), p)
+    out = ex.Pow(ex.Bin("·", ex.Name(imp.weight(member, "W")), powered), 1 / p)
+    return [Dyn(out, tuple(int(d) for d in want.shape[1:]), True)]
+
+
+RULES.update({"MaxPool": _max_pool, "LpPool": _lp_pool})
