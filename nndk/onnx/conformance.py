@@ -29,17 +29,23 @@ from nndk.onnx.importer import import_model
 from nnre.errors import NnreError
 from nnre.model import Model
 
-SUPPORTED = ("Abs", "Acosh", "Attention", "Add", "Asinh", "Atanh", "Celu", "Clip", "Concat",
-             "Constant",
-             "Cosh", "Div", "Dropout", "Exp", "Flatten", "GRU", "Gemm", "HardSigmoid",
-             "Identity", "IsInf", "LSTM", "LeakyRelu", "Log", "LogSoftmax", "MatMul", "Mean",
-             "Mul", "Neg", "PRelu", "RNN", "Reciprocal", "Relu", "Reshape", "Selu",
-             "Shrink", "Sigmoid", "Sign", "Sinh", "Softmax", "Softsign", "Sqrt", "Squeeze",
-             "Sub", "Sum", "Tan", "Tanh", "ThresholdedRelu", "Transpose", "Unsqueeze",
-             "BatchNormalization", "CumSum", "InstanceNormalization", "LayerNormalization",
-             "LpNormalization", "RMSNormalization", "ReduceL1", "ReduceL2",
+SUPPORTED = ("Abs", "Acosh", "Add", "AffineGrid", "And", "ArgMax", "ArgMin", "Asinh", "Atanh",
+             "Attention", "AveragePool", "BatchNormalization", "Cast", "Celu", "CenterCropPad",
+             "Clip", "Col2Im", "Compress", "Concat", "Constant", "Conv", "ConvTranspose", "Cos",
+             "Cosh", "CumProd", "CumSum", "DFT", "DepthToSpace", "Div", "Dropout", "Einsum", "Elu",
+             "Erf", "Exp", "Expand", "Flatten", "GRU", "Gather", "Gelu", "Gemm",
+             "GlobalAveragePool", "GlobalMaxPool", "Greater", "GreaterOrEqual", "GridSample",
+             "HardSigmoid", "HardSwish", "Hardmax", "Identity", "InstanceNormalization", "IsInf",
+             "IsNaN", "LRN", "LSTM", "LayerNormalization", "LeakyRelu", "Less", "LessOrEqual",
+             "Log", "LogSoftmax", "LpNormalization", "LpPool", "MatMul", "Max", "MaxPool", "Mean",
+             "Min", "Mish", "Mul", "Neg", "NegativeLogLikelihoodLoss", "OneHot", "Or", "PRelu",
+             "Pad", "Pow", "RMSNormalization", "RNN", "Reciprocal", "ReduceL1", "ReduceL2",
              "ReduceLogSum", "ReduceLogSumExp", "ReduceMax", "ReduceMean", "ReduceMin",
-             "ReduceSum", "ReduceSumSquare", "Split")
+             "ReduceProd", "ReduceSum", "ReduceSumSquare", "Relu", "Reshape", "Resize", "STFT",
+             "ScatterElements", "Selu", "Shrink", "Sigmoid", "Sign", "Sin", "Sinh", "Slice",
+             "Softmax", "SoftmaxCrossEntropyLoss", "Softplus", "Softsign", "SpaceToDepth", "Split",
+             "Sqrt", "Squeeze", "Sub", "Sum", "Swish", "Tan", "Tanh", "ThresholdedRelu",
+             "Transpose", "Unsqueeze", "Upsample", "Where", "Xor")
 RTOL, ATOL = 1e-3, 1e-7
 
 
