@@ -28,7 +28,7 @@ KEEPS_REFS = {"Transpose", "Reshape", "Identity", "Squeeze", "Unsqueeze", "Flatt
 
 
 def convert(imp: Importer, node: Any, args: Args) -> list[Value]:
-    from nndk.onnx import attention, axes, compose, linear, norms, select, shapes
+    from nndk.onnx import shapes
 
     special = shapes.convert(imp, node, args, attributes(node))  # any domain: a Label's
     if special is not None:
@@ -40,12 +40,21 @@ def convert(imp: Importer, node: Any, args: Args) -> list[Value]:
         if node.op_type in KEEPS_REFS and args and isinstance(args[0], Const):
             return [_keep_ref(args[0], outs[0], node.op_type)]
         return outs
-    tables = (RULES, axes.RULES, norms.RULES, compose.RULES, attention.RULES, select.RULES,
-              linear.RULES)
-    rule = next((table[node.op_type] for table in tables if node.op_type in table), None)
+    rule = rule_for(node.op_type)
     if rule is None:
         raise Unsupported(f"op {node.op_type} is not supported")
     return rule(imp, node, args, attributes(node))
+
+
+def rule_for(op_type: str) -> Rule | None:
+    """The converter of an ONNX op type: this module's table, then those of the modules
+    that write ops along axes, normalizations, compositions, attention, selections and
+    linear maps (the more specific first)."""
+    from nndk.onnx import attention, axes, compose, linear, norms, select
+
+    tables = (RULES, axes.RULES, norms.RULES, compose.RULES, attention.RULES, select.RULES,
+              linear.RULES)
+    return next((table[op_type] for table in tables if op_type in table), None)
 
 
 def attributes(node: Any) -> dict[str, Any]:
