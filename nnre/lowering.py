@@ -212,7 +212,7 @@ class Lowering:
         if isinstance(node, ast.Slice):
             return self.take(kids[0], node.start, node.stop, shape)
         if isinstance(node, ast.Concat):
-            return self.concat(kids, shape)
+            return self.concat(kids, shape, node.across)
         assert isinstance(node, ast.Call)
         return self.call(node, kids, shape)
 
@@ -258,13 +258,14 @@ class Lowering:
         return Value(self.emit("slice", (self.full(v),), shape, start=start, stop=stop,
                                axis=axis), shape)
 
-    def concat(self, parts: list[Value], shape: tuple[int, ...]) -> Value:
+    def concat(self, parts: list[Value], shape: tuple[int, ...], across: bool) -> Value:
         per_example = any(self.per_example(p) for p in parts)
-        if per_example and len(shape) == 2 and shape[1] == 1:
+        if per_example and not across and len(shape) == 2 and shape[1] == 1:
             slots = tuple(self.flat(p) for p in parts)
             return Value(self.emit("concat", slots, (shape[0],), axis=-1), shape)
         slots = tuple(self.full(p) for p in parts)
-        return Value(self.emit("concat", slots, shape, axis=-len(shape)), shape)
+        return Value(self.emit("concat", slots, shape, axis=-1 if across else -len(shape)),
+                     shape)
 
     def call(self, node: ast.Call, args: list[Value], shape: tuple[int, ...]) -> Value:
         op = OPS[node.func]
@@ -297,6 +298,11 @@ class Lowering:
                     ) -> Value:
         """conv, pooling, flatten: arguments with all their axes, a bias as its entries."""
         op = OPS[node.func]
+        if op.name == "reshape":  # row-major entries, in the target's shape
+            v = args[0]
+            out = stored(shape) if self.per_example(v) else shape
+            return Value(self.reshaped(Value(self.contiguous(self.full(v)), v.shape), out),
+                         shape)
         attrs: dict[str, Any] = dict(self.shapes.attrs[id(node)])
         slots = []
         for i, a in enumerate(args):

@@ -69,6 +69,8 @@ CASES = {
         s = Σ Y
         z = flatten(Y / s)
         y = softmax(V z + b)
+        Q ∈ ℝ^(4×12)
+        Q = reshape([Xᵀ, Xᵀ ⊙ 1.5; Xᵀ ⊙ W[0:3], Xᵀ] ⊙ [1; 2; 3; 4; 5; 6])
         """,
     "recurrent_tensors": """
         xₜ ∈ ℝ^(2×3)

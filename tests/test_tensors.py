@@ -154,3 +154,33 @@ def test_onnx_export_of_tensor_models_matches_onnxruntime() -> None:
     out, nxt = m.step({"x": x}, {"h": h})
     np.testing.assert_allclose(got["y"], out["y"], rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(got["h_next"], nxt["h"], rtol=1e-5, atol=1e-6)
+
+
+def test_side_by_side_blocks_and_reshape_against_numpy() -> None:
+    text = """
+        input x, X
+        x ∈ ℝ^3
+        X ∈ ℝ^(3×4)
+        M ∈ ℝ^(3×2)
+        Y ∈ ℝ^(6×5)
+        Z ∈ ℝ^(4×3)
+        B = [x, X ⊙ 2; M, Xᵀ[0:3]ᵀ[0:3]ᵀ[0:3]]
+        Y = reshape(B)
+        Z = reshape(Xᵀ)
+        """
+    m, w = _model(text, M=(3, 2))
+    x, X = RNG.normal(size=(2, 3)), RNG.normal(size=(2, 3, 4))
+    out, _ = m.step({"x": x, "X": X})
+    top = np.concatenate([x[:, :, None], X * 2], axis=2)
+    bottom = np.concatenate([np.broadcast_to(w["M"], (2, 3, 2)),
+                             np.swapaxes(X[:, :, 0:3], 1, 2)], axis=2)
+    B = np.concatenate([top, bottom], axis=1)
+    np.testing.assert_allclose(out["Y"], B.reshape(2, 6, 5), rtol=1e-12)
+    np.testing.assert_allclose(out["Z"], np.swapaxes(X, 1, 2).copy().reshape(2, 4, 3))
+
+
+def test_reshape_needs_a_declared_target() -> None:
+    with pytest.raises(ShapeError, match="whole right-hand side"):
+        check("input X\nX ∈ ℝ^(2×3)\nY = reshape(X)")
+    with pytest.raises(ShapeError, match="same number of entries"):
+        check("input X\nX ∈ ℝ^(2×3)\nY ∈ ℝ^(5×1)\nY = reshape(X)")

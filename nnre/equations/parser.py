@@ -400,18 +400,28 @@ class Parser:
         return given
 
     def concat(self) -> ast.Expr:
+        """``[a; b]``, ``[a, b]``, ``[a, b; c, d]``: rows separated by ``;``, the parts of a
+        row by ``,`` (side by side along the last axis, then the rows stacked)."""
         open_tok = self.advance()
         self.nest()
-        parts = [self.expression()]
+        rows = [self.concat_row(open_tok)]
         while self.tok.kind == ";":
             self.advance()
-            parts.append(self.expression())
-        if self.tok.kind == ",":
-            raise self.error("horizontal concatenation is not supported",
-                             expected="';' between stacked parts")
-        self.expect("]", "']' or ';'")
+            rows.append(self.concat_row(open_tok))
+        self.expect("]", "']', ';' or ','")
         self.depth -= 1
-        return ast.Concat(tuple(parts), self.pos(open_tok))
+        if len(rows) == 1 and isinstance(rows[0], ast.Concat) and rows[0].across:
+            return rows[0]
+        return ast.Concat(tuple(rows), self.pos(open_tok))
+
+    def concat_row(self, open_tok: Token) -> ast.Expr:
+        parts = [self.expression()]
+        while self.tok.kind == ",":
+            self.advance()
+            parts.append(self.expression())
+        if len(parts) == 1:
+            return parts[0]
+        return ast.Concat(tuple(parts), self.pos(open_tok), across=True)
 
 
 def _show(tok: Token) -> str:

@@ -13,6 +13,7 @@ size from the op's own shape rule.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -49,7 +50,8 @@ def needs_tensors(module: ast.Module, roles: Roles) -> bool:
                           for n in decl.names)
         if len(decl.shape) > 2 or (len(decl.shape) == 2 and per_example):
             return True
-    return any(isinstance(node, ast.Call) and OPS[node.func].tensor
+    return any((isinstance(node, ast.Call) and OPS[node.func].tensor)
+               or (isinstance(node, ast.Concat) and node.across)
                for eq in module.equations for node in ast.walk(eq.expr))
 
 
@@ -79,6 +81,10 @@ class _Checker:
                                                                    else "") + ")"
 
     def known(self, shape: Vars) -> tuple[int, ...] | None:
+        if any(self.d.get(v) is None for v in shape):  # sizes of stacked parts added up yet?
+            problem = self.d.solve_sums()
+            if problem:
+                raise self.error(*problem)
         values = tuple(self.d.get(v) for v in shape)
         return None if any(v is None for v in values) else values  # type: ignore[return-value]
 
@@ -209,22 +215,31 @@ class _Checker:
         return inner is not None and inner != 1
 
     def concat(self, node: ast.Concat, eq: ast.Equation) -> Vars:
+        """``[a; b]`` adds up the first axis, ``[a, b]`` the last; the others must agree."""
         parts = [self.nodes[id(p)] or (self.one, self.one) for p in node.parts]
-        rest = parts[0][1:]
+        axis = len(parts[0]) - 1 if node.across else 0
+        rest = parts[0][:axis] + parts[0][axis + 1:]
         for part, p in zip(parts[1:], node.parts[1:], strict=True):
             before = (self.show(parts[0]), self.show(part))
             if len(part) != len(parts[0]) or not all(
-                    self.d.union(x, y) for x, y in zip(rest, part[1:], strict=True)):
-                raise self.error(f"stacked parts in the equation for '{eq.target.raw}' must "
-                                 f"agree on every axis but the first: {before[0]} and "
+                    self.d.union(x, y) for x, y in zip(rest, part[:axis] + part[axis + 1:],
+                                                       strict=True)):
+                which = "last" if node.across else "first"
+                raise self.error(f"parts in the equation for '{eq.target.raw}' must agree on "
+                                 f"every axis but the {which}: {before[0]} and "
                                  f"'{unparse(p)}' {before[1]}", node.pos)
         total = self.d.new()
-        self.d.sums.append((total, [p[0] for p in parts], node.pos))
-        return (total, *rest)
+        self.d.sums.append((total, [p[axis] for p in parts], node.pos))
+        problem = self.d.solve_sums()  # the total now, so broadcasting can see a size of 1
+        if problem:
+            raise self.error(*problem)
+        return (*rest[:axis], total, *rest[axis:])
 
     def call(self, node: ast.Call, eq: ast.Equation) -> Vars:
         op = OPS[node.func]
         args = [self.nodes[id(a)] for a in node.args]
+        if op.name == "reshape":
+            return self.reshape(node, args[0], eq)
         if op.tensor:
             return self.tensor_call(node, args, eq)
         if op.reduces:  # one number, kept with as many axes as its argument
@@ -234,6 +249,22 @@ class _Checker:
             shape = self.broadcast(shape, arg, node.pos, f"the arguments of {op.spellings[0]} "
                                    f"in the equation for '{eq.target.raw}'")
         return shape
+
+    def reshape(self, node: ast.Call, arg: Vars, eq: ast.Equation) -> Vars:
+        """``Y = reshape(X)``: the target's declared shape, with as many entries as X."""
+        target = self.names.get(eq.target.name)
+        if eq.expr is not node or target is None:
+            raise self.error(f"reshape in the equation for '{eq.target.raw}' takes its shape "
+                             "from the target, so it must be the whole right-hand side of an "
+                             "equation whose target is declared", node.pos,
+                             expected=f"'{eq.target.raw} ∈ ℝ^(…)' and "
+                                      f"'{eq.target.raw} = reshape(…)'")
+        have, want = self.known(arg), self.known(target)
+        if have is None or want is None or math.prod(have) != math.prod(want):
+            raise self.error(f"reshape in the equation for '{eq.target.raw}' needs known sizes "
+                             f"with the same number of entries: {self.show(arg)} to "
+                             f"{self.show(target)}", node.pos)
+        return target
 
     def tensor_call(self, node: ast.Call, args: list[Vars], eq: ast.Equation) -> Vars:
         """Convolution, pooling, flattening: sizes must be known here; the op's own shape

@@ -114,9 +114,10 @@ def _reshape_shape(a: Shape, shape: Shape) -> Shape:
     return shape
 
 
-RESHAPE = Op(
+RESHAPE = Op(  # in equations, reshape(x) takes the shape its declared target has
     "reshape", lambda a, shape: a.reshape(shape), _reshape_shape,
     attrs={"shape": tuple}, view=True, onnx=_reshape_onnx,
+    spellings=("reshape",), tensor=True,
 )
 
 
