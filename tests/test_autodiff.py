@@ -106,6 +106,14 @@ def test_a_second_pass_gives_the_same_gradients(name: str) -> None:
         np.testing.assert_array_equal(v, first[k], err_msg=k)
 
 
+#: Ops equations cannot spell yet: the tensor work wires them into the front end (rank-n
+#: shapes). Until then tests/test_conv.py and tests/test_ops.py check them op by op; the
+#: test below fails once a case uses one, as a reminder to move it into CASES' coverage.
+AWAITING_FRONT_END = {"conv", "conv_bias", "maxpool", "avgpool"}
+#: Ops whose arguments are not (rows, n) vectors: their rows in tests/test_ops.py's CALLS.
+SHAPED = AWAITING_FRONT_END
+
+
 def test_every_op_is_covered_by_the_cases() -> None:
     used = set()
     for text in CASES.values():
@@ -113,7 +121,7 @@ def test_every_op_is_covered_by_the_cases() -> None:
             prog = make_problem(text, DIMS, optimize=optimize).prog
             for stage in ("prologue", "pre", "loop", "post"):
                 used.update(ins.op for ins in prog.stage_list(stage))
-    assert used == set(OPS), sorted(set(OPS) - used)
+    assert used == set(OPS) - AWAITING_FRONT_END, sorted(set(OPS) - used)
 
 
 @pytest.mark.parametrize("op", sorted(op for op, d in OPS.items() if d.vjp is not None))
@@ -125,10 +133,18 @@ def test_rules_read_only_the_values_they_declare(op: str) -> None:
     attrs = {"exponent": 3.0, "axis": -1, "slope": 0.2, "min": -1.0, "max": 1.0}
     nargs = 2 if op in ("add", "sub", "mul", "div", "matmul", "rowdot", "concat") else 1
     shape = (2, 3)
+    if op in SHAPED:
+        from test_ops import CALLS, _forward
+
+        shapes, attrs = CALLS[op]
+        nargs = len(shapes)
     for i in range(nargs):
         args = [np.full(shape if not (op == "matmul" and k == 1) else (3, 3), 0.5)
                 for k in range(nargs)]
         out = np.full(shape if op != "rowdot" else (2, 1), 0.25)
+        if op in SHAPED:
+            args = [np.full(s, 0.5) for s in shapes]
+            out = np.full(_forward(OPS[op], args, attrs).shape, 0.25)
         g = np.ones_like(out)
         if "args" not in OPS[op].reads:
             args = [np.full_like(a, np.nan) for a in args]
