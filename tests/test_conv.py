@@ -31,6 +31,9 @@ CONV_CASES: dict[str, tuple[Any, ...]] = {
     "2d-groups2": (4, (5, 6), 6, (3, 3), (2, 1), (1, 1, 1, 1), (1, 2), 2, True),
     "2d-depthwise": (3, (6, 6), 6, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 3, False),
     "2d-1x1": (5, (3, 4), 2, (1, 1), (1, 1), (0, 0, 0, 0), (1, 1), 1, True),
+    # 8 channels per group and more: im2col's one strided copy (conv.WIDE)
+    "1d-wide": (8, (9,), 2, (3,), (2,), (1, 2), (2,), 1, True),
+    "2d-wide-groups2": (16, (6, 5), 4, (3, 2), (2, 1), (1, 0, 2, 1), (2, 1), 2, True),
 }
 # (C, spatial sizes, kernel, stride, pads)
 POOL_CASES: dict[str, tuple[Any, ...]] = {
