@@ -2,8 +2,8 @@
 
 Oracles: direct nested loops written from the definitions (tiny sizes, no torch needed);
 PyTorch's functional conv/pool forward and autograd where installed; float64 central
-differences of each kernel against its VJP (⟨J·t, c⟩ ≈ ⟨t, Jᵀ·c⟩); onnxruntime running the
-exported node; and the shape rules' errors on impossible parameters.
+differences of each kernel against its VJP (⟨J·t, c⟩ ≈ ⟨t, Jᵀ·c⟩); and the shape rules'
+errors on impossible parameters. ONNX export and import: tests/test_onnx_conv.py.
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ from typing import Any
 import numpy as np
 import pytest
 
+from nnre.errors import EquationError
+from nnre.model import Model
 from nnre.ops import BY_ARITY, OPS, Op
 from nnre.ops.conv import conv_attrs, pool_attrs
 
@@ -48,7 +50,7 @@ POOL_CASES: dict[str, tuple[Any, ...]] = {
 ROWS = 3
 
 
-def _conv_args(case: str, seed: int = 0) -> tuple[Op, list[np.ndarray], dict[str, Any]]:
+def conv_case(case: str, seed: int = 0) -> tuple[Op, list[np.ndarray], dict[str, Any]]:
     c, sizes, o, kernel, stride, pads, dilation, groups, bias = CONV_CASES[case]
     rng = np.random.default_rng(seed)
     args = [rng.normal(size=(o, c // groups, *kernel)), rng.normal(size=(ROWS, c, *sizes))]
@@ -58,13 +60,13 @@ def _conv_args(case: str, seed: int = 0) -> tuple[Op, list[np.ndarray], dict[str
     return OPS["conv_bias" if bias else "conv"], args, attrs
 
 
-def _pool_args(case: str, seed: int = 0) -> tuple[np.ndarray, dict[str, Any]]:
+def pool_case(case: str, seed: int = 0) -> tuple[np.ndarray, dict[str, Any]]:
     c, sizes, kernel, stride, pads = POOL_CASES[case]
     x = np.random.default_rng(seed).normal(size=(ROWS, c, *sizes))
     return x, {"kernel": kernel, "stride": stride, "pads": pads}
 
 
-def _run(op: Op, args: list[np.ndarray], attrs: dict[str, Any]) -> np.ndarray:
+def run_kernel(op: Op, args: list[np.ndarray], attrs: dict[str, Any]) -> np.ndarray:
     """The kernel as the VM calls it: shapes by the rule (rows left out), into ``out``."""
     x = 0 if op.arity == 1 else 1  # the per-example argument; W and b are constants
     shapes = [a.shape[1:] if k == x else a.shape for k, a in enumerate(args)]
@@ -123,29 +125,29 @@ def loop_pool(x: np.ndarray, kind: str, kernel: tuple[int, ...], stride: tuple[i
 
 @pytest.mark.parametrize("case", sorted(CONV_CASES))
 def test_conv_matches_direct_loops(case: str) -> None:
-    op, args, attrs = _conv_args(case)
+    op, args, attrs = conv_case(case)
     want = loop_conv(args[0], args[1], args[2] if len(args) > 2 else None, **attrs)
-    np.testing.assert_allclose(_run(op, args, attrs), want, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(run_kernel(op, args, attrs), want, rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("kind", ["max", "avg"])
 @pytest.mark.parametrize("case", sorted(POOL_CASES))
 def test_pool_matches_direct_loops(case: str, kind: str) -> None:
-    x, attrs = _pool_args(case)
+    x, attrs = pool_case(case)
     want = loop_pool(x, kind, **attrs)
-    np.testing.assert_allclose(_run(OPS[kind + "pool"], [x], attrs), want, rtol=1e-12,
+    np.testing.assert_allclose(run_kernel(OPS[kind + "pool"], [x], attrs), want, rtol=1e-12,
                                atol=1e-12)
 
 
 def test_float32_stays_float32() -> None:
-    op, args, attrs = _conv_args("2d-groups2")
+    op, args, attrs = conv_case("2d-groups2")
     args32 = [a.astype(np.float32) for a in args]
-    got = _run(op, args32, attrs)
+    got = run_kernel(op, args32, attrs)
     assert got.dtype == np.float32
-    np.testing.assert_allclose(got, _run(op, args, attrs), rtol=1e-4, atol=1e-4)
-    x, at = _pool_args("2d-odd-pad1")
+    np.testing.assert_allclose(got, run_kernel(op, args, attrs), rtol=1e-4, atol=1e-4)
+    x, at = pool_case("2d-odd-pad1")
     for kind in ("max", "avg"):
-        assert _run(OPS[kind + "pool"], [x.astype(np.float32)], at).dtype == np.float32
+        assert run_kernel(OPS[kind + "pool"], [x.astype(np.float32)], at).dtype == np.float32
 
 
 # -- PyTorch: forward and autograd --------------------------------------------------------
@@ -180,11 +182,11 @@ def _torch_pool_fits(attrs: dict[str, Any]) -> bool:
 @pytest.mark.parametrize("case", sorted(CONV_CASES))
 def test_conv_forward_and_vjp_match_torch(case: str) -> None:
     torch = pytest.importorskip("torch")
-    op, args, attrs = _conv_args(case, seed=1)
+    op, args, attrs = conv_case(case, seed=1)
     leaves = [torch.tensor(a, requires_grad=True) for a in args]
     want = _torch_conv(torch, leaves[0], leaves[1], leaves[2] if len(args) > 2 else None,
                        attrs)
-    out = _run(op, args, attrs)
+    out = run_kernel(op, args, attrs)
     np.testing.assert_allclose(out, want.detach().numpy(), rtol=1e-10, atol=1e-10)
     g = np.random.default_rng(2).normal(size=out.shape)
     want.backward(torch.tensor(g))
@@ -196,14 +198,14 @@ def test_conv_forward_and_vjp_match_torch(case: str) -> None:
 
 @pytest.mark.parametrize("kind", ["max", "avg"])
 @pytest.mark.parametrize("case", sorted(c for c in POOL_CASES
-                                        if _torch_pool_fits(_pool_args(c)[1])))
+                                        if _torch_pool_fits(pool_case(c)[1])))
 def test_pool_forward_and_vjp_match_torch(case: str, kind: str) -> None:
     torch = pytest.importorskip("torch")
     op = OPS[kind + "pool"]
-    x, attrs = _pool_args(case, seed=1)
+    x, attrs = pool_case(case, seed=1)
     leaf = torch.tensor(x, requires_grad=True)
     want = _torch_pool(torch, leaf, kind, attrs)
-    out = _run(op, [x], attrs)
+    out = run_kernel(op, [x], attrs)
     np.testing.assert_allclose(out, want.detach().numpy(), rtol=1e-12, atol=1e-12)
     g = np.random.default_rng(2).normal(size=out.shape)
     want.backward(torch.tensor(g))
@@ -217,7 +219,7 @@ def test_maxpool_sends_ties_to_the_first_maximum_as_torch_does() -> None:
     x[0, 0, 1:3, 1:3] = 1.0  # each 3×3 window below holds several equal maxima
     attrs = {"kernel": (3, 3), "stride": (1, 1), "pads": (0, 0, 0, 0)}
     op = OPS["maxpool"]
-    out = _run(op, [x], attrs)
+    out = run_kernel(op, [x], attrs)
     assert op.vjp is not None
     got = op.vjp(np.ones_like(out), out, [x], attrs, 0)
     want = np.zeros_like(x)
@@ -232,14 +234,14 @@ def test_maxpool_sends_ties_to_the_first_maximum_as_torch_does() -> None:
 # -- central differences ------------------------------------------------------------------
 def _check_vjp(op: Op, args: list[np.ndarray], attrs: dict[str, Any]) -> None:
     rng = np.random.default_rng(9)
-    out = _run(op, args, attrs)
+    out = run_kernel(op, args, attrs)
     c = rng.normal(size=out.shape)
     assert op.vjp is not None
     for i, arg in enumerate(args):
         t, eps = rng.normal(size=arg.shape), 1e-6
         plus = [a + eps * t if k == i else a for k, a in enumerate(args)]
         minus = [a - eps * t if k == i else a for k, a in enumerate(args)]
-        jt = (_run(op, plus, attrs) - _run(op, minus, attrs)) / (2 * eps)
+        jt = (run_kernel(op, plus, attrs) - run_kernel(op, minus, attrs)) / (2 * eps)
         got = op.vjp(c, out, args, attrs, i)
         assert got.shape == arg.shape, (i, got.shape)
         assert np.sum(jt * c) == pytest.approx(np.sum(t * got), rel=1e-7, abs=1e-9), i
@@ -247,13 +249,13 @@ def _check_vjp(op: Op, args: list[np.ndarray], attrs: dict[str, Any]) -> None:
 
 @pytest.mark.parametrize("case", sorted(CONV_CASES))
 def test_conv_vjp_against_central_differences(case: str) -> None:
-    _check_vjp(*_conv_args(case, seed=3))
+    _check_vjp(*conv_case(case, seed=3))
 
 
 @pytest.mark.parametrize("kind", ["max", "avg"])
 @pytest.mark.parametrize("case", sorted(POOL_CASES))
 def test_pool_vjp_against_central_differences(case: str, kind: str) -> None:
-    x, attrs = _pool_args(case, seed=3)
+    x, attrs = pool_case(case, seed=3)
     _check_vjp(OPS[kind + "pool"], [x], attrs)
 
 
@@ -269,6 +271,16 @@ def test_parameters_become_attributes() -> None:
     for op in ("conv", "conv_bias", "maxpool", "avgpool"):
         assert OPS[op].param_attrs is not None
         assert set(OPS[op].param_attrs(2, **OPS[op].params)) == set(OPS[op].attrs)
+
+
+def test_equations_refuse_them_by_name_until_the_front_end_compiles_them() -> None:
+    """Not compiled as if entry by entry: the parser does not know them yet (remove this
+    test, and the ops from AWAITING_FRONT_END, when the tensor work wires them in)."""
+    for text, weights in [("x ∈ ℝ^4\ny = maxpool(x; size=2)", {}),
+                          ("x ∈ ℝ^4\ny = conv(W, x, b)", {"W": np.ones((2, 1, 3)),
+                                                          "b": np.ones(2)})]:
+        with pytest.raises(EquationError, match="unknown function '(maxpool|conv)'"):
+            Model.from_equations(text, weights)
 
 
 def test_conv_has_one_spelling_with_two_arities() -> None:
@@ -320,62 +332,3 @@ def test_shape_rules_refuse_impossible_parameters(name: str, shapes: list[tuple[
                                                   attrs: dict[str, Any], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         OPS[name].shape(*shapes, **attrs)
-
-
-# -- ONNX: the exported node against onnxruntime -----------------------------------------
-def _export_one(op: Op, args: list[np.ndarray], attrs: dict[str, Any]) -> Any:
-    """A graph of one instruction, through the exporter's own Emitter and ``Op.onnx``."""
-    onnx = pytest.importorskip("onnx")
-    from nndk.onnx.export import Emitter
-    from nnre.program import Instr, Program, Slot, check_program
-
-    x = 0 if op.arity == 1 else 1
-    names = ["x"] if op.arity == 1 else ["W", "x", "b"][:len(args)]
-    prog = Program("float32")
-    for k, (name, a) in enumerate(zip(names, args, strict=True)):
-        per_example = k == x
-        prog.slots.append(Slot(name, "input" if per_example else "param",
-                               a.shape[1:] if per_example else a.shape,
-                               "pre" if per_example else "prologue"))
-        (prog.inputs if per_example else prog.params)[name] = k
-    out_shape = op.shape(*[s.shape for s in prog.slots], **attrs)
-    prog.slots.append(Slot("y", "temp", out_shape, "pre"))
-    prog.pre.append(Instr(op.name, len(args), tuple(range(len(args))), tuple(attrs.items())))
-    prog.outputs = {"y": len(args)}
-    check_program(prog)  # the attributes are of the types the op declares
-    e = Emitter(prog, opset=17)
-    for k, a in enumerate(args):
-        if k != x:
-            e.inits.append(onnx.numpy_helper.from_array(a.astype(np.float32), e.name(k)))
-    e.emit(prog.pre[0])
-    info = onnx.helper.make_tensor_value_info
-    graph = onnx.helper.make_graph(
-        e.nodes, op.name, [info(e.name(x), onnx.TensorProto.FLOAT, ["N", *args[x].shape[1:]])],
-        [info(e.name(len(args)), onnx.TensorProto.FLOAT, ["N", *out_shape])], e.inits)
-    proto = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)])
-    onnx.checker.check_model(proto, full_check=True)
-    return proto
-
-
-def _onnxruntime(proto: Any, x: np.ndarray) -> np.ndarray:
-    ort = pytest.importorskip("onnxruntime")
-    sess = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
-    return np.asarray(sess.run(None, {sess.get_inputs()[0].name: x})[0])
-
-
-@pytest.mark.parametrize("case", sorted(CONV_CASES))
-def test_conv_exports_and_matches_onnxruntime(case: str) -> None:
-    op, args, attrs = _conv_args(case, seed=4)
-    args = [a.astype(np.float32) for a in args]
-    got = _onnxruntime(_export_one(op, args, attrs), args[1])
-    np.testing.assert_allclose(got, _run(op, args, attrs), rtol=1e-5, atol=1e-5)
-
-
-@pytest.mark.parametrize("kind", ["max", "avg"])
-@pytest.mark.parametrize("case", sorted(POOL_CASES))
-def test_pool_exports_and_matches_onnxruntime(case: str, kind: str) -> None:
-    op = OPS[kind + "pool"]
-    x, attrs = _pool_args(case, seed=4)
-    x = x.astype(np.float32)
-    got = _onnxruntime(_export_one(op, [x], attrs), x)
-    np.testing.assert_allclose(got, _run(op, [x], attrs), rtol=1e-6, atol=1e-6)
