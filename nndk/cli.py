@@ -123,6 +123,11 @@ def gradcheck_command(model: str, bindings: tuple[str, ...], steps: int, batch: 
               help="Sample every N steps (0: at each evaluation).")
 @click.option("--sample-length", default=200, show_default=True)
 @click.option("--temperature", default=0.8, show_default=True, help="Of the progress samples.")
+@click.option("--reset-frac", default=0.25, show_default=True,
+              help="Text: the fraction of streams that read each batch from the zero state "
+                   "(the state generation starts from) instead of carrying the previous "
+                   "batch's state; 0 carries every stream, as char-rnn does. Without it a "
+                   "model garbles the text right after a short --prime.")
 @click.option("--init", "init_scheme", type=click.Choice(INIT_SCHEMES), default="auto",
               show_default=True, help="auto: orthogonal square matrices, Xavier the rest.")
 @click.option("--seed", default=0, show_default=True, help="Drives every random choice.")
@@ -140,8 +145,8 @@ def gradcheck_command(model: str, bindings: tuple[str, ...], steps: int, batch: 
                    "--val-frac, --init, --optimizer, --loss, --target, --output and DATA must "
                    "match it; --steps/--epochs (longer only), --lr, --lr-decay, "
                    "--decay-every, --clip, --eval-every, --sample-every, --sample-length, "
-                   "--temperature and --keep are applied with a note; --init-from and "
-                   "--overwrite are refused.")
+                   "--temperature, --reset-frac and --keep are applied with a note; "
+                   "--init-from and --overwrite are refused.")
 @click.option("--init-from", type=click.Path(dir_okay=False), default=None,
               help="Start from the weights of a .bundle (weights only, fresh optimizer).")
 @click.option("--loss", type=click.Choice(["auto", "ce", "mse"]), default="auto",

@@ -43,6 +43,7 @@ class TrainConfig:
     loss: str = "auto"  # arrays: auto (integer targets: ce, else mse), ce or mse
     target: str = "target"  # arrays: the name of the target array
     output: str | None = None  # the output trained (default: y, or the one that fits)
+    reset_frac: float = 0.25  # text: streams that read each batch from the zero state
 
 
 DEFAULT_DIMS = {"H": 128}
@@ -69,7 +70,11 @@ RULES: dict[str, Rule] = {
     "loss": Rule("str", choices=("auto", "ce", "mse")),
     "target": Rule("str"),
     "output": Rule("str", optional=True),
+    "reset_frac": Rule("float", 0, 1),
 }
+
+#: What a checkpoint written before an option existed ran with: it resumes the same way.
+LEGACY: dict[str, object] = {"reset_frac": 0.0}
 
 
 def flag(name: str) -> str:

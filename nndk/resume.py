@@ -30,7 +30,7 @@ RESUME: dict[str, str] = {
     # how the rest of it goes: applied, with a note
     "steps": APPLY, "epochs": APPLY, "lr": APPLY, "lr_decay": APPLY, "decay_every": APPLY,
     "clip": APPLY, "eval_every": APPLY, "sample_every": APPLY, "sample_length": APPLY,
-    "temperature": APPLY, "keep": APPLY,
+    "temperature": APPLY, "keep": APPLY, "reset_frac": APPLY,
     # meaningless for a run that already exists
     "init_from": REFUSE, "overwrite": REFUSE, "checkpoint_dir": MATCH,
 }

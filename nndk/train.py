@@ -36,6 +36,8 @@ from nnre.equations.roles import analyse
 from nnre.errors import NnreError
 from nnre.model import Model
 
+RESTART_STREAM = 0x5EED  # keeps the restart choice apart from other seeded choices
+
 
 class TrainingError(NnreError):
     """Training cannot go on (a non-finite loss, a model that does not fit the data)."""
@@ -266,9 +268,32 @@ class TextTrainer(Trainer):
         values = run.full[prog.outputs[self.output]]
         return cross_entropy(prog, self.output, values, targets.reshape(-1), grad)
 
+    def restarts(self) -> np.ndarray:
+        """The streams that read this step's batch from the zero state rather than the state
+        carried from the previous batch: round(reset_frac · batch) of them, chosen by the
+        seed and the step alone, so a resumed run picks the same ones.
+
+        Generation starts from the zero state; a model that only ever sees carried state
+        starts badly (``benchmarks/bench_zero_state.py``)."""
+        count = round(self.config.reset_frac * self.config.batch_size)
+        if count == 0:
+            return np.zeros(0, np.intp)
+        rng = np.random.default_rng([self.config.seed, self.step, RESTART_STREAM])
+        return np.sort(rng.permutation(self.config.batch_size)[:count])
+
+    def _carried(self) -> State | None:
+        """The state this step starts from: the carry, with the restarting streams zeroed."""
+        rows = self.restarts()
+        if self.carry is None or len(rows) == 0:
+            return self.carry
+        carry = {key: value.copy() for key, value in self.carry.items()}
+        for value in carry.values():
+            value[rows] = 0
+        return carry
+
     def train_step(self) -> float:
         inputs, targets = self.train_streams.batch(self.batch_index)
-        run = self._forward(inputs, self.carry)
+        run = self._forward(inputs, self._carried())
         loss, seeds = self._loss(run, targets, grad=True)
         self.check_loss(loss)
         self.learner.update(run, seeds, self.learning_rate(), self.config.clip)

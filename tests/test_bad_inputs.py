@@ -220,6 +220,8 @@ CASES: list[tuple[str, list[Maker], list[str], str]] = [
     ("lr-nan", [text("c.txt")], ["train", "c.txt", "--lr", "nan"], "--lr must be a number"),
     ("steps-and-epochs", [text("c.txt")], ["train", "c.txt", "--steps", "3", "--epochs", "1"],
      "--steps and --epochs both given"),
+    ("reset-frac-above-1", [text("c.txt")], ["train", "c.txt", "--reset-frac", "1.5"],
+     "--reset-frac must be a number ≥ 0 and ≤ 1, got 1.5"),
     ("huge-H", [text("c.txt")], ["train", "c.txt", "--set", "H=2147483647"],
      "H=2147483647, V=27: training needs about 295,148,761,801,991,062,336 bytes"),
     ("huge-H-arrays", [npz("d.npz", x=X, target=Y)],
