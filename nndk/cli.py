@@ -119,6 +119,14 @@ def gradcheck_command(model: str, bindings: tuple[str, ...], steps: int, batch: 
               help="Fraction of the text held out for validation.")
 @click.option("--eval-every", default=100, show_default=True,
               help="Evaluate, sample and checkpoint every N steps.")
+@click.option("--eval-iters", default=0, show_default=True,
+              help="Evaluate on N batches of the held-out part instead of all of it (0): text "
+                   "reads the first N of its streams' batches, arrays N batches of rows drawn "
+                   "once from --seed; the same part every time, so losses compare. A large "
+                   "held-out part can otherwise take most of a run's time.")
+@click.option("--print-every", default=0, show_default=True,
+              help="Not in a terminal (logs, CI): a progress line every N steps besides those "
+                   "at each evaluation (0: at evaluations only).")
 @click.option("--sample-every", default=0, show_default=True,
               help="Sample every N steps (0: at each evaluation).")
 @click.option("--sample-length", default=200, show_default=True)
@@ -145,7 +153,8 @@ def gradcheck_command(model: str, bindings: tuple[str, ...], steps: int, batch: 
                    "--val-frac, --init, --optimizer, --loss, --target, --output and DATA must "
                    "match it; --steps/--epochs (longer only), --lr, --lr-decay, "
                    "--decay-every, --clip, --eval-every, --sample-every, --sample-length, "
-                   "--temperature, --reset-frac and --keep are applied with a note; "
+                   "--temperature, --reset-frac, --eval-iters, --print-every and --keep are "
+                   "applied with a note; "
                    "--init-from and --overwrite are refused.")
 @click.option("--init-from", type=click.Path(dir_okay=False), default=None,
               help="Start from the weights of a .bundle (weights only, fresh optimizer).")
@@ -164,8 +173,9 @@ def train_command(data: str, model: str, bindings: tuple[str, ...], resume_dir: 
     (--target); rows are examples, (N, n) or, for a recurrent model, (N, T, n).
 
     Prints progress on stderr (a bar in a terminal, log lines otherwise) with the loss,
-    validation loss (in bits per character for text), speed and ETA, and a text sample at
-    each evaluation. Checkpoints go to --checkpoint-dir atomically: checkpoint.npz (the
+    validation loss (in bits per character for text; a classifier's accuracy too), speed
+    and ETA (training steps timed apart from evaluations), and a text sample at each
+    evaluation. Checkpoints go to --checkpoint-dir atomically: checkpoint.npz (the
     latest), the last --keep as step-*.npz, and best.npz (lowest validation loss). A
     directory holding another run's checkpoint is refused unless --overwrite. Ctrl-C saves
     one and exits; --resume continues bit for bit.
@@ -187,7 +197,8 @@ def train_command(data: str, model: str, bindings: tuple[str, ...], resume_dir: 
                              **options)
         trainer = start(config, data, init_from)
     try:
-        trainer.fit(checkpoint_dir, Reporter(), keep=keep, overwrite=overwrite)
+        trainer.fit(checkpoint_dir, Reporter(print_every=trainer.config.print_every),
+                    keep=keep, overwrite=overwrite)
     except KeyboardInterrupt:
         click.echo(f"\ninterrupted at step {trainer.step}; checkpoint saved in "
                    f"{checkpoint_dir}", err=True)

@@ -31,6 +31,7 @@ RESUME: dict[str, str] = {
     "steps": APPLY, "epochs": APPLY, "lr": APPLY, "lr_decay": APPLY, "decay_every": APPLY,
     "clip": APPLY, "eval_every": APPLY, "sample_every": APPLY, "sample_length": APPLY,
     "temperature": APPLY, "keep": APPLY, "reset_frac": APPLY,
+    "eval_iters": APPLY, "print_every": APPLY,
     # meaningless for a run that already exists
     "init_from": REFUSE, "overwrite": REFUSE, "checkpoint_dir": MATCH,
 }

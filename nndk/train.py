@@ -14,7 +14,7 @@ import signal
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,7 @@ from nndk.learner import Learner, State
 from nndk.losses import Seeds, cross_entropy
 from nndk.models import read_model, resolve_dims
 from nndk.optim import learning_rate
+from nndk.progress import Pace, Progress
 from nndk.unrolled import Unrolled
 from nnre.equations import Checked, check
 from nnre.equations.parser import parse
@@ -43,18 +44,6 @@ class TrainingError(NnreError):
     """Training cannot go on (a non-finite loss, a model that does not fit the data)."""
 
     code = "training-error"
-
-
-@dataclass
-class Progress:
-    step: int
-    total: int
-    loss: float
-    val_loss: float | None
-    chars_per_s: float  # items per second: characters, or examples for arrays
-    sample: str | None = None
-    unit: str = "chars"
-    bits: bool = True  # the loss is a cross-entropy worth showing in bits per item
 
 
 class Trainer:
@@ -78,6 +67,8 @@ class Trainer:
         self.run_id: str | None = uuid.uuid4().hex  # tells this run's checkpoints from others
         self.best: float | None = None  # the lowest validation loss checkpointed
         self.notes: list[str] = []  # what a resume changed, for the caller to show
+        self.accuracy: float | None = None  # a classifier's, on the last training batch
+        self.clock: Callable[[], float] = time.perf_counter  # injectable for tests
 
     @property
     def params(self) -> dict[str, np.ndarray]:
@@ -110,6 +101,11 @@ class Trainer:
         raise NotImplementedError
 
     def evaluate(self) -> float | None:
+        """The mean validation loss (``--eval-iters`` batches of it, or all), or None."""
+        return self.evaluate_metrics()[0]
+
+    def evaluate_metrics(self) -> tuple[float | None, float | None]:
+        """(validation loss, validation accuracy of a classifier, else None)."""
         raise NotImplementedError
 
     def sample(self, length: int) -> str | None:
@@ -201,23 +197,30 @@ class Trainer:
     def _loop(self, checkpoint_dir: str | Path, report: Callable[[Progress], None],
               interrupted: list[bool], keep: int) -> None:
         total, c = self.total_steps(), self.config
-        start, done_at_start = time.perf_counter(), self.step
+        pace = Pace(self.items_per_step(), c.eval_every, self.clock)
+        pace.start()
         while self.step < total:
             loss = self.train_step()
-            rate = (self.step - done_at_start) * self.items_per_step() / (
-                time.perf_counter() - start + 1e-9)
+            pace.trained()
             self.history["train_loss"] = loss
+            if self.accuracy is not None:
+                self.history["train_accuracy"] = self.accuracy
             last = self.step == total
-            val = sample = None
+            val = sample = val_accuracy = None
             if self.step % c.eval_every == 0 or last:
-                val = self.evaluate()
+                val, val_accuracy = self.evaluate_metrics()
                 if val is not None:
                     self.history["val_loss"] = val
+                if val_accuracy is not None:
+                    self.history["val_accuracy"] = val_accuracy
                 sample_every = c.sample_every or c.eval_every
                 if c.sample_length > 0 and (self.step % sample_every == 0 or last):
                     sample = self.sample(c.sample_length)
                 self.save(checkpoint_dir, val, keep)
-            report(Progress(self.step, total, loss, val, rate, sample, self.unit, self.bits))
+                pace.evaluated()
+            report(Progress(self.step, total, loss, val, pace.rate(), sample, self.unit,
+                            self.bits, pace.eta(self.step, total), self.accuracy,
+                            val_accuracy))
             if interrupted:
                 self.save(checkpoint_dir, keep=keep)
                 raise KeyboardInterrupt
@@ -305,17 +308,23 @@ class TextTrainer(Trainer):
             self.carry = self.learner.final_state(run)
         return loss
 
-    def evaluate(self) -> float | None:
-        """Mean cross-entropy (nats per character) over the whole validation split."""
+    def evaluate_metrics(self) -> tuple[float | None, float | None]:
+        """Mean cross-entropy (nats per character) over the validation streams, the state
+        carried from batch to batch: all of them, or the first ``--eval-iters`` batches
+        (that many ``seq_length`` pieces of every stream, spread over the whole held-out
+        text, the same at every evaluation so that losses compare)."""
         if self.val_streams is None:
-            return None
+            return None, None
+        count = self.val_streams.batches
+        if self.config.eval_iters:
+            count = min(count, self.config.eval_iters)
         carry, total = None, 0.0
-        for index in range(self.val_streams.batches):
+        for index in range(count):
             inputs, targets = self.val_streams.batch(index)
             run = self._forward(inputs, carry)
             total += self._loss(run, targets, grad=False)[0]
             carry = self.learner.final_state(run)
-        return total / self.val_streams.batches
+        return total / count, None
 
     def sample(self, length: int, prime: str | None = None) -> str:
         """Text from the current weights, by the runtime's own ``Model.generate``; its own

@@ -26,10 +26,13 @@ from nnre.equations import check
 from nnre.equations.parser import parse
 from nnre.equations.roles import Roles, analyse
 
+EVAL_STREAM = 0xE7A1  # keeps the --eval-iters row choice apart from other seeded choices
+
 
 class ArrayTrainer(Trainer):
     kind = "arrays"
     unit = "examples"
+    hits = (0, 0)  # (right, predictions) of the last batch: largest output = the target
 
     def __init__(self, config: TrainConfig, data_path: str | Path, equations: str,
                  filename: str) -> None:
@@ -98,6 +101,8 @@ class ArrayTrainer(Trainer):
         values = run.full[prog.outputs[self.output]]
         loss, seeds = LOSSES["ce" if self.classes else "mse"](prog, self.output, values, target,
                                                               grad)
+        if self.classes:  # the share of rows (and steps) whose largest output is the target
+            self.hits = (int(np.count_nonzero(values.argmax(axis=1) == target)), len(target))
         return loss, seeds, run
 
     def train_step(self) -> float:
@@ -108,19 +113,32 @@ class ArrayTrainer(Trainer):
         rows = self.order[self.cursor:self.cursor + size]
         loss, seeds, run = self._loss(rows, grad=True)
         self.check_loss(loss)
+        if self.classes:
+            self.accuracy = self.hits[0] / self.hits[1]
         self.learner.update(run, seeds, self.learning_rate(), self.config.clip)
         self.cursor += size
         self.step += 1
         return loss
 
-    def evaluate(self) -> float | None:
-        if len(self.val_rows) == 0:
-            return None
-        total, size = 0.0, self.config.batch_size
-        chunks = [self.val_rows[i:i + size] for i in range(0, len(self.val_rows), size)]
-        for rows in chunks:
-            total += self._loss(rows, grad=False)[0] * len(rows)
-        return total / len(self.val_rows)
+    def eval_rows(self) -> np.ndarray:
+        """The validation rows evaluated: all, or ``--eval-iters`` batches of them drawn once
+        from the seed (the same rows at every evaluation, so that losses compare)."""
+        count = self.config.eval_iters * self.config.batch_size
+        if not count or count >= len(self.val_rows):
+            return self.val_rows
+        rng = np.random.default_rng([self.config.seed, EVAL_STREAM])
+        return np.sort(rng.choice(self.val_rows, count, replace=False))
+
+    def evaluate_metrics(self) -> tuple[float | None, float | None]:
+        """Mean loss over the evaluated rows, and a classifier's accuracy on them."""
+        rows = self.eval_rows()
+        if len(rows) == 0:
+            return None, None
+        total, hits, counted, size = 0.0, 0, 0, self.config.batch_size
+        for chunk in (rows[i:i + size] for i in range(0, len(rows), size)):
+            total += self._loss(chunk, grad=False)[0] * len(chunk)
+            hits, counted = hits + self.hits[0], counted + self.hits[1]
+        return total / len(rows), (hits / counted if self.classes else None)
 
     def data_record(self) -> dict[str, Any]:
         return {"data_path": self.data_path, "data_sha256": self.data_sha256,
