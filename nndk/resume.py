@@ -18,7 +18,8 @@ from nndk import checkpoint
 from nndk.config import ConfigError, TrainConfig, flag, validate
 from nndk.data import DataError, load_text
 from nndk.models import read_model
-from nndk.train import TextTrainer, Trainer
+from nndk.train import Trainer
+from nndk.train_text import TextTrainer
 
 MATCH, APPLY, REFUSE = "must match the checkpoint", "applied", "refused"
 

@@ -314,7 +314,7 @@ def test_the_memory_estimate_bounds_what_training_allocates(hidden: int) -> None
     import tracemalloc
 
     from nndk.data import TextData
-    from nndk.train import TextTrainer
+    from nndk.train_text import TextTrainer
 
     steps, batch, vocab = 20, 16, "".join(chr(32 + i) for i in range(40))
     codes = np.random.default_rng(0).integers(0, len(vocab), 20_000)
