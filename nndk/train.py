@@ -21,11 +21,11 @@ from typing import Any
 import numpy as np
 
 from nndk import __version__, checkpoint
-from nndk.config import DEFAULT_DIMS, TrainConfig, validate
+from nndk.config import DEFAULT_DIMS, ConfigError, TrainConfig, validate
 from nndk.data import load_text
 from nndk.files import clean_stale
 from nndk.learner import Learner
-from nndk.models import read_model, resolve_dims
+from nndk.models import declared_dims, read_model, resolve_dims
 from nndk.optim import learning_rate
 from nndk.progress import Pace, Progress
 from nnre.equations import Checked
@@ -238,10 +238,18 @@ def start(config: TrainConfig, data_path: str | Path, init_from: str | None = No
           ) -> Trainer:
     """A fresh trainer for ``config.model``: text files train characters, .npz/.csv arrays.
 
-    ``init_from`` (a bundle) supplies the initial weights, and nothing else.
+    ``init_from`` (a bundle) supplies the initial weights and the dimensions they fit (a
+    ``--set`` that disagrees is refused), and a character model's vocabulary (so every
+    character keeps its row of the weights); the optimizer starts fresh.
     """
     validate(asdict(config))
     text, filename = read_model(config.model)
+    source = None
+    if init_from is not None:
+        import nnre
+
+        source = nnre.load(init_from)
+        config.dims = dims_from_bundle(text, filename, config.dims, source.dims, init_from)
     config.dims = resolve_dims(text, filename, config.dims, DEFAULT_DIMS)
     trainer: Trainer
     if Path(data_path).suffix in (".npz", ".csv"):
@@ -251,13 +259,32 @@ def start(config: TrainConfig, data_path: str | Path, init_from: str | None = No
     else:
         from nndk.train_text import TextTrainer
 
+        vocab = bundle_vocab(source.metadata) if source is not None else None
         trainer = TextTrainer(config, data_path, text, filename,
-                              load_text(data_path, config.val_frac))
-    if init_from is not None:
-        import nnre
-
-        trainer.learner.load_weights(nnre.load(init_from).weights(), init_from)
+                              load_text(data_path, config.val_frac, vocab=vocab))
+    if source is not None and init_from is not None:
+        trainer.learner.load_weights(source.weights(), init_from)
     return trainer
+
+
+def dims_from_bundle(text: str, filename: str, given: dict[str, int],
+                     bundle: dict[str, int], source: str) -> dict[str, int]:
+    """The dimensions of a run started from a bundle's weights: the bundle's, for each one
+    the model declares, with ``--set`` only where it agrees (the weights fit one size)."""
+    for name, size in given.items():
+        if name in bundle and bundle[name] != size:
+            raise ConfigError(f"--set {name}={size}: {source} has {name}={bundle[name]}, the "
+                              f"size its weights fit (leave --set {name} out to use it)")
+    declared = declared_dims(text, filename)
+    return {k: v for k, v in bundle.items() if k in declared} | given
+
+
+def bundle_vocab(metadata: dict[str, Any]) -> str | None:
+    """A character model's vocabulary, from its ``char`` codec; None for other bundles."""
+    for entry in (metadata.get("codecs") or {}).values():
+        if entry.get("id") == "char":
+            return "".join(entry["vocab"])
+    return None
 
 
 def resume(directory: str | Path, data_path: str | Path | None = None,

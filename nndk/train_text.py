@@ -34,15 +34,19 @@ class TextTrainer(Trainer):
 
     def __init__(self, config: TrainConfig, data_path: str | Path, equations: str,
                  filename: str, data: TextData) -> None:
-        inputs = analyse(parse(equations, filename)).inputs
-        if len(inputs) != 1:
+        roles = analyse(parse(equations, filename))
+        if len(roles.inputs) != 1:
             raise TrainingError(f"a character model needs exactly one input, {filename} has "
-                                f"{len(inputs)}: {', '.join(inputs)}")
-        self.input = inputs[0]
-        checked = check(equations, config.dims, filename=filename,
-                        known={self.input: (data.size,)})
+                                f"{len(roles.inputs)}: {', '.join(roles.inputs)}")
+        self.input = roles.inputs[0]
+        known = {self.input: (data.size,)}
+        trained = config.output or ("y" if "y" in roles.outputs else
+                                    roles.outputs[0] if len(roles.outputs) == 1 else None)
+        if trained in roles.outputs:  # its size is the vocabulary's: no `yₜ ∈ ℝ^V` needed
+            known[trained] = (data.size,)
+        checked = check(equations, config.dims, filename=filename, known=known)
         check_budget(checked, config.optimizer, config.seq_length, config.batch_size)
-        self.output = pick_output(checked, data.size, filename)
+        self.output = pick_output(checked, data.size, filename, config.output)
         super().__init__(config, Learner(checked, equations, config.optimizer, config.seed,
                                          config.init), filename)
         self.data_path = str(data_path)

@@ -84,9 +84,13 @@ def test_pack_array_checkpoint_and_init_from(classes: Path, tmp_path: Path) -> N
     for name, value in trainer.params.items():
         np.testing.assert_array_equal(again.params[name], value, err_msg=name)
     assert again.step == 0 and again.opt.t == 0
-    with pytest.raises(nnre.NnreError, match="has shape"):
+    with pytest.raises(nnre.NnreError, match=r"--set H=9: .*mlp.bundle has H=8, the size "
+                                             r"its weights fit \(leave --set H out"):
         start(TrainConfig(model="mlp", dims={"H": 9}, steps=1, sample_length=0), classes,
               init_from=str(out))
+    default = start(TrainConfig(model="mlp", steps=1, sample_length=0), classes,
+                    init_from=str(out))  # no --set: H=8 from the bundle, not the default 128
+    assert default.config.dims["H"] == 8 and default.learner.dims["H"] == 8
 
 
 @pytest.mark.parametrize("read_out", ["log_softmax", "softmax", "regression"])
