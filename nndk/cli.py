@@ -170,7 +170,9 @@ def train_command(data: str, model: str, bindings: tuple[str, ...], resume_dir: 
 
     Text: the model reads one character per step (one-hot) and predicts the next.
     Arrays (.npz or .csv): one array per model input, named like it, plus a target array
-    (--target); rows are examples, (N, n) or, for a recurrent model, (N, T, n).
+    (--target); rows are examples, (N, n) or, for a recurrent model, (N, T, n). A CSV's
+    header names its columns: x.0, x.1, … or x0, x1, … (numbered from 0 or 1) are the
+    columns of array x, any other name an array of one column.
 
     Prints progress on stderr (a bar in a terminal, log lines otherwise) with the loss,
     validation loss (in bits per character for text; a classifier's accuracy too), speed

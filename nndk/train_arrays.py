@@ -38,12 +38,12 @@ class ArrayTrainer(Trainer):
                  filename: str) -> None:
         self.data_path = str(data_path)
         self.data_sha256 = hashlib.sha256(Path(data_path).read_bytes()).hexdigest()
-        arrays = load_arrays(data_path)
+        roles = analyse(parse(equations, filename))
+        arrays = load_arrays(data_path, [*roles.inputs, config.target])
         target = arrays.get(config.target)
         if target is None:
             raise DataError(f"{data_path}: no target array {config.target!r} (arrays: "
                             f"{', '.join(sorted(arrays))})")
-        roles = analyse(parse(equations, filename))
         self.recurrent = bool(roles.state)
         self.classes = config.loss == "ce" or (config.loss == "auto" and target.dtype.kind in "iu")
         _check_rows(data_path, arrays, [*roles.inputs, config.target])
