@@ -136,6 +136,13 @@ def gradcheck_command(model: str, bindings: tuple[str, ...], steps: int, batch: 
                    "(the state generation starts from) instead of carrying the previous "
                    "batch's state; 0 carries every stream, as char-rnn does. Without it a "
                    "model garbles the text right after a short --prime.")
+@click.option("--min-count", default=1, show_default=True,
+              help="Text: characters seen fewer than N times in the text are read as one "
+                   "unknown symbol, U+FFFD, which the bundle keeps so that `nnre run` reads a "
+                   "prime's unseen characters as it too. A corpus with many rare characters "
+                   "otherwise gets a large vocabulary whose rare rows barely train, and "
+                   "samples can fall into loops of them. (With --init-from a character "
+                   "bundle, its vocabulary is used.)")
 @click.option("--init", "init_scheme", type=click.Choice(INIT_SCHEMES), default="auto",
               show_default=True, help="auto: orthogonal square matrices, Xavier the rest.")
 @click.option("--seed", default=0, show_default=True, help="Drives every random choice.")
@@ -150,8 +157,8 @@ def gradcheck_command(model: str, bindings: tuple[str, ...], steps: int, batch: 
 @click.option("--resume", "resume_dir", type=click.Path(), default=None,
               help="Continue a checkpoint exactly (weights, optimizer, step, data, RNG), in "
                    "its own directory. --model, --set, --seq-length, --batch-size, --seed, "
-                   "--val-frac, --init, --optimizer, --loss, --target, --output and DATA must "
-                   "match it; --steps/--epochs (longer only), --lr, --lr-decay, "
+                   "--val-frac, --init, --optimizer, --loss, --target, --output, --min-count "
+                   "and DATA must match it; --steps/--epochs (longer only), --lr, --lr-decay, "
                    "--decay-every, --clip, --eval-every, --sample-every, --sample-length, "
                    "--temperature, --reset-frac, --eval-iters, --print-every and --keep are "
                    "applied with a note; "
@@ -192,12 +199,12 @@ def train_command(data: str, model: str, bindings: tuple[str, ...], resume_dir: 
         changes = given_options(click.get_current_context(), bindings)
         trainer = resume_training(resume_dir, data, changes=changes)
         checkpoint_dir = str(run_directory(resume_dir))
-        for note in trainer.notes:
-            click.echo(f"note: {note}", err=True)
     else:
         config = TrainConfig(model=model, dims=parse_bindings(bindings), init=init_scheme,
                              **options)
         trainer = start(config, data, init_from)
+    for note in trainer.notes:
+        click.echo(f"note: {escaped(note)}", err=True)
     try:
         trainer.fit(checkpoint_dir, Reporter(print_every=trainer.config.print_every),
                     keep=keep, overwrite=overwrite)

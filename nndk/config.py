@@ -46,6 +46,7 @@ class TrainConfig:
     reset_frac: float = 0.25  # text: streams that read each batch from the zero state
     eval_iters: int = 0  # evaluate on this many validation batches (0: all of them)
     print_every: int = 0  # a log line every N steps when not in a terminal (0: at evaluations)
+    min_count: int = 1  # text: rarer characters read as the unknown symbol U+FFFD
 
 
 DEFAULT_DIMS = {"H": 128}
@@ -75,10 +76,12 @@ RULES: dict[str, Rule] = {
     "reset_frac": Rule("float", 0, 1),
     "eval_iters": Rule("int", 0, MAX_COUNT),
     "print_every": Rule("int", 0, MAX_COUNT),
+    "min_count": Rule("int", 1, MAX_COUNT),
 }
 
 #: What a checkpoint written before an option existed ran with: it resumes the same way.
-LEGACY: dict[str, object] = {"reset_frac": 0.0, "eval_iters": 0, "print_every": 0}
+LEGACY: dict[str, object] = {"reset_frac": 0.0, "eval_iters": 0, "print_every": 0,
+                             "min_count": 1}
 
 
 def flag(name: str) -> str:

@@ -12,6 +12,7 @@ import hashlib
 import io
 import math
 import re
+from collections import Counter
 from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from nnre import budget
+from nnre.bundle.format import UNKNOWN_CHAR
 from nnre.errors import NnreError
 from nnre.files import open_regular
 from nnre.npz import read_npz
@@ -38,21 +40,48 @@ class TextData:
     train: np.ndarray  # int32 character indices
     val: np.ndarray
     sha256: str
+    folded: tuple[int, int] = (0, 0)  # characters read as U+FFFD: (distinct, occurrences)
 
     @property
     def size(self) -> int:
         return len(self.vocab)
 
     def encode(self, text: str) -> np.ndarray:
-        index = {ch: i for i, ch in enumerate(self.vocab)}
-        missing = sorted({ch for ch in text if ch not in index})
-        if missing:
-            raise DataError(f"characters not in the vocabulary: {missing!r}")
-        return np.array([index[ch] for ch in text], dtype=np.int32)
+        return encode(text, self.vocab, "the text")
 
 
-def load_text(path: str | Path, val_frac: float = 0.1, vocab: str | None = None) -> TextData:
-    """Read a UTF-8 text file; the vocabulary is its sorted set of characters."""
+def vocabulary(text: str, min_count: int = 1) -> str:
+    """The sorted characters of ``text`` seen at least ``min_count`` times, plus the unknown
+    symbol U+FFFD if any is left out: rare characters then read as it (and so do characters
+    a prime brings at run time, by the bundle's char codec)."""
+    counts = Counter(text)
+    kept = {ch for ch, n in counts.items() if n >= min_count}
+    if not kept:
+        raise DataError(f"--min-count {min_count} leaves no character: the most frequent one "
+                        f"appears {max(counts.values())} times")
+    if len(kept) < len(counts):
+        kept.add(UNKNOWN_CHAR)
+    return "".join(sorted(kept))
+
+
+def encode(text: str, vocab: str, what: str) -> np.ndarray:
+    """Indices into ``vocab``; a character outside it is the unknown symbol's if ``vocab``
+    has one (U+FFFD), else a DataError naming the first few."""
+    index = {ch: i for i, ch in enumerate(vocab)}
+    unknown = index.get(UNKNOWN_CHAR, -1)
+    if unknown < 0:
+        outside = sorted({ch for ch in text if ch not in index})
+        if outside:
+            raise DataError(f"{what}: characters not in the model's vocabulary: "
+                            f"{outside[:10]!r}")
+    return np.fromiter((index.get(ch, unknown) for ch in text), dtype=np.int32,
+                       count=len(text))
+
+
+def load_text(path: str | Path, val_frac: float = 0.1, vocab: str | None = None,
+              min_count: int = 1) -> TextData:
+    """Read a UTF-8 text file; the vocabulary is its sorted set of characters (those seen at
+    least ``min_count`` times, and U+FFFD for the rest), or ``vocab`` when given."""
     with open_regular(path, DataError) as f:  # a FIFO or device would block forever
         raw = f.read()
     text = _decode(Path(path), raw, "the text")
@@ -60,14 +89,13 @@ def load_text(path: str | Path, val_frac: float = 0.1, vocab: str | None = None)
         raise DataError(f"{path}: needs at least 2 characters of text, has {len(text)}")
     if not 0 <= val_frac < 1:
         raise DataError(f"--val-frac must be in [0, 1), got {val_frac}")
-    vocab = vocab if vocab is not None else "".join(sorted(set(text)))
-    index = {ch: i for i, ch in enumerate(vocab)}
-    unknown = sorted({ch for ch in text if ch not in index})
-    if unknown:
-        raise DataError(f"{path}: characters not in the model's vocabulary: {unknown[:10]!r}")
-    codes = np.fromiter((index[ch] for ch in text), dtype=np.int32, count=len(text))
+    vocab = vocab if vocab is not None else vocabulary(text, min_count)
+    codes = encode(text, vocab, str(path))
     cut = len(codes) - int(len(codes) * val_frac)
-    return TextData(vocab, codes[:cut], codes[cut:], hashlib.sha256(raw).hexdigest())
+    known = set(vocab)
+    outside = Counter(ch for ch in text if ch not in known)
+    return TextData(vocab, codes[:cut], codes[cut:], hashlib.sha256(raw).hexdigest(),
+                    (len(outside), sum(outside.values())))
 
 
 class Streams:

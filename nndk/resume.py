@@ -27,7 +27,7 @@ RESUME: dict[str, str] = {
     # what the run is: a different value is another run
     "model": MATCH, "dims": MATCH, "seq_length": MATCH, "batch_size": MATCH, "seed": MATCH,
     "val_frac": MATCH, "init": MATCH, "optimizer": MATCH, "loss": MATCH, "target": MATCH,
-    "output": MATCH,
+    "output": MATCH, "min_count": MATCH,
     # how the rest of it goes: applied, with a note
     "steps": APPLY, "epochs": APPLY, "lr": APPLY, "lr_decay": APPLY, "decay_every": APPLY,
     "clip": APPLY, "eval_every": APPLY, "sample_every": APPLY, "sample_length": APPLY,

@@ -260,8 +260,12 @@ def start(config: TrainConfig, data_path: str | Path, init_from: str | None = No
         from nndk.train_text import TextTrainer
 
         vocab = bundle_vocab(source.metadata) if source is not None else None
-        trainer = TextTrainer(config, data_path, text, filename,
-                              load_text(data_path, config.val_frac, vocab=vocab))
+        data = load_text(data_path, config.val_frac, vocab, config.min_count)
+        trainer = TextTrainer(config, data_path, text, filename, data)
+        if data.folded[0]:
+            trainer.notes.append(f"{data.folded[0]} rare character(s) ({data.folded[1]} "
+                                 "occurrences) read as the unknown symbol U+FFFD "
+                                 f"(--min-count {config.min_count})")
     if source is not None and init_from is not None:
         trainer.learner.load_weights(source.weights(), init_from)
     return trainer
