@@ -32,7 +32,6 @@ EVAL_STREAM = 0xE7A1  # keeps the --eval-iters row choice apart from other seede
 class ArrayTrainer(Trainer):
     kind = "arrays"
     unit = "examples"
-    hits = (0, 0)  # (right, predictions) of the last batch: largest output = the target
 
     def __init__(self, config: TrainConfig, data_path: str | Path, equations: str,
                  filename: str) -> None:
@@ -94,16 +93,18 @@ class ArrayTrainer(Trainer):
         flat = target.reshape(steps * len(rows), *(() if self.classes else (-1,)))
         return feeds, flat, steps
 
-    def _loss(self, rows: np.ndarray, grad: bool) -> tuple[float, Seeds, Any]:
+    def _loss(self, rows: np.ndarray, grad: bool) -> tuple[float, Seeds, Any, tuple[int, int]]:
+        """Loss, seeds and run of ``rows``, and a classifier's (right, predictions): the rows
+        (and steps) whose largest output is the target."""
         feeds, target, steps = self._batch(rows)
         run = self.learner.forward(feeds, steps, len(rows), None)
         prog = self.learner.prog
         values = run.full[prog.outputs[self.output]]
         loss, seeds = LOSSES["ce" if self.classes else "mse"](prog, self.output, values, target,
                                                               grad)
-        if self.classes:  # the share of rows (and steps) whose largest output is the target
-            self.hits = (int(np.count_nonzero(values.argmax(axis=1) == target)), len(target))
-        return loss, seeds, run
+        hits = (int(np.count_nonzero(values.argmax(axis=1) == target)) if self.classes else 0,
+                len(target))
+        return loss, seeds, run, hits
 
     def train_step(self) -> float:
         size = self.config.batch_size
@@ -111,10 +112,10 @@ class ArrayTrainer(Trainer):
             self.order = self.learner.rng.permutation(self.train_rows)
             self.cursor = 0
         rows = self.order[self.cursor:self.cursor + size]
-        loss, seeds, run = self._loss(rows, grad=True)
+        loss, seeds, run, (right, predictions) = self._loss(rows, grad=True)
         self.check_loss(loss)
         if self.classes:
-            self.accuracy = self.hits[0] / self.hits[1]
+            self.accuracy = right / predictions
         self.learner.update(run, seeds, self.learning_rate(), self.config.clip)
         self.cursor += size
         self.step += 1
@@ -136,8 +137,9 @@ class ArrayTrainer(Trainer):
             return None, None
         total, hits, counted, size = 0.0, 0, 0, self.config.batch_size
         for chunk in (rows[i:i + size] for i in range(0, len(rows), size)):
-            total += self._loss(chunk, grad=False)[0] * len(chunk)
-            hits, counted = hits + self.hits[0], counted + self.hits[1]
+            loss, _, _, (right, predictions) = self._loss(chunk, grad=False)
+            total += loss * len(chunk)
+            hits, counted = hits + right, counted + predictions
         return total / len(rows), (hits / counted if self.classes else None)
 
     def data_record(self) -> dict[str, Any]:
