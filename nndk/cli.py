@@ -138,8 +138,9 @@ def gradcheck_command(model: str, bindings: tuple[str, ...], steps: int, batch: 
                    "model garbles the text right after a short --prime.")
 @click.option("--min-count", default=1, show_default=True,
               help="Text: characters seen fewer than N times in the text are read as one "
-                   "unknown symbol, U+FFFD, which the bundle keeps so that `nnre run` reads a "
-                   "prime's unseen characters as it too. A corpus with many rare characters "
+                   "unknown symbol, U+FFFD (in the vocabulary only when some character is that "
+                   "rare), which the bundle keeps so that `nnre run` reads a prime's unseen "
+                   "characters as it too. A corpus with many rare characters "
                    "otherwise gets a large vocabulary whose rare rows barely train, and "
                    "samples can fall into loops of them. (With --init-from a character "
                    "bundle, its vocabulary is used.)")
