@@ -166,3 +166,31 @@ def test_the_fraction_is_in_the_bundles_provenance(corpus: Path, tmp_path: Path)
     pack(PackRequest(tmp_path / "ck", None, out, "m", "1.0.0", created="2026-01-01T00:00:00Z"))
     hyper = nnre.load(out).metadata["provenance"]["hyperparameters"]
     assert hyper["reset_frac"] == 0.375
+
+
+SAMPLES = Path(__file__).resolve().parent.parent / "samples"
+
+
+def test_the_shipped_sample_starts_from_zero_state_within_1_5x() -> None:
+    """The issue's target, on the shipped bundle and the held-out part of its corpus."""
+    model = nnre.load(SAMPLES / "lighthouse.bundle")
+    text = bench_zero_state.held_out((SAMPLES / "corpus.txt").read_text(encoding="utf-8"), 0.1)
+    result = bench_zero_state.measure(model, text)
+    assert result.lines > 500
+    assert result.ratio <= 1.5, result
+
+
+@pytest.mark.parametrize("prime, settings", [("3 May.", {"seed": 1}),
+                                             *[("The ", {"seed": s, "temperature": 0.5})
+                                               for s in range(1, 6)]])
+def test_the_shipped_sample_writes_only_words_of_its_corpus(prime: str, settings: dict) -> None:
+    """The README's command and the issue's short prime, with the bundle's sampling settings
+    as ``nnre run`` uses them: every whole word of the first 80 characters is a word of the
+    corpus (the garbling was words like 'bufted' right after the prime)."""
+    import re
+
+    corpus = set(re.findall(r"[A-Za-z]+", (SAMPLES / "corpus.txt").read_text(encoding="utf-8")))
+    model = nnre.load(SAMPLES / "lighthouse.bundle")
+    text = prime + "".join(model.generate(prime, 80, **(model.sampling | settings)))
+    words = re.findall(r"[A-Za-z]+", text.rsplit(" ", 1)[0])  # the last word may be cut off
+    assert words and set(words) <= corpus, sorted(set(words) - corpus)
