@@ -23,6 +23,7 @@ from nndk.unrolled import Unrolled
 from nnre.equations import check
 from nnre.equations.parser import parse
 from nnre.equations.roles import analyse
+from nnre.generate import default_prime
 
 RESTART_STREAM = 0x5EED  # keeps the restart choice apart from other seeded choices
 
@@ -133,13 +134,15 @@ class TextTrainer(Trainer):
 
     def sample(self, length: int, prime: str | None = None) -> str:
         """Text from the current weights, by the runtime's own ``Model.generate``; its own
-        seed (from the run's seed and the step), so training is not perturbed."""
+        seed (from the run's seed and the step), so training is not perturbed. The prime is
+        ``nnre run``'s default, a line break if the text has one (a lone first character of
+        the text, such as a digit, is an ambiguous start)."""
         vocab = list(self.data.vocab)
         codecs = {self.input: {"id": "char", "vocab": vocab},
                   self.output: {"id": "sample", "vocab": vocab}}
         model = self.learner.runtime_model({"codecs": codecs})
         seed = int(np.random.SeedSequence([self.config.seed, self.step]).generate_state(1)[0])
-        prime = prime or vocab[int(self.data.train[0])]
+        prime = prime or default_prime(model)
         return "".join(model.generate(prime, length, temperature=self.config.temperature,
                                       seed=seed))
 

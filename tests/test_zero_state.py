@@ -194,3 +194,15 @@ def test_the_shipped_sample_writes_only_words_of_its_corpus(prime: str, settings
     text = prime + "".join(model.generate(prime, 80, **(model.sampling | settings)))
     words = re.findall(r"[A-Za-z]+", text.rsplit(" ", 1)[0])  # the last word may be cut off
     assert words and set(words) <= corpus, sorted(set(words) - corpus)
+
+
+def test_training_samples_start_after_a_line_break(corpus: Path) -> None:
+    """As `nnre run` does without --prime (the first character of the text, a lone digit in
+    the shipped corpus, is an ambiguous start)."""
+    lines = corpus.parent / "lines.txt"
+    lines.write_text("1 May.\n" + corpus.read_text(encoding="utf-8").replace("fox ", "fox\n"),
+                     encoding="utf-8")
+    trainer = start(small(steps=1), lines)
+    for _ in range(40):
+        trainer.train_step()
+    assert trainer.sample(30) == trainer.sample(30, prime="\n") != trainer.sample(30, prime="1")
