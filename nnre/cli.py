@@ -16,7 +16,7 @@ from typing import IO, Any
 import click
 
 from nnre import __version__, budget, bundle, loader
-from nnre.bundle.info import escaped, info, render
+from nnre.bundle.info import escaped, info, json_escaped, render
 from nnre.errors import EquationError, FeedError, NnreError
 from nnre.files import open_regular
 from nnre.threads import set_blas_threads
@@ -101,13 +101,16 @@ def cli() -> None:
 @threads_option
 @max_bytes_option
 @click.argument("path")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Machine-readable output: UTF-8 JSON, with Unicode kept as is (equations "
+                   "stay readable) except controls, bidi overrides and other invisible "
+                   "characters, written as \\uXXXX escapes.")
 @click.option("--no-tensors", is_flag=True, help="Leave out the tensor table.")
 def inspect(path: str, as_json: bool, no_tensors: bool) -> None:
     """Show a bundle's format, id, signature, equations, tensors and metadata."""
     facts = info(bundle.decode(path), tensors=not no_tensors)
-    if as_json:
-        click.echo(json.dumps(facts, indent=2, ensure_ascii=True))
+    if as_json:  # readable Unicode, but nothing a terminal would obey (json_escaped)
+        click.echo(json_escaped(json.dumps(facts, indent=2, ensure_ascii=False)))
     else:
         click.echo("\n".join(render(facts)))
 
