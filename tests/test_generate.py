@@ -225,7 +225,7 @@ def test_generating_from_a_model_that_outputs_nan_is_one_error_line(tmp_path) ->
     write(tmp_path / "nan.bundle", content)
     root = Path(__file__).resolve().parent.parent
     proc = subprocess.run([sys.executable, "-m", "nnre", "run", str(tmp_path / "nan.bundle"),
-                           "-n", "5", "--no-cache"], capture_output=True, text=True,
+                           "-n", "5", "--no-cache", "--seed", "0"], capture_output=True, text=True,
                           timeout=120, cwd=root, env={**os.environ, "PYTHONPATH": str(root)})
     assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
     assert proc.stderr.startswith("error: sampling step 1: the output is not a probability")

@@ -74,7 +74,7 @@ def test_characters_stream_before_the_process_ends(text_model) -> None:
 @pytest.mark.parametrize("args, message", [
     (["--prime", "aQz€"], "3 character(s) not in the model's vocabulary: 'Q' 'z' '€'"),
     (["--temperature", "nan"], "temperature must be a finite number ≥ 0 (0: greedy)"),
-    (["--top-p", "1.5"], "top_p must be in (0, 1]"),
+    (["--top-p", "1.5"], "Invalid value for '--top-p': 1.5 is not in the range 0<x<=1."),
     (["--top-k", "-2"], "Invalid value for '--top-k'"),
     (["--output", "o.npz"], "--output goes with --input"),
 ])
