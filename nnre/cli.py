@@ -332,6 +332,50 @@ def _read_text(path: str, cap: int) -> str:
         raise FeedError(f"{where}: not UTF-8 text (byte {err.start:,})") from None
 
 
+SCORE_HELP = """Bits per character and perplexity of a text under a text model.
+
+The text (UTF-8; - reads stdin) is read through the model's char codec from the zero
+state, after a newline when the vocabulary has one (not scored), and every character
+costs -log2 of the probability the model gave it one step before, as llama-perplexity
+scores tokens.
+
+\b
+Examples:
+  nnre score samples/lighthouse.bundle held-out.txt
+  nnre score m.bundle notes.txt --context 200      # chunks of 200, each from zero
+  nnre score m.bundle notes.txt --skip-unknown     # leave out what the vocab lacks
+"""
+
+
+@cli.command("score", help=SCORE_HELP)
+@threads_option
+@max_bytes_option
+@click.argument("model_path", metavar="MODEL.bundle")
+@click.argument("text_path", metavar="FILE|-")
+@click.option("--context", type=click.IntRange(min=1), metavar="N",
+              help="Score chunks of N characters, each read from the zero state, e.g. "
+                   "--context 200 (default: the whole text as one sequence).")
+@click.option("--skip-unknown", is_flag=True,
+              help="Leave out characters outside the vocabulary, and count them, instead of "
+                   "stopping at the first with an error naming its line and column.")
+@click.option("--no-cache", is_flag=True, help="Neither read nor write the compile cache.")
+def score_command(model_path: str, text_path: str, context: int | None, skip_unknown: bool,
+                  no_cache: bool) -> None:
+    model = loader.load(model_path, cache=not no_cache)
+    where = "<stdin>" if text_path == "-" else text_path
+    text = _read_text(text_path, MAX_SCORE_BYTES)
+    result = model.score(text, context=context, skip_unknown=skip_unknown, source=where)
+    if not result.chars:
+        raise FeedError(f"{where}: no character to score (the text has {len(text)})")
+    skipped = f" ({result.skipped:,} not in the vocabulary, skipped)" if result.skipped else ""
+    click.echo(f"bits per character  {result.bits_per_char:.4f}\n"
+               f"perplexity          {result.perplexity:.4f}\n"
+               f"characters scored   {result.chars:,}{skipped}")
+
+
+MAX_SCORE_BYTES = 1 << 30  # the text is held in memory, with ~48 bytes per character more
+
+
 def _open_input(path: str) -> IO[bytes]:
     """stdin for ``-``, else the file if it is a regular one (a FIFO would block forever)."""
     if path == "-":

@@ -44,9 +44,9 @@ class CharCodec:
         missing = sorted({ch for ch in text if ch not in self.index})
         if missing:
             raise FeedError(f"{len(missing)} character(s) not in the model's vocabulary: "
-                            + " ".join(_show(ch) for ch in missing)
+                            + " ".join(show_char(ch) for ch in missing)
                             + f" (the vocabulary has {len(self.vocab)}: "
-                            + "".join(_show(ch, bare=True) for ch in self.vocab) + ")")
+                            + "".join(show_char(ch, bare=True) for ch in self.vocab) + ")")
         return [self.index[ch] for ch in text]
 
     def one_hot(self, text: str, dtype: str = "float32") -> np.ndarray:
@@ -198,7 +198,7 @@ class Sampler:
             np.cumsum(probs, dtype=np.float64, out=cdf)
         # NaN fails every comparison, so it lands here too; the checks cost ~1 µs a draw
         if not (probs.size and 0 < cdf[-1] < math.inf and np.minimum.reduce(probs) >= 0):
-            raise OutputError(f"sampling step {self.draws}: {_not_a_distribution(probs)}")
+            raise OutputError(f"sampling step {self.draws}: {not_a_distribution(probs)}")
         if self.plain:
             return int(cdf.searchsorted(self.rng.random() * cdf[-1], side="right"))
         p = self._penalized(probs)
@@ -272,7 +272,7 @@ def _check_settings(temperature: Any, top_k: Any, top_p: Any, seed: Any, min_p: 
             raise FeedError(f"{name} must be {want}, got {value!r}")
 
 
-def _not_a_distribution(probs: np.ndarray) -> str:
+def not_a_distribution(probs: np.ndarray) -> str:
     """Why ``probs`` cannot be drawn from, naming the first offending index and value."""
     what = "the output is not a probability distribution"
     bad = np.flatnonzero(~np.isfinite(probs) | (probs < 0))
@@ -284,7 +284,7 @@ def _not_a_distribution(probs: np.ndarray) -> str:
     return f"{what}: its total overflows to infinity"
 
 
-def _show(ch: str, bare: bool = False) -> str:
+def show_char(ch: str, bare: bool = False) -> str:
     """A character as a reader can see it: printable as is, else escaped."""
     if ch.isprintable() and not ch.isspace():
         return ch if bare else repr(ch)

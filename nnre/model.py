@@ -224,6 +224,16 @@ class Model:
                         top_p=top_p, seed=seed, greedy=greedy, stop=stop, min_p=min_p,
                         repeat_penalty=repeat_penalty, repeat_last_n=repeat_last_n)
 
+    def score(self, text: str, *, prime: str | None = None, context: int | None = None,
+              skip_unknown: bool = False, source: str = "<text>") -> Any:
+        """Bits of each character of ``text`` read from the zero state after ``prime`` (a
+        newline by default, when the vocabulary has one); a ``nnre.scoring.Score`` with
+        ``bits``, ``positions``, ``bits_per_char``, ``perplexity`` (see nnre.scoring)."""
+        from nnre.scoring import score
+
+        return score(self, text, prime=prime, context=context, skip_unknown=skip_unknown,
+                     source=source)
+
     def run(self, feeds: Mapping[str, Any], state: Mapping[str, Any] | None = None
             ) -> tuple[Arrays, Arrays]:
         """A whole sequence: feeds ``(T, B, n)`` or ``(T, n)`` → (outputs over time, state)."""
