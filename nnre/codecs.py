@@ -181,7 +181,7 @@ class Sampler:
         """Count ``codes`` (a prime) as recent, for the repeat penalty; draws count themselves."""
         if self.penalty is None:
             return
-        for code in codes:
+        for code in list(codes)[-(self.recent.maxlen or 1):]:  # a long prime: its tail
             if len(self.recent) == self.recent.maxlen:
                 self.seen[self.recent[0]] -= 1
             self.recent.append(code)

@@ -88,6 +88,9 @@ def test_missing_or_wrong_files(tmp_path) -> None:
     for path in (tmp_path / "nope.bundle", Path(__file__)):
         code, _, err = nnre_run(str(path), "-n", "3")
         assert code == 1 and err.startswith("error:") and err.count("\n") == 1
+    # issue #15: this Python file was 'an equations text file' (it has '=' near the top)
+    assert f"{Path(__file__)}: not a .bundle file: it looks like Python source code (expected " \
+           "the magic 89 4e 4e 52 45 0d 0a 1a)" in err
 
 
 @pytest.fixture(scope="module")
