@@ -284,3 +284,21 @@ def test_greedy_is_the_argmax_of_the_models_probabilities_step_by_step(model) ->
 def test_a_bad_list_of_primes_is_a_feed_error(model, primes) -> None:
     with pytest.raises(FeedError, match="prime of at least one character"):
         model.generate(primes, 5)
+
+
+def test_a_batch_zeroes_a_late_primes_state_at_every_lag() -> None:
+    """State read two steps back lives in a ring of three phases: a shorter prime starts
+    later, so all of its ring rows must be zero at its first step, as when it runs alone."""
+    eq = ("xₜ ∈ ℝ^V\nhₜ ∈ ℝ^H\nhₜ = tanh(W xₜ + U hₜ₋₁ + Q hₜ₋₂ + b)\n"
+          "yₜ = softmax(W_y hₜ + b_y)\n")
+    rng = np.random.default_rng(0)
+    w = {"W": rng.normal(size=(4, 5)), "U": rng.normal(size=(4, 4)),
+         "Q": rng.normal(size=(4, 4)), "b": rng.normal(size=4),
+         "W_y": 2 * rng.normal(size=(5, 4)), "b_y": rng.normal(size=5)}
+    vocab = list("abcde")
+    m = nnre.Model.from_equations(eq, w, dtype="float64", metadata={"codecs": {
+        "x": {"id": "char", "vocab": vocab}, "y": {"id": "sample", "vocab": vocab}}})
+    assert m.step_stage(1).phases == 3
+    primes = ["abcde", "a", "cc", "edcba"]
+    batch = ["".join(c) for c in zip(*m.generate(primes, 50, seed=3), strict=True)]
+    assert batch == ["".join(m.generate(p, 50, seed=3 + i)) for i, p in enumerate(primes)]
