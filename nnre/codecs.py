@@ -140,7 +140,8 @@ class Sampler:
        indices of non-zero probability: softmax is blind to a shift of its logits and the
        rule is not, and plain log-probabilities (all ≤ 0) would leave the most likely index
        untouched. On ``samples/lighthouse.bundle`` the read-out's own logits have mean −1.3 ±
-       0.7 over the vocabulary, so the centred ones are within ~1 nat of them.
+       0.7 over the vocabulary (the most likely ≈ +13), so the centred ones differ from them
+       by about 1.3 and fall in the same branch of the rule.
     2. ``min_p`` (llama.cpp's): keep the indices whose probability is ≥ min_p × the largest.
     3. ``temperature`` T: p^(1/T); T = 0 is greedy, as in llama.cpp.
     4. ``top_k``, then 5. ``top_p`` (nucleus), as in formats/bundle.md §3.5.
