@@ -203,7 +203,8 @@ Examples:
               help="Text to start from, e.g. -p \"The \" (default: a newline if the "
                    "vocabulary has one).")
 @click.option("--prompt-file", metavar="FILE",
-              help="Start from this UTF-8 file's text, as is (its last newline included).")
+              help="Start from this UTF-8 file's text (- reads stdin), as is: its last "
+                   "newline included.")
 @click.option("-n", "--length", type=click.IntRange(min=0), default=500, show_default=True,
               help="Characters to generate.")
 @click.option("--num-samples", type=click.IntRange(min=1), default=1, show_default=True,
