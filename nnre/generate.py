@@ -15,6 +15,7 @@ draw that lands within ~1e-7 of a boundary between two characters).
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from operator import itemgetter
 from typing import Any
 
 from nnre.codecs import Sampler, text_io
@@ -44,7 +45,7 @@ def generate(model: Any, prime: str | Sequence[str], length: int, *,
         sampler.remember(prime_codes)
     steps = _streams(model, io.input, model.program.outputs[io.output], io.chars.vocab, codes,
                      length, samplers, stop or "")
-    return (chars[0] for chars in steps) if isinstance(prime, str) else steps
+    return map(itemgetter(0), steps) if isinstance(prime, str) else steps
 
 
 def _streams(model: Any, input_name: str, out_index: int, vocab: list[str],
@@ -57,10 +58,11 @@ def _streams(model: Any, input_name: str, out_index: int, vocab: list[str],
     tapes, phases = stage.tapes, stage.phases
     hot = [0] * batch  # the hot index of each one-hot row
 
-    def feed(t: int, now: Sequence[tuple[int, int]]) -> None:
-        """Step t with character ``code`` for each (stream, code) in ``now``; the other rows
-        keep their input (the one-hot rows are edited in place)."""
-        for i, code in now:
+    def feed(t: int, streams: Sequence[int], now: Sequence[int]) -> None:
+        """Step t with character ``now[i]`` for each stream i in ``streams``; the other rows
+        keep their input (the one-hot rows are edited in place: two element writes)."""
+        for i in streams:
+            code = now[i]
             x[i, hot[i]] = 0
             x[i, code] = 1
             hot[i] = code
@@ -69,23 +71,24 @@ def _streams(model: Any, input_name: str, out_index: int, vocab: list[str],
 
     t = _prime(stage, codes, feed)
     live = list(range(batch))
-    drawn: list[tuple[int, int]] = []
+    drawn = [0] * batch  # each stream's last character, fed back at the next step
+    chars = [""] * batch  # "" stays for a stream that has stopped
     tails = [""] * batch
     for n in range(length):
         if n:  # feed back the characters just drawn (the primes gave the first distributions)
-            feed(t, drawn)
+            feed(t, live, drawn)
             t += 1
         out = rows[(t - 1) % phases]
-        drawn = [(i, samplers[i](out[i])) for i in live]
-        chars = [""] * batch
-        for i, code in drawn:
+        for i in live:
+            drawn[i] = code = samplers[i](out[i])
             chars[i] = vocab[code]
         yield tuple(chars)
         if stop:
             for i in live:
                 tails[i] = (tails[i] + chars[i])[-len(stop):]
+                if tails[i] == stop:
+                    chars[i] = ""
             live = [i for i in live if tails[i] != stop]
-            drawn = [d for d in drawn if tails[d[0]] != stop]
             if not live:
                 return
 
@@ -101,8 +104,8 @@ def _prime(stage: Any, codes: list[list[int]], feed: Any) -> int:
                 for buffers in stage.ring.values():
                     for buf in buffers:
                         buf[i] = 0
-        feed(t, [(i, c[t - s]) for i, (c, s) in enumerate(zip(codes, starts, strict=True))
-                 if t >= s])
+        streams = [i for i, start in enumerate(starts) if t >= start]
+        feed(t, streams, [c[t - s] if t >= s else 0 for c, s in zip(codes, starts, strict=True)])
     return longest
 
 
