@@ -277,6 +277,10 @@ def _generate(model: Any, prime: str | None, length: int, count: int,
         prime = default_prime(model)
     random = seed is None and not settings.get("greedy") and settings.get("temperature") != 0
     seed = secrets.randbelow(1 << 31) if random else seed
+    if count > 1:
+        from nnre.generate import check_batch
+
+        check_batch(model, count, kept=length)  # before a list of `count` primes is made
     primes = prime if count == 1 else [prime] * count
     steps = model.generate(primes, length, seed=seed, stop=stop, **settings)  # checks all
     if random:  # said only now that the settings passed

@@ -18,8 +18,11 @@ from collections.abc import Iterator, Sequence
 from operator import itemgetter
 from typing import Any
 
+from nnre import budget
 from nnre.codecs import Sampler, text_io
 from nnre.errors import FeedError
+
+SAMPLER_BYTES = 4096  # one Sampler besides its two arrays: objects, deque, PCG64 (~2.9 KiB)
 
 
 def generate(model: Any, prime: str | Sequence[str], length: int, *,
@@ -39,6 +42,7 @@ def generate(model: Any, prime: str | Sequence[str], length: int, *,
     codes = [io.chars.encode(p) for p in primes]
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
         raise FeedError(f"seed must be an integer ≥ 0, got {seed!r}")
+    check_batch(model, len(primes))  # now, not at the first character
     samplers = [Sampler(len(io.chars.vocab), seed=None if seed is None else seed + i,
                         **settings) for i in range(len(primes))]
     for sampler, prime_codes in zip(samplers, codes, strict=True):
@@ -46,6 +50,16 @@ def generate(model: Any, prime: str | Sequence[str], length: int, *,
     steps = _streams(model, io.input, model.program.outputs[io.output], io.chars.vocab, codes,
                      length, samplers, stop or "")
     return map(itemgetter(0), steps) if isinstance(prime, str) else steps
+
+
+def check_batch(model: Any, count: int, kept: int = 0) -> None:
+    """Refuse a batch of ``count`` texts whose step buffers and samplers (and ``kept``
+    characters per text that the caller holds) would pass the memory budget, before any of
+    it is allocated."""
+    vocab = len(text_io(model.metadata, list(model.inputs), list(model.outputs)).chars.vocab)
+    per_text = SAMPLER_BYTES + 16 * vocab + 8 * (kept + 1)
+    budget.check(model.memory(count) + per_text * count,
+                 f"generating {count:,} texts as one batch", FeedError)
 
 
 def _streams(model: Any, input_name: str, out_index: int, vocab: list[str],

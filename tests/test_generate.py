@@ -302,3 +302,16 @@ def test_a_batch_zeroes_a_late_primes_state_at_every_lag() -> None:
     primes = ["abcde", "a", "cc", "edcba"]
     batch = ["".join(c) for c in zip(*m.generate(primes, 50, seed=3), strict=True)]
     assert batch == ["".join(m.generate(p, 50, seed=3 + i)) for i, p in enumerate(primes)]
+
+
+def test_a_batch_past_the_budget_is_refused_at_the_call(model) -> None:
+    from nnre import budget
+
+    try:
+        budget.set_limit(model.memory(1) + 100_000)
+        model.generate("a", 5)  # one text fits
+        with pytest.raises(FeedError, match="generating 100 texts as one batch: .* past the "
+                                            "memory budget"):
+            model.generate(["a"] * 100, 5)  # raised here, not at the first character
+    finally:
+        budget.set_limit(None)

@@ -170,3 +170,11 @@ def test_help_teaches_with_examples_and_names_the_bundle_defaults() -> None:
 def test_the_readme_stop_example_is_escaped() -> None:
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text("utf-8")
     assert '--stop "\\n\\n"' in readme
+
+
+def test_num_samples_past_the_memory_budget_is_refused_before_allocating(model) -> None:
+    """A list of 10⁹ primes alone would be 8 GB: the budget is checked first."""
+    code, out, err = nnre("run", model, "--num-samples", "1000000000", "-n", "3")
+    assert code == 1 and out == ""
+    assert err.startswith("error: generating 1,000,000,000 texts as one batch: ")
+    assert "past the memory budget" in err and err.count("\n") == 1
