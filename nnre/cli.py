@@ -204,12 +204,13 @@ Examples:
                    "vocabulary has one).")
 @click.option("--prompt-file", metavar="FILE",
               help="Start from this UTF-8 file's text (- reads stdin), as is: its last "
-                   "newline included.")
+                   "newline included, e.g. --prompt-file start.txt.")
 @click.option("-n", "--length", type=click.IntRange(min=0), default=500, show_default=True,
               help="Characters to generate.")
 @click.option("--num-samples", type=click.IntRange(min=1), default=1, show_default=True,
               help="Texts from the same prompt, generated as one batch and printed after one "
-                   "another; text i is what --seed SEED+i gives alone.")
+                   "another, each under a header naming the --seed that gives it alone, "
+                   "e.g. --num-samples 4 --seed 1.")
 @click.option("--temperature", "--temp", type=click.FloatRange(min=0), metavar="T",
               help="≥ 0: lower is more conservative, 0 is greedy (default: the bundle's, "
                    "else 1.0), e.g. --temp 0.7.")
@@ -225,8 +226,8 @@ Examples:
               help="> 0: make characters seen in the last --repeat-last-n less likely "
                    "(llama.cpp's rule), e.g. --repeat-penalty 1.1 (1: off, the default).")
 @click.option("--repeat-last-n", type=click.IntRange(min=0), metavar="N",
-              help="How many recent characters, prompt included, --repeat-penalty looks at "
-                   "(default 64; 0: off).")
+              help="How many recent characters, prompt included, --repeat-penalty looks at, "
+                   "e.g. --repeat-last-n 200 (default 64; 0: off).")
 @click.option("--greedy/--no-greedy", default=None,
               help="Always the most likely character (same as --temp 0).")
 @click.option("--seed", type=click.IntRange(min=0),
@@ -362,7 +363,8 @@ Examples:
                    "--context 200 (default: the whole text as one sequence).")
 @click.option("--skip-unknown", is_flag=True,
               help="Leave out characters outside the vocabulary, and count them, instead of "
-                   "stopping at the first with an error naming its line and column.")
+                   "stopping at the first with an error naming its line and column (e.g. "
+                   "for a file with a few characters the training text lacked).")
 @click.option("--no-cache", is_flag=True, help="Neither read nor write the compile cache.")
 def score_command(model_path: str, text_path: str, context: int | None, skip_unknown: bool,
                   no_cache: bool) -> None:
