@@ -43,6 +43,7 @@ class Op:
     #: The kernel as bound ufunc calls over its ``out`` (scratch made once), for the
     #: per-step tapes: one Python frame less per call and no allocation per step.
     unfold: Callable[..., list[Call]] | None = None
+    products: bool = False  # runs BLAS matrix products: on one thread unless told (threads)
     # -- equations -------------------------------------------------------------------
     spellings: tuple[str, ...] = ()  # names in equation text; the first is how it prints
     arity: int = 1  # arguments in equation text: max(x) reduces, max(a, b) is entry by entry

@@ -67,16 +67,6 @@ def _pad(x: Array, pads: Ints, fill: float = 0.0) -> Array:
     return np.pad(x, widths, constant_values=fill)
 
 
-def _windows(xp: Array, kernel: Ints, stride: Ints) -> Array:
-    """A pool's windows as a read-only view (rows, C, *out, *kernel) of the padded input."""
-    r = len(kernel)
-    out = [(xp.shape[2 + i] - kernel[i]) // stride[i] + 1 for i in range(r)]
-    steps = xp.strides[2:]
-    return as_strided(xp, (*xp.shape[:2], *out, *kernel),
-                      (*xp.strides[:2], *(steps[i] * stride[i] for i in range(r)), *steps),
-                      writeable=False)
-
-
 def _places(kernel: Ints, stride: Ints, dilation: Ints, out: Ints
             ) -> list[tuple[Ints, tuple[slice, ...]]]:
     """Each kernel offset, and the strided slice of the padded input it reads for every
@@ -84,19 +74,6 @@ def _places(kernel: Ints, stride: Ints, dilation: Ints, out: Ints
     return [(offset, tuple(slice(k * d, k * d + s * (o - 1) + 1, s) for k, s, d, o
                            in zip(offset, stride, dilation, out, strict=True)))
             for offset in np.ndindex(*kernel)]
-
-
-def _scatter(parts: Array, shape: Ints, pads: Ints, stride: Ints) -> Array:
-    """A pool's col2im: per-window entries (rows, C, *kernel, *out) added back at their
-    input place (rows, C, *spatial); entries that fell on padding are dropped."""
-    r = len(stride)
-    kernel, out = parts.shape[2:2 + r], parts.shape[2 + r:]
-    padded = [n + pads[i] + pads[r + i] for i, n in enumerate(shape[2:])]
-    grad = np.zeros((*shape[:2], *padded), parts.dtype)
-    for offset, place in _places(kernel, stride, (1,) * r, out):
-        grad[LEAD + place] += parts[LEAD + offset]
-    inner = tuple(slice(pads[i], pads[i] + n) for i, n in enumerate(shape[2:]))
-    return grad[LEAD + inner]
 
 
 # -- conv ------------------------------------------------------------------------------
@@ -238,7 +215,7 @@ def _conv_op(name: str, arity: int) -> Op:
     return Op(
         name, _conv, _conv_shape,
         attrs={"stride": tuple, "pads": tuple, "dilation": tuple, "groups": int},
-        spellings=("conv",), arity=arity, tensor=True, tensor_input=1,
+        spellings=("conv",), arity=arity, tensor=True, tensor_input=1, products=True,
         params={"stride": 1, "pad": 0, "dilation": 1, "groups": 1}, param_attrs=conv_attrs,
         vjp=_conv_vjp, reads=frozenset({"args"}),
         onnx=_conv_onnx,
@@ -281,24 +258,44 @@ def _last(r: int) -> Ints:
     return tuple(range(-r, 0))
 
 
-def _maxpool(x: Array, out: Array, **attrs: Any) -> Array:
+def _pool_places(x: Array, out: Ints, attrs: dict[str, Any]
+                 ) -> tuple[Ints, list[tuple[Ints, tuple[slice, ...]]]]:
+    """Pads, and each window offset with the strided slice of the padded input it reads
+    for every output: pooling is a loop over the window (4 for 2×2) of whole-array ufunc
+    calls, ~30× faster than a reduce over a strided view of the windows (whose inner loop
+    is the window's 2 entries; benchmarks/bench_cnn.py)."""
     kernel, stride, pads = _pool_geometry(x, attrs)
-    view = _windows(_pad(x, pads, -np.inf), kernel, stride)
-    return np.maximum.reduce(view, axis=_last(len(kernel)), out=out)
+    return pads, _places(kernel, stride, (1,) * len(kernel), out)
+
+
+def _maxpool(x: Array, out: Array, **attrs: Any) -> Array:
+    pads, places = _pool_places(x, out.shape[2:], attrs)
+    xp = _pad(x, pads, -np.inf)
+    np.copyto(out, xp[LEAD + places[0][1]])
+    for _, place in places[1:]:
+        np.maximum(out, xp[LEAD + place], out=out)
+    return out
 
 
 def _maxpool_vjp(g: Array, out: Array, args: list[Array], attrs: dict[str, Any], i: int
                  ) -> Array:
     """All of g to each window's first maximum (row-major order: PyTorch's choice)."""
     x = args[0]
-    kernel, stride, pads = _pool_geometry(x, attrs)
-    r = len(kernel)
-    view = _windows(_pad(x, pads, -np.inf), kernel, stride)
-    first = np.argmax(view.reshape(*view.shape[:2 + r], -1), axis=-1)
-    parts = np.zeros((*x.shape[:2], *kernel, *g.shape[2:]), g.dtype)
-    for j, offset in enumerate(np.ndindex(*kernel)):
-        np.copyto(parts[LEAD + offset], g, where=first == j)
-    return _scatter(parts, x.shape, pads, stride)
+    pads, places = _pool_places(x, g.shape[2:], attrs)
+    xp = _pad(x, pads, -np.inf)
+    grad = np.zeros(xp.shape, g.dtype)
+    taken = np.zeros(g.shape, bool)
+    for _, place in places:
+        hit = xp[LEAD + place] == out
+        hit &= ~taken
+        grad[LEAD + place] += np.where(hit, g, 0)
+        taken |= hit
+    return _unpad(grad, pads, x.shape)
+
+
+def _unpad(grad: Array, pads: Ints, shape: Ints) -> Array:
+    inner = tuple(slice(pads[i], pads[i] + n) for i, n in enumerate(shape[2:]))
+    return grad[LEAD + inner]
 
 
 def _counts(x: Shape, kernel: Ints, stride: Ints, pads: Ints, out: Ints) -> Array:
@@ -313,8 +310,11 @@ def _counts(x: Shape, kernel: Ints, stride: Ints, pads: Ints, out: Ints) -> Arra
 
 def _avgpool(x: Array, out: Array, **attrs: Any) -> Array:
     kernel, stride, pads = _pool_geometry(x, attrs)
-    view = _windows(_pad(x, pads), kernel, stride)
-    np.add.reduce(view, axis=_last(len(kernel)), out=out)
+    _, places = _pool_places(x, out.shape[2:], attrs)
+    xp = _pad(x, pads)
+    np.copyto(out, xp[LEAD + places[0][1]])
+    for _, place in places[1:]:
+        np.add(out, xp[LEAD + place], out=out)
     return np.divide(out, _counts(x.shape, kernel, stride, pads, out.shape[2:]), out=out)
 
 
@@ -324,10 +324,12 @@ def _avgpool_vjp(g: Array, out: Array, args: list[Array], attrs: dict[str, Any],
     x = args[0]
     kernel, stride, pads = _pool_geometry(x, attrs)
     share = g / _counts(x.shape, kernel, stride, pads, g.shape[2:])
-    parts = np.broadcast_to(share.reshape(*share.shape[:2], *(1,) * len(kernel),
-                                          *share.shape[2:]),
-                            (*share.shape[:2], *kernel, *share.shape[2:]))
-    return _scatter(parts, x.shape, pads, stride)
+    _, places = _pool_places(x, g.shape[2:], attrs)
+    grad = np.zeros((*x.shape[:2], *(n + pads[k] + pads[len(kernel) + k]
+                                      for k, n in enumerate(x.shape[2:]))), g.dtype)
+    for _, place in places:
+        grad[LEAD + place] += share
+    return _unpad(grad, pads, x.shape)
 
 
 def _pool_onnx(op_type: str, **extra: Any) -> Any:
@@ -350,7 +352,7 @@ def _pool_op(name: str, kernel: Any, vjp: Any, reads: frozenset[str], onnx: Any)
     )
 
 
-MAXPOOL = _pool_op("maxpool", _maxpool, _maxpool_vjp, frozenset({"args"}),
+MAXPOOL = _pool_op("maxpool", _maxpool, _maxpool_vjp, frozenset({"args", "out"}),
                    _pool_onnx("MaxPool"))
 AVGPOOL = _pool_op("avgpool", _avgpool, _avgpool_vjp, frozenset(),
                    _pool_onnx("AveragePool", count_include_pad=0))
