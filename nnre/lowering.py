@@ -112,7 +112,7 @@ class Lowering:
         ins = self.writer.get(slot)
         while ins is not None and ins.op == "reshape":
             ins = self.writer.get(ins.args[0])
-        if ins is None or ins.op not in ("transpose", "slice"):
+        if ins is None or ins.op not in ("transpose", "slice", "permute"):
             return slot
         return self.emit("copy", (slot,), self.prog.slots[slot].shape)
 
@@ -313,6 +313,8 @@ class Lowering:
             return Value(self.reshaped(Value(self.contiguous(self.full(v)), v.shape), out),
                          shape)
         attrs: dict[str, Any] = dict(self.shapes.attrs[id(node)])
+        if op.name == "permute":
+            return Value(self.emit("permute", (self.full(args[0]),), shape, **attrs), shape)
         slots = []
         for i, a in enumerate(args):
             if i == op.tensor_input:

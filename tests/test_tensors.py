@@ -242,3 +242,23 @@ def test_onnx_export_of_ids_matches_onnxruntime() -> None:
     got = run({"x": x, "X": X, "h_prev": h})
     _, nxt = m32.step({"x": x, "X": X}, {"h": h})
     np.testing.assert_allclose(got["h_next"], nxt["h"], rtol=1e-5, atol=1e-6)
+
+
+def test_permute_puts_axes_in_the_declared_order() -> None:
+    text = """
+        input X
+        X ∈ ℝ^(C×H×W)
+        Y ∈ ℝ^(H×W×C)
+        Y = permute(X ⊙ 2)
+        Z ∈ ℝ^(W×C×H)
+        Z = permute(Y)
+        F ∈ ℝ^(24×1)
+        F = reshape(Z)
+        """
+    m = Model.from_equations(text, {}, {"C": 2, "H": 3, "W": 4}, dtype="float64")
+    X = RNG.normal(size=(5, 2, 3, 4))
+    out, _ = m.step({"X": X})
+    want = np.transpose(X * 2, (0, 3, 1, 2))
+    np.testing.assert_array_equal(out["F"], want.reshape(5, -1))
+    with pytest.raises(ShapeError, match="cannot tell where each axis"):
+        check("input X\nX ∈ ℝ^(H×H)\nY ∈ ℝ^(H×H)\nY = permute(X)", {"H": 2})

@@ -266,6 +266,8 @@ class _Checker:
         args = [self.nodes[id(a)] for a in node.args]
         if op.name == "reshape":
             return self.reshape(node, args[0], eq)
+        if op.name == "permute":
+            return self.permute(node, args[0], eq)
         if op.tensor:
             return self.tensor_call(node, args, eq)
         if op.reduces:  # one number, kept with as many axes as its argument
@@ -290,6 +292,30 @@ class _Checker:
             raise self.error(f"reshape in the equation for '{eq.target.raw}' needs known sizes "
                              f"with the same number of entries: {self.show(arg)} to "
                              f"{self.show(target)}", node.pos)
+        return target
+
+    def permute(self, node: ast.Call, arg: Vars, eq: ast.Equation) -> Vars:
+        """``Y = permute(X)``: X's axes in the order of Y's declaration, each axis found by
+        its dimension (``X ∈ ℝ^(C×H×W)``, ``Y ∈ ℝ^(H×W×C)``); two axes of one dimension
+        would be ambiguous."""
+        target = self.names.get(eq.target.name)
+        if eq.expr is not node or target is None:
+            raise self.error(f"permute in the equation for '{eq.target.raw}' takes its order "
+                             "from the target, so it must be the whole right-hand side of an "
+                             "equation whose target is declared", node.pos,
+                             expected=f"'{eq.target.raw} ∈ ℝ^(…)' and "
+                                      f"'{eq.target.raw} = permute(…)'")
+        roots = [self.d.find(v) for v in arg]
+        axes = []
+        for var in target:
+            root = self.d.find(var)
+            if roots.count(root) != 1 or len(target) != len(arg):
+                raise self.error(f"permute in the equation for '{eq.target.raw}': cannot tell "
+                                 f"where each axis of {self.show(target)} comes from in "
+                                 f"{self.show(arg)}", node.pos,
+                                 expected="the same dimension names, each once, on both sides")
+            axes.append(roots.index(root))
+        self.attrs[id(node)] = {"axes": tuple(axes)}
         return target
 
     def tensor_call(self, node: ast.Call, args: list[Vars], eq: ast.Equation) -> Vars:

@@ -136,6 +136,29 @@ TRANSPOSE = Op(  # the last two axes swapped (a matrix's transpose; leading axes
 )
 
 
+def _permute(a: Array, axes: Shape) -> Array:
+    lead = a.ndim - len(axes)  # the rows of a per-example value stay first
+    return a.transpose((*range(lead), *(lead + p for p in axes)))
+
+
+def _permute_onnx(e: Any, ins: Any, args: list[str], out: str) -> None:
+    axes = tuple(dict(ins.attrs)["axes"])
+    lead = len(e.shape(ins.args[0])) - len(axes)
+    e.node("Transpose", args, out, perm=[*range(lead), *(lead + p for p in axes)])
+
+
+def _permute_shape(a: Shape, axes: Shape) -> Shape:
+    if sorted(axes) != list(range(len(a))):
+        raise ValueError(f"axes {axes} are not a permutation of the {len(a)} axes of {a}")
+    return tuple(a[p] for p in axes)
+
+
+PERMUTE = Op(  # in equations, permute(x) puts x's axes in its declared target's order
+    "permute", _permute, _permute_shape, attrs={"axes": tuple}, view=True,
+    spellings=("permute",), tensor=True, onnx=_permute_onnx,
+)
+
+
 def _flatten_shape(a: Shape) -> Shape:
     return (math.prod(a),)
 
@@ -172,4 +195,4 @@ GATHER = Op(  # E[x]: the rows of a constant table picked by per-example ids
     vjp=_gather_vjp, reads=frozenset({"args"}), onnx=_gather_onnx,
 )
 
-OPS = [COPY, CONCAT, SLICE, RESHAPE, TRANSPOSE, FLATTEN, GATHER]
+OPS = [COPY, CONCAT, SLICE, RESHAPE, TRANSPOSE, PERMUTE, FLATTEN, GATHER]
