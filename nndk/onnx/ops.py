@@ -16,6 +16,7 @@ import numpy as np
 
 from nndk.onnx import expr as ex
 from nndk.onnx.graph import RECURRENT, Importer
+from nndk.onnx.spatial import SPATIAL
 from nndk.onnx.values import WHAT, Const, Dyn, Final, SeqY, Unsupported, Value
 from nnre.ops import BY_ONNX, OPS, Op
 
@@ -521,8 +522,11 @@ def _from_op(op: Op) -> Rule:
 
 
 RULES: dict[str, Rule] = {
-    **{op_type: _from_op(op) for op_type, op in BY_ONNX.items() if not op.reduces},
+    **{op_type: _from_op(op) for op_type, op in BY_ONNX.items()
+       if not op.reduces and op.param_attrs is None},
     **{op_type: _reduce(op.spellings[0]) for op_type, op in BY_ONNX.items() if op.reduces},
+    **{op_type: SPATIAL[op.name] for op_type, op in BY_ONNX.items()
+       if op.param_attrs is not None},  # conv, pools: nndk/onnx/spatial.py
     "Slice": _slice, "Max": _entrywise("max"), "Min": _entrywise("min"),
     "Where": _entrywise("where"),
     **{op_type: _binary(symbol, "k") for op_type, symbol in (

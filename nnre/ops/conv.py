@@ -241,7 +241,7 @@ def _conv_op(name: str, arity: int) -> Op:
         spellings=("conv",), arity=arity,
         params={"stride": 1, "pad": 0, "dilation": 1, "groups": 1}, param_attrs=conv_attrs,
         vjp=_conv_vjp, reads=frozenset({"args"}),
-        onnx=_conv_onnx,
+        onnx=_conv_onnx, onnx_import=("Conv",) if arity == 2 else (),  # with B or not
     )
 
 
@@ -341,17 +341,18 @@ def _pool_onnx(op_type: str, **extra: Any) -> Any:
     return rule
 
 
-def _pool_op(name: str, kernel: Any, vjp: Any, reads: frozenset[str], onnx: Any) -> Op:
+def _pool_op(name: str, kernel: Any, vjp: Any, reads: frozenset[str], onnx_type: str,
+             **onnx_attrs: Any) -> Op:
     return Op(
         name, kernel, _pool_shape, attrs={"kernel": tuple, "stride": tuple, "pads": tuple},
         spellings=(name,), params={"size": 2, "stride": 0, "pad": 0}, param_attrs=pool_attrs,
-        vjp=vjp, reads=reads, onnx=onnx,
+        vjp=vjp, reads=reads, onnx=_pool_onnx(onnx_type, **onnx_attrs),
+        onnx_import=(onnx_type,),
     )
 
 
-MAXPOOL = _pool_op("maxpool", _maxpool, _maxpool_vjp, frozenset({"args"}),
-                   _pool_onnx("MaxPool"))
-AVGPOOL = _pool_op("avgpool", _avgpool, _avgpool_vjp, frozenset(),
-                   _pool_onnx("AveragePool", count_include_pad=0))
+MAXPOOL = _pool_op("maxpool", _maxpool, _maxpool_vjp, frozenset({"args"}), "MaxPool")
+AVGPOOL = _pool_op("avgpool", _avgpool, _avgpool_vjp, frozenset(), "AveragePool",
+                   count_include_pad=0)
 
 OPS = [CONV, CONV_BIAS, MAXPOOL, AVGPOOL]
