@@ -293,6 +293,8 @@ def test_conv_has_one_spelling_with_two_arities() -> None:
     ({"pad": -1}, "pad=-1: expected a whole number ≥ 0"),
     ({"dilation": 1.5}, "dilation=1.5: expected a whole number ≥ 1"),
     ({"groups": 0}, "groups=0: expected a whole number ≥ 1"),
+    ({"pad": float("inf")}, "pad=inf: expected a whole number ≥ 0"),
+    ({"stride": float("nan")}, "stride=nan: expected a whole number ≥ 1"),
 ])
 def test_bad_conv_parameters_are_named(params: dict[str, float], message: str) -> None:
     with pytest.raises(ValueError, match=message):

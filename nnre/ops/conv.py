@@ -28,7 +28,7 @@ WIDE = 8  # channels per group from which im2col copies all windows at once (_co
 # -- geometry: one place checks sizes and computes the output's ------------------------
 def _whole(name: str, value: float, low: int) -> int:
     """An equation parameter (a number) as the whole number ≥ ``low`` an attribute needs."""
-    if value != int(value) or int(value) < low:
+    if not math.isfinite(value) or value != int(value) or int(value) < low:
         raise ValueError(f"{name}={value:g}: expected a whole number ≥ {low}")
     return int(value)
 
@@ -67,6 +67,16 @@ def _pad(x: Array, pads: Ints, fill: float = 0.0) -> Array:
     return np.pad(x, widths, constant_values=fill)
 
 
+def _padded(sizes: Ints, pads: Ints) -> Ints:
+    """Spatial sizes with the padding: n + pad_begin + pad_end along each axis."""
+    return tuple(n + pads[i] + pads[len(sizes) + i] for i, n in enumerate(sizes))
+
+
+def _inner(sizes: Ints, pads: Ints) -> tuple[slice, ...]:
+    """Where the input sits inside its padded copy, along each spatial axis."""
+    return tuple(slice(p, p + n) for p, n in zip(pads[:len(sizes)], sizes, strict=True))
+
+
 def _windows(xp: Array, kernel: Ints, stride: Ints) -> Array:
     """A pool's windows as a read-only view (rows, C, *out, *kernel) of the padded input."""
     r = len(kernel)
@@ -91,12 +101,10 @@ def _scatter(parts: Array, shape: Ints, pads: Ints, stride: Ints) -> Array:
     input place (rows, C, *spatial); entries that fell on padding are dropped."""
     r = len(stride)
     kernel, out = parts.shape[2:2 + r], parts.shape[2 + r:]
-    padded = [n + pads[i] + pads[r + i] for i, n in enumerate(shape[2:])]
-    grad = np.zeros((*shape[:2], *padded), parts.dtype)
+    grad = np.zeros((*shape[:2], *_padded(shape[2:], pads)), parts.dtype)
     for offset, place in _places(kernel, stride, (1,) * r, out):
         grad[LEAD + place] += parts[LEAD + offset]
-    inner = tuple(slice(pads[i], pads[i] + n) for i, n in enumerate(shape[2:]))
-    return grad[LEAD + inner]
+    return grad[LEAD + _inner(shape[2:], pads)]
 
 
 # -- conv ------------------------------------------------------------------------------
@@ -140,10 +148,8 @@ def _columns(x: Array, kernel: Ints, stride: Ints, pads: Ints, dilation: Ints, g
     (0.08 against 0.21 ms at C=16) and slower when they are short (0.19 against 0.07 ms at
     C=1), hence one copy from ``WIDE`` channels per group up, else one per kernel offset."""
     r, (rows, channels) = len(kernel), x.shape[:2]
-    inner = tuple(slice(p, p + n) for p, n in zip(pads, x.shape[2:], strict=False))
-    padded = np.zeros((rows, *(n + pads[i] + pads[r + i] for i, n in enumerate(x.shape[2:])),
-                       channels), x.dtype)
-    padded[ROWS + inner] = np.moveaxis(x, 1, -1)
+    padded = np.zeros((rows, *_padded(x.shape[2:], pads), channels), x.dtype)
+    padded[ROWS + _inner(x.shape[2:], pads)] = np.moveaxis(x, 1, -1)
     per = channels // groups
     cols = np.empty((rows, *out, groups, *kernel, per), x.dtype)
     if per >= WIDE:  # one copy from a strided view of every window
@@ -213,13 +219,12 @@ def _conv_vjp(g: Array, out: Array, args: list[Array], attrs: dict[str, Any], i:
     per = w.reshape(groups, w.shape[0] // groups, w.shape[1], -1)
     parts = np.matmul(gg, np.ascontiguousarray(per.transpose(3, 0, 1, 2)))
     parts = parts.reshape(*kernel, groups, rows, *size, -1)
-    padded = np.zeros((rows, *(n + pads[i] + pads[r + i] for i, n in enumerate(x.shape[2:])),
-                       groups, x.shape[1] // groups), g.dtype)
+    padded = np.zeros((rows, *_padded(x.shape[2:], pads), groups, x.shape[1] // groups),
+                      g.dtype)
     for offset, place in _places(kernel, stride, dilation, size):  # col2im
         padded[ROWS + place] += np.moveaxis(parts[offset], 0, -2)
-    inner = tuple(slice(p, p + n) for p, n in zip(pads, x.shape[2:], strict=False))
-    return np.moveaxis(padded[ROWS + inner].reshape(x.shape[0], *x.shape[2:], -1),
-                       -1, 1)
+    inside = padded[ROWS + _inner(x.shape[2:], pads)]
+    return np.moveaxis(inside.reshape(rows, *x.shape[2:], -1), -1, 1)
 
 
 def _conv_onnx(e: Any, ins: Any, args: list[str], out: str) -> None:
