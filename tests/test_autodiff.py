@@ -10,7 +10,7 @@ import pytest
 
 from nndk import unrolled
 from nndk.gradcheck import gradcheck, make_problem
-from nnre.ops import AWAITING_FRONT_END, OPS
+from nnre.ops import OPS
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "nndk" / "templates"
 DIMS = {"H": 4, "V": 3, "D": 3, "K": 2}
@@ -57,6 +57,42 @@ CASES = {
         B ∈ ℝ^(3×2)
         b ∈ ℝ^3
         y = softmax((A·Bᵀ) x + α ⊙ (C x) + [b; 1])
+        """,
+    "tensors": """
+        input X
+        X ∈ ℝ^(4×3)
+        W ∈ ℝ^(5×4)
+        B ∈ ℝ^(5×3)
+        V ∈ ℝ^(2×15)
+        b ∈ ℝ^2
+        Y = tanh(W X + B) ⊙ 2 − X[0:1] ⊙ 0.5 + (Xᵀ X)[1] ⊙ 0.1
+        s = Σ Y
+        z = flatten(Y / s)
+        y = softmax(V z + b)
+        Q ∈ ℝ^(4×12)
+        Q = reshape([Xᵀ, Xᵀ ⊙ 1.5; Xᵀ ⊙ W[0:3], Xᵀ] ⊙ [1; 2; 3; 4; 5; 6])
+        """,
+    "recurrent_tensors": """
+        xₜ ∈ ℝ^(2×3)
+        hₜ ∈ ℝ^(4×3)
+        W ∈ ℝ^(4×2)
+        U ∈ ℝ^(4×4)
+        hₜ = tanh(W xₜ + U hₜ₋₁) ⊙ (hₜ₋₁ᵀ hₜ₋₁)[0:1]
+        yₜ = softmax(flatten(hₜᵀ)) + Σ([hₜ; xₜ][5]) ⊙ 0.1
+        """,
+    "images": """
+        input x
+        x ∈ ℝ^(2×6×5)
+        K ∈ ℝ^(4×1×3×3)
+        c ∈ ℝ^4
+        G ∈ ℝ^(3×2×2)
+        a = conv(K, x, c; pad=1, groups=2)
+        p = maxpool(tanh(a); size=2)
+        q = avgpool(a; size=3, stride=2, pad=1)
+        r ∈ ℝ^(2×30)
+        r = reshape(x[1:2]ᵀ ⊙ x[0:1]ᵀ ⊙ 0.5 + xᵀ)
+        s = conv(G, r; stride=2, dilation=2)
+        y = softmax(V flatten(p) + U flatten(q) + flatten(s) ⊙ 0.1)
         """,
 }
 
@@ -106,12 +142,6 @@ def test_a_second_pass_gives_the_same_gradients(name: str) -> None:
         np.testing.assert_array_equal(v, first[k], err_msg=k)
 
 
-#: Ops whose arguments are not (rows, n) vectors: their rows in tests/test_ops.py's CALLS.
-#: Equations cannot spell them yet (``AWAITING_FRONT_END``); tests/test_conv.py and
-#: tests/test_ops.py check them op by op until the cases above can use them.
-SHAPED = AWAITING_FRONT_END
-
-
 def test_every_op_is_covered_by_the_cases() -> None:
     used = set()
     for text in CASES.values():
@@ -119,7 +149,11 @@ def test_every_op_is_covered_by_the_cases() -> None:
             prog = make_problem(text, DIMS, optimize=optimize).prog
             for stage in ("prologue", "pre", "loop", "post"):
                 used.update(ins.op for ins in prog.stage_list(stage))
-    assert used == set(OPS) - AWAITING_FRONT_END, sorted(set(OPS) - used)
+    assert used == set(OPS), sorted(set(OPS) - used)
+
+
+#: Ops whose arguments are not (rows, n) vectors: their rows in tests/test_ops.py's CALLS.
+SHAPED = frozenset({"conv", "conv_bias", "maxpool", "avgpool"})
 
 
 @pytest.mark.parametrize("op", sorted(op for op, d in OPS.items() if d.vjp is not None))

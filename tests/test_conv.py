@@ -14,8 +14,6 @@ from typing import Any
 import numpy as np
 import pytest
 
-from nnre.errors import EquationError
-from nnre.model import Model
 from nnre.ops import BY_ARITY, OPS, Op
 from nnre.ops.conv import conv_attrs, pool_attrs
 
@@ -271,16 +269,6 @@ def test_parameters_become_attributes() -> None:
     for op in ("conv", "conv_bias", "maxpool", "avgpool"):
         assert OPS[op].param_attrs is not None
         assert set(OPS[op].param_attrs(2, **OPS[op].params)) == set(OPS[op].attrs)
-
-
-def test_equations_refuse_them_by_name_until_the_front_end_compiles_them() -> None:
-    """Not compiled as if entry by entry: the parser does not know them yet (remove this
-    test, and the ops from AWAITING_FRONT_END, when the tensor work wires them in)."""
-    for text, weights in [("x ∈ ℝ^4\ny = maxpool(x; size=2)", {}),
-                          ("x ∈ ℝ^4\ny = conv(W, x, b)", {"W": np.ones((2, 1, 3)),
-                                                          "b": np.ones(2)})]:
-        with pytest.raises(EquationError, match="unknown function '(maxpool|conv)'"):
-            Model.from_equations(text, weights)
 
 
 def test_conv_has_one_spelling_with_two_arities() -> None:

@@ -14,7 +14,7 @@ import pytest
 import sympy as sp
 
 from nndk.onnx.ops import RULES
-from nnre.ops import AWAITING_FRONT_END, BY_ARITY, BY_ONNX, FUNCTIONS, OPS, Op
+from nnre.ops import BY_ARITY, BY_ONNX, FUNCTIONS, OPS, Op
 from nnre.program import Instr, Program, ProgramDataError, Slot, check_program
 
 # Arguments (shapes) and attributes for one call of each op; rows lead, as at run time.
@@ -77,7 +77,7 @@ def test_every_op_defines_what_its_consumers_need() -> None:
             made = op.param_attrs(2, **op.params)
             assert set(made) == set(op.attrs), name
             assert all(isinstance(v, op.attrs[k]) for k, v in made.items()), name
-        elif op.spellings:  # a function of the language: SymPy and constant folding need these
+        elif op.spellings and not op.tensor:  # SymPy (vector reading) and constant folding
             assert op.fold is not None, name
             assert op.vector or op.arity > 1 or op.sympy is not None, name
             assert set(op.params) <= set(op.attrs), name  # parameters become attributes
@@ -92,8 +92,7 @@ def test_every_op_defines_what_its_consumers_need() -> None:
 def test_spellings_and_onnx_names_are_unambiguous() -> None:
     spellings = [(s, op.arity) for op in OPS.values() for s in op.spellings]
     assert len(spellings) == len(set(spellings)) == len(BY_ARITY)  # one op per arity
-    assert set(FUNCTIONS) == {s for op in OPS.values() for s in op.spellings
-                              if op.name not in AWAITING_FRONT_END}
+    assert set(FUNCTIONS) == {s for op in OPS.values() for s in op.spellings}
     onnx = [t for op in OPS.values() for t in op.onnx_import]
     assert len(onnx) == len(set(onnx)) == len(BY_ONNX)
     assert set(BY_ONNX) <= set(RULES)  # the importer converts every op it is said to

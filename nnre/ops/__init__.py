@@ -39,16 +39,10 @@ VERSION_1 = frozenset({"add", "sub", "mul", "div", "matmul", "rowdot", "neg", "t
 OPS = {name: dataclasses.replace(op, since=1) if name in VERSION_1 else op
        for name, op in OPS.items()}
 
-#: Ops the equation front end cannot compile yet: their values have channel and spatial axes,
-#: which the tensor work's rank-n shapes bring. Until then their spellings are left out of
-#: FUNCTIONS, so a text using one gets the parser's "unknown function" error, not a
-#: compilation as if they were entry by entry; the ONNX importer already writes them.
-AWAITING_FRONT_END = frozenset({"conv", "conv_bias", "maxpool", "avgpool"})
-
 #: Spellings accepted in equations → the op that implements the function (with one
 #: argument, where a spelling has several arities).
 FUNCTIONS: dict[str, str] = {s: op.name for op in sorted(OPS.values(), key=lambda o: -o.arity)
-                             if op.name not in AWAITING_FRONT_END for s in op.spellings}
+                             for s in op.spellings}
 #: (spelling, number of arguments) → op: ``max(x)`` is a reduction, ``max(a, b)`` is not.
 BY_ARITY: dict[tuple[str, int], str] = {(s, op.arity): op.name for op in OPS.values()
                                         for s in op.spellings}
@@ -56,4 +50,14 @@ BY_ARITY: dict[tuple[str, int], str] = {(s, op.arity): op.name for op in OPS.val
 #: ONNX op types imported as one of our functions or operators.
 BY_ONNX: dict[str, Op] = {t: op for op in OPS.values() for t in op.onnx_import}
 
-__all__ = ["AWAITING_FRONT_END", "BY_ARITY", "BY_ONNX", "FUNCTIONS", "OPS", "Op", "Shape"]
+
+
+def tensor_attrs(op: Op, spatial: int, params: dict[str, float]) -> dict[str, object]:
+    """The attributes of an instruction of ``op`` written with these equation parameters, for
+    an input with ``spatial`` axes after its channels. Raises ValueError on bad values."""
+    if op.param_attrs is None:
+        return dict(params)
+    return op.param_attrs(spatial, **params)
+
+
+__all__ = ["BY_ARITY", "BY_ONNX", "FUNCTIONS", "OPS", "Op", "Shape", "tensor_attrs"]

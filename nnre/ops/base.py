@@ -71,6 +71,9 @@ class Op:
     #: rule (emitter, instr, input names, output name) writing the nodes itself.
     onnx: str | Callable[..., None] | None = None
     onnx_import: tuple[str, ...] = ()  # ONNX op types imported as this op's function
+    # -- tensors ---------------------------------------------------------------------
+    tensor: bool = False  # only tensors have it (conv, pooling, flatten): the tensor reading
+    tensor_input: int = 0  # which argument is the per-example value (conv(W, x): 1)
 
 
 def same(a: Shape, *rest: Shape, **_: Any) -> Shape:

@@ -243,7 +243,7 @@ def _conv_op(name: str, arity: int) -> Op:
     return Op(
         name, _conv, _conv_shape,
         attrs={"stride": tuple, "pads": tuple, "dilation": tuple, "groups": int},
-        spellings=("conv",), arity=arity,
+        spellings=("conv",), arity=arity, tensor=True, tensor_input=1,
         params={"stride": 1, "pad": 0, "dilation": 1, "groups": 1}, param_attrs=conv_attrs,
         vjp=_conv_vjp, reads=frozenset({"args"}),
         onnx=_conv_onnx, onnx_import=("Conv",) if arity == 2 else (),  # with B or not
@@ -350,7 +350,8 @@ def _pool_op(name: str, kernel: Any, vjp: Any, reads: frozenset[str], onnx_type:
              **onnx_attrs: Any) -> Op:
     return Op(
         name, kernel, _pool_shape, attrs={"kernel": tuple, "stride": tuple, "pads": tuple},
-        spellings=(name,), params={"size": 2, "stride": 0, "pad": 0}, param_attrs=pool_attrs,
+        spellings=(name,), tensor=True,
+        params={"size": 2, "stride": 0, "pad": 0}, param_attrs=pool_attrs,
         vjp=vjp, reads=reads, onnx=_pool_onnx(onnx_type, **onnx_attrs),
         onnx_import=(onnx_type,),
     )
