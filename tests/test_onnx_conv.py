@@ -176,3 +176,55 @@ def test_import_refuses_what_one_number_per_parameter_cannot_say(
     weights = {k: np.ones(s, np.float32) for k, s in shapes.items()}
     with pytest.raises(Exception, match=message):
         import_model(_graph(node, (2, 5, 5), weights))
+
+
+def _lenet(rng: np.random.Generator) -> Any:
+    """Conv → Add (a per-channel bias (1, C, 1, 1)) → Relu → MaxPool → Conv with B → Relu →
+    AveragePool → Flatten → Gemm → Softmax: a small CNN as an exporter writes one."""
+    def init(name: str, *shape: int) -> Any:
+        value = (rng.normal(size=shape) / np.sqrt(np.prod(shape[1:]))).astype(np.float32)
+        return onnx.numpy_helper.from_array(value, name)
+    n = oh.make_node
+    nodes = [n("Conv", ["x", "conv1.weight"], ["c1"], pads=[1] * 4),
+             n("Add", ["c1", "conv1.shift"], ["a1"]), n("Relu", ["a1"], ["r1"]),
+             n("MaxPool", ["r1"], ["p1"], kernel_shape=[2, 2], strides=[2, 2]),
+             n("Conv", ["p1", "conv2.weight", "conv2.bias"], ["c2"], pads=[1] * 4, group=2),
+             n("Relu", ["c2"], ["r2"]),
+             n("AveragePool", ["r2"], ["p2"], kernel_shape=[2, 2], strides=[2, 2]),
+             n("Flatten", ["p2"], ["f"]), n("Gemm", ["f", "fc.weight", "fc.bias"], ["z"],
+                                            transB=1),
+             n("Softmax", ["z"], ["y"], axis=-1)]
+    inits = [init("conv1.weight", 4, 1, 3, 3), init("conv1.shift", 1, 4, 1, 1),
+             init("conv2.weight", 6, 2, 3, 3), init("conv2.bias", 6),
+             init("fc.weight", 5, 24), init("fc.bias", 5)]
+    graph = oh.make_graph(
+        nodes, "lenet", [oh.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1, 8, 8])],
+        [oh.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 5])], inits)
+    return oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17)])
+
+
+def test_a_small_cnn_imports_and_runs_as_onnxruntime_does() -> None:
+    """The whole path: ONNX → equations read with tensor shapes → nnre, against onnxruntime."""
+    from nnre.model import Model
+
+    rng = np.random.default_rng(8)
+    proto = _lenet(rng)
+    result = import_model(proto)
+    text = result.equations
+    assert "x ∈ ℝ^(1×8×8)" in text and "flatten(" in text, text
+    model = Model.from_equations(text, result.weights, dtype="float32")
+    x = rng.normal(size=(3, 1, 8, 8)).astype(np.float32)
+    got = model.step({result.inputs["x"][0]: x})[0][result.outputs["y"][0]]
+    np.testing.assert_allclose(got, _onnxruntime(proto, x), rtol=1e-5, atol=1e-6)
+
+
+def test_a_conv_graph_refuses_ops_that_would_read_a_tensor_as_a_vector() -> None:
+    n = oh.make_node
+    node_graph = oh.make_graph(
+        [n("Conv", ["x", "W"], ["c"]), n("Transpose", ["c"], ["y"], perm=[0, 1, 3, 2])], "g",
+        [oh.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2, 5, 5])],
+        [oh.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [onnx.numpy_helper.from_array(np.ones((3, 2, 3, 3), np.float32), "W")])
+    proto = oh.make_model(node_graph, opset_imports=[oh.make_opsetid("", 17)])
+    with pytest.raises(Exception, match=r"Transpose of a per-example tensor \(3, 3, 3\)"):
+        import_model(proto)
