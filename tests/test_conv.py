@@ -313,6 +313,8 @@ SHAPE_ERRORS = [
     ("maxpool", [(2, 5, 5)], {"kernel": (2, 2), "pads": (2, 0, 0, 0)},
      "each pad must be smaller than the kernel"),
     ("avgpool", [(2, 3, 3)], {"kernel": (4, 4)}, "the kernel spans 4 entries"),
+    ("conv", [(1, 1, 3, 3), (1, 4, 4)], {"pads": (5, 0, 5, 0), "stride": (9, 1)},
+     r"pads=\(5, 0, 5, 0\) on 4 entries along spatial axis 0: a pad may be at most"),
     ("avgpool", [(2, 3, 3)], {"kernel": (2,)}, r"kernel=\(2,\) over 2 spatial axes"),
 ]
 

@@ -51,6 +51,10 @@ def _out_sizes(op: str, sizes: Ints, kernel: Ints, stride: Ints, pads: Ints,
                              f"whole numbers ≥ {low}")
     out = []
     for i, n in enumerate(sizes):
+        if max(pads[i], pads[r + i]) > n:  # the padded copy stays within 3× the input
+            raise ValueError(f"{op}: pads={pads} on {n} entries along spatial axis {i}: a pad "
+                             "may be at most the input's size (more only adds windows of "
+                             "padding)")
         padded, reach = n + pads[i] + pads[r + i], dilation[i] * (kernel[i] - 1) + 1
         if reach > padded:
             raise ValueError(f"{op}: the kernel spans {reach} entries along spatial axis {i} "
@@ -300,10 +304,10 @@ def _maxpool_vjp(g: Array, out: Array, args: list[Array], attrs: dict[str, Any],
     r = len(kernel)
     view = _windows(_pad(x, pads, -np.inf), kernel, stride)
     first = np.argmax(view.reshape(*view.shape[:2 + r], -1), axis=-1)
-    parts = np.zeros((*x.shape[:2], *kernel, *g.shape[2:]), g.dtype)
-    for j, offset in enumerate(np.ndindex(*kernel)):
-        np.copyto(parts[LEAD + offset], g, where=first == j)
-    return _scatter(parts, x.shape, pads, stride)
+    grad = np.zeros((*x.shape[:2], *_padded(x.shape[2:], pads)), g.dtype)
+    for j, (_, place) in enumerate(_places(kernel, stride, (1,) * r, g.shape[2:])):
+        grad[LEAD + place] += np.where(first == j, g, 0)  # one window-sized array at a time
+    return grad[LEAD + _inner(x.shape[2:], pads)]
 
 
 def _counts(x: Shape, kernel: Ints, stride: Ints, pads: Ints, out: Ints) -> Array:
