@@ -91,13 +91,14 @@ def parse_meta(pairs: Sequence[str]) -> dict[str, str]:
 
 
 def build_content(equations: str, weights: Mapping[str, np.ndarray], metadata: dict[str, Any],
-                  *, dtype: str | None = None, filename: str | None = None) -> BundleContent:
+                  *, dtype: str | None = None, filename: str | None = None,
+                  dims: Mapping[str, int] | None = None) -> BundleContent:
     """Check equations against weights and gather what the bundle stores (the pack API)."""
     if dtype is None:
         dtype = "float64" if weights and all(
             np.asarray(w).dtype == np.float64 for w in weights.values()) else "float32"
     _finite(weights)
-    model = Model.from_equations(equations, weights, None, dtype, filename=filename)
+    model = Model.from_equations(equations, weights, dims, dtype, filename=filename)
     signature = {"inputs": model.inputs, "outputs": model.outputs, "state": model.state}
     return BundleContent(equations, dtype, model.dims, signature, metadata, model.weights(),
                          requires=(f"equations/{model.language}",))
@@ -130,6 +131,7 @@ def pack(req: PackRequest) -> PackResult:
         if req.weights is not None:
             raise PackError("--weights goes with an .eqn file; a checkpoint has its weights")
         text, weights, trained = from_checkpoint(req.equations)
+        dims = trained.pop("dims")  # sizes training read from its data (an image's side)
         metadata = trained | metadata
     else:
         if req.weights is None:
@@ -140,8 +142,9 @@ def pack(req: PackRequest) -> PackResult:
         except UnicodeDecodeError as err:
             raise PackError(f"{req.equations}: not UTF-8 text ({err.reason})") from err
         weights = read_weights(req.weights)
+        dims = None
     content = build_content(text, weights, metadata, dtype=req.dtype,
-                            filename=str(req.equations))
+                            filename=str(req.equations), dims=dims)
     bundle_id = write_bundle(req.output, content)
     return PackResult(req.output, bundle_id, req.output.stat().st_size, len(content.tensors))
 
@@ -164,7 +167,8 @@ def write_bundle(path: Path, content: BundleContent) -> str:
 
 
 def from_checkpoint(path: Path) -> tuple[str, dict[str, np.ndarray], dict[str, Any]]:
-    """Equations, weights and trained-model metadata (codecs, sampling, provenance)."""
+    """Equations, weights and trained-model metadata (codecs, sampling, provenance, and the
+    dimensions the run resolved, under ``dims``)."""
     arrays, record = checkpoint.load(path)
     weights = {k[len("param/"):]: v for k, v in arrays.items() if k.startswith("param/")}
     config = record["config"]
@@ -176,7 +180,7 @@ def from_checkpoint(path: Path) -> tuple[str, dict[str, np.ndarray], dict[str, A
                                   "seed": config["seed"]}
     if losses:
         provenance["final_losses"] = losses
-    metadata: dict[str, Any] = {"provenance": provenance}
+    metadata: dict[str, Any] = {"provenance": provenance, "dims": dict(record["dims"])}
     if record.get("vocab") is not None:  # a character model
         vocab = list(record["vocab"])
         metadata["codecs"] = {record["input"]: {"id": "char", "vocab": vocab},
