@@ -101,7 +101,9 @@ CASES = {
         r ∈ ℝ^(2×30)
         r = reshape(x[1:2]ᵀ ⊙ x[0:1]ᵀ ⊙ 0.5 + xᵀ)
         s = conv(G, r; stride=2, dilation=2)
-        y = softmax(V flatten(p) + U flatten(q) + flatten(s) ⊙ 0.1)
+        P ∈ ℝ^(6×5×2)
+        P = permute(x ⊙ x)
+        y = softmax(V flatten(p) + U flatten(q) + flatten(s) ⊙ 0.1 + R flatten(P))
         """,
 }
 

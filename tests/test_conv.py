@@ -281,6 +281,8 @@ def test_conv_has_one_spelling_with_two_arities() -> None:
     ({"pad": -1}, "pad=-1: expected a whole number ≥ 0"),
     ({"dilation": 1.5}, "dilation=1.5: expected a whole number ≥ 1"),
     ({"groups": 0}, "groups=0: expected a whole number ≥ 1"),
+    ({"pad": float("inf")}, "pad=inf: expected a whole number ≥ 0"),
+    ({"stride": float("nan")}, "stride=nan: expected a whole number ≥ 1"),
 ])
 def test_bad_conv_parameters_are_named(params: dict[str, float], message: str) -> None:
     with pytest.raises(ValueError, match=message):
@@ -311,6 +313,8 @@ SHAPE_ERRORS = [
     ("maxpool", [(2, 5, 5)], {"kernel": (2, 2), "pads": (2, 0, 0, 0)},
      "each pad must be smaller than the kernel"),
     ("avgpool", [(2, 3, 3)], {"kernel": (4, 4)}, "the kernel spans 4 entries"),
+    ("conv", [(1, 1, 3, 3), (1, 4, 4)], {"pads": (5, 0, 5, 0), "stride": (9, 1)},
+     r"pads=\(5, 0, 5, 0\) on 4 entries along spatial axis 0: a pad may be at most"),
     ("avgpool", [(2, 3, 3)], {"kernel": (2,)}, r"kernel=\(2,\) over 2 spatial axes"),
 ]
 

@@ -39,7 +39,8 @@ CALLS: dict[str, tuple[list[tuple[int, ...]], dict[str, Any]]] = {
                                                  "dilation": (1,), "groups": 1}),
     "maxpool": ([(3, 2, 5, 4)], {"kernel": (2, 2), "stride": (1, 2), "pads": (1, 0, 0, 0)}),
     "avgpool": ([(3, 2, 7)], {"kernel": (3,), "stride": (2,), "pads": (1, 1)}),
-    "gather": ([(5, 4), (3, 2)], {}),  # a table, and 2 ids per example (drawn as ids)
+    "gather": ([(5, 4), (3, 2)], {}),
+    "permute": ([(3, 2, 4)], {"axes": (1, 0)}),  # a table, and 2 ids per example (drawn as ids)
 }
 #: Arguments that are constants (no rows): matmul's matrix, a convolution's weight and bias.
 CONSTANT = {("matmul", 1), ("conv", 0), ("conv_bias", 0), ("conv_bias", 2), ("gather", 0)}

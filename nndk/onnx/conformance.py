@@ -90,8 +90,8 @@ def _run(result: ImportResult, feeds: dict[str, np.ndarray]) -> dict[str, np.nda
             state[name] = value.reshape(value.shape[-2], -1)
         elif result.sequence:
             xs[name] = value.reshape(*value.shape[:2], -1)
-        else:
-            xs[name] = value.reshape(1, value.shape[0], -1)
+        else:  # one step; a tensor input keeps its axes
+            xs[name] = value.reshape(1, value.shape[0], *model.inputs[name].shape)
     ys, final = model.run(xs, state or None)
     return {onnx_name: (ys[name] if kind == "output" else
                         np.stack([final[n] for n in name.split(",")]) if kind == "states"

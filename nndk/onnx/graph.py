@@ -27,8 +27,12 @@ from nndk.onnx.common import (
     require_onnx,
 )
 from nndk.onnx.values import Const, Dyn, InitState, Unsupported, Value
+from nnre.ops import BY_ONNX
 
 RECURRENT = ("LSTM", "GRU", "RNN")
+#: ONNX ops imported as conv or a pool (the ops whose parameters go through ``param_attrs``):
+#: a graph with one keeps per-example axes in its equations.
+TENSOR_TYPES = frozenset(t for t, op in BY_ONNX.items() if op.param_attrs is not None)
 
 
 @dataclass
@@ -68,6 +72,9 @@ class Importer:
     uses: Counter[str] = field(default_factory=Counter)
     recurrent_count: int = 0
     dropped: dict[str, str] = field(default_factory=dict)
+    #: The graph has a convolution or a pool: the equations are read with tensor shapes
+    #: (formats/equations.md §6.1), so per-example values keep their axes in the text.
+    tensors: bool = False
 
     # -- names and weights ---------------------------------------------------------------
     def time(self) -> int | None:
@@ -209,6 +216,7 @@ def start(proto: Any) -> Importer:
     recurrent = any(n.op_type in RECURRENT for n in graph.node)
     imp = Importer(proto, read_opset(proto), graph_dtype(graph), timed=bool(states or recurrent),
                    lead=2 if recurrent else 1)
+    imp.tensors = any(n.op_type in TENSOR_TYPES for n in graph.node)
     onnx = require_onnx()
     for init in graph.initializer:
         value = onnx.numpy_helper.to_array(init)
@@ -249,7 +257,10 @@ def _input(imp: Importer, vi: Any) -> None:
     imp.values[vi.name] = dyn
     imp.inputs[vi.name] = (ex.canonical_name(name), "input")
     size = dyn.size
-    imp.declarations.append(f"{ex.show(dyn.expr)} ∈ ℝ^{size}")
+    if imp.tensors and len(shape) > 1:  # an image: (channels, height, width)
+        imp.declarations.append(f"{ex.show(dyn.expr)} ∈ ℝ^({'×'.join(map(str, shape))})")
+    else:
+        imp.declarations.append(f"{ex.show(dyn.expr)} ∈ ℝ^{size}")
 
 
 def _state_input(imp: Importer, vi: Any, key: str) -> None:

@@ -16,6 +16,7 @@ import numpy as np
 
 from nndk.onnx import expr as ex
 from nndk.onnx.graph import RECURRENT, Importer
+from nndk.onnx.spatial import SPATIAL
 from nndk.onnx.values import WHAT, Const, Dyn, Final, SeqY, Unsupported, Value
 from nnre.ops import BY_ONNX, OPS, Op
 
@@ -42,6 +43,12 @@ def convert(imp: Importer, node: Any, args: Args) -> list[Value]:
     rule = RULES.get(node.op_type)
     if rule is None:
         raise Unsupported(f"op {node.op_type} is not supported")
+    if imp.tensors and node.op_type not in TENSOR_SAFE:
+        for a in args:
+            if isinstance(a, Dyn) and len(a.shape) > 1:
+                raise Unsupported(f"{node.op_type} of a per-example tensor {a.shape} (in a "
+                                  "graph with convolutions, only entry-by-entry ops, Flatten "
+                                  "and the convolutions themselves take one)")
     return rule(imp, node, args, attributes(node))
 
 
@@ -113,6 +120,19 @@ def const_operand(imp: Importer, c: Const, dyn: Dyn, stem: str) -> ex.Expr:
     return ex.Name(imp.weight(flat, stem, key))
 
 
+def tensor_operand(imp: Importer, c: Const, dyn: Dyn, stem: str) -> ex.Expr:
+    """A number when uniform, else a weight of the constant's own per-example shape, which
+    equations broadcast against the tensor as ONNX does (a bias (C, 1, 1) over (C, H, W))."""
+    per = per_example(imp, c, dyn)
+    flat = per.reshape(-1)
+    if flat.size == 0 or np.all(flat == flat[0]):
+        return imp.num(flat[0] if flat.size else 0.0)
+    value = np.asarray(c.value)
+    own = value.reshape(value.shape[max(value.ndim - len(dyn.shape), 0):])
+    key = (c.source, "tensor", dyn.shape) if c.source else None
+    return ex.Name(imp.weight(own, stem, key))
+
+
 def matrix(imp: Importer, k: Const) -> ex.Expr:
     """M with ``M x`` = ``x @ K`` for a row x: the weight in the orientation equations read."""
     value = np.asarray(k.value)
@@ -138,6 +158,9 @@ def _binary(op: str, stem: str) -> Rule:
     def rule(imp: Importer, node: Any, args: Args, at: dict[str, Any]) -> list[Value]:
         a, b = args[0], args[1]
         if isinstance(a, Dyn) and isinstance(b, Dyn):
+            if imp.tensors and a.shape != b.shape and max(len(a.shape), len(b.shape)) > 1:
+                raise Unsupported(f"{node.op_type} of per-example tensors {a.shape} and "
+                                  f"{b.shape}")
             shape = tuple(np.broadcast_shapes(a.shape, b.shape))
             size = int(np.prod(shape, dtype=np.int64))
             if a.size == b.size == size:
@@ -150,7 +173,8 @@ def _binary(op: str, stem: str) -> Rule:
         other = b if dyn is a else a
         if not isinstance(other, Const):
             raise Unsupported(f"{node.op_type} of {type(other).__name__}")
-        c = const_operand(imp, other, dyn, stem)
+        c = tensor_operand(imp, other, dyn, stem) if imp.tensors and len(dyn.shape) > 1 \
+            else const_operand(imp, other, dyn, stem)
         left, right = (dyn.expr, c) if dyn is a else (c, dyn.expr)
         if op == "⊙" and isinstance(c, ex.Num | ex.Neg):
             left, right = c, dyn.expr
@@ -448,7 +472,15 @@ def _flatten(imp: Importer, node: Any, args: Args, at: dict[str, Any]) -> list[V
     axis = _axis(int(at.get("axis", 1)), imp.lead + len(x.shape)) - imp.lead
     if imp.lead != 1 or axis < 0 or int(np.prod(x.shape[:axis], dtype=np.int64)) != 1:
         raise Unsupported("Flatten that merges the batch axis with others")
-    return [Dyn(x.expr, (x.size,))]
+    return [_as_vector(imp, x)]
+
+
+def _as_vector(imp: Importer, x: Dyn) -> Dyn:
+    """A per-example value as the vector of its entries: free where equations hold values
+    as vectors, ``flatten(x)`` where they keep a tensor's axes (``Importer.tensors``)."""
+    if imp.tensors and len(x.shape) > 1:
+        return Dyn(ex.Call(OPS["flatten"].spellings[0], x.expr), (x.size,))
+    return Dyn(x.expr, (x.size,))
 
 
 def _reshape(imp: Importer, node: Any, args: Args, at: dict[str, Any]) -> list[Value]:
@@ -469,6 +501,10 @@ def _reshape(imp: Importer, node: Any, args: Args, at: dict[str, Any]) -> list[V
         rest = [x.size // max(known, 1) if d == -1 else d for d in rest]
     if not keeps_lead or -1 in rest or int(np.prod(rest, dtype=np.int64)) != x.size:
         raise Unsupported("Reshape that moves values across the batch axis")
+    if imp.tensors and len(x.shape) > 1 and tuple(rest) != x.shape:
+        if len(rest) != 1:
+            raise Unsupported(f"Reshape of a per-example tensor {x.shape} to {tuple(rest)}")
+        return [_as_vector(imp, x)]
     return [Dyn(x.expr, tuple(rest))]
 
 
@@ -520,9 +556,20 @@ def _from_op(op: Op) -> Rule:
     return (_softmax if op.vector else _function)(op.spellings[0])
 
 
+#: ONNX ops whose converters keep a per-example tensor as it is in a graph with convolutions
+#: (entry by entry, or the spatial ops) or turn it into a vector as equations do (Flatten);
+#: the others refuse one there rather than read it as the vector of its entries.
+TENSOR_SAFE = frozenset({
+    *(t for t, op in BY_ONNX.items() if not op.vector and not op.reduces),
+    "Neg", "LeakyRelu", "Gelu", "Elu", "HardSigmoid", "Clip", "Identity", "Dropout",
+    "Flatten", "Reshape"})
+
 RULES: dict[str, Rule] = {
-    **{op_type: _from_op(op) for op_type, op in BY_ONNX.items() if not op.reduces},
+    **{op_type: _from_op(op) for op_type, op in BY_ONNX.items()
+       if not op.reduces and op.param_attrs is None},
     **{op_type: _reduce(op.spellings[0]) for op_type, op in BY_ONNX.items() if op.reduces},
+    **{op_type: SPATIAL[op.name] for op_type, op in BY_ONNX.items()
+       if op.param_attrs is not None},  # conv, pools: nndk/onnx/spatial.py
     "Slice": _slice, "Max": _entrywise("max"), "Min": _entrywise("min"),
     "Where": _entrywise("where"),
     **{op_type: _binary(symbol, "k") for op_type, symbol in (

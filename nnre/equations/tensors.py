@@ -296,8 +296,8 @@ class _Checker:
 
     def permute(self, node: ast.Call, arg: Vars, eq: ast.Equation) -> Vars:
         """``Y = permute(X)``: X's axes in the order of Y's declaration, each axis found by
-        its dimension (``X ∈ ℝ^(C×H×W)``, ``Y ∈ ℝ^(H×W×C)``); two axes of one dimension
-        would be ambiguous."""
+        its dimension (``X ∈ ℝ^(C×H×W)``, ``Y ∈ ℝ^(H×W×C)``), or else by a size only one axis
+        has; anything else would be ambiguous."""
         target = self.names.get(eq.target.name)
         if eq.expr is not node or target is None:
             raise self.error(f"permute in the equation for '{eq.target.raw}' takes its order "
@@ -306,15 +306,21 @@ class _Checker:
                              expected=f"'{eq.target.raw} ∈ ℝ^(…)' and "
                                       f"'{eq.target.raw} = permute(…)'")
         roots = [self.d.find(v) for v in arg]
+        sizes = [self.d.get(v) for v in arg]
         axes = []
         for var in target:
-            root = self.d.find(var)
-            if roots.count(root) != 1 or len(target) != len(arg):
-                raise self.error(f"permute in the equation for '{eq.target.raw}': cannot tell "
-                                 f"where each axis of {self.show(target)} comes from in "
-                                 f"{self.show(arg)}", node.pos,
-                                 expected="the same dimension names, each once, on both sides")
-            axes.append(roots.index(root))
+            root, size = self.d.find(var), self.d.get(var)
+            if roots.count(root) == 1:  # the same dimension
+                axes.append(roots.index(root))
+            elif size is not None and sizes.count(size) == 1:  # the only axis of that size
+                axes.append(sizes.index(size))
+            else:
+                axes.append(-1)
+        if sorted(axes) != list(range(len(arg))) or len(target) != len(arg):
+            raise self.error(f"permute in the equation for '{eq.target.raw}': cannot tell "
+                             f"where each axis of {self.show(target)} comes from in "
+                             f"{self.show(arg)}", node.pos,
+                             expected="each axis's dimension name, or size, once on each side")
         self.attrs[id(node)] = {"axes": tuple(axes)}
         return target
 

@@ -28,7 +28,7 @@ WIDE = 8  # channels per group from which im2col copies all windows at once (_co
 # -- geometry: one place checks sizes and computes the output's ------------------------
 def _whole(name: str, value: float, low: int) -> int:
     """An equation parameter (a number) as the whole number ≥ ``low`` an attribute needs."""
-    if value != int(value) or int(value) < low:
+    if not math.isfinite(value) or value != int(value) or int(value) < low:
         raise ValueError(f"{name}={value:g}: expected a whole number ≥ {low}")
     return int(value)
 
@@ -51,6 +51,10 @@ def _out_sizes(op: str, sizes: Ints, kernel: Ints, stride: Ints, pads: Ints,
                              f"whole numbers ≥ {low}")
     out = []
     for i, n in enumerate(sizes):
+        if max(pads[i], pads[r + i]) > n:  # the padded copy stays within 3× the input
+            raise ValueError(f"{op}: pads={pads} on {n} entries along spatial axis {i}: a pad "
+                             "may be at most the input's size (more only adds windows of "
+                             "padding)")
         padded, reach = n + pads[i] + pads[r + i], dilation[i] * (kernel[i] - 1) + 1
         if reach > padded:
             raise ValueError(f"{op}: the kernel spans {reach} entries along spatial axis {i} "
@@ -65,6 +69,16 @@ def _pad(x: Array, pads: Ints, fill: float = 0.0) -> Array:
         return x
     widths = [(0, 0), (0, 0), *zip(pads[:r], pads[r:], strict=True)]
     return np.pad(x, widths, constant_values=fill)
+
+
+def _padded(sizes: Ints, pads: Ints) -> Ints:
+    """Spatial sizes with the padding: n + pad_begin + pad_end along each axis."""
+    return tuple(n + pads[i] + pads[len(sizes) + i] for i, n in enumerate(sizes))
+
+
+def _inner(sizes: Ints, pads: Ints) -> tuple[slice, ...]:
+    """Where the input sits inside its padded copy, along each spatial axis."""
+    return tuple(slice(p, p + n) for p, n in zip(pads[:len(sizes)], sizes, strict=True))
 
 
 def _places(kernel: Ints, stride: Ints, dilation: Ints, out: Ints
@@ -117,10 +131,8 @@ def _columns(x: Array, kernel: Ints, stride: Ints, pads: Ints, dilation: Ints, g
     (0.08 against 0.21 ms at C=16) and slower when they are short (0.19 against 0.07 ms at
     C=1), hence one copy from ``WIDE`` channels per group up, else one per kernel offset."""
     r, (rows, channels) = len(kernel), x.shape[:2]
-    inner = tuple(slice(p, p + n) for p, n in zip(pads, x.shape[2:], strict=False))
-    padded = np.zeros((rows, *(n + pads[i] + pads[r + i] for i, n in enumerate(x.shape[2:])),
-                       channels), x.dtype)
-    padded[ROWS + inner] = np.moveaxis(x, 1, -1)
+    padded = np.zeros((rows, *_padded(x.shape[2:], pads), channels), x.dtype)
+    padded[ROWS + _inner(x.shape[2:], pads)] = np.moveaxis(x, 1, -1)
     per = channels // groups
     cols = np.empty((rows, *out, groups, *kernel, per), x.dtype)
     if per >= WIDE:  # one copy from a strided view of every window
@@ -190,13 +202,12 @@ def _conv_vjp(g: Array, out: Array, args: list[Array], attrs: dict[str, Any], i:
     per = w.reshape(groups, w.shape[0] // groups, w.shape[1], -1)
     parts = np.matmul(gg, np.ascontiguousarray(per.transpose(3, 0, 1, 2)))
     parts = parts.reshape(*kernel, groups, rows, *size, -1)
-    padded = np.zeros((rows, *(n + pads[i] + pads[r + i] for i, n in enumerate(x.shape[2:])),
-                       groups, x.shape[1] // groups), g.dtype)
+    padded = np.zeros((rows, *_padded(x.shape[2:], pads), groups, x.shape[1] // groups),
+                      g.dtype)
     for offset, place in _places(kernel, stride, dilation, size):  # col2im
         padded[ROWS + place] += np.moveaxis(parts[offset], 0, -2)
-    inner = tuple(slice(p, p + n) for p, n in zip(pads, x.shape[2:], strict=False))
-    return np.moveaxis(padded[ROWS + inner].reshape(x.shape[0], *x.shape[2:], -1),
-                       -1, 1)
+    inside = padded[ROWS + _inner(x.shape[2:], pads)]
+    return np.moveaxis(inside.reshape(rows, *x.shape[2:], -1), -1, 1)
 
 
 def _conv_onnx(e: Any, ins: Any, args: list[str], out: str) -> None:
@@ -218,7 +229,7 @@ def _conv_op(name: str, arity: int) -> Op:
         spellings=("conv",), arity=arity, tensor=True, tensor_input=1, products=True,
         params={"stride": 1, "pad": 0, "dilation": 1, "groups": 1}, param_attrs=conv_attrs,
         vjp=_conv_vjp, reads=frozenset({"args"}),
-        onnx=_conv_onnx,
+        onnx=_conv_onnx, onnx_import=("Conv",) if arity == 2 else (),  # with B or not
     )
 
 
@@ -254,10 +265,6 @@ def _pool_geometry(x: Array, attrs: dict[str, Any]) -> tuple[Ints, Ints, Ints]:
                                                                (0,) * (2 * r))
 
 
-def _last(r: int) -> Ints:
-    return tuple(range(-r, 0))
-
-
 def _pool_places(x: Array, out: Ints, attrs: dict[str, Any]
                  ) -> tuple[Ints, list[tuple[Ints, tuple[slice, ...]]]]:
     """Pads, and each window offset with the strided slice of the padded input it reads
@@ -290,12 +297,7 @@ def _maxpool_vjp(g: Array, out: Array, args: list[Array], attrs: dict[str, Any],
         hit &= ~taken
         grad[LEAD + place] += np.where(hit, g, 0)
         taken |= hit
-    return _unpad(grad, pads, x.shape)
-
-
-def _unpad(grad: Array, pads: Ints, shape: Ints) -> Array:
-    inner = tuple(slice(pads[i], pads[i] + n) for i, n in enumerate(shape[2:]))
-    return grad[LEAD + inner]
+    return grad[LEAD + _inner(x.shape[2:], pads)]
 
 
 def _counts(x: Shape, kernel: Ints, stride: Ints, pads: Ints, out: Ints) -> Array:
@@ -325,11 +327,10 @@ def _avgpool_vjp(g: Array, out: Array, args: list[Array], attrs: dict[str, Any],
     kernel, stride, pads = _pool_geometry(x, attrs)
     share = g / _counts(x.shape, kernel, stride, pads, g.shape[2:])
     _, places = _pool_places(x, g.shape[2:], attrs)
-    grad = np.zeros((*x.shape[:2], *(n + pads[k] + pads[len(kernel) + k]
-                                      for k, n in enumerate(x.shape[2:]))), g.dtype)
+    grad = np.zeros((*x.shape[:2], *_padded(x.shape[2:], pads)), g.dtype)
     for _, place in places:
         grad[LEAD + place] += share
-    return _unpad(grad, pads, x.shape)
+    return grad[LEAD + _inner(x.shape[2:], pads)]
 
 
 def _pool_onnx(op_type: str, **extra: Any) -> Any:
@@ -343,18 +344,19 @@ def _pool_onnx(op_type: str, **extra: Any) -> Any:
     return rule
 
 
-def _pool_op(name: str, kernel: Any, vjp: Any, reads: frozenset[str], onnx: Any) -> Op:
+def _pool_op(name: str, kernel: Any, vjp: Any, reads: frozenset[str], onnx_type: str,
+             **onnx_attrs: Any) -> Op:
     return Op(
         name, kernel, _pool_shape, attrs={"kernel": tuple, "stride": tuple, "pads": tuple},
         spellings=(name,), tensor=True,
         params={"size": 2, "stride": 0, "pad": 0}, param_attrs=pool_attrs,
-        vjp=vjp, reads=reads, onnx=onnx,
+        vjp=vjp, reads=reads, onnx=_pool_onnx(onnx_type, **onnx_attrs),
+        onnx_import=(onnx_type,),
     )
 
 
-MAXPOOL = _pool_op("maxpool", _maxpool, _maxpool_vjp, frozenset({"args", "out"}),
-                   _pool_onnx("MaxPool"))
-AVGPOOL = _pool_op("avgpool", _avgpool, _avgpool_vjp, frozenset(),
-                   _pool_onnx("AveragePool", count_include_pad=0))
+MAXPOOL = _pool_op("maxpool", _maxpool, _maxpool_vjp, frozenset({"args", "out"}), "MaxPool")
+AVGPOOL = _pool_op("avgpool", _avgpool, _avgpool_vjp, frozenset(), "AveragePool",
+                   count_include_pad=0)
 
 OPS = [CONV, CONV_BIAS, MAXPOOL, AVGPOOL]
