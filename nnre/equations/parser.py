@@ -60,6 +60,13 @@ class Parser:
             raise self.error(f"unexpected {_show(self.tok)}", expected=what)
         return self.advance()
 
+    def close(self, opened: Token, kind: str, what: str) -> Token:
+        """The token closing ``opened``; a line that ends first is reported at the opener,
+        which is where the fix goes (the end of the line says nothing about which one)."""
+        if self.tok.kind in ("NEWLINE", "EOF"):
+            raise self.error(f"'{opened.text}' is never closed", opened, expected=what)
+        return self.expect(kind, what)
+
     def pos(self, tok: Token) -> ast.Pos:
         return ast.Pos(tok.line, tok.column)
 
@@ -330,7 +337,7 @@ class Parser:
             self.nest()
             inner = self.expression()
             self.depth -= 1
-            self.expect(")", "')'")
+            self.close(tok, ")", "')'")
             return inner
         if tok.kind == "[":
             return self.concat()
@@ -355,14 +362,14 @@ class Parser:
         self.nest()
         given: dict[str, float] = {}
         if self.tok.kind == "(":
-            self.advance()
+            opened = self.advance()
             args = [self.expression()]
             while self.tok.kind == ",":
                 self.advance()
                 args.append(self.expression())
             if self.tok.kind == ";":
                 given = self.params(tok)
-            self.expect(")", "')' after the function's argument")
+            self.close(opened, ")", "')' after the function's argument")
             func = BY_ARITY.get((tok.text, len(args)), "")
             if not func:
                 counts = sorted(n for s, n in BY_ARITY if s == tok.text)
@@ -408,7 +415,7 @@ class Parser:
         if self.tok.kind == ",":
             raise self.error("horizontal concatenation is not supported",
                              expected="';' between stacked parts")
-        self.expect("]", "']' or ';'")
+        self.close(open_tok, "]", "']' or ';'")
         self.depth -= 1
         return ast.Concat(tuple(parts), self.pos(open_tok))
 
