@@ -79,7 +79,8 @@ def gradcheck_command(model: str, bindings: tuple[str, ...], steps: int, batch: 
     """
     text, filename = read_model(model)
     problem = make_problem(text, resolve_dims(text, filename, parse_bindings(bindings)),
-                           steps=steps, batch=batch, seed=seed, contiguous=True, stacked=True)
+                           steps=steps, batch=batch, seed=seed, contiguous=True, stacked=True,
+                           filename=filename)
     errors = gradcheck(problem)
     click.echo("backprop (trainer layout) vs central differences of Model.run, float64")
     width = max(len(k) for k in errors)
