@@ -22,7 +22,7 @@ from nndk.files import atomic_write, clean_stale
 from nnre import budget
 from nnre.bundle.write import BundleContent, chunks, plan
 from nnre.errors import NnreError
-from nnre.files import open_regular
+from nnre.files import open_regular, target_folder
 from nnre.model import Model
 from nnre.npz import read_npz
 
@@ -126,6 +126,9 @@ def pack(req: PackRequest) -> PackResult:
                 "authors": list(req.authors), "extra": parse_meta(req.meta),
                 "codecs": dict(req.codecs)}
     metadata.update({k: v for k, v in optional.items() if v})
+    if not req.equations.exists():
+        raise PackError(f"{req.equations}: no such file or directory (SOURCE is an .eqn file "
+                        "or a checkpoint of nndk train)")
     if is_checkpoint(req.equations):
         if req.weights is not None:
             raise PackError("--weights goes with an .eqn file; a checkpoint has its weights")
@@ -152,7 +155,7 @@ def write_bundle(path: Path, content: BundleContent) -> str:
 
     ``plan`` is the runtime writer's own validation and layout, so the bytes are the same as
     ``nnre.bundle.write.write`` would produce."""
-    clean_stale(path.parent if str(path.parent) else Path("."))
+    clean_stale(target_folder(path))  # a missing folder is an error naming it, not made
     prefix, arrays, bundle_id = plan(content)
 
     def emit(f: Any) -> None:

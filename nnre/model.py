@@ -83,11 +83,14 @@ class Model:
             raise ShapeError(f"weight '{extra[0]}' is not a parameter of the equations",
                              expected="one of " + ", ".join(roles.params or ["(none)"]),
                              filename=filename)
+        wanted = param_shapes(checked)
+        missing = [f"'{k}' of shape {v}" for k, v in wanted.items() if k not in weights]
+        if missing:  # every one at once: fixing a weight file one name per run is tedious
+            raise ShapeError(f"missing weight{'s' if len(missing) > 1 else ''} "
+                             + ", ".join(missing), filename=filename)
         specs = {}
-        for name, want in param_shapes(checked).items():
+        for name, want in wanted.items():
             r, c = shapes.of[name]
-            if name not in weights:
-                raise ShapeError(f"missing weight '{name}' of shape {want}", filename=filename)
             if weights[name].shape not in (want, (r, c)):
                 raise ShapeError(f"weight '{name}' has shape {weights[name].shape}",
                                  expected=f"shape {want}", filename=filename)

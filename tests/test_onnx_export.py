@@ -162,3 +162,28 @@ def test_sequence_export_imports_back(template: str) -> None:
     model = template_model(template, TEMPLATES[template])
     _assert_imports_back(model, import_model(export_model(model, sequence=True, opset=19)),
                          1e-6, steps=5)
+
+
+def test_cli_export_and_import_into_a_missing_folder_name_it(tmp_path) -> None:
+    """One ``error:`` line naming the folder the user gave, from the real CLI."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    model = template_model("rnn", TEMPLATES["rnn"])
+    write(tmp_path / "m.bundle", build_content(model.equations, model.weights(),
+                                               {"name": "m", "version": "1.0.0"}))
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+
+    def nndk(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "nndk", *args], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=120)
+
+    proc = nndk("export", "m.bundle", "-o", "gone/m.onnx")
+    assert (proc.returncode, proc.stderr) == (
+        1, "error: gone: no such directory, cannot write m.onnx in it\n")
+    assert nndk("export", "m.bundle", "-o", "m.onnx").returncode == 0
+    proc = nndk("import", "m.onnx", "-o", "gone/again.bundle")
+    assert (proc.returncode, proc.stderr) == (
+        1, "error: gone: no such directory, cannot write again.bundle in it\n")

@@ -262,6 +262,8 @@ def export_bundle(path: str, *, opset: int = DEFAULT_EXPORT_OPSET, sequence: boo
 
 
 def save(proto: Any, path: str) -> None:
-    """Write an ONNX model to ``path``."""
-    onnx = require_onnx()
-    onnx.save_model(proto, path)
+    """Write an ONNX model to ``path`` atomically (a missing folder is an error naming it)."""
+    from nnre.files import atomic_write
+
+    data = proto.SerializeToString()
+    atomic_write(path, lambda f: f.write(data))
