@@ -108,7 +108,8 @@ CASES: list[tuple[str, list[Maker], list[str], str]] = [
      ["gradcheck", "m.eqn"], "error: m.eqn:2:10: '(' is never closed"),
     ("pack-no-such-source", [],
      ["pack", "nonexist.eqn", "--name", "m", "--version", "1.0.0", "-o", "m.bundle"],
-     "error: nonexist.eqn: no such file or directory (SOURCE is an .eqn file or a checkpoint"),
+     "error: nonexist.eqn: no such file or directory (SOURCE is an .eqn file, a checkpoint "
+     "of nndk train or a .bundle) [error]"),
     ("pack-into-missing-folder", [text("m.eqn", "y = W x + b\n"),
                                   npz("w.npz", W=np.ones((1, 2)), b=np.zeros(1))],
      ["pack", "m.eqn", "--weights", "w.npz", "--name", "m", "--version", "1.0.0", "-o",
