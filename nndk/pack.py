@@ -196,15 +196,23 @@ def is_bundle(path: Path) -> bool:
         return f.read(len(MAGIC)) == MAGIC
 
 
+#: Metadata that says which bundle this is; a bundle made from another sets its own.
+IDENTITY = ("name", "version", "created", "producer", "lineage")
+
+
+def inherited(metadata: Mapping[str, Any]) -> dict[str, Any]:
+    """What a bundle made from another keeps of its metadata: all but its identity (the
+    codecs, sampling settings, provenance, description, license, authors, extra)."""
+    return {k: v for k, v in metadata.items() if k not in IDENTITY}
+
+
 def from_bundle(path: Path) -> Source:
-    """A bundle to relabel: everything it holds but its identity (name, version, created,
-    producer), every digest checked; the new bundle's lineage names it as the parent."""
+    """A bundle to relabel: everything it holds but its identity, every digest checked; the
+    new bundle's lineage names it as the parent."""
     from nnre.loader import load
 
     model = load(path, check_data=True, cache=False)
-    own = ("name", "version", "created", "producer", "lineage")
-    kept = {k: v for k, v in model.metadata.items() if k not in own}
-    kept["lineage"] = {"parent": model.bundle_id}
+    kept = inherited(model.metadata) | {"lineage": {"parent": model.bundle_id}}
     return model.equations, model.weights(), kept, model.dtype
 
 
