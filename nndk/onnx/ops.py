@@ -38,7 +38,11 @@ def convert(imp: Importer, node: Any, args: Args) -> list[Value]:
         outs = imp.fold(node, args)
         if node.op_type in KEEPS_REFS and args and isinstance(args[0], Const):
             return [_keep_ref(args[0], outs[0], node.op_type)]
-        return outs
+        return _over_weights(imp, node, args, outs)
+    return _convert(imp, node, args)
+
+
+def _convert(imp: Importer, node: Any, args: Args) -> list[Value]:
     rule = RULES.get(node.op_type)
     if rule is None:
         raise Unsupported(f"op {node.op_type} is not supported")
@@ -58,6 +62,9 @@ def attributes(node: Any) -> dict[str, Any]:
 
 
 def _keep_ref(src: Const, out: Value, op: str) -> Value:
+    if src.expr is not None and isinstance(out, Const) and \
+            _vector_shape(src.value) == _vector_shape(out.value):
+        return Const(out.value, expr=src.expr, uses=src.uses)
     if src.ref is None or not isinstance(out, Const):
         return out
     if op == "Transpose" and src.value.ndim == 2:
@@ -67,6 +74,71 @@ def _keep_ref(src: Const, out: Value, op: str) -> Value:
     if op == "Identity":
         return src
     return out
+
+
+# -- constants computed from weights --------------------------------------------------------
+def _over_weights(imp: Importer, node: Any, args: Args, outs: list[Value]) -> list[Value]:
+    """A node over constants, folded; when it is an elementwise function or operator of a
+    weight (a vector or a scalar) or of such an expression, the result also keeps the
+    expression (``σ(a)``, ``1 − exp(c)``), so the equations name the parameter instead of a
+    new constant ``k₁``: nndk's exporter computes such values in the graph from the named
+    initializer, and the round trip should read as the equations did."""
+    op = BY_ONNX.get(node.op_type)
+    out = outs[0] if len(outs) == 1 else None
+    if node.attribute or not isinstance(out, Const) or _vector_shape(out.value) is None:
+        return outs
+    src = args[0] if args else None
+    if node.op_type == "Expand" and isinstance(src, Const) and src.value.size == 1:
+        term = _weight_term(imp, src, False) if _weighted(src) else None  # a scalar
+        return [Const(out.value, expr=term[0], uses=term[1])] if term else outs
+    # a uniform constant beside an expression is a number (the literal 1 of 1 − σ(a)); alone,
+    # a scalar weight is itself (σ(s))
+    numbers = any(isinstance(a, Const) and (a.expr is not None or (_weighted(a) and
+                                                                   not _uniform(a)))
+                  for a in args)
+    terms = [_weight_term(imp, a, numbers) for a in args]
+    if any(t is None for t in terms) or not any(isinstance(a, Const) and _weighted(a)
+                                                for a in args):
+        return outs
+    exprs = [t[0] for t in terms if t is not None]
+    uses = tuple(u for t in terms if t is not None for u in t[1])
+    if node.op_type == "Neg" and len(exprs) == 1:
+        return [Const(out.value, expr=ex.Neg(exprs[0]), uses=uses)]
+    if op is None or op.vector or op.reduces:
+        return outs
+    if op.infix and len(exprs) == 2:
+        return [Const(out.value, expr=_combine(op.infix, exprs[0], exprs[1]), uses=uses)]
+    if not op.infix and len(exprs) == 1:
+        return [Const(out.value, expr=ex.Call(op.spellings[0], exprs[0]), uses=uses)]
+    return outs
+
+
+def _weighted(c: Const) -> bool:
+    """A whole weight as equations can name it (a vector or scalar), or an expression."""
+    return c.expr is not None or (c.ref is not None and not c.transposed
+                                  and _vector_shape(np.asarray(c.value)) is not None)
+
+
+def _uniform(c: Const) -> bool:
+    flat = np.asarray(c.value).reshape(-1)
+    return bool(flat.size) and bool(np.all(flat == flat[0]))
+
+
+def _weight_term(imp: Importer, a: Value | None, numbers: bool
+                 ) -> tuple[ex.Expr, tuple[tuple[str, np.ndarray], ...]] | None:
+    """A constant operand as an expression: over weights, or a number when uniform (and
+    ``numbers`` says so, or it is no weight)."""
+    if not isinstance(a, Const):
+        return None
+    if a.expr is not None:
+        return a.expr, a.uses
+    value = np.asarray(a.value)
+    if _uniform(a) and (numbers or not _weighted(a)):
+        return imp.num(value.reshape(-1)[0]), ()
+    if _weighted(a):
+        stored = value.reshape(() if value.size == 1 else (-1,))  # a scalar weight is ()
+        return ex.Name(a.ref), ((a.ref, stored),)  # type: ignore[arg-type]
+    return None
 
 
 def _vector_shape(value: np.ndarray) -> tuple[int, ...] | None:
@@ -105,6 +177,10 @@ def const_operand(imp: Importer, c: Const, dyn: Dyn, stem: str) -> ex.Expr:
     """A number when the constant is uniform, else a weight vector (named once)."""
     per = per_example(imp, c, dyn)
     flat = per.reshape(-1)
+    if c.expr is not None and np.asarray(c.value).size in (flat.size, 1):
+        for ref, value in c.uses:  # the weights it reads join the model only when it is used
+            imp.use_ref(ref, value)
+        return c.expr
     if flat.size == 0 or np.all(flat == flat[0]):
         return imp.num(flat[0] if flat.size else 0.0)
     if c.ref is not None and _vector_shape(np.asarray(c.value)) == (flat.size,):
