@@ -135,9 +135,9 @@ def _weight_term(imp: Importer, a: Value | None, numbers: bool
     value = np.asarray(a.value)
     if _uniform(a) and (numbers or not _weighted(a)):
         return imp.num(value.reshape(-1)[0]), ()
-    if _weighted(a):
+    if a.ref is not None and _weighted(a):
         stored = value.reshape(() if value.size == 1 else (-1,))  # a scalar weight is ()
-        return ex.Name(a.ref), ((a.ref, stored),)  # type: ignore[arg-type]
+        return ex.Name(a.ref), ((a.ref, stored),)
     return None
 
 
