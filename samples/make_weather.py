@@ -70,9 +70,9 @@ def main() -> None:
     write_feeds(HERE / "weather-feeds.npz", HERE / "weather-requests.jsonl")
     codec = json.dumps({"id": "argmax-label", "labels": LABELS})
     with tempfile.TemporaryDirectory() as ck:
-        nndk("train", str(data), "--model", "mlp", "--set", "H=8", "--loss", "ce", "--steps", "1500",
-             "--batch-size", "32", "--lr", "0.01", "--eval-every", "500", "--seed", "0",
-             "--checkpoint-dir", ck)
+        nndk("train", str(data), "--model", "mlp", "--set", "H=8", "--loss", "ce",
+             "--steps", "1500", "--batch-size", "32", "--lr", "0.01", "--eval-every", "500",
+             "--seed", "0", "--checkpoint-dir", ck)
         nndk("pack", ck, "--name", "weather", "--version", "1.0.0",
              "--description", "wind, rain, fog in [0, 1] -> clear | fog | storm "
              "(samples/make_weather.py)", "--license", "MIT", "--author", "nnre developers",
