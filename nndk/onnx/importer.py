@@ -99,8 +99,9 @@ def _outputs(imp: Importer) -> list[str]:
             continue
         if isinstance(value, Label):
             imp.dropped[vi.name] = (f"a class index (ArgMax of '{value.source}'), not a vector "
-                                    "of numbers; pack the model with the argmax-label codec "
-                                    "to get it from the scores")
+                                    "of numbers; to get it from the scores, give them an "
+                                    "argmax-label codec: nndk pack BUNDLE --codec "
+                                    "'NAME={\"id\": \"argmax-label\", \"labels\": […]}'")
             continue
         if isinstance(value, Finals):  # stacked layers' final states, [layers, N, H]
             imp.outputs[vi.name] = (",".join(value.states), "states")
