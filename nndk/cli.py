@@ -267,7 +267,9 @@ def export_command(bundle_path: str, output: str, opset: int, sequence: bool) ->
 
     One time step by default: inputs and the previous state (NAME_prev) in, outputs and the
     next state (NAME_next) out. With --sequence, inputs are [T, N, n] and the outputs are
-    given for every step. The bundle's name, version and id go into the ONNX metadata.
+    given for every step. Parameters are initializers under their own names. The bundle's
+    name, version and id go into the ONNX metadata_props, and its whole metadata (vocabulary,
+    sampling settings, provenance…) as JSON under nnre.bundle, which nndk import restores.
 
     \b
     Examples:
@@ -297,6 +299,9 @@ def import_command(source: str, output: str, name: str | None, version_: str | N
     """Import an ONNX model as readable equations plus weights in a .bundle.
 
     Prints the equations. Every node the equations cannot express is named in one error.
+    A model nndk exported comes back with its metadata (nnre.bundle, checked as a bundle
+    header is) and names the original bundle as its lineage parent. To add codecs or
+    labels afterwards, relabel the bundle with nndk pack BUNDLE --codec ….
 
     \b
     Example:
