@@ -119,6 +119,18 @@ CASES: list[tuple[str, list[Maker], list[str], str]] = [
      ["pack", "m.eqn", "--weights", "w.npz", "--name", "m", "--version", "1.0.0", "-o",
       "m.bundle"], "error: m.eqn: missing weights 'W' of shape (1, 2), 'b' of shape (1,) "
                    "[shape-error]"),
+    ("pack-codec-not-json", [text("m.eqn", "y = W x + b\n"),
+                             npz("w.npz", W=np.ones((1, 2)), b=np.zeros(1))],
+     ["pack", "m.eqn", "--weights", "w.npz", "--name", "m", "--version", "1.0.0", "--codec",
+      "y={id: char}", "-o", "m.bundle"],
+     "error: --codec y: not JSON (Expecting property name enclosed in double quotes: line 1 "
+     "column 2 (char 1)) [error]"),
+    ("pack-codec-wrong-side", [text("m.eqn", "y = W x + b\n"),
+                               npz("w.npz", W=np.ones((1, 2)), b=np.zeros(1))],
+     ["pack", "m.eqn", "--weights", "w.npz", "--name", "m", "--version", "1.0.0", "--codec",
+      'y={"id": "char", "vocab": ["a"]}', "-o", "m.bundle"],
+     "error: header.metadata.codecs.y: codec 'char' applies to one of the signature's inputs, "
+     "and 'y' is not one [bad-codec]"),
     ("pack-nan-weight", [text("m.eqn", "y = W x + b\n"),
                          npz("w.npz", W=np.array([[1.0, np.nan]]), b=np.zeros(1))],
      ["pack", "m.eqn", "--weights", "w.npz", "--name", "m", "--version", "1.0.0", "-o",
