@@ -13,7 +13,7 @@ command of its document, so the tables cannot outlive what they describe:
 * ``NOT_RUN``: commands that set up the environment the test itself runs in.
 * ``SHORTER``: long runs, with the text substituted (e.g. ``--steps 1500`` → ``--steps 3``).
 
-``SLOW`` commands run only with ``-m slow``.
+``SLOW`` commands run in their own test, marked slow (``-m slow``).
 """
 
 from __future__ import annotations
@@ -162,15 +162,26 @@ def _run(command: str, cwd: Path) -> Result:
     return Result(command, proc.returncode, proc.stdout, proc.stderr, cwd)
 
 
+def _is_slow(command: str) -> bool:
+    return any(command.startswith(start) for start in SLOW)
+
+
 @pytest.mark.parametrize("doc", DOCS)
-def test_every_shell_command_runs(doc: str, tmp_path: Path,
-                                  request: pytest.FixtureRequest) -> None:
-    slow = "slow" in (request.config.getoption("-m") or "")
+def test_every_shell_command_runs(doc: str, tmp_path: Path) -> None:
+    _run_all([c for c, skipped in planned(doc) if not skipped and not _is_slow(c)], tmp_path)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("doc", DOCS)
+def test_every_slow_shell_command_runs(doc: str, tmp_path: Path) -> None:
+    """The SLOW commands (each stands alone: it reads nothing an earlier command made)."""
+    _run_all([c for c, skipped in planned(doc) if not skipped and _is_slow(c)], tmp_path)
+
+
+def _run_all(todo: list[str], tmp_path: Path) -> None:
     cwd = _scratch(tmp_path)
     problems: list[str] = []
-    for command, skipped in planned(doc):
-        if skipped or (not slow and any(command.startswith(s) for s in SLOW)):
-            continue
+    for command in todo:
         result = _run(command, cwd)
         if result.code != 0:
             problems.append(f"{command}\n  exit {result.code}: {result.err.strip()[-500:]}")
