@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from nndk.onnx import expr as ex
+from nndk.onnx.folding import KEEPS_REFS, keep_ref, over_weights, use, vector_shape
 from nndk.onnx.graph import RECURRENT, Importer
 from nndk.onnx.values import WHAT, Const, Dyn, Final, SeqY, Unsupported, Value
 from nnre.ops import BY_ONNX, OPS, Op
@@ -22,8 +23,6 @@ from nnre.ops import BY_ONNX, OPS, Op
 Args = list[Value | None]
 RELU, ELU = OPS["relu"].spellings[0], OPS["elu"].spellings[0]
 Rule = Callable[[Importer, Any, Args, dict[str, Any]], list[Value]]
-# Ops whose constant results keep the identity of the weight they read (W_f → W_fᵀ → W_f).
-KEEPS_REFS = {"Transpose", "Reshape", "Identity", "Squeeze", "Unsqueeze", "Flatten"}
 
 
 def convert(imp: Importer, node: Any, args: Args) -> list[Value]:
@@ -37,12 +36,8 @@ def convert(imp: Importer, node: Any, args: Args) -> list[Value]:
     if all(a is None or isinstance(a, Const) for a in args) and node.op_type not in RECURRENT:
         outs = imp.fold(node, args)
         if node.op_type in KEEPS_REFS and args and isinstance(args[0], Const):
-            return [_keep_ref(args[0], outs[0], node.op_type)]
-        return _over_weights(imp, node, args, outs)
-    return _convert(imp, node, args)
-
-
-def _convert(imp: Importer, node: Any, args: Args) -> list[Value]:
+            return [keep_ref(args[0], outs[0], node.op_type)]
+        return over_weights(imp, node, args, outs)
     rule = RULES.get(node.op_type)
     if rule is None:
         raise Unsupported(f"op {node.op_type} is not supported")
@@ -59,91 +54,6 @@ def attributes(node: Any) -> dict[str, Any]:
             value = [v.decode() if isinstance(v, bytes) else v for v in value]
         out[a.name] = value.decode() if isinstance(value, bytes) else value
     return out
-
-
-def _keep_ref(src: Const, out: Value, op: str) -> Value:
-    if src.expr is not None and isinstance(out, Const) and \
-            _vector_shape(src.value) == _vector_shape(out.value):
-        return Const(out.value, expr=src.expr, uses=src.uses)
-    if src.ref is None or not isinstance(out, Const):
-        return out
-    if op == "Transpose" and src.value.ndim == 2:
-        return Const(out.value, src.ref, not src.transposed, src.source)
-    if _vector_shape(src.value) == _vector_shape(out.value):
-        return Const(out.value, src.ref, src.transposed, src.source)
-    if op == "Identity":
-        return src
-    return out
-
-
-# -- constants computed from weights --------------------------------------------------------
-def _over_weights(imp: Importer, node: Any, args: Args, outs: list[Value]) -> list[Value]:
-    """A node over constants, folded; when it is an elementwise function or operator of a
-    weight (a vector or a scalar) or of such an expression, the result also keeps the
-    expression (``σ(a)``, ``1 − exp(c)``), so the equations name the parameter instead of a
-    new constant ``k₁``: nndk's exporter computes such values in the graph from the named
-    initializer, and the round trip should read as the equations did."""
-    op = BY_ONNX.get(node.op_type)
-    out = outs[0] if len(outs) == 1 else None
-    if node.attribute or not isinstance(out, Const) or _vector_shape(out.value) is None:
-        return outs
-    src = args[0] if args else None
-    if node.op_type == "Expand" and isinstance(src, Const) and src.value.size == 1:
-        term = _weight_term(imp, src, False) if _weighted(src) else None  # a scalar
-        return [Const(out.value, expr=term[0], uses=term[1])] if term else outs
-    # a uniform constant beside an expression is a number (the literal 1 of 1 − σ(a)); alone,
-    # a scalar weight is itself (σ(s))
-    numbers = any(isinstance(a, Const) and (a.expr is not None or (_weighted(a) and
-                                                                   not _uniform(a)))
-                  for a in args)
-    terms = [_weight_term(imp, a, numbers) for a in args]
-    if any(t is None for t in terms) or not any(isinstance(a, Const) and _weighted(a)
-                                                for a in args):
-        return outs
-    exprs = [t[0] for t in terms if t is not None]
-    uses = tuple(u for t in terms if t is not None for u in t[1])
-    if node.op_type == "Neg" and len(exprs) == 1:
-        return [Const(out.value, expr=ex.Neg(exprs[0]), uses=uses)]
-    if op is None or op.vector or op.reduces:
-        return outs
-    if op.infix and len(exprs) == 2:
-        return [Const(out.value, expr=_combine(op.infix, exprs[0], exprs[1]), uses=uses)]
-    if not op.infix and len(exprs) == 1:
-        return [Const(out.value, expr=ex.Call(op.spellings[0], exprs[0]), uses=uses)]
-    return outs
-
-
-def _weighted(c: Const) -> bool:
-    """A whole weight as equations can name it (a vector or scalar), or an expression."""
-    return c.expr is not None or (c.ref is not None and not c.transposed
-                                  and _vector_shape(np.asarray(c.value)) is not None)
-
-
-def _uniform(c: Const) -> bool:
-    flat = np.asarray(c.value).reshape(-1)
-    return bool(flat.size) and bool(np.all(flat == flat[0]))
-
-
-def _weight_term(imp: Importer, a: Value | None, numbers: bool
-                 ) -> tuple[ex.Expr, tuple[tuple[str, np.ndarray], ...]] | None:
-    """A constant operand as an expression: over weights, or a number when uniform (and
-    ``numbers`` says so, or it is no weight)."""
-    if not isinstance(a, Const):
-        return None
-    if a.expr is not None:
-        return a.expr, a.uses
-    value = np.asarray(a.value)
-    if _uniform(a) and (numbers or not _weighted(a)):
-        return imp.num(value.reshape(-1)[0]), ()
-    if a.ref is not None and _weighted(a):
-        stored = value.reshape(() if value.size == 1 else (-1,))  # a scalar weight is ()
-        return ex.Name(a.ref), ((a.ref, stored),)
-    return None
-
-
-def _vector_shape(value: np.ndarray) -> tuple[int, ...] | None:
-    big: list[int] = [int(d) for d in value.shape if d != 1]
-    return tuple(big) if len(big) <= 1 else None
 
 
 def _axis(axis: int, rank: int) -> int:
@@ -178,12 +88,10 @@ def const_operand(imp: Importer, c: Const, dyn: Dyn, stem: str) -> ex.Expr:
     per = per_example(imp, c, dyn)
     flat = per.reshape(-1)
     if c.expr is not None and np.asarray(c.value).size in (flat.size, 1):
-        for ref, value in c.uses:  # the weights it reads join the model only when it is used
-            imp.use_ref(ref, value)
-        return c.expr
+        return use(imp, c)
     if flat.size == 0 or np.all(flat == flat[0]):
         return imp.num(flat[0] if flat.size else 0.0)
-    if c.ref is not None and _vector_shape(np.asarray(c.value)) == (flat.size,):
+    if c.ref is not None and vector_shape(np.asarray(c.value)) == (flat.size,):
         return ex.Name(imp.use_ref(c.ref, np.asarray(c.value).reshape(-1)))
     key = (c.source, "vector", dyn.shape) if c.source else None
     return ex.Name(imp.weight(flat, stem, key))
@@ -196,6 +104,8 @@ def matrix(imp: Importer, k: Const) -> ex.Expr:
         value = value.reshape(-1, 1)
     elif value.ndim != 2:
         raise Unsupported(f"a matrix product with a {value.ndim}-D constant")
+    if k.expr is not None and np.asarray(k.value).ndim == 2:  # tanh(W), as the prologue had it
+        return use(imp, k) if k.transposed else ex.Tr(use(imp, k))
     if k.ref is not None:
         original = value.T if k.transposed else value
         name = ex.Name(imp.use_ref(k.ref, original))
@@ -217,10 +127,10 @@ def _binary(op: str, stem: str) -> Rule:
             shape = tuple(np.broadcast_shapes(a.shape, b.shape))
             size = int(np.prod(shape, dtype=np.int64))
             if a.size == b.size == size:
-                return [Dyn(_combine(op, a.expr, b.expr), a.shape)]
+                return [Dyn(ex.combine(op, a.expr, b.expr), a.shape)]
             if 1 in (a.size, b.size) and size == max(a.size, b.size) and len(shape) <= 1:
                 # one number per example over a vector: the language broadcasts it as NumPy
-                return [Dyn(_combine(op, a.expr, b.expr), a.shape if a.size > 1 else b.shape)]
+                return [Dyn(ex.combine(op, a.expr, b.expr), a.shape if a.size > 1 else b.shape)]
             raise Unsupported(f"{node.op_type} broadcasts one per-example value over another")
         dyn = _dyn(a if isinstance(a, Dyn) else b, f"an operand of {node.op_type}")
         other = b if dyn is a else a
@@ -230,16 +140,8 @@ def _binary(op: str, stem: str) -> Rule:
         left, right = (dyn.expr, c) if dyn is a else (c, dyn.expr)
         if op == "⊙" and isinstance(c, ex.Num | ex.Neg):
             left, right = c, dyn.expr
-        return [Dyn(_combine(op, left, right), dyn.shape)]
+        return [Dyn(ex.combine(op, left, right), dyn.shape)]
     return rule
-
-
-def _combine(op: str, a: ex.Expr, b: ex.Expr) -> ex.Expr:
-    if op == "+":
-        return ex.add(a, b)
-    if op == "−":
-        return ex.sub(a, b)
-    return ex.Bin(op, a, b)
 
 
 def _function(func: str) -> Rule:
@@ -457,7 +359,8 @@ def _gemm(imp: Importer, node: Any, args: Args, at: dict[str, Any]) -> list[Valu
         raise Unsupported("Gemm of anything but a per-example A times a constant B")
     if imp.lead != 1 or len(a.shape) != 1:
         raise Unsupported("Gemm of a per-example matrix")
-    k = b if not at.get("transB", 0) else Const(b.value.T, b.ref, not b.transposed, b.source)
+    k = b if not at.get("transB", 0) else Const(b.value.T, b.ref, not b.transposed, b.source,
+                                                b.expr, b.uses)
     alpha, beta = float(at.get("alpha", 1.0)), float(at.get("beta", 1.0))
     if alpha != 1.0:
         key = f"{b.source}×{alpha}" if b.source else None
