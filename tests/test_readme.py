@@ -2,9 +2,9 @@
 
 Each ```sh block is split into commands (a line, with ``\\`` continuations joined), and the
 commands of one document run in order, each in its own ``bash -c``, in a scratch copy of the
-documents and ``samples/`` with ``.venv`` linked to the environment running the tests (so
-``. .venv/bin/activate`` works as written) and that environment's bin first on PATH, as
-after activating it. Every command must exit 0 and pass the check its kind has in
+repository (its code first on PYTHONPATH) with ``.venv`` linked to the environment running
+the tests (so ``. .venv/bin/activate`` works as written) and that environment's bin first on
+PATH, as after activating it. Every command must exit 0 and pass the check its kind has in
 ``CHECKS``. A command added to either README is picked up with no change here.
 
 What is not run as written is said here, in two tables, and each entry must still match a
@@ -142,20 +142,18 @@ def test_the_tables_match_commands_of_the_documents() -> None:
 
 
 def _scratch(tmp: Path) -> Path:
-    """The documents and samples/ in a scratch folder, with .venv the running environment."""
-    for doc in DOCS:
-        (tmp / doc).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(ROOT / doc, tmp / doc)
-    shutil.copytree(ROOT / "samples", tmp / "samples", dirs_exist_ok=True,
-                    ignore=shutil.ignore_patterns("__pycache__"))
-    (tmp / ".venv").symlink_to(Path(sys.prefix), target_is_directory=True)
-    return tmp
+    """A copy of the repository (sources, documents, samples; no .git or caches) with .venv
+    the running environment."""
+    copy = tmp / "repo"
+    shutil.copytree(ROOT, copy, ignore=shutil.ignore_patterns(".*", "__pycache__"))
+    (copy / ".venv").symlink_to(Path(sys.prefix), target_is_directory=True)
+    return copy
 
 
 def _run(command: str, cwd: Path) -> Result:
     bindir = str(Path(sys.executable).parent)
     env = {**os.environ, "PATH": bindir + os.pathsep + os.environ.get("PATH", ""),
-           "PYTHONPATH": str(ROOT), "XDG_CACHE_HOME": str(cwd / ".cache")}
+           "PYTHONPATH": str(cwd), "XDG_CACHE_HOME": str(cwd / ".cache")}
     env.pop("NNRE_MAX_BYTES", None)
     proc = subprocess.run(["bash", "-c", command], cwd=cwd, env=env, capture_output=True,
                           text=True, timeout=300)
