@@ -80,9 +80,11 @@ class Model:
         roles, shapes = checked.roles, checked.shapes
         extra = sorted(set(weights) - set(roles.params))
         if extra:
-            raise ShapeError(f"weight '{extra[0]}' is not a parameter of the equations",
-                             expected="one of " + ", ".join(roles.params or ["(none)"]),
-                             filename=filename)
+            names = ", ".join(f"'{k}'" for k in extra)
+            what = "is not a parameter" if len(extra) == 1 else "are not parameters"
+            raise ShapeError(f"weight{'s' if len(extra) > 1 else ''} {names} {what} of the "
+                             "equations", filename=filename,
+                             expected="one of " + ", ".join(roles.params or ["(none)"]))
         wanted = param_shapes(checked)
         missing = [f"'{k}' of shape {v}" for k, v in wanted.items() if k not in weights]
         if missing:  # every one at once: fixing a weight file one name per run is tedious

@@ -93,6 +93,8 @@ def _with(weights: dict, tmp_path: Path) -> Path:
     (lambda w: (w.pop("b_y"), w.pop("W_f")),
      "missing weights 'W_f' of shape (3, 4), 'b_y' of shape (4,)"),
     (lambda w: w.update(Q=np.zeros(3, np.float32)), "weight 'Q' is not a parameter"),
+    (lambda w: w.update(Q=np.zeros(3, np.float32), R=np.zeros(1, np.float32)),
+     "weights 'Q', 'R' are not parameters of the equations (expected one of "),
     (lambda w: w.update(W_c=w["W_c"].T), "'W_c' is (4, 3)"),
 ])
 def test_bad_weights_are_named(files, tmp_path, change, message) -> None:
