@@ -91,7 +91,8 @@ class Backward:
                    if ins.op == "concat" and dict(ins.attrs).get("axis") == 1}
         for ins in prog.pre + prog.loop + prog.post:
             b = ins.args[1] if ins.op == "matmul" else -1
-            if b >= 0 and prog.slots[b].stage == "prologue" and b not in self.weights_t:
+            if b >= 0 and prog.slots[b].stage == "prologue" and len(prog.slots[b].shape) == 2 \
+                    and b not in self.weights_t:
                 value = run.full[b]
                 ready = value.T.flags.c_contiguous
                 buf = value.T if ready else np.empty(value.T.shape, value.dtype)
@@ -200,7 +201,7 @@ class Backward:
             if ins.op == "matmul" and i == 0 and ins.args[1] in self.weights_t:
                 calls.append(times_weight_t(g, args[1], self.weights_t[ins.args[1]][1],
                                             target, write, scratch))
-            elif ins.op == "matmul" and i == 1:
+            elif ins.op == "matmul" and i == 1 and args[1].ndim == 2:
                 calls.append(weight_grad(args[0], g, target, write, scratch))
             else:
                 calls.append(fused(op, i, g, out, args, target, write, scratch)

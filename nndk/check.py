@@ -6,9 +6,10 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from nnre.compiler import compile_program
+from nnre.compiler import compile_checked
 from nnre.equations import Checked, check
 from nnre.equations.render import render, time_name
+from nnre.equations.tensors import TensorShapes, api_shape
 from nnre.program import Program
 
 
@@ -16,14 +17,16 @@ def describe(text: str, dims: Mapping[str, int] | None = None, filename: str | N
              dtype: str = "float32") -> str:
     """A report of the canonical equations, roles, shapes, parameter count and Program."""
     checked = check(text, dims, filename=filename)
-    program = compile_program(checked.sympy, checked.roles, dtype)
+    program = compile_checked(checked, dtype)
     return "\n".join(_report(checked, program, filename or "<equations>"))
 
 
 def _shape(checked: Checked, name: str) -> str:
-    r, c = checked.shapes.of[name]
     if name in checked.shapes.scalar:
         return "()"
+    if isinstance(checked.shapes, TensorShapes):
+        return str(api_shape(checked.shapes.of[name]))
+    r, c = checked.shapes.of[name]
     if name in checked.shapes.matrices:
         return f"({r}, {c})"
     return f"({r},)" if c == 1 else f"({r}, {c})"

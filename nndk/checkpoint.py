@@ -138,7 +138,8 @@ RECORD_RULES: dict[str, Rule] = {
 KIND_RULES: dict[str, dict[str, Rule]] = {
     "text": {"vocab": Rule("str"), "batch_index": Rule("int", 0, MAX_COUNT),
              "carry": Rule("list")},
-    "arrays": {"cursor": Rule("int", 0, MAX_COUNT)},
+    "arrays": {"cursor": Rule("int", 0, MAX_COUNT),
+               "classes": Rule("int", 1, MAX_COUNT, optional=True)},  # a classifier's K
 }
 OPTIMIZER_RULES = {"name": Rule("str", choices=tuple(sorted(OPTIMIZERS))),
                    "t": Rule("int", 0, MAX_COUNT)}

@@ -21,7 +21,7 @@ import numpy as np
 from nndk.autodiff import Backward, differentiable_slots, transient_slots
 from nndk.layout import place_params
 from nndk.unrolled import Unrolled
-from nnre.compiler import compile_program
+from nnre.compiler import compile_checked
 from nnre.equations import check, param_shapes
 from nnre.model import Model
 from nnre.program import Program
@@ -99,7 +99,7 @@ class Oracle:
         if params is not None:  # the same compiled program, other weights
             model = Model(model.program, self.weights(params), equations=model.equations,
                           dims=model.dims, param_specs=model.params)
-        xs = {k: v.reshape(p.steps, p.batch, -1) for k, v in (feeds or p.feeds).items()}
+        xs = {k: v.reshape(p.steps, p.batch, *v.shape[1:]) for k, v in (feeds or p.feeds).items()}
         given = init or p.init
         state = {key: given[state_key(key)] for key in model.state}
         ys, final = model.run(xs, state)
@@ -128,8 +128,7 @@ def make_problem(text: str, dims: Mapping[str, int] | None = None, steps: int = 
     """``contiguous`` and ``stacked`` compile and store the weights the way a trainer does;
     ``filename`` is where errors in ``text`` say they are."""
     checked = check(text, dims, filename=filename)
-    prog = compile_program(checked.sympy, checked.roles, dtype, optimize=optimize,
-                           contiguous=contiguous)
+    prog = compile_checked(checked, dtype, optimize=optimize, contiguous=contiguous)
     if steps < prog.max_lag():
         raise ValueError(f"steps={steps} is fewer than the deepest lag {prog.max_lag()}")
     rng = np.random.default_rng(seed)

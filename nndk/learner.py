@@ -18,7 +18,7 @@ from nndk.init import init_param
 from nndk.layout import place_params
 from nndk.optim import OPTIMIZERS, clip_global_norm
 from nndk.unrolled import Unrolled, history_rows
-from nnre.compiler import compile_program
+from nnre.compiler import compile_checked
 from nnre.equations import Checked, param_shapes
 from nnre.errors import NnreError
 from nnre.model import Model
@@ -33,7 +33,7 @@ class Learner:
         self.equations = equations
         self.dims = checked.shapes.dims
         self.shapes = param_shapes(checked)
-        self.prog = compile_program(checked.sympy, checked.roles, "float32", contiguous=True)
+        self.prog = compile_checked(checked, "float32", contiguous=True)
         self.rng = np.random.default_rng(seed)
         self.params, placed = place_params(self.prog)
         for name, value in self.params.items():  # in program order: one seed, one result

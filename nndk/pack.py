@@ -252,4 +252,7 @@ def from_checkpoint(path: Path) -> Source:
         metadata["codecs"] = {record["input"]: {"id": "char", "vocab": vocab},
                               record["output"]: {"id": "sample", "vocab": vocab}}
         metadata["sampling"] = {"temperature": float(config.get("temperature", 1.0))}
+    elif record.get("classes"):  # a classifier: its output reads as class labels
+        labels = [str(i) for i in range(int(record["classes"]))]
+        metadata["codecs"] = {record["output"]: {"id": "argmax-label", "labels": labels}}
     return record["equations"], weights, metadata, "float32"

@@ -47,6 +47,7 @@ class ArrayTrainer(Trainer):
         per_example = target.shape[2 if self.recurrent else 1:]
         size = (class_count(data_path, config.target, target) if self.classes
                 else int(np.prod(per_example)))
+        self.class_total = size if self.classes else None
         output = config.output or ("y" if "y" in roles.outputs else roles.outputs[0])
         known = _input_shapes(roles, arrays, filename) | {output: (size,)}
         probe = check(equations, config.dims, filename=filename, known=known)
@@ -84,7 +85,9 @@ class ArrayTrainer(Trainer):
             if self.recurrent:
                 steps = part.shape[1]
                 part = part.transpose(1, 0, *range(2, part.ndim))
-            feeds[name] = np.ascontiguousarray(part.reshape(steps * len(rows), -1))
+            feeds[name] = np.ascontiguousarray(part.reshape(steps * len(rows),
+                                                            *part.shape[2 if self.recurrent
+                                                                        else 1:]))
         target = self.target[rows]
         if self.recurrent:
             target = target.transpose(1, 0, *range(2, target.ndim))
@@ -125,7 +128,7 @@ class ArrayTrainer(Trainer):
     def data_record(self) -> dict[str, Any]:
         return {"data_path": self.data_path, "data_sha256": self.data_sha256,
                 "input": self.inputs[0] if self.inputs else None, "output": self.output,
-                "cursor": self.cursor}
+                "cursor": self.cursor, "classes": self.class_total}
 
     def data_arrays(self) -> dict[str, np.ndarray]:
         return {"data/order": self.order}

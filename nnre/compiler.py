@@ -15,6 +15,7 @@ import sympy as sp
 from sympy.matrices.expressions.applyfunc import ElementwiseApplyFunction
 
 from nnre import budget
+from nnre.equations import Checked
 from nnre.equations.roles import Roles
 from nnre.equations.to_sympy import (
     OP_OF_LAMBDA,
@@ -382,6 +383,22 @@ _HANDLERS: dict[type, Any] = {
     sp.ZeroMatrix: _ones,
     sp.MatPow: _matpow,
 }
+
+
+def compile_checked(checked: Checked, dtype: str = "float32", optimize: bool = True,
+                    contiguous: bool = False) -> Program:
+    """The Program of checked equations: vectors through SymPy (:func:`compile_program`),
+    tensors through ``nnre.lowering``."""
+    if checked.sympy is not None:
+        return compile_program(checked.sympy, checked.roles, dtype, optimize, contiguous)
+    from nnre.lowering import lower
+
+    prog = lower(checked.module, checked.roles, checked.shapes, dtype)  # type: ignore[arg-type]
+    if optimize:
+        prog = optimize_program(prog)
+    budget.check(budget.program_bytes(prog), "the compiled program at batch 1",
+                 lambda message: EquationError(message, expected="smaller dimensions"))
+    return prog
 
 
 def compile_program(sym: SympyModel, roles: Roles, dtype: str = "float32",

@@ -70,14 +70,14 @@ class Model:
         ``optimize=False`` skips the stacking/fusion/sinking rewrites (for debugging and for
         checking them: results are the same up to rounding).
         """
-        from nnre.compiler import compile_program  # SymPy: only when compiling
+        from nnre.compiler import compile_checked  # SymPy: only when compiling
         from nnre.equations import check, language_version, param_shapes
 
         if dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
         weights = _canonical_weights(params, dtype)
         checked = check(text, dims, {k: v.shape for k, v in weights.items()}, filename)
-        roles, shapes = checked.roles, checked.shapes
+        roles = checked.roles
         extra = sorted(set(weights) - set(roles.params))
         if extra:
             names = ", ".join(f"'{k}'" for k in extra)
@@ -92,13 +92,12 @@ class Model:
                              + ", ".join(missing), filename=filename)
         specs = {}
         for name, want in wanted.items():
-            r, c = shapes.of[name]
-            if weights[name].shape not in (want, (r, c)):
+            if weights[name].shape not in (want, checked.shapes.of[name]):
                 raise ShapeError(f"weight '{name}' has shape {weights[name].shape}",
                                  expected=f"shape {want}", filename=filename)
             specs[name] = TensorSpec(want, dtype)
-        program = compile_program(checked.sympy, roles, dtype, optimize=optimize)
-        return cls(program, weights, equations=text, dims=shapes.dims, param_specs=specs,
+        program = compile_checked(checked, dtype, optimize=optimize)
+        return cls(program, weights, equations=text, dims=checked.shapes.dims, param_specs=specs,
                    metadata=metadata, bundle_id=bundle_id, language=language_version(checked))
 
     # -- introspection -------------------------------------------------------------------
@@ -190,7 +189,7 @@ class Model:
         """An output of the step tape as (batch, n) (a constant output is broadcast)."""
         if self.program.slots[index].stage == "prologue":
             return np.broadcast_to(arrays[index].reshape(-1), (batch, arrays[index].size))
-        return arrays[index].reshape(batch, -1)  # type: ignore[no-any-return]
+        return arrays[index].reshape(batch, *self.program.slots[index].shape)  # type: ignore
 
     def step_stage(self, batch: int = 1) -> Stage:
         """A fresh lean one-step tape with its own buffers (what a generator owns).
@@ -227,7 +226,8 @@ class Model:
         init = self._check_state(state, batch, batched)
         pre = self._stage("pre", steps * batch)
         for name, arr in xs.items():
-            np.copyto(pre.given[self.program.inputs[name]], arr.reshape(steps * batch, -1))
+            np.copyto(pre.given[self.program.inputs[name]],
+                      arr.reshape(steps * batch, *arr.shape[2:]))
         for f in pre.tapes[0]:
             f()
         outputs, final = self._loop(pre, steps, batch, init)
@@ -244,11 +244,11 @@ class Model:
         for (name, lag), _ in prog.state_in.items():
             np.copyto(loop.ring[name][(-lag) % phases], init[_state_key(name, lag)])
         post = self._post(pre, steps * batch)
-        sources = [(win, pre.arrays[0][i].reshape(steps, batch, -1))
+        sources = [(win, pre.arrays[0][i].reshape(steps, batch, *win.shape[1:]))
                    for i, win in loop.given.items()]
         results: Arrays = {}
-        per_step = [(post.given[i].reshape(steps, batch, -1), [a[i] for a in loop.arrays])
-                    for i in post_captures(prog)]
+        per_step = [(post.given[i].reshape(steps, batch, *prog.slots[i].shape),
+                     [a[i] for a in loop.arrays]) for i in post_captures(prog)]
         for name, index in prog.outputs.items():
             stage = prog.slots[index].stage
             if stage == "loop":
@@ -274,7 +274,8 @@ class Model:
             f()
         for name, index in prog.outputs.items():
             if prog.slots[index].stage in ("pre", "post"):
-                results[name] = post.arrays[0][index].reshape(steps, batch, -1).copy()
+                shape = self._outputs[name].shape
+                results[name] = post.arrays[0][index].reshape(steps, batch, *shape).copy()
         return results, final
 
     def _post(self, pre: Stage, rows: int) -> Stage:
@@ -333,9 +334,10 @@ class Model:
         batched = True
         for name, spec in self._inputs.items():
             arr = _as_float(feeds[name], self.dtype, f"input '{name}'")
-            if arr.ndim == 2 and arr.shape[1:] == spec.shape:
+            rank = len(spec.shape)
+            if arr.ndim == rank + 1 and arr.shape[1:] == spec.shape:
                 arr, batched = arr[:, None], False
-            elif not (arr.ndim == 3 and arr.shape[2:] == spec.shape):
+            elif not (arr.ndim == rank + 2 and arr.shape[2:] == spec.shape):
                 raise FeedError(f"input '{name}' has shape {arr.shape[1:]} per step; expected "
                                 f"{spec.shape} or (batch, {', '.join(map(str, spec.shape))})")
             xs[name] = arr
@@ -373,7 +375,10 @@ def _state_key(name: str, lag: int) -> str:
 
 
 def _row_spec(prog: Program, index: int) -> TensorSpec:
+    """An output's shape per example: a tensor keeps its axes, a constant is a row."""
     slot = prog.slots[index]
+    if slot.stage != "prologue":
+        return TensorSpec(slot.shape, prog.dtype)
     size = int(np.prod(slot.shape))
     return TensorSpec((size,), prog.dtype)
 

@@ -58,6 +58,28 @@ CASES = {
         b ∈ ℝ^3
         y = softmax((A·Bᵀ) x + α ⊙ (C x) + [b; 1])
         """,
+    "tensors": """
+        input X
+        X ∈ ℝ^(4×3)
+        W ∈ ℝ^(5×4)
+        B ∈ ℝ^(5×3)
+        V ∈ ℝ^(2×15)
+        b ∈ ℝ^2
+        Y = tanh(W X + B) ⊙ 2 − X[0:1] ⊙ 0.5 + (Xᵀ X)[1] ⊙ 0.1
+        s = Σ Y
+        z = flatten(Y / s)
+        y = softmax(V z + b)
+        Q ∈ ℝ^(4×12)
+        Q = reshape([Xᵀ, Xᵀ ⊙ 1.5; Xᵀ ⊙ W[0:3], Xᵀ] ⊙ [1; 2; 3; 4; 5; 6])
+        """,
+    "recurrent_tensors": """
+        xₜ ∈ ℝ^(2×3)
+        hₜ ∈ ℝ^(4×3)
+        W ∈ ℝ^(4×2)
+        U ∈ ℝ^(4×4)
+        hₜ = tanh(W xₜ + U hₜ₋₁) ⊙ (hₜ₋₁ᵀ hₜ₋₁)[0:1]
+        yₜ = softmax(flatten(hₜᵀ)) + Σ([hₜ; xₜ][5]) ⊙ 0.1
+        """,
 }
 
 

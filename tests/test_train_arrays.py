@@ -78,7 +78,9 @@ def test_pack_array_checkpoint_and_init_from(classes: Path, tmp_path: Path) -> N
     out = tmp_path / "mlp.bundle"
     pack(PackRequest(tmp_path / "ck", None, out, "mlp", "0.1.0", created="2026-01-01T00:00:00Z"))
     model = nnre.load(out)
-    assert "codecs" not in model.metadata and model.metadata["provenance"]["steps"] == 30
+    assert model.metadata["provenance"]["steps"] == 30
+    labels = model.metadata["codecs"]["y"]  # a classifier's output reads as its class
+    assert labels == {"id": "argmax-label", "labels": ["0", "1", "2"]}
     again = start(TrainConfig(model="mlp", dims={"H": 8}, steps=1, sample_length=0), classes,
                   init_from=str(out))
     for name, value in trainer.params.items():

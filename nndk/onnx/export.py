@@ -29,6 +29,7 @@ from nndk.onnx.common import (
 )
 from nnre.compiler import Compiler
 from nnre.equations import check
+from nnre.lowering import Lowering
 from nnre.model import Model
 from nnre.ops import OPS
 from nnre.program import Instr, Program
@@ -152,9 +153,18 @@ def _compile(model: Model) -> tuple[Program, dict[int, str]]:
     """The unoptimized Program, and the slot that holds each equation's value."""
     weights = model.weights()
     checked = check(model.equations, model.dims, {k: v.shape for k, v in weights.items()})
+    labels: dict[int, str] = {}
+    if checked.sympy is None:  # tensor equations
+        lowering = Lowering(checked.module, checked.roles, checked.shapes,  # type: ignore
+                            model.dtype)
+        prog = lowering.lower()
+        for name in checked.roles.order:
+            index = lowering.names[name].slot
+            if prog.slots[index].kind == "temp":
+                labels.setdefault(index, name)
+        return prog, labels
     compiler = Compiler(checked.sympy, checked.roles, model.dtype)
     prog = compiler.compile()
-    labels: dict[int, str] = {}
     for name in checked.roles.order:
         index = compiler.memo[checked.sympy.symbols[name]]
         if prog.slots[index].kind == "temp":

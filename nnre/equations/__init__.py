@@ -1,7 +1,8 @@
 """The equation language: text → tokens → AST → roles → shapes → SymPy, all checked.
 
 ``check`` is the one entry point; each stage lives in its own module, in pipeline order:
-``lexer``, ``parser``, ``roles``, ``shapes``, ``to_sympy``.
+``lexer``, ``parser``, ``roles``, then ``shapes`` and ``to_sympy`` for texts of vectors (the
+reading of version 1) or ``tensors`` for texts that need tensors (``tensors.needs_tensors``).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from nnre.equations import ast
 from nnre.equations.parser import parse
 from nnre.equations.roles import Roles, analyse
 from nnre.equations.shapes import Shapes, check_shapes
+from nnre.equations.tensors import TensorShapes, api_shape, check_tensor_shapes, needs_tensors
 from nnre.equations.to_sympy import SympyModel, to_sympy
 from nnre.errors import EquationError, ShapeError
 from nnre.names import code_points, lookalike
@@ -26,8 +28,12 @@ class Checked:
 
     module: ast.Module
     roles: Roles
-    shapes: Shapes
-    sympy: SympyModel
+    shapes: Shapes | TensorShapes
+    sympy: SympyModel | None  # None for tensor equations (compiled by nnre.lowering)
+
+    @property
+    def tensors(self) -> bool:
+        return isinstance(self.shapes, TensorShapes)
 
 
 def check(text: str, dims: Mapping[str, int] | None = None,
@@ -47,6 +53,9 @@ def check(text: str, dims: Mapping[str, int] | None = None,
     roles = analyse(module, set(weights) if weights is not None and static else None)
     given = {k: v for k, v in (weights or {}).items() if k in roles.params}
     given.update(known or {})
+    if needs_tensors(module, roles):
+        tshapes = check_tensor_shapes(module, roles, dims, given)
+        return Checked(module, roles, tshapes, None)
     shapes = check_shapes(module, roles, dims, given)
     if static and weights is not None:
         _no_missing_weights(roles, shapes, module)
@@ -57,6 +66,8 @@ def language_version(checked: Checked) -> int:
     """The version of the language the equations need: 1 unless they use something version 2
     added (a function or operator whose op has ``since`` 2, or a per-example number broadcast
     over a vector). A bundle states it in ``requires`` (``equations/N``)."""
+    if isinstance(checked.shapes, TensorShapes):
+        return 2
     version = 2 if checked.shapes.numbers_broadcast or checked.roles.frozen else 1
     for eq in checked.module.equations:
         for node in ast.walk(eq.expr):
@@ -106,6 +117,9 @@ def param_shapes(checked: Checked) -> dict[str, tuple[int, ...]]:
     A matrix is (rows, cols); a vector (a column in the equations) is (n,); a scalar is ().
     """
     out: dict[str, tuple[int, ...]] = {}
+    if isinstance(checked.shapes, TensorShapes):
+        return {name: () if name in checked.shapes.scalar else api_shape(checked.shapes.of[name])
+                for name in checked.roles.params}
     for name in checked.roles.params:
         r, c = checked.shapes.of[name]
         if name in checked.shapes.scalar:

@@ -79,8 +79,11 @@ class Call:
 
 @dataclass(frozen=True)
 class Concat:
+    """``[a; b]`` stacks along the first axis; ``[a, b]`` (``across``) along the last."""
+
     parts: tuple[Expr, ...]
     pos: Pos
+    across: bool = False
 
 
 Expr = Name | Number | Unary | Binary | Power | Transpose | Slice | Call | Concat

@@ -17,6 +17,7 @@ from nnre.ops import BY_ARITY, FUNCTIONS, OPS
 
 MAX_DEPTH = 64
 MAX_NODES = 20_000
+MAX_AXES = 8
 ROLE_WORDS = ("input", "state", "output", "frozen")
 _WORD_RE = re.compile(r"^[a-z][a-z]+$")
 _ATOM_START = ("NAME", "NUMBER", "(", "[")
@@ -166,9 +167,9 @@ class Parser:
             self.expect(close, f"'{close}' or '×' between dimensions")
         else:
             dims = [self.dim_term_only()]
-        if len(dims) > 2:
-            raise self.error(f"{len(dims)} dimensions declared", expected="a scalar, vector "
-                             "or matrix (at most 2 dimensions)")
+        if len(dims) > MAX_AXES:
+            raise self.error(f"{len(dims)} dimensions declared",
+                             expected=f"at most {MAX_AXES} (a tensor's axes)")
         return ast.Declaration(names, tuple(dims), line)
 
     def dim(self) -> ast.Dim:
@@ -406,18 +407,28 @@ class Parser:
         return given
 
     def concat(self) -> ast.Expr:
+        """``[a; b]``, ``[a, b]``, ``[a, b; c, d]``: rows separated by ``;``, the parts of a
+        row by ``,`` (side by side along the last axis, then the rows stacked)."""
         open_tok = self.advance()
         self.nest()
-        parts = [self.expression()]
+        rows = [self.concat_row(open_tok)]
         while self.tok.kind == ";":
             self.advance()
-            parts.append(self.expression())
-        if self.tok.kind == ",":
-            raise self.error("horizontal concatenation is not supported",
-                             expected="';' between stacked parts")
-        self.close(open_tok, "]", "']' or ';'")
+            rows.append(self.concat_row(open_tok))
+        self.close(open_tok, "]", "']', ';' or ','")
         self.depth -= 1
-        return ast.Concat(tuple(parts), self.pos(open_tok))
+        if len(rows) == 1 and isinstance(rows[0], ast.Concat) and rows[0].across:
+            return rows[0]
+        return ast.Concat(tuple(rows), self.pos(open_tok))
+
+    def concat_row(self, open_tok: Token) -> ast.Expr:
+        parts = [self.expression()]
+        while self.tok.kind == ",":
+            self.advance()
+            parts.append(self.expression())
+        if len(parts) == 1:
+            return parts[0]
+        return ast.Concat(tuple(parts), self.pos(open_tok), across=True)
 
 
 def _show(tok: Token) -> str:

@@ -71,7 +71,16 @@ def _render_node(node: ast.Expr, out: dict[int, tuple[str, int]], written: bool
                         for i, (k, v) in enumerate(node.params))
         args = ", ".join(out[id(a)][0] for a in node.args)
         return f"{OPS[node.func].spellings[0]}({args}{shown})", ATOM
-    return "[" + "; ".join(out[id(p)][0] for p in node.parts) + "]", ATOM
+    assert isinstance(node, ast.Concat)
+    if node.across:
+        return "[" + ", ".join(out[id(p)][0] for p in node.parts) + "]", ATOM
+
+    def row(part: ast.Expr) -> str:  # a row of parts side by side is written without brackets
+        if isinstance(part, ast.Concat) and part.across:
+            return ", ".join(out[id(p)][0] for p in part.parts)
+        return out[id(part)][0]
+
+    return "[" + "; ".join(row(p) for p in node.parts) + "]", ATOM
 
 
 def _number(value: float) -> str:

@@ -41,4 +41,14 @@ BY_ARITY: dict[tuple[str, int], str] = {(s, op.arity): op.name for op in OPS.val
 #: ONNX op types imported as one of our functions or operators.
 BY_ONNX: dict[str, Op] = {t: op for op in OPS.values() for t in op.onnx_import}
 
-__all__ = ["BY_ARITY", "BY_ONNX", "FUNCTIONS", "OPS", "Op", "Shape"]
+
+
+def tensor_attrs(op: Op, spatial: int, params: dict[str, float]) -> dict[str, object]:
+    """The attributes of an instruction of ``op`` written with these equation parameters, for
+    an input with ``spatial`` axes after its channels. Raises ValueError on bad values."""
+    if op.attrs_of is None:
+        return dict(params)
+    return op.attrs_of(spatial, **params)
+
+
+__all__ = ["BY_ARITY", "BY_ONNX", "FUNCTIONS", "OPS", "Op", "Shape", "tensor_attrs"]

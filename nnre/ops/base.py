@@ -68,6 +68,12 @@ class Op:
     #: rule (emitter, instr, input names, output name) writing the nodes itself.
     onnx: str | Callable[..., None] | None = None
     onnx_import: tuple[str, ...] = ()  # ONNX op types imported as this op's function
+    # -- tensors ---------------------------------------------------------------------
+    tensor: bool = False  # only tensors have it (conv, pooling, flatten): the tensor reading
+    tensor_input: int = 0  # which argument is the per-example value (conv(W, x): 1)
+    #: Equation parameters → instruction attributes, given the number of spatial axes of the
+    #: input (``stride=2`` → ``stride=(2, 2)``); None: the parameters are the attributes.
+    attrs_of: Callable[..., dict[str, Any]] | None = None
 
 
 def same(a: Shape, *rest: Shape, **_: Any) -> Shape:

@@ -13,20 +13,27 @@ from nnre.ops.base import Array, Op, Shape
 
 
 def _matmul_shape(a: Shape, b: Shape, **_: Any) -> Shape:
-    if len(b) != 2 or a[-1] != b[0]:
+    """NumPy's matmul on shapes: the last two axes multiply, leading axes broadcast; a
+    one-axis left operand is a row (per-example vectors are rows at run time)."""
+    if len(b) < 2 or a[-1] != b[-2]:
         raise ValueError(f"matmul of {a} and {b}")
-    return (*a[:-1], b[-1])
+    if len(a) == 1:
+        return (*b[:-2], b[-1])
+    lead = tuple(np.broadcast_shapes(a[:-2], b[:-2]))
+    return (*lead, a[-2], b[-1])
 
 
 def _matmul_vjp(g: Array, out: Array, args: list[Array], attrs: dict[str, Any], i: int
                 ) -> Array:
     a, b = args
     if i == 0:
-        return g @ b.T
-    return a.reshape(-1, a.shape[-1]).T @ g.reshape(-1, g.shape[-1])
+        return g @ b.T if b.ndim == 2 else np.matmul(g, np.swapaxes(b, -1, -2))
+    if b.ndim == 2:  # a constant matrix: the sum over every row at once
+        return a.reshape(-1, a.shape[-1]).T @ g.reshape(-1, g.shape[-1])
+    return np.matmul(np.swapaxes(a, -1, -2), g)
 
 
-MATMUL = Op(  # per-example rows times a constant matrix: x @ Wᵀ for W·x
+MATMUL = Op(  # NumPy's matmul: per-example rows times Wᵀ for W·x, batched matrices
     "matmul", lambda a, b, out: np.matmul(a, b, out=out), _matmul_shape, ufunc=np.matmul,
     vjp=_matmul_vjp, reads=frozenset({"args"}),
     onnx="MatMul",

@@ -73,49 +73,78 @@ CONCAT = Op(  # [a; b] (and the optimizer's stacked weights)
 
 def _slice_onnx(e: Any, ins: Any, args: list[str], out: str) -> None:
     attrs = dict(ins.attrs)
+    axis = attrs.get("axis", -1)
     bounds = [e.const(np.array([v], np.int64), hint)
-              for v, hint in ((attrs["start"], "start"), (attrs["stop"], "stop"), (-1, "axis"))]
+              for v, hint in ((attrs["start"], "start"), (attrs["stop"], "stop"),
+                              (axis, "axis"))]
     e.node("Slice", [args[0], *bounds], out)
 
 
-def _slice_shape(a: Shape, start: int, stop: int) -> Shape:
-    if not 0 <= start <= stop <= a[-1]:
-        raise ValueError(f"slice {start}:{stop} of a last axis of {a[-1]}")
-    return (*a[:-1], stop - start)
+def _slice(a: Array, start: int, stop: int, axis: int = -1) -> Array:
+    index: tuple[Any, ...] = (Ellipsis, slice(start, stop), *(slice(None),) * (-axis - 1))
+    return a[index]
 
 
-SLICE = Op(  # entries start:stop of the last axis
-    "slice", lambda a, start, stop: a[..., start:stop], _slice_shape,
-    attrs={"start": int, "stop": int}, view=True, onnx=_slice_onnx,
+def _slice_shape(a: Shape, start: int, stop: int, axis: int = -1) -> Shape:
+    if not -len(a) <= axis < 0 or not 0 <= start <= stop <= a[axis]:
+        raise ValueError(f"slice {start}:{stop} of axis {axis} of {a}")
+    out = list(a)
+    out[axis] = stop - start
+    return tuple(out)
+
+
+SLICE = Op(  # entries start:stop of one axis, counted from the end (rows lead at run time)
+    "slice", _slice, _slice_shape,
+    attrs={"start": int, "stop": int, "axis": int}, view=True, onnx=_slice_onnx,
 )
 
 
 def _reshape_onnx(e: Any, ins: Any, args: list[str], out: str) -> None:
     shape = tuple(dict(ins.attrs)["shape"])
-    if e.per_example(ins.out):
+    if e.per_example(ins.out) and shape[:1] != (-1,):
         shape = (-1, *shape)
     e.node("Reshape", [args[0], e.const(np.array(shape, np.int64), "shape")], out)
 
 
 def _reshape_shape(a: Shape, shape: Shape) -> Shape:
+    """A leading −1 keeps the rows of a per-example value (its shape rule sees the rest)."""
+    shape = tuple(shape[1:]) if shape[:1] == (-1,) else tuple(shape)
     if any(d < 0 for d in shape) or math.prod(shape) != math.prod(a):
         raise ValueError(f"reshape of {a} to {shape}")
-    return tuple(shape)
+    return shape
 
 
-RESHAPE = Op(
+RESHAPE = Op(  # in equations, reshape(x) takes the shape its declared target has
     "reshape", lambda a, shape: a.reshape(shape), _reshape_shape,
     attrs={"shape": tuple}, view=True, onnx=_reshape_onnx,
+    spellings=("reshape",), tensor=True,
 )
 
 
 def _transpose_onnx(e: Any, ins: Any, args: list[str], out: str) -> None:
-    e.node("Transpose", args, out, perm=[1, 0])
+    rank = len(e.shape(ins.args[0]))  # rows included
+    e.node("Transpose", args, out, perm=[*range(rank - 2), rank - 1, rank - 2])
 
 
-TRANSPOSE = Op(
-    "transpose", lambda a: a.T, lambda a: tuple(reversed(a)), view=True,
+def _swap_shape(a: Shape) -> Shape:
+    return a if len(a) < 2 else (*a[:-2], a[-1], a[-2])
+
+
+TRANSPOSE = Op(  # the last two axes swapped (a matrix's transpose; leading axes stay)
+    "transpose", lambda a: a if a.ndim < 2 else a.swapaxes(-1, -2), _swap_shape, view=True,
     onnx=_transpose_onnx,
 )
 
-OPS = [COPY, CONCAT, SLICE, RESHAPE, TRANSPOSE]
+
+def _flatten_shape(a: Shape) -> Shape:
+    return (math.prod(a),)
+
+
+FLATTEN = Op(  # a per-example tensor's entries as one vector, in row-major order
+    "flatten", lambda a: a.reshape(a.shape[0], -1), _flatten_shape, view=True,
+    spellings=("flatten",), tensor=True,
+    onnx=lambda e, ins, args, out: e.node("Flatten", args, out, axis=1),
+    onnx_import=("Flatten",),
+)
+
+OPS = [COPY, CONCAT, SLICE, RESHAPE, TRANSPOSE, FLATTEN]

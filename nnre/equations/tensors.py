@@ -1,0 +1,358 @@
+"""Shapes of tensor equations: every name and sub-expression gets a tuple of dimensions.
+
+The reading of version 2 for texts whose values are tensors (formats/equations.md, "Tensors"):
+a vector is a column (n, 1), as in version 1; a declaration ``ℝ^(C×H×W)`` gives three axes;
+elementwise operators broadcast as NumPy does (axes aligned from the right, a 1 stretches);
+the matrix product works on the last two axes with leading axes broadcast; ``xᵀ`` swaps the
+last two axes; ``x[a:b]`` and ``[a; b]`` work on the first axis. Dimensions are unified with
+the same union-find as version 1 (``shapes._Dims``), one variable per axis, so a declaration
+fixes a weight's size several equations away. Convolution, pooling and flattening need the
+sizes of their argument when they are met (declared, set or given), and take their output
+size from the op's own shape rule.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from nnre.equations import ast
+from nnre.equations.parser import MAX_AXES as MAX_RANK
+from nnre.equations.render import unparse
+from nnre.equations.roles import Roles
+from nnre.equations.shapes import MAX_DIM, _Dims
+from nnre.errors import ShapeError
+from nnre.ops import OPS, tensor_attrs
+
+Vars = tuple[int, ...]
+
+
+@dataclass
+class TensorShapes:
+    of: dict[str, tuple[int, ...]]  # every name → its shape (a vector is (n, 1))
+    scalar: set[str]  # names declared as scalars (shape ())
+    dims: dict[str, int]  # dimension name → value
+    nodes: dict[int, tuple[int, ...]]  # id(ast node) → shape
+    attrs: dict[int, dict[str, object]]  # id(call node) → its op's attributes
+
+
+def api_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
+    """How a value of this shape is given or returned: a vector (n, 1) as (n,)."""
+    return (shape[0],) if len(shape) == 2 and shape[1] == 1 else shape
+
+
+def needs_tensors(module: ast.Module, roles: Roles) -> bool:
+    """Whether a text needs this reading: a declaration of more than two axes, a value that
+    varies per example declared as a matrix, or a function only tensors have."""
+    for decl in module.declarations:
+        per_example = any(n.name in roles.inputs or n.name in roles.equations
+                          for n in decl.names)
+        if len(decl.shape) > 2 or (len(decl.shape) == 2 and per_example):
+            return True
+    return any((isinstance(node, ast.Call) and OPS[node.func].tensor)
+               or (isinstance(node, ast.Concat) and node.across)
+               for eq in module.equations for node in ast.walk(eq.expr))
+
+
+class _Checker:
+    def __init__(self, module: ast.Module, roles: Roles) -> None:
+        self.module = module
+        self.roles = roles
+        self.d = _Dims()
+        self.one = self.d.new(1)
+        self.names: dict[str, Vars] = {}
+        self.scalar: set[str] = set()
+        self.nodes: dict[int, Vars] = {}
+        self.attrs: dict[int, dict[str, object]] = {}
+        self.slices: list[tuple[ast.Slice, int]] = []
+        self.where: dict[str, ast.Pos] = {}
+
+    def error(self, message: str, pos: ast.Pos | None, expected: str | None = None
+              ) -> ShapeError:
+        if pos is None:
+            return ShapeError(message, expected=expected, filename=self.module.filename)
+        return ShapeError(message, line=pos.line, column=pos.column,
+                          source_line=self.module.lines[pos.line - 1], expected=expected,
+                          filename=self.module.filename)
+
+    def show(self, shape: Vars) -> str:
+        return "(" + ", ".join(self.d.show(v) for v in shape) + ("," if len(shape) == 1
+                                                                   else "") + ")"
+
+    def known(self, shape: Vars) -> tuple[int, ...] | None:
+        if any(self.d.get(v) is None for v in shape):  # sizes of stacked parts added up yet?
+            problem = self.d.solve_sums()
+            if problem:
+                raise self.error(*problem)
+        values = tuple(self.d.get(v) for v in shape)
+        return None if any(v is None for v in values) else values  # type: ignore[return-value]
+
+    def name(self, name: str, pos: ast.Pos | None = None, rank: int = 2) -> Vars:
+        """A name's axes; a name nothing declares is a matrix (a vector is one with 1 column)."""
+        if pos is not None:
+            self.where.setdefault(name, pos)
+        if name not in self.names:
+            self.names[name] = tuple(self.d.new() for _ in range(rank))
+        return self.names[name]
+
+    def unify(self, a: Vars, b: Vars, pos: ast.Pos | None, what: str) -> None:
+        before = (self.show(a), self.show(b))
+        if len(a) != len(b) or not all(self.d.union(x, y) for x, y in zip(a, b, strict=True)):
+            raise self.error(f"shape mismatch in {what}: {before[0]} and {before[1]}", pos)
+
+    # -- declarations and weights --------------------------------------------------------
+    def dim_var(self, dim: ast.Dim, pos: ast.Pos) -> int:
+        vars_ = [self.d.new(t) if isinstance(t, int) else self.d.named(t) for t in dim.terms]
+        for t in dim.terms:
+            if isinstance(t, str):
+                self.where.setdefault(f"dim {t}", pos)
+        if len(vars_) == 1:
+            return vars_[0]
+        total = self.d.new()
+        self.d.sums.append((total, vars_, pos))
+        return total
+
+    def declare(self, decl: ast.Declaration) -> None:
+        for ref in decl.names:
+            axes = tuple(self.dim_var(dim, ref.pos) for dim in decl.shape)
+            if not axes:  # a number is 1×1, as in version 1
+                self.scalar.add(ref.name)
+                axes = (self.one, self.one)
+            elif len(axes) == 1:
+                axes = (axes[0], self.one)
+            self.unify(self.name(ref.name, ref.pos, len(axes)), axes, ref.pos,
+                       f"the declaration of '{ref.name}'")
+
+    def give(self, name: str, shape: tuple[int, ...]) -> None:
+        want = (*shape, 1) if len(shape) == 1 else shape or (1, 1)
+        if not shape:
+            self.scalar.add(name)
+        mine = self.name(name, rank=len(want))
+        before = self.show(mine)
+        if len(mine) != len(want) or not all(self.d.union(v, self.d.new(n))
+                                             for v, n in zip(mine, want, strict=True)):
+            raise self.error(f"weight '{name}' has shape {shape} but the equations need "
+                             f"{before}", None)
+
+    # -- expressions ---------------------------------------------------------------------
+    def equation(self, eq: ast.Equation) -> None:
+        for node in ast.walk(eq.expr):
+            self.nodes[id(node)] = self.node(node, eq)
+        got = self.nodes[id(eq.expr)]
+        target = self.name(eq.target.name, eq.target.pos, len(got) or 2)
+        if not got and eq.target.name not in self.scalar:
+            return  # a number broadcasts to the target's shape
+        self.broadcast(target, got, eq.target.pos, f"the equation for '{eq.target.raw}'",
+                       into=True)
+
+    def node(self, node: ast.Expr, eq: ast.Equation) -> Vars:
+        at = self.nodes
+        if isinstance(node, ast.Number):
+            return ()
+        if isinstance(node, ast.Name):
+            return self.name(node.name, node.pos)
+        if isinstance(node, ast.Unary | ast.Power):
+            return at[id(node.operand if isinstance(node, ast.Unary) else node.base)]
+        if isinstance(node, ast.Transpose):
+            shape = at[id(node.operand)]
+            return shape if len(shape) < 2 else (*shape[:-2], shape[-1], shape[-2])
+        if isinstance(node, ast.Binary):
+            left, right = at[id(node.left)], at[id(node.right)]
+            if node.op == "@":
+                return self.matmul(node, left, right, eq)
+            return self.broadcast(left, right, node.pos, _what(node, eq))
+        if isinstance(node, ast.Slice):
+            shape = at[id(node.operand)] or (self.one, self.one)
+            self.slices.append((node, shape[0]))
+            return (self.d.new(node.stop - node.start), *shape[1:])
+        if isinstance(node, ast.Concat):
+            return self.concat(node, eq)
+        assert isinstance(node, ast.Call)
+        return self.call(node, eq)
+
+    def broadcast(self, a: Vars, b: Vars, pos: ast.Pos, what: str, into: bool = False
+                  ) -> Vars:
+        """NumPy's rule: axes aligned from the right; an axis known to be 1 stretches; axes
+        not yet known are the same axis. ``into``: b must fit a's shape (an assignment)."""
+        rank = max(len(a), len(b))
+        pa = (self.one,) * (rank - len(a)) + a
+        pb = (self.one,) * (rank - len(b)) + b
+        out = []
+        for x, y in zip(pa, pb, strict=True):
+            vx, vy = self.d.get(x), self.d.get(y)
+            if vx is not None and vy is not None and vx != vy and 1 in (vx, vy) and \
+                    not (into and vx == 1):
+                out.append(x if vy == 1 else y)
+            elif self.d.union(x, y):
+                out.append(x)
+            else:
+                raise self.error(f"{what} needs shapes that broadcast: {self.show(a)} and "
+                                 f"{self.show(b)}", pos)
+        if into and rank > len(a):
+            raise self.error(f"{what}: the right-hand side is {self.show(b)}, more axes than "
+                             f"{self.show(a)}", pos)
+        return tuple(out)
+
+    def matmul(self, node: ast.Binary, a: Vars, b: Vars, eq: ast.Equation) -> Vars:
+        """The product on the last two axes; a number (or a known 1×1 value beside something
+        it cannot multiply as a matrix) scales instead, as in version 1."""
+        if not a or not b or self._scales(a, b) or self._scales(b, a, left=False):
+            return self.broadcast(a, b, node.pos, _what(node, eq))
+        if not self.d.union(a[-1], b[-2]):
+            raise self.error(f"matrix product in the equation for '{eq.target.raw}' does not "
+                             f"fit: '{unparse(node.left)}' is {self.show(a)} and "
+                             f"'{unparse(node.right)}' is {self.show(b)} (columns of the left "
+                             "must equal rows of the right)", node.pos)
+        lead = self.broadcast(a[:-2], b[:-2], node.pos, _what(node, eq)) \
+            if len(a) > 2 or len(b) > 2 else ()
+        return (*lead, a[-2], b[-1])
+
+    def _scales(self, one: Vars, other: Vars, left: bool = True) -> bool:
+        if len(one) != 2 or self.known(one) != (1, 1):
+            return False
+        inner = self.d.get(other[-2] if left else other[-1])
+        return inner is not None and inner != 1
+
+    def concat(self, node: ast.Concat, eq: ast.Equation) -> Vars:
+        """``[a; b]`` adds up the first axis, ``[a, b]`` the last; the others must agree."""
+        parts = [self.nodes[id(p)] or (self.one, self.one) for p in node.parts]
+        axis = len(parts[0]) - 1 if node.across else 0
+        rest = parts[0][:axis] + parts[0][axis + 1:]
+        for part, p in zip(parts[1:], node.parts[1:], strict=True):
+            before = (self.show(parts[0]), self.show(part))
+            if len(part) != len(parts[0]) or not all(
+                    self.d.union(x, y) for x, y in zip(rest, part[:axis] + part[axis + 1:],
+                                                       strict=True)):
+                which = "last" if node.across else "first"
+                raise self.error(f"parts in the equation for '{eq.target.raw}' must agree on "
+                                 f"every axis but the {which}: {before[0]} and "
+                                 f"'{unparse(p)}' {before[1]}", node.pos)
+        total = self.d.new()
+        self.d.sums.append((total, [p[axis] for p in parts], node.pos))
+        problem = self.d.solve_sums()  # the total now, so broadcasting can see a size of 1
+        if problem:
+            raise self.error(*problem)
+        return (*rest[:axis], total, *rest[axis:])
+
+    def call(self, node: ast.Call, eq: ast.Equation) -> Vars:
+        op = OPS[node.func]
+        args = [self.nodes[id(a)] for a in node.args]
+        if op.name == "reshape":
+            return self.reshape(node, args[0], eq)
+        if op.tensor:
+            return self.tensor_call(node, args, eq)
+        if op.reduces:  # one number, kept with as many axes as its argument
+            return (self.one,) * max(len(args[0]), 2)
+        shape = args[0]
+        for arg in args[1:]:
+            shape = self.broadcast(shape, arg, node.pos, f"the arguments of {op.spellings[0]} "
+                                   f"in the equation for '{eq.target.raw}'")
+        return shape
+
+    def reshape(self, node: ast.Call, arg: Vars, eq: ast.Equation) -> Vars:
+        """``Y = reshape(X)``: the target's declared shape, with as many entries as X."""
+        target = self.names.get(eq.target.name)
+        if eq.expr is not node or target is None:
+            raise self.error(f"reshape in the equation for '{eq.target.raw}' takes its shape "
+                             "from the target, so it must be the whole right-hand side of an "
+                             "equation whose target is declared", node.pos,
+                             expected=f"'{eq.target.raw} ∈ ℝ^(…)' and "
+                                      f"'{eq.target.raw} = reshape(…)'")
+        have, want = self.known(arg), self.known(target)
+        if have is None or want is None or math.prod(have) != math.prod(want):
+            raise self.error(f"reshape in the equation for '{eq.target.raw}' needs known sizes "
+                             f"with the same number of entries: {self.show(arg)} to "
+                             f"{self.show(target)}", node.pos)
+        return target
+
+    def tensor_call(self, node: ast.Call, args: list[Vars], eq: ast.Equation) -> Vars:
+        """Convolution, pooling, flattening: sizes must be known here; the op's own shape
+        rule gives the result (one definition), its ValueError becomes a located error."""
+        op = OPS[node.func]
+        known = [self.known(a) for a in args]
+        x = node.args[op.tensor_input]
+        if any(k is None for k in known):
+            missing = next(a for a, k in zip(node.args, known, strict=True) if k is None)
+            raise self.error(f"{op.spellings[0]} needs the size of '{unparse(missing)}', which "
+                             f"is {self.show(args[node.args.index(missing)])} here",
+                             node.pos, expected="a declaration with sizes, --set, or weights")
+        shapes = [api_shape(k) for k in known if k is not None]
+        try:
+            attrs = tensor_attrs(op, len(shapes[op.tensor_input]) - 1, dict(node.params))
+            out = op.shape(*shapes, **attrs)
+        except ValueError as err:
+            raise self.error(f"{op.spellings[0]}({unparse(x)}) in the equation for "
+                             f"'{eq.target.raw}': {err}", node.pos) from err
+        self.attrs[id(node)] = attrs
+        out = (*out, 1) if len(out) == 1 else tuple(out)
+        return tuple(self.d.new(n) for n in out)
+
+    # -- result --------------------------------------------------------------------------
+    def finish(self) -> TensorShapes:
+        for node, first in self.slices:
+            size = self.d.get(first)
+            if size is not None and node.stop > size:
+                raise self.error(f"'{unparse(node)}' reads past the end: '{unparse(node.operand)}'"
+                                 f" has {size} entries along its first axis", node.pos,
+                                 expected=f"entries 0 … {size - 1}")
+        dims = {}
+        for dim_name, var in self.d.by_name.items():
+            value = self.d.get(var)
+            if value is None:
+                raise self.error(f"dimension {dim_name} has no value",
+                                 self.where.get(f"dim {dim_name}"),
+                                 expected=f"--set {dim_name}=… or a weight that fixes it")
+            dims[dim_name] = value
+        of = {}
+        for name, axes in self.names.items():
+            shape = self.known(axes)
+            if shape is None:
+                raise self.error(f"the shape of '{name}' cannot be determined: it is "
+                                 f"{self.show(axes)}", self.where.get(name),
+                                 expected=f"a declaration '{name} ∈ ℝ^…' or a weight for it")
+            if any(n <= 0 or n > MAX_DIM for n in shape) or len(shape) > MAX_RANK:
+                raise self.error(f"'{name}' has an impossible shape {shape}",
+                                 self.where.get(name))
+            of[name] = shape
+        nodes = {}
+        for key, axes in self.nodes.items():
+            shape = self.known(axes)
+            assert shape is not None, "every node's axes are unified with a name's or fixed"
+            nodes[key] = shape
+        return TensorShapes(of, self.scalar, dims, nodes, self.attrs)
+
+
+def _what(node: ast.Binary, eq: ast.Equation) -> str:
+    words = {"@": "matrix product", "+": "sum", "-": "difference", "*": "elementwise product",
+             "/": "elementwise division"}
+    return f"{words.get(node.op, 'comparison')} in the equation for '{eq.target.raw}'"
+
+
+def check_tensor_shapes(module: ast.Module, roles: Roles, dims: Mapping[str, int] | None = None,
+                        given: Mapping[str, tuple[int, ...]] | None = None) -> TensorShapes:
+    """Bind dimensions, infer every shape and check every equation (tensor reading)."""
+    ck = _Checker(module, roles)
+    for name, value in (dims or {}).items():
+        if not (isinstance(value, int) and 0 < value <= MAX_DIM):
+            raise ShapeError(f"dimension {name}={value!r} is not a positive integer",
+                             filename=module.filename)
+        ck.d.union(ck.d.named(name), ck.d.new(value))
+    for decl in module.declarations:
+        if len(decl.shape) > MAX_RANK:
+            raise ck.error(f"{len(decl.shape)} axes declared", None,
+                           expected=f"at most {MAX_RANK}")
+        ck.declare(decl)
+    for name, shape in (given or {}).items():
+        ck.give(name, shape)
+    for name in roles.inputs:  # an input nothing declares is a (column) vector
+        axes = ck.name(name)
+        if len(axes) == 2 and name not in {n.name for d in module.declarations for n in d.names}:
+            ck.d.union(axes[1], ck.one)
+    for name in roles.order:
+        ck.equation(roles.equations[name])
+    problem = ck.d.solve_sums()
+    if problem:
+        raise ck.error(*problem)
+    return ck.finish()
+

@@ -1,0 +1,336 @@
+"""Tensor equations → Program, without SymPy: each AST node becomes at most one instruction.
+
+The tensor reading (``nnre.equations.tensors``) gives every node a shape; this module places
+each value in the earliest stage it can run in (parameters only → prologue; inputs → pre;
+state → loop), shares equal instructions (hash-consing on op, arguments and attributes)
+and writes the same Program the vector compiler writes, so the VM, the optimizer, autodiff
+and the ONNX exporter need nothing new. Per example a value of shape S is stored as
+(rows, *S), except a vector (n, 1), stored as its entries (rows, n) as in version 1;
+reshape views move between the two forms where an op needs the other, at no cost.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from nnre import budget
+from nnre.equations import ast
+from nnre.equations.roles import Roles
+from nnre.equations.tensors import TensorShapes, api_shape
+from nnre.equations.to_sympy import state_symbol_name
+from nnre.errors import EquationError
+from nnre.ops import OPS
+from nnre.ops.arithmetic import COMPARISONS
+from nnre.program import STAGES, Instr, Program, Slot
+
+_RANK = {stage: i for i, stage in enumerate(STAGES)}
+_BINARY = {"+": "add", "-": "sub", "*": "mul", "/": "div"}
+
+
+@dataclass(frozen=True)
+class Value:
+    slot: int
+    shape: tuple[int, ...]  # its shape in the equations
+
+
+def stored(shape: tuple[int, ...]) -> tuple[int, ...]:
+    """How a per-example value of this shape is laid out after its rows: a vector flat."""
+    return api_shape(shape) if len(shape) == 2 else shape
+
+
+class Lowering:
+    def __init__(self, module: ast.Module, roles: Roles, shapes: TensorShapes, dtype: str
+                 ) -> None:
+        self.module = module
+        self.roles = roles
+        self.shapes = shapes
+        self.prog = Program(dtype=dtype)
+        self.names: dict[str, Value] = {}
+        self.memo: dict[tuple[Any, ...], int] = {}
+        self.writer: dict[int, Instr] = {}
+        self.current = ""
+        self.bytes = 0
+
+    # -- slots ---------------------------------------------------------------------------
+    def stage(self, slot: int) -> str:
+        return self.prog.slots[slot].stage
+
+    def slot(self, kind: str, shape: tuple[int, ...], stage: str, name: str = "",
+             counted: bool = True) -> int:
+        """A new slot; what it will allocate counts against the memory budget first."""
+        index = len(self.prog.slots)
+        if kind != "param" and counted:
+            need = budget.size(shape, np.dtype(self.prog.dtype).itemsize)
+            self.bytes += need
+            where = f"the equation for '{self.current}'" if self.current else f"'{name}'"
+            budget.check(self.bytes, f"{where} makes a {'×'.join(map(str, shape))} value "
+                         f"({budget.show(need)})",
+                         lambda message: EquationError(message, expected="smaller dimensions"))
+        self.prog.slots.append(Slot(name or f"%{index}", kind, shape, stage))
+        return index
+
+    def emit(self, op: str, args: tuple[int, ...], out_shape: tuple[int, ...],
+             stage: str | None = None, shared: bool = True, **attrs: Any) -> int:
+        """One instruction, or (``shared``) the slot of an equal one already emitted."""
+        stage = stage or max((self.stage(a) for a in args), key=_RANK.__getitem__,
+                             default="prologue")
+        items = tuple(sorted(attrs.items()))
+        key = (op, args, items, stage)
+        if shared and key in self.memo:
+            return self.memo[key]
+        out = self.slot("temp", tuple(out_shape), stage, counted=not OPS[op].view)
+        self.writer[out] = Instr(op, out, args, items)
+        self.prog.stage_list(stage).append(self.writer[out])
+        if shared:
+            self.memo[key] = out
+        return out
+
+    def literal(self, value: float) -> int:
+        key = ("literal", value)
+        if key not in self.memo:
+            index = self.slot("const", (), "prologue", name=_number(value))
+            self.prog.literals[index] = np.full((), value, dtype=self.prog.dtype)
+            self.memo[key] = index
+        return self.memo[key]
+
+    # -- forms ---------------------------------------------------------------------------
+    def per_example(self, v: Value) -> bool:
+        return self.stage(v.slot) != "prologue"
+
+    def reshaped(self, v: Value, shape: tuple[int, ...]) -> int:
+        if self.prog.slots[v.slot].shape == shape:
+            return v.slot
+        lead = (-1,) if self.per_example(v) else ()
+        return self.emit("reshape", (self.contiguous(v.slot),), shape, shape=(*lead, *shape))
+
+    def contiguous(self, slot: int) -> int:
+        """The slot itself, or a copy of it when it is a strided view (a transpose, a slice):
+        a reshape of one would be a copy made once at bind time, not a view."""
+        ins = self.writer.get(slot)
+        while ins is not None and ins.op == "reshape":
+            ins = self.writer.get(ins.args[0])
+        if ins is None or ins.op not in ("transpose", "slice"):
+            return slot
+        return self.emit("copy", (slot,), self.prog.slots[slot].shape)
+
+    def full(self, v: Value, rank: int | None = None) -> int:
+        """The value with all its axes (a per-example vector as (rows, n, 1)), with leading
+        1s up to ``rank`` for a per-example value (constants broadcast from the right)."""
+        shape = v.shape
+        if rank is not None and self.per_example(v) and rank > len(shape):
+            shape = (1,) * (rank - len(shape)) + shape
+        return self.reshaped(v, shape)
+
+    def flat(self, v: Value) -> int:
+        """A vector (n, 1) or a number (1, 1) as its entries (n,): how rows of vectors meet."""
+        return self.reshaped(v, stored(v.shape)) if len(v.shape) == 2 else v.slot
+
+    # -- leaves --------------------------------------------------------------------------
+    def declare_leaves(self) -> None:
+        of = self.shapes.of
+        for name in self.roles.inputs:
+            index = self.slot("input", stored(of[name]), "pre", name)
+            self.prog.inputs[name] = index
+            self.names[name] = Value(index, of[name])
+        for name, lags in self.roles.state.items():
+            for lag in range(1, lags + 1):
+                key = state_symbol_name(name, lag)
+                index = self.slot("state", stored(of[name]), "loop", key)
+                self.prog.state_in[(name, lag)] = index
+                self.names[key] = Value(index, of[name])
+        for name in self.roles.params:
+            index = self.slot("param", of[name], "prologue", name)
+            self.prog.params[name] = index
+            self.names[name] = Value(index, of[name])
+
+    # -- equations -----------------------------------------------------------------------
+    def lower(self) -> Program:
+        self.declare_leaves()
+        for name in self.roles.order:
+            self.current = name
+            eq = self.roles.equations[name]
+            value = self.expr(eq.expr)
+            want = self.shapes.of[name]
+            if value.shape != want:  # a number or a smaller value broadcast to the target
+                value = self.elementwise("copy", [value], want)
+            self.names[name] = value
+        for name in self.roles.outputs:
+            self.prog.outputs[name] = self.boundary(self.names[name])
+        self.own_state()
+        return self.prog
+
+    def boundary(self, v: Value) -> int:
+        return self.flat(v) if self.per_example(v) else v.slot
+
+    def own_state(self) -> None:
+        """Each next-state value gets a loop-stage slot of its own (the VM rotates these)."""
+        seen: set[int] = set()
+        written = {ins.out for ins in self.prog.loop}
+        for name in self.roles.state:
+            value = self.names[name]
+            index = self.boundary(value)
+            if index in seen or index not in written or self.prog.slots[index].kind != "temp" \
+                    or OPS[self._writer(index)].view:
+                index = self.emit("copy", (index,), stored(value.shape), stage="loop",
+                                  shared=False)
+            seen.add(index)
+            self.prog.state_out[name] = index
+
+    def _writer(self, index: int) -> str:
+        return next(ins.op for ins in self.prog.loop if ins.out == index)
+
+    def expr(self, root: ast.Expr) -> Value:
+        values: dict[int, Value] = {}
+        for node in ast.walk(root):
+            values[id(node)] = self.node(node, values)
+        return values[id(root)]
+
+    def node(self, node: ast.Expr, values: dict[int, Value]) -> Value:
+        shape = self.shapes.nodes[id(node)]
+        kids = [values[id(k)] for k in ast.children(node)]
+        if isinstance(node, ast.Number):
+            return Value(self.literal(node.value), ())
+        if isinstance(node, ast.Name):
+            key = node.name if node.time is None or node.time >= 0 else \
+                state_symbol_name(node.name, -node.time)
+            return self.names[key]
+        if isinstance(node, ast.Unary):
+            return self.elementwise("neg", kids, shape)
+        if isinstance(node, ast.Power):
+            if node.exponent == -1:
+                return self.elementwise("div", [Value(self.literal(1.0), ()), kids[0]], shape)
+            return self.elementwise("pow", kids, shape, exponent=node.exponent)
+        if isinstance(node, ast.Transpose):
+            return self.transpose(kids[0], shape)
+        if isinstance(node, ast.Binary):
+            if node.op == "@":
+                return self.matmul(kids[0], kids[1], shape)
+            return self.elementwise(COMPARISONS.get(node.op) or _BINARY[node.op], kids, shape)
+        if isinstance(node, ast.Slice):
+            return self.take(kids[0], node.start, node.stop, shape)
+        if isinstance(node, ast.Concat):
+            return self.concat(kids, shape, node.across)
+        assert isinstance(node, ast.Call)
+        return self.call(node, kids, shape)
+
+    # -- ops -----------------------------------------------------------------------------
+    def elementwise(self, op: str, args: list[Value], shape: tuple[int, ...], **attrs: Any
+                    ) -> Value:
+        """Entry by entry with NumPy broadcasting: on rows of vectors when every operand is
+        a vector or a number (version 1's layout), else on the full axes."""
+        vectors = all(len(a.shape) == 0 or (len(a.shape) == 2 and a.shape[1] == 1)
+                      for a in [*args, Value(0, shape)])
+        if vectors and any(self.per_example(a) for a in args):
+            slots = tuple(self.flat(a) for a in args)
+            return Value(self.emit(op, slots, stored(shape), **attrs), shape)
+        slots = tuple(self.full(a, len(shape)) for a in args)
+        return Value(self.emit(op, slots, shape, **attrs), shape)
+
+    def transpose(self, v: Value, shape: tuple[int, ...]) -> Value:
+        if len(v.shape) < 2:
+            return v
+        return Value(self.emit("transpose", (self.full(v),), shape), shape)
+
+    def matmul(self, a: Value, b: Value, shape: tuple[int, ...]) -> Value:
+        if _scales(a.shape, b.shape):
+            return self.elementwise("mul", [a, b], shape)
+        ea, eb = self.per_example(a), self.per_example(b)
+        if not ea and eb and len(a.shape) == 2 and b.shape[-1] == 1 and len(b.shape) == 2:
+            w_t = self.emit("transpose", (a.slot,), (a.shape[1], a.shape[0]))
+            return Value(self.emit("matmul", (self.flat(b), w_t), stored(shape)), shape)
+        if ea and eb and a.shape[-2:-1] == (1,) and b.shape[-1:] == (1,) and \
+                len(a.shape) == len(b.shape) == 2:  # aᵀ b of two vectors: one number a row
+            a_row = self.reshaped(a, (a.shape[1],))
+            return Value(self.emit("rowdot", (a_row, self.flat(b)), (1,)), shape)
+        rank = len(shape)
+        out = self.emit("matmul", (self.full(a, rank), self.full(b, rank)), shape)
+        return Value(out, shape)
+
+    def take(self, v: Value, start: int, stop: int, shape: tuple[int, ...]) -> Value:
+        """Entries start … stop−1 along the first axis: a view."""
+        if self.per_example(v) and len(v.shape) == 2 and v.shape[1] == 1:
+            return Value(self.emit("slice", (self.flat(v),), (stop - start,), start=start,
+                                   stop=stop, axis=-1), shape)
+        axis = -len(v.shape)
+        return Value(self.emit("slice", (self.full(v),), shape, start=start, stop=stop,
+                               axis=axis), shape)
+
+    def concat(self, parts: list[Value], shape: tuple[int, ...], across: bool) -> Value:
+        per_example = any(self.per_example(p) for p in parts)
+        if per_example and not across and len(shape) == 2 and shape[1] == 1:
+            slots = tuple(self.flat(p) for p in parts)
+            return Value(self.emit("concat", slots, (shape[0],), axis=-1), shape)
+        slots = tuple(self.full(p) for p in parts)
+        return Value(self.emit("concat", slots, shape, axis=-1 if across else -len(shape)),
+                     shape)
+
+    def call(self, node: ast.Call, args: list[Value], shape: tuple[int, ...]) -> Value:
+        op = OPS[node.func]
+        if op.tensor:
+            return self.tensor_call(node, args, shape)
+        if op.reduces:
+            return self.reduce(op.name, args[0], shape)
+        if op.vector:
+            return self.along(op.name, args[0], shape)
+        return self.elementwise(op.name, args, shape, **dict(node.params))
+
+    def reduce(self, op: str, v: Value, shape: tuple[int, ...]) -> Value:
+        """Over every entry: as one row of entries, then back to the kept axes."""
+        size = int(np.prod(v.shape)) if v.shape else 1
+        whole = self.reshaped(v, (size,) if self.per_example(v) else (1, size))
+        one = (1,) if self.per_example(v) else (1, 1)
+        out = Value(self.emit(op, (whole,), one, axis=-1), one)
+        return Value(self.reshaped(out, shape if not self.per_example(v) else stored(shape)),
+                     shape)
+
+    def along(self, op: str, v: Value, shape: tuple[int, ...]) -> Value:
+        """softmax and log_softmax: along a vector's entries, else along the last axis."""
+        if len(shape) == 2 and shape[1] == 1:
+            if self.per_example(v):
+                return Value(self.emit(op, (self.flat(v),), (shape[0],), axis=-1), shape)
+            return Value(self.emit(op, (v.slot,), shape, axis=-2), shape)
+        return Value(self.emit(op, (self.full(v),), shape, axis=-1), shape)
+
+    def tensor_call(self, node: ast.Call, args: list[Value], shape: tuple[int, ...]
+                    ) -> Value:
+        """conv, pooling, flatten: arguments with all their axes, a bias as its entries."""
+        op = OPS[node.func]
+        if op.name == "reshape":  # row-major entries, in the target's shape
+            v = args[0]
+            out = stored(shape) if self.per_example(v) else shape
+            return Value(self.reshaped(Value(self.contiguous(self.full(v)), v.shape), out),
+                         shape)
+        attrs: dict[str, Any] = dict(self.shapes.attrs[id(node)])
+        slots = []
+        for i, a in enumerate(args):
+            if i == op.tensor_input:
+                slots.append(self.contiguous(self.full(a)) if op.view else self.full(a))
+            else:
+                slots.append(self.reshaped(a, api_shape(a.shape)))
+        x = args[op.tensor_input]
+        if not self.per_example(x):
+            raise EquationError(f"{op.spellings[0]} in the equation for '{self.current}' "
+                                "needs a value that varies per example",
+                                expected="an input or a value computed from one")
+        return Value(self.emit(op.name, tuple(slots), stored(shape), **attrs), shape)
+
+
+def _scales(a: tuple[int, ...], b: tuple[int, ...]) -> bool:
+    """A juxtaposition that scales: a number, or a 1×1 value beside a matrix it cannot
+    multiply (``α x``, ``(xᵀ y) z``), as the shape checker decided."""
+    if not a or not b:
+        return True
+    return (a == (1, 1) and b[-2] != 1) or (b == (1, 1) and a[-1] != 1)
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if value == int(value) else f"{value:g}"
+
+
+def lower(module: ast.Module, roles: Roles, shapes: TensorShapes, dtype: str = "float32"
+          ) -> Program:
+    """The Program of checked tensor equations (not yet optimized)."""
+    return Lowering(module, roles, shapes, dtype).lower()

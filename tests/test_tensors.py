@@ -1,0 +1,186 @@
+"""Tensors per example (the tensor reading of formats/equations.md): hand-written NumPy oracles."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from nnre.equations import check, param_shapes
+from nnre.errors import EquationError, ShapeError
+from nnre.model import Model
+
+RNG = np.random.default_rng(0)
+
+
+def _model(text: str, **shapes: tuple[int, ...]) -> tuple[Model, dict[str, np.ndarray]]:
+    weights = {k: RNG.normal(size=s) for k, s in shapes.items()}
+    return Model.from_equations(text, weights, dtype="float64"), weights
+
+
+def _softmax(a: np.ndarray, axis: int = -1) -> np.ndarray:
+    e = np.exp(a - a.max(axis=axis, keepdims=True))
+    return e / e.sum(axis=axis, keepdims=True)  # type: ignore[no-any-return]
+
+
+def test_matrices_per_example_against_numpy() -> None:
+    text = """
+        X ∈ ℝ^(4×3)
+        W ∈ ℝ^(5×4)
+        B ∈ ℝ^(5×3)
+        Y = tanh(W X + B) ⊙ 2 − X[0:1] ⊙ 0.5 + (Xᵀ X)[1] ⊙ 0.1
+        s = Σ Y
+        z = flatten(Y / s)
+        y = softmax(V z + b)
+        """
+    m, w = _model(text, W=(5, 4), B=(5, 3), V=(2, 15), b=(2,))
+    assert m.inputs["X"].shape == (4, 3) and m.outputs["y"].shape == (2,)
+    assert m.params["b"].shape == (2,) and m.language == 2
+    X = RNG.normal(size=(7, 4, 3))
+    Y = np.tanh(w["W"] @ X + w["B"]) * 2 - X[:, 0:1] * 0.5 + \
+        (np.swapaxes(X, 1, 2) @ X)[:, 1:2] * 0.1
+    z = (Y / Y.sum(axis=(1, 2), keepdims=True)).reshape(7, -1)
+    want = _softmax(z @ w["V"].T + w["b"])
+    out, _ = m.step({"X": X})
+    np.testing.assert_allclose(out["y"], want, rtol=1e-12)
+    one, _ = m.step({"X": X[3]})  # one example, no batch axis
+    np.testing.assert_allclose(one["y"], want[3], rtol=1e-12)
+
+
+def test_tensor_outputs_keep_their_axes_and_softmax_takes_the_last() -> None:
+    text = """
+        input X
+        X ∈ ℝ^(2×3×4)
+        G ∈ ℝ^(3×4)
+        A = softmax(X ⊙ G − 1)
+        N = X / ‖X‖ + mean(X) − max(X) ⊙ min(X)
+        """
+    m, w = _model(text, G=(3, 4))
+    X = RNG.normal(size=(5, 2, 3, 4))
+    out, _ = m.step({"X": X})
+    assert m.outputs["A"].shape == (2, 3, 4)
+    np.testing.assert_allclose(out["A"], _softmax(X * w["G"] - 1), rtol=1e-12)
+    flat = X.reshape(5, -1)
+    k = (1, 1, 1)
+    norm = np.sqrt((flat ** 2).sum(1)).reshape(5, *k)
+    want = X / norm + flat.mean(1).reshape(5, *k) - \
+        flat.max(1).reshape(5, *k) * flat.min(1).reshape(5, *k)
+    np.testing.assert_allclose(out["N"], want, rtol=1e-12)
+
+
+def test_recurrent_matrix_state_over_a_sequence() -> None:
+    text = """
+        xₜ ∈ ℝ^(2×3)
+        hₜ ∈ ℝ^(4×3)
+        hₜ = tanh(W xₜ + U hₜ₋₁ + [hₜ₋₁[1:4]; xₜ[0]])
+        yₜ = flatten(hₜᵀ)
+        """
+    m, w = _model(text, W=(4, 2), U=(4, 4))
+    xs = RNG.normal(size=(6, 3, 2, 3))
+    h0 = RNG.normal(size=(3, 4, 3))
+    outs, final = m.run({"x": xs}, {"h": h0})
+    h = h0
+    for t in range(6):
+        h = np.tanh(w["W"] @ xs[t] + w["U"] @ h + np.concatenate([h[:, 1:4], xs[t][:, 0:1]], 1))
+        np.testing.assert_allclose(outs["y"][t], np.swapaxes(h, 1, 2).reshape(3, -1),
+                                   rtol=1e-12)
+    np.testing.assert_allclose(final["h"], h, rtol=1e-12)
+
+
+def test_batched_products_broadcast_leading_axes() -> None:
+    text = """
+        input X
+        output Y, Z
+        X ∈ ℝ^(3×2×4)
+        P ∈ ℝ^(3×5×2)
+        Y = P X
+        Z = Y Xᵀ ⊙ 0.5
+        """
+    m, w = _model(text, P=(3, 5, 2))
+    X = RNG.normal(size=(2, 3, 2, 4))
+    out, _ = m.step({"X": X})
+    Y = w["P"] @ X
+    np.testing.assert_allclose(out["Y"], Y, rtol=1e-12)
+    np.testing.assert_allclose(out["Z"], Y @ np.swapaxes(X, -1, -2) * 0.5, rtol=1e-12)
+
+
+def test_vector_texts_keep_their_reading() -> None:
+    """A text of vectors goes through version 1's path: same program as before tensors."""
+    checked = check("xₜ ∈ ℝ^3\nhₜ ∈ ℝ^4\nhₜ = tanh(W xₜ + U hₜ₋₁)")
+    assert not checked.tensors and checked.sympy is not None
+    assert check("input X\nX ∈ ℝ^(2×3)\ny = flatten(X)").tensors
+
+
+def test_parameter_shapes_from_declarations() -> None:
+    checked = check("input x\nx ∈ ℝ^(1×4×4)\nK ∈ ℝ^(2×1×4×4)\nc ∈ ℝ^2\nα ∈ ℝ\n"
+                    "y = Σ(K ⊙ x) ⊙ α + c")
+    assert param_shapes(checked) == {"K": (2, 1, 4, 4), "c": (2,), "α": ()}
+
+
+@pytest.mark.parametrize("text, message", [
+    ("input X\nX ∈ ℝ^(2×3)\nW ∈ ℝ^(4×5)\ny = W X", "does not fit"),
+    ("input X\nX ∈ ℝ^(2×3)\nG ∈ ℝ^(4×3)\ny = X ⊙ G", "broadcast"),
+    ("input X\nX ∈ ℝ^(2×3)\ny = X[1:5]", "reads past the end"),
+    ("input X\nX ∈ ℝ^(2×3×4)\nY ∈ ℝ^(2×3)\nY = X ⊙ 2", r"\(2, 3\) and \(2, 3, 4\)"),
+])
+def test_shape_errors_are_located(text: str, message: str) -> None:
+    with pytest.raises(ShapeError, match=message) as err:
+        check(text)
+    assert err.value.line is not None
+
+
+def test_flatten_of_a_constant_is_refused() -> None:
+    with pytest.raises(EquationError, match="varies per example"):
+        Model.from_equations("input x\nx ∈ ℝ^(2×2)\nK ∈ ℝ^(2×2)\ny = flatten(K) + flatten(x)",
+                             {"K": np.ones((2, 2))})
+
+
+def test_onnx_export_of_tensor_models_matches_onnxruntime() -> None:
+    pytest.importorskip("onnxruntime")
+    from nndk.onnx.export import export_model
+    from tests.onnx_helpers import ort_runner
+
+    text = """
+        xₜ ∈ ℝ^(2×3)
+        hₜ ∈ ℝ^(4×3)
+        hₜ = tanh(W xₜ + U hₜ₋₁) ⊙ (hₜ₋₁ᵀ hₜ₋₁)[0:1]
+        yₜ = softmax(flatten(hₜᵀ)) + Σ([hₜ; xₜ][5]) ⊙ 0.1
+        """
+    weights = {"W": RNG.normal(size=(4, 2)), "U": RNG.normal(size=(4, 4)) * 0.5}
+    m = Model.from_equations(text, {k: v.astype(np.float32) for k, v in weights.items()})
+    run = ort_runner(export_model(m))
+    x = RNG.normal(size=(3, 2, 3)).astype(np.float32)
+    h = RNG.normal(size=(3, 4, 3)).astype(np.float32)
+    got = run({"x": x, "h_prev": h})
+    out, nxt = m.step({"x": x}, {"h": h})
+    np.testing.assert_allclose(got["y"], out["y"], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(got["h_next"], nxt["h"], rtol=1e-5, atol=1e-6)
+
+
+def test_side_by_side_blocks_and_reshape_against_numpy() -> None:
+    text = """
+        input x, X
+        x ∈ ℝ^3
+        X ∈ ℝ^(3×4)
+        M ∈ ℝ^(3×2)
+        Y ∈ ℝ^(6×5)
+        Z ∈ ℝ^(4×3)
+        B = [x, X ⊙ 2; M, Xᵀ[0:3]ᵀ[0:3]ᵀ[0:3]]
+        Y = reshape(B)
+        Z = reshape(Xᵀ)
+        """
+    m, w = _model(text, M=(3, 2))
+    x, X = RNG.normal(size=(2, 3)), RNG.normal(size=(2, 3, 4))
+    out, _ = m.step({"x": x, "X": X})
+    top = np.concatenate([x[:, :, None], X * 2], axis=2)
+    bottom = np.concatenate([np.broadcast_to(w["M"], (2, 3, 2)),
+                             np.swapaxes(X[:, :, 0:3], 1, 2)], axis=2)
+    B = np.concatenate([top, bottom], axis=1)
+    np.testing.assert_allclose(out["Y"], B.reshape(2, 6, 5), rtol=1e-12)
+    np.testing.assert_allclose(out["Z"], np.swapaxes(X, 1, 2).copy().reshape(2, 4, 3))
+
+
+def test_reshape_needs_a_declared_target() -> None:
+    with pytest.raises(ShapeError, match="whole right-hand side"):
+        check("input X\nX ∈ ℝ^(2×3)\nY = reshape(X)")
+    with pytest.raises(ShapeError, match="same number of entries"):
+        check("input X\nX ∈ ℝ^(2×3)\nY ∈ ℝ^(5×1)\nY = reshape(X)")
