@@ -47,10 +47,8 @@ def _per_example_entries(checked: Checked) -> int:
             varying[id(node)] = (isinstance(node, ast.Name) and node.name not in params) or \
                 any(varying[id(k)] for k in kids)
             if varying[id(node)] and kids and id(node) in checked.shapes.nodes:
-                r, c = checked.shapes.nodes[id(node)]
-                total += r * c
-        r, c = checked.shapes.of[name]
-        total += r * c
+                total += math.prod(checked.shapes.nodes[id(node)])
+        total += math.prod(checked.shapes.of[name])
     return total
 
 

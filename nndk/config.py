@@ -45,7 +45,7 @@ class TrainConfig:
     output: str | None = None  # the output trained (default: y, or the one that fits)
 
 
-DEFAULT_DIMS = {"H": 128}
+DEFAULT_DIMS = {"H": 128, "F": 16, "G": 32}  # hidden units; the cnn's filters
 
 RULES: dict[str, Rule] = {
     "model": Rule("str"),

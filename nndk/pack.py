@@ -124,13 +124,14 @@ def parse_codecs(pairs: Sequence[str]) -> dict[str, Any]:
 
 
 def build_content(equations: str, weights: Mapping[str, np.ndarray], metadata: dict[str, Any],
-                  *, dtype: str | None = None, filename: str | None = None) -> BundleContent:
+                  *, dtype: str | None = None, filename: str | None = None,
+                  dims: Mapping[str, int] | None = None) -> BundleContent:
     """Check equations against weights and gather what the bundle stores (the pack API)."""
     if dtype is None:  # the API's default follows the weights; nndk pack's is float32
         dtype = "float64" if weights and all(
             np.asarray(w).dtype == np.float64 for w in weights.values()) else "float32"
     _finite(weights)
-    model = Model.from_equations(equations, weights, None, dtype, filename=filename)
+    model = Model.from_equations(equations, weights, dims, dtype, filename=filename)
     signature = {"inputs": model.inputs, "outputs": model.outputs, "state": model.state}
     return BundleContent(equations, dtype, model.dims, signature, metadata, model.weights(),
                          requires=(f"equations/{model.language}",))
@@ -152,7 +153,8 @@ def is_checkpoint(path: Path) -> bool:
 
 def pack(req: PackRequest) -> PackResult:
     """Read, check, and atomically write the bundle."""
-    text, weights, inherited, dtype = read_source(req)
+    src = read_source(req)
+    inherited = src.metadata
     metadata = inherited | {"name": req.name, "version": req.version,
                             "producer": f"nndk {__version__}"}
     optional = {"created": req.created or source_date(),
@@ -161,13 +163,23 @@ def pack(req: PackRequest) -> PackResult:
                 "extra": inherited.get("extra", {}) | parse_meta(req.meta),
                 "codecs": inherited.get("codecs", {}) | dict(req.codecs)}
     metadata.update({k: v for k, v in optional.items() if v})
-    content = build_content(text, weights, metadata, dtype=req.dtype or dtype,
-                            filename=str(req.equations))
+    content = build_content(src.equations, src.weights, metadata,
+                            dtype=req.dtype or src.dtype, filename=str(req.equations),
+                            dims=src.dims)
     bundle_id = write_bundle(req.output, content)
     return PackResult(req.output, bundle_id, req.output.stat().st_size, len(content.tensors))
 
 
-Source = tuple[str, dict[str, np.ndarray], dict[str, Any], str]
+@dataclass(frozen=True)
+class Source:
+    """What a SOURCE brings: equations, weights, the metadata a bundle made from it keeps,
+    the default compute dtype, and sizes the weights alone do not fix (an image's side)."""
+
+    equations: str
+    weights: dict[str, np.ndarray]
+    metadata: dict[str, Any]
+    dtype: str = "float32"
+    dims: Mapping[str, int] | None = None
 
 
 def read_source(req: PackRequest) -> Source:
@@ -187,7 +199,7 @@ def read_source(req: PackRequest) -> Source:
             text = f.read().decode("utf-8")
     except UnicodeDecodeError as err:
         raise PackError(f"{path}: not UTF-8 text ({err.reason})") from err
-    return text, read_weights(req.weights), {}, "float32"
+    return Source(text, read_weights(req.weights), {})
 
 
 def is_bundle(path: Path) -> bool:
@@ -213,7 +225,7 @@ def from_bundle(path: Path) -> Source:
 
     model = load(path, check_data=True, cache=False)
     kept = inherited(model.metadata) | {"lineage": {"parent": model.bundle_id}}
-    return model.equations, model.weights(), kept, model.dtype
+    return Source(model.equations, model.weights(), kept, model.dtype, model.dims)
 
 
 def write_bundle(path: Path, content: BundleContent) -> str:
@@ -234,7 +246,8 @@ def write_bundle(path: Path, content: BundleContent) -> str:
 
 
 def from_checkpoint(path: Path) -> Source:
-    """Equations, weights and trained-model metadata (codecs, sampling, provenance)."""
+    """Equations, weights, trained-model metadata (codecs, sampling, provenance) and the
+    dimensions the run resolved."""
     arrays, record = checkpoint.load(path)
     weights = {k[len("param/"):]: v for k, v in arrays.items() if k.startswith("param/")}
     config = record["config"]
@@ -255,4 +268,4 @@ def from_checkpoint(path: Path) -> Source:
     elif record.get("classes"):  # a classifier: its output reads as class labels
         labels = [str(i) for i in range(int(record["classes"]))]
         metadata["codecs"] = {record["output"]: {"id": "argmax-label", "labels": labels}}
-    return record["equations"], weights, metadata, "float32"
+    return Source(record["equations"], weights, metadata, dims=dict(record["dims"]))

@@ -33,7 +33,15 @@ CALLS: dict[str, tuple[list[tuple[int, ...]], dict[str, Any]]] = {
     **{name: ([(3, 4), (3, 4)], {}) for name in ("less", "greater", "less_equal",
                                                  "greater_equal")},
     "leaky_relu": ([(3, 4)], {"slope": 0.2}), "clip": ([(3, 4)], {"min": -0.5, "max": 1.5}),
+    "conv": ([(4, 1, 3, 3), (3, 2, 5, 4)], {"stride": (2, 1), "pads": (1, 0, 0, 1),
+                                           "dilation": (1, 2), "groups": 2}),
+    "conv_bias": ([(3, 2, 3), (3, 2, 6), (3,)], {"stride": (1,), "pads": (1, 1),
+                                                 "dilation": (1,), "groups": 1}),
+    "maxpool": ([(3, 2, 5, 4)], {"kernel": (2, 2), "stride": (1, 2), "pads": (1, 0, 0, 0)}),
+    "avgpool": ([(3, 2, 7)], {"kernel": (3,), "stride": (2,), "pads": (1, 1)}),
 }
+#: Arguments that are constants (no rows): matmul's matrix, a convolution's weight and bias.
+CONSTANT = {("matmul", 1), ("conv", 0), ("conv_bias", 0), ("conv_bias", 2)}
 UNARY: tuple[list[tuple[int, ...]], dict[str, Any]] = ([(3, 4)], {})
 
 
@@ -46,11 +54,12 @@ def _args(name: str, rng: np.random.Generator) -> tuple[list[np.ndarray], dict[s
 def _forward(op: Op, args: list[np.ndarray], attrs: dict[str, Any]) -> np.ndarray:
     if op.view:
         return np.array(op.kernel(*args, **attrs))
-    # per-example arguments lose their rows in a shape rule; matmul's weight is a constant
-    shapes = [a.shape if (op.name, i) == ("matmul", 1) else a.shape[1:]
+    # per-example arguments lose their rows in a shape rule; constants keep their shape
+    shapes = [a.shape if (op.name, i) in CONSTANT else a.shape[1:]
               for i, a in enumerate(args)]
     shape = op.shape(*shapes, **attrs)
-    out = np.empty((args[0].shape[0], *shape))
+    rows = next(a.shape[0] for i, a in enumerate(args) if (op.name, i) not in CONSTANT)
+    out = np.empty((rows, *shape))
     op.kernel(*args, out=out, **attrs)
     return out
 
@@ -64,7 +73,11 @@ def test_every_op_defines_what_its_consumers_need() -> None:
         else:
             assert op.vjp is not None, f"{name}: no VJP"
         assert op.reads <= {"args", "out"}, name
-        if op.spellings and not op.tensor:  # SymPy (vector reading) and constant folding
+        if op.param_attrs is not None:  # parameters become attributes through a rule
+            made = op.param_attrs(2, **op.params)
+            assert set(made) == set(op.attrs), name
+            assert all(isinstance(v, op.attrs[k]) for k, v in made.items()), name
+        elif op.spellings and not op.tensor:  # SymPy (vector reading) and constant folding
             assert op.fold is not None, name
             assert op.vector or op.arity > 1 or op.sympy is not None, name
             assert set(op.params) <= set(op.attrs), name  # parameters become attributes
@@ -79,7 +92,7 @@ def test_every_op_defines_what_its_consumers_need() -> None:
 def test_spellings_and_onnx_names_are_unambiguous() -> None:
     spellings = [(s, op.arity) for op in OPS.values() for s in op.spellings]
     assert len(spellings) == len(set(spellings)) == len(BY_ARITY)  # one op per arity
-    assert set(FUNCTIONS) == {s for s, _ in spellings}
+    assert set(FUNCTIONS) == {s for op in OPS.values() for s in op.spellings}
     onnx = [t for op in OPS.values() for t in op.onnx_import]
     assert len(onnx) == len(set(onnx)) == len(BY_ONNX)
     assert set(BY_ONNX) <= set(RULES)  # the importer converts every op it is said to

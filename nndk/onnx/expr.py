@@ -18,10 +18,10 @@ from nnre.equations.parser import ROLE_WORDS
 from nnre.equations.render import render
 from nnre.errors import EquationError
 from nnre.names import skeleton
-from nnre.ops import BY_ARITY, FUNCTIONS, OPS
+from nnre.ops import BY_ARITY, OPS
 
 _SUBSCRIPTS = str.maketrans("0123456789", "₀₁₂₃₄₅₆₇₈₉")
-_RESERVED = {*FUNCTIONS, *ROLE_WORDS, "in", "R", "T", "t"}
+_RESERVED = {*(s for s, _ in BY_ARITY), *ROLE_WORDS, "in", "R", "T", "t"}  # every spelling
 
 
 @dataclass(frozen=True)
@@ -38,7 +38,7 @@ class Num:
 
 @dataclass(frozen=True)
 class Call:
-    func: str  # a spelling from nnre.ops.FUNCTIONS: 'σ', 'tanh', 'relu', …
+    func: str  # a spelling from nnre.ops.BY_ARITY: 'σ', 'tanh', 'relu', …
     arg: Expr
     params: tuple[tuple[str, float], ...] = ()  # leaky_relu(x; slope=0.2)
     more: tuple[Expr, ...] = ()  # further arguments: max(a, b), where(c, a, b)
