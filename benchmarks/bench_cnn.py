@@ -70,13 +70,34 @@ def torch_net(model: nnre.Model) -> object | None:
     return Net()
 
 
+def ort_call(proto: bytes, x: np.ndarray, threads: int) -> Callable[[], object]:
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    sess = ort.InferenceSession(proto, opts, providers=["CPUExecutionProvider"])
+    return lambda: sess.run(None, {"x": x})
+
+
+def torch_call(net: object, x: np.ndarray, threads: int) -> Callable[[], object]:
+    import torch
+
+    torch.set_num_threads(threads)
+    t = torch.from_numpy(x)
+
+    def run() -> object:
+        with torch.no_grad():
+            return torch.softmax(net(t), 1)  # type: ignore[operator]
+
+    return run
+
+
 def inference(model: nnre.Model, x: np.ndarray, repeats: int) -> None:
     print(f"inference, batch {len(x)} (ms; ratio = nnre / reference)")
     try:
-        import onnxruntime as ort
-
         from nndk.onnx.export import export_model
-        proto = export_model(model).SerializeToString()
+        proto: bytes | None = export_model(model).SerializeToString()
+        import onnxruntime  # noqa: F401
     except ImportError:
         proto = None
     net = torch_net(model)
@@ -85,21 +106,34 @@ def inference(model: nnre.Model, x: np.ndarray, repeats: int) -> None:
         ours = timed(lambda: model.step({"x": x}), repeats)
         line = f"  threads {threads}: nnre {ours * 1e3:.2f}"
         if proto is not None:
-            opts = ort.SessionOptions()
-            opts.intra_op_num_threads = threads
-            sess = ort.InferenceSession(proto, opts, providers=["CPUExecutionProvider"])
-            ort_run = sess.run
-            theirs = timed(lambda: ort_run(None, {"x": x}), repeats)
+            theirs = timed(ort_call(proto, x, threads), repeats)
             line += f", onnxruntime {theirs * 1e3:.2f} (ratio {ours / theirs:.2f})"
         if net is not None:
-            import torch
-
-            torch.set_num_threads(threads)
-            t = torch.from_numpy(x)
-            with torch.no_grad():
-                theirs = timed(lambda: torch.softmax(net(t), 1), repeats)  # type: ignore
+            theirs = timed(torch_call(net, x, threads), repeats)
             line += f", PyTorch {theirs * 1e3:.2f} (ratio {ours / theirs:.2f})"
         print(line)
+
+
+def torch_train_step(x: np.ndarray, y: np.ndarray, threads: int) -> Callable[[], object]:
+    import torch
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(1, 16, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
+        torch.nn.Conv2d(16, 32, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
+        torch.nn.Flatten(), torch.nn.Linear(128, 10))
+    opt = torch.optim.Adam(net.parameters(), lr=2e-3)
+    tx, ty = torch.from_numpy(x), torch.from_numpy(y)
+
+    def step() -> None:
+        opt.zero_grad()
+        loss = torch.nn.functional.cross_entropy(net(tx), ty)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(net.parameters(), 5.0)
+        opt.step()
+
+    return step
 
 
 def training(folder: Path, repeats: int) -> None:
@@ -107,31 +141,15 @@ def training(folder: Path, repeats: int) -> None:
     trainer = start(TrainConfig(model="cnn", steps=10**6, seed=0, sample_length=0),
                     folder / "train.npz")
     d = np.load(folder / "train.npz")
-    xb, yb = d["x"][:32], d["target"][:32]
     for threads in (1, 2):
         set_blas_threads(threads)
         ours = 32 / timed(trainer.train_step, repeats)
         line = f"  threads {threads}: nndk {ours:,.0f}"
         try:
-            import torch
+            step = torch_train_step(d["x"][:32], d["target"][:32], threads)
         except ImportError:
             print(line)
             continue
-        torch.set_num_threads(threads)
-        model = torch.nn.Sequential(
-            torch.nn.Conv2d(1, 16, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
-            torch.nn.Conv2d(16, 32, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
-            torch.nn.Flatten(), torch.nn.Linear(128, 10))
-        opt = torch.optim.Adam(model.parameters(), lr=2e-3)
-        tx, ty = torch.from_numpy(xb), torch.from_numpy(yb)
-
-        def step() -> None:
-            opt.zero_grad()
-            loss = torch.nn.functional.cross_entropy(model(tx), ty)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
-            opt.step()
-
         theirs = 32 / timed(step, repeats)
         print(line + f", PyTorch {theirs:,.0f} (ratio {ours / theirs:.2f})")
 

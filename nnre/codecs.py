@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from nnre.bundle.format import CODECS as CODEC_PARAMS
+from nnre.bundle.format import UNKNOWN_CHAR
 from nnre.errors import BundleError, FeedError, OutputError
 
 
@@ -30,16 +31,23 @@ class TensorCodec:
 
 
 class CharCodec:
-    """``char``: text ↔ indices into ``vocab`` ↔ one-hot rows."""
+    """``char``: text ↔ indices into ``vocab`` ↔ one-hot rows.
+
+    A vocab holding U+FFFD (``UNKNOWN_CHAR``; a model trained with ``--min-count`` has it)
+    reads any character outside it as that symbol, as the model was trained to."""
 
     id = "char"
 
     def __init__(self, vocab: Sequence[str]) -> None:
         self.vocab = list(vocab)
         self.index = {ch: i for i, ch in enumerate(self.vocab)}
+        self.unknown = self.index.get(UNKNOWN_CHAR)
 
     def encode(self, text: str) -> list[int]:
-        """Indices of the characters; any outside the vocabulary is a FeedError naming all."""
+        """Indices of the characters; any outside the vocabulary is the unknown symbol's, or
+        (without one) a FeedError naming them all."""
+        if self.unknown is not None:
+            return [self.index.get(ch, self.unknown) for ch in text]
         missing = sorted({ch for ch in text if ch not in self.index})
         if missing:
             raise FeedError(f"{len(missing)} character(s) not in the model's vocabulary: "

@@ -149,6 +149,7 @@ class Lowering:
     # -- equations -----------------------------------------------------------------------
     def lower(self) -> Program:
         self.declare_leaves()
+        self.prog.ids = dict(self.shapes.ids)
         for name in self.roles.order:
             self.current = name
             eq = self.roles.equations[name]
@@ -211,6 +212,14 @@ class Lowering:
             return self.elementwise(COMPARISONS.get(node.op) or _BINARY[node.op], kids, shape)
         if isinstance(node, ast.Slice):
             return self.take(kids[0], node.start, node.stop, shape)
+        if isinstance(node, ast.Gather):
+            table, ids = kids
+            if self.per_example(table):
+                raise EquationError(f"the table of '{node.index.raw}' ids in the equation for "
+                                    f"'{self.current}' varies per example",
+                                    expected="a weight (a constant table)")
+            slots = (self.reshaped(table, api_shape(table.shape)), self.flat(ids))
+            return Value(self.emit("gather", slots, stored(shape)), shape)
         if isinstance(node, ast.Concat):
             return self.concat(kids, shape, node.across)
         assert isinstance(node, ast.Call)

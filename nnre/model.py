@@ -153,6 +153,7 @@ class Model:
             else:
                 raise FeedError(f"input '{name}' has shape {arr.shape}; expected {spec.shape} "
                                 f"or (batch, {', '.join(map(str, spec.shape))})")
+            self._check_ids(name, arr)
             xs[name] = arr
         if len({a.shape[0] for a in xs.values()}) > 1 or batch < 1:
             raise FeedError(f"inputs disagree on the batch size or it is 0: "
@@ -327,6 +328,18 @@ class Model:
             spec = self._inputs[missing[0]]
             raise FeedError(f"missing input '{missing[0]}' of shape {spec.shape}")
 
+    def _check_ids(self, name: str, arr: np.ndarray) -> None:
+        """Ids (an input declared ∈ ℕ) are whole numbers 0 … n−1: checked before a kernel
+        indexes a table with them."""
+        count = self.program.ids.get(name)
+        if count is None:
+            return
+        bad = ~((arr >= 0) & (arr < count) & (arr == np.floor(arr)))
+        if bad.any():
+            where = tuple(int(i) for i in np.argwhere(bad)[0])
+            raise FeedError(f"input '{name}' holds {arr[where]} at index {list(where)}; its ids "
+                            f"are whole numbers 0 … {count - 1}")
+
     def _check_feeds(self, feeds: Mapping[str, Any]) -> tuple[Arrays, int, int, bool]:
         self._check_names(feeds)
         xs: Arrays = {}
@@ -340,6 +353,7 @@ class Model:
             elif not (arr.ndim == rank + 2 and arr.shape[2:] == spec.shape):
                 raise FeedError(f"input '{name}' has shape {arr.shape[1:]} per step; expected "
                                 f"{spec.shape} or (batch, {', '.join(map(str, spec.shape))})")
+            self._check_ids(name, arr)
             xs[name] = arr
             dims.add(arr.shape[:2])
         if len(dims) > 1:

@@ -80,6 +80,15 @@ CASES = {
         hₜ = tanh(W xₜ + U hₜ₋₁) ⊙ (hₜ₋₁ᵀ hₜ₋₁)[0:1]
         yₜ = softmax(flatten(hₜᵀ)) + Σ([hₜ; xₜ][5]) ⊙ 0.1
         """,
+    "ids": """
+        xₜ ∈ ℕ
+        Xₜ ∈ ℕ^3
+        hₜ ∈ ℝ^4
+        yₜ ∈ ℝ^3
+        E ∈ ℝ^(5×4)
+        hₜ = tanh(E[xₜ]ᵀ + U hₜ₋₁) + Σ(E[Xₜ] ⊙ P)
+        yₜ = softmax(V hₜ)
+        """,
     "images": """
         input x
         x ∈ ℝ^(2×6×5)
@@ -153,7 +162,7 @@ def test_every_op_is_covered_by_the_cases() -> None:
 
 
 #: Ops whose arguments are not (rows, n) vectors: their rows in tests/test_ops.py's CALLS.
-SHAPED = frozenset({"conv", "conv_bias", "maxpool", "avgpool"})
+SHAPED = frozenset({"conv", "conv_bias", "maxpool", "avgpool", "gather"})
 
 
 @pytest.mark.parametrize("op", sorted(op for op, d in OPS.items() if d.vjp is not None))

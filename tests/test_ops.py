@@ -39,15 +39,21 @@ CALLS: dict[str, tuple[list[tuple[int, ...]], dict[str, Any]]] = {
                                                  "dilation": (1,), "groups": 1}),
     "maxpool": ([(3, 2, 5, 4)], {"kernel": (2, 2), "stride": (1, 2), "pads": (1, 0, 0, 0)}),
     "avgpool": ([(3, 2, 7)], {"kernel": (3,), "stride": (2,), "pads": (1, 1)}),
+    "gather": ([(5, 4), (3, 2)], {}),  # a table, and 2 ids per example (drawn as ids)
 }
 #: Arguments that are constants (no rows): matmul's matrix, a convolution's weight and bias.
-CONSTANT = {("matmul", 1), ("conv", 0), ("conv_bias", 0), ("conv_bias", 2)}
+CONSTANT = {("matmul", 1), ("conv", 0), ("conv_bias", 0), ("conv_bias", 2), ("gather", 0)}
+#: Arguments that are whole numbers (ids): no derivative to difference.
+WHOLE = {("gather", 1)}
 UNARY: tuple[list[tuple[int, ...]], dict[str, Any]] = ([(3, 4)], {})
 
 
 def _args(name: str, rng: np.random.Generator) -> tuple[list[np.ndarray], dict[str, Any]]:
     shapes, attrs = CALLS.get(name, UNARY)
     low = 0.2 if name in ("log", "sqrt", "div", "pow") else -2.0  # inside the domain
+    if name == "gather":  # a table and whole-number ids into it
+        return [rng.uniform(low, 2.0, shapes[0]),
+                rng.integers(0, shapes[0][0], shapes[1]).astype(float)], attrs
     return [rng.uniform(low, 2.0, s) for s in shapes], attrs
 
 
@@ -129,6 +135,9 @@ def _vjp_case(name: str, seed: int) -> tuple[Any, np.random.Generator, list[np.n
 def test_vjp_against_central_differences(name: str) -> None:
     op, rng, args, attrs, out, c = _vjp_case(name, 7)
     for i, arg in enumerate(args):
+        if (name, i) in WHOLE:
+            assert not np.any(op.vjp(c, out, args, attrs, i))  # ids: nothing flows back
+            continue
         t, eps = rng.normal(size=arg.shape), 1e-6
         plus = [a + eps * t if k == i else a for k, a in enumerate(args)]
         minus = [a - eps * t if k == i else a for k, a in enumerate(args)]

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from nnre.equations import check, param_shapes
-from nnre.errors import EquationError, ShapeError
+from nnre.errors import EquationError, FeedError, ShapeError
 from nnre.model import Model
 
 RNG = np.random.default_rng(0)
@@ -184,3 +184,61 @@ def test_reshape_needs_a_declared_target() -> None:
         check("input X\nX ∈ ℝ^(2×3)\nY = reshape(X)")
     with pytest.raises(ShapeError, match="same number of entries"):
         check("input X\nX ∈ ℝ^(2×3)\nY ∈ ℝ^(5×1)\nY = reshape(X)")
+
+
+IDS_TEXT = """
+    xₜ ∈ ℕ
+    Xₜ ∈ ℕ^3
+    hₜ ∈ ℝ^4
+    E ∈ ℝ^(5×4)
+    hₜ = tanh(E[xₜ]ᵀ + U hₜ₋₁) + Σ(E[Xₜ])
+    """
+
+
+def test_ids_pick_rows_of_a_table() -> None:
+    m, w = _model(IDS_TEXT, E=(5, 4), U=(4, 4))
+    x = RNG.integers(0, 5, (6, 2, 1)).astype(float)
+    X = RNG.integers(0, 5, (6, 2, 3)).astype(float)
+    outs, final = m.run({"x": x, "X": X})
+    h = np.zeros((2, 4))
+    for t in range(6):
+        picked = w["E"][x[t, :, 0].astype(int)]
+        h = np.tanh(picked + h @ w["U"].T) + \
+            w["E"][X[t].astype(int)].sum(axis=(1, 2))[:, None]
+        np.testing.assert_allclose(outs["h"][t], h, rtol=1e-12)
+    assert m.inputs["X"].shape == (3,) and m.program.ids == {"x": 5, "X": 5}
+
+
+@pytest.mark.parametrize("bad", [5.0, -1.0, 2.5, np.nan])
+def test_ids_outside_the_table_are_refused_before_running(bad: float) -> None:
+    m, _ = _model(IDS_TEXT, E=(5, 4), U=(4, 4))
+    X = np.zeros((1, 3))
+    X[0, 1] = bad
+    with pytest.raises(FeedError, match=r"input 'X' holds .* at index \[0, 1\]; its ids are "
+                                        r"whole numbers 0 … 4"):
+        m.step({"x": np.zeros((1, 1)), "X": X})
+
+
+def test_without_a_naturals_declaration_brackets_stay_a_product() -> None:
+    """Version 1's reading of W[x] (W times the stacked [x]) is kept."""
+    checked = check("xₜ ∈ ℝ^3\nyₜ ∈ ℝ^2\nyₜ = W[xₜ]")
+    assert not checked.tensors
+    with pytest.raises(ShapeError, match="is declared ∈ ℕ"):
+        check("input x\nx ∈ ℕ\nE ∈ ℝ^(4×2)\nj ∈ ℕ\ny = E[x] + E[j]ᵀᵀ\nj = x")
+
+
+def test_onnx_export_of_ids_matches_onnxruntime() -> None:
+    pytest.importorskip("onnxruntime")
+    from nndk.onnx.export import export_model
+    from tests.onnx_helpers import ort_runner
+
+    m, _ = _model(IDS_TEXT, E=(5, 4), U=(4, 4))
+    m32 = Model.from_equations(IDS_TEXT, {k: v.astype(np.float32)
+                                          for k, v in m.weights().items()})
+    run = ort_runner(export_model(m32))
+    x = np.array([[1.0], [4.0]], np.float32)
+    X = np.array([[0.0, 2.0, 3.0], [4.0, 4.0, 1.0]], np.float32)
+    h = RNG.normal(size=(2, 4)).astype(np.float32)
+    got = run({"x": x, "X": X, "h_prev": h})
+    _, nxt = m32.step({"x": x, "X": X}, {"h": h})
+    np.testing.assert_allclose(got["h_next"], nxt["h"], rtol=1e-5, atol=1e-6)

@@ -107,14 +107,32 @@ def primed_content() -> BundleContent:
     return BundleContent(text, "float64", base.dims, sig, base.metadata, tensors)
 
 
+UNKNOWN = "\ufffd"  # the char codec's unknown symbol (spec §3.5)
+UNKNOWN_METADATA: dict[str, Any] = {
+    "name": "unknown-symbol", "version": "0.1.0",
+    "codecs": {"x": {"id": "char", "vocab": ["a", "b", "c", UNKNOWN]},
+               "y": {"id": "sample", "vocab": ["a", "b", "c", UNKNOWN]}},
+}
+
+
 def valid_vectors() -> list[tuple[str, BundleContent, str, float]]:
-    """(name, content, input text over the vocabulary, rtol)."""
+    """(name, content, input text, rtol). The text is over the vocabulary, except for the
+    unknown-symbol vector, whose text holds characters outside it (read as U+FFFD)."""
     return [
         ("lstm_f32_full", lstm_content(3, 4, 1, "float32", FULL_METADATA), "abcdab", 1e-5),
         ("lstm_f64_minimal", lstm_content(2, 3, 2, "float64",
                                           {"name": "min", "version": "0.1.0"}), "abcab", 1e-12),
         ("lstm_f64_primes", primed_content(), "abcab", 1e-12),
+        ("lstm_f32_unknown", lstm_content(3, 4, 3, "float32", UNKNOWN_METADATA), "abzcé\ufffd",
+         1e-5),
     ]
+
+
+def encode_text(content: BundleContent, text: str) -> list[int]:
+    """The spec's char codec written out: index in vocab, else the unknown symbol's."""
+    codec = content.metadata.get("codecs", {}).get("x")
+    vocab = codec["vocab"] if codec else list("abcd"[: content.dims["V"]])
+    return [vocab.index(ch) if ch in vocab else vocab.index(UNKNOWN) for ch in text]
 
 
 # --- hand forging, straight from the spec ------------------------------------------------
@@ -371,13 +389,14 @@ def generate(out: Path) -> None:
     for name, content, text, rtol in valid_vectors():
         blob = encode(content)
         base = base or blob
-        vocab = "abcd"[: content.dims["V"]]
-        xs = np.eye(len(vocab))[[vocab.index(ch) for ch in text]]
+        xs = np.eye(content.dims["V"])[encode_text(content, text)]
         weights = {("b_y" if k == "b'" else k): v for k, v in content.tensors.items()}
         (output,) = content.signature["outputs"]
-        io_case = {"inputs": {"x": xs.tolist()}, "initial_state": "zeros",
-                   "expected": {output: reference_lstm(weights, xs)},
-                   "rtol": rtol, "atol": rtol}
+        io_case: dict[str, Any] = {"inputs": {"x": xs.tolist()}, "initial_state": "zeros",
+                                   "expected": {output: reference_lstm(weights, xs)},
+                                   "rtol": rtol, "atol": rtol}
+        if UNKNOWN in text:  # the inputs are this text through the char codec
+            io_case["text"] = {"x": text}
         _write_json(out / "valid" / f"{name}.json", io_case)
         manifest["valid"].append(_valid_entry(out, name, blob, name))
         if name == "lstm_f32_full":  # the same model as a newer minor with unknown keys

@@ -18,6 +18,7 @@ from nnre.ops import BY_ARITY, FUNCTIONS, OPS
 MAX_DEPTH = 64
 MAX_NODES = 20_000
 MAX_AXES = 8
+NATURALS = "ℕ"  # x ∈ ℕ declares token ids
 ROLE_WORDS = ("input", "state", "output", "frozen")
 _WORD_RE = re.compile(r"^[a-z][a-z]+$")
 _ATOM_START = ("NAME", "NUMBER", "(", "[")
@@ -35,6 +36,7 @@ class Parser:
         self.i = 0
         self.depth = 0
         self.nodes = 0
+        self.ids = _declared_ids(self.tokens)
 
     # -- helpers -------------------------------------------------------------------------
     @property
@@ -151,10 +153,11 @@ class Parser:
         if not (in_tok.kind == "in" or in_tok.text == "in"):
             raise self.error(f"unexpected {_show(in_tok)}", in_tok, expected="'∈' or 'in'")
         reals = self.advance()
-        if not (reals.kind == "REALS" or (reals.kind == "NAME" and reals.text == "R")):
-            raise self.error(f"unexpected {_show(reals)}", reals, expected="ℝ or R")
+        ids = reals.kind == "NAME" and reals.text == NATURALS
+        if not (reals.kind == "REALS" or ids or (reals.kind == "NAME" and reals.text == "R")):
+            raise self.error(f"unexpected {_show(reals)}", reals, expected="ℝ, R or ℕ")
         if self.tok.kind != "^":
-            return ast.Declaration(names, (), line)
+            return ast.Declaration(names, (), line, ids)
         self.advance()
         if self.tok.kind in ("(", "{"):
             close = ")" if self.advance().kind == "(" else "}"
@@ -170,7 +173,7 @@ class Parser:
         if len(dims) > MAX_AXES:
             raise self.error(f"{len(dims)} dimensions declared",
                              expected=f"at most {MAX_AXES} (a tensor's axes)")
-        return ast.Declaration(names, tuple(dims), line)
+        return ast.Declaration(names, tuple(dims), line, ids)
 
     def dim(self) -> ast.Dim:
         terms = [self.dim_term()]
@@ -295,10 +298,18 @@ class Parser:
                 tok.column != prev.column + len(prev.raw or prev.text):
             return False
         kinds = [self.peek(k).kind for k in range(1, 5)]
+        if kinds[:2] == ["NAME", "]"] and self.peek().text in self.ids:
+            return True  # E[xₜ]: a gather by ids (without ∈ ℕ it stays a product, E·[xₜ])
         return kinds[:2] == ["NUMBER", "]"] or kinds == ["NUMBER", ":", "NUMBER", "]"]
 
     def index(self, operand: ast.Expr) -> ast.Expr:
         open_tok = self.advance()
+        if self.tok.kind == "NAME":
+            tok = self.advance()
+            self.expect("]", "']'")
+            self.count()
+            return ast.Gather(operand, ast.Name(tok.text, tok.time, tok.raw, self.pos(tok)),
+                              self.pos(open_tok))
         start = self.index_number()
         stop = start + 1
         if self.tok.kind == ":":
@@ -429,6 +440,21 @@ class Parser:
         if len(parts) == 1:
             return parts[0]
         return ast.Concat(tuple(parts), self.pos(open_tok), across=True)
+
+
+def _declared_ids(tokens: list[Token]) -> set[str]:
+    """Names declared ``∈ ℕ`` anywhere in the text (a declaration may follow the use)."""
+    ids: set[str] = set()
+    for i, tok in enumerate(tokens[:-1]):
+        nxt = tokens[i + 1]
+        if (tok.kind == "in" or tok.text == "in") and nxt.kind == "NAME" and \
+                nxt.text == NATURALS:
+            j = i - 1
+            while j >= 0 and tokens[j].kind in ("NAME", ","):
+                if tokens[j].kind == "NAME":
+                    ids.add(tokens[j].text)
+                j -= 1
+    return ids
 
 
 def _show(tok: Token) -> str:

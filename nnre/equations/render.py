@@ -63,6 +63,8 @@ def _render_node(node: ast.Expr, out: dict[int, tuple[str, int]], written: bool
     if isinstance(node, ast.Slice):
         which = str(node.start) if node.stop == node.start + 1 else f"{node.start}:{node.stop}"
         return f"{sub(node.operand, ATOM)}[{which}]", TRANSPOSE
+    if isinstance(node, ast.Gather):
+        return f"{sub(node.operand, ATOM)}[{out[id(node.index)][0]}]", TRANSPOSE
     if isinstance(node, ast.Transpose):
         number = isinstance(node.operand, ast.Number)  # 2ᵀ would not read back
         return f"{sub(node.operand, ATOM + 1 if number else TRANSPOSE)}ᵀ", TRANSPOSE

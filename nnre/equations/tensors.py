@@ -35,6 +35,7 @@ class TensorShapes:
     dims: dict[str, int]  # dimension name → value
     nodes: dict[int, tuple[int, ...]]  # id(ast node) → shape
     attrs: dict[int, dict[str, object]]  # id(call node) → its op's attributes
+    ids: dict[str, int]  # input declared ∈ ℕ → how many ids it may take (rows of its table)
 
 
 def api_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -48,10 +49,10 @@ def needs_tensors(module: ast.Module, roles: Roles) -> bool:
     for decl in module.declarations:
         per_example = any(n.name in roles.inputs or n.name in roles.equations
                           for n in decl.names)
-        if len(decl.shape) > 2 or (len(decl.shape) == 2 and per_example):
+        if len(decl.shape) > 2 or (len(decl.shape) == 2 and per_example) or decl.ids:
             return True
     return any((isinstance(node, ast.Call) and OPS[node.func].tensor)
-               or (isinstance(node, ast.Concat) and node.across)
+               or (isinstance(node, ast.Concat) and node.across) or isinstance(node, ast.Gather)
                for eq in module.equations for node in ast.walk(eq.expr))
 
 
@@ -66,6 +67,8 @@ class _Checker:
         self.nodes: dict[int, Vars] = {}
         self.attrs: dict[int, dict[str, object]] = {}
         self.slices: list[tuple[ast.Slice, int]] = []
+        self.ids: dict[str, int] = {}  # ids input → the variable of its table's rows
+        self.id_names: set[str] = set()
         self.where: dict[str, ast.Pos] = {}
 
     def error(self, message: str, pos: ast.Pos | None, expected: str | None = None
@@ -115,6 +118,14 @@ class _Checker:
 
     def declare(self, decl: ast.Declaration) -> None:
         for ref in decl.names:
+            if decl.ids:
+                if ref.name not in self.roles.inputs:
+                    raise self.error(f"'{ref.raw}' is declared ∈ ℕ (ids) but is not an input",
+                                     ref.pos, expected="ids that come in (token ids, classes)")
+                if len(decl.shape) > 1:
+                    raise self.error(f"ids '{ref.raw}' must be one id or a vector of ids",
+                                     ref.pos, expected=f"'{ref.raw} ∈ ℕ' or '{ref.raw} ∈ ℕ^T'")
+                self.id_names.add(ref.name)
             axes = tuple(self.dim_var(dim, ref.pos) for dim in decl.shape)
             if not axes:  # a number is 1×1, as in version 1
                 self.scalar.add(ref.name)
@@ -162,6 +173,8 @@ class _Checker:
             if node.op == "@":
                 return self.matmul(node, left, right, eq)
             return self.broadcast(left, right, node.pos, _what(node, eq))
+        if isinstance(node, ast.Gather):
+            return self.gather(node, at[id(node.operand)], at[id(node.index)], eq)
         if isinstance(node, ast.Slice):
             shape = at[id(node.operand)] or (self.one, self.one)
             self.slices.append((node, shape[0]))
@@ -193,6 +206,19 @@ class _Checker:
             raise self.error(f"{what}: the right-hand side is {self.show(b)}, more axes than "
                              f"{self.show(a)}", pos)
         return tuple(out)
+
+    def gather(self, node: ast.Gather, table: Vars, ids: Vars, eq: ast.Equation) -> Vars:
+        """``E[x]``: for each of x's ids (one, or a vector of them) that row of E."""
+        name = node.index.name
+        if name not in self.id_names or len(table) < 2:
+            raise self.error(f"'{unparse(node)}' in the equation for '{eq.target.raw}' needs a "
+                             f"table with rows and ids declared '{node.index.raw} ∈ ℕ'",
+                             node.pos)
+        rows = self.ids.setdefault(name, table[0])
+        if self.d.find(rows) != self.d.find(table[0]) and not self.d.union(rows, table[0]):
+            raise self.error(f"'{node.index.raw}' indexes tables with different numbers of "
+                             "rows", node.pos)
+        return (ids[0], *table[1:])
 
     def matmul(self, node: ast.Binary, a: Vars, b: Vars, eq: ast.Equation) -> Vars:
         """The product on the last two axes; a number (or a known 1×1 value beside something
@@ -320,7 +346,15 @@ class _Checker:
             shape = self.known(axes)
             assert shape is not None, "every node's axes are unified with a name's or fixed"
             nodes[key] = shape
-        return TensorShapes(of, self.scalar, dims, nodes, self.attrs)
+        ids = {}
+        for name in self.id_names:
+            if name not in self.ids:
+                raise self.error(f"ids '{name}' index no table", self.where.get(name),
+                                 expected=f"a gather E[{name}]")
+            count = self.d.get(self.ids[name])
+            assert count is not None
+            ids[name] = count
+        return TensorShapes(of, self.scalar, dims, nodes, self.attrs, ids)
 
 
 def _what(node: ast.Binary, eq: ast.Equation) -> str:

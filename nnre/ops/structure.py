@@ -147,4 +147,29 @@ FLATTEN = Op(  # a per-example tensor's entries as one vector, in row-major orde
     onnx_import=("Flatten",),
 )
 
-OPS = [COPY, CONCAT, SLICE, RESHAPE, TRANSPOSE, FLATTEN]
+def _gather(table: Array, ids: Array, out: Array) -> Array:
+    return np.take(table, ids.astype(np.intp), axis=0, out=out)  # ids checked when fed
+
+
+def _gather_vjp(g: Array, out: Array, args: list[Array], attrs: dict[str, Any], i: int
+                ) -> Array:
+    table, ids = args
+    if i == 1:
+        return np.zeros_like(ids)  # ids are whole numbers: nothing flows back into them
+    grad = np.zeros(table.shape, g.dtype)
+    np.add.at(grad, ids.astype(np.intp).reshape(-1), g.reshape(-1, *table.shape[1:]))
+    return grad
+
+
+def _gather_onnx(e: Any, ins: Any, args: list[str], out: str) -> None:
+    index = e.fresh(out + ".ids")
+    e.node("Cast", [args[1]], index, to=7)  # INT64: ONNX Gather indexes with integers
+    e.node("Gather", [args[0], index], out, axis=0)
+
+
+GATHER = Op(  # E[x]: the rows of a constant table picked by per-example ids
+    "gather", _gather, lambda table, ids: (*ids, *table[1:]),
+    vjp=_gather_vjp, reads=frozenset({"args"}), onnx=_gather_onnx,
+)
+
+OPS = [COPY, CONCAT, SLICE, RESHAPE, TRANSPOSE, FLATTEN, GATHER]
