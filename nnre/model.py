@@ -9,7 +9,7 @@ Model built from a cached Program starts without it.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -210,15 +210,34 @@ class Model:
         """The bundle's recommended sampling settings (keyword arguments of generate)."""
         return dict(self.metadata.get("sampling") or {})
 
-    def generate(self, prime: str, length: int, temperature: float = 1.0,
+    def generate(self, prime: str | Sequence[str], length: int, temperature: float = 1.0,
                  top_k: int | None = None, top_p: float | None = None, seed: int | None = None,
-                 *, greedy: bool = False, stop: str | None = None) -> Iterator[str]:
+                 *, greedy: bool = False, stop: str | None = None, min_p: float | None = None,
+                 repeat_penalty: float = 1.0, repeat_last_n: int = 64) -> Iterator[Any]:
         """Text: feed ``prime``, then draw ``length`` characters, each fed back; an iterator
-        of one-character strings, produced as they are drawn (see nnre.generate)."""
+        of one-character strings, produced as they are drawn (see nnre.generate).
+
+        A list of primes runs as one batch: the iterator gives a tuple per step, one
+        character per prime ("" once its ``stop`` came); prime i samples with seed
+        ``seed + i``, so it gives what it gives alone with that seed. Sampling settings
+        (``nnre.codecs.Sampler``): temperature (0: greedy), top_k, top_p, min_p,
+        repeat_penalty over the last repeat_last_n characters (the prime's included).
+        """
         from nnre.generate import generate
 
         return generate(self, prime, length, temperature=temperature, top_k=top_k,
-                        top_p=top_p, seed=seed, greedy=greedy, stop=stop)
+                        top_p=top_p, seed=seed, greedy=greedy, stop=stop, min_p=min_p,
+                        repeat_penalty=repeat_penalty, repeat_last_n=repeat_last_n)
+
+    def score(self, text: str, *, prime: str | None = None, context: int | None = None,
+              skip_unknown: bool = False, source: str = "<text>") -> Any:
+        """Bits of each character of ``text`` read from the zero state after ``prime`` (a
+        newline by default, when the vocabulary has one); a ``nnre.scoring.Score`` with
+        ``bits``, ``positions``, ``bits_per_char``, ``perplexity`` (see nnre.scoring)."""
+        from nnre.scoring import score
+
+        return score(self, text, prime=prime, context=context, skip_unknown=skip_unknown,
+                     source=source)
 
     def run(self, feeds: Mapping[str, Any], state: Mapping[str, Any] | None = None
             ) -> tuple[Arrays, Arrays]:

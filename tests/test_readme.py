@@ -85,6 +85,7 @@ def _same_as_shipped(*names: str) -> Callable[[Result], str | None]:
 CHECKS: list[tuple[str, Callable[[Result], str | None]]] = [
     (r"^nnre run .*--output ", lambda r: None if (r.cwd / "out.npz").stat().st_size else "empty"),
     (r"^nnre run .*--input(-jsonl)? ", _json_lines),
+    (r"^nnre score ", lambda r: None if "bits per character" in r.out else "no score"),
     (r"^nnre run ", lambda r: None if r.out.strip() else "no text generated"),
     (r"^nnre verify ", lambda r: None if r.out.startswith("ok: ") else "no 'ok:'"),
     (r"^nnre inspect .*--json", lambda r: None if json.loads(r.out)["bundle_id"] else "no id"),
