@@ -15,7 +15,7 @@ from nndk.init import INIT_SCHEMES
 from nndk.models import parse_bindings, read_model, resolve_dims
 from nndk.onnx.common import DEFAULT_EXPORT_OPSET
 from nndk.optim import OPTIMIZERS
-from nndk.pack import PackRequest, pack
+from nndk.pack import PackRequest, pack, parse_codecs
 from nndk.progress import Reporter
 from nndk.resume import run_directory
 from nndk.train import TrainConfig, start
@@ -79,7 +79,8 @@ def gradcheck_command(model: str, bindings: tuple[str, ...], steps: int, batch: 
     """
     text, filename = read_model(model)
     problem = make_problem(text, resolve_dims(text, filename, parse_bindings(bindings)),
-                           steps=steps, batch=batch, seed=seed, contiguous=True, stacked=True)
+                           steps=steps, batch=batch, seed=seed, contiguous=True, stacked=True,
+                           filename=filename)
     errors = gradcheck(problem)
     click.echo("backprop (trainer layout) vs central differences of Model.run, float64")
     width = max(len(k) for k in errors)
@@ -236,28 +237,45 @@ def given_options(ctx: click.Context, bindings: tuple[str, ...]) -> dict[str, An
 @click.option("--description")
 @click.option("--license", "license_")
 @click.option("--author", "authors", multiple=True, help="Repeat for several authors.")
-@click.option("--meta", multiple=True, metavar="KEY=VALUE", help="Free-form string metadata.")
-@click.option("--dtype", type=click.Choice(["float32", "float64"]), default=None)
+@click.option("--meta", multiple=True, metavar="KEY=VALUE",
+              help="Free-form string metadata (metadata.extra; repeatable).")
+@click.option("--codec", "codecs", multiple=True, metavar="NAME=JSON",
+              help="A codec for a signature name (repeatable), as JSON or @FILE holding it, "
+                   "e.g. --codec 'y={\"id\": \"argmax-label\", \"labels\": [\"no\", "
+                   "\"yes\"]}'. Ids: tensor, char, sample, argmax-label.")
+@click.option("--dtype", type=click.Choice(["float32", "float64"]), default=None,
+              help="Compute dtype of the bundle; weights are converted to it. Default: "
+                   "float32 (float64 weights too), or a .bundle SOURCE's own dtype.")
 @click.option("--created", help="RFC 3339 UTC time (default: $SOURCE_DATE_EPOCH, else none).")
-@click.option("-o", "--output", type=click.Path(path_type=Path), required=True)
+@click.option("-o", "--output", type=click.Path(path_type=Path), required=True,
+              help="The .bundle file to write (its folder must exist).")
 def pack_command(equations: Path, weights: Path | None, name: str, version_: str,
                  description: str | None, license_: str | None, authors: tuple[str, ...],
-                 meta: tuple[str, ...], dtype: str | None, created: str | None,
-                 output: Path) -> None:
+                 meta: tuple[str, ...], codecs: tuple[str, ...], dtype: str | None,
+                 created: str | None, output: Path) -> None:
     """Pack SOURCE into a versioned .bundle.
 
-    SOURCE is an .eqn file (with --weights), or a training checkpoint (a --checkpoint-dir
-    of nndk train, or its checkpoint.npz): then the bundle also carries the character
-    vocabulary, recommended sampling settings and the training provenance (data sha256,
-    hyperparameters, steps, final losses, seed).
+    \b
+    SOURCE is one of
+      an .eqn file, with --weights;
+      a training checkpoint (a --checkpoint-dir of nndk train, or its checkpoint.npz):
+        the bundle also carries the character vocabulary, recommended sampling settings
+        and the training provenance (data sha256, hyperparameters, steps, final losses);
+      a .bundle, relabelled: the new bundle keeps its equations, weights, codecs,
+        sampling and provenance, takes the given name, version and other options
+        (--meta and --codec add to what it has), and names it as its lineage parent.
 
     \b
     Examples:
       nndk pack checkpoints --name shakespeare --version 1.0.0 -o model.bundle
       nndk pack mlp.eqn --weights w.npz --name iris --version 0.1.0 -o iris.bundle
+      nndk pack model.bundle --name shakespeare --version 1.1.0 --meta stage=release \\
+          -o release.bundle
+      nndk pack imported.bundle --name iris --version 1.0.0 -o labelled.bundle \\
+          --codec 'y={"id": "argmax-label", "labels": ["setosa", "versicolor", "virginica"]}'
     """
     result = pack(PackRequest(equations, weights, output, name, version_, description,
-                              license_, authors, meta, dtype, created))
+                              license_, authors, meta, dtype, created, parse_codecs(codecs)))
     click.echo(f"packed {escaped(str(result.path))}: {result.tensors} tensors, "
                f"{result.size:,} bytes, id {result.bundle_id}")
 
@@ -275,7 +293,9 @@ def export_command(bundle_path: str, output: str, opset: int, sequence: bool) ->
 
     One time step by default: inputs and the previous state (NAME_prev) in, outputs and the
     next state (NAME_next) out. With --sequence, inputs are [T, N, n] and the outputs are
-    given for every step. The bundle's name, version and id go into the ONNX metadata.
+    given for every step. Parameters are initializers under their own names. The bundle's
+    name, version and id go into the ONNX metadata_props, and its whole metadata (vocabulary,
+    sampling settings, provenance…) as JSON under nnre.bundle, which nndk import restores.
 
     \b
     Examples:
@@ -305,6 +325,9 @@ def import_command(source: str, output: str, name: str | None, version_: str | N
     """Import an ONNX model as readable equations plus weights in a .bundle.
 
     Prints the equations. Every node the equations cannot express is named in one error.
+    A model nndk exported comes back with its metadata (nnre.bundle, checked as a bundle
+    header is) and names the original bundle as its lineage parent. To add codecs or
+    labels afterwards, relabel the bundle with nndk pack BUNDLE --codec ….
 
     \b
     Example:

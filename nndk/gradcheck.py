@@ -123,10 +123,11 @@ def state_key(key: str) -> StateKey:
 
 def make_problem(text: str, dims: Mapping[str, int] | None = None, steps: int = 3,
                  batch: int = 2, seed: int = 0, optimize: bool = True,
-                 contiguous: bool = False, stacked: bool = False, dtype: str = "float64"
-                 ) -> Problem:
-    """``contiguous`` and ``stacked`` compile and store the weights the way a trainer does."""
-    checked = check(text, dims)
+                 contiguous: bool = False, stacked: bool = False, dtype: str = "float64",
+                 filename: str | None = None) -> Problem:
+    """``contiguous`` and ``stacked`` compile and store the weights the way a trainer does;
+    ``filename`` is where errors in ``text`` say they are."""
+    checked = check(text, dims, filename=filename)
     prog = compile_checked(checked, dtype, optimize=optimize, contiguous=contiguous)
     if steps < prog.max_lag():
         raise ValueError(f"steps={steps} is fewer than the deepest lag {prog.max_lag()}")

@@ -80,13 +80,18 @@ class Model:
         roles = checked.roles
         extra = sorted(set(weights) - set(roles.params))
         if extra:
-            raise ShapeError(f"weight '{extra[0]}' is not a parameter of the equations",
-                             expected="one of " + ", ".join(roles.params or ["(none)"]),
-                             filename=filename)
+            names = ", ".join(f"'{k}'" for k in extra)
+            what = "is not a parameter" if len(extra) == 1 else "are not parameters"
+            raise ShapeError(f"weight{'s' if len(extra) > 1 else ''} {names} {what} of the "
+                             "equations", filename=filename,
+                             expected="one of " + ", ".join(roles.params or ["(none)"]))
+        wanted = param_shapes(checked)
+        missing = [f"'{k}' of shape {v}" for k, v in wanted.items() if k not in weights]
+        if missing:  # every one at once: fixing a weight file one name per run is tedious
+            raise ShapeError(f"missing weight{'s' if len(missing) > 1 else ''} "
+                             + ", ".join(missing), filename=filename)
         specs = {}
-        for name, want in param_shapes(checked).items():
-            if name not in weights:
-                raise ShapeError(f"missing weight '{name}' of shape {want}", filename=filename)
+        for name, want in wanted.items():
             if weights[name].shape not in (want, checked.shapes.of[name]):
                 raise ShapeError(f"weight '{name}' has shape {weights[name].shape}",
                                  expected=f"shape {want}", filename=filename)

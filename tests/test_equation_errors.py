@@ -24,13 +24,16 @@ V3 = "x ∈ ℝ^3\n"
 CASES = [
     # syntax
     ("trailing-operator", "y = x +", 1, 8, "unexpected end of line", "a name, a number"),
-    ("unclosed-paren", "y = (x", 1, 7, "unexpected end of line", "')'"),
+    ("unclosed-paren", "y = (x", 1, 5, "'(' is never closed", "')'"),
+    ("unclosed-outer-paren", "y = ((x) + 1", 1, 5, "'(' is never closed", "')'"),
+    ("unclosed-call", "y = tanh(x + 1", 1, 9, "'(' is never closed", "')' after the"),
+    ("unclosed-stack", V3 + "y = [x; x", 2, 5, "'[' is never closed", "']', ';' or ','"),
     ("stray-close", "y = x)", 1, 6, "unexpected ')'", "an operator or the end of the line"),
     ("no-target", "= x", 1, 1, "at the start of a statement", "a name"),
     ("no-equals", "y x", 1, 3, "unexpected 'x'", "'='"),
     ("exponent-not-number", "y = x^a", 1, 7, "unexpected 'a'", "a number as the exponent"),
     ("double-power", "y = x^2^3", 1, 8, "unexpected '^'", None),
-    ("unclosed-concat", V3 + "y = [x, x", 2, 10, "unexpected end of line", "']'"),
+    ("unclosed-concat", V3 + "y = [x, x", 2, 5, "'[' is never closed", "']', ';' or ','"),
     ("empty-concat", "y = []", 1, 6, "unexpected ']'", None),
     ("malformed-number", "y = 1.2.3", 1, 5, "malformed number", None),
     ("unclosed-subscript", "W_{ab = x", 1, 2, "unclosed subscript", "'}'"),
@@ -278,3 +281,14 @@ def test_caret_under_decomposed_text() -> None:
     err = info.value
     assert (err.line, err.column) == (1, 9)
     assert str(err).split("\n")[1:] == ["    \u0109ₜ = x +", "    " + " " * 8 + "^"]
+
+
+def test_an_unclosed_paren_is_reported_where_it_opens() -> None:
+    """The whole message, as ``nndk check``/``gradcheck`` print it (exact: the oracle is the
+    text, with the caret under the '(' of line 2, column 10)."""
+    with pytest.raises(EquationError) as info:
+        check("xₜ ∈ ℝ^3\nyₜ = tanh((W xₜ)\n", filename="m.eqn")
+    assert str(info.value) == (
+        "m.eqn:2:10: '(' is never closed (expected ')' after the function's argument)\n"
+        "    yₜ = tanh((W xₜ)\n"
+        "             ^")

@@ -99,6 +99,15 @@ def sub(a: Expr, b: Expr) -> Expr:
     return Bin("+", a, b.a) if isinstance(b, Neg) else Bin("−", a, b)
 
 
+def combine(op: str, a: Expr, b: Expr) -> Expr:
+    """``a op b`` for an infix operator of the language, signs folded into ``+``/``−``."""
+    if op == "+":
+        return add(a, b)
+    if op == "−":
+        return sub(a, b)
+    return Bin(op, a, b)
+
+
 def show(e: Expr) -> str:
     """The expression as equation text, by the language's one printer (written style)."""
     return render(to_ast(e), written=True)

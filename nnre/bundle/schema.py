@@ -343,6 +343,12 @@ def _metadata_fields(lenient: bool) -> Fields:
     }
 
 
+def metadata_record(lenient: bool = False) -> Check:
+    """The check of ``header.metadata`` alone: also for metadata that travels outside a
+    bundle (nndk's ONNX export carries it in ``metadata_props``) and comes back in."""
+    return record(_metadata_fields(lenient), lenient)
+
+
 def _top_fields(lenient: bool) -> Fields:
     spec = _spec(lenient)
     sig = map_of(signature_name, spec)
@@ -355,7 +361,7 @@ def _top_fields(lenient: bool) -> Fields:
             "dims": (True, map_of(name, integer(1, MAX_DIM))),
             "signature": (True, record({s: (True, sig) for s in SIDES}, lenient)),
         }, lenient)),
-        "metadata": (True, record(_metadata_fields(lenient), lenient)),
+        "metadata": (True, metadata_record(lenient)),
         "tensors": (True, array_of(_tensor_entry(lenient), MAX_TENSORS)),
     }
 

@@ -104,11 +104,11 @@ def _distinct_names(module: ast.Module) -> None:
 def _no_missing_weights(roles: Roles, shapes: Shapes, module: ast.Module) -> None:
     """In a model without time, a free matrix with no weight is a missing weight, not an input."""
     declared = {n.name for r in module.roles if r.role == "input" for n in r.names}
-    for name in roles.inputs:
-        r, c = shapes.of[name]
-        if name not in declared and r != 1 and c != 1:
-            raise ShapeError(f"missing weight '{name}' of shape ({r}, {c})",
-                             filename=module.filename)
+    missing = [f"'{name}' of shape {shapes.of[name]}" for name in roles.inputs
+               if name not in declared and 1 not in shapes.of[name]]
+    if missing:  # all of them, as Model.from_equations lists them
+        raise ShapeError(f"missing weight{'s' if len(missing) > 1 else ''} "
+                         + ", ".join(missing), filename=module.filename)
 
 
 def param_shapes(checked: Checked) -> dict[str, tuple[int, ...]]:

@@ -63,6 +63,13 @@ class Parser:
             raise self.error(f"unexpected {_show(self.tok)}", expected=what)
         return self.advance()
 
+    def close(self, opened: Token, kind: str, what: str) -> Token:
+        """The token closing ``opened``; a line that ends first is reported at the opener,
+        which is where the fix goes (the end of the line says nothing about which one)."""
+        if self.tok.kind in ("NEWLINE", "EOF"):
+            raise self.error(f"'{opened.text}' is never closed", opened, expected=what)
+        return self.expect(kind, what)
+
     def pos(self, tok: Token) -> ast.Pos:
         return ast.Pos(tok.line, tok.column)
 
@@ -342,7 +349,7 @@ class Parser:
             self.nest()
             inner = self.expression()
             self.depth -= 1
-            self.expect(")", "')'")
+            self.close(tok, ")", "')'")
             return inner
         if tok.kind == "[":
             return self.concat()
@@ -367,14 +374,14 @@ class Parser:
         self.nest()
         given: dict[str, float] = {}
         if self.tok.kind == "(":
-            self.advance()
+            opened = self.advance()
             args = [self.expression()]
             while self.tok.kind == ",":
                 self.advance()
                 args.append(self.expression())
             if self.tok.kind == ";":
                 given = self.params(tok)
-            self.expect(")", "')' after the function's argument")
+            self.close(opened, ")", "')' after the function's argument")
             func = BY_ARITY.get((tok.text, len(args)), "")
             if not func:
                 counts = sorted(n for s, n in BY_ARITY if s == tok.text)
@@ -419,7 +426,7 @@ class Parser:
         while self.tok.kind == ";":
             self.advance()
             rows.append(self.concat_row(open_tok))
-        self.expect("]", "']', ';' or ','")
+        self.close(open_tok, "]", "']', ';' or ','")
         self.depth -= 1
         if len(rows) == 1 and isinstance(rows[0], ast.Concat) and rows[0].across:
             return rows[0]
