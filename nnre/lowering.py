@@ -283,7 +283,7 @@ class Lowering:
         if op.reduces:
             return self.reduce(op.name, args[0], shape)
         if op.vector:
-            return self.along(op.name, args[0], shape)
+            return self.along(op.name, args[0], shape, **dict(node.params))
         return self.elementwise(op.name, args, shape, **dict(node.params))
 
     def reduce(self, op: str, v: Value, shape: tuple[int, ...]) -> Value:
@@ -295,13 +295,14 @@ class Lowering:
         return Value(self.reshaped(out, shape if not self.per_example(v) else stored(shape)),
                      shape)
 
-    def along(self, op: str, v: Value, shape: tuple[int, ...]) -> Value:
-        """softmax and log_softmax: along a vector's entries, else along the last axis."""
+    def along(self, op: str, v: Value, shape: tuple[int, ...], **params: Any) -> Value:
+        """softmax, log_softmax, the norms: along a vector's entries, else the last axis."""
         if len(shape) == 2 and shape[1] == 1:
             if self.per_example(v):
-                return Value(self.emit(op, (self.flat(v),), (shape[0],), axis=-1), shape)
-            return Value(self.emit(op, (v.slot,), shape, axis=-2), shape)
-        return Value(self.emit(op, (self.full(v),), shape, axis=-1), shape)
+                return Value(self.emit(op, (self.flat(v),), (shape[0],), axis=-1, **params),
+                             shape)
+            return Value(self.emit(op, (v.slot,), shape, axis=-2, **params), shape)
+        return Value(self.emit(op, (self.full(v),), shape, axis=-1, **params), shape)
 
     def tensor_call(self, node: ast.Call, args: list[Value], shape: tuple[int, ...]
                     ) -> Value:

@@ -23,7 +23,7 @@ CASES = {
         bₜ = sqrt(exp(xₜ) + 1) + log(1 + exp(xₜ)) ⊙ σ(xₜ)
         yₜ = aₜ ⊙ bₜ + xₜ² − (xₜ^3) / 4 + -xₜ
         qₜ = -tanh(xₜ) + softplus(W xₜ) + leaky_relu(W xₜ; slope=0.3)
-        rₜ = clip(xₜ; min=-0.4, max=0.9) ⊙ xₜ
+        rₜ = clip(xₜ; min=-0.4, max=0.9) ⊙ xₜ + layer_norm(W xₜ) + rms_norm(xₜ; eps=0.5)
         nₜ = xₜ / norm(xₜ) + (mean(xₜ) − max(W xₜ)) ⊙ xₜ + Σ(xₜ) ⊙ min(xₜ)
         mₜ = max(xₜ, W xₜ) − min(xₜ, 0.2) + where(max(xₜ, 0), W xₜ, xₜ ⊙ xₜ)
         kₜ = (xₜ > 0.1) ⊙ xₜ + (xₜ < W xₜ) + (xₜ ≤ 0) ⊙ (xₜ ≥ -1)
@@ -69,6 +69,7 @@ CASES = {
         s = Σ Y
         z = flatten(Y / s)
         y = softmax(V z + b)
+        N = layer_norm(Y; eps=0.01) ⊙ rms_norm(Y)
         Q ∈ ℝ^(4×12)
         Q = reshape([Xᵀ, Xᵀ ⊙ 1.5; Xᵀ ⊙ W[0:3], Xᵀ] ⊙ [1; 2; 3; 4; 5; 6])
         """,

@@ -24,6 +24,8 @@ CALLS: dict[str, tuple[list[tuple[int, ...]], dict[str, Any]]] = {
     "matmul": ([(3, 4), (4, 5)], {}), "rowdot": ([(3, 4), (3, 4)], {}),
     "pow": ([(3, 4)], {"exponent": 3.0}),
     "softmax": ([(3, 4)], {"axis": -1}), "log_softmax": ([(3, 4)], {"axis": -1}),
+    "layer_norm": ([(3, 4)], {"axis": -1, "eps": 0.1}),
+    "rms_norm": ([(3, 4)], {"axis": -1, "eps": 0.1}),
     "concat": ([(3, 2), (3, 4)], {"axis": -1}),
     "slice": ([(3, 6)], {"start": 1, "stop": 4}), "reshape": ([(3, 4)], {"shape": (3, 2, 2)}),
     "transpose": ([(3, 4)], {}),

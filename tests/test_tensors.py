@@ -262,3 +262,18 @@ def test_permute_puts_axes_in_the_declared_order() -> None:
     np.testing.assert_array_equal(out["F"], want.reshape(5, -1))
     with pytest.raises(ShapeError, match="cannot tell where each axis"):
         check("input X\nX ∈ ℝ^(H×H)\nY ∈ ℝ^(H×H)\nY = permute(X)", {"H": 2})
+
+
+@pytest.mark.parametrize("reading", ["vectors", "tensors"])
+def test_layer_norm_and_rms_norm_against_numpy(reading: str) -> None:
+    """Named norms equal the primitives' form (a NumPy oracle), in both readings."""
+    text = ("input x\nx ∈ ℝ^4\n" if reading == "vectors" else "input x\nx ∈ ℝ^(3×4)\n") + \
+        "a = layer_norm(x; eps=0.01)\nb = rms_norm(x)\noutput a, b"
+    m = Model.from_equations(text, {}, dtype="float64")
+    x = RNG.normal(size=(5, 4) if reading == "vectors" else (5, 3, 4))
+    out, _ = m.step({"x": x})
+    centred = x - x.mean(-1, keepdims=True)
+    want_a = centred / np.sqrt((centred ** 2).mean(-1, keepdims=True) + 0.01)
+    want_b = x / np.sqrt((x ** 2).mean(-1, keepdims=True) + 1e-5)
+    np.testing.assert_allclose(out["a"], want_a, rtol=1e-12)
+    np.testing.assert_allclose(out["b"], want_b, rtol=1e-12)
