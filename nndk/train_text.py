@@ -35,12 +35,15 @@ class TextTrainer(Trainer):
 
     def __init__(self, config: TrainConfig, data_path: str | Path, equations: str,
                  filename: str, data: TextData) -> None:
-        roles = analyse(parse(equations, filename))
+        module = parse(equations, filename)
+        roles = analyse(module)
         if len(roles.inputs) != 1:
             raise TrainingError(f"a character model needs exactly one input, {filename} has "
                                 f"{len(roles.inputs)}: {', '.join(roles.inputs)}")
         self.input = roles.inputs[0]
-        known = {self.input: (data.size,)}
+        ids = any(d.ids and self.input in {n.name for n in d.names}
+                  for d in module.declarations)
+        known = {} if ids else {self.input: (data.size,)}  # x ∈ ℕ: fed codes, not one-hot
         trained = config.output or ("y" if "y" in roles.outputs else
                                     roles.outputs[0] if len(roles.outputs) == 1 else None)
         if trained in roles.outputs:  # its size is the vocabulary's: no `yₜ ∈ ℝ^V` needed
@@ -69,6 +72,9 @@ class TextTrainer(Trainer):
     def _forward(self, inputs: np.ndarray, carry: State | None) -> Unrolled:
         steps, batch = inputs.shape
         codes = inputs.reshape(-1)
+        if self.input in self.learner.prog.ids:  # x ∈ ℕ: the codes themselves
+            feeds = {self.input: codes.reshape(-1, 1).astype(np.float32)}
+            return self.learner.forward(feeds, steps, batch, carry)
         feeds = {self.input: one_hot(codes, self.data.size, "float32")}
         return self.learner.forward(feeds, steps, batch, carry, {self.input: codes})
 

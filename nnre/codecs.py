@@ -58,10 +58,18 @@ class CharCodec:
         return [self.index[ch] for ch in text]
 
     def one_hot(self, text: str, dtype: str = "float32") -> np.ndarray:
-        codes = self.encode(text)
-        out = np.zeros((len(codes), len(self.vocab)), dtype)
-        out[np.arange(len(codes)), codes] = 1
-        return out
+        return rows(self.encode(text), len(self.vocab), dtype)
+
+
+def rows(codes: Sequence[int] | np.ndarray, width: int, dtype: str) -> np.ndarray:
+    """What a ``char`` input is fed for these character codes: one-hot rows over the
+    vocabulary (width V), or, for an input of ids (``x ∈ ℕ``, width 1), the codes."""
+    codes = np.asarray(codes, np.intp)
+    if width == 1:
+        return codes.reshape(-1, 1).astype(dtype)
+    out = np.zeros((len(codes), width), dtype)
+    out[np.arange(len(codes)), codes] = 1
+    return out
 
 
 class SampleCodec:

@@ -67,16 +67,20 @@ def _streams(model: Any, input_name: str, out_index: int, vocab: list[str],
              ) -> Iterator[tuple[str, ...]]:
     batch = len(codes)
     stage = model.step_stage(batch)
-    x = stage.given[model.program.inputs[input_name]]  # the one-hot rows the tape reads
+    x = stage.given[model.program.inputs[input_name]]  # the rows the tape reads
     rows = [model._out_rows(arrays, out_index, batch) for arrays in stage.arrays]
     tapes, phases = stage.tapes, stage.phases
     hot = [0] * batch  # the hot index of each one-hot row
+    ids = input_name in model.program.ids  # x ∈ ℕ: fed the code itself
 
     def feed(t: int, streams: Sequence[int], now: Sequence[int]) -> None:
         """Step t with character ``now[i]`` for each stream i in ``streams``; the other rows
-        keep their input (the one-hot rows are edited in place: two element writes)."""
+        keep their input (one-hot rows are edited in place: two element writes)."""
         for i in streams:
             code = now[i]
+            if ids:
+                x[i, 0] = code
+                continue
             x[i, hot[i]] = 0
             x[i, code] = 1
             hot[i] = code

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from nnre import budget
-from nnre.codecs import CharCodec, not_a_distribution, show_char, text_io
+from nnre.codecs import CharCodec, not_a_distribution, rows, show_char, text_io
 from nnre.errors import FeedError, OutputError
 
 PIECE = 4096  # steps per Model.run call: one-hot rows and outputs of this many characters
@@ -111,8 +111,7 @@ def _chunk_bits(model: Any, input_name: str, output_name: str, head: np.ndarray,
     state = None
     for a in range(0, bits.size, PIECE):
         b = min(a + PIECE, bits.size)
-        xs = np.zeros((b - a, vocab_size), model.dtype)
-        xs[np.arange(b - a), seq[a:b]] = 1
+        xs = rows(seq[a:b], vocab_size, model.dtype)
         ys, state = model.run({input_name: xs}, state)
         probs = np.asarray(ys[output_name], np.float64)
         total = probs.sum(axis=1)

@@ -224,7 +224,8 @@ def test_caps_fail_fast(text: str) -> None:
     with pytest.raises(EquationError) as info:
         check(text)
     elapsed = time.perf_counter() - start
-    assert elapsed < 1.0, f"{elapsed:.2f} s"
+    # ~0.2 s alone; generous for a busy 2-core CI machine, far below a quadratic blow-up
+    assert elapsed < 5.0, f"{elapsed:.2f} s"
     assert any(word in info.value.message for word in
                ("nested too deeply", "too large", "characters long")), str(info.value)
 
@@ -234,7 +235,7 @@ def test_caps_fail_fast_in_model() -> None:
     start = time.perf_counter()
     with pytest.raises(EquationError, match="nested too deeply"):
         Model.from_equations(text, {})
-    assert time.perf_counter() - start < 1.0
+    assert time.perf_counter() - start < 5.0
 
 
 LARGE_BUT_ALLOWED = [

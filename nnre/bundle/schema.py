@@ -433,6 +433,8 @@ def _check_codecs(codecs: dict[str, dict[str, Any]], signature: dict[str, Any]) 
             raise _fail(path, f"codec {codec['id']!r} takes exactly the parameter "
                         f"{param or '(none)'}", "bad-codec")
         shape = signature[side][target].shape
+        if codec["id"] == "char" and tuple(shape) == (1,):
+            continue  # an input of ids (x ∈ ℕ): the model checks their number (loader)
         if param and (len(shape) != 1 or shape[0] != len(codec[param])):
             raise _fail(f"{path}.{param}", f"{len(codec[param])} entries, but {target!r} "
                         f"has shape {list(shape)}", "bad-codec")
