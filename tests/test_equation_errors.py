@@ -48,6 +48,14 @@ CASES = [
     ("unknown-char-after-unicode", "hₜ = σ(xₜ) ¬", 1, 12, "U+00AC NOT SIGN", None),
     # functions
     ("unknown-function", "y = foo(x)", 1, 5, "unknown function 'foo'", "one of ReLU, abs"),
+    ("function-case", "xₜ ∈ ℝ^3\nyₜ = Tanh(xₜ)", 2, 6,
+     "unknown function 'Tanh'; did you mean 'tanh'?", "'tanh(…)', or a space before '('"),
+    ("function-close", "xₜ ∈ ℝ^3\nyₜ = relu6(xₜ)", 2, 6,
+     "unknown function 'relu6'; did you mean 'relu'?", None),
+    ("function-close-word", "y = sigmod(x)", 1, 5,
+     "unknown function 'sigmod'; did you mean 'sigmoid'?", None),
+    ("function-case-sub", "y = 2 ⊙ EXP(x)", 1, 9, "unknown function 'EXP'; did you mean 'exp'?",
+     None),
     ("arity", "y = tanh(a, b)", 1, 5, "tanh takes 1 argument, got 2", "one argument"),
     ("no-argument", "y = tanh", 1, 9, "function tanh needs an argument", None),
     ("define-function", "tanh = x", 1, 1, "'tanh' is a function", "a variable name"),
@@ -155,6 +163,11 @@ EXACT = [
      + ", ".join(sorted(FUNCTIONS)) + ")\n"
      "    y = foo(x)\n"
      "        ^"),
+    ("xₜ ∈ ℝ^3\nyₜ = Tanh(xₜ)",
+     "<equations>:2:6: unknown function 'Tanh'; did you mean 'tanh'? (expected 'tanh(…)', or "
+     "a space before '(' for a product)\n"
+     "    yₜ = Tanh(xₜ)\n"
+     "         ^"),
     ("hₜ = tanh(W hₜ₊₁)",
      "<equations>:1:13: 'hₜ₊₁' reads a future step (expected the current step (ₜ) or an earlier "
      "one (ₜ₋₁))\n"

@@ -8,8 +8,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from nnre.equations import check
+from nnre.equations import ast, check
 from nnre.equations.lexer import canonical_name, tokenize
+from nnre.equations.parser import parse
 from nnre.errors import EquationError
 from nnre.model import Model
 
@@ -144,6 +145,10 @@ EXPRESSIONS = [
     ("W U a", W @ U @ A),
     ("W (U a)", W @ (U @ A)),
     ("(W U) a", (W @ U) @ A),
+    # a one-letter or matrix-like name right before '(' stays a product (not a function)
+    ("W(a + b)", W @ (A + B)),
+    ("U(a)", U @ A),
+    ("W_c([a; b])", W24 @ np.concatenate([A, B])),
     # elementwise binds looser than the matrix product
     ("b ⊙ W a", B * (W @ A)),
     ("b * W a", B * (W @ A)),
@@ -388,3 +393,13 @@ def test_functions_of_one_element_vectors(func: str, oracle: object) -> None:
     for value in (0.25, 2.0):
         out = model.step({"x": np.array([value])})[0]["y"]
         np.testing.assert_allclose(out, oracle(np.array([value])), rtol=1e-12)  # type: ignore[operator]
+
+
+@pytest.mark.parametrize("text", ["y = Wx(a)", "y = W_h(a)", "y = U(h)", "y = σ_o(a)",
+                                  "y = lin (a)", "y = Tanh (a)"])
+def test_names_before_a_paren_that_stay_products(text: str) -> None:
+    """Only a function's spelling up to case or a close match of one is refused (and, as
+    before, a word of two or more lowercase letters written right before '('); a space
+    before '(' always makes a product."""
+    expr = parse(text).equations[0].expr
+    assert isinstance(expr, ast.Binary) and expr.op == "@"
