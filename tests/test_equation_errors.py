@@ -81,6 +81,10 @@ CASES = [
     ("input-defined", "y = x\ninput y", 2, 7, "input 'y' is also defined", None),
     ("output-undefined", "output q\n" + V3 + "y = x", 1, 8, "output 'q' is not defined", None),
     ("state-undefined", "state h\n" + V3 + "y = x", 1, 7, "state 'h' is never defined", None),
+    ("epsilon-free", "xₜ ∈ ℝ^3\nyₜ = xₜ / √(mean(xₜ²) + ε)", 2, 25,
+     "'ε' is read as a small constant but has no value: define it, e.g. 'ε = 1e-5', or "
+     "declare 'ε ∈ ℝ' to learn it", "'ε = 1e-5' or 'ε ∈ ℝ'"),
+    ("epsilon-free-static", V3 + "y = x + ϵ", 2, 9, "'ϵ' is read as a small constant", None),
     ("no-equations", "# only a comment\n", None, None, "no equations found", None),
     # shapes: the message names the equation, both operands and both shapes
     ("matmul-mismatch", V3 + "W ∈ ℝ^(4×2)\ny = W x", 3, 7,

@@ -51,6 +51,7 @@ def check(text: str, dims: Mapping[str, int] | None = None,
     static = not any(n.time is not None for eq in module.equations
                      for n in [eq.target, *ast.walk(eq.expr)] if isinstance(n, ast.Name))
     roles = analyse(module, set(weights) if weights is not None and static else None)
+    _constants_have_values(module, roles, weights or {})
     given = {k: v for k, v in (weights or {}).items() if k in roles.params}
     given.update(known or {})
     if needs_tensors(module, roles):
@@ -99,6 +100,29 @@ def _distinct_names(module: ast.Module) -> None:
             f"{code_points(pair[1])})", line=second.pos.line, column=second.pos.column,
             source_line=module.lines[second.pos.line - 1], filename=module.filename,
             expected="names that differ in how they look")
+
+
+#: Names a reader takes for a small constant (as in ``√(v + ε)``), never for a learned vector.
+SMALL_CONSTANTS = ("ε", "ϵ")
+
+
+def _constants_have_values(module: ast.Module, roles: Roles,
+                           weights: Mapping[str, tuple[int, ...]]) -> None:
+    """``ε`` left free would be learned as a parameter, which nobody writing ``√(v + ε)``
+    means: it must be defined (``ε = 1e-5``), declared (``ε ∈ ℝ``: then it is learned) or
+    given a weight."""
+    declared = {n.name for d in module.declarations for n in d.names}
+    declared |= {n.name for r in module.roles for n in r.names}
+    free = set(roles.params) | set(roles.inputs)
+    for name in SMALL_CONSTANTS:
+        if name in free and name not in roles.timed | declared | set(weights):
+            ref = next(n for eq in module.equations for n in ast.walk(eq.expr)
+                       if isinstance(n, ast.Name) and n.name == name)
+            raise EquationError(
+                f"'{ref.raw}' is read as a small constant but has no value: define it, e.g. "
+                f"'{name} = 1e-5', or declare '{name} ∈ ℝ' to learn it", line=ref.pos.line,
+                column=ref.pos.column, source_line=module.lines[ref.pos.line - 1],
+                filename=module.filename, expected=f"'{name} = 1e-5' or '{name} ∈ ℝ'")
 
 
 def _no_missing_weights(roles: Roles, shapes: Shapes, module: ast.Module) -> None:
