@@ -85,6 +85,16 @@ CASES = [
      "'ε' is read as a small constant but has no value: define it, e.g. 'ε = 1e-5', or "
      "declare 'ε ∈ ℝ' to learn it", "'ε = 1e-5' or 'ε ∈ ℝ'"),
     ("epsilon-free-static", V3 + "y = x + ϵ", 2, 9, "'ϵ' is read as a small constant", None),
+    ("dimension-defined", "x ∈ ℝ^H\nH = 3\ny = x / H", 2, 1,
+     "'H' is a dimension (declared on line 1) and cannot also be defined",
+     "another name for one of them (a dimension is a number: 'xₜ / H')"),
+    ("dimension-declared", "x ∈ ℝ^H\nH ∈ ℝ\ny = x / H", 2, 1,
+     "'H' is a dimension (declared on line 1) and cannot also be declared as a value", None),
+    ("dimension-timed", "xₜ ∈ ℝ^H\nyₜ = xₜ / Hₜ", 2, 11,
+     "'Hₜ': 'H' is a dimension (declared on line 1), a number without a time index",
+     "'H' without a time index"),
+    ("dimension-input", "input d_k\nx ∈ ℝ^d_k\ny = x / d_k", 1, 7,
+     "'d_k' is a dimension (declared on line 2) and cannot appear in 'input …'", None),
     ("no-equations", "# only a comment\n", None, None, "no equations found", None),
     # shapes: the message names the equation, both operands and both shapes
     ("matmul-mismatch", V3 + "W ∈ ℝ^(4×2)\ny = W x", 3, 7,
@@ -187,6 +197,11 @@ EXACT = [
      "'x' is (3,) (columns of the left must equal rows of the right)\n"
      "    y = W x\n"
      "          ^"),
+    ("Q, K ∈ ℝ^(T×d_k)\nd_k = 8\nS = softmax(Q Kᵀ / √d_k)",
+     "<equations>:2:1: 'd_k' is a dimension (declared on line 1) and cannot also be defined "
+     "(expected another name for one of them (a dimension is a number: 'xₜ / d_k'))\n"
+     "    d_k = 8\n"
+     "    ^"),
     ("y = a\ny = b",
      "<equations>:2:1: 'y' is defined twice (first on line 1)\n"
      "    y = b\n"

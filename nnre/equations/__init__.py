@@ -52,6 +52,7 @@ def check(text: str, dims: Mapping[str, int] | None = None,
                      for n in [eq.target, *ast.walk(eq.expr)] if isinstance(n, ast.Name))
     roles = analyse(module, set(weights) if weights is not None and static else None)
     _constants_have_values(module, roles, weights or {})
+    _dimensions_have_no_weights(module, roles, weights or {})
     given = {k: v for k, v in (weights or {}).items() if k in roles.params}
     given.update(known or {})
     if needs_tensors(module, roles):
@@ -65,11 +66,13 @@ def check(text: str, dims: Mapping[str, int] | None = None,
 
 def language_version(checked: Checked) -> int:
     """The version of the language the equations need: 1 unless they use something version 2
-    added (a function or operator whose op has ``since`` 2, or a per-example number broadcast
-    over a vector). A bundle states it in ``requires`` (``equations/N``)."""
+    added (a function or operator whose op has ``since`` 2, a per-example number broadcast
+    over a vector, ``frozen``, or a dimension read as its value). A bundle states it in
+    ``requires`` (``equations/N``)."""
     if isinstance(checked.shapes, TensorShapes):
         return 2
-    version = 2 if checked.shapes.numbers_broadcast or checked.roles.frozen else 1
+    roles = checked.roles
+    version = 2 if checked.shapes.numbers_broadcast or roles.frozen or roles.dims else 1
     for eq in checked.module.equations:
         for node in ast.walk(eq.expr):
             if isinstance(node, ast.Call):
@@ -123,6 +126,21 @@ def _constants_have_values(module: ast.Module, roles: Roles,
                 f"'{name} = 1e-5', or declare '{name} ∈ ℝ' to learn it", line=ref.pos.line,
                 column=ref.pos.column, source_line=module.lines[ref.pos.line - 1],
                 filename=module.filename, expected=f"'{name} = 1e-5' or '{name} ∈ ℝ'")
+
+
+def _dimensions_have_no_weights(module: ast.Module, roles: Roles,
+                                weights: Mapping[str, tuple[int, ...]]) -> None:
+    """A dimension read as a value (``xₜ / H``) is the number H, never an array: a weight
+    given for it would be silently ignored, so it is refused."""
+    for name in roles.dims:
+        if name in weights:
+            ref = next(n for eq in module.equations for n in ast.walk(eq.expr)
+                       if isinstance(n, ast.Name) and n.name == name)
+            raise EquationError(
+                f"a weight is given for '{name}', which is a dimension: the equations read it "
+                f"as the number {name}", line=ref.pos.line, column=ref.pos.column,
+                source_line=module.lines[ref.pos.line - 1], filename=module.filename,
+                expected=f"no weight named '{name}', or another name for the dimension")
 
 
 def _no_missing_weights(roles: Roles, shapes: Shapes, module: ast.Module) -> None:
