@@ -46,6 +46,11 @@ CASES = [
     ("unknown-char", "y = x $ 2", 1, 7, "unexpected character '$' (U+0024", None),
     ("unknown-char-line-2", "y = 3 # ok\nz = y ?", 2, 7, "unexpected character '?'", None),
     ("unknown-char-after-unicode", "hₜ = σ(xₜ) ¬", 1, 12, "U+00AC NOT SIGN", None),
+    ("superscript-alone", "y = h¹ + x", 1, 6, "unexpected character '¹' (U+00B9 SUPERSCRIPT ONE)",
+     "a layer index right before a subscript ('h¹ₜ'), 'h^{(1)}', or a power 'x^4'"),
+    ("superscript-four", "y = x⁴", 1, 6, "unexpected character '⁴' (U+2074", None),
+    ("layer-not-a-number", "y = W^{(a)} x", 1, 7, "unexpected '{' after '^'",
+     "or a layer index '^{(1)}' (a whole number) right after a name"),
     # functions
     ("unknown-function", "y = foo(x)", 1, 5, "unknown function 'foo'", "one of ReLU, abs"),
     ("function-case", "xₜ ∈ ℝ^3\nyₜ = Tanh(xₜ)", 2, 6,

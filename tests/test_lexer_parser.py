@@ -57,6 +57,20 @@ NAMES = [
     ("Δh", "Δh", None),
     ("W2", "W2", None),
     ("h1ₜ₋₁", "h1", -1),
+    # layer indices: superscript digits right before a subscript, or ^{(n)}
+    ("h¹ₜ", "h^{(1)}", 0),
+    ("h²ₜ₋₁", "h^{(2)}", -1),
+    ("h¹_{t-1}", "h^{(1)}", -1),
+    ("h¹²ₜ", "h^{(12)}", 0),
+    ("W¹ₓ", "W^{(1)}_x", None),
+    ("W^{(1)}", "W^{(1)}", None),
+    ("W^{(01)}", "W^{(1)}", None),
+    ("W^{(1)}_{xh}", "W^{(1)}_xh", None),
+    ("W_{xh}^{(1)}", "W^{(1)}_xh", None),
+    ("h^{(1)}_t", "h^{(1)}", 0),
+    ("h_t^{(1)}", "h^{(1)}", 0),
+    ("h¹", None, None),  # no subscript follows: '¹' is not a power either
+    ("W^{(a)}", None, None),
 ]
 
 
@@ -78,6 +92,8 @@ def test_nfc_not_nfkc() -> None:
     assert unicodedata.normalize("NFKC", "x²") == "x2"
     kinds = [t.kind for t in tokenize("x²")[:2]]
     assert kinds == ["NAME", "POW"]
+    assert [t.kind for t in tokenize("xₜ² + x^(2)")[:7]] == ["NAME", "POW", "+", "NAME", "^",
+                                                              "(", "NUMBER"]
     # NFC does compose decomposed marks, so both spellings of ĉ are one name
     text = "xₜ ∈ ℝ^2\nĉₜ = tanh(xₜ)\nyₜ = c\u0302ₜ"
     checked = check(text)

@@ -257,6 +257,9 @@ class Parser:
         if self.tok.kind != "^":
             return base
         op = self.advance()
+        if self.tok.kind == "{":  # not a layer index: the lexer reads W^{(1)} as one name
+            raise self.error("unexpected '{' after '^'", expected="a number as the exponent, "
+                             "or a layer index '^{(1)}' (a whole number) right after a name")
         exponent = self.signed_number()
         self.count()
         return ast.Power(base, exponent, self.pos(op))
