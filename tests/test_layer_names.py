@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import nnre
 from nndk.pack import PackRequest, pack
@@ -124,3 +126,15 @@ def test_a_two_layer_rnn_packs_and_loads(tmp_path: Path) -> None:
     np.testing.assert_allclose(ys["y"], want, rtol=1e-12)
     np.testing.assert_allclose(state["h^{(1)}"], h1, rtol=1e-12)
 
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet="hWx¹²³⁴⁰ₜ₋₁_t{}()^-1 +", max_size=24))
+def test_layer_spellings_fail_only_with_equation_errors(tail: str) -> None:
+    """Any mix of the characters layer indices are made of reads as a name, a power or an
+    EquationError, never another exception; whatever parses renders back to itself."""
+    try:
+        eq = parse("y = " + tail).equations[0]
+    except EquationError:
+        return
+    shown = render(eq.expr)
+    assert render(parse("y = " + shown).equations[0].expr) == shown
