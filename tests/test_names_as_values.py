@@ -3,9 +3,13 @@ name read as its value (``xₜ / H``, ``/ √d_k``). Oracles are hand-written Nu
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
+import nnre
+from nndk.pack import PackRequest, pack
 from nnre.equations import check, language_version
 from nnre.errors import EquationError
 from nnre.model import Model
@@ -100,3 +104,20 @@ def test_a_weight_for_a_dimension_is_refused() -> None:
 def test_a_text_without_a_dimension_value_stays_version_1() -> None:
     checked = check("xₜ ∈ ℝ^H\nW ∈ ℝ^(H×H)\nyₜ = W xₜ", dims={"H": 2})
     assert checked.roles.dims == [] and language_version(checked) == 1
+
+
+def test_a_dimension_value_packs_and_loads(tmp_path: Path) -> None:
+    """The bundle stores no weight for H and requires equations/2 (the loader refuses a file
+    whose equations need a later version than it states, so loading at all checks that)."""
+    (tmp_path / "m.eqn").write_text("xₜ ∈ ℝ^H\nW ∈ ℝ^(H×H)\nyₜ = W xₜ / √H + H\n",
+                                    encoding="utf-8")
+    w = RNG.normal(size=(3, 3))
+    np.savez(tmp_path / "w.npz", W=w)
+    out = tmp_path / "m.bundle"
+    pack(PackRequest(tmp_path / "m.eqn", tmp_path / "w.npz", out, "m", "1.0.0",
+                     dtype="float64", created="2026-01-01T00:00:00Z"))
+    model = nnre.load(out)
+    assert model.language == 2
+    x = RNG.normal(size=3)
+    got, _ = model.step({"x": x})
+    np.testing.assert_allclose(got["y"], w @ x / np.sqrt(3.0) + 3.0, rtol=1e-12)
