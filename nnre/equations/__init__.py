@@ -111,9 +111,10 @@ SMALL_CONSTANTS = ("ε", "ϵ")
 
 def _constants_have_values(module: ast.Module, roles: Roles,
                            weights: Mapping[str, tuple[int, ...]]) -> None:
-    """``ε`` left free would be learned as a parameter, which nobody writing ``√(v + ε)``
-    means: it must be defined (``ε = 1e-5``), declared (``ε ∈ ℝ``: then it is learned) or
-    given a weight."""
+    """``ε`` left free would be learned as a parameter (or, in a model without time and
+    with weights, read as an input), which nobody writing ``√(v + ε)`` means: it must be
+    defined (``ε = 1e-5``), declared (``ε ∈ ℝ``: then it is learned; or ``input ε``) or given
+    a weight. A timed ``εₜ`` (noise fed at each step) is an input as usual."""
     declared = {n.name for d in module.declarations for n in d.names}
     declared |= {n.name for r in module.roles for n in r.names}
     free = set(roles.params) | set(roles.inputs)
