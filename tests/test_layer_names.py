@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 import nnre
 from nndk.pack import PackRequest, pack
 from nnre.bundle.schema import is_name
-from nnre.equations import check
+from nnre.equations import check, language_version
 from nnre.equations.parser import parse
 from nnre.equations.render import render
 from nnre.errors import EquationError
@@ -54,6 +54,7 @@ def reference(xs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 def test_roles_of_a_two_layer_rnn() -> None:
     checked = check(RNN2, weights={k: v.shape for k, v in WEIGHTS.items()})
+    assert language_version(checked) == 2  # a version-1 reader could not read h¹ₜ
     assert sorted(checked.roles.params) == sorted(WEIGHTS)
     assert checked.roles.state == {"h^{(1)}": 1, "h^{(2)}": 1}
     assert checked.roles.inputs == ["x"] and checked.roles.outputs == ["y"]
@@ -119,7 +120,8 @@ def test_a_two_layer_rnn_packs_and_loads(tmp_path: Path) -> None:
     out = tmp_path / "m.bundle"
     pack(PackRequest(tmp_path / "m.eqn", tmp_path / "w.npz", out, "m", "1.0.0",
                      dtype="float64", created="2026-01-01T00:00:00Z"))
-    model = nnre.load(out)
+    model = nnre.load(out)  # refused if the file required less than equations/2
+    assert model.language == 2
     xs = RNG.normal(size=(4, V))
     ys, state = model.run({"x": xs})
     want, h1, _ = reference(xs)

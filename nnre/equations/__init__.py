@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from nnre.equations import ast
+from nnre.equations.lexer import LAYER_MARK
 from nnre.equations.parser import parse
 from nnre.equations.roles import Roles, analyse
 from nnre.equations.shapes import Shapes, check_shapes
@@ -67,15 +68,20 @@ def check(text: str, dims: Mapping[str, int] | None = None,
 def language_version(checked: Checked) -> int:
     """The version of the language the equations need: 1 unless they use something version 2
     added (a function or operator whose op has ``since`` 2, a per-example number broadcast
-    over a vector, ``frozen``, or a dimension read as its value). A bundle states it in
+    over a vector, ``frozen``, a dimension read as its value, or a layer index in a name,
+    ``h¹ₜ``: a reader of version 1 could neither read nor store it). A bundle states it in
     ``requires`` (``equations/N``)."""
     if isinstance(checked.shapes, TensorShapes):
         return 2
     roles = checked.roles
     version = 2 if checked.shapes.numbers_broadcast or roles.frozen or roles.dims else 1
     for eq in checked.module.equations:
+        if LAYER_MARK in eq.target.name:
+            version = 2
         for node in ast.walk(eq.expr):
-            if isinstance(node, ast.Call):
+            if isinstance(node, ast.Name) and LAYER_MARK in node.name:
+                version = 2
+            elif isinstance(node, ast.Call):
                 version = max(version, OPS[node.func].since)
             elif isinstance(node, ast.Binary) and node.op in COMPARISONS:
                 version = max(version, OPS[COMPARISONS[node.op]].since)

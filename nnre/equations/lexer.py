@@ -31,6 +31,7 @@ SUPERSCRIPT_POWERS = {"²": 2, "³": 3}
 SUPERSCRIPT_DIGITS = {"⁰": "0", "¹": "1", "²": "2", "³": "3", "⁴": "4", "⁵": "5", "⁶": "6",
                       "⁷": "7", "⁸": "8", "⁹": "9"}
 _LAYER_RE = re.compile(r"\^\{\(([0-9]{1,9})\)\}")  # W^{(1)}
+LAYER_MARK = "^{("  # how a canonical name with a layer index is told apart: W^{(1)}
 TRANSPOSE = "ᵀ"
 PRIMES = {"'": "'", "′": "'", "″": "''"}
 
