@@ -38,7 +38,7 @@ def _per_example_entries(checked: Checked) -> int:
     """Entries of one example's values at one step: every named value and every
     subexpression that depends on an input or a state (a product of parameters alone is
     made once, not per step, and counted in ``fixed``'s order of size)."""
-    params = set(checked.roles.params)
+    params = set(checked.roles.params) | set(checked.roles.dims)
     varying: dict[int, bool] = {}
     total = 0
     for name in checked.roles.order:

@@ -194,6 +194,8 @@ class Lowering:
         kids = [values[id(k)] for k in ast.children(node)]
         if isinstance(node, ast.Number):
             return Value(self.literal(node.value), ())
+        if isinstance(node, ast.Name) and node.name in self.roles.dims:
+            return Value(self.literal(float(self.shapes.dims[node.name])), ())
         if isinstance(node, ast.Name):
             key = node.name if node.time is None or node.time >= 0 else \
                 state_symbol_name(node.name, -node.time)

@@ -173,7 +173,9 @@ def _subscript_char(ch: str) -> bool:
 
 
 # The same grammar for ASCII-only names, which are nearly all of them, at regex speed.
-_ASCII_NAME = re.compile(r"[A-Za-z][A-Za-z0-9']*(?:_[\x21-\x3f\x41-\x7c\x7e]+)?\Z")
+_ASCII_NAME = re.compile(
+    r"[A-Za-z][A-Za-z0-9']*(?:\^\{\([0-9]+\)\})?(?:_[\x21-\x3f\x41-\x7c\x7e]+)?\Z")
+_LAYER = re.compile(r"\^\{\([0-9]+\)\}\Z")  # a layer index ends the base: W^{(1)}_xh
 
 
 def is_name(v: str) -> bool:
@@ -184,6 +186,8 @@ def is_name(v: str) -> bool:
 def _slow_is_name(v: str) -> bool:
     """The grammar character by character (any script)."""
     base, sep, sub = v.partition("_")
+    layer = _LAYER.search(base)
+    base = base[:layer.start()] if layer else base
     return (1 <= len(v) <= 128 and _letter(v[0]) and all(map(_base_char, base))
             and (not sep or (sub != "" and all(map(_subscript_char, sub))))
             and unicodedata.normalize("NFC", v) == v and invisible(v) is None)

@@ -7,6 +7,7 @@ juxtaposition (``W x``) · unary minus · ``^`` · postfix ``ᵀ ² ³`` · atom
 
 from __future__ import annotations
 
+import difflib
 import re
 import unicodedata
 
@@ -256,6 +257,9 @@ class Parser:
         if self.tok.kind != "^":
             return base
         op = self.advance()
+        if self.tok.kind == "{":  # not a layer index: the lexer reads W^{(1)} as one name
+            raise self.error("unexpected '{' after '^'", expected="a number as the exponent, "
+                             "or a layer index '^{(1)}' (a whole number) right after a name")
         exponent = self.signed_number()
         self.count()
         return ast.Power(base, exponent, self.pos(op))
@@ -364,10 +368,22 @@ class Parser:
                              expected="the current step (ₜ) or an earlier one (ₜ₋₁)")
         adjacent = self.tok.kind == "(" and self.tok.line == tok.line and \
             self.tok.column == tok.column + len(tok.raw)
-        if adjacent and tok.time is None and _WORD_RE.match(tok.text):
+        if adjacent and tok.time is None:
+            self.unknown_function(tok)
+        return ast.Name(tok.text, tok.time, tok.raw, self.pos(tok))
+
+    def unknown_function(self, tok: Token) -> None:
+        """A name written right before ``(`` that reads as a misspelt function is an error,
+        not a matrix: a function's spelling up to case (``Tanh``), a close match of one of two
+        or more letters (``relu6``), or a word of two or more lowercase letters (``foo``).
+        One-letter and matrix-like names stay products: ``W(x + b)``, ``U(h)``, ``Wx(…)``."""
+        suggestion = _suggest(tok.text)
+        if suggestion is not None:
+            raise self.error(f"unknown function '{tok.raw}'; did you mean '{suggestion}'?", tok,
+                             expected=f"'{suggestion}(…)', or a space before '(' for a product")
+        if _WORD_RE.match(tok.text):
             known = ", ".join(sorted(FUNCTIONS))
             raise self.error(f"unknown function '{tok.text}'", tok, expected=f"one of {known}")
-        return ast.Name(tok.text, tok.time, tok.raw, self.pos(tok))
 
     def call(self, tok: Token) -> ast.Expr:
         func = FUNCTIONS[tok.text]
@@ -455,6 +471,20 @@ def _declared_ids(tokens: list[Token]) -> set[str]:
                     ids.add(tokens[j].text)
                 j -= 1
     return ids
+
+
+def _suggest(name: str) -> str | None:
+    """The function a name misspells, if it is one: the same spelling up to case, or the
+    closest spelling of two or more letters by difflib's ratio (at least 0.8: ``relu6`` →
+    ``relu``, ``sigmod`` → ``sigmoid``; ``Wx`` or ``W_h`` match nothing)."""
+    for spelling in FUNCTIONS:
+        if spelling.lower() == name.lower():
+            return spelling
+    if len(name) < 2:
+        return None
+    long = [s for s in FUNCTIONS if len(s) >= 2]
+    close = difflib.get_close_matches(name, long, n=1, cutoff=0.8)
+    return close[0] if close else None
 
 
 def _show(tok: Token) -> str:

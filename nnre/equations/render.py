@@ -8,6 +8,7 @@ take their first spelling from the op table (``σ`` for sigmoid).
 from __future__ import annotations
 
 from nnre.equations import ast
+from nnre.equations.lexer import is_base_letter
 from nnre.ops import OPS
 
 _PREC = {"<": 0, ">": 0, "≤": 0, "≥": 0, "+": 1, "-": 1, "*": 2, "/": 2, "@": 3}
@@ -89,11 +90,20 @@ def _number(value: float) -> str:
     return str(int(value)) if value == int(value) else repr(value)
 
 
+def _untimed(name: str) -> str:
+    """A canonical name as it reads back: ``W_xh`` as is, but a subscript that is not a run of
+    letters and digits in braces (``W_{-}`` for ``W₋``, ``W_{1,x}``): ``W_-`` would not parse."""
+    base, sep, sub = name.partition("_")
+    if not sep or all(ch.isascii() and ch.isdigit() or is_base_letter(ch) for ch in sub):
+        return name
+    return f"{base}_{{{sub}}}"
+
+
 def time_name(name: str, time: int | None) -> str:
     """``hₜ``, ``hₜ₋₁``; a name with a subscript of its own takes the time inside it
     (``h_{1,t}``, ``h_{1,t-1}``): ``h_1ₜ`` would read as one name ``h_1t``."""
     if time is None:
-        return name
+        return _untimed(name)
     if "_" in name:
         base, sub = name.split("_", 1)
         return f"{base}_{{{sub},t{'' if time == 0 else time}}}"

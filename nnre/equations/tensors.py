@@ -159,8 +159,9 @@ class _Checker:
 
     def node(self, node: ast.Expr, eq: ast.Equation) -> Vars:
         at = self.nodes
-        if isinstance(node, ast.Number):
-            return ()
+        if isinstance(node, ast.Number) or (isinstance(node, ast.Name)
+                                            and node.name in self.roles.dims):
+            return ()  # a number, or a dimension read as its value
         if isinstance(node, ast.Name):
             return self.name(node.name, node.pos)
         if isinstance(node, ast.Unary | ast.Power):

@@ -196,6 +196,8 @@ class _Converter:
         values = {id(c): _force(pending[id(c)]) for c in ast.children(node)}
         if isinstance(node, ast.Number):
             return node.value
+        if isinstance(node, ast.Name) and node.name in self.roles.dims:
+            return float(self.shapes.dims[node.name])  # a dimension read as its value
         if isinstance(node, ast.Name):
             if node.time is not None and node.time < 0:
                 return self.symbol(state_symbol_name(node.name, -node.time), node.name)
