@@ -18,7 +18,8 @@ import numpy as np
 
 from nndk.data import TextData
 from nndk.models import read_model
-from nndk.train import TextTrainer, TrainConfig
+from nndk.train import TrainConfig
+from nndk.train_text import TextTrainer
 from nnre.threads import set_blas_threads
 
 V, B = 65, 32

@@ -38,7 +38,7 @@ def _per_example_entries(checked: Checked) -> int:
     """Entries of one example's values at one step: every named value and every
     subexpression that depends on an input or a state (a product of parameters alone is
     made once, not per step, and counted in ``fixed``'s order of size)."""
-    params = set(checked.roles.params)
+    params = set(checked.roles.params) | set(checked.roles.dims)
     varying: dict[int, bool] = {}
     total = 0
     for name in checked.roles.order:
@@ -47,10 +47,8 @@ def _per_example_entries(checked: Checked) -> int:
             varying[id(node)] = (isinstance(node, ast.Name) and node.name not in params) or \
                 any(varying[id(k)] for k in kids)
             if varying[id(node)] and kids and id(node) in checked.shapes.nodes:
-                r, c = checked.shapes.nodes[id(node)]
-                total += r * c
-        r, c = checked.shapes.of[name]
-        total += r * c
+                total += math.prod(checked.shapes.nodes[id(node)])
+        total += math.prod(checked.shapes.of[name])
     return total
 
 

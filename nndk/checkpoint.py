@@ -102,6 +102,8 @@ def load(source: str | Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         record = json.loads(arrays.pop("meta.json").tobytes().decode("utf-8"))
     except (ValueError, RecursionError) as err:
         raise CheckpointError(f"{path}: the meta.json record is not JSON ({err})") from None
+    if isinstance(record, dict) and isinstance(record.get("config"), dict):
+        record["config"] = config.LEGACY | record["config"]  # options added since it was written
     validate_record(record, str(path))
     return arrays, record
 

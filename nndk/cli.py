@@ -15,7 +15,7 @@ from nndk.init import INIT_SCHEMES
 from nndk.models import parse_bindings, read_model, resolve_dims
 from nndk.onnx.common import DEFAULT_EXPORT_OPSET
 from nndk.optim import OPTIMIZERS
-from nndk.pack import PackRequest, pack
+from nndk.pack import PackRequest, pack, parse_codecs
 from nndk.progress import Reporter
 from nndk.resume import run_directory
 from nndk.train import TrainConfig, start
@@ -79,7 +79,8 @@ def gradcheck_command(model: str, bindings: tuple[str, ...], steps: int, batch: 
     """
     text, filename = read_model(model)
     problem = make_problem(text, resolve_dims(text, filename, parse_bindings(bindings)),
-                           steps=steps, batch=batch, seed=seed, contiguous=True, stacked=True)
+                           steps=steps, batch=batch, seed=seed, contiguous=True, stacked=True,
+                           filename=filename)
     errors = gradcheck(problem)
     click.echo("backprop (trainer layout) vs central differences of Model.run, float64")
     width = max(len(k) for k in errors)
@@ -119,10 +120,31 @@ def gradcheck_command(model: str, bindings: tuple[str, ...], steps: int, batch: 
               help="Fraction of the text held out for validation.")
 @click.option("--eval-every", default=100, show_default=True,
               help="Evaluate, sample and checkpoint every N steps.")
+@click.option("--eval-iters", default=0, show_default=True,
+              help="Evaluate on N batches of the held-out part instead of all of it (0): text "
+                   "reads the first N of its streams' batches, arrays N batches of rows drawn "
+                   "once from --seed; the same part every time, so losses compare. A large "
+                   "held-out part can otherwise take most of a run's time.")
+@click.option("--print-every", default=0, show_default=True,
+              help="Not in a terminal (logs, CI): a progress line every N steps besides those "
+                   "at each evaluation (0: at evaluations only).")
 @click.option("--sample-every", default=0, show_default=True,
               help="Sample every N steps (0: at each evaluation).")
 @click.option("--sample-length", default=200, show_default=True)
 @click.option("--temperature", default=0.8, show_default=True, help="Of the progress samples.")
+@click.option("--reset-frac", default=0.25, show_default=True,
+              help="Text: the fraction of streams that read each batch from the zero state "
+                   "(the state generation starts from) instead of carrying the previous "
+                   "batch's state; 0 carries every stream, as char-rnn does. Without it a "
+                   "model garbles the text right after a short --prime.")
+@click.option("--min-count", default=1, show_default=True,
+              help="Text: characters seen fewer than N times in the text are read as one "
+                   "unknown symbol, U+FFFD (in the vocabulary only when some character is that "
+                   "rare), which the bundle keeps so that `nnre run` reads a prime's unseen "
+                   "characters as it too. A corpus with many rare characters "
+                   "otherwise gets a large vocabulary whose rare rows barely train, and "
+                   "samples can fall into loops of them. (With --init-from a character "
+                   "bundle, its vocabulary is used.)")
 @click.option("--init", "init_scheme", type=click.Choice(INIT_SCHEMES), default="auto",
               show_default=True, help="auto: orthogonal square matrices, Xavier the rest.")
 @click.option("--seed", default=0, show_default=True, help="Drives every random choice.")
@@ -137,11 +159,12 @@ def gradcheck_command(model: str, bindings: tuple[str, ...], steps: int, batch: 
 @click.option("--resume", "resume_dir", type=click.Path(), default=None,
               help="Continue a checkpoint exactly (weights, optimizer, step, data, RNG), in "
                    "its own directory. --model, --set, --seq-length, --batch-size, --seed, "
-                   "--val-frac, --init, --optimizer, --loss, --target, --output and DATA must "
-                   "match it; --steps/--epochs (longer only), --lr, --lr-decay, "
+                   "--val-frac, --init, --optimizer, --loss, --target, --output, --min-count "
+                   "and DATA must match it; --steps/--epochs (longer only), --lr, --lr-decay, "
                    "--decay-every, --clip, --eval-every, --sample-every, --sample-length, "
-                   "--temperature and --keep are applied with a note; --init-from and "
-                   "--overwrite are refused.")
+                   "--temperature, --reset-frac, --eval-iters, --print-every and --keep are "
+                   "applied with a note; "
+                   "--init-from and --overwrite are refused.")
 @click.option("--init-from", type=click.Path(dir_okay=False), default=None,
               help="Start from the weights of a .bundle (weights only, fresh optimizer).")
 @click.option("--loss", type=click.Choice(["auto", "ce", "mse"]), default="auto",
@@ -156,11 +179,14 @@ def train_command(data: str, model: str, bindings: tuple[str, ...], resume_dir: 
 
     Text: the model reads one character per step (one-hot) and predicts the next.
     Arrays (.npz or .csv): one array per model input, named like it, plus a target array
-    (--target); rows are examples, (N, n) or, for a recurrent model, (N, T, n).
+    (--target); rows are examples, (N, n) or, for a recurrent model, (N, T, n). A CSV's
+    header names its columns: x.0, x.1, … or x0, x1, … (numbered from 0 or 1) are the
+    columns of array x, any other name an array of one column.
 
     Prints progress on stderr (a bar in a terminal, log lines otherwise) with the loss,
-    validation loss (in bits per character for text), speed and ETA, and a text sample at
-    each evaluation. Checkpoints go to --checkpoint-dir atomically: checkpoint.npz (the
+    validation loss (in bits per character for text; a classifier's accuracy too), speed
+    and ETA (training steps timed apart from evaluations), and a text sample at each
+    evaluation. Checkpoints go to --checkpoint-dir atomically: checkpoint.npz (the
     latest), the last --keep as step-*.npz, and best.npz (lowest validation loss). A
     directory holding another run's checkpoint is refused unless --overwrite. Ctrl-C saves
     one and exits; --resume continues bit for bit.
@@ -175,14 +201,15 @@ def train_command(data: str, model: str, bindings: tuple[str, ...], resume_dir: 
         changes = given_options(click.get_current_context(), bindings)
         trainer = resume_training(resume_dir, data, changes=changes)
         checkpoint_dir = str(run_directory(resume_dir))
-        for note in trainer.notes:
-            click.echo(f"note: {note}", err=True)
     else:
         config = TrainConfig(model=model, dims=parse_bindings(bindings), init=init_scheme,
                              **options)
         trainer = start(config, data, init_from)
+    for note in trainer.notes:
+        click.echo(f"note: {escaped(note)}", err=True)
     try:
-        trainer.fit(checkpoint_dir, Reporter(), keep=keep, overwrite=overwrite)
+        trainer.fit(checkpoint_dir, Reporter(print_every=trainer.config.print_every),
+                    keep=keep, overwrite=overwrite)
     except KeyboardInterrupt:
         click.echo(f"\ninterrupted at step {trainer.step}; checkpoint saved in "
                    f"{checkpoint_dir}", err=True)
@@ -210,28 +237,45 @@ def given_options(ctx: click.Context, bindings: tuple[str, ...]) -> dict[str, An
 @click.option("--description")
 @click.option("--license", "license_")
 @click.option("--author", "authors", multiple=True, help="Repeat for several authors.")
-@click.option("--meta", multiple=True, metavar="KEY=VALUE", help="Free-form string metadata.")
-@click.option("--dtype", type=click.Choice(["float32", "float64"]), default=None)
+@click.option("--meta", multiple=True, metavar="KEY=VALUE",
+              help="Free-form string metadata (metadata.extra; repeatable).")
+@click.option("--codec", "codecs", multiple=True, metavar="NAME=JSON",
+              help="A codec for a signature name (repeatable), as JSON or @FILE holding it, "
+                   "e.g. --codec 'y={\"id\": \"argmax-label\", \"labels\": [\"no\", "
+                   "\"yes\"]}'. Ids: tensor, char, sample, argmax-label.")
+@click.option("--dtype", type=click.Choice(["float32", "float64"]), default=None,
+              help="Compute dtype of the bundle; weights are converted to it. Default: "
+                   "float32 (float64 weights too), or a .bundle SOURCE's own dtype.")
 @click.option("--created", help="RFC 3339 UTC time (default: $SOURCE_DATE_EPOCH, else none).")
-@click.option("-o", "--output", type=click.Path(path_type=Path), required=True)
+@click.option("-o", "--output", type=click.Path(path_type=Path), required=True,
+              help="The .bundle file to write (its folder must exist).")
 def pack_command(equations: Path, weights: Path | None, name: str, version_: str,
                  description: str | None, license_: str | None, authors: tuple[str, ...],
-                 meta: tuple[str, ...], dtype: str | None, created: str | None,
-                 output: Path) -> None:
+                 meta: tuple[str, ...], codecs: tuple[str, ...], dtype: str | None,
+                 created: str | None, output: Path) -> None:
     """Pack SOURCE into a versioned .bundle.
 
-    SOURCE is an .eqn file (with --weights), or a training checkpoint (a --checkpoint-dir
-    of nndk train, or its checkpoint.npz): then the bundle also carries the character
-    vocabulary, recommended sampling settings and the training provenance (data sha256,
-    hyperparameters, steps, final losses, seed).
+    \b
+    SOURCE is one of
+      an .eqn file, with --weights;
+      a training checkpoint (a --checkpoint-dir of nndk train, or its checkpoint.npz):
+        the bundle also carries the character vocabulary, recommended sampling settings
+        and the training provenance (data sha256, hyperparameters, steps, final losses);
+      a .bundle, relabelled: the new bundle keeps its equations, weights, codecs,
+        sampling and provenance, takes the given name, version and other options
+        (--meta and --codec add to what it has), and names it as its lineage parent.
 
     \b
     Examples:
       nndk pack checkpoints --name shakespeare --version 1.0.0 -o model.bundle
       nndk pack mlp.eqn --weights w.npz --name iris --version 0.1.0 -o iris.bundle
+      nndk pack model.bundle --name shakespeare --version 1.1.0 --meta stage=release \\
+          -o release.bundle
+      nndk pack imported.bundle --name iris --version 1.0.0 -o labelled.bundle \\
+          --codec 'y={"id": "argmax-label", "labels": ["setosa", "versicolor", "virginica"]}'
     """
     result = pack(PackRequest(equations, weights, output, name, version_, description,
-                              license_, authors, meta, dtype, created))
+                              license_, authors, meta, dtype, created, parse_codecs(codecs)))
     click.echo(f"packed {escaped(str(result.path))}: {result.tensors} tensors, "
                f"{result.size:,} bytes, id {result.bundle_id}")
 
@@ -249,7 +293,9 @@ def export_command(bundle_path: str, output: str, opset: int, sequence: bool) ->
 
     One time step by default: inputs and the previous state (NAME_prev) in, outputs and the
     next state (NAME_next) out. With --sequence, inputs are [T, N, n] and the outputs are
-    given for every step. The bundle's name, version and id go into the ONNX metadata.
+    given for every step. Parameters are initializers under their own names. The bundle's
+    name, version and id go into the ONNX metadata_props, and its whole metadata (vocabulary,
+    sampling settings, provenance…) as JSON under nnre.bundle, which nndk import restores.
 
     \b
     Examples:
@@ -279,6 +325,9 @@ def import_command(source: str, output: str, name: str | None, version_: str | N
     """Import an ONNX model as readable equations plus weights in a .bundle.
 
     Prints the equations. Every node the equations cannot express is named in one error.
+    A model nndk exported comes back with its metadata (nnre.bundle, checked as a bundle
+    header is) and names the original bundle as its lineage parent. To add codecs or
+    labels afterwards, relabel the bundle with nndk pack BUNDLE --codec ….
 
     \b
     Example:

@@ -43,9 +43,13 @@ class TrainConfig:
     loss: str = "auto"  # arrays: auto (integer targets: ce, else mse), ce or mse
     target: str = "target"  # arrays: the name of the target array
     output: str | None = None  # the output trained (default: y, or the one that fits)
+    reset_frac: float = 0.25  # text: streams that read each batch from the zero state
+    eval_iters: int = 0  # evaluate on this many validation batches (0: all of them)
+    print_every: int = 0  # a log line every N steps when not in a terminal (0: at evaluations)
+    min_count: int = 1  # text: rarer characters read as the unknown symbol U+FFFD
 
 
-DEFAULT_DIMS = {"H": 128}
+DEFAULT_DIMS = {"H": 128, "F": 16, "G": 32}  # hidden units; the cnn's filters
 
 RULES: dict[str, Rule] = {
     "model": Rule("str"),
@@ -69,7 +73,15 @@ RULES: dict[str, Rule] = {
     "loss": Rule("str", choices=("auto", "ce", "mse")),
     "target": Rule("str"),
     "output": Rule("str", optional=True),
+    "reset_frac": Rule("float", 0, 1),
+    "eval_iters": Rule("int", 0, MAX_COUNT),
+    "print_every": Rule("int", 0, MAX_COUNT),
+    "min_count": Rule("int", 1, MAX_COUNT),
 }
+
+#: What a checkpoint written before an option existed ran with: it resumes the same way.
+LEGACY: dict[str, object] = {"reset_frac": 0.0, "eval_iters": 0, "print_every": 0,
+                             "min_count": 1}
 
 
 def flag(name: str) -> str:

@@ -11,12 +11,16 @@ import csv
 import hashlib
 import io
 import math
+import re
+from collections import Counter
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from nnre import budget
+from nnre.bundle.format import UNKNOWN_CHAR
 from nnre.errors import NnreError
 from nnre.files import open_regular
 from nnre.npz import read_npz
@@ -36,21 +40,48 @@ class TextData:
     train: np.ndarray  # int32 character indices
     val: np.ndarray
     sha256: str
+    folded: tuple[int, int] = (0, 0)  # characters read as U+FFFD: (distinct, occurrences)
 
     @property
     def size(self) -> int:
         return len(self.vocab)
 
     def encode(self, text: str) -> np.ndarray:
-        index = {ch: i for i, ch in enumerate(self.vocab)}
-        missing = sorted({ch for ch in text if ch not in index})
-        if missing:
-            raise DataError(f"characters not in the vocabulary: {missing!r}")
-        return np.array([index[ch] for ch in text], dtype=np.int32)
+        return encode(text, self.vocab, "the text")
 
 
-def load_text(path: str | Path, val_frac: float = 0.1, vocab: str | None = None) -> TextData:
-    """Read a UTF-8 text file; the vocabulary is its sorted set of characters."""
+def vocabulary(text: str, min_count: int = 1) -> str:
+    """The sorted characters of ``text`` seen at least ``min_count`` times, plus the unknown
+    symbol U+FFFD if any is left out: rare characters then read as it (and so do characters
+    a prime brings at run time, by the bundle's char codec)."""
+    counts = Counter(text)
+    kept = {ch for ch, n in counts.items() if n >= min_count}
+    if not kept:
+        raise DataError(f"--min-count {min_count} leaves no character: the most frequent one "
+                        f"appears {max(counts.values())} times")
+    if len(kept) < len(counts):
+        kept.add(UNKNOWN_CHAR)
+    return "".join(sorted(kept))
+
+
+def encode(text: str, vocab: str, what: str) -> np.ndarray:
+    """Indices into ``vocab``; a character outside it is the unknown symbol's if ``vocab``
+    has one (U+FFFD), else a DataError naming the first few."""
+    index = {ch: i for i, ch in enumerate(vocab)}
+    unknown = index.get(UNKNOWN_CHAR, -1)
+    if unknown < 0:
+        outside = sorted({ch for ch in text if ch not in index})
+        if outside:
+            raise DataError(f"{what}: characters not in the model's vocabulary: "
+                            f"{outside[:10]!r}")
+    return np.fromiter((index.get(ch, unknown) for ch in text), dtype=np.int32,
+                       count=len(text))
+
+
+def load_text(path: str | Path, val_frac: float = 0.1, vocab: str | None = None,
+              min_count: int = 1) -> TextData:
+    """Read a UTF-8 text file; the vocabulary is its sorted set of characters (those seen at
+    least ``min_count`` times, and U+FFFD for the rest), or ``vocab`` when given."""
     with open_regular(path, DataError) as f:  # a FIFO or device would block forever
         raw = f.read()
     text = _decode(Path(path), raw, "the text")
@@ -58,14 +89,13 @@ def load_text(path: str | Path, val_frac: float = 0.1, vocab: str | None = None)
         raise DataError(f"{path}: needs at least 2 characters of text, has {len(text)}")
     if not 0 <= val_frac < 1:
         raise DataError(f"--val-frac must be in [0, 1), got {val_frac}")
-    vocab = vocab if vocab is not None else "".join(sorted(set(text)))
-    index = {ch: i for i, ch in enumerate(vocab)}
-    unknown = sorted({ch for ch in text if ch not in index})
-    if unknown:
-        raise DataError(f"{path}: characters not in the model's vocabulary: {unknown[:10]!r}")
-    codes = np.fromiter((index[ch] for ch in text), dtype=np.int32, count=len(text))
+    vocab = vocab if vocab is not None else vocabulary(text, min_count)
+    codes = encode(text, vocab, str(path))
     cut = len(codes) - int(len(codes) * val_frac)
-    return TextData(vocab, codes[:cut], codes[cut:], hashlib.sha256(raw).hexdigest())
+    known = set(vocab)
+    outside = Counter(ch for ch in text if ch not in known)
+    return TextData(vocab, codes[:cut], codes[cut:], hashlib.sha256(raw).hexdigest(),
+                    (len(outside), sum(outside.values())))
 
 
 class Streams:
@@ -106,11 +136,13 @@ def _decode(path: Path, raw: bytes, what: str) -> str:
                         f"{raw[err.start]:#04x})") from None
 
 
-def load_arrays(path: str | Path) -> dict[str, np.ndarray]:
+def load_arrays(path: str | Path, names: Collection[str] = ()) -> dict[str, np.ndarray]:
     """Arrays from an .npz (no pickles) or a CSV whose header names the columns.
 
     Every value is checked here, before any training: a non-numeric array or a NaN/Inf is
     reported with its array, row and column rather than surfacing later as a diverging loss.
+    ``names`` are the arrays wanted: a CSV column named exactly so is that array (see
+    :func:`column_groups`).
     """
     path = Path(path)
     if path.suffix == ".npz":
@@ -119,7 +151,7 @@ def load_arrays(path: str | Path) -> dict[str, np.ndarray]:
             _check_numeric(path, name, array)
         return arrays
     if path.suffix == ".csv":
-        return _read_csv(path)
+        return _read_csv(path, names)
     raise DataError(f"{path}: numeric data must be .npz or .csv")
 
 
@@ -142,15 +174,16 @@ def _check_numeric(path: Path, name: str, array: np.ndarray) -> None:
                             f"first {array[where]} at index {list(where)} (row {where[0]})")
 
 
-def _read_csv(path: Path) -> dict[str, np.ndarray]:
-    """Columns of a CSV grouped by header name (``x.0, x.1`` → array ``x``); every cell must be
-    a finite number, and a bad one is reported by line and column name."""
+def _read_csv(path: Path, names: Collection[str]) -> dict[str, np.ndarray]:
+    """Columns of a CSV grouped into arrays by header name (:func:`column_groups`); every cell
+    must be a finite number, and a bad one is reported by line and column name."""
     with open_regular(path, DataError) as f:
         text = _decode(path, f.read(), "the CSV")
     rows = list(csv.reader(io.StringIO(text, newline="")))
     if len(rows) < 2:
         raise DataError(f"{path}: a header line and at least one row are needed")
     header, body = rows[0], rows[1:]
+    groups = column_groups(path, header, names)
     table = np.empty((len(body), len(header)))
     for r, row in enumerate(body):
         line = r + 2
@@ -158,10 +191,46 @@ def _read_csv(path: Path) -> dict[str, np.ndarray]:
             raise DataError(f"{path}:{line}: {len(row)} values, the header has {len(header)}")
         for c, cell in enumerate(row):
             table[r, c] = _cell(path, line, header[c], cell)
-    groups: dict[str, list[int]] = {}
-    for col, name in enumerate(header):
-        groups.setdefault(name.split(".")[0].strip(), []).append(col)
     return {k: table[:, cols] for k, cols in groups.items()}
+
+
+NUMBERED = (re.compile(r"(?P<base>.+)\.(?P<index>[0-9]+)"),  # x.0, x.1, …
+            re.compile(r"(?P<base>[A-Za-z_]*[A-Za-z])(?P<index>[0-9]+)"))  # x0, x1, …
+
+
+def column_groups(path: Path, header: list[str], names: Collection[str] = ()
+                  ) -> dict[str, list[int]]:
+    """Which columns make each array: ``x.0, x.1, …`` and ``x0, x1, …`` (numbered from 0 or
+    from 1, in any order) are array ``x`` in index order; ``x.a, x.b`` are array ``x`` in
+    header order; any other name is an array of one column. A column named exactly like a
+    wanted array (``names``: a model input ``x1``) is that array."""
+    members: dict[str, list[tuple[int | None, int, str]]] = {}
+    for col, raw in enumerate(header):
+        name = raw.strip()
+        base, index = name, None
+        if name not in names:
+            match = next((m for m in (r.fullmatch(name) for r in NUMBERED) if m), None)
+            if match:
+                base, index = match["base"], int(match["index"])
+            elif "." in name:
+                base = name.split(".")[0].strip()
+        members.setdefault(base, []).append((index, col, name))
+    groups = {}
+    for base, cols in members.items():
+        spelled = ", ".join(repr(name) for _, _, name in cols)
+        if len(cols) > 1 and any(name == base for _, _, name in cols):
+            raise DataError(f"{path}: columns {spelled} all name array {base!r}; number them "
+                            f"({base}.0, {base}.1, …) or rename one")
+        indices = [i for i, _, _ in cols]
+        if None not in indices:
+            first = min(i for i in indices if i is not None)
+            want = list(range(first, first + len(cols)))
+            if first > 1 or sorted(i for i in indices if i is not None) != want:
+                raise DataError(f"{path}: the columns of array {base!r} ({spelled}) must be "
+                                f"numbered 0, 1, 2, … or 1, 2, 3, … without gaps or repeats")
+            cols = sorted(cols, key=lambda c: c[0] if c[0] is not None else -1)
+        groups[base] = [col for _, col, _ in cols]
+    return groups
 
 
 def _cell(path: Path, line: int, column: str, cell: str) -> float:

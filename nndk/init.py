@@ -1,5 +1,5 @@
-"""Initial weights: Xavier-uniform or orthogonal matrices, zero biases, forget-gate bias 1,
-norm gains 1."""
+"""Initial weights: Xavier-uniform or orthogonal matrices, Xavier-uniform filters, zero biases,
+forget-gate bias 1, norm gains 1."""
 
 from __future__ import annotations
 
@@ -15,6 +15,10 @@ GAINS = ("γ", "gamma")
 def init_param(name: str, shape: tuple[int, ...], rng: np.random.Generator, scheme: str,
                dtype: str) -> np.ndarray:
     """One parameter's initial value, by its shape and, for a forget-gate bias, its name."""
+    if len(shape) > 2:  # a convolution's filters (O, C, k…): Xavier over its fans, as Glorot
+        receptive = int(np.prod(shape[2:]))
+        bound = np.sqrt(6.0 / ((shape[0] + shape[1]) * receptive))
+        return rng.uniform(-bound, bound, size=shape).astype(dtype)
     if len(shape) < 2 or min(shape) == 1:
         value = 1.0 if name in FORGET_BIASES or name.split("_")[0] in GAINS else 0.0
         return np.full(shape, value, dtype=dtype)

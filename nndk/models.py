@@ -10,7 +10,7 @@ from nnre.equations.parser import parse
 from nnre.errors import EquationError
 
 #: The templates shipped in nndk/templates (each a plain .eqn file).
-TEMPLATE_NAMES = ("lstm", "gru", "rnn", "mlp", "lstm2", "gru2", "mlp_ln")
+TEMPLATE_NAMES = ("lstm", "gru", "rnn", "mlp", "lstm2", "gru2", "mlp_ln", "cnn")
 
 
 def read_model(spec: str) -> tuple[str, str]:

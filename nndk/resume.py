@@ -18,7 +18,8 @@ from nndk import checkpoint
 from nndk.config import ConfigError, TrainConfig, flag, validate
 from nndk.data import DataError, load_text
 from nndk.models import read_model
-from nndk.train import TextTrainer, Trainer
+from nndk.train import Trainer
+from nndk.train_text import TextTrainer
 
 MATCH, APPLY, REFUSE = "must match the checkpoint", "applied", "refused"
 
@@ -26,11 +27,12 @@ RESUME: dict[str, str] = {
     # what the run is: a different value is another run
     "model": MATCH, "dims": MATCH, "seq_length": MATCH, "batch_size": MATCH, "seed": MATCH,
     "val_frac": MATCH, "init": MATCH, "optimizer": MATCH, "loss": MATCH, "target": MATCH,
-    "output": MATCH,
+    "output": MATCH, "min_count": MATCH,
     # how the rest of it goes: applied, with a note
     "steps": APPLY, "epochs": APPLY, "lr": APPLY, "lr_decay": APPLY, "decay_every": APPLY,
     "clip": APPLY, "eval_every": APPLY, "sample_every": APPLY, "sample_length": APPLY,
-    "temperature": APPLY, "keep": APPLY,
+    "temperature": APPLY, "keep": APPLY, "reset_frac": APPLY,
+    "eval_iters": APPLY, "print_every": APPLY,
     # meaningless for a run that already exists
     "init_from": REFUSE, "overwrite": REFUSE, "checkpoint_dir": MATCH,
 }

@@ -1,10 +1,10 @@
-"""``nndk train``: the training loop, and training on a text file (char-rnn style).
+"""``nndk train``: the training loop shared by every kind of data, and starting a run.
 
 One seed drives every random choice. A checkpoint holds everything needed to continue bit
 for bit (weights, optimizer state, step, data position, carried state, random state); it is
 written atomically, never after a NaN/Inf loss, and on Ctrl-C between two steps.
 ``Trainer`` is the loop shared by every kind of data; ``TextTrainer`` feeds it characters
-(``nndk/train_arrays.py`` feeds it arrays).
+(``nndk/train_text.py``), ``ArrayTrainer`` arrays (``nndk/train_arrays.py``).
 """
 
 from __future__ import annotations
@@ -14,25 +14,21 @@ import signal
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from nndk import __version__, checkpoint
-from nndk.budget import check_budget
-from nndk.config import DEFAULT_DIMS, TrainConfig, validate
-from nndk.data import Streams, TextData, load_text, one_hot
+from nndk.config import DEFAULT_DIMS, ConfigError, TrainConfig, validate
+from nndk.data import load_text
 from nndk.files import clean_stale
-from nndk.learner import Learner, State
-from nndk.losses import Seeds, cross_entropy
-from nndk.models import read_model, resolve_dims
+from nndk.learner import Learner
+from nndk.models import declared_dims, read_model, resolve_dims
 from nndk.optim import learning_rate
-from nndk.unrolled import Unrolled
-from nnre.equations import Checked, check
-from nnre.equations.parser import parse
-from nnre.equations.roles import analyse
+from nndk.progress import Pace, Progress
+from nnre.equations import Checked
 from nnre.errors import NnreError
 from nnre.model import Model
 
@@ -41,18 +37,6 @@ class TrainingError(NnreError):
     """Training cannot go on (a non-finite loss, a model that does not fit the data)."""
 
     code = "training-error"
-
-
-@dataclass
-class Progress:
-    step: int
-    total: int
-    loss: float
-    val_loss: float | None
-    chars_per_s: float  # items per second: characters, or examples for arrays
-    sample: str | None = None
-    unit: str = "chars"
-    bits: bool = True  # the loss is a cross-entropy worth showing in bits per item
 
 
 class Trainer:
@@ -76,6 +60,8 @@ class Trainer:
         self.run_id: str | None = uuid.uuid4().hex  # tells this run's checkpoints from others
         self.best: float | None = None  # the lowest validation loss checkpointed
         self.notes: list[str] = []  # what a resume changed, for the caller to show
+        self.accuracy: float | None = None  # a classifier's, on the last training batch
+        self.clock: Callable[[], float] = time.perf_counter  # injectable for tests
 
     @property
     def params(self) -> dict[str, np.ndarray]:
@@ -108,6 +94,11 @@ class Trainer:
         raise NotImplementedError
 
     def evaluate(self) -> float | None:
+        """The mean validation loss (``--eval-iters`` batches of it, or all), or None."""
+        return self.evaluate_metrics()[0]
+
+    def evaluate_metrics(self) -> tuple[float | None, float | None]:
+        """(validation loss, validation accuracy of a classifier, else None)."""
         raise NotImplementedError
 
     def sample(self, length: int) -> str | None:
@@ -199,133 +190,33 @@ class Trainer:
     def _loop(self, checkpoint_dir: str | Path, report: Callable[[Progress], None],
               interrupted: list[bool], keep: int) -> None:
         total, c = self.total_steps(), self.config
-        start, done_at_start = time.perf_counter(), self.step
+        pace = Pace(self.items_per_step(), c.eval_every, self.clock)
+        pace.start()
         while self.step < total:
             loss = self.train_step()
-            rate = (self.step - done_at_start) * self.items_per_step() / (
-                time.perf_counter() - start + 1e-9)
+            pace.trained()
             self.history["train_loss"] = loss
+            if self.accuracy is not None:
+                self.history["train_accuracy"] = self.accuracy
             last = self.step == total
-            val = sample = None
+            val = sample = val_accuracy = None
             if self.step % c.eval_every == 0 or last:
-                val = self.evaluate()
+                val, val_accuracy = self.evaluate_metrics()
                 if val is not None:
                     self.history["val_loss"] = val
+                if val_accuracy is not None:
+                    self.history["val_accuracy"] = val_accuracy
                 sample_every = c.sample_every or c.eval_every
                 if c.sample_length > 0 and (self.step % sample_every == 0 or last):
                     sample = self.sample(c.sample_length)
                 self.save(checkpoint_dir, val, keep)
-            report(Progress(self.step, total, loss, val, rate, sample, self.unit, self.bits))
+                pace.evaluated()
+            report(Progress(self.step, total, loss, val, pace.rate(), sample, self.unit,
+                            self.bits, pace.eta(self.step, total), self.accuracy,
+                            val_accuracy))
             if interrupted:
                 self.save(checkpoint_dir, keep=keep)
                 raise KeyboardInterrupt
-
-
-class TextTrainer(Trainer):
-    """Characters in, the next character out: char-rnn's streams with carried state."""
-
-    kind = "text"
-
-    def __init__(self, config: TrainConfig, data_path: str | Path, equations: str,
-                 filename: str, data: TextData) -> None:
-        inputs = analyse(parse(equations, filename)).inputs
-        if len(inputs) != 1:
-            raise TrainingError(f"a character model needs exactly one input, {filename} has "
-                                f"{len(inputs)}: {', '.join(inputs)}")
-        self.input = inputs[0]
-        checked = check(equations, config.dims, filename=filename,
-                        known={self.input: (data.size,)})
-        check_budget(checked, config.optimizer, config.seq_length, config.batch_size)
-        self.output = pick_output(checked, data.size, filename)
-        super().__init__(config, Learner(checked, equations, config.optimizer, config.seed,
-                                         config.init), filename)
-        self.data_path = str(data_path)
-        self.data = data
-        self.batch_index = 0
-        self.carry: State | None = None
-        self.train_streams = Streams(data.train, config.batch_size, config.seq_length, "training")
-        self.val_streams = None
-        if len(data.val) > 1:
-            val_batch = max(1, min(config.batch_size, (len(data.val) - 1) // config.seq_length))
-            self.val_streams = Streams(data.val, val_batch, config.seq_length, "validation")
-
-    def steps_per_epoch(self) -> int:
-        return self.train_streams.batches
-
-    def items_per_step(self) -> int:
-        return self.config.seq_length * self.config.batch_size
-
-    def _forward(self, inputs: np.ndarray, carry: State | None) -> Unrolled:
-        steps, batch = inputs.shape
-        codes = inputs.reshape(-1)
-        feeds = {self.input: one_hot(codes, self.data.size, "float32")}
-        return self.learner.forward(feeds, steps, batch, carry, {self.input: codes})
-
-    def _loss(self, run: Unrolled, targets: np.ndarray, grad: bool) -> tuple[float, Seeds]:
-        prog = self.learner.prog
-        values = run.full[prog.outputs[self.output]]
-        return cross_entropy(prog, self.output, values, targets.reshape(-1), grad)
-
-    def train_step(self) -> float:
-        inputs, targets = self.train_streams.batch(self.batch_index)
-        run = self._forward(inputs, self.carry)
-        loss, seeds = self._loss(run, targets, grad=True)
-        self.check_loss(loss)
-        self.learner.update(run, seeds, self.learning_rate(), self.config.clip)
-        self.step += 1
-        self.batch_index += 1
-        if self.batch_index % self.train_streams.batches == 0:
-            self.carry = None  # the streams wrap around: start the next epoch from zero state
-        else:
-            self.carry = self.learner.final_state(run)
-        return loss
-
-    def evaluate(self) -> float | None:
-        """Mean cross-entropy (nats per character) over the whole validation split."""
-        if self.val_streams is None:
-            return None
-        carry, total = None, 0.0
-        for index in range(self.val_streams.batches):
-            inputs, targets = self.val_streams.batch(index)
-            run = self._forward(inputs, carry)
-            total += self._loss(run, targets, grad=False)[0]
-            carry = self.learner.final_state(run)
-        return total / self.val_streams.batches
-
-    def sample(self, length: int, prime: str | None = None) -> str:
-        """Text from the current weights, by the runtime's own ``Model.generate``; its own
-        seed (from the run's seed and the step), so training is not perturbed."""
-        vocab = list(self.data.vocab)
-        codecs = {self.input: {"id": "char", "vocab": vocab},
-                  self.output: {"id": "sample", "vocab": vocab}}
-        model = self.learner.runtime_model({"codecs": codecs})
-        seed = int(np.random.SeedSequence([self.config.seed, self.step]).generate_state(1)[0])
-        prime = prime or vocab[int(self.data.train[0])]
-        return "".join(model.generate(prime, length, temperature=self.config.temperature,
-                                      seed=seed))
-
-    def data_record(self) -> dict[str, Any]:
-        return {"input": self.input, "output": self.output, "vocab": self.data.vocab,
-                "data_path": self.data_path, "data_sha256": self.data.sha256,
-                "batch_index": self.batch_index,
-                "carry": sorted(f"{n}@{lag}" for n, lag in (self.carry or {}))}
-
-    def data_arrays(self) -> dict[str, np.ndarray]:
-        return {f"carry/{n}@{lag}": v for (n, lag), v in (self.carry or {}).items()}
-
-    def restore_data(self, arrays: dict[str, np.ndarray], record: dict[str, Any],
-                     where: str) -> None:
-        self.batch_index = record["batch_index"]
-        zero = self.learner.zero_state(self.config.batch_size)
-        carry = {}
-        for key in record["carry"]:
-            name, lag = key.rsplit("@", 1)
-            if (name, int(lag)) not in zero:
-                raise checkpoint.CheckpointError(f"{where}: field carry names {key!r}, not a "
-                                                 "state of the model")
-            shape = zero[(name, int(lag))].shape
-            carry[(name, int(lag))] = checkpoint.take(arrays, f"carry/{key}", shape, where)
-        self.carry = carry or None
 
 
 def pick_output(checked: Checked, size: int, filename: str, name: str | None = None) -> str:
@@ -347,10 +238,18 @@ def start(config: TrainConfig, data_path: str | Path, init_from: str | None = No
           ) -> Trainer:
     """A fresh trainer for ``config.model``: text files train characters, .npz/.csv arrays.
 
-    ``init_from`` (a bundle) supplies the initial weights, and nothing else.
+    ``init_from`` (a bundle) supplies the initial weights and the dimensions they fit (a
+    ``--set`` that disagrees is refused), and a character model's vocabulary (so every
+    character keeps its row of the weights); the optimizer starts fresh.
     """
     validate(asdict(config))
     text, filename = read_model(config.model)
+    source = None
+    if init_from is not None:
+        import nnre
+
+        source = nnre.load(init_from)
+        config.dims = dims_from_bundle(text, filename, config.dims, source.dims, init_from)
     config.dims = resolve_dims(text, filename, config.dims, DEFAULT_DIMS)
     trainer: Trainer
     if Path(data_path).suffix in (".npz", ".csv"):
@@ -358,13 +257,38 @@ def start(config: TrainConfig, data_path: str | Path, init_from: str | None = No
 
         trainer = ArrayTrainer(config, data_path, text, filename)
     else:
-        trainer = TextTrainer(config, data_path, text, filename,
-                              load_text(data_path, config.val_frac))
-    if init_from is not None:
-        import nnre
+        from nndk.train_text import TextTrainer
 
-        trainer.learner.load_weights(nnre.load(init_from).weights(), init_from)
+        vocab = bundle_vocab(source.metadata) if source is not None else None
+        data = load_text(data_path, config.val_frac, vocab, config.min_count)
+        trainer = TextTrainer(config, data_path, text, filename, data)
+        if data.folded[0]:
+            trainer.notes.append(f"{data.folded[0]} rare character(s) ({data.folded[1]} "
+                                 "occurrences) read as the unknown symbol U+FFFD "
+                                 f"(--min-count {config.min_count})")
+    if source is not None and init_from is not None:
+        trainer.learner.load_weights(source.weights(), init_from)
     return trainer
+
+
+def dims_from_bundle(text: str, filename: str, given: dict[str, int],
+                     bundle: dict[str, int], source: str) -> dict[str, int]:
+    """The dimensions of a run started from a bundle's weights: the bundle's, for each one
+    the model declares, with ``--set`` only where it agrees (the weights fit one size)."""
+    for name, size in given.items():
+        if name in bundle and bundle[name] != size:
+            raise ConfigError(f"--set {name}={size}: {source} has {name}={bundle[name]}, the "
+                              f"size its weights fit (leave --set {name} out to use it)")
+    declared = declared_dims(text, filename)
+    return {k: v for k, v in bundle.items() if k in declared} | given
+
+
+def bundle_vocab(metadata: dict[str, Any]) -> str | None:
+    """A character model's vocabulary, from its ``char`` codec; None for other bundles."""
+    for entry in (metadata.get("codecs") or {}).values():
+        if entry.get("id") == "char":
+            return "".join(entry["vocab"])
+    return None
 
 
 def resume(directory: str | Path, data_path: str | Path | None = None,

@@ -26,6 +26,8 @@ from nnre.equations import check
 from nnre.equations.parser import parse
 from nnre.equations.roles import Roles, analyse
 
+EVAL_STREAM = 0xE7A1  # keeps the --eval-iters row choice apart from other seeded choices
+
 
 class ArrayTrainer(Trainer):
     kind = "arrays"
@@ -35,12 +37,12 @@ class ArrayTrainer(Trainer):
                  filename: str) -> None:
         self.data_path = str(data_path)
         self.data_sha256 = hashlib.sha256(Path(data_path).read_bytes()).hexdigest()
-        arrays = load_arrays(data_path)
+        roles = analyse(parse(equations, filename))
+        arrays = load_arrays(data_path, [*roles.inputs, config.target])
         target = arrays.get(config.target)
         if target is None:
             raise DataError(f"{data_path}: no target array {config.target!r} (arrays: "
                             f"{', '.join(sorted(arrays))})")
-        roles = analyse(parse(equations, filename))
         self.recurrent = bool(roles.state)
         self.classes = config.loss == "ce" or (config.loss == "auto" and target.dtype.kind in "iu")
         _check_rows(data_path, arrays, [*roles.inputs, config.target])
@@ -94,14 +96,18 @@ class ArrayTrainer(Trainer):
         flat = target.reshape(steps * len(rows), *(() if self.classes else (-1,)))
         return feeds, flat, steps
 
-    def _loss(self, rows: np.ndarray, grad: bool) -> tuple[float, Seeds, Any]:
+    def _loss(self, rows: np.ndarray, grad: bool) -> tuple[float, Seeds, Any, tuple[int, int]]:
+        """Loss, seeds and run of ``rows``, and a classifier's (right, predictions): the rows
+        (and steps) whose largest output is the target."""
         feeds, target, steps = self._batch(rows)
         run = self.learner.forward(feeds, steps, len(rows), None)
         prog = self.learner.prog
         values = run.full[prog.outputs[self.output]]
         loss, seeds = LOSSES["ce" if self.classes else "mse"](prog, self.output, values, target,
                                                               grad)
-        return loss, seeds, run
+        hits = (int(np.count_nonzero(values.argmax(axis=1) == target)) if self.classes else 0,
+                len(target))
+        return loss, seeds, run, hits
 
     def train_step(self) -> float:
         size = self.config.batch_size
@@ -109,21 +115,35 @@ class ArrayTrainer(Trainer):
             self.order = self.learner.rng.permutation(self.train_rows)
             self.cursor = 0
         rows = self.order[self.cursor:self.cursor + size]
-        loss, seeds, run = self._loss(rows, grad=True)
+        loss, seeds, run, (right, predictions) = self._loss(rows, grad=True)
         self.check_loss(loss)
+        if self.classes:
+            self.accuracy = right / predictions
         self.learner.update(run, seeds, self.learning_rate(), self.config.clip)
         self.cursor += size
         self.step += 1
         return loss
 
-    def evaluate(self) -> float | None:
-        if len(self.val_rows) == 0:
-            return None
-        total, size = 0.0, self.config.batch_size
-        chunks = [self.val_rows[i:i + size] for i in range(0, len(self.val_rows), size)]
-        for rows in chunks:
-            total += self._loss(rows, grad=False)[0] * len(rows)
-        return total / len(self.val_rows)
+    def eval_rows(self) -> np.ndarray:
+        """The validation rows evaluated: all, or ``--eval-iters`` batches of them drawn once
+        from the seed (the same rows at every evaluation, so that losses compare)."""
+        count = self.config.eval_iters * self.config.batch_size
+        if not count or count >= len(self.val_rows):
+            return self.val_rows
+        rng = np.random.default_rng([self.config.seed, EVAL_STREAM])
+        return np.sort(rng.choice(self.val_rows, count, replace=False))
+
+    def evaluate_metrics(self) -> tuple[float | None, float | None]:
+        """Mean loss over the evaluated rows, and a classifier's accuracy on them."""
+        rows = self.eval_rows()
+        if len(rows) == 0:
+            return None, None
+        total, hits, counted, size = 0.0, 0, 0, self.config.batch_size
+        for chunk in (rows[i:i + size] for i in range(0, len(rows), size)):
+            loss, _, _, (right, predictions) = self._loss(chunk, grad=False)
+            total += loss * len(chunk)
+            hits, counted = hits + right, counted + predictions
+        return total / len(rows), (hits / counted if self.classes else None)
 
     def data_record(self) -> dict[str, Any]:
         return {"data_path": self.data_path, "data_sha256": self.data_sha256,

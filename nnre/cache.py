@@ -39,7 +39,7 @@ FORMAT = 2
 KEY_BYTES = 32
 MAX_ENTRY_BYTES = 64 * 1024 * 1024
 #: The files whose code decides what a compiled Program looks like.
-_COMPILER_FILES = ("compiler.py", "optimize.py", "program.py", "ops", "equations")
+_COMPILER_FILES = ("compiler.py", "lowering.py", "optimize.py", "program.py", "ops", "equations")
 _compiler_digest: str | None = None
 
 

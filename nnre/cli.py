@@ -9,14 +9,17 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
+import secrets
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import IO, Any
 
 import click
 
 from nnre import __version__, budget, bundle, loader
-from nnre.bundle.info import escaped, info, render
+from nnre.bundle.info import escaped, info, json_escaped, render
 from nnre.errors import EquationError, FeedError, NnreError
 from nnre.files import open_regular
 from nnre.threads import set_blas_threads
@@ -101,13 +104,16 @@ def cli() -> None:
 @threads_option
 @max_bytes_option
 @click.argument("path")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Machine-readable output: UTF-8 JSON, with Unicode kept as is (equations "
+                   "stay readable) except controls, bidi overrides and other invisible "
+                   "characters, written as \\uXXXX escapes.")
 @click.option("--no-tensors", is_flag=True, help="Leave out the tensor table.")
 def inspect(path: str, as_json: bool, no_tensors: bool) -> None:
     """Show a bundle's format, id, signature, equations, tensors and metadata."""
     facts = info(bundle.decode(path), tensors=not no_tensors)
-    if as_json:
-        click.echo(json.dumps(facts, indent=2, ensure_ascii=True))
+    if as_json:  # readable Unicode, but nothing a terminal would obey (json_escaped)
+        click.echo(json_escaped(json.dumps(facts, indent=2, ensure_ascii=False)))
     else:
         click.echo("\n".join(render(facts)))
 
@@ -134,28 +140,101 @@ class Sampling:
     temperature: float | None
     top_k: int | None
     top_p: float | None
+    min_p: float | None
+    repeat_penalty: float | None
+    repeat_last_n: int | None
     greedy: bool | None
-    seed: int | None
 
     def settings(self, recommended: dict[str, Any]) -> dict[str, Any]:
-        given = {k: v for k, v in vars(self).items() if v is not None and k != "seed"}
-        keys = ("temperature", "top_k", "top_p", "greedy")
-        return {k: v for k, v in recommended.items() if k in keys} | given
+        given = {k: v for k, v in vars(self).items() if v is not None}
+        return {k: v for k, v in recommended.items() if k in vars(self)} | given
 
 
-@cli.command()
+#: ``--stop`` escapes: what a shell's double quotes leave as two characters.
+ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "0": "\0", "\\": "\\", "'": "'", '"': '"'}
+_ESCAPE = re.compile(r"\\(x[0-9a-fA-F]{2}|u[0-9a-fA-F]{4}|.?)", re.S)
+
+
+def unescape(text: str) -> str:
+    """``\\n``, ``\\t``, ``\\r``, ``\\0``, ``\\\\``, quotes, ``\\xHH`` and ``\\uXXXX`` as the
+    characters they name; any other backslash is a ValueError naming it (never guessed)."""
+    def one(m: re.Match[str]) -> str:
+        code = m.group(1)
+        if code[:1] in "xu" and len(code) > 1:
+            return chr(int(code[1:], 16))
+        if code in ESCAPES:
+            return ESCAPES[code]
+        if not code:
+            raise ValueError("ends with a lone backslash (write \\\\ for one)")
+        raise ValueError(f"unknown escape '{escaped(m.group(0))}' (known: \\n \\t \\r \\0 "
+                         "\\\\ \\' \\\" \\xHH \\uXXXX; write a backslash as \\\\)")
+    return _ESCAPE.sub(one, text)
+
+
+def _stop_option(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    try:
+        return None if value is None else unescape(value)
+    except ValueError as err:
+        raise click.BadParameter(str(err)) from None
+
+
+RUN_HELP = """Generate text (streamed), or run tensors from --input / --input-jsonl.
+
+Sampling options left out take the bundle's recommended settings (`nnre inspect
+MODEL.bundle` shows them under 'sampling'), else the defaults named below. Without
+--seed a random one is used and printed on stderr, so a good text can be made again.
+
+\b
+Examples:
+  nnre run m.bundle -p "The " -n 200 --seed 7
+  nnre run m.bundle -p "The " --temp 0.7 --min-p 0.05 --repeat-penalty 1.1
+  nnre run m.bundle --prompt-file start.txt --stop "\\n\\n"
+  nnre run m.bundle -p "3 May." --num-samples 4 --seed 1   # 4 texts, one batch
+  nnre run m.bundle --temp 0                                # greedy
+  echo '{"x": [[0.1, 0.2, 0.3]]}' | nnre run m.bundle --input -
+"""
+
+
+@cli.command(help=RUN_HELP)
 @threads_option
 @max_bytes_option
 @click.argument("model_path", metavar="MODEL.bundle")
-@click.option("--prime", help="Text to start from (default: a newline if in the vocabulary).")
+@click.option("-p", "--prompt", "--prime", "prime", metavar="TEXT",
+              help="Text to start from, e.g. -p \"The \" (default: a newline if the "
+                   "vocabulary has one).")
+@click.option("--prompt-file", metavar="FILE",
+              help="Start from this UTF-8 file's text (- reads stdin), as is: its last "
+                   "newline included, e.g. --prompt-file start.txt.")
 @click.option("-n", "--length", type=click.IntRange(min=0), default=500, show_default=True,
               help="Characters to generate.")
-@click.option("--temperature", type=float, help="> 0; lower is more conservative.")
-@click.option("--top-k", type=click.IntRange(min=0), help="Keep the k most likely (0: off).")
-@click.option("--top-p", type=float, help="Keep the most likely mass p, in (0, 1].")
-@click.option("--greedy/--no-greedy", default=None, help="Always the most likely character.")
-@click.option("--seed", type=click.IntRange(min=0), help="Same seed, same text.")
-@click.option("--stop", help="Stop after generating this string.")
+@click.option("--num-samples", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Texts from the same prompt, generated as one batch and printed after one "
+                   "another, each under a header naming the --seed that gives it alone, "
+                   "e.g. --num-samples 4 --seed 1.")
+@click.option("--temperature", "--temp", type=click.FloatRange(min=0), metavar="T",
+              help="≥ 0: lower is more conservative, 0 is greedy (default: the bundle's, "
+                   "else 1.0), e.g. --temp 0.7.")
+@click.option("--top-k", type=click.IntRange(min=0), metavar="K",
+              help="Keep the K most likely characters, e.g. --top-k 10 (0: off, the default).")
+@click.option("--top-p", type=click.FloatRange(0, 1, min_open=True), metavar="P",
+              help="Keep the most likely characters holding mass P, in (0, 1], e.g. --top-p "
+                   "0.9 (1: off, the default).")
+@click.option("--min-p", type=click.FloatRange(0, 1), metavar="P",
+              help="Keep characters at least P times as likely as the most likely one, in "
+                   "[0, 1], e.g. --min-p 0.05 (0: off, the default).")
+@click.option("--repeat-penalty", type=click.FloatRange(min=0, min_open=True), metavar="X",
+              help="> 0: make characters seen in the last --repeat-last-n less likely "
+                   "(llama.cpp's rule), e.g. --repeat-penalty 1.1 (1: off, the default).")
+@click.option("--repeat-last-n", type=click.IntRange(min=0), metavar="N",
+              help="How many recent characters, prompt included, --repeat-penalty looks at, "
+                   "e.g. --repeat-last-n 200 (default 64; 0: off).")
+@click.option("--greedy/--no-greedy", default=None,
+              help="Always the most likely character (same as --temp 0).")
+@click.option("--seed", type=click.IntRange(min=0),
+              help="Same seed, same text (default: a random one, printed on stderr).")
+@click.option("--stop", callback=_stop_option,
+              help="Stop after generating this string; \\n, \\t, \\xHH, \\uXXXX are "
+                   "escapes, e.g. --stop \"\\n\\n\" ends at a blank line.")
 @click.option("--input", "input_path", metavar="FILE|-",
               help="Feeds: a JSON object of arrays or an .npz; prints outputs as JSON.")
 @click.option("--input-jsonl", metavar="FILE|-", help="One JSON object per line in and out.")
@@ -166,32 +245,69 @@ class Sampling:
               help="Skip the sha256 check of the weights (by default every load checks them, "
                    "except a large file already verified unchanged): a corrupted weight "
                    "would then go unnoticed.")
-def run(model_path: str, prime: str | None, length: int, temperature: float | None,
-        top_k: int | None, top_p: float | None, greedy: bool | None, seed: int | None,
-        stop: str | None, input_path: str | None, input_jsonl: str | None,
-        output_path: str | None, no_cache: bool, no_check_data: bool) -> None:
-    """Generate text (streamed), or run tensors from --input / --input-jsonl."""
+def run(model_path: str, prime: str | None, prompt_file: str | None, length: int,
+        num_samples: int, temperature: float | None, top_k: int | None, top_p: float | None,
+        min_p: float | None, repeat_penalty: float | None, repeat_last_n: int | None,
+        greedy: bool | None, seed: int | None, stop: str | None, input_path: str | None,
+        input_jsonl: str | None, output_path: str | None, no_cache: bool,
+        no_check_data: bool) -> None:
     if input_path and input_jsonl:
         raise FeedError("give --input or --input-jsonl, not both")
     if output_path and not input_path:
         raise FeedError("--output goes with --input")
+    if prime is not None and prompt_file is not None:
+        raise FeedError("give --prompt or --prompt-file, not both")
     model = loader.load(model_path, cache=not no_cache, check_data=False if no_check_data else None)
     if input_path or input_jsonl:
         _run_tensors(model, input_path, input_jsonl, output_path)
         return
-    sampling = Sampling(temperature, top_k, top_p, greedy, seed)
-    _generate(model, prime, length, sampling.settings(model.sampling), seed, stop)
+    if prompt_file is not None:
+        prime = _read_text(prompt_file, MAX_PROMPT_BYTES)
+    sampling = Sampling(temperature, top_k, top_p, min_p, repeat_penalty, repeat_last_n, greedy)
+    _generate(model, prime, length, num_samples, sampling.settings(model.sampling), seed, stop)
 
 
-def _generate(model: Any, prime: str | None, length: int, settings: dict[str, Any],
-              seed: int | None, stop: str | None) -> None:
+def _generate(model: Any, prime: str | None, length: int, count: int,
+              settings: dict[str, Any], seed: int | None, stop: str | None) -> None:
+    """Stream one text, or print ``count`` texts generated as one batch, each under a header
+    naming the seed that gives it alone. Without a seed (and not greedy) a random one is
+    used and said on stderr."""
     if prime is None:
         from nnre.generate import default_prime
 
         prime = default_prime(model)
-    chars = model.generate(prime, length, seed=seed, stop=stop, **settings)
+    random = seed is None and not settings.get("greedy") and settings.get("temperature") != 0
+    seed = secrets.randbelow(1 << 31) if random else seed
+    if count > 1:
+        from nnre.generate import check_batch
+
+        check_batch(model, count, kept=length)  # before a list of `count` primes is made
+    primes = prime if count == 1 else [prime] * count
+    steps = model.generate(primes, length, seed=seed, stop=stop, **settings)  # checks all
+    if random:  # said only now that the settings passed
+        what = "this text" if count == 1 else "these texts"
+        click.echo(f"note: --seed {seed} makes {what} again", err=True)
+    if count == 1:
+        _stream(prime, steps)
+        return
+    columns: list[list[str]] = [[] for _ in range(count)]
+    for step in steps:
+        for column, ch in zip(columns, step, strict=True):
+            column.append(ch)
+    texts = [f"--- sample {i + 1} of {count}"
+             + (f", --seed {seed + i}" if seed is not None else "") + " ---\n"
+             + prime + "".join(column) for i, column in enumerate(columns)]
+    _stream("\n".join(texts), iter(()))
+
+
+MAX_PROMPT_BYTES = 64 << 20  # a prompt is fed one character per step: 64 MiB is plenty
+
+
+def _stream(prime: str, chars: Iterator[str]) -> None:
+    """The prime, then each character as it is drawn, escaped (the vocabulary comes from the
+    file; newlines and tabs are kept), then a newline."""
     out: Any = sys.stdout.buffer
-    shown: dict[str, bytes] = {}  # the vocabulary comes from the file: escape, once per char
+    shown: dict[str, bytes] = {}  # escape once per character
 
     def show(text: str) -> bytes:
         if text not in shown:
@@ -199,6 +315,7 @@ def _generate(model: Any, prime: str | None, length: int, settings: dict[str, An
         return shown[text]
     try:
         out.write(escaped(prime, keep="\n\t").encode("utf-8", "backslashreplace"))
+        out.flush()
         for ch in chars:
             out.write(show(ch))
             out.flush()
@@ -206,6 +323,64 @@ def _generate(model: Any, prime: str | None, length: int, settings: dict[str, An
         out.flush()
     except BrokenPipeError:  # e.g. `| head`: stop quietly, and keep Python from complaining
         os.dup2(os.open(os.devnull, os.O_WRONLY), out.fileno())
+
+
+def _read_text(path: str, cap: int) -> str:
+    """A UTF-8 text file (``-``: stdin) of at most ``cap`` bytes, as is."""
+    where = "<stdin>" if path == "-" else path
+    with _open_input(path) as f:
+        raw = f.read(cap + 1)
+    if len(raw) > cap:
+        raise FeedError(f"{where}: more than {cap:,} bytes, the cap for this file")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise FeedError(f"{where}: not UTF-8 text (byte {err.start:,})") from None
+
+
+SCORE_HELP = """Bits per character and perplexity of a text under a text model.
+
+The text (UTF-8; - reads stdin) is read through the model's char codec from the zero
+state, after a newline when the vocabulary has one (not scored), and every character
+costs -log2 of the probability the model gave it one step before, as llama-perplexity
+scores tokens.
+
+\b
+Examples:
+  nnre score samples/lighthouse.bundle held-out.txt
+  nnre score m.bundle notes.txt --context 200      # chunks of 200, each from zero
+  nnre score m.bundle notes.txt --skip-unknown     # leave out what the vocab lacks
+"""
+
+
+@cli.command("score", help=SCORE_HELP)
+@threads_option
+@max_bytes_option
+@click.argument("model_path", metavar="MODEL.bundle")
+@click.argument("text_path", metavar="FILE|-")
+@click.option("--context", type=click.IntRange(min=1), metavar="N",
+              help="Score chunks of N characters, each read from the zero state, e.g. "
+                   "--context 200 (default: the whole text as one sequence).")
+@click.option("--skip-unknown", is_flag=True,
+              help="Leave out characters outside the vocabulary, and count them, instead of "
+                   "stopping at the first with an error naming its line and column (e.g. "
+                   "for a file with a few characters the training text lacked).")
+@click.option("--no-cache", is_flag=True, help="Neither read nor write the compile cache.")
+def score_command(model_path: str, text_path: str, context: int | None, skip_unknown: bool,
+                  no_cache: bool) -> None:
+    model = loader.load(model_path, cache=not no_cache)
+    where = "<stdin>" if text_path == "-" else text_path
+    text = _read_text(text_path, MAX_SCORE_BYTES)
+    result = model.score(text, context=context, skip_unknown=skip_unknown, source=where)
+    if not result.chars:
+        raise FeedError(f"{where}: no character to score (the text has {len(text)})")
+    skipped = f" ({result.skipped:,} not in the vocabulary, skipped)" if result.skipped else ""
+    click.echo(f"bits per character  {result.bits_per_char:.4f}\n"
+               f"perplexity          {result.perplexity:.4f}\n"
+               f"characters scored   {result.chars:,}{skipped}")
+
+
+MAX_SCORE_BYTES = 1 << 30  # the text is held in memory, with ~48 bytes per character more
 
 
 def _open_input(path: str) -> IO[bytes]:

@@ -317,7 +317,7 @@ def _vector_function(c: Compiler, node: Any, shape: tuple[int, int]) -> int:
     arg = c.memo[node.args[1]]
     rows = int(node.args[1].shape[0])
     axis = -1 if c.stage(arg) != "prologue" else (0 if rows != 1 else 1)
-    return c.emit(node.op, (arg,), shape, axis=axis)
+    return c.emit(node.op, (arg,), shape, axis=axis, **node.params)
 
 
 def _hadamard(c: Compiler, node: Any, shape: tuple[int, int]) -> int:

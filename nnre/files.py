@@ -10,6 +10,7 @@ returns at once even if the path was swapped for a FIFO in between) and checked 
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 import tempfile
@@ -51,6 +52,22 @@ def open_regular(path: str | os.PathLike[str], refuse: Callable[[str], Exception
                  "regular files (a pipe or device could block forever)")
 
 
+def target_folder(path: str | os.PathLike[str]) -> str:
+    """The existing directory ``path`` is to be written in (absolute). A missing one is an
+    OSError naming that directory as the user wrote it, rather than the temporary file that
+    could not be made in it."""
+    target = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(target))
+    if not os.path.isdir(folder):
+        shown, name = os.path.dirname(target) or ".", os.path.basename(target)
+        if os.path.exists(folder):
+            raise NotADirectoryError(errno.ENOTDIR, f"not a directory, cannot write {name} "
+                                     "in it", shown)
+        raise FileNotFoundError(errno.ENOENT, f"no such directory, cannot write {name} in it",
+                                shown)
+    return folder
+
+
 def atomic_write(path: str | os.PathLike[str], fill: Callable[[IO[bytes]], T],
                  prefix: str = ".", suffix: str = ".nnre.tmp") -> T:
     """Write ``path`` exactly as named, all or nothing: ``fill`` writes a fsynced temporary
@@ -58,7 +75,7 @@ def atomic_write(path: str | os.PathLike[str], fill: Callable[[IO[bytes]], T],
     ``fill`` (or anything) fails, the temporary file is removed and a previous file at
     ``path`` is left untouched."""
     target = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(target))
+    folder = target_folder(target)
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=prefix, suffix=suffix)
     try:
         with os.fdopen(fd, "wb") as f:

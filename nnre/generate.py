@@ -5,62 +5,126 @@ the one-hot 1 in the input buffer (two element writes), replay the lean one-step
 next ring phase. State never leaves the ring, so nothing is allocated or copied per character.
 Each call owns its own step stage (``Model.step_stage``), so generators are independent of each
 other and of ``Model.step`` (several may be interleaved, or run in different threads).
+
+Several primes run as one batch, one row each: one tape replay per character for all of them.
+Stream i draws with its own sampler seeded ``seed + i``, so it gives the text that prime alone
+gives with ``seed + i`` (up to the rounding of a batched matrix product, which could move a
+draw that lands within ~1e-7 of a boundary between two characters).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from operator import itemgetter
 from typing import Any
 
+from nnre import budget
 from nnre.codecs import Sampler, text_io
 from nnre.errors import FeedError
 
+SAMPLER_BYTES = 4096  # one Sampler besides its two arrays: objects, deque, PCG64 (~2.9 KiB)
 
-def generate(model: Any, prime: str, length: int, *, temperature: float = 1.0,
-             top_k: int | None = None, top_p: float | None = None, seed: int | None = None,
-             greedy: bool = False, stop: str | None = None) -> Iterator[str]:
-    """Check everything now (bad prime, settings), then return the lazy character stream."""
+
+def generate(model: Any, prime: str | Sequence[str], length: int, *,
+             seed: int | None = None, stop: str | None = None, **settings: Any
+             ) -> Iterator[Any]:
+    """Check everything now (bad prime, settings), then return the lazy character stream:
+    one-character strings for a ``str`` prime; for a list of primes, one tuple per step with
+    a character per prime ("" for a prime whose stream has stopped)."""
     io = text_io(model.metadata, list(model.inputs), list(model.outputs))
-    if not isinstance(prime, str) or not prime:
-        raise FeedError("generation needs a prime of at least one character")
+    primes = [prime] if isinstance(prime, str) else list(prime) \
+        if isinstance(prime, Sequence) else None
+    if not primes or not all(isinstance(p, str) and p for p in primes):
+        raise FeedError("generation needs a prime of at least one character (or a non-empty "
+                        "list of them)")
     if isinstance(length, bool) or not isinstance(length, int) or length < 0:
         raise FeedError(f"length must be an integer ≥ 0, got {length!r}")
-    codes = io.chars.encode(prime)
-    sampler = Sampler(len(io.chars.vocab), temperature=temperature, top_k=top_k,
-                      top_p=top_p, greedy=greedy, seed=seed)
-    return _stream(model, io.input, model.program.outputs[io.output], io.chars.vocab, codes,
-                   length, sampler, stop or "")
+    codes = [io.chars.encode(p) for p in primes]
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
+        raise FeedError(f"seed must be an integer ≥ 0, got {seed!r}")
+    check_batch(model, len(primes))  # now, not at the first character
+    samplers = [Sampler(len(io.chars.vocab), seed=None if seed is None else seed + i,
+                        **settings) for i in range(len(primes))]
+    for sampler, prime_codes in zip(samplers, codes, strict=True):
+        sampler.remember(prime_codes)
+    steps = _streams(model, io.input, model.program.outputs[io.output], io.chars.vocab, codes,
+                     length, samplers, stop or "")
+    return map(itemgetter(0), steps) if isinstance(prime, str) else steps
 
 
-def _stream(model: Any, input_name: str, out_index: int, vocab: list[str], codes: list[int],
-            length: int, sampler: Sampler, stop: str) -> Iterator[str]:
-    stage = model.step_stage(1)
-    x = stage.given[model.program.inputs[input_name]][0]  # the one-hot row the tape reads
-    rows = [model._out_rows(arrays, out_index, 1)[0] for arrays in stage.arrays]
+def check_batch(model: Any, count: int, kept: int = 0) -> None:
+    """Refuse a batch of ``count`` texts whose step buffers and samplers (and ``kept``
+    characters per text that the caller holds) would pass the memory budget, before any of
+    it is allocated."""
+    vocab = len(text_io(model.metadata, list(model.inputs), list(model.outputs)).chars.vocab)
+    per_text = SAMPLER_BYTES + 16 * vocab + 8 * (kept + 1)
+    budget.check(model.memory(count) + per_text * count,
+                 f"generating {count:,} texts as one batch", FeedError)
+
+
+def _streams(model: Any, input_name: str, out_index: int, vocab: list[str],
+             codes: list[list[int]], length: int, samplers: list[Sampler], stop: str
+             ) -> Iterator[tuple[str, ...]]:
+    batch = len(codes)
+    stage = model.step_stage(batch)
+    x = stage.given[model.program.inputs[input_name]]  # the rows the tape reads
+    rows = [model._out_rows(arrays, out_index, batch) for arrays in stage.arrays]
     tapes, phases = stage.tapes, stage.phases
-    fed = [0, 0]  # [the hot index of the one-hot row, steps taken]
+    hot = [0] * batch  # the hot index of each one-hot row
+    ids = input_name in model.program.ids  # x ∈ ℕ: fed the code itself
 
-    def feed(code: int) -> None:
-        """One step with ``code`` as the input character (the one-hot row is edited in place)."""
-        x[fed[0]] = 0
-        x[code] = 1
-        fed[0] = code
-        for f in tapes[fed[1] % phases]:
+    def feed(t: int, streams: Sequence[int], now: Sequence[int]) -> None:
+        """Step t with character ``now[i]`` for each stream i in ``streams``; the other rows
+        keep their input (one-hot rows are edited in place: two element writes)."""
+        for i in streams:
+            code = now[i]
+            if ids:
+                x[i, 0] = code
+                continue
+            x[i, hot[i]] = 0
+            x[i, code] = 1
+            hot[i] = code
+        for f in tapes[t % phases]:
             f()
-        fed[1] += 1
 
-    for code in codes:  # the prime: one step per character
-        feed(code)
-    tail = ""
+    t = _prime(stage, codes, feed)
+    live = list(range(batch))
+    drawn = [0] * batch  # each stream's last character, fed back at the next step
+    chars = [""] * batch  # "" stays for a stream that has stopped
+    tails = [""] * batch
     for n in range(length):
-        if n:  # feed back the character just drawn (the prime gave the first distribution)
-            feed(code)
-        code = sampler(rows[(fed[1] - 1) % phases])
-        yield vocab[code]
+        if n:  # feed back the characters just drawn (the primes gave the first distributions)
+            feed(t, live, drawn)
+            t += 1
+        out = rows[(t - 1) % phases]
+        for i in live:
+            drawn[i] = code = samplers[i](out[i])
+            chars[i] = vocab[code]
+        yield tuple(chars)
         if stop:
-            tail = (tail + vocab[code])[-len(stop):]
-            if tail == stop:
+            for i in live:
+                tails[i] = (tails[i] + chars[i])[-len(stop):]
+                if tails[i] == stop:
+                    chars[i] = ""
+            live = [i for i in live if tails[i] != stop]
+            if not live:
                 return
+
+
+def _prime(stage: Any, codes: list[list[int]], feed: Any) -> int:
+    """Feed the primes, aligned at their ends: a shorter one starts later, from the zero state
+    (its rows of the state ring are zeroed just before its first step). Returns the steps."""
+    longest = max(map(len, codes))
+    starts = [longest - len(c) for c in codes]
+    for t in range(longest):
+        for i, start in enumerate(starts):
+            if start == t and t:
+                for buffers in stage.ring.values():
+                    for buf in buffers:
+                        buf[i] = 0
+        streams = [i for i, start in enumerate(starts) if t >= start]
+        feed(t, streams, [c[t - s] if t >= s else 0 for c, s in zip(codes, starts, strict=True)])
+    return longest
 
 
 def default_prime(model: Any) -> str:

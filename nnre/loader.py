@@ -127,3 +127,9 @@ def check_signature(model: Model, h: Header) -> None:
         if got != want:
             raise BundleError("signature-mismatch", f"header says {want} but the equations "
                               f"give {got}", field=f"header.model.signature.{side}")
+    for name, codec in (h.metadata.get("codecs") or {}).items():
+        count = model.program.ids.get(name)
+        if codec.get("id") == "char" and count is not None and count != len(codec["vocab"]):
+            raise BundleError("bad-codec", f"{len(codec['vocab'])} entries, but the ids "
+                              f"input {name!r} indexes {count} rows",
+                              field=f"header.metadata.codecs.{name}.vocab")

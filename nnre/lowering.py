@@ -112,7 +112,7 @@ class Lowering:
         ins = self.writer.get(slot)
         while ins is not None and ins.op == "reshape":
             ins = self.writer.get(ins.args[0])
-        if ins is None or ins.op not in ("transpose", "slice"):
+        if ins is None or ins.op not in ("transpose", "slice", "permute"):
             return slot
         return self.emit("copy", (slot,), self.prog.slots[slot].shape)
 
@@ -149,6 +149,7 @@ class Lowering:
     # -- equations -----------------------------------------------------------------------
     def lower(self) -> Program:
         self.declare_leaves()
+        self.prog.ids = dict(self.shapes.ids)
         for name in self.roles.order:
             self.current = name
             eq = self.roles.equations[name]
@@ -193,6 +194,8 @@ class Lowering:
         kids = [values[id(k)] for k in ast.children(node)]
         if isinstance(node, ast.Number):
             return Value(self.literal(node.value), ())
+        if isinstance(node, ast.Name) and node.name in self.roles.dims:
+            return Value(self.literal(float(self.shapes.dims[node.name])), ())
         if isinstance(node, ast.Name):
             key = node.name if node.time is None or node.time >= 0 else \
                 state_symbol_name(node.name, -node.time)
@@ -211,8 +214,16 @@ class Lowering:
             return self.elementwise(COMPARISONS.get(node.op) or _BINARY[node.op], kids, shape)
         if isinstance(node, ast.Slice):
             return self.take(kids[0], node.start, node.stop, shape)
+        if isinstance(node, ast.Gather):
+            table, ids = kids
+            if self.per_example(table):
+                raise EquationError(f"the table of '{node.index.raw}' ids in the equation for "
+                                    f"'{self.current}' varies per example",
+                                    expected="a weight (a constant table)")
+            slots = (self.reshaped(table, api_shape(table.shape)), self.flat(ids))
+            return Value(self.emit("gather", slots, stored(shape)), shape)
         if isinstance(node, ast.Concat):
-            return self.concat(kids, shape)
+            return self.concat(kids, shape, node.across)
         assert isinstance(node, ast.Call)
         return self.call(node, kids, shape)
 
@@ -258,13 +269,14 @@ class Lowering:
         return Value(self.emit("slice", (self.full(v),), shape, start=start, stop=stop,
                                axis=axis), shape)
 
-    def concat(self, parts: list[Value], shape: tuple[int, ...]) -> Value:
+    def concat(self, parts: list[Value], shape: tuple[int, ...], across: bool) -> Value:
         per_example = any(self.per_example(p) for p in parts)
-        if per_example and len(shape) == 2 and shape[1] == 1:
+        if per_example and not across and len(shape) == 2 and shape[1] == 1:
             slots = tuple(self.flat(p) for p in parts)
             return Value(self.emit("concat", slots, (shape[0],), axis=-1), shape)
         slots = tuple(self.full(p) for p in parts)
-        return Value(self.emit("concat", slots, shape, axis=-len(shape)), shape)
+        return Value(self.emit("concat", slots, shape, axis=-1 if across else -len(shape)),
+                     shape)
 
     def call(self, node: ast.Call, args: list[Value], shape: tuple[int, ...]) -> Value:
         op = OPS[node.func]
@@ -276,7 +288,7 @@ class Lowering:
         if op.reduces:
             return self.reduce(op.name, args[0], shape)
         if op.vector:
-            return self.along(op.name, args[0], shape)
+            return self.along(op.name, args[0], shape, **dict(node.params))
         return self.elementwise(op.name, args, shape, **dict(node.params))
 
     def reduce(self, op: str, v: Value, shape: tuple[int, ...]) -> Value:
@@ -288,13 +300,14 @@ class Lowering:
         return Value(self.reshaped(out, shape if not self.per_example(v) else stored(shape)),
                      shape)
 
-    def along(self, op: str, v: Value, shape: tuple[int, ...]) -> Value:
-        """softmax and log_softmax: along a vector's entries, else along the last axis."""
+    def along(self, op: str, v: Value, shape: tuple[int, ...], **params: Any) -> Value:
+        """softmax, log_softmax, the norms: along a vector's entries, else the last axis."""
         if len(shape) == 2 and shape[1] == 1:
             if self.per_example(v):
-                return Value(self.emit(op, (self.flat(v),), (shape[0],), axis=-1), shape)
-            return Value(self.emit(op, (v.slot,), shape, axis=-2), shape)
-        return Value(self.emit(op, (self.full(v),), shape, axis=-1), shape)
+                return Value(self.emit(op, (self.flat(v),), (shape[0],), axis=-1, **params),
+                             shape)
+            return Value(self.emit(op, (v.slot,), shape, axis=-2, **params), shape)
+        return Value(self.emit(op, (self.full(v),), shape, axis=-1, **params), shape)
 
     def along_axis(self, op: str, v: Value, shape: tuple[int, ...], axis: int) -> Value:
         """``Σ(x; axis=k)``, ``softmax(x; axis=k)``: on the value with all its axes (a vector
@@ -307,7 +320,14 @@ class Lowering:
                     ) -> Value:
         """conv, pooling, flatten: arguments with all their axes, a bias as its entries."""
         op = OPS[node.func]
+        if op.name == "reshape":  # row-major entries, in the target's shape
+            v = args[0]
+            out = stored(shape) if self.per_example(v) else shape
+            return Value(self.reshaped(Value(self.contiguous(self.full(v)), v.shape), out),
+                         shape)
         attrs: dict[str, Any] = dict(self.shapes.attrs[id(node)])
+        if op.name == "permute":
+            return Value(self.emit("permute", (self.full(args[0]),), shape, **attrs), shape)
         slots = []
         for i, a in enumerate(args):
             if i == op.tensor_input:

@@ -9,7 +9,7 @@ Model built from a cached Program starts without it.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -80,13 +80,18 @@ class Model:
         roles = checked.roles
         extra = sorted(set(weights) - set(roles.params))
         if extra:
-            raise ShapeError(f"weight '{extra[0]}' is not a parameter of the equations",
-                             expected="one of " + ", ".join(roles.params or ["(none)"]),
-                             filename=filename)
+            names = ", ".join(f"'{k}'" for k in extra)
+            what = "is not a parameter" if len(extra) == 1 else "are not parameters"
+            raise ShapeError(f"weight{'s' if len(extra) > 1 else ''} {names} {what} of the "
+                             "equations", filename=filename,
+                             expected="one of " + ", ".join(roles.params or ["(none)"]))
+        wanted = param_shapes(checked)
+        missing = [f"'{k}' of shape {v}" for k, v in wanted.items() if k not in weights]
+        if missing:  # every one at once: fixing a weight file one name per run is tedious
+            raise ShapeError(f"missing weight{'s' if len(missing) > 1 else ''} "
+                             + ", ".join(missing), filename=filename)
         specs = {}
-        for name, want in param_shapes(checked).items():
-            if name not in weights:
-                raise ShapeError(f"missing weight '{name}' of shape {want}", filename=filename)
+        for name, want in wanted.items():
             if weights[name].shape not in (want, checked.shapes.of[name]):
                 raise ShapeError(f"weight '{name}' has shape {weights[name].shape}",
                                  expected=f"shape {want}", filename=filename)
@@ -148,6 +153,7 @@ class Model:
             else:
                 raise FeedError(f"input '{name}' has shape {arr.shape}; expected {spec.shape} "
                                 f"or (batch, {', '.join(map(str, spec.shape))})")
+            self._check_ids(name, arr)
             xs[name] = arr
         if len({a.shape[0] for a in xs.values()}) > 1 or batch < 1:
             raise FeedError(f"inputs disagree on the batch size or it is 0: "
@@ -204,15 +210,34 @@ class Model:
         """The bundle's recommended sampling settings (keyword arguments of generate)."""
         return dict(self.metadata.get("sampling") or {})
 
-    def generate(self, prime: str, length: int, temperature: float = 1.0,
+    def generate(self, prime: str | Sequence[str], length: int, temperature: float = 1.0,
                  top_k: int | None = None, top_p: float | None = None, seed: int | None = None,
-                 *, greedy: bool = False, stop: str | None = None) -> Iterator[str]:
+                 *, greedy: bool = False, stop: str | None = None, min_p: float | None = None,
+                 repeat_penalty: float = 1.0, repeat_last_n: int = 64) -> Iterator[Any]:
         """Text: feed ``prime``, then draw ``length`` characters, each fed back; an iterator
-        of one-character strings, produced as they are drawn (see nnre.generate)."""
+        of one-character strings, produced as they are drawn (see nnre.generate).
+
+        A list of primes runs as one batch: the iterator gives a tuple per step, one
+        character per prime ("" once its ``stop`` came); prime i samples with seed
+        ``seed + i``, so it gives what it gives alone with that seed. Sampling settings
+        (``nnre.codecs.Sampler``): temperature (0: greedy), top_k, top_p, min_p,
+        repeat_penalty over the last repeat_last_n characters (the prime's included).
+        """
         from nnre.generate import generate
 
         return generate(self, prime, length, temperature=temperature, top_k=top_k,
-                        top_p=top_p, seed=seed, greedy=greedy, stop=stop)
+                        top_p=top_p, seed=seed, greedy=greedy, stop=stop, min_p=min_p,
+                        repeat_penalty=repeat_penalty, repeat_last_n=repeat_last_n)
+
+    def score(self, text: str, *, prime: str | None = None, context: int | None = None,
+              skip_unknown: bool = False, source: str = "<text>") -> Any:
+        """Bits of each character of ``text`` read from the zero state after ``prime`` (a
+        newline by default, when the vocabulary has one); a ``nnre.scoring.Score`` with
+        ``bits``, ``positions``, ``bits_per_char``, ``perplexity`` (see nnre.scoring)."""
+        from nnre.scoring import score
+
+        return score(self, text, prime=prime, context=context, skip_unknown=skip_unknown,
+                     source=source)
 
     def run(self, feeds: Mapping[str, Any], state: Mapping[str, Any] | None = None
             ) -> tuple[Arrays, Arrays]:
@@ -322,6 +347,18 @@ class Model:
             spec = self._inputs[missing[0]]
             raise FeedError(f"missing input '{missing[0]}' of shape {spec.shape}")
 
+    def _check_ids(self, name: str, arr: np.ndarray) -> None:
+        """Ids (an input declared ∈ ℕ) are whole numbers 0 … n−1: checked before a kernel
+        indexes a table with them."""
+        count = self.program.ids.get(name)
+        if count is None:
+            return
+        bad = ~((arr >= 0) & (arr < count) & (arr == np.floor(arr)))
+        if bad.any():
+            where = tuple(int(i) for i in np.argwhere(bad)[0])
+            raise FeedError(f"input '{name}' holds {arr[where]} at index {list(where)}; its ids "
+                            f"are whole numbers 0 … {count - 1}")
+
     def _check_feeds(self, feeds: Mapping[str, Any]) -> tuple[Arrays, int, int, bool]:
         self._check_names(feeds)
         xs: Arrays = {}
@@ -335,6 +372,7 @@ class Model:
             elif not (arr.ndim == rank + 2 and arr.shape[2:] == spec.shape):
                 raise FeedError(f"input '{name}' has shape {arr.shape[1:]} per step; expected "
                                 f"{spec.shape} or (batch, {', '.join(map(str, spec.shape))})")
+            self._check_ids(name, arr)
             xs[name] = arr
             dims.add(arr.shape[:2])
         if len(dims) > 1:

@@ -50,6 +50,7 @@ class Program:
     state_in: dict[tuple[str, int], int] = field(default_factory=dict)  # (name, lag) → slot
     state_out: dict[str, int] = field(default_factory=dict)
     outputs: dict[str, int] = field(default_factory=dict)
+    ids: dict[str, int] = field(default_factory=dict)  # ids input → ids it may take (0 … n−1)
 
     def stage_list(self, stage: str) -> list[Instr]:
         return {"prologue": self.prologue, "pre": self.pre, "loop": self.loop,
@@ -112,6 +113,7 @@ def to_data(prog: Program) -> dict[str, Any]:
         "state_in": [[n, lag, i] for (n, lag), i in prog.state_in.items()],
         "state_out": sorted(prog.state_out.items()),
         "outputs": sorted(prog.outputs.items()),
+        "ids": sorted(prog.ids.items()),
     }
 
 
@@ -143,6 +145,9 @@ def from_data(data: Any) -> Program:
         prog.state_in = {(str(n), int(lag)): int(i) for n, lag, i in data["state_in"]}
         prog.state_out = {str(n): int(i) for n, i in data["state_out"]}
         prog.outputs = {str(n): int(i) for n, i in data["outputs"]}
+        prog.ids = {str(n): int(count) for n, count in data.get("ids", [])}
+        if not set(prog.ids) <= set(prog.inputs) or any(c < 1 for c in prog.ids.values()):
+            raise ProgramDataError("ids declared for something that is not an input")
     except ProgramDataError:
         raise
     except (KeyError, TypeError, ValueError) as err:

@@ -79,7 +79,7 @@ def bound_calls(ins: Instr, f: functools.partial[Any], arrays: list[Any]
     unfold = OPS[ins.op].unfold
     if unfold is not None:
         return unfold(*f.args, out=arrays[ins.out], **dict(ins.attrs))
-    if ins.op == "matmul":
+    if OPS[ins.op].products:
         return single_threaded(f)
     return [f]
 

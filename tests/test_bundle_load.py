@@ -127,7 +127,7 @@ def test_hostile_equations_fail_fast_and_run_nothing(text: str) -> None:
     t0 = time.perf_counter()
     with pytest.raises((EquationError, BundleError)):
         nnre.load(blob)
-    assert time.perf_counter() - t0 < 1.0
+    assert time.perf_counter() - t0 < 5.0  # generous: a busy 2-core CI machine
     assert not os.path.exists("/tmp/nnre_pwned")
 
 

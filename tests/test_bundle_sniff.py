@@ -56,6 +56,13 @@ CASES = [
     (lambda: b"\x89HDF\r\n\x1a\n" + bytes(8), "HDF5"),
     (lambda: b"\x1f\x8b\x08\x00", "gzip"),
     (lambda: "hₜ = tanh(W·xₜ)\n".encode(), "equations text file"),
+    (lambda: b"h_t = tanh(W x_t + U h_{t-1})\n", "equations text file"),
+    (lambda: "# a model\nxₜ ∈ ℝ^V\n".encode(), "equations text file"),
+    (lambda: b'"""A module."""\nx = 1\n', "Python source code"),
+    (lambda: b"import numpy as np\nW = np.eye(3)\n", "Python source code"),
+    (lambda: b"#!/usr/bin/env python3\nprint(1)\n", "Python source code"),
+    (lambda: b"total = 3\nname = lighthouse\n", "a text file"),
+    (lambda: "ₜ".encode() * 170 + b"\xe2", "a text file"),  # a character cut at byte 512
     (lambda: b'{"a": 1}', "JSON"),
     (lambda: b"", "an empty file"),
     (lambda: encode(lstm_content()).replace(b"\r\n", b"\n", 1), "text-mode transfer"),
@@ -72,3 +79,14 @@ def test_renamed_formats_are_named(make, looks_like, tmp_path) -> None:
     assert info.value.code == "bad-magic"
     assert looks_like in str(info.value)
     assert str(info.value).startswith(f"{path}: not a .bundle file: it looks like")
+
+
+def test_python_source_is_not_called_equations(tmp_path) -> None:
+    """The issue's case: `nnre run file.py` named an equations file (any '=' matched)."""
+    from pathlib import Path
+
+    from nnre.bundle.sniff import describe
+
+    source = Path(__file__).read_bytes()[:512]
+    assert describe(source) == "Python source code"
+    assert describe(b"x = 1\ny = x + 1\n") == "a text file"

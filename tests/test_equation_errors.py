@@ -24,13 +24,16 @@ V3 = "x ∈ ℝ^3\n"
 CASES = [
     # syntax
     ("trailing-operator", "y = x +", 1, 8, "unexpected end of line", "a name, a number"),
-    ("unclosed-paren", "y = (x", 1, 7, "unexpected end of line", "')'"),
+    ("unclosed-paren", "y = (x", 1, 5, "'(' is never closed", "')'"),
+    ("unclosed-outer-paren", "y = ((x) + 1", 1, 5, "'(' is never closed", "')'"),
+    ("unclosed-call", "y = tanh(x + 1", 1, 9, "'(' is never closed", "')' after the"),
+    ("unclosed-stack", V3 + "y = [x; x", 2, 5, "'[' is never closed", "']', ';' or ','"),
     ("stray-close", "y = x)", 1, 6, "unexpected ')'", "an operator or the end of the line"),
     ("no-target", "= x", 1, 1, "at the start of a statement", "a name"),
     ("no-equals", "y x", 1, 3, "unexpected 'x'", "'='"),
     ("exponent-not-number", "y = x^a", 1, 7, "unexpected 'a'", "a number as the exponent"),
     ("double-power", "y = x^2^3", 1, 8, "unexpected '^'", None),
-    ("horizontal-concat", V3 + "y = [x, x]", 2, 7, "horizontal concatenation", "';'"),
+    ("unclosed-concat", V3 + "y = [x, x", 2, 5, "'[' is never closed", "']', ';' or ','"),
     ("empty-concat", "y = []", 1, 6, "unexpected ']'", None),
     ("malformed-number", "y = 1.2.3", 1, 5, "malformed number", None),
     ("unclosed-subscript", "W_{ab = x", 1, 2, "unclosed subscript", "'}'"),
@@ -43,8 +46,21 @@ CASES = [
     ("unknown-char", "y = x $ 2", 1, 7, "unexpected character '$' (U+0024", None),
     ("unknown-char-line-2", "y = 3 # ok\nz = y ?", 2, 7, "unexpected character '?'", None),
     ("unknown-char-after-unicode", "hₜ = σ(xₜ) ¬", 1, 12, "U+00AC NOT SIGN", None),
+    ("superscript-alone", "y = h¹ + x", 1, 6, "unexpected character '¹' (U+00B9 SUPERSCRIPT ONE)",
+     "a layer index right before a subscript ('h¹ₜ'), 'h^{(1)}', or a power 'x^4'"),
+    ("superscript-four", "y = x⁴", 1, 6, "unexpected character '⁴' (U+2074", None),
+    ("layer-not-a-number", "y = W^{(a)} x", 1, 7, "unexpected '{' after '^'",
+     "or a layer index '^{(1)}' (a whole number) right after a name"),
     # functions
     ("unknown-function", "y = foo(x)", 1, 5, "unknown function 'foo'", "one of ReLU, abs"),
+    ("function-case", "xₜ ∈ ℝ^3\nyₜ = Tanh(xₜ)", 2, 6,
+     "unknown function 'Tanh'; did you mean 'tanh'?", "'tanh(…)', or a space before '('"),
+    ("function-close", "xₜ ∈ ℝ^3\nyₜ = relu6(xₜ)", 2, 6,
+     "unknown function 'relu6'; did you mean 'relu'?", None),
+    ("function-close-word", "y = sigmod(x)", 1, 5,
+     "unknown function 'sigmod'; did you mean 'sigmoid'?", None),
+    ("function-case-sub", "y = 2 ⊙ EXP(x)", 1, 9, "unknown function 'EXP'; did you mean 'exp'?",
+     None),
     ("arity", "y = tanh(a, b)", 1, 5, "tanh takes 1 argument, got 2", "one argument"),
     ("no-argument", "y = tanh", 1, 9, "function tanh needs an argument", None),
     ("define-function", "tanh = x", 1, 1, "'tanh' is a function", "a variable name"),
@@ -70,6 +86,20 @@ CASES = [
     ("input-defined", "y = x\ninput y", 2, 7, "input 'y' is also defined", None),
     ("output-undefined", "output q\n" + V3 + "y = x", 1, 8, "output 'q' is not defined", None),
     ("state-undefined", "state h\n" + V3 + "y = x", 1, 7, "state 'h' is never defined", None),
+    ("epsilon-free", "xₜ ∈ ℝ^3\nyₜ = xₜ / √(mean(xₜ²) + ε)", 2, 25,
+     "'ε' is read as a small constant but has no value: define it, e.g. 'ε = 1e-5', or "
+     "declare 'ε ∈ ℝ' to learn it", "'ε = 1e-5' or 'ε ∈ ℝ'"),
+    ("epsilon-free-static", V3 + "y = x + ϵ", 2, 9, "'ϵ' is read as a small constant", None),
+    ("dimension-defined", "x ∈ ℝ^H\nH = 3\ny = x / H", 2, 1,
+     "'H' is a dimension (declared on line 1) and cannot also be defined",
+     "another name for one of them (a dimension is a number: 'xₜ / H')"),
+    ("dimension-declared", "x ∈ ℝ^H\nH ∈ ℝ\ny = x / H", 2, 1,
+     "'H' is a dimension (declared on line 1) and cannot also be declared as a value", None),
+    ("dimension-timed", "xₜ ∈ ℝ^H\nyₜ = xₜ / Hₜ", 2, 11,
+     "'Hₜ': 'H' is a dimension (declared on line 1), a number without a time index",
+     "'H' without a time index"),
+    ("dimension-input", "input d_k\nx ∈ ℝ^d_k\ny = x / d_k", 1, 7,
+     "'d_k' is a dimension (declared on line 2) and cannot appear in 'input …'", None),
     ("no-equations", "# only a comment\n", None, None, "no equations found", None),
     # shapes: the message names the equation, both operands and both shapes
     ("matmul-mismatch", V3 + "W ∈ ℝ^(4×2)\ny = W x", 3, 7,
@@ -152,6 +182,11 @@ EXACT = [
      + ", ".join(sorted(FUNCTIONS)) + ")\n"
      "    y = foo(x)\n"
      "        ^"),
+    ("xₜ ∈ ℝ^3\nyₜ = Tanh(xₜ)",
+     "<equations>:2:6: unknown function 'Tanh'; did you mean 'tanh'? (expected 'tanh(…)', or "
+     "a space before '(' for a product)\n"
+     "    yₜ = Tanh(xₜ)\n"
+     "         ^"),
     ("hₜ = tanh(W hₜ₊₁)",
      "<equations>:1:13: 'hₜ₊₁' reads a future step (expected the current step (ₜ) or an earlier "
      "one (ₜ₋₁))\n"
@@ -167,6 +202,11 @@ EXACT = [
      "'x' is (3,) (columns of the left must equal rows of the right)\n"
      "    y = W x\n"
      "          ^"),
+    ("Q, K ∈ ℝ^(T×d_k)\nd_k = 8\nS = softmax(Q Kᵀ / √d_k)",
+     "<equations>:2:1: 'd_k' is a dimension (declared on line 1) and cannot also be defined "
+     "(expected another name for one of them (a dimension is a number: 'xₜ / d_k'))\n"
+     "    d_k = 8\n"
+     "    ^"),
     ("y = a\ny = b",
      "<equations>:2:1: 'y' is defined twice (first on line 1)\n"
      "    y = b\n"
@@ -221,7 +261,8 @@ def test_caps_fail_fast(text: str) -> None:
     with pytest.raises(EquationError) as info:
         check(text)
     elapsed = time.perf_counter() - start
-    assert elapsed < 1.0, f"{elapsed:.2f} s"
+    # ~0.2 s alone; generous for a busy 2-core CI machine, far below a quadratic blow-up
+    assert elapsed < 5.0, f"{elapsed:.2f} s"
     assert any(word in info.value.message for word in
                ("nested too deeply", "too large", "characters long")), str(info.value)
 
@@ -231,7 +272,7 @@ def test_caps_fail_fast_in_model() -> None:
     start = time.perf_counter()
     with pytest.raises(EquationError, match="nested too deeply"):
         Model.from_equations(text, {})
-    assert time.perf_counter() - start < 1.0
+    assert time.perf_counter() - start < 5.0
 
 
 LARGE_BUT_ALLOWED = [
@@ -278,3 +319,14 @@ def test_caret_under_decomposed_text() -> None:
     err = info.value
     assert (err.line, err.column) == (1, 9)
     assert str(err).split("\n")[1:] == ["    \u0109ₜ = x +", "    " + " " * 8 + "^"]
+
+
+def test_an_unclosed_paren_is_reported_where_it_opens() -> None:
+    """The whole message, as ``nndk check``/``gradcheck`` print it (exact: the oracle is the
+    text, with the caret under the '(' of line 2, column 10)."""
+    with pytest.raises(EquationError) as info:
+        check("xₜ ∈ ℝ^3\nyₜ = tanh((W xₜ)\n", filename="m.eqn")
+    assert str(info.value) == (
+        "m.eqn:2:10: '(' is never closed (expected ')' after the function's argument)\n"
+        "    yₜ = tanh((W xₜ)\n"
+        "             ^")

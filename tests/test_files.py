@@ -195,3 +195,20 @@ def test_every_train_option_has_a_resume_rule() -> None:
     options = {p.name for p in cli.commands["train"].params} - {"data", "resume_dir"}
     options = {{"init_scheme": "init", "bindings": "dims"}.get(o, o) for o in options}
     assert options | {f.name for f in fields(TrainConfig)} == set(RESUME)
+
+
+def test_a_write_into_a_missing_folder_names_the_folder(tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """Not the temporary that could not be made there (issue #15), and nothing is created."""
+    from nnre.files import atomic_write
+
+    (tmp_path / "file").write_text("x")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(FileNotFoundError) as missing:
+        atomic_write("no/such/m.bundle", lambda f: f.write(b"x"))
+    assert (missing.value.filename, missing.value.strerror) == (
+        "no/such", "no such directory, cannot write m.bundle in it")
+    with pytest.raises(NotADirectoryError) as not_dir:
+        atomic_write("file/m.bundle", lambda f: f.write(b"x"))
+    assert not_dir.value.filename == "file"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]

@@ -26,6 +26,12 @@ SETTINGS = {
     "top_p": {"top_p": 0.7},
     "all": {"temperature": 0.8, "top_k": 5, "top_p": 0.9},
     "greedy": {"greedy": True},
+    "temperature 0": {"temperature": 0},
+    "min_p": {"min_p": 0.3},
+    "min_p hot": {"min_p": 0.1, "temperature": 1.5, "top_k": 6},
+    "repeat_penalty": {"repeat_penalty": 1.3},
+    "repeat_penalty < 1": {"repeat_penalty": 0.7, "temperature": 0.9},
+    "greedy repeat_penalty": {"greedy": True, "repeat_penalty": 1.5},
 }
 
 
@@ -41,7 +47,7 @@ def test_generate_matches_the_oracle(model, name) -> None:
     want = oracle_text(weights, VOCAB, "ab c", 80, 11, **settings)
     got = "".join(model.generate("ab c", 80, seed=11, **settings))
     assert got == want
-    if name != "greedy":
+    if "greedy" not in name and name != "temperature 0":
         assert len(set(got)) > 2  # a real draw, not a constant
 
 
@@ -81,8 +87,11 @@ def test_bad_prime_lists_the_unknown_characters(model) -> None:
         model.generate("", 10)
 
 
-@pytest.mark.parametrize("bad", [{"temperature": 0}, {"temperature": float("nan")},
-                                 {"top_k": -1}, {"top_p": 0}, {"top_p": 1.5}, {"seed": -1}])
+@pytest.mark.parametrize("bad", [{"temperature": -0.5}, {"temperature": float("nan")},
+                                 {"top_k": -1}, {"top_p": 0}, {"top_p": 1.5}, {"seed": -1},
+                                 {"min_p": 1.5}, {"min_p": -0.1}, {"repeat_penalty": 0},
+                                 {"repeat_penalty": float("inf")}, {"repeat_last_n": -1},
+                                 {"repeat_last_n": 2.5}])
 def test_bad_settings_are_feed_errors(model, bad) -> None:
     with pytest.raises(FeedError, match=next(iter(bad))):
         model.generate("a", 5, **bad)
@@ -101,13 +110,44 @@ def test_sampler_matches_the_oracle_on_random_distributions() -> None:
     rng = np.random.default_rng(0)
     for name, settings in SETTINGS.items():
         sampler, oracle_rng = Sampler(12, seed=9, **settings), np.random.default_rng(9)
+        sampler.remember([3, 5])
+        history = [3, 5]
         for _ in range(300):
             p = rng.dirichlet(np.full(12, 0.3))
             p[rng.integers(12)] = 0.0  # zeros must never be drawn
-            want = oracle_draw([float(q) for q in p], oracle_rng, **settings)
+            want = oracle_draw([float(q) for q in p], oracle_rng, recent=history[-64:],
+                               **settings)
             got = sampler(p)
             assert got == want, name
             assert p[got] > 0
+            history.append(got)
+
+
+def test_min_p_keeps_what_is_at_least_min_p_times_the_top() -> None:
+    p = np.array([0.05, 0.4, 0.3, 0.25])  # 0.3 × 0.4 = 0.12: index 0 goes
+    sampler = Sampler(4, seed=0, min_p=0.3)
+    assert {sampler(p) for _ in range(400)} == {1, 2, 3}
+    sampler = Sampler(4, seed=0, min_p=0.7)  # 0.28: only 0.4 and 0.3 are kept
+    assert {sampler(p) for _ in range(400)} == {1, 2}
+    sampler = Sampler(4, seed=0, min_p=1.0, temperature=5.0)  # the top alone, however hot
+    assert {sampler(p) for _ in range(100)} == {1}
+
+
+def test_repeat_penalty_by_hand() -> None:
+    """The rule on numbers checked on paper: log2 p = [-1, -2, -3, -3] has mean -2.25, so the
+    centred logits are [1.25, 0.25, -0.75, -0.75] (× ln 2); indices 0 and 2 were seen, θ = 6:
+    the positive 1.25 is divided (0.2083…), the negative -0.75 multiplied (-4.5)."""
+    p = np.array([0.5, 0.25, 0.125, 0.125])
+    sampler = Sampler(4, seed=0, repeat_penalty=6.0, greedy=True)
+    sampler.remember([0, 2, 0])
+    z = np.array([1.25 / 6, 0.25, -4.5, -0.75])
+    want = 2.0 ** (z - z.max())
+    np.testing.assert_allclose(sampler._penalized(p), want, rtol=1e-12)
+    assert sampler(p) == 1  # 0 lost its lead
+    assert Sampler(4, seed=0, greedy=True)(p) == 0
+    window = Sampler(4, seed=0, repeat_penalty=6.0, repeat_last_n=2, greedy=True)
+    window.remember([0, 2, 3])  # 0 fell out of the last 2
+    assert window(p) == 0
 
 
 def test_top_k_and_top_p_keep_only_the_head() -> None:
@@ -185,8 +225,93 @@ def test_generating_from_a_model_that_outputs_nan_is_one_error_line(tmp_path) ->
     write(tmp_path / "nan.bundle", content)
     root = Path(__file__).resolve().parent.parent
     proc = subprocess.run([sys.executable, "-m", "nnre", "run", str(tmp_path / "nan.bundle"),
-                           "-n", "5", "--no-cache"], capture_output=True, text=True,
+                           "-n", "5", "--no-cache", "--seed", "0"], capture_output=True, text=True,
                           timeout=120, cwd=root, env={**os.environ, "PYTHONPATH": str(root)})
     assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
     assert proc.stderr.startswith("error: sampling step 1: the output is not a probability")
     assert proc.stderr.rstrip().endswith("[bad-output]") and proc.stderr.count("\n") == 1
+
+
+PRIMES = ["ab c", "h", "fed\nab", "a"]  # different lengths: aligned at their ends
+
+
+def test_a_batch_of_primes_is_each_prime_alone_with_seed_plus_i(model) -> None:
+    """One batched step per character, yet prime i gives what it gives alone with seed + i
+    (its own sampler), which is also the hand-written oracle's text."""
+    weights = lstm_weights(6, len(VOCAB), 3, "float64")
+    settings = {"temperature": 0.9, "top_k": 6, "min_p": 0.05, "repeat_penalty": 1.2}
+    steps = list(model.generate(PRIMES, 60, seed=5, **settings))
+    assert len(steps) == 60 and all(len(s) == len(PRIMES) for s in steps)
+    texts = ["".join(column) for column in zip(*steps, strict=True)]
+    for i, prime in enumerate(PRIMES):
+        alone = "".join(model.generate(prime, 60, seed=5 + i, **settings))
+        assert texts[i] == alone == oracle_text(weights, VOCAB, prime, 60, 5 + i, **settings)
+    assert len(set(texts)) == len(PRIMES)
+
+
+def test_a_batch_stops_each_stream_at_its_own_stop(model) -> None:
+    alone = ["".join(model.generate(p, 200, seed=7 + i)) for i, p in enumerate(PRIMES)]
+    stop = "a"  # every stream draws one sooner or later
+    steps = list(model.generate(PRIMES, 200, seed=7, stop=stop))
+    texts = ["".join(column) for column in zip(*steps, strict=True)]
+    for text, full in zip(texts, alone, strict=True):
+        assert text == full[:full.index(stop) + 1]
+    assert len(steps) == max(map(len, texts))  # ends when the last stream stopped
+    for i, text in enumerate(texts):  # a stopped stream gives "" from then on
+        assert all(len(s[i]) == 1 for s in steps[:len(text)])
+        assert all(s[i] == "" for s in steps[len(text):])
+    assert len(set(map(len, texts))) > 1
+
+
+def test_greedy_is_the_argmax_of_the_models_probabilities_step_by_step(model) -> None:
+    """Independent of the sampler: Model.step, argmax, feed it back."""
+    eye = np.eye(len(VOCAB))
+    for prime in PRIMES:
+        state, want = None, []
+        for ch in prime:
+            out, state = model.step({"x": eye[VOCAB.index(ch)]}, state)
+        for _ in range(40):
+            code = int(np.argmax(out["y"]))
+            want.append(VOCAB[code])
+            out, state = model.step({"x": eye[code]}, state)
+        assert "".join(model.generate(prime, 40, temperature=0)) == "".join(want)
+        assert "".join(model.generate(prime, 40, greedy=True)) == "".join(want)
+    batch = ["".join(c) for c in zip(*model.generate(PRIMES, 40, temperature=0), strict=True)]
+    assert batch == ["".join(model.generate(p, 40, greedy=True)) for p in PRIMES]
+
+
+@pytest.mark.parametrize("primes", [[], ["a", ""], ["a", 3], "", b"ab"])
+def test_a_bad_list_of_primes_is_a_feed_error(model, primes) -> None:
+    with pytest.raises(FeedError, match="prime of at least one character"):
+        model.generate(primes, 5)
+
+
+def test_a_batch_zeroes_a_late_primes_state_at_every_lag() -> None:
+    """State read two steps back lives in a ring of three phases: a shorter prime starts
+    later, so all of its ring rows must be zero at its first step, as when it runs alone."""
+    eq = ("xₜ ∈ ℝ^V\nhₜ ∈ ℝ^H\nhₜ = tanh(W xₜ + U hₜ₋₁ + Q hₜ₋₂ + b)\n"
+          "yₜ = softmax(W_y hₜ + b_y)\n")
+    rng = np.random.default_rng(0)
+    w = {"W": rng.normal(size=(4, 5)), "U": rng.normal(size=(4, 4)),
+         "Q": rng.normal(size=(4, 4)), "b": rng.normal(size=4),
+         "W_y": 2 * rng.normal(size=(5, 4)), "b_y": rng.normal(size=5)}
+    vocab = list("abcde")
+    m = nnre.Model.from_equations(eq, w, dtype="float64", metadata={"codecs": {
+        "x": {"id": "char", "vocab": vocab}, "y": {"id": "sample", "vocab": vocab}}})
+    assert m.step_stage(1).phases == 3
+    primes = ["abcde", "a", "cc", "edcba"]
+    batch = ["".join(c) for c in zip(*m.generate(primes, 50, seed=3), strict=True)]
+    assert batch == ["".join(m.generate(p, 50, seed=3 + i)) for i, p in enumerate(primes)]
+
+
+def test_a_batch_past_the_budget_is_refused_at_the_call(model) -> None:
+    from nnre import budget
+
+    try:
+        budget.set_limit(model.memory(1) + 100_000)
+        model.generate("a", 5)  # one text fits
+        with pytest.raises(FeedError, match="generating 100 texts as one batch: .* past the "
+                                            "memory budget"):
+            model.generate(["a"] * 100, 5)  # raised here, not at the first character
+    finally:
+        budget.set_limit(None)

@@ -8,8 +8,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from nnre.equations import check
+from nnre.equations import ast, check
 from nnre.equations.lexer import canonical_name, tokenize
+from nnre.equations.parser import parse
 from nnre.errors import EquationError
 from nnre.model import Model
 
@@ -56,6 +57,20 @@ NAMES = [
     ("Δh", "Δh", None),
     ("W2", "W2", None),
     ("h1ₜ₋₁", "h1", -1),
+    # layer indices: superscript digits right before a subscript, or ^{(n)}
+    ("h¹ₜ", "h^{(1)}", 0),
+    ("h²ₜ₋₁", "h^{(2)}", -1),
+    ("h¹_{t-1}", "h^{(1)}", -1),
+    ("h¹²ₜ", "h^{(12)}", 0),
+    ("W¹ₓ", "W^{(1)}_x", None),
+    ("W^{(1)}", "W^{(1)}", None),
+    ("W^{(01)}", "W^{(1)}", None),
+    ("W^{(1)}_{xh}", "W^{(1)}_xh", None),
+    ("W_{xh}^{(1)}", "W^{(1)}_xh", None),
+    ("h^{(1)}_t", "h^{(1)}", 0),
+    ("h_t^{(1)}", "h^{(1)}", 0),
+    ("h¹", None, None),  # no subscript follows: '¹' is not a power either
+    ("W^{(a)}", None, None),
 ]
 
 
@@ -77,6 +92,8 @@ def test_nfc_not_nfkc() -> None:
     assert unicodedata.normalize("NFKC", "x²") == "x2"
     kinds = [t.kind for t in tokenize("x²")[:2]]
     assert kinds == ["NAME", "POW"]
+    assert [t.kind for t in tokenize("xₜ² + x^(2)")[:7]] == ["NAME", "POW", "+", "NAME", "^",
+                                                              "(", "NUMBER"]
     # NFC does compose decomposed marks, so both spellings of ĉ are one name
     text = "xₜ ∈ ℝ^2\nĉₜ = tanh(xₜ)\nyₜ = c\u0302ₜ"
     checked = check(text)
@@ -144,6 +161,10 @@ EXPRESSIONS = [
     ("W U a", W @ U @ A),
     ("W (U a)", W @ (U @ A)),
     ("(W U) a", (W @ U) @ A),
+    # a one-letter or matrix-like name right before '(' stays a product (not a function)
+    ("W(a + b)", W @ (A + B)),
+    ("U(a)", U @ A),
+    ("W_c([a; b])", W24 @ np.concatenate([A, B])),
     # elementwise binds looser than the matrix product
     ("b ⊙ W a", B * (W @ A)),
     ("b * W a", B * (W @ A)),
@@ -388,3 +409,13 @@ def test_functions_of_one_element_vectors(func: str, oracle: object) -> None:
     for value in (0.25, 2.0):
         out = model.step({"x": np.array([value])})[0]["y"]
         np.testing.assert_allclose(out, oracle(np.array([value])), rtol=1e-12)  # type: ignore[operator]
+
+
+@pytest.mark.parametrize("text", ["y = Wx(a)", "y = W_h(a)", "y = U(h)", "y = σ_o(a)",
+                                  "y = lin (a)", "y = Tanh (a)"])
+def test_names_before_a_paren_that_stay_products(text: str) -> None:
+    """Only a function's spelling up to case or a close match of one is refused (and, as
+    before, a word of two or more lowercase letters written right before '('); a space
+    before '(' always makes a product."""
+    expr = parse(text).equations[0].expr
+    assert isinstance(expr, ast.Binary) and expr.op == "@"

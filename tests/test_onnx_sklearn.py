@@ -47,3 +47,41 @@ def test_regressor() -> None:
     got = _run(import_model(proto), {"X": X})[name].reshape(-1)
     np.testing.assert_allclose(got, reg.predict(X), rtol=0, atol=1e-4)
     np.testing.assert_allclose(got, ort_runner(proto)({"X": X})[name].reshape(-1), atol=1e-5)
+
+
+def test_an_imported_classifier_gets_its_labels_by_relabelling(tmp_path) -> None:
+    """nndk import, then nndk pack IMPORTED --codec NAME={argmax-label…}: nnre run --input
+    prints scikit-learn's own predictions as labels (the codec the import note points to)."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from click.testing import CliRunner
+
+    from nndk.cli import cli
+    from nnre.loader import load
+
+    names = np.array(["calm", "breeze", "gale"])
+    clf = _fit(MLPClassifier(hidden_layer_sizes=(8,), max_iter=200, random_state=0),
+               names[(X[:, 0] > 0).astype(int) + (X[:, 1] > 0)])
+    onnx_path = tmp_path / "clf.onnx"
+    onnx_path.write_bytes(to_onnx(clf, X[:1], options={"zipmap": False},
+                                  target_opset=17).SerializeToString())
+    runner = CliRunner()
+    imported = runner.invoke(cli, ["import", str(onnx_path), "-o", str(tmp_path / "i.bundle")])
+    assert imported.exit_code == 0, imported.output
+    outputs = json.loads(load(tmp_path / "i.bundle").metadata["extra"]["onnx.outputs"])
+    name = outputs["probabilities"][0]
+    codec = json.dumps({"id": "argmax-label", "labels": [str(c) for c in clf.classes_]})
+    packed = runner.invoke(cli, ["pack", str(tmp_path / "i.bundle"), "--name", "clf",
+                                 "--version", "1.0.0", "--codec", f"{name}={codec}",
+                                 "-o", str(tmp_path / "labelled.bundle")])
+    assert packed.exit_code == 0, packed.output
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    proc = subprocess.run([sys.executable, "-m", "nnre", "run", str(tmp_path / "labelled.bundle"),
+                           "--input", "-"], input=json.dumps({"X": X.tolist()}),
+                          capture_output=True, text=True, env=env, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)[f"{name}.label"] == list(clf.predict(X))

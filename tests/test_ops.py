@@ -24,6 +24,8 @@ CALLS: dict[str, tuple[list[tuple[int, ...]], dict[str, Any]]] = {
     "matmul": ([(3, 4), (4, 5)], {}), "rowdot": ([(3, 4), (3, 4)], {}),
     "pow": ([(3, 4)], {"exponent": 3.0}),
     "softmax": ([(3, 4)], {"axis": -1}), "log_softmax": ([(3, 4)], {"axis": -1}),
+    "layer_norm": ([(3, 4)], {"axis": -1, "eps": 0.1}),
+    "rms_norm": ([(3, 4)], {"axis": -1, "eps": 0.1}),
     "concat": ([(3, 2), (3, 4)], {"axis": -1}),
     "slice": ([(3, 6)], {"start": 1, "stop": 4}), "reshape": ([(3, 4)], {"shape": (3, 2, 2)}),
     "transpose": ([(3, 4)], {}),
@@ -33,24 +35,40 @@ CALLS: dict[str, tuple[list[tuple[int, ...]], dict[str, Any]]] = {
     **{name: ([(3, 4), (3, 4)], {}) for name in ("less", "greater", "less_equal",
                                                  "greater_equal")},
     "leaky_relu": ([(3, 4)], {"slope": 0.2}), "clip": ([(3, 4)], {"min": -0.5, "max": 1.5}),
+    "conv": ([(4, 1, 3, 3), (3, 2, 5, 4)], {"stride": (2, 1), "pads": (1, 0, 0, 1),
+                                           "dilation": (1, 2), "groups": 2}),
+    "conv_bias": ([(3, 2, 3), (3, 2, 6), (3,)], {"stride": (1,), "pads": (1, 1),
+                                                 "dilation": (1,), "groups": 1}),
+    "maxpool": ([(3, 2, 5, 4)], {"kernel": (2, 2), "stride": (1, 2), "pads": (1, 0, 0, 0)}),
+    "avgpool": ([(3, 2, 7)], {"kernel": (3,), "stride": (2,), "pads": (1, 1)}),
+    "gather": ([(5, 4), (3, 2)], {}),
+    "permute": ([(3, 2, 4)], {"axes": (1, 0)}),  # a table, and 2 ids per example (drawn as ids)
 }
+#: Arguments that are constants (no rows): matmul's matrix, a convolution's weight and bias.
+CONSTANT = {("matmul", 1), ("conv", 0), ("conv_bias", 0), ("conv_bias", 2), ("gather", 0)}
+#: Arguments that are whole numbers (ids): no derivative to difference.
+WHOLE = {("gather", 1)}
 UNARY: tuple[list[tuple[int, ...]], dict[str, Any]] = ([(3, 4)], {})
 
 
 def _args(name: str, rng: np.random.Generator) -> tuple[list[np.ndarray], dict[str, Any]]:
     shapes, attrs = CALLS.get(name, UNARY)
     low = 0.2 if name in ("log", "sqrt", "div", "pow") else -2.0  # inside the domain
+    if name == "gather":  # a table and whole-number ids into it
+        return [rng.uniform(low, 2.0, shapes[0]),
+                rng.integers(0, shapes[0][0], shapes[1]).astype(float)], attrs
     return [rng.uniform(low, 2.0, s) for s in shapes], attrs
 
 
 def _forward(op: Op, args: list[np.ndarray], attrs: dict[str, Any]) -> np.ndarray:
     if op.view:
         return np.array(op.kernel(*args, **attrs))
-    # per-example arguments lose their rows in a shape rule; matmul's weight is a constant
-    shapes = [a.shape if (op.name, i) == ("matmul", 1) else a.shape[1:]
+    # per-example arguments lose their rows in a shape rule; constants keep their shape
+    shapes = [a.shape if (op.name, i) in CONSTANT else a.shape[1:]
               for i, a in enumerate(args)]
     shape = op.shape(*shapes, **attrs)
-    out = np.empty((args[0].shape[0], *shape))
+    rows = next(a.shape[0] for i, a in enumerate(args) if (op.name, i) not in CONSTANT)
+    out = np.empty((rows, *shape))
     op.kernel(*args, out=out, **attrs)
     return out
 
@@ -64,7 +82,11 @@ def test_every_op_defines_what_its_consumers_need() -> None:
         else:
             assert op.vjp is not None, f"{name}: no VJP"
         assert op.reads <= {"args", "out"}, name
-        if op.spellings and not op.tensor:  # SymPy (vector reading) and constant folding
+        if op.param_attrs is not None:  # parameters become attributes through a rule
+            made = op.param_attrs(2, **op.params)
+            assert set(made) == set(op.attrs), name
+            assert all(isinstance(v, op.attrs[k]) for k, v in made.items()), name
+        elif op.spellings and not op.tensor:  # SymPy (vector reading) and constant folding
             assert op.fold is not None, name
             assert op.vector or op.arity > 1 or op.sympy is not None, name
             assert set(op.params) <= set(op.attrs), name  # parameters become attributes
@@ -79,7 +101,7 @@ def test_every_op_defines_what_its_consumers_need() -> None:
 def test_spellings_and_onnx_names_are_unambiguous() -> None:
     spellings = [(s, op.arity) for op in OPS.values() for s in op.spellings]
     assert len(spellings) == len(set(spellings)) == len(BY_ARITY)  # one op per arity
-    assert set(FUNCTIONS) == {s for s, _ in spellings}
+    assert set(FUNCTIONS) == {s for op in OPS.values() for s in op.spellings}
     onnx = [t for op in OPS.values() for t in op.onnx_import]
     assert len(onnx) == len(set(onnx)) == len(BY_ONNX)
     assert all(rule_for(t) for t in BY_ONNX)  # the importer converts every op it is said to
@@ -116,6 +138,9 @@ def _vjp_case(name: str, seed: int) -> tuple[Any, np.random.Generator, list[np.n
 def test_vjp_against_central_differences(name: str) -> None:
     op, rng, args, attrs, out, c = _vjp_case(name, 7)
     for i, arg in enumerate(args):
+        if (name, i) in WHOLE:
+            assert not np.any(op.vjp(c, out, args, attrs, i))  # ids: nothing flows back
+            continue
         t, eps = rng.normal(size=arg.shape), 1e-6
         plus = [a + eps * t if k == i else a for k, a in enumerate(args)]
         minus = [a - eps * t if k == i else a for k, a in enumerate(args)]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -15,7 +16,7 @@ from click.testing import CliRunner
 
 import nnre
 from nndk.cli import cli
-from nndk.pack import PackError, PackRequest, build_content, pack
+from nndk.pack import PackError, PackRequest, build_content, pack, parse_codecs
 from nnre.errors import ShapeError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -66,13 +67,19 @@ def test_source_date_epoch_sets_created(files, tmp_path, monkeypatch) -> None:
     assert nnre.load(out).metadata["created"] == "1970-01-02T00:00:00Z"
 
 
-def test_float64_weights_pack_as_float64(tmp_path) -> None:
+def test_float64_weights_pack_as_float32_unless_asked(tmp_path) -> None:
+    """NumPy makes float64 arrays by default, so they are what most .npz files hold; a bundle
+    is float32 unless --dtype float64 says otherwise (issue #15)."""
     eqn = tmp_path / "m.eqn"
     eqn.write_text(LSTM, encoding="utf-8")
     npz = tmp_path / "w.npz"
     np.savez(npz, **lstm_weights(dtype="float64"))
     pack(request(eqn, npz, tmp_path / "m.bundle"))
-    assert nnre.load(tmp_path / "m.bundle").dtype == "float64"
+    assert nnre.load(tmp_path / "m.bundle").dtype == "float32"
+    pack(request(eqn, npz, tmp_path / "m64.bundle", dtype="float64"))
+    assert nnre.load(tmp_path / "m64.bundle").dtype == "float64"
+    help_text = CliRunner().invoke(cli, ["pack", "--help"]).output
+    assert "Default:" in help_text and "float32 (float64" in help_text
 
 
 def _with(weights: dict, tmp_path: Path) -> Path:
@@ -83,7 +90,11 @@ def _with(weights: dict, tmp_path: Path) -> Path:
 
 @pytest.mark.parametrize("change, message", [
     (lambda w: w.pop("b_y"), "missing weight 'b_y' of shape (4,)"),
+    (lambda w: (w.pop("b_y"), w.pop("W_f")),
+     "missing weights 'W_f' of shape (3, 4), 'b_y' of shape (4,)"),
     (lambda w: w.update(Q=np.zeros(3, np.float32)), "weight 'Q' is not a parameter"),
+    (lambda w: w.update(Q=np.zeros(3, np.float32), R=np.zeros(1, np.float32)),
+     "weights 'Q', 'R' are not parameters of the equations (expected one of "),
     (lambda w: w.update(W_c=w["W_c"].T), "'W_c' is (4, 3)"),
 ])
 def test_bad_weights_are_named(files, tmp_path, change, message) -> None:
@@ -169,3 +180,91 @@ def test_a_bundle_requires_the_language_version_its_equations_use(tmp_path) -> N
     with pytest.raises(BundleError, match="version 2 of the equation language") as err:
         load(blob, cache=False)
     assert err.value.code == "signature-mismatch" and err.value.field == "header.requires"
+
+
+def _pack_cli(*args: str) -> str:
+    result = CliRunner().invoke(cli, ["pack", *args])
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def test_relabel_a_bundle_names_its_parent(files, tmp_path) -> None:
+    """nndk pack BUNDLE: a new name, version and labels; the same model (equations, weights,
+    outputs), what the parent carried kept, and lineage.parent = the parent's id."""
+    eqn, npz = files
+    parent = tmp_path / "parent.bundle"
+    vocab = list("abcdefg")
+    pack(request(eqn, npz, parent, description="first", license="MIT", meta=("k=v",),
+                 codecs={"x": {"id": "char", "vocab": vocab},
+                         "y": {"id": "sample", "vocab": vocab}}))
+    child = tmp_path / "child.bundle"
+    out = _pack_cli(str(parent), "--name", "renamed", "--version", "2.0.0", "--meta", "stage=rc",
+                    "--created", "2024-06-01T00:00:00Z", "-o", str(child))
+    old, new = nnre.load(parent), nnre.load(child)
+    assert out.startswith(f"packed {child}: 14 tensors, ") and new.bundle_id in out
+    assert new.metadata["lineage"] == {"parent": old.bundle_id}
+    assert (new.metadata["name"], new.metadata["version"]) == ("renamed", "2.0.0")
+    assert new.metadata["created"] == "2024-06-01T00:00:00Z"
+    assert new.metadata["extra"] == {"k": "v", "stage": "rc"}
+    for key in ("description", "license", "codecs"):
+        assert new.metadata[key] == old.metadata[key], key
+    assert new.equations == old.equations and new.dtype == old.dtype == "float32"
+    for name, value in old.weights().items():
+        np.testing.assert_array_equal(new.weights()[name], value)
+    xs = {"x": np.random.default_rng(0).standard_normal((5, 2, 7)).astype(np.float32)}
+    np.testing.assert_array_equal(new.run(xs)[0]["y"], old.run(xs)[0]["y"])
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, "-m", "nnre", "inspect", str(child)],
+                          capture_output=True, text=True, env=env, timeout=60)
+    assert f"parent       {old.bundle_id}" in proc.stdout.splitlines()
+
+
+def test_relabel_refuses_weights_and_keeps_a_chain(files, tmp_path) -> None:
+    eqn, npz = files
+    a, b, c = (tmp_path / f"{n}.bundle" for n in "abc")
+    pack(request(eqn, npz, a))
+    with pytest.raises(PackError, match=r"--weights goes with an \.eqn file; .*a\.bundle has "
+                                        "its weights"):
+        pack(request(a, npz, b))
+    pack(PackRequest(a, None, b, "b", "1.0.1"))
+    pack(PackRequest(b, None, c, "c", "1.0.2", dtype="float64"))
+    ids = [nnre.load(p).bundle_id for p in (a, b)]
+    assert nnre.load(b).metadata["lineage"]["parent"] == ids[0]
+    assert nnre.load(c).metadata["lineage"]["parent"] == ids[1]
+    assert nnre.load(c).dtype == "float64"
+
+
+def test_codecs_added_to_a_bundle_reach_nnre_run(tmp_path) -> None:
+    """An imported (or any) bundle without codecs gets an argmax-label one by relabelling;
+    nnre run --input then prints the label. The codec is checked by the bundle validator."""
+    eqn = tmp_path / "m.eqn"
+    eqn.write_text("input x\nx ∈ ℝ^2\ny = W x\n", encoding="utf-8")
+    npz = tmp_path / "w.npz"
+    np.savez(npz, W=np.array([[1.0, 0.0], [0.0, 1.0], [-1.0, -1.0]]))
+    plain, labelled = tmp_path / "plain.bundle", tmp_path / "labelled.bundle"
+    pack(request(eqn, npz, plain))
+    labels = tmp_path / "labels.json"
+    labels.write_text('{"id": "argmax-label", "labels": ["first", "second", "neither"]}')
+    _pack_cli(str(plain), "--name", "m", "--version", "1.0.0", "--codec", f"y=@{labels}",
+              "-o", str(labelled))
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, "-m", "nnre", "run", str(labelled), "--input", "-"],
+                          input='{"x": [[2, 1], [0, 3], [-1, -1]]}', capture_output=True,
+                          text=True, env=env, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["y.label"] == ["first", "second", "neither"]
+    with pytest.raises(nnre.BundleError, match="codec 'char' applies to") as err:
+        pack(request(plain, None, tmp_path / "bad.bundle",
+                     codecs={"y": {"id": "char", "vocab": ["a", "b", "c"]}}))
+    assert err.value.code == "bad-codec"
+
+
+@pytest.mark.parametrize("value, message", [
+    ("y", "--codec expects NAME=JSON or NAME=@FILE, got 'y'"),
+    ("y={", "--codec y: not JSON (Expecting property name"),
+    ("y=[1]", "--codec y: expected a JSON object like"),
+])
+def test_bad_codec_options(value: str, message: str) -> None:
+    with pytest.raises(PackError) as err:
+        parse_codecs([value])
+    assert str(err.value).startswith(message)

@@ -60,3 +60,11 @@ def test_entries_print_as_written() -> None:
         expr = parse(text).equations[0].expr
         assert render(parse("y = " + render(expr)).equations[0].expr) == render(expr)
     assert render(parse("y = x[0:2] + (W x)[1]").equations[0].expr) == "x[0:2] + (W · x)[1]"
+
+
+def test_a_subscript_that_is_not_letters_and_digits_prints_in_braces() -> None:
+    """``W₋`` is the name ``W_-``; printed as ``W_-`` it would not read back."""
+    for text, shown in (("y = W₋ x", "W_{-} · x"), ("y = W_{1,x} + W_{(1)}", "W_{1,x} + W_{(1)}")):
+        expr = parse(text).equations[0].expr
+        assert render(expr) == shown
+        assert render(parse("y = " + shown).equations[0].expr) == shown

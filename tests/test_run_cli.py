@@ -73,8 +73,8 @@ def test_characters_stream_before_the_process_ends(text_model) -> None:
 
 @pytest.mark.parametrize("args, message", [
     (["--prime", "aQz€"], "3 character(s) not in the model's vocabulary: 'Q' 'z' '€'"),
-    (["--temperature", "0"], "temperature must be a finite number > 0"),
-    (["--top-p", "1.5"], "top_p must be in (0, 1]"),
+    (["--temperature", "nan"], "temperature must be a finite number ≥ 0 (0: greedy)"),
+    (["--top-p", "1.5"], "Invalid value for '--top-p': 1.5 is not in the range 0<x<=1."),
     (["--top-k", "-2"], "Invalid value for '--top-k'"),
     (["--output", "o.npz"], "--output goes with --input"),
 ])
@@ -88,6 +88,9 @@ def test_missing_or_wrong_files(tmp_path) -> None:
     for path in (tmp_path / "nope.bundle", Path(__file__)):
         code, _, err = nnre_run(str(path), "-n", "3")
         assert code == 1 and err.startswith("error:") and err.count("\n") == 1
+    # issue #15: this Python file was 'an equations text file' (it has '=' near the top)
+    assert f"{Path(__file__)}: not a .bundle file: it looks like Python source code (expected " \
+           "the magic 89 4e 4e 52 45 0d 0a 1a)" in err
 
 
 @pytest.fixture(scope="module")

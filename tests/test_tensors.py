@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from nnre.equations import check, param_shapes
-from nnre.errors import EquationError, ShapeError
+from nnre.errors import EquationError, FeedError, ShapeError
 from nnre.model import Model
 
 RNG = np.random.default_rng(0)
@@ -154,3 +154,126 @@ def test_onnx_export_of_tensor_models_matches_onnxruntime() -> None:
     out, nxt = m.step({"x": x}, {"h": h})
     np.testing.assert_allclose(got["y"], out["y"], rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(got["h_next"], nxt["h"], rtol=1e-5, atol=1e-6)
+
+
+def test_side_by_side_blocks_and_reshape_against_numpy() -> None:
+    text = """
+        input x, X
+        x ∈ ℝ^3
+        X ∈ ℝ^(3×4)
+        M ∈ ℝ^(3×2)
+        Y ∈ ℝ^(6×5)
+        Z ∈ ℝ^(4×3)
+        B = [x, X ⊙ 2; M, Xᵀ[0:3]ᵀ[0:3]ᵀ[0:3]]
+        Y = reshape(B)
+        Z = reshape(Xᵀ)
+        """
+    m, w = _model(text, M=(3, 2))
+    x, X = RNG.normal(size=(2, 3)), RNG.normal(size=(2, 3, 4))
+    out, _ = m.step({"x": x, "X": X})
+    top = np.concatenate([x[:, :, None], X * 2], axis=2)
+    bottom = np.concatenate([np.broadcast_to(w["M"], (2, 3, 2)),
+                             np.swapaxes(X[:, :, 0:3], 1, 2)], axis=2)
+    B = np.concatenate([top, bottom], axis=1)
+    np.testing.assert_allclose(out["Y"], B.reshape(2, 6, 5), rtol=1e-12)
+    np.testing.assert_allclose(out["Z"], np.swapaxes(X, 1, 2).copy().reshape(2, 4, 3))
+
+
+def test_reshape_needs_a_declared_target() -> None:
+    with pytest.raises(ShapeError, match="whole right-hand side"):
+        check("input X\nX ∈ ℝ^(2×3)\nY = reshape(X)")
+    with pytest.raises(ShapeError, match="same number of entries"):
+        check("input X\nX ∈ ℝ^(2×3)\nY ∈ ℝ^(5×1)\nY = reshape(X)")
+
+
+IDS_TEXT = """
+    xₜ ∈ ℕ
+    Xₜ ∈ ℕ^3
+    hₜ ∈ ℝ^4
+    E ∈ ℝ^(5×4)
+    hₜ = tanh(E[xₜ]ᵀ + U hₜ₋₁) + Σ(E[Xₜ])
+    """
+
+
+def test_ids_pick_rows_of_a_table() -> None:
+    m, w = _model(IDS_TEXT, E=(5, 4), U=(4, 4))
+    x = RNG.integers(0, 5, (6, 2, 1)).astype(float)
+    X = RNG.integers(0, 5, (6, 2, 3)).astype(float)
+    outs, final = m.run({"x": x, "X": X})
+    h = np.zeros((2, 4))
+    for t in range(6):
+        picked = w["E"][x[t, :, 0].astype(int)]
+        h = np.tanh(picked + h @ w["U"].T) + \
+            w["E"][X[t].astype(int)].sum(axis=(1, 2))[:, None]
+        np.testing.assert_allclose(outs["h"][t], h, rtol=1e-12)
+    assert m.inputs["X"].shape == (3,) and m.program.ids == {"x": 5, "X": 5}
+
+
+@pytest.mark.parametrize("bad", [5.0, -1.0, 2.5, np.nan])
+def test_ids_outside_the_table_are_refused_before_running(bad: float) -> None:
+    m, _ = _model(IDS_TEXT, E=(5, 4), U=(4, 4))
+    X = np.zeros((1, 3))
+    X[0, 1] = bad
+    with pytest.raises(FeedError, match=r"input 'X' holds .* at index \[0, 1\]; its ids are "
+                                        r"whole numbers 0 … 4"):
+        m.step({"x": np.zeros((1, 1)), "X": X})
+
+
+def test_without_a_naturals_declaration_brackets_stay_a_product() -> None:
+    """Version 1's reading of W[x] (W times the stacked [x]) is kept."""
+    checked = check("xₜ ∈ ℝ^3\nyₜ ∈ ℝ^2\nyₜ = W[xₜ]")
+    assert not checked.tensors
+    with pytest.raises(ShapeError, match="is declared ∈ ℕ"):
+        check("input x\nx ∈ ℕ\nE ∈ ℝ^(4×2)\nj ∈ ℕ\ny = E[x] + E[j]ᵀᵀ\nj = x")
+
+
+def test_onnx_export_of_ids_matches_onnxruntime() -> None:
+    pytest.importorskip("onnxruntime")
+    from nndk.onnx.export import export_model
+    from tests.onnx_helpers import ort_runner
+
+    m, _ = _model(IDS_TEXT, E=(5, 4), U=(4, 4))
+    m32 = Model.from_equations(IDS_TEXT, {k: v.astype(np.float32)
+                                          for k, v in m.weights().items()})
+    run = ort_runner(export_model(m32))
+    x = np.array([[1.0], [4.0]], np.float32)
+    X = np.array([[0.0, 2.0, 3.0], [4.0, 4.0, 1.0]], np.float32)
+    h = RNG.normal(size=(2, 4)).astype(np.float32)
+    got = run({"x": x, "X": X, "h_prev": h})
+    _, nxt = m32.step({"x": x, "X": X}, {"h": h})
+    np.testing.assert_allclose(got["h_next"], nxt["h"], rtol=1e-5, atol=1e-6)
+
+
+def test_permute_puts_axes_in_the_declared_order() -> None:
+    text = """
+        input X
+        X ∈ ℝ^(C×H×W)
+        Y ∈ ℝ^(H×W×C)
+        Y = permute(X ⊙ 2)
+        Z ∈ ℝ^(W×C×H)
+        Z = permute(Y)
+        F ∈ ℝ^(24×1)
+        F = reshape(Z)
+        """
+    m = Model.from_equations(text, {}, {"C": 2, "H": 3, "W": 4}, dtype="float64")
+    X = RNG.normal(size=(5, 2, 3, 4))
+    out, _ = m.step({"X": X})
+    want = np.transpose(X * 2, (0, 3, 1, 2))
+    np.testing.assert_array_equal(out["F"], want.reshape(5, -1))
+    with pytest.raises(ShapeError, match="cannot tell where each axis"):
+        check("input X\nX ∈ ℝ^(H×H)\nY ∈ ℝ^(H×H)\nY = permute(X)", {"H": 2})
+
+
+@pytest.mark.parametrize("reading", ["vectors", "tensors"])
+def test_layer_norm_and_rms_norm_against_numpy(reading: str) -> None:
+    """Named norms equal the primitives' form (a NumPy oracle), in both readings."""
+    text = ("input x\nx ∈ ℝ^4\n" if reading == "vectors" else "input x\nx ∈ ℝ^(3×4)\n") + \
+        "a = layer_norm(x; eps=0.01)\nb = rms_norm(x)\noutput a, b"
+    m = Model.from_equations(text, {}, dtype="float64")
+    x = RNG.normal(size=(5, 4) if reading == "vectors" else (5, 3, 4))
+    out, _ = m.step({"x": x})
+    centred = x - x.mean(-1, keepdims=True)
+    want_a = centred / np.sqrt((centred ** 2).mean(-1, keepdims=True) + 0.01)
+    want_b = x / np.sqrt((x ** 2).mean(-1, keepdims=True) + 1e-5)
+    np.testing.assert_allclose(out["a"], want_a, rtol=1e-12)
+    np.testing.assert_allclose(out["b"], want_b, rtol=1e-12)

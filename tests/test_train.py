@@ -314,7 +314,7 @@ def test_the_memory_estimate_bounds_what_training_allocates(hidden: int) -> None
     import tracemalloc
 
     from nndk.data import TextData
-    from nndk.train import TextTrainer
+    from nndk.train_text import TextTrainer
 
     steps, batch, vocab = 20, 16, "".join(chr(32 + i) for i in range(40))
     codes = np.random.default_rng(0).integers(0, len(vocab), 20_000)
@@ -332,3 +332,41 @@ def test_the_memory_estimate_bounds_what_training_allocates(hidden: int) -> None
     fixed, per_batch = estimate(check(text, {"H": hidden, "V": len(vocab)}), "adam", steps,
                                 batch)
     assert peak <= fixed + per_batch <= 3 * peak, (peak, fixed + per_batch)
+
+
+def test_init_from_a_text_bundle_takes_its_dimensions_and_vocabulary(corpus: Path,
+                                                                     tmp_path: Path) -> None:
+    """No --set: the bundle's H, not the default 128; a text using fewer characters keeps
+    the bundle's vocabulary, so each character reads the weights' row it was trained with."""
+    import nnre
+    from nndk.pack import PackRequest, pack
+
+    trainer = start(small(steps=2, eval_every=2, dims={"H": 12}), corpus)
+    trainer.fit(tmp_path / "ck", quiet)
+    out = tmp_path / "m.bundle"
+    pack(PackRequest(tmp_path / "ck", None, out, "m", "1.0.0", created="2026-01-01T00:00:00Z"))
+    fewer = tmp_path / "fewer.txt"
+    fewer.write_text(corpus.read_text(encoding="utf-8").replace("z", "q") * 2, encoding="utf-8")
+    again = start(TrainConfig(steps=1, sample_length=0), fewer, init_from=str(out))
+    assert again.config.dims["H"] == 12
+    assert again.data.vocab == trainer.data.vocab != "".join(sorted(set(fewer.read_text())))
+    xs = np.eye(again.data.size, dtype=np.float32)[again.data.val[:30]]
+    np.testing.assert_array_equal(again.runtime_model().run({"x": xs})[0]["y"],
+                                  nnre.load(out).run({"x": xs})[0]["y"])
+    other = tmp_path / "other.txt"
+    other.write_text("new characters: ÅÆØ " * 50, encoding="utf-8")
+    with pytest.raises(Exception, match="characters not in the model's vocabulary"):
+        start(TrainConfig(steps=1, sample_length=0), other, init_from=str(out))
+
+
+def test_a_text_model_trains_without_declaring_its_output(corpus: Path, tmp_path: Path) -> None:
+    """The trainer knows V from the text: neither ``xₜ ∈ ℝ^V`` nor ``yₜ ∈ ℝ^V`` is needed."""
+    eqn = tmp_path / "bare.eqn"
+    eqn.write_text("hₜ ∈ ℝ^H\nhₜ = tanh(W_h xₜ + U_h hₜ₋₁ + b_h)\n"
+                   "yₜ = softmax(W_y hₜ + b_y)\n", encoding="utf-8")
+    trainer = start(small(model=str(eqn), steps=30, eval_every=30), corpus)
+    before = trainer.evaluate()
+    trainer.fit(tmp_path / "ck", quiet)
+    after = trainer.evaluate()
+    assert trainer.learner.shapes["W_y"] == (trainer.data.size, 16)
+    assert before is not None and after is not None and after < 0.8 * before

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -86,9 +87,13 @@ def test_pack_array_checkpoint_and_init_from(classes: Path, tmp_path: Path) -> N
     for name, value in trainer.params.items():
         np.testing.assert_array_equal(again.params[name], value, err_msg=name)
     assert again.step == 0 and again.opt.t == 0
-    with pytest.raises(nnre.NnreError, match="has shape"):
+    with pytest.raises(nnre.NnreError, match=r"--set H=9: .*mlp.bundle has H=8, the size "
+                                             r"its weights fit \(leave --set H out"):
         start(TrainConfig(model="mlp", dims={"H": 9}, steps=1, sample_length=0), classes,
               init_from=str(out))
+    default = start(TrainConfig(model="mlp", steps=1, sample_length=0), classes,
+                    init_from=str(out))  # no --set: H=8 from the bundle, not the default 128
+    assert default.config.dims["H"] == 8 and default.learner.dims["H"] == 8
 
 
 @pytest.mark.parametrize("read_out", ["log_softmax", "softmax", "regression"])
@@ -147,3 +152,66 @@ def test_frozen_parameters_keep_their_values(classes: Path, tmp_path: Path) -> N
 
     assert decode(out).header.requires == ("equations/2",)
     np.testing.assert_array_equal(decode(out).tensors["W_1"], before["W_1"])
+
+
+def write_csv(path: Path, header: list[str], rows: np.ndarray) -> Path:
+    lines = [",".join(header)] + [",".join(repr(float(v)) for v in row) for row in rows]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize("header", [["x.0", "x.1", "x.2", "target"],
+                                    ["x0", "x1", "x2", "target"],
+                                    ["target", "x2", "x0", "x1"],  # any order: by index
+                                    ["x1", "x2", "x3", "target"]])  # numbered from 1
+def test_csv_columns_x0_x1_and_x_dot_0_make_one_array(tmp_path: Path,
+                                                      header: list[str]) -> None:
+    from nndk.data import load_arrays
+
+    rng = np.random.default_rng(0)
+    table = rng.normal(size=(5, 4)).round(3)
+    arrays = load_arrays(write_csv(tmp_path / "d.csv", header, table))
+    order = sorted((h for h in header if h != "target"), key=lambda h: int(h.strip("x.")))
+    np.testing.assert_array_equal(arrays["x"], table[:, [header.index(h) for h in order]])
+    np.testing.assert_array_equal(arrays["target"], table[:, [header.index("target")]])
+    assert sorted(arrays) == ["target", "x"]
+
+
+def test_a_column_named_like_an_input_stays_that_input(tmp_path: Path) -> None:
+    from nndk.data import load_arrays
+
+    table = np.arange(6.0).reshape(3, 2)
+    path = write_csv(tmp_path / "d.csv", ["x1", "target"], table)
+    assert sorted(load_arrays(path)) == ["target", "x"]  # without the model: x1 is x's column
+    arrays = load_arrays(path, ["x1", "target"])  # a model whose input is x1
+    np.testing.assert_array_equal(arrays["x1"], table[:, :1])
+
+
+@pytest.mark.parametrize("header, message", [
+    (["x0", "x2", "target"], "columns of array 'x' ('x0', 'x2') must be numbered 0, 1, 2"),
+    (["x.1", "x.1", "target"], "must be numbered 0, 1, 2, … or 1, 2, 3, … without gaps"),
+    (["x", "x0", "target"], "columns 'x', 'x0' all name array 'x'")])
+def test_csv_column_numbering_errors(tmp_path: Path, header: list[str], message: str) -> None:
+    from nndk.data import DataError, load_arrays
+
+    path = write_csv(tmp_path / "d.csv", header, np.zeros((2, 3)))
+    with pytest.raises(DataError, match=re.escape(message)):
+        load_arrays(path)
+
+
+def test_training_on_csv_x0_columns_equals_training_on_the_npz(classes: Path,
+                                                               tmp_path: Path) -> None:
+    data = np.load(classes)
+    x, target = data["x"].astype(np.float64), data["target"]
+    table = np.column_stack([x, target])
+    csv_path = write_csv(tmp_path / "d.csv", ["x0", "x1", "x2", "x3", "target"], table)
+    npz_path = tmp_path / "d.npz"
+    np.savez(npz_path, x=x.astype(np.float32), target=target.astype(np.float64))
+    config = dict(model="mlp", dims={"H": 8}, batch_size=16, steps=5, eval_every=5,
+                  sample_length=0, loss="ce")
+    a = start(TrainConfig(**config), csv_path)  # type: ignore[arg-type]
+    b = start(TrainConfig(**config), npz_path)  # type: ignore[arg-type]
+    a.fit(tmp_path / "a", quiet)
+    b.fit(tmp_path / "b", quiet)
+    for name, value in a.params.items():
+        np.testing.assert_array_equal(value, b.params[name], err_msg=name)

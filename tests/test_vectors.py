@@ -15,6 +15,7 @@ import pytest
 
 import nnre
 from nnre import bundle
+from nnre.codecs import codecs_of
 from nnre.errors import BundleError, EquationError
 
 VECTORS = Path(__file__).resolve().parent.parent / "formats" / "vectors"
@@ -51,6 +52,9 @@ def test_valid_vector_opens_verifies_and_runs(case) -> None:
     model = nnre.load(path)
     assert model.bundle_id == case["bundle_id"]
     feeds = {k: np.asarray(v) for k, v in io_case["inputs"].items()}
+    for name, text in io_case.get("text", {}).items():  # the char codec gives those inputs
+        codec = codecs_of(model.metadata, [name])[name]
+        np.testing.assert_array_equal(codec.one_hot(text, "float64"), feeds[name])
     outputs, _ = model.run(feeds)
     for name, want in io_case["expected"].items():
         np.testing.assert_allclose(outputs[name], np.asarray(want), rtol=io_case["rtol"],

@@ -7,6 +7,7 @@ lists, running sums) rather than nnre's NumPy formulation.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -33,12 +34,31 @@ def text_bundle(path: Path, *, hidden: int = 6, vocab: list[str] | None = None,
     return path
 
 
+def oracle_penalized(probs: list[float], recent: list[int], penalty: float) -> list[float]:
+    """llama.cpp's repeat penalty (divide a positive logit by the penalty, multiply one ≤ 0)
+    on log-probabilities centred to mean 0 over the non-zero entries, longhand."""
+    live = [i for i, q in enumerate(probs) if q > 0]
+    logit = {i: math.log(probs[i]) for i in live}
+    mean = sum(logit.values()) / len(live)
+    z = {i: v - mean for i, v in logit.items()}
+    for i in set(recent) & set(live):
+        z[i] = z[i] / penalty if z[i] > 0 else z[i] * penalty
+    top = max(z.values())
+    return [math.exp(z[i] - top) if i in z else 0.0 for i in range(len(probs))]
+
+
 def oracle_draw(probs: list[float], rng: np.random.Generator, temperature: float = 1.0,
                 top_k: int | None = None, top_p: float | None = None,
-                greedy: bool = False) -> int:
+                greedy: bool = False, min_p: float | None = None,
+                repeat_penalty: float = 1.0, recent: list[int] | None = None) -> int:
     n = len(probs)
-    if greedy:
+    if repeat_penalty != 1.0 and recent:
+        probs = oracle_penalized(probs, recent, repeat_penalty)
+    if greedy or temperature == 0:
         return max(range(n), key=lambda i: (probs[i], -i))
+    if min_p:
+        top = max(probs)
+        probs = [q if q >= min_p * top else 0.0 for q in probs]
     if temperature != 1.0:
         top = max(probs)
         w = [(q / top) ** (1.0 / temperature) for q in probs]
@@ -73,20 +93,24 @@ def oracle_draw(probs: list[float], rng: np.random.Generator, temperature: float
 
 
 def oracle_text(weights: dict[str, np.ndarray], vocab: list[str], prime: str, length: int,
-                seed: int | None, **settings: Any) -> str:
-    """What generation must produce: reference LSTM + longhand sampler, same seed."""
+                seed: int | None, repeat_last_n: int = 64, **settings: Any) -> str:
+    """What generation must produce: reference LSTM + longhand sampler, same seed. The
+    repeat penalty looks at the last ``repeat_last_n`` characters, the prime's included."""
     p = {k: np.asarray(v, np.float64) for k, v in weights.items()}
     hidden = p["U_i"].shape[0]
     h, c = np.zeros(hidden), np.zeros(hidden)
     eye = np.eye(len(vocab))
     rng = np.random.default_rng(seed)
     ys = None
-    for ch in prime:
-        ys, h, c = reference.lstm(p, eye[[vocab.index(ch)]], h, c)
+    history = [vocab.index(ch) for ch in prime]
+    for code in history:
+        ys, h, c = reference.lstm(p, eye[[code]], h, c)
     out = []
     for _ in range(length):
         assert ys is not None
-        code = oracle_draw([float(q) for q in ys[-1]], rng, **settings)
+        recent = history[-repeat_last_n:] if repeat_last_n else []
+        code = oracle_draw([float(q) for q in ys[-1]], rng, recent=recent, **settings)
         out.append(vocab[code])
+        history.append(code)
         ys, h, c = reference.lstm(p, eye[[code]], h, c)
     return "".join(out)

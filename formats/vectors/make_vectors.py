@@ -107,14 +107,74 @@ def primed_content() -> BundleContent:
     return BundleContent(text, "float64", base.dims, sig, base.metadata, tensors)
 
 
+CNN = (
+    "input x\n"
+    "x ∈ ℝ^(1×4×4)\n"
+    "W₁ ∈ ℝ^(2×1×3×3)\n"
+    "b₁ ∈ ℝ^2\n"
+    "h = relu(conv(W₁, x, b₁; pad=1))\n"
+    "p = maxpool(h; size=2)\n"
+    "y = softmax(W₂ flatten(p) + b₂)\n"
+)
+
+
+def cnn_content() -> BundleContent:
+    """A tensor model (equations/2, spec §6.1): conv, max pooling, flatten, a read-out."""
+    rng = np.random.default_rng(5)
+    tensors = {"W_1": rng.uniform(-1, 1, (2, 1, 3, 3)), "b_1": rng.uniform(-1, 1, (2,)),
+               "W_2": rng.uniform(-1, 1, (3, 8)), "b_2": rng.uniform(-1, 1, (3,))}
+    sig = {"inputs": {"x": Spec((1, 4, 4), "float64")},
+           "outputs": {"y": Spec((3,), "float64")}, "state": {}}
+    return BundleContent(CNN, "float64", {}, sig, {"name": "cnn", "version": "0.1.0"},
+                         tensors, requires=("equations/2",))
+
+
+def reference_cnn(w: dict[str, np.ndarray], xs: np.ndarray) -> list[list[float]]:
+    """The CNN above with plain loops over every index, one image at a time."""
+    ys = []
+    for x in xs:
+        padded = np.zeros((6, 6))
+        padded[1:5, 1:5] = x[0]
+        h = np.zeros((2, 4, 4))
+        for f in range(2):
+            for i in range(4):
+                for j in range(4):
+                    h[f, i, j] = max(0.0, float((w["W_1"][f, 0] * padded[i:i + 3, j:j + 3])
+                                                .sum() + w["b_1"][f]))
+        p = np.array([[[h[f, 2 * i:2 * i + 2, 2 * j:2 * j + 2].max() for j in range(2)]
+                       for i in range(2)] for f in range(2)])
+        z = w["W_2"] @ p.reshape(-1) + w["b_2"]
+        e = np.exp(z - z.max())
+        ys.append((e / e.sum()).tolist())
+    return ys
+
+
+UNKNOWN = "\ufffd"  # the char codec's unknown symbol (spec §3.5)
+UNKNOWN_METADATA: dict[str, Any] = {
+    "name": "unknown-symbol", "version": "0.1.0",
+    "codecs": {"x": {"id": "char", "vocab": ["a", "b", "c", UNKNOWN]},
+               "y": {"id": "sample", "vocab": ["a", "b", "c", UNKNOWN]}},
+}
+
+
 def valid_vectors() -> list[tuple[str, BundleContent, str, float]]:
-    """(name, content, input text over the vocabulary, rtol)."""
+    """(name, content, input text, rtol). The text is over the vocabulary, except for the
+    unknown-symbol vector, whose text holds characters outside it (read as U+FFFD)."""
     return [
         ("lstm_f32_full", lstm_content(3, 4, 1, "float32", FULL_METADATA), "abcdab", 1e-5),
         ("lstm_f64_minimal", lstm_content(2, 3, 2, "float64",
                                           {"name": "min", "version": "0.1.0"}), "abcab", 1e-12),
         ("lstm_f64_primes", primed_content(), "abcab", 1e-12),
+        ("lstm_f32_unknown", lstm_content(3, 4, 3, "float32", UNKNOWN_METADATA), "abzcé\ufffd",
+         1e-5),
     ]
+
+
+def encode_text(content: BundleContent, text: str) -> list[int]:
+    """The spec's char codec written out: index in vocab, else the unknown symbol's."""
+    codec = content.metadata.get("codecs", {}).get("x")
+    vocab = codec["vocab"] if codec else list("abcd"[: content.dims["V"]])
+    return [vocab.index(ch) if ch in vocab else vocab.index(UNKNOWN) for ch in text]
 
 
 # --- hand forging, straight from the spec ------------------------------------------------
@@ -371,18 +431,26 @@ def generate(out: Path) -> None:
     for name, content, text, rtol in valid_vectors():
         blob = encode(content)
         base = base or blob
-        vocab = "abcd"[: content.dims["V"]]
-        xs = np.eye(len(vocab))[[vocab.index(ch) for ch in text]]
+        xs = np.eye(content.dims["V"])[encode_text(content, text)]
         weights = {("b_y" if k == "b'" else k): v for k, v in content.tensors.items()}
         (output,) = content.signature["outputs"]
-        io_case = {"inputs": {"x": xs.tolist()}, "initial_state": "zeros",
-                   "expected": {output: reference_lstm(weights, xs)},
-                   "rtol": rtol, "atol": rtol}
+        io_case: dict[str, Any] = {"inputs": {"x": xs.tolist()}, "initial_state": "zeros",
+                                   "expected": {output: reference_lstm(weights, xs)},
+                                   "rtol": rtol, "atol": rtol}
+        if UNKNOWN in text:  # the inputs are this text through the char codec
+            io_case["text"] = {"x": text}
         _write_json(out / "valid" / f"{name}.json", io_case)
         manifest["valid"].append(_valid_entry(out, name, blob, name))
         if name == "lstm_f32_full":  # the same model as a newer minor with unknown keys
             future = edited(blob, _future_keys, minor=7)
             manifest["valid"].append(_valid_entry(out, "future_minor", future, name))
+    cnn = cnn_content()
+    images = np.random.default_rng(6).uniform(-1, 1, (3, 1, 4, 4))
+    _write_json(out / "valid" / "cnn_f64.json",
+                {"inputs": {"x": images.tolist()}, "initial_state": "zeros",
+                 "expected": {"y": reference_cnn(dict(cnn.tensors), images)},
+                 "rtol": 1e-12, "atol": 1e-12})
+    manifest["valid"].append(_valid_entry(out, "cnn_f64", encode(cnn), "cnn_f64"))
     for name, blob, stage, code, message, why in invalid_cases(base):
         (out / "invalid" / f"{name}.bundle").write_bytes(blob)
         manifest["invalid"].append({"file": f"invalid/{name}.bundle", "stage": stage,

@@ -24,6 +24,7 @@ NNRE_DTYPE = {v: k for k, v in ONNX_DTYPE.items()}
 
 # metadata_props keys the exporter writes and the importer reads.
 META_STATE = "nnre.state"  # JSON {state key: [input name, output name]}
+META_BUNDLE = "nnre.bundle"  # JSON: the bundle's metadata map (codecs, sampling, provenance…)
 
 
 class OnnxError(NnreError):

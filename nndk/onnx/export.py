@@ -20,6 +20,7 @@ import numpy as np
 from nndk import __version__
 from nndk.onnx.common import (
     DEFAULT_EXPORT_OPSET,
+    META_BUNDLE,
     META_STATE,
     ONNX_DTYPE,
     OnnxError,
@@ -258,13 +259,17 @@ def _sequence_graph(outer: Emitter, name: str, elem: int) -> Any:
 
 def export_bundle(path: str, *, opset: int = DEFAULT_EXPORT_OPSET, sequence: bool = False
                   ) -> Any:
-    """Load a .bundle and export it; its name, version, id and the producer go to metadata."""
+    """Load a .bundle and export it. Its name, version, id and the producer go to metadata,
+    and its whole metadata map as JSON under ``nnre.bundle`` (vocabulary, sampling settings,
+    provenance…), which ``nndk import`` checks with the bundle schema and restores."""
     from nnre.loader import load
 
     model = load(path)
     meta = model.metadata
     props = {"name": str(meta.get("name", "")), "version": str(meta.get("version", "")),
-             "bundle_id": model.bundle_id or "", "producer": f"nndk {__version__}"}
+             "bundle_id": model.bundle_id or "", "producer": f"nndk {__version__}",
+             META_BUNDLE: json.dumps(meta, ensure_ascii=False, sort_keys=True,
+                                     allow_nan=False)}
     if meta.get("producer"):
         props["bundle_producer"] = str(meta["producer"])
     return export_model(model, opset=opset, sequence=sequence, name=props["name"] or "nnre",
@@ -272,6 +277,8 @@ def export_bundle(path: str, *, opset: int = DEFAULT_EXPORT_OPSET, sequence: boo
 
 
 def save(proto: Any, path: str) -> None:
-    """Write an ONNX model to ``path``."""
-    onnx = require_onnx()
-    onnx.save_model(proto, path)
+    """Write an ONNX model to ``path`` atomically (a missing folder is an error naming it)."""
+    from nnre.files import atomic_write
+
+    data = proto.SerializeToString()
+    atomic_write(path, lambda f: f.write(data))

@@ -18,10 +18,10 @@ from nnre.equations.parser import ROLE_WORDS
 from nnre.equations.render import render
 from nnre.errors import EquationError
 from nnre.names import skeleton
-from nnre.ops import BY_ARITY, FUNCTIONS, OPS
+from nnre.ops import BY_ARITY, OPS
 
 _SUBSCRIPTS = str.maketrans("0123456789", "₀₁₂₃₄₅₆₇₈₉")
-_RESERVED = {*FUNCTIONS, *ROLE_WORDS, "in", "R", "T", "t"}
+_RESERVED = {*(s for s, _ in BY_ARITY), *ROLE_WORDS, "in", "R", "T", "t"}  # every spelling
 
 
 @dataclass(frozen=True)
@@ -38,7 +38,7 @@ class Num:
 
 @dataclass(frozen=True)
 class Call:
-    func: str  # a spelling from nnre.ops.FUNCTIONS: 'σ', 'tanh', 'relu', …
+    func: str  # a spelling from nnre.ops.BY_ARITY: 'σ', 'tanh', 'relu', …
     arg: Expr
     params: tuple[tuple[str, float], ...] = ()  # leaky_relu(x; slope=0.2)
     more: tuple[Expr, ...] = ()  # further arguments: max(a, b), where(c, a, b)
@@ -105,6 +105,15 @@ def add(a: Expr, b: Expr) -> Expr:
 def sub(a: Expr, b: Expr) -> Expr:
     """``a − b``, written ``a + c`` when b is ``−c``."""
     return Bin("+", a, b.a) if isinstance(b, Neg) else Bin("−", a, b)
+
+
+def combine(op: str, a: Expr, b: Expr) -> Expr:
+    """``a op b`` for an infix operator of the language, signs folded into ``+``/``−``."""
+    if op == "+":
+        return add(a, b)
+    if op == "−":
+        return sub(a, b)
+    return Bin(op, a, b)
 
 
 def show(e: Expr) -> str:

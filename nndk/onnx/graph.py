@@ -92,7 +92,7 @@ class Importer:
 
     def use_ref(self, ref: str, value: np.ndarray) -> str:
         """Register a weight kept under its ONNX name (one array per name)."""
-        value = np.ascontiguousarray(value, dtype=self.dtype)
+        value = np.array(value, dtype=self.dtype, order="C")  # a scalar stays 0-d
         have = self.weights.setdefault(ref, value)
         if have.shape != value.shape or not np.array_equal(have, value):
             raise Unsupported(f"weight '{ref}' is used in two different shapes")

@@ -11,6 +11,7 @@ a graph nndk exported, the original bundle id as its lineage parent.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 from pathlib import Path
@@ -18,7 +19,7 @@ from typing import Any
 
 from nndk import __version__
 from nndk.onnx import expr as ex
-from nndk.onnx.common import OnnxError, require_onnx
+from nndk.onnx.common import META_BUNDLE, OnnxError, require_onnx
 from nndk.onnx.external import inline
 from nndk.onnx.graph import Importer, ImportResult, start, state_meta
 from nndk.onnx.scan import unscan
@@ -101,8 +102,9 @@ def _outputs(imp: Importer) -> list[str]:
             continue
         if isinstance(value, Label):
             imp.dropped[vi.name] = (f"a class index (ArgMax of '{value.source}'), not a vector "
-                                    "of numbers; pack the model with the argmax-label codec "
-                                    "to get it from the scores")
+                                    "of numbers; to get it from the scores, give them an "
+                                    "argmax-label codec: nndk pack BUNDLE --codec "
+                                    "'NAME={\"id\": \"argmax-label\", \"labels\": […]}'")
             continue
         if isinstance(value, Finals):  # stacked layers' final states, [layers, N, H]
             imp.outputs[vi.name] = (",".join(value.states), "states")
@@ -193,7 +195,46 @@ def bundle_metadata(proto: Any, result: ImportResult, name: str | None, version:
     }
     if _HEX64.match(props.get("bundle_id", "")):
         meta["lineage"] = {"parent": props["bundle_id"]}
+    if META_BUNDLE in props:  # nndk's own export: the codecs, sampling, provenance… come back
+        from nndk.pack import inherited
+
+        kept = inherited(carried_metadata(props[META_BUNDLE], source))
+        meta = kept | meta | {"extra": kept.get("extra", {}) | meta["extra"]}
     return meta
+
+
+def carried_metadata(text: str, source: str) -> dict[str, Any]:
+    """The bundle metadata an nndk export carried, never trusted: strict JSON (no NaN or
+    infinities, no repeated keys), then the bundle reader's own check of ``metadata``."""
+    from nnre.bundle.schema import metadata_record
+    from nnre.errors import BundleError
+
+    where = f"{source}: metadata {META_BUNDLE}"
+
+    def refuse(what: str) -> float:
+        raise ValueError(f"{what} is not a finite number")
+
+    def unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key, item in pairs:
+            if key in out:
+                raise ValueError(f"key {key!r} repeated")
+            out[key] = item
+        return out
+
+    def finite(text: str) -> float:
+        value = float(text)
+        return value if math.isfinite(value) else refuse(text)
+
+    try:
+        value = json.loads(text, parse_constant=refuse, parse_float=finite,
+                           object_pairs_hook=unique)
+    except (ValueError, RecursionError) as err:
+        raise OnnxError(f"{where} is not the JSON of a bundle's metadata ({err})") from None
+    try:
+        return dict(metadata_record()(value, META_BUNDLE))
+    except BundleError as err:
+        raise OnnxError(f"{where}: {err}") from None
 
 
 def import_file(path: str | Path, output: str | Path, *, name: str | None = None,

@@ -16,15 +16,15 @@ from typing import Any
 import numpy as np
 
 from nndk.onnx import expr as ex
+from nndk.onnx.folding import KEEPS_REFS, keep_ref, over_weights, use, vector_shape
 from nndk.onnx.graph import RECURRENT, Importer
+from nndk.onnx.spatial import SPATIAL
 from nndk.onnx.values import WHAT, Const, Dyn, Final, SeqY, Unsupported, Value
 from nnre.ops import BY_ONNX, OPS, Op
 
 Args = list[Value | None]
 RELU, ELU = OPS["relu"].spellings[0], OPS["elu"].spellings[0]
 Rule = Callable[[Importer, Any, Args, dict[str, Any]], list[Value]]
-# Ops whose constant results keep the identity of the weight they read (W_f → W_fᵀ → W_f).
-KEEPS_REFS = {"Transpose", "Reshape", "Identity", "Squeeze", "Unsqueeze", "Flatten"}
 
 
 def convert(imp: Importer, node: Any, args: Args) -> list[Value]:
@@ -38,12 +38,25 @@ def convert(imp: Importer, node: Any, args: Args) -> list[Value]:
     if all(a is None or isinstance(a, Const) for a in args) and node.op_type not in RECURRENT:
         outs = imp.fold(node, args)
         if node.op_type in KEEPS_REFS and args and isinstance(args[0], Const):
-            return [_keep_ref(args[0], outs[0], node.op_type)]
-        return outs
+            return [keep_ref(args[0], outs[0], node.op_type)]
+        return over_weights(imp, node, args, outs)
     rule = rule_for(node.op_type)
     if rule is None:
         raise Unsupported(f"op {node.op_type} is not supported")
-    return rule(imp, node, args, attributes(node))
+    from nndk.onnx import linear
+
+    fallback = linear.RULES.get(node.op_type)
+    if fallback is None or fallback is rule:
+        return rule(imp, node, args, attributes(node))
+    done = len(imp.equations)
+    try:
+        return rule(imp, node, args, attributes(node))
+    except Unsupported as err:  # a conv or pool 'conv' cannot write may be a linear map
+        del imp.equations[done:]  # whatever the first try named
+        try:
+            return fallback(imp, node, args, attributes(node))
+        except Unsupported:
+            raise err from None
 
 
 def rule_for(op_type: str) -> Rule | None:
@@ -67,23 +80,6 @@ def attributes(node: Any) -> dict[str, Any]:
             value = [v.decode() if isinstance(v, bytes) else v for v in value]
         out[a.name] = value.decode() if isinstance(value, bytes) else value
     return out
-
-
-def _keep_ref(src: Const, out: Value, op: str) -> Value:
-    if src.ref is None or not isinstance(out, Const):
-        return out
-    if op == "Transpose" and src.value.ndim == 2:
-        return Const(out.value, src.ref, not src.transposed, src.source)
-    if _vector_shape(src.value) == _vector_shape(out.value):
-        return Const(out.value, src.ref, src.transposed, src.source)
-    if op == "Identity":
-        return src
-    return out
-
-
-def _vector_shape(value: np.ndarray) -> tuple[int, ...] | None:
-    big: list[int] = [int(d) for d in value.shape if d != 1]
-    return tuple(big) if len(big) <= 1 else None
 
 
 def _axis(axis: int, rank: int) -> int:
@@ -121,6 +117,8 @@ def const_operand(imp: Importer, c: Const, dyn: Dyn, stem: str) -> ex.Expr:
     (4, 5) is a (1, 5) weight); beside a vector or a flat value, the vector of its entries."""
     per = per_example(imp, c, dyn, spread=not dyn.tensor)
     flat = per.reshape(-1)
+    if c.expr is not None and np.asarray(c.value).size in (flat.size, 1):
+        return use(imp, c)
     if flat.size == 0 or np.all(flat == flat[0]):
         return imp.num(flat[0] if flat.size else 0.0)
     if dyn.tensor:
@@ -128,7 +126,7 @@ def const_operand(imp: Importer, c: Const, dyn: Dyn, stem: str) -> ex.Expr:
             return ex.Name(imp.use_ref(c.ref, per))
         key = (c.source, "tensor", per.shape) if c.source else None
         return ex.Name(imp.weight(per, stem, key))
-    if c.ref is not None and _vector_shape(np.asarray(c.value)) == (flat.size,):
+    if c.ref is not None and vector_shape(np.asarray(c.value)) == (flat.size,):
         return ex.Name(imp.use_ref(c.ref, np.asarray(c.value).reshape(-1)))
     key = (c.source, "vector", dyn.shape) if c.source else None
     return ex.Name(imp.weight(flat, stem, key))
@@ -146,6 +144,8 @@ def matrix(imp: Importer, k: Const) -> ex.Expr:
         value = value.reshape(-1, 1)
     elif value.ndim != 2:
         raise Unsupported(f"a matrix product with a {value.ndim}-D constant")
+    if k.expr is not None and np.asarray(k.value).ndim == 2:  # tanh(W), as the prologue had it
+        return use(imp, k) if k.transposed else ex.Tr(use(imp, k))
     if k.ref is not None:
         original = value.T if k.transposed else value
         name = ex.Name(imp.use_ref(k.ref, original))
@@ -189,7 +189,7 @@ def _binary(op: str, stem: str) -> Rule:
         (left, right), form = operands(imp, node, args[:2], stem)
         if op == "⊙" and isinstance(right, ex.Num | ex.Neg) and not isinstance(args[1], Dyn):
             left, right = right, left  # 2 ⊙ x
-        return [form.like(_combine(op, left, right))]
+        return [form.like(ex.combine(op, left, right))]
     return rule
 
 
@@ -200,14 +200,6 @@ def _same_rank(node: Any, dyns: list[Dyn]) -> None:
         raise Unsupported(f"{node.op_type} of per-example values with different numbers of "
                           "axes (ONNX would broadcast one's batch axis over the other's "
                           "entries)")
-
-
-def _combine(op: str, a: ex.Expr, b: ex.Expr) -> ex.Expr:
-    if op == "+":
-        return ex.add(a, b)
-    if op == "−":
-        return ex.sub(a, b)
-    return ex.Bin(op, a, b)
 
 
 def _function(func: str) -> Rule:
@@ -317,7 +309,8 @@ def _gemm(imp: Importer, node: Any, args: Args, at: dict[str, Any]) -> list[Valu
         raise Unsupported("Gemm of anything but a per-example A times a constant B")
     if imp.lead != 1 or len(a.shape) != 1:
         raise Unsupported("Gemm of a per-example matrix")
-    k = b if not at.get("transB", 0) else Const(b.value.T, b.ref, not b.transposed, b.source)
+    k = b if not at.get("transB", 0) else Const(b.value.T, b.ref, not b.transposed, b.source,
+                                                b.expr, b.uses)
     alpha, beta = float(at.get("alpha", 1.0)), float(at.get("beta", 1.0))
     if alpha != 1.0:
         key = f"{b.source}×{alpha}" if b.source else None
@@ -364,7 +357,10 @@ def _from_op(op: Op) -> Rule | None:
 
 
 RULES: dict[str, Rule] = {
-    **{t: rule for t, op in BY_ONNX.items() if (rule := _from_op(op)) is not None},
+    **{t: rule for t, op in BY_ONNX.items()
+       if op.param_attrs is None and (rule := _from_op(op)) is not None},
+    **{op_type: SPATIAL[op.name] for op_type, op in BY_ONNX.items()
+       if op.param_attrs is not None},  # conv, pools: nndk/onnx/spatial.py
     "Max": _entrywise("max"), "Min": _entrywise("min"),
     "Where": _entrywise("where"),
     **{op_type: _binary(symbol, "k") for op_type, symbol in (

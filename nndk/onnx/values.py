@@ -30,6 +30,10 @@ class Const:
     ref: str | None = None  # canonical weight name, when this constant is a whole weight
     transposed: bool = False  # value == weights[ref].T
     source: str | None = None  # ONNX initializer it came from (for naming and reuse)
+    # an elementwise expression over weights that computes ``value`` (``σ(a)``), written
+    # instead of the folded numbers, and the weights it reads (name, array as stored)
+    expr: Expr | None = None
+    uses: tuple[tuple[str, np.ndarray], ...] = ()
 
 
 @dataclass(frozen=True)

@@ -60,6 +60,11 @@ CODECS: dict[str, tuple[str | None, tuple[str, ...]]] = {
 }
 
 
+#: The ``char`` codec's unknown symbol, U+FFFD REPLACEMENT CHARACTER (spec §3.5): when its
+#: vocab holds it, a character outside the vocab is read as it instead of being refused.
+UNKNOWN_CHAR = "\ufffd"
+
+
 def dtype_name(dtype: np.dtype) -> str | None:
     """The file's name for a NumPy dtype of either byte order, or None if not allowed."""
     for name, dt in DTYPES.items():

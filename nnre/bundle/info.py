@@ -33,10 +33,13 @@ def escaped(text: str, keep: str = "") -> str:
 def json_escaped(document: str) -> str:
     """A JSON document with the same characters as :func:`escaped` written as JSON escapes
     (``\\u202e``): still valid JSON decoding to the same strings, but safe on a terminal.
-    Such characters can only occur inside strings, where any character may be escaped."""
+    Such characters can only occur inside strings, where any character may be escaped; the
+    one exception is the newline of indented output, which json.dumps never leaves raw inside
+    a string, so it is kept."""
     if document.isascii():  # json.dumps already escaped every ASCII control
         return document
-    return "".join(json.dumps(ch)[1:-1] if _hidden(ch) else ch for ch in document)
+    return "".join(json.dumps(ch)[1:-1] if _hidden(ch) and ch != "\n" else ch
+                   for ch in document)
 
 
 def info(bundle: Bundle, *, tensors: bool = True) -> dict[str, Any]:

@@ -173,7 +173,9 @@ def _subscript_char(ch: str) -> bool:
 
 
 # The same grammar for ASCII-only names, which are nearly all of them, at regex speed.
-_ASCII_NAME = re.compile(r"[A-Za-z][A-Za-z0-9']*(?:_[\x21-\x3f\x41-\x7c\x7e]+)?\Z")
+_ASCII_NAME = re.compile(
+    r"[A-Za-z][A-Za-z0-9']*(?:\^\{\([0-9]+\)\})?(?:_[\x21-\x3f\x41-\x7c\x7e]+)?\Z")
+_LAYER = re.compile(r"\^\{\([0-9]+\)\}\Z")  # a layer index ends the base: W^{(1)}_xh
 
 
 def is_name(v: str) -> bool:
@@ -184,6 +186,8 @@ def is_name(v: str) -> bool:
 def _slow_is_name(v: str) -> bool:
     """The grammar character by character (any script)."""
     base, sep, sub = v.partition("_")
+    layer = _LAYER.search(base)
+    base = base[:layer.start()] if layer else base
     return (1 <= len(v) <= 128 and _letter(v[0]) and all(map(_base_char, base))
             and (not sep or (sub != "" and all(map(_subscript_char, sub))))
             and unicodedata.normalize("NFC", v) == v and invisible(v) is None)
@@ -343,6 +347,12 @@ def _metadata_fields(lenient: bool) -> Fields:
     }
 
 
+def metadata_record(lenient: bool = False) -> Check:
+    """The check of ``header.metadata`` alone: also for metadata that travels outside a
+    bundle (nndk's ONNX export carries it in ``metadata_props``) and comes back in."""
+    return record(_metadata_fields(lenient), lenient)
+
+
 def _top_fields(lenient: bool) -> Fields:
     spec = _spec(lenient)
     sig = map_of(signature_name, spec)
@@ -355,7 +365,7 @@ def _top_fields(lenient: bool) -> Fields:
             "dims": (True, map_of(name, integer(1, MAX_DIM))),
             "signature": (True, record({s: (True, sig) for s in SIDES}, lenient)),
         }, lenient)),
-        "metadata": (True, record(_metadata_fields(lenient), lenient)),
+        "metadata": (True, metadata_record(lenient)),
         "tensors": (True, array_of(_tensor_entry(lenient), MAX_TENSORS)),
     }
 
@@ -427,6 +437,8 @@ def _check_codecs(codecs: dict[str, dict[str, Any]], signature: dict[str, Any]) 
             raise _fail(path, f"codec {codec['id']!r} takes exactly the parameter "
                         f"{param or '(none)'}", "bad-codec")
         shape = signature[side][target].shape
+        if codec["id"] == "char" and tuple(shape) == (1,):
+            continue  # an input of ids (x ∈ ℕ): the model checks their number (loader)
         if param and (len(shape) != 1 or shape[0] != len(codec[param])):
             raise _fail(f"{path}.{param}", f"{len(codec[param])} entries, but {target!r} "
                         f"has shape {list(shape)}", "bad-codec")

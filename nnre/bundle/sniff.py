@@ -7,6 +7,8 @@ fixed prefixes; the rules are a table of (test, description), first match wins.
 
 from __future__ import annotations
 
+import codecs
+import re
 import struct
 from collections.abc import Callable
 
@@ -60,15 +62,25 @@ def _mangled_magic(head: bytes) -> str | None:
     return None
 
 
+#: Lines only Python source starts with (a docstring, an import, a def, a shebang).
+_PYTHON = re.compile(r'\A\s*(?:"""|\'\'\')|^(?:import \w|from [\w.]+ import |def \w+\(|'
+                     r'class \w+[(:]|#!.*python)', re.M)
+#: A time-indexed definition (``hₜ = …``, ``h_t = …``) or a declaration (``x ∈ ℝ^V``): what
+#: every recurrent equation text has and other text rarely does. A bare ``=`` is not enough.
+_EQUATIONS = re.compile(r"^\s*[^\W\d]\w*(?:ₜ|_t|_\{t\})\s*=|∈\s*ℝ", re.M)
+
+
 def _text(head: bytes) -> str | None:
-    try:
-        text = head[:512].decode("utf-8")
+    try:  # incremental: a character cut at byte 512 is not a decoding error
+        text = codecs.getincrementaldecoder("utf-8")().decode(head[:512], final=False)
     except UnicodeDecodeError:
         return None
     stripped = text.lstrip()
     if stripped.startswith(("{", "[")):
         return "JSON or other text"
-    if any(ch in text for ch in "·σ⊙ₜ="):
+    if _PYTHON.search(text):
+        return "Python source code"
+    if _EQUATIONS.search(text):
         return "an equations text file; pack it with weights using `nndk pack`"
     return "a text file"
 

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from nnre.equations import ast
+from nnre.equations.lexer import LAYER_MARK
 from nnre.equations.parser import parse
 from nnre.equations.roles import Roles, analyse
 from nnre.equations.shapes import Shapes, check_shapes
@@ -51,6 +52,8 @@ def check(text: str, dims: Mapping[str, int] | None = None,
     static = not any(n.time is not None for eq in module.equations
                      for n in [eq.target, *ast.walk(eq.expr)] if isinstance(n, ast.Name))
     roles = analyse(module, set(weights) if weights is not None and static else None)
+    _constants_have_values(module, roles, weights or {})
+    _dimensions_have_no_weights(module, roles, weights or {})
     given = {k: v for k, v in (weights or {}).items() if k in roles.params}
     given.update(known or {})
     if needs_tensors(module, roles):
@@ -64,14 +67,21 @@ def check(text: str, dims: Mapping[str, int] | None = None,
 
 def language_version(checked: Checked) -> int:
     """The version of the language the equations need: 1 unless they use something version 2
-    added (a function or operator whose op has ``since`` 2, or a per-example number broadcast
-    over a vector). A bundle states it in ``requires`` (``equations/N``)."""
+    added (a function or operator whose op has ``since`` 2, a per-example number broadcast
+    over a vector, ``frozen``, a dimension read as its value, or a layer index in a name,
+    ``h¹ₜ``: a reader of version 1 could neither read nor store it). A bundle states it in
+    ``requires`` (``equations/N``)."""
     if isinstance(checked.shapes, TensorShapes):
         return 2
-    version = 2 if checked.shapes.numbers_broadcast or checked.roles.frozen else 1
+    roles = checked.roles
+    version = 2 if checked.shapes.numbers_broadcast or roles.frozen or roles.dims else 1
     for eq in checked.module.equations:
+        if LAYER_MARK in eq.target.name:
+            version = 2
         for node in ast.walk(eq.expr):
-            if isinstance(node, ast.Call):
+            if isinstance(node, ast.Name) and LAYER_MARK in node.name:
+                version = 2
+            elif isinstance(node, ast.Call):
                 version = max(version, OPS[node.func].since)
             elif isinstance(node, ast.Binary) and node.op in COMPARISONS:
                 version = max(version, OPS[COMPARISONS[node.op]].since)
@@ -101,14 +111,53 @@ def _distinct_names(module: ast.Module) -> None:
             expected="names that differ in how they look")
 
 
+#: Names a reader takes for a small constant (as in ``√(v + ε)``), never for a learned vector.
+SMALL_CONSTANTS = ("ε", "ϵ")
+
+
+def _constants_have_values(module: ast.Module, roles: Roles,
+                           weights: Mapping[str, tuple[int, ...]]) -> None:
+    """``ε`` left free would be learned as a parameter (or, in a model without time and
+    with weights, read as an input), which nobody writing ``√(v + ε)`` means: it must be
+    defined (``ε = 1e-5``), declared (``ε ∈ ℝ``: then it is learned; or ``input ε``) or given
+    a weight. A timed ``εₜ`` (noise fed at each step) is an input as usual."""
+    declared = {n.name for d in module.declarations for n in d.names}
+    declared |= {n.name for r in module.roles for n in r.names}
+    free = set(roles.params) | set(roles.inputs)
+    for name in SMALL_CONSTANTS:
+        if name in free and name not in roles.timed | declared | set(weights):
+            ref = next(n for eq in module.equations for n in ast.walk(eq.expr)
+                       if isinstance(n, ast.Name) and n.name == name)
+            raise EquationError(
+                f"'{ref.raw}' is read as a small constant but has no value: define it, e.g. "
+                f"'{name} = 1e-5', or declare '{name} ∈ ℝ' to learn it", line=ref.pos.line,
+                column=ref.pos.column, source_line=module.lines[ref.pos.line - 1],
+                filename=module.filename, expected=f"'{name} = 1e-5' or '{name} ∈ ℝ'")
+
+
+def _dimensions_have_no_weights(module: ast.Module, roles: Roles,
+                                weights: Mapping[str, tuple[int, ...]]) -> None:
+    """A dimension read as a value (``xₜ / H``) is the number H, never an array: a weight
+    given for it would be silently ignored, so it is refused."""
+    for name in roles.dims:
+        if name in weights:
+            ref = next(n for eq in module.equations for n in ast.walk(eq.expr)
+                       if isinstance(n, ast.Name) and n.name == name)
+            raise EquationError(
+                f"a weight is given for '{name}', which is a dimension: the equations read it "
+                f"as the number {name}", line=ref.pos.line, column=ref.pos.column,
+                source_line=module.lines[ref.pos.line - 1], filename=module.filename,
+                expected=f"no weight named '{name}', or another name for the dimension")
+
+
 def _no_missing_weights(roles: Roles, shapes: Shapes, module: ast.Module) -> None:
     """In a model without time, a free matrix with no weight is a missing weight, not an input."""
     declared = {n.name for r in module.roles if r.role == "input" for n in r.names}
-    for name in roles.inputs:
-        r, c = shapes.of[name]
-        if name not in declared and r != 1 and c != 1:
-            raise ShapeError(f"missing weight '{name}' of shape ({r}, {c})",
-                             filename=module.filename)
+    missing = [f"'{name}' of shape {shapes.of[name]}" for name in roles.inputs
+               if name not in declared and 1 not in shapes.of[name]]
+    if missing:  # all of them, as Model.from_equations lists them
+        raise ShapeError(f"missing weight{'s' if len(missing) > 1 else ''} "
+                         + ", ".join(missing), filename=module.filename)
 
 
 def param_shapes(checked: Checked) -> dict[str, tuple[int, ...]]:

@@ -65,6 +65,15 @@ class Slice:
 
 
 @dataclass(frozen=True)
+class Gather:
+    """``E[xₜ]`` with ``xₜ`` declared ``∈ ℕ``: the rows of E that the ids pick."""
+
+    operand: Expr
+    index: Name
+    pos: Pos
+
+
+@dataclass(frozen=True)
 class Call:
     func: str  # the op's name (see nnre.ops.FUNCTIONS)
     args: tuple[Expr, ...]
@@ -79,11 +88,14 @@ class Call:
 
 @dataclass(frozen=True)
 class Concat:
+    """``[a; b]`` stacks along the first axis; ``[a, b]`` (``across``) along the last."""
+
     parts: tuple[Expr, ...]
     pos: Pos
+    across: bool = False
 
 
-Expr = Name | Number | Unary | Binary | Power | Transpose | Slice | Call | Concat
+Expr = Name | Number | Unary | Binary | Power | Transpose | Slice | Gather | Call | Concat
 
 
 @dataclass(frozen=True)
@@ -106,6 +118,7 @@ class Declaration:
     names: tuple[Name, ...]
     shape: tuple[Dim, ...]  # () for a scalar, (n,) for a vector, (r, c) for a matrix
     line: int
+    ids: bool = False  # ∈ ℕ: whole numbers that index a table (token ids), not reals
 
 
 @dataclass(frozen=True)
@@ -138,6 +151,8 @@ def children(expr: Expr) -> tuple[Expr, ...]:
         return expr.args
     if isinstance(expr, Concat):
         return expr.parts
+    if isinstance(expr, Gather):
+        return (expr.operand, expr.index)
     return ()
 
 

@@ -26,6 +26,12 @@ SUBSCRIPTS = {
     "ᵤ": "u", "ᵥ": "v", "ᵦ": "β", "ᵧ": "γ", "ᵨ": "ρ", "ᵩ": "φ", "ᵪ": "χ",
 }
 SUPERSCRIPT_POWERS = {"²": 2, "³": 3}
+# Superscript digits: a layer index when they run straight into a subscript (h¹ₜ), else
+# ² and ³ are powers (x²) and the others are errors.
+SUPERSCRIPT_DIGITS = {"⁰": "0", "¹": "1", "²": "2", "³": "3", "⁴": "4", "⁵": "5", "⁶": "6",
+                      "⁷": "7", "⁸": "8", "⁹": "9"}
+_LAYER_RE = re.compile(r"\^\{\(([0-9]{1,9})\)\}")  # W^{(1)}
+LAYER_MARK = "^{("  # how a canonical name with a layer index is told apart: W^{(1)}
 TRANSPOSE = "ᵀ"
 PRIMES = {"'": "'", "′": "'", "″": "''"}
 
@@ -54,7 +60,7 @@ class Token:
     raw: str = ""  # the name exactly as written (after NFC)
 
 
-def _is_base_letter(ch: str) -> bool:
+def is_base_letter(ch: str) -> bool:
     """Letters that may start or continue a name: Latin, Greek and other alphabets, not Lm."""
     return unicodedata.category(ch) in ("Lu", "Ll", "Lt", "Lo") and ch != "ℝ"
 
@@ -106,11 +112,15 @@ class _Scanner:
                     self.pos += 1
             elif ch.isascii() and ch.isdigit() or (ch == "." and self._digit_at(self.pos + 1)):
                 tokens.append(self.number())
-            elif _is_base_letter(ch) or ch == "_":
+            elif is_base_letter(ch) or ch == "_":
                 tokens.append(self.name())
             elif ch in SUPERSCRIPT_POWERS:
                 tokens.append(self.token("POW", str(SUPERSCRIPT_POWERS[ch]), self.pos))
                 self.pos += 1
+            elif ch in SUPERSCRIPT_DIGITS:
+                raise self.error(f"unexpected character {_describe(ch)}", self.pos,
+                                 expected="a layer index right before a subscript ('h¹ₜ'), "
+                                          "'h^{(1)}', or a power 'x^4'")
             elif ch == TRANSPOSE:
                 tokens.append(self.token("T", ch, self.pos))
                 self.pos += 1
@@ -160,24 +170,31 @@ class _Scanner:
         return self.token("NUMBER", literal, start)
 
     def name(self) -> Token:
-        """Read base letters, marks, primes, then a subscript (Unicode or ``_x`` / ``_{...}``)."""
+        """Read base letters, marks, primes, a layer index (``¹`` before a subscript, or
+        ``^{(1)}``, before or after the subscript), then a subscript (Unicode or ``_x`` /
+        ``_{...}``)."""
         start = self.pos
         text = self.text
         base: list[str] = []
         while self.pos < len(text):
             ch = text[self.pos]
-            if _is_base_letter(ch) or _is_mark(ch) or (ch.isascii() and ch.isdigit() and base):
+            if is_base_letter(ch) or _is_mark(ch) or (ch.isascii() and ch.isdigit() and base):
                 base.append(ch)
             elif ch in PRIMES:
                 base.append(PRIMES[ch])
             else:
                 break
             self.pos += 1
-        sub = self.subscript()
-        raw = text[start:self.pos]
         base_text = "".join(base)
         if not base_text:
             raise self.error("a name must start with a letter", start, expected="a letter")
+        layer = self.layer(superscripts=True)
+        sub = self.subscript()
+        if sub and not layer:
+            layer = self.layer(superscripts=False)  # W_{xh}^{(1)}
+        raw = text[start:self.pos]
+        if layer:
+            base_text += layer_suffix(layer)
         if len(raw) > MAX_NAME_CHARS:
             raise self.error(f"name is {len(raw)} characters long", start,
                              expected=f"at most {MAX_NAME_CHARS}")
@@ -187,6 +204,25 @@ class _Scanner:
                              start, expected="letters, digits and marks a reader can see")
         canonical, time = split_time(base_text, sub)
         return self.token("NAME", canonical, start, time=time, raw=raw)
+
+    def layer(self, superscripts: bool) -> str:
+        """A layer index at the current position, as plain digits ('' if none): ``^{(1)}``,
+        or (``superscripts``) a run of superscript digits directly followed by a subscript,
+        so ``h¹ₜ`` and ``h²_{t-1}`` are names while ``x²`` stays a power."""
+        text = self.text
+        m = _LAYER_RE.match(text, self.pos)
+        if m is not None:
+            self.pos = m.end()
+            return str(int(m.group(1)))
+        end = self.pos
+        while superscripts and end < len(text) and text[end] in SUPERSCRIPT_DIGITS:
+            end += 1
+        if end == self.pos or end >= len(text) or not (text[end] in SUBSCRIPTS
+                                                        or text[end] == "_"):
+            return ""
+        digits = "".join(SUPERSCRIPT_DIGITS[ch] for ch in text[self.pos:end])
+        self.pos = end
+        return str(int(digits))
 
     def subscript(self) -> str:
         """Collect the subscript after a name's base, in plain characters ('' if none)."""
@@ -207,7 +243,7 @@ class _Scanner:
                 self.pos += 1
                 run = []
                 while self.pos < len(text) and (
-                    _is_base_letter(text[self.pos]) or text[self.pos].isascii()
+                    is_base_letter(text[self.pos]) or text[self.pos].isascii()
                     and text[self.pos].isdigit()
                 ):
                     run.append(text[self.pos])
@@ -219,6 +255,12 @@ class _Scanner:
             else:
                 break
         return "".join(parts)
+
+
+def layer_suffix(layer: str) -> str:
+    """How a layer index is spelled in a canonical name: ``h^{(1)}`` (the form papers write,
+    which reads back as the same name; ``h^1`` would read as a power)."""
+    return f"^{{({layer})}}"
 
 
 def split_time(base: str, sub: str) -> tuple[str, int | None]:

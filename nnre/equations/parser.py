@@ -7,6 +7,7 @@ juxtaposition (``W x``) · unary minus · ``^`` · postfix ``ᵀ ² ³`` · atom
 
 from __future__ import annotations
 
+import difflib
 import re
 import unicodedata
 
@@ -18,6 +19,7 @@ from nnre.ops import BY_ARITY, FUNCTIONS, OPS, Op
 MAX_DEPTH = 64
 MAX_NODES = 20_000
 MAX_AXES = 8
+NATURALS = "ℕ"  # x ∈ ℕ declares token ids
 ROLE_WORDS = ("input", "state", "output", "frozen")
 _WORD_RE = re.compile(r"^[a-z][a-z]+$")
 _ATOM_START = ("NAME", "NUMBER", "(", "[")
@@ -35,6 +37,7 @@ class Parser:
         self.i = 0
         self.depth = 0
         self.nodes = 0
+        self.ids = _declared_ids(self.tokens)
 
     # -- helpers -------------------------------------------------------------------------
     @property
@@ -60,6 +63,13 @@ class Parser:
         if self.tok.kind != kind:
             raise self.error(f"unexpected {_show(self.tok)}", expected=what)
         return self.advance()
+
+    def close(self, opened: Token, kind: str, what: str) -> Token:
+        """The token closing ``opened``; a line that ends first is reported at the opener,
+        which is where the fix goes (the end of the line says nothing about which one)."""
+        if self.tok.kind in ("NEWLINE", "EOF"):
+            raise self.error(f"'{opened.text}' is never closed", opened, expected=what)
+        return self.expect(kind, what)
 
     def pos(self, tok: Token) -> ast.Pos:
         return ast.Pos(tok.line, tok.column)
@@ -144,10 +154,11 @@ class Parser:
         if not (in_tok.kind == "in" or in_tok.text == "in"):
             raise self.error(f"unexpected {_show(in_tok)}", in_tok, expected="'∈' or 'in'")
         reals = self.advance()
-        if not (reals.kind == "REALS" or (reals.kind == "NAME" and reals.text == "R")):
-            raise self.error(f"unexpected {_show(reals)}", reals, expected="ℝ or R")
+        ids = reals.kind == "NAME" and reals.text == NATURALS
+        if not (reals.kind == "REALS" or ids or (reals.kind == "NAME" and reals.text == "R")):
+            raise self.error(f"unexpected {_show(reals)}", reals, expected="ℝ, R or ℕ")
         if self.tok.kind != "^":
-            return ast.Declaration(names, (), line)
+            return ast.Declaration(names, (), line, ids)
         self.advance()
         if self.tok.kind in ("(", "{"):
             close = ")" if self.advance().kind == "(" else "}"
@@ -163,7 +174,7 @@ class Parser:
         if len(dims) > MAX_AXES:
             raise self.error(f"{len(dims)} dimensions declared",
                              expected=f"at most {MAX_AXES} (a tensor's axes)")
-        return ast.Declaration(names, tuple(dims), line)
+        return ast.Declaration(names, tuple(dims), line, ids)
 
     def dim(self) -> ast.Dim:
         terms = [self.dim_term()]
@@ -246,6 +257,9 @@ class Parser:
         if self.tok.kind != "^":
             return base
         op = self.advance()
+        if self.tok.kind == "{":  # not a layer index: the lexer reads W^{(1)} as one name
+            raise self.error("unexpected '{' after '^'", expected="a number as the exponent, "
+                             "or a layer index '^{(1)}' (a whole number) right after a name")
         exponent = self.signed_number()
         self.count()
         return ast.Power(base, exponent, self.pos(op))
@@ -288,10 +302,18 @@ class Parser:
                 tok.column != prev.column + len(prev.raw or prev.text):
             return False
         kinds = [self.peek(k).kind for k in range(1, 5)]
+        if kinds[:2] == ["NAME", "]"] and self.peek().text in self.ids:
+            return True  # E[xₜ]: a gather by ids (without ∈ ℕ it stays a product, E·[xₜ])
         return kinds[:2] == ["NUMBER", "]"] or kinds == ["NUMBER", ":", "NUMBER", "]"]
 
     def index(self, operand: ast.Expr) -> ast.Expr:
         open_tok = self.advance()
+        if self.tok.kind == "NAME":
+            tok = self.advance()
+            self.expect("]", "']'")
+            self.count()
+            return ast.Gather(operand, ast.Name(tok.text, tok.time, tok.raw, self.pos(tok)),
+                              self.pos(open_tok))
         start = self.index_number()
         stop = start + 1
         if self.tok.kind == ":":
@@ -331,7 +353,7 @@ class Parser:
             self.nest()
             inner = self.expression()
             self.depth -= 1
-            self.expect(")", "')'")
+            self.close(tok, ")", "')'")
             return inner
         if tok.kind == "[":
             return self.concat()
@@ -346,24 +368,36 @@ class Parser:
                              expected="the current step (ₜ) or an earlier one (ₜ₋₁)")
         adjacent = self.tok.kind == "(" and self.tok.line == tok.line and \
             self.tok.column == tok.column + len(tok.raw)
-        if adjacent and tok.time is None and _WORD_RE.match(tok.text):
+        if adjacent and tok.time is None:
+            self.unknown_function(tok)
+        return ast.Name(tok.text, tok.time, tok.raw, self.pos(tok))
+
+    def unknown_function(self, tok: Token) -> None:
+        """A name written right before ``(`` that reads as a misspelt function is an error,
+        not a matrix: a function's spelling up to case (``Tanh``), a close match of one of two
+        or more letters (``relu6``), or a word of two or more lowercase letters (``foo``).
+        One-letter and matrix-like names stay products: ``W(x + b)``, ``U(h)``, ``Wx(…)``."""
+        suggestion = _suggest(tok.text)
+        if suggestion is not None:
+            raise self.error(f"unknown function '{tok.raw}'; did you mean '{suggestion}'?", tok,
+                             expected=f"'{suggestion}(…)', or a space before '(' for a product")
+        if _WORD_RE.match(tok.text):
             known = ", ".join(sorted(FUNCTIONS))
             raise self.error(f"unknown function '{tok.text}'", tok, expected=f"one of {known}")
-        return ast.Name(tok.text, tok.time, tok.raw, self.pos(tok))
 
     def call(self, tok: Token) -> ast.Expr:
         func = FUNCTIONS[tok.text]
         self.nest()
         given: dict[str, float] = {}
         if self.tok.kind == "(":
-            self.advance()
+            opened = self.advance()
             args = [self.expression()]
             while self.tok.kind == ",":
                 self.advance()
                 args.append(self.expression())
             if self.tok.kind == ";":
                 given = self.params(tok)
-            self.expect(")", "')' after the function's argument")
+            self.close(opened, ")", "')' after the function's argument")
             func = BY_ARITY.get((tok.text, len(args)), "")
             if not func:
                 counts = sorted(n for s, n in BY_ARITY if s == tok.text)
@@ -405,18 +439,57 @@ class Parser:
         return given
 
     def concat(self) -> ast.Expr:
+        """``[a; b]``, ``[a, b]``, ``[a, b; c, d]``: rows separated by ``;``, the parts of a
+        row by ``,`` (side by side along the last axis, then the rows stacked)."""
         open_tok = self.advance()
         self.nest()
-        parts = [self.expression()]
+        rows = [self.concat_row(open_tok)]
         while self.tok.kind == ";":
             self.advance()
-            parts.append(self.expression())
-        if self.tok.kind == ",":
-            raise self.error("horizontal concatenation is not supported",
-                             expected="';' between stacked parts")
-        self.expect("]", "']' or ';'")
+            rows.append(self.concat_row(open_tok))
+        self.close(open_tok, "]", "']', ';' or ','")
         self.depth -= 1
-        return ast.Concat(tuple(parts), self.pos(open_tok))
+        if len(rows) == 1 and isinstance(rows[0], ast.Concat) and rows[0].across:
+            return rows[0]
+        return ast.Concat(tuple(rows), self.pos(open_tok))
+
+    def concat_row(self, open_tok: Token) -> ast.Expr:
+        parts = [self.expression()]
+        while self.tok.kind == ",":
+            self.advance()
+            parts.append(self.expression())
+        if len(parts) == 1:
+            return parts[0]
+        return ast.Concat(tuple(parts), self.pos(open_tok), across=True)
+
+
+def _declared_ids(tokens: list[Token]) -> set[str]:
+    """Names declared ``∈ ℕ`` anywhere in the text (a declaration may follow the use)."""
+    ids: set[str] = set()
+    for i, tok in enumerate(tokens[:-1]):
+        nxt = tokens[i + 1]
+        if (tok.kind == "in" or tok.text == "in") and nxt.kind == "NAME" and \
+                nxt.text == NATURALS:
+            j = i - 1
+            while j >= 0 and tokens[j].kind in ("NAME", ","):
+                if tokens[j].kind == "NAME":
+                    ids.add(tokens[j].text)
+                j -= 1
+    return ids
+
+
+def _suggest(name: str) -> str | None:
+    """The function a name misspells, if it is one: the same spelling up to case, or the
+    closest spelling of two or more letters by difflib's ratio (at least 0.8: ``relu6`` →
+    ``relu``, ``sigmod`` → ``sigmoid``; ``Wx`` or ``W_h`` match nothing)."""
+    for spelling in FUNCTIONS:
+        if spelling.lower() == name.lower():
+            return spelling
+    if len(name) < 2:
+        return None
+    long = [s for s in FUNCTIONS if len(s) >= 2]
+    close = difflib.get_close_matches(name, long, n=1, cutoff=0.8)
+    return close[0] if close else None
 
 
 def _params(op: Op) -> list[str]:

@@ -8,6 +8,7 @@ take their first spelling from the op table (``σ`` for sigmoid).
 from __future__ import annotations
 
 from nnre.equations import ast
+from nnre.equations.lexer import is_base_letter
 from nnre.ops import OPS
 
 _PREC = {"<": 0, ">": 0, "≤": 0, "≥": 0, "+": 1, "-": 1, "*": 2, "/": 2, "@": 3}
@@ -63,6 +64,8 @@ def _render_node(node: ast.Expr, out: dict[int, tuple[str, int]], written: bool
     if isinstance(node, ast.Slice):
         which = str(node.start) if node.stop == node.start + 1 else f"{node.start}:{node.stop}"
         return f"{sub(node.operand, ATOM)}[{which}]", TRANSPOSE
+    if isinstance(node, ast.Gather):
+        return f"{sub(node.operand, ATOM)}[{out[id(node.index)][0]}]", TRANSPOSE
     if isinstance(node, ast.Transpose):
         number = isinstance(node.operand, ast.Number)  # 2ᵀ would not read back
         return f"{sub(node.operand, ATOM + 1 if number else TRANSPOSE)}ᵀ", TRANSPOSE
@@ -71,18 +74,36 @@ def _render_node(node: ast.Expr, out: dict[int, tuple[str, int]], written: bool
                         for i, (k, v) in enumerate(node.params))
         args = ", ".join(out[id(a)][0] for a in node.args)
         return f"{OPS[node.func].spellings[0]}({args}{shown})", ATOM
-    return "[" + "; ".join(out[id(p)][0] for p in node.parts) + "]", ATOM
+    assert isinstance(node, ast.Concat)
+    if node.across:
+        return "[" + ", ".join(out[id(p)][0] for p in node.parts) + "]", ATOM
+
+    def row(part: ast.Expr) -> str:  # a row of parts side by side is written without brackets
+        if isinstance(part, ast.Concat) and part.across:
+            return ", ".join(out[id(p)][0] for p in part.parts)
+        return out[id(part)][0]
+
+    return "[" + "; ".join(row(p) for p in node.parts) + "]", ATOM
 
 
 def _number(value: float) -> str:
     return str(int(value)) if value == int(value) else repr(value)
 
 
+def _untimed(name: str) -> str:
+    """A canonical name as it reads back: ``W_xh`` as is, but a subscript that is not a run of
+    letters and digits in braces (``W_{-}`` for ``W₋``, ``W_{1,x}``): ``W_-`` would not parse."""
+    base, sep, sub = name.partition("_")
+    if not sep or all(ch.isascii() and ch.isdigit() or is_base_letter(ch) for ch in sub):
+        return name
+    return f"{base}_{{{sub}}}"
+
+
 def time_name(name: str, time: int | None) -> str:
     """``hₜ``, ``hₜ₋₁``; a name with a subscript of its own takes the time inside it
     (``h_{1,t}``, ``h_{1,t-1}``): ``h_1ₜ`` would read as one name ``h_1t``."""
     if time is None:
-        return name
+        return _untimed(name)
     if "_" in name:
         base, sub = name.split("_", 1)
         return f"{base}_{{{sub},t{'' if time == 0 else time}}}"

@@ -1,7 +1,8 @@
 """Who is who in an equation set: inputs, state, parameters, outputs, and evaluation order.
 
 Undeclared roles are inferred: a time-indexed name no equation defines is an input; a name
-read at an earlier step is state; a free name without a time index is a parameter (or, when
+read at an earlier step is state; a declared dimension read in an equation (``xₜ / H``) is
+its value, a number; any other free name without a time index is a parameter (or, when
 weights are supplied and it has none, an input); the outputs are the defined names no other
 equation reads. Cycles within one step are errors.
 """
@@ -25,6 +26,7 @@ class Roles:
     outputs: list[str]
     timed: set[str] = field(default_factory=set)  # names written with a time index
     frozen: list[str] = field(default_factory=list)  # parameters training leaves as they are
+    dims: list[str] = field(default_factory=list)  # dimension names read as their value
 
 
 class _Located:
@@ -80,6 +82,7 @@ def analyse(module: ast.Module, weights: set[str] | None = None) -> Roles:
             raise loc.at(f"state '{name}' is never defined", declared["state"][name].pos,
                          expected=f"an equation '{name}ₜ = …'")
         state.setdefault(name, 1)
+    dims = _dimension_values(loc, module, equations, free_timed, free_plain, declared)
     inputs, params = _split_free(loc, free_timed, free_plain, declared, equations, weights)
     order = _toposort(loc, equations, deps)  # a cycle explains a missing output: check it first
     outputs = _outputs(loc, declared, equations, readers)
@@ -89,7 +92,58 @@ def analyse(module: ast.Module, weights: set[str] | None = None) -> Roles:
             raise loc.at(f"frozen '{name}' is not a parameter (a weight)", ref.pos,
                          expected="the name of a weight the equations read")
     return Roles(order, equations, inputs, state, params, outputs, timed | set(free_timed),
-                 list(frozen))
+                 list(frozen), dims)
+
+
+def dimension_names(module: ast.Module) -> dict[str, int]:
+    """Every dimension name of the declarations, with the line of its first declaration."""
+    found: dict[str, int] = {}
+    for decl in module.declarations:
+        for dim in decl.shape:
+            for term in dim.terms:
+                if isinstance(term, str):
+                    found.setdefault(term, decl.line)
+    return found
+
+
+def _dimension_values(loc: _Located, module: ast.Module, equations: dict[str, ast.Equation],
+                      free_timed: dict[str, ast.Name], free_plain: dict[str, ast.Name],
+                      declared: dict[str, dict[str, ast.Name]]) -> list[str]:
+    """The dimension names the equations read as values (taken out of ``free_plain``).
+
+    A name is a dimension or a value of the model, never both: a dimension that an equation
+    defines, a declaration gives a shape, a role line names or a time index follows is an
+    error, whether or not an equation reads it."""
+    dims = dimension_names(module)
+    if not dims:
+        return []
+    clash = "another name for one of them (a dimension is a number: 'xₜ / {}')"
+    for eq in module.equations:
+        if eq.target.name in dims:
+            name = eq.target.name
+            raise loc.at(f"'{name}' is a dimension (declared on line {dims[name]}) and cannot "
+                         "also be defined", eq.target.pos, expected=clash.format(name))
+    for decl in module.declarations:
+        for ref in decl.names:
+            if ref.name in dims:
+                raise loc.at(f"'{ref.raw}' is a dimension (declared on line "
+                             f"{dims[ref.name]}) and cannot also be declared as a value", ref.pos,
+                             expected=clash.format(ref.name))
+    for role, names in declared.items():
+        for name, ref in names.items():
+            if name in dims:
+                raise loc.at(f"'{ref.raw}' is a dimension (declared on line {dims[name]}) and "
+                             f"cannot appear in '{role} …'",
+                             ref.pos, expected=clash.format(name))
+    for name, ref in free_timed.items():
+        if name in dims:
+            raise loc.at(f"'{ref.raw}': '{name}' is a dimension (declared on line "
+                         f"{dims[name]}), a number without a time index", ref.pos,
+                         expected=f"'{name}' without a time index")
+    read = [name for name in free_plain if name in dims]
+    for name in read:
+        del free_plain[name]
+    return read
 
 
 def _classify(loc: _Located, eq: ast.Equation, ref: ast.Name,

@@ -3,7 +3,8 @@
 Dimensions are unified with a union-find over dimension variables, so information flows in
 every direction: a declaration of ``hₜ`` fixes the rows of ``W_i`` several equations away.
 Dimension names (H, V, …) come from declarations, explicit bindings and weight arrays.
-Vectors are columns (n, 1); scalars (numbers, ``α ∈ ℝ``) broadcast in elementwise ops.
+Vectors are columns (n, 1); scalars (numbers, ``α ∈ ℝ``, a dimension read as its value,
+``xₜ / H``) broadcast in elementwise ops.
 """
 
 from __future__ import annotations
@@ -126,6 +127,7 @@ class _Checker:
         self.slices: list[tuple[ast.Slice, int]] = []  # (node, rows variable): checked last
         self.one = self.d.new(1)
         self.where: dict[str, ast.Pos] = {}  # first place each name or dimension appears
+        self.dim_values = set(roles.dims)
 
     def error(self, message: str, pos: ast.Pos | None, expected: str | None = None
               ) -> ShapeError:
@@ -243,6 +245,9 @@ class _Checker:
     def node_shape(self, node: ast.Expr, eq: ast.Equation) -> Pair:
         if isinstance(node, ast.Number):
             self.known_scalar.add(id(node))
+            return (self.one, self.one)
+        if isinstance(node, ast.Name) and node.name in self.dim_values:
+            self.known_scalar.add(id(node))  # a dimension read as its value: a number
             return (self.one, self.one)
         if isinstance(node, ast.Name):
             if node.name in self.scalar:

@@ -13,6 +13,7 @@ size from the op's own shape rule.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -34,6 +35,7 @@ class TensorShapes:
     dims: dict[str, int]  # dimension name → value
     nodes: dict[int, tuple[int, ...]]  # id(ast node) → shape
     attrs: dict[int, dict[str, object]]  # id(call node) → its op's attributes
+    ids: dict[str, int]  # input declared ∈ ℕ → how many ids it may take (rows of its table)
 
 
 def api_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -47,9 +49,11 @@ def needs_tensors(module: ast.Module, roles: Roles) -> bool:
     for decl in module.declarations:
         per_example = any(n.name in roles.inputs or n.name in roles.equations
                           for n in decl.names)
-        if len(decl.shape) > 2 or (len(decl.shape) == 2 and per_example):
+        if len(decl.shape) > 2 or (len(decl.shape) == 2 and per_example) or decl.ids:
             return True
-    return any(isinstance(node, ast.Call) and (OPS[node.func].tensor or _axis_of(node) is not None)
+    return any((isinstance(node, ast.Call) and (OPS[node.func].tensor
+                                                 or _axis_of(node) is not None))
+               or (isinstance(node, ast.Concat) and node.across) or isinstance(node, ast.Gather)
                for eq in module.equations for node in ast.walk(eq.expr))
 
 
@@ -70,6 +74,8 @@ class _Checker:
         self.nodes: dict[int, Vars] = {}
         self.attrs: dict[int, dict[str, object]] = {}
         self.slices: list[tuple[ast.Slice, int]] = []
+        self.ids: dict[str, int] = {}  # ids input → the variable of its table's rows
+        self.id_names: set[str] = set()
         self.where: dict[str, ast.Pos] = {}
 
     def error(self, message: str, pos: ast.Pos | None, expected: str | None = None
@@ -85,6 +91,10 @@ class _Checker:
                                                                    else "") + ")"
 
     def known(self, shape: Vars) -> tuple[int, ...] | None:
+        if any(self.d.get(v) is None for v in shape):  # sizes of stacked parts added up yet?
+            problem = self.d.solve_sums()
+            if problem:
+                raise self.error(*problem)
         values = tuple(self.d.get(v) for v in shape)
         return None if any(v is None for v in values) else values  # type: ignore[return-value]
 
@@ -115,6 +125,14 @@ class _Checker:
 
     def declare(self, decl: ast.Declaration) -> None:
         for ref in decl.names:
+            if decl.ids:
+                if ref.name not in self.roles.inputs:
+                    raise self.error(f"'{ref.raw}' is declared ∈ ℕ (ids) but is not an input",
+                                     ref.pos, expected="ids that come in (token ids, classes)")
+                if len(decl.shape) > 1:
+                    raise self.error(f"ids '{ref.raw}' must be one id or a vector of ids",
+                                     ref.pos, expected=f"'{ref.raw} ∈ ℕ' or '{ref.raw} ∈ ℕ^T'")
+                self.id_names.add(ref.name)
             axes = tuple(self.dim_var(dim, ref.pos) for dim in decl.shape)
             if not axes:  # a number is 1×1, as in version 1
                 self.scalar.add(ref.name)
@@ -148,8 +166,9 @@ class _Checker:
 
     def node(self, node: ast.Expr, eq: ast.Equation) -> Vars:
         at = self.nodes
-        if isinstance(node, ast.Number):
-            return ()
+        if isinstance(node, ast.Number) or (isinstance(node, ast.Name)
+                                            and node.name in self.roles.dims):
+            return ()  # a number, or a dimension read as its value
         if isinstance(node, ast.Name):
             return self.name(node.name, node.pos)
         if isinstance(node, ast.Unary | ast.Power):
@@ -162,6 +181,8 @@ class _Checker:
             if node.op == "@":
                 return self.matmul(node, left, right, eq)
             return self.broadcast(left, right, node.pos, _what(node, eq))
+        if isinstance(node, ast.Gather):
+            return self.gather(node, at[id(node.operand)], at[id(node.index)], eq)
         if isinstance(node, ast.Slice):
             shape = at[id(node.operand)] or (self.one, self.one)
             self.slices.append((node, shape[0]))
@@ -194,6 +215,19 @@ class _Checker:
                              f"{self.show(a)}", pos)
         return tuple(out)
 
+    def gather(self, node: ast.Gather, table: Vars, ids: Vars, eq: ast.Equation) -> Vars:
+        """``E[x]``: for each of x's ids (one, or a vector of them) that row of E."""
+        name = node.index.name
+        if name not in self.id_names or len(table) < 2:
+            raise self.error(f"'{unparse(node)}' in the equation for '{eq.target.raw}' needs a "
+                             f"table with rows and ids declared '{node.index.raw} ∈ ℕ'",
+                             node.pos)
+        rows = self.ids.setdefault(name, table[0])
+        if self.d.find(rows) != self.d.find(table[0]) and not self.d.union(rows, table[0]):
+            raise self.error(f"'{node.index.raw}' indexes tables with different numbers of "
+                             "rows", node.pos)
+        return (ids[0], *table[1:])
+
     def matmul(self, node: ast.Binary, a: Vars, b: Vars, eq: ast.Equation) -> Vars:
         """The product on the last two axes; a number (or a known 1×1 value beside something
         it cannot multiply as a matrix) scales instead, as in version 1."""
@@ -215,25 +249,33 @@ class _Checker:
         return inner is not None and inner != 1
 
     def concat(self, node: ast.Concat, eq: ast.Equation) -> Vars:
+        """``[a; b]`` adds up the first axis, ``[a, b]`` the last; the others must agree."""
         parts = [self.nodes[id(p)] or (self.one, self.one) for p in node.parts]
-        rest = parts[0][1:]
+        axis = len(parts[0]) - 1 if node.across else 0
+        rest = parts[0][:axis] + parts[0][axis + 1:]
         for part, p in zip(parts[1:], node.parts[1:], strict=True):
             before = (self.show(parts[0]), self.show(part))
             if len(part) != len(parts[0]) or not all(
-                    self.d.union(x, y) for x, y in zip(rest, part[1:], strict=True)):
-                raise self.error(f"stacked parts in the equation for '{eq.target.raw}' must "
-                                 f"agree on every axis but the first: {before[0]} and "
+                    self.d.union(x, y) for x, y in zip(rest, part[:axis] + part[axis + 1:],
+                                                       strict=True)):
+                which = "last" if node.across else "first"
+                raise self.error(f"parts in the equation for '{eq.target.raw}' must agree on "
+                                 f"every axis but the {which}: {before[0]} and "
                                  f"'{unparse(p)}' {before[1]}", node.pos)
-        known = [self.d.get(p[0]) for p in parts]
-        if all(k is not None for k in known):  # known now: later broadcasts can rely on it
-            return (self.d.new(sum(known)), *rest)  # type: ignore[arg-type]
         total = self.d.new()
-        self.d.sums.append((total, [p[0] for p in parts], node.pos))
-        return (total, *rest)
+        self.d.sums.append((total, [p[axis] for p in parts], node.pos))
+        problem = self.d.solve_sums()  # the total now, so broadcasting can see a size of 1
+        if problem:
+            raise self.error(*problem)
+        return (*rest[:axis], total, *rest[axis:])
 
     def call(self, node: ast.Call, eq: ast.Equation) -> Vars:
         op = OPS[node.func]
         args = [self.nodes[id(a)] for a in node.args]
+        if op.name == "reshape":
+            return self.reshape(node, args[0], eq)
+        if op.name == "permute":
+            return self.permute(node, args[0], eq)
         if op.tensor:
             return self.tensor_call(node, args, eq)
         if _axis_of(node) is not None:
@@ -259,6 +301,52 @@ class _Checker:
         if not OPS[node.func].reduces:
             return x
         return tuple(self.one if i == axis % len(x) else v for i, v in enumerate(x))
+
+    def reshape(self, node: ast.Call, arg: Vars, eq: ast.Equation) -> Vars:
+        """``Y = reshape(X)``: the target's declared shape, with as many entries as X."""
+        target = self.names.get(eq.target.name)
+        if eq.expr is not node or target is None:
+            raise self.error(f"reshape in the equation for '{eq.target.raw}' takes its shape "
+                             "from the target, so it must be the whole right-hand side of an "
+                             "equation whose target is declared", node.pos,
+                             expected=f"'{eq.target.raw} ∈ ℝ^(…)' and "
+                                      f"'{eq.target.raw} = reshape(…)'")
+        have, want = self.known(arg), self.known(target)
+        if have is None or want is None or math.prod(have) != math.prod(want):
+            raise self.error(f"reshape in the equation for '{eq.target.raw}' needs known sizes "
+                             f"with the same number of entries: {self.show(arg)} to "
+                             f"{self.show(target)}", node.pos)
+        return target
+
+    def permute(self, node: ast.Call, arg: Vars, eq: ast.Equation) -> Vars:
+        """``Y = permute(X)``: X's axes in the order of Y's declaration, each axis found by
+        its dimension (``X ∈ ℝ^(C×H×W)``, ``Y ∈ ℝ^(H×W×C)``), or else by a size only one axis
+        has; anything else would be ambiguous."""
+        target = self.names.get(eq.target.name)
+        if eq.expr is not node or target is None:
+            raise self.error(f"permute in the equation for '{eq.target.raw}' takes its order "
+                             "from the target, so it must be the whole right-hand side of an "
+                             "equation whose target is declared", node.pos,
+                             expected=f"'{eq.target.raw} ∈ ℝ^(…)' and "
+                                      f"'{eq.target.raw} = permute(…)'")
+        roots = [self.d.find(v) for v in arg]
+        sizes = [self.d.get(v) for v in arg]
+        axes = []
+        for var in target:
+            root, size = self.d.find(var), self.d.get(var)
+            if roots.count(root) == 1:  # the same dimension
+                axes.append(roots.index(root))
+            elif size is not None and sizes.count(size) == 1:  # the only axis of that size
+                axes.append(sizes.index(size))
+            else:
+                axes.append(-1)
+        if sorted(axes) != list(range(len(arg))) or len(target) != len(arg):
+            raise self.error(f"permute in the equation for '{eq.target.raw}': cannot tell "
+                             f"where each axis of {self.show(target)} comes from in "
+                             f"{self.show(arg)}", node.pos,
+                             expected="each axis's dimension name, or size, once on each side")
+        self.attrs[id(node)] = {"axes": tuple(axes)}
+        return target
 
     def tensor_call(self, node: ast.Call, args: list[Vars], eq: ast.Equation) -> Vars:
         """Convolution, pooling, flattening: sizes must be known here; the op's own shape
@@ -314,7 +402,15 @@ class _Checker:
             shape = self.known(axes)
             assert shape is not None, "every node's axes are unified with a name's or fixed"
             nodes[key] = shape
-        return TensorShapes(of, self.scalar, dims, nodes, self.attrs)
+        ids = {}
+        for name in self.id_names:
+            if name not in self.ids:
+                raise self.error(f"ids '{name}' index no table", self.where.get(name),
+                                 expected=f"a gather E[{name}]")
+            count = self.d.get(self.ids[name])
+            assert count is not None
+            ids[name] = count
+        return TensorShapes(of, self.scalar, dims, nodes, self.attrs, ids)
 
 
 def _what(node: ast.Binary, eq: ast.Equation) -> str:

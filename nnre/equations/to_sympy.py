@@ -44,12 +44,17 @@ def lambda_of(op: str, params: Params) -> sp.Lambda:
 class VectorFunction(sp.MatrixExpr):
     """A function of a whole vector (softmax, log_softmax): the op's name and its argument."""
 
-    def __new__(cls, op: str, arg: sp.MatrixExpr) -> VectorFunction:
-        return sp.Basic.__new__(cls, Str(op), arg)  # type: ignore[return-value]
+    def __new__(cls, op: str, arg: sp.MatrixExpr, params: Params = ()) -> VectorFunction:
+        values = sp.Tuple(*(sp.Tuple(Str(k), sp.Float(v)) for k, v in params))
+        return sp.Basic.__new__(cls, Str(op), arg, values)  # type: ignore[return-value]
 
     @property
     def op(self) -> str:
         return str(self.args[0])
+
+    @property
+    def params(self) -> dict[str, float]:
+        return {str(k): float(v) for k, v in self.args[2]}  # type: ignore[attr-defined]
 
     @property
     def shape(self) -> tuple[Any, Any]:
@@ -191,6 +196,8 @@ class _Converter:
         values = {id(c): _force(pending[id(c)]) for c in ast.children(node)}
         if isinstance(node, ast.Number):
             return node.value
+        if isinstance(node, ast.Name) and node.name in self.roles.dims:
+            return float(self.shapes.dims[node.name])  # a dimension read as its value
         if isinstance(node, ast.Name):
             if node.time is not None and node.time < 0:
                 return self.symbol(state_symbol_name(node.name, -node.time), node.name)
@@ -318,7 +325,7 @@ class _Converter:
             if 1 not in tuple(v.shape):
                 raise self.error(f"{node.func} needs a vector, got a {v.shape[0]}×{v.shape[1]}"
                                  " matrix", node.pos)
-            return VectorFunction(node.func, v)
+            return VectorFunction(node.func, v, node.params)
         # Not ElementwiseApplyFunction(...): for a 1×1 operand SymPy applies the function to
         # the matrix itself (sqrt(X) becomes X**(1/2), relu fails to compare), so build the
         # node directly; its args are exactly (function, expr) either way.

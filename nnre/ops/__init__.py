@@ -5,8 +5,8 @@ Shapes here are runtime shapes. A value that varies per example has a leading ro
 shape *without* that axis. Compute kernels write into a preallocated ``out``; view kernels
 return a view and allocate nothing. Families: ``functions`` (σ, tanh, erf, …), ``activations``
 (gelu, silu, …), ``arithmetic`` (+ − ⊙ /), ``linear`` (products), ``vector`` (softmax),
-``reductions`` (Σ, mean, max, min, ‖·‖), ``structure`` (copy, concat, views); ``special``
-computes erf for NumPy arrays.
+``reductions`` (Σ, mean, max, min, ‖·‖), ``structure`` (copy, concat, views), ``conv``
+(convolution and pooling over 1 or 2 spatial axes); ``special`` computes erf for NumPy arrays.
 Every consumer (parser, SymPy conversion, compiler, optimizer, VM, autodiff, ONNX) reads
 these records; none keeps a table of its own.
 """
@@ -15,13 +15,22 @@ from __future__ import annotations
 
 import dataclasses
 
-from nnre.ops import activations, arithmetic, functions, linear, reductions, structure, vector
+from nnre.ops import (
+    activations,
+    arithmetic,
+    conv,
+    functions,
+    linear,
+    reductions,
+    structure,
+    vector,
+)
 from nnre.ops.base import Op, Shape
 
 OPS: dict[str, Op] = {op.name: op for op in [
     *arithmetic.OPS, *linear.OPS, *functions.OPS, *activations.OPS, *vector.OPS,
     *reductions.OPS,
-    *structure.OPS]}
+    *structure.OPS, *conv.OPS]}
 
 #: The primitives of version 1 of the language; every later one has ``Op.since`` 2.
 VERSION_1 = frozenset({"add", "sub", "mul", "div", "matmul", "rowdot", "neg", "tanh", "sigmoid",
@@ -46,9 +55,9 @@ BY_ONNX: dict[str, Op] = {t: op for op in OPS.values() for t in op.onnx_import}
 def tensor_attrs(op: Op, spatial: int, params: dict[str, float]) -> dict[str, object]:
     """The attributes of an instruction of ``op`` written with these equation parameters, for
     an input with ``spatial`` axes after its channels. Raises ValueError on bad values."""
-    if op.attrs_of is None:
+    if op.param_attrs is None:
         return dict(params)
-    return op.attrs_of(spatial, **params)
+    return op.param_attrs(spatial, **params)
 
 
 __all__ = ["BY_ARITY", "BY_ONNX", "FUNCTIONS", "OPS", "Op", "Shape", "tensor_attrs"]

@@ -43,6 +43,7 @@ class Op:
     #: The kernel as bound ufunc calls over its ``out`` (scratch made once), for the
     #: per-step tapes: one Python frame less per call and no allocation per step.
     unfold: Callable[..., list[Call]] | None = None
+    products: bool = False  # runs BLAS matrix products: on one thread unless told (threads)
     # -- equations -------------------------------------------------------------------
     spellings: tuple[str, ...] = ()  # names in equation text; the first is how it prints
     arity: int = 1  # arguments in equation text: max(x) reduces, max(a, b) is entry by entry
@@ -50,6 +51,9 @@ class Op:
     #: Parameters written after a semicolon, ``leaky_relu(x; slope=0.2)``, with their
     #: defaults; each is also an attribute of the instruction (``attrs``).
     params: Mapping[str, float] = field(default_factory=dict)
+    #: (spatial rank, **params) → attributes, for an op whose parameters are not its
+    #: attributes as written: ``conv(W, x; pad=1)`` has ``pads=(1, 1, 1, 1)`` in 2-D.
+    param_attrs: Callable[..., dict[str, Any]] | None = None
     sympy: Callable[..., Any] | None = None  # (sympy, d, **params) → the scalar form f(d)
     fold: Callable[..., float] | None = None  # f(v, **params) on one number: constant folding
     vector: bool = False  # a function of the whole vector (softmax), not entry by entry
@@ -74,9 +78,6 @@ class Op:
     # -- tensors ---------------------------------------------------------------------
     tensor: bool = False  # only tensors have it (conv, pooling, flatten): the tensor reading
     tensor_input: int = 0  # which argument is the per-example value (conv(W, x): 1)
-    #: Equation parameters → instruction attributes, given the number of spatial axes of the
-    #: input (``stride=2`` → ``stride=(2, 2)``); None: the parameters are the attributes.
-    attrs_of: Callable[..., dict[str, Any]] | None = None
 
 
 def same(a: Shape, *rest: Shape, **_: Any) -> Shape:

@@ -35,6 +35,7 @@ def _matmul_vjp(g: Array, out: Array, args: list[Array], attrs: dict[str, Any], 
 
 MATMUL = Op(  # NumPy's matmul: per-example rows times Wᵀ for W·x, batched matrices
     "matmul", lambda a, b, out: np.matmul(a, b, out=out), _matmul_shape, ufunc=np.matmul,
+    products=True,
     vjp=_matmul_vjp, reads=frozenset({"args"}),
     onnx="MatMul",
 )

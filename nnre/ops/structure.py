@@ -114,9 +114,10 @@ def _reshape_shape(a: Shape, shape: Shape) -> Shape:
     return shape
 
 
-RESHAPE = Op(
+RESHAPE = Op(  # in equations, reshape(x) takes the shape its declared target has
     "reshape", lambda a, shape: a.reshape(shape), _reshape_shape,
     attrs={"shape": tuple}, view=True, onnx=_reshape_onnx,
+    spellings=("reshape",), tensor=True,
 )
 
 
@@ -135,6 +136,29 @@ TRANSPOSE = Op(  # the last two axes swapped (a matrix's transpose; leading axes
 )
 
 
+def _permute(a: Array, axes: Shape) -> Array:
+    lead = a.ndim - len(axes)  # the rows of a per-example value stay first
+    return a.transpose((*range(lead), *(lead + p for p in axes)))
+
+
+def _permute_onnx(e: Any, ins: Any, args: list[str], out: str) -> None:
+    axes = tuple(dict(ins.attrs)["axes"])
+    lead = len(e.shape(ins.args[0])) - len(axes)
+    e.node("Transpose", args, out, perm=[*range(lead), *(lead + p for p in axes)])
+
+
+def _permute_shape(a: Shape, axes: Shape) -> Shape:
+    if sorted(axes) != list(range(len(a))):
+        raise ValueError(f"axes {axes} are not a permutation of the {len(a)} axes of {a}")
+    return tuple(a[p] for p in axes)
+
+
+PERMUTE = Op(  # in equations, permute(x) puts x's axes in its declared target's order
+    "permute", _permute, _permute_shape, attrs={"axes": tuple}, view=True,
+    spellings=("permute",), tensor=True, onnx=_permute_onnx,
+)
+
+
 def _flatten_shape(a: Shape) -> Shape:
     return (math.prod(a),)
 
@@ -146,4 +170,29 @@ FLATTEN = Op(  # a per-example tensor's entries as one vector, in row-major orde
     onnx_import=("Flatten",),
 )
 
-OPS = [COPY, CONCAT, SLICE, RESHAPE, TRANSPOSE, FLATTEN]
+def _gather(table: Array, ids: Array, out: Array) -> Array:
+    return np.take(table, ids.astype(np.intp), axis=0, out=out)  # ids checked when fed
+
+
+def _gather_vjp(g: Array, out: Array, args: list[Array], attrs: dict[str, Any], i: int
+                ) -> Array:
+    table, ids = args
+    if i == 1:
+        return np.zeros_like(ids)  # ids are whole numbers: nothing flows back into them
+    grad = np.zeros(table.shape, g.dtype)
+    np.add.at(grad, ids.astype(np.intp).reshape(-1), g.reshape(-1, *table.shape[1:]))
+    return grad
+
+
+def _gather_onnx(e: Any, ins: Any, args: list[str], out: str) -> None:
+    index = e.fresh(out + ".ids")
+    e.node("Cast", [args[1]], index, to=7)  # INT64: ONNX Gather indexes with integers
+    e.node("Gather", [args[0], index], out, axis=0)
+
+
+GATHER = Op(  # E[x]: the rows of a constant table picked by per-example ids
+    "gather", _gather, lambda table, ids: (*ids, *table[1:]),
+    vjp=_gather_vjp, reads=frozenset({"args"}), onnx=_gather_onnx,
+)
+
+OPS = [COPY, CONCAT, SLICE, RESHAPE, TRANSPOSE, PERMUTE, FLATTEN, GATHER]

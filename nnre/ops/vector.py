@@ -1,4 +1,4 @@
-"""Functions of a whole vector (along one axis): softmax and log-softmax.
+"""Functions of a whole vector (along one axis): softmax, log-softmax, layer norm and RMS norm.
 
 Each block is the whole definition of one primitive (see ``nnre.ops.base.Op``).
 """
@@ -13,7 +13,7 @@ import numpy as np
 from nnre.ops.base import Array, Call, Op, Shape
 
 
-def _along(a: Shape, axis: int = -1) -> Shape:
+def _along(a: Shape, axis: int = -1, **_: Any) -> Shape:
     """Same shape; the axis is one of the value's own (per-example rows lead at run time)."""
     if not -len(a) - 1 <= axis <= len(a):
         raise ValueError(f"axis {axis} of a {len(a)}-axis value")
@@ -66,4 +66,85 @@ LOG_SOFTMAX = Op(
     onnx="LogSoftmax", onnx_import=("LogSoftmax",),
 )
 
-OPS = [SOFTMAX, LOG_SOFTMAX]
+def _mean(x: Array, axis: int) -> Array:
+    return np.add.reduce(x, axis=axis, keepdims=True) / x.shape[axis]  # type: ignore
+
+
+def _layer_norm(x: Array, out: Array, axis: int = -1, eps: float = 1e-5) -> Array:
+    np.subtract(x, _mean(x, axis), out=out)
+    return np.multiply(out, 1 / np.sqrt(_mean(out * out, axis) + eps), out=out)
+
+
+def _layer_norm_vjp(g: Array, out: Array, args: list[Array], attrs: dict[str, Any], i: int
+                    ) -> Array:
+    axis, eps = attrs.get("axis", -1), attrs.get("eps", 1e-5)
+    x = args[0]
+    centred = x - _mean(x, axis)
+    r = 1 / np.sqrt(_mean(centred * centred, axis) + eps)
+    return r * (g - _mean(g, axis) - out * _mean(g * out, axis))  # type: ignore[no-any-return]
+
+
+def _norm_onnx(kind: str) -> Any:
+    """LayerNormalization with a unit scale from opset 17; before it, and for RMS norm,
+    written out: x (− mean) / √(mean of squares + eps)."""
+    def mean(e: Any, value: str, axis: int, hint: str) -> str:
+        out = e.fresh(hint)
+        if e.opset >= 18:  # axes an input from opset 18
+            e.node("ReduceMean", [value, e.const(np.array([axis], np.int64), "axes")], out,
+                   keepdims=1)
+        else:
+            e.node("ReduceMean", [value], out, axes=[axis], keepdims=1)
+        return out
+
+    def rule(e: Any, ins: Any, args: list[str], out: str) -> None:
+        attrs = dict(ins.attrs)
+        axis, eps = int(attrs.get("axis", -1)), float(attrs.get("eps", 1e-5))
+        dtype = np.dtype(e.dtype)
+        x = args[0]
+        if kind == "layer" and e.opset >= 17:
+            ones = e.const(np.ones(e.shape(ins.args[0])[axis], dtype), "scale")
+            e.node("LayerNormalization", [x, ones], out, axis=axis, epsilon=eps)
+            return
+        if kind == "layer":
+            centred = e.fresh(out + ".centred")
+            e.node("Sub", [x, mean(e, x, axis, out + ".mean")], centred)
+            x = centred
+        square, shifted, root = (e.fresh(out + hint) for hint in (".square", ".shifted",
+                                                                   ".root"))
+        e.node("Mul", [x, x], square)
+        e.node("Add", [mean(e, square, axis, out + ".variance"),
+                       e.const(np.array(eps, dtype), "eps")], shifted)
+        e.node("Sqrt", [shifted], root)
+        e.node("Div", [x, root], out)
+    return rule
+
+
+LAYER_NORM = Op(  # (x − mean(x)) / √(var(x) + eps): Ba et al. 2016, without gain and bias
+    "layer_norm", _layer_norm, _along, attrs={"axis": int, "eps": float},
+    spellings=("layer_norm",), vector=True, params={"eps": 1e-5}, fold=lambda v, eps=0: 0.0,
+    vjp=_layer_norm_vjp, reads=frozenset({"args", "out"}),
+    onnx=_norm_onnx("layer"),
+)
+
+
+def _rms_norm(x: Array, out: Array, axis: int = -1, eps: float = 1e-5) -> Array:
+    return np.multiply(x, 1 / np.sqrt(_mean(x * x, axis) + eps), out=out)
+
+
+def _rms_norm_vjp(g: Array, out: Array, args: list[Array], attrs: dict[str, Any], i: int
+                  ) -> Array:
+    axis, eps = attrs.get("axis", -1), attrs.get("eps", 1e-5)
+    x = args[0]
+    r = 1 / np.sqrt(_mean(x * x, axis) + eps)
+    return r * (g - out * _mean(g * out, axis))  # type: ignore[no-any-return]
+
+
+RMS_NORM = Op(  # x / √(mean(x²) + eps): Zhang & Sennrich 2019, without gain
+    "rms_norm", _rms_norm, _along, attrs={"axis": int, "eps": float},
+    spellings=("rms_norm",), vector=True, params={"eps": 1e-5},
+    fold=lambda v, eps=1e-5: v / (v * v + eps) ** 0.5,
+    vjp=_rms_norm_vjp, reads=frozenset({"args", "out"}),
+    onnx=_norm_onnx("rms"),
+)
+
+OPS = [SOFTMAX, LOG_SOFTMAX, LAYER_NORM, RMS_NORM]
