@@ -17,27 +17,17 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+from timing import best_of
 
 import nnre
 from nndk.train import TrainConfig, start
 from nnre.threads import set_blas_threads
 
 DIGITS = Path(__file__).resolve().parent.parent / "samples" / "digits"
-
-
-def timed(fn: Callable[[], object], repeats: int) -> float:
-    fn()
-    best = float("inf")
-    for _ in range(repeats):
-        begin = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - begin)
-    return best
 
 
 def data(folder: Path) -> Path:
@@ -103,13 +93,13 @@ def inference(model: nnre.Model, x: np.ndarray, repeats: int) -> None:
     net = torch_net(model)
     for threads in (1, 2):
         set_blas_threads(threads)
-        ours = timed(lambda: model.step({"x": x}), repeats)
+        ours = best_of(lambda: model.step({"x": x}), repeats)
         line = f"  threads {threads}: nnre {ours * 1e3:.2f}"
         if proto is not None:
-            theirs = timed(ort_call(proto, x, threads), repeats)
+            theirs = best_of(ort_call(proto, x, threads), repeats)
             line += f", onnxruntime {theirs * 1e3:.2f} (ratio {ours / theirs:.2f})"
         if net is not None:
-            theirs = timed(torch_call(net, x, threads), repeats)
+            theirs = best_of(torch_call(net, x, threads), repeats)
             line += f", PyTorch {theirs * 1e3:.2f} (ratio {ours / theirs:.2f})"
         print(line)
 
@@ -143,14 +133,14 @@ def training(folder: Path, repeats: int) -> None:
     d = np.load(folder / "train.npz")
     for threads in (1, 2):
         set_blas_threads(threads)
-        ours = 32 / timed(trainer.train_step, repeats)
+        ours = 32 / best_of(trainer.train_step, repeats)
         line = f"  threads {threads}: nndk {ours:,.0f}"
         try:
             step = torch_train_step(d["x"][:32], d["target"][:32], threads)
         except ImportError:
             print(line)
             continue
-        theirs = 32 / timed(step, repeats)
+        theirs = 32 / best_of(step, repeats)
         print(line + f", PyTorch {theirs:,.0f} (ratio {ours / theirs:.2f})")
 
 

@@ -11,11 +11,10 @@ Run: python benchmarks/bench_conv.py [--repeats 7] [--batch 256] [--quick]
 from __future__ import annotations
 
 import argparse
-import time
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+from timing import best_of
 
 from nnre.ops import OPS
 from nnre.threads import set_blas_threads
@@ -23,16 +22,6 @@ from nnre.threads import set_blas_threads
 LAYERS = [("1→16, 8×8", 1, 16, 8), ("16→32, 4×4", 16, 32, 4)]
 ATTRS: dict[str, Any] = {"stride": (1, 1), "pads": (1, 1, 1, 1), "dilation": (1, 1),
                          "groups": 1}
-
-
-def best_of(fn: Callable[[], object], repeats: int) -> float:
-    fn()  # warm up: buffers, caches
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def bench_layer(torch: Any, label: str, c: int, o: int, n: int, batch: int,

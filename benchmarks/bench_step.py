@@ -10,11 +10,10 @@ Run: python benchmarks/bench_step.py [--steps 200] [--repeats 7] [--quick]
 from __future__ import annotations
 
 import argparse
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+from timing import best_of
 
 from nnre import Model
 from nnre.threads import set_blas_threads
@@ -75,16 +74,6 @@ class FusedLSTM:
             np.exp(y, out=y)
             y /= np.add.reduce(y, axis=1, keepdims=True)
         return ys, h, c
-
-
-def best_of(fn: Callable[[], object], repeats: int) -> float:
-    fn()  # warm up: buffers, caches
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def main() -> None:

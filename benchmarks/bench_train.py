@@ -11,10 +11,10 @@ Run: python benchmarks/bench_train.py [--repeats 5] [--threads 2] [--quick]
 from __future__ import annotations
 
 import argparse
-import time
 from collections.abc import Callable
 
 import numpy as np
+from timing import best_of
 
 from nndk.data import TextData
 from nndk.models import read_model
@@ -139,16 +139,6 @@ def nndk_trainer(hidden: int, steps: int, text: np.ndarray) -> TextTrainer:
     return TextTrainer(config, "<bench>", equations, filename, data)
 
 
-def timed(fn: Callable[[], object], repeats: int) -> float:
-    fn()
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-    return best
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
@@ -170,10 +160,10 @@ def main() -> None:
         ref = NumpyLSTM(hidden, rng)
         trainer = nndk_trainer(hidden, steps, text)
         chars = steps * B
-        t_np = timed(lambda r=ref, x=x, y=y: r.step(x, y), repeats)
-        t_nd = timed(lambda tr=trainer: tr.train_step(), repeats)
+        t_np = best_of(lambda r=ref, x=x, y=y: r.step(x, y), repeats)
+        t_nd = best_of(lambda tr=trainer: tr.train_step(), repeats)
         ts = torch_step(hidden, args.threads)
-        t_pt = timed(lambda f=ts, x=x, y=y: f(x, y), repeats) if ts else float("nan")
+        t_pt = best_of(lambda f=ts, x=x, y=y: f(x, y), repeats) if ts else float("nan")
         print(f"{hidden:>4} {steps:>4} {chars / t_np:>9,.0f} {chars / t_nd:>9,.0f} "
               f"{chars / t_pt:>9,.0f} {t_np / t_nd:>10.2f} {t_pt / t_nd:>10.2f}")
 

@@ -9,7 +9,7 @@ Vectors are columns (n, 1); scalars (numbers, ``α ∈ ℝ``, a dimension read a
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from nnre.equations import ast
@@ -111,6 +111,29 @@ class _Dims:
 
 
 Pair = tuple[int, int]
+Located = Callable[..., ShapeError]  # (message, pos, expected=…) → the error to raise
+
+
+def past_end(slices: list[tuple[ast.Slice, int]], d: _Dims, error: Located, along: str
+             ) -> None:
+    """Every ``x[a:b]`` within its operand's first axis (checked once sizes are known)."""
+    for node, first in slices:
+        size = d.get(first)
+        if size is not None and node.stop > size:
+            raise error(f"'{unparse(node)}' reads past the end: '{unparse(node.operand)}' has "
+                        f"{size} entries {along}", node.pos, expected=f"entries 0 … {size - 1}")
+
+
+def dimension_values(d: _Dims, where: dict[str, ast.Pos], error: Located) -> dict[str, int]:
+    """Each named dimension's value, or an error at its first use saying how to give one."""
+    dims = {}
+    for dim_name, var in d.by_name.items():
+        value = d.get(var)
+        if value is None:
+            raise error(f"dimension {dim_name} has no value", where.get(f"dim {dim_name}"),
+                        expected=f"--set {dim_name}=… or a weight that fixes it")
+        dims[dim_name] = value
+    return dims
 
 
 class _Checker:
@@ -200,20 +223,8 @@ class _Checker:
 
     def finish(self) -> Shapes:
         """Resolve every variable to an integer or say which name's shape is undetermined."""
-        for node, rows in self.slices:
-            size = self.d.get(rows)
-            if size is not None and node.stop > size:
-                raise self.error(f"'{unparse(node)}' reads past the end: '{unparse(node.operand)}'"
-                                 f" has {size} entries (rows)", node.pos,
-                                 expected=f"entries 0 … {size - 1}")
-        dims = {}
-        for dim_name, var in self.d.by_name.items():
-            value = self.d.get(var)
-            if value is None:
-                raise self.error(f"dimension {dim_name} has no value",
-                                 self.where.get(f"dim {dim_name}"),
-                                 expected=f"--set {dim_name}=… or a weight that fixes it")
-            dims[dim_name] = value
+        past_end(self.slices, self.d, self.error, "(rows)")
+        dims = dimension_values(self.d, self.where, self.error)
         of: dict[str, tuple[int, int]] = {}
         for name, (r, c) in self.names.items():
             rv, cv = self.d.get(r), self.d.get(c)

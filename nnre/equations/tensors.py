@@ -21,7 +21,7 @@ from nnre.equations import ast
 from nnre.equations.parser import MAX_AXES as MAX_RANK
 from nnre.equations.render import unparse
 from nnre.equations.roles import Roles
-from nnre.equations.shapes import MAX_DIM, _Dims
+from nnre.equations.shapes import MAX_DIM, _Dims, dimension_values, past_end
 from nnre.errors import ShapeError
 from nnre.ops import OPS, tensor_attrs
 
@@ -302,15 +302,21 @@ class _Checker:
             return x
         return tuple(self.one if i == axis % len(x) else v for i, v in enumerate(x))
 
-    def reshape(self, node: ast.Call, arg: Vars, eq: ast.Equation) -> Vars:
-        """``Y = reshape(X)``: the target's declared shape, with as many entries as X."""
+    def declared_target(self, node: ast.Call, eq: ast.Equation, what: str) -> Vars:
+        """The axes of the target that ``reshape``/``permute`` takes its shape from: it must
+        be the whole right-hand side, and the target declared."""
         target = self.names.get(eq.target.name)
         if eq.expr is not node or target is None:
-            raise self.error(f"reshape in the equation for '{eq.target.raw}' takes its shape "
-                             "from the target, so it must be the whole right-hand side of an "
-                             "equation whose target is declared", node.pos,
+            raise self.error(f"{node.func} in the equation for '{eq.target.raw}' takes its "
+                             f"{what} from the target, so it must be the whole right-hand side "
+                             "of an equation whose target is declared", node.pos,
                              expected=f"'{eq.target.raw} ∈ ℝ^(…)' and "
-                                      f"'{eq.target.raw} = reshape(…)'")
+                                      f"'{eq.target.raw} = {node.func}(…)'")
+        return target
+
+    def reshape(self, node: ast.Call, arg: Vars, eq: ast.Equation) -> Vars:
+        """``Y = reshape(X)``: the target's declared shape, with as many entries as X."""
+        target = self.declared_target(node, eq, "shape")
         have, want = self.known(arg), self.known(target)
         if have is None or want is None or math.prod(have) != math.prod(want):
             raise self.error(f"reshape in the equation for '{eq.target.raw}' needs known sizes "
@@ -322,13 +328,7 @@ class _Checker:
         """``Y = permute(X)``: X's axes in the order of Y's declaration, each axis found by
         its dimension (``X ∈ ℝ^(C×H×W)``, ``Y ∈ ℝ^(H×W×C)``), or else by a size only one axis
         has; anything else would be ambiguous."""
-        target = self.names.get(eq.target.name)
-        if eq.expr is not node or target is None:
-            raise self.error(f"permute in the equation for '{eq.target.raw}' takes its order "
-                             "from the target, so it must be the whole right-hand side of an "
-                             "equation whose target is declared", node.pos,
-                             expected=f"'{eq.target.raw} ∈ ℝ^(…)' and "
-                                      f"'{eq.target.raw} = permute(…)'")
+        target = self.declared_target(node, eq, "order")
         roots = [self.d.find(v) for v in arg]
         sizes = [self.d.get(v) for v in arg]
         axes = []
@@ -372,20 +372,8 @@ class _Checker:
 
     # -- result --------------------------------------------------------------------------
     def finish(self) -> TensorShapes:
-        for node, first in self.slices:
-            size = self.d.get(first)
-            if size is not None and node.stop > size:
-                raise self.error(f"'{unparse(node)}' reads past the end: '{unparse(node.operand)}'"
-                                 f" has {size} entries along its first axis", node.pos,
-                                 expected=f"entries 0 … {size - 1}")
-        dims = {}
-        for dim_name, var in self.d.by_name.items():
-            value = self.d.get(var)
-            if value is None:
-                raise self.error(f"dimension {dim_name} has no value",
-                                 self.where.get(f"dim {dim_name}"),
-                                 expected=f"--set {dim_name}=… or a weight that fixes it")
-            dims[dim_name] = value
+        past_end(self.slices, self.d, self.error, "along its first axis")
+        dims = dimension_values(self.d, self.where, self.error)
         of = {}
         for name, axes in self.names.items():
             shape = self.known(axes)
