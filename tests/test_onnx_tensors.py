@@ -119,3 +119,15 @@ def test_slices_with_steps_and_side_by_side_concat_match_onnxruntime() -> None:
     proto = _model(nodes, [_const(k, v, np.int64) for k, v in ints.items()],
                    {"X": [4, 3, 5]}, ["sl", "cat", "mid"])
     _check(proto, {"X": RNG.normal(size=(4, 3, 5)).astype(np.float32)})
+
+
+def test_a_reshape_to_a_matrix_is_declared_and_read_as_one() -> None:
+    """Reshape [N, 12] → [N, 3, 4] is ``r₁ ∈ ℝ^(3×4)``, ``r₁ = reshape(x)``: a product, a
+    transpose and a softmax along an axis can follow it."""
+    nodes = [n("Reshape", ["x", "shape"], ["r"]), n("MatMul", ["r", "W"], ["m"]),
+             n("Transpose", ["m"], ["t"], perm=[0, 2, 1]), n("Softmax", ["t"], ["y"], axis=1),
+             n("Flatten", ["t"], ["f"])]
+    inits = [_const("shape", [0, 3, 4], np.int64), _const("W", RNG.normal(size=(4, 2)))]
+    proto = _model(nodes, inits, {"x": ["N", 12]}, ["y", "f"])
+    text = _check(proto, {"x": RNG.normal(size=(5, 12)).astype(np.float32)})
+    assert "∈ ℝ^(3×4)" in text and "= reshape(x)" in text

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from nndk.onnx import expr as ex
+from nndk.onnx.axes import reshaped
 from nndk.onnx.graph import Importer
 from nndk.onnx.ops import _dyn, per_example
 from nndk.onnx.values import Const, Dyn, Unsupported, Value
@@ -59,7 +60,7 @@ def _merge(imp: Importer, y: Dyn) -> Dyn:
         place[h, :, h * size:(h + 1) * size] = np.eye(size, dtype=imp.dtype)
     w = ex.Name(imp.weight(place, "F", ("merge", heads, size)))
     total = ex.Call("Σ", ex.Bin("·", _name(imp, y), w), (("axis", 0.0),))
-    return Dyn(ex.Call("flatten", total), (seq, heads * size), True)
+    return reshaped(imp, Dyn(total, (1, seq, heads * size), False), (seq, heads * size))
 
 
 def _after(imp: Importer, past: Dyn, new: Dyn) -> Dyn:

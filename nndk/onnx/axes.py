@@ -9,6 +9,7 @@ batch axis mixes examples: it is refused, never imported. A per-example tensor k
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -23,15 +24,22 @@ Args = list[Value | None]
 Rule = Callable[[Importer, Any, Args, dict[str, Any]], list[Value]]
 
 
-def reshaped(x: Dyn, shape: tuple[int, ...]) -> Dyn:
+def reshaped(imp: Importer, x: Dyn, shape: tuple[int, ...]) -> Dyn:
     """The same entries in row-major order with another per-example shape: kept as it is
-    when the equations see both shapes alike, else flat (``flatten(X)`` for a vector)."""
+    when the equations see both shapes alike, ``flatten(X)`` for a vector, else a declared
+    ``R ∈ ℝ^(a×b)``, ``R = reshape(X)`` (flat, the entries as a vector, in a graph indexed by
+    time, where a declaration would need the time index)."""
     shape = tuple(int(d) for d in shape)
     if shape == x.shape:
         return x
     if not x.flat and lang_shape(shape) == lang_shape(x.shape):
         return Dyn(x.expr, shape, False)  # (4,) and (4, 1): one column
-    return Dyn(flat_expr(x), shape, True)
+    if len(shape) < 2 or imp.timed:
+        return Dyn(flat_expr(x), shape, True)
+    target = ex.Name(imp.names.numbered("r"))
+    imp.declarations.append(f"{ex.show(target)} ∈ ℝ^({'×'.join(map(str, shape))})")
+    imp.equations.append((target, ex.Call("reshape", x.expr)))
+    return Dyn(target, shape, False)
 
 
 def _per_axes(imp: Importer, node: Any, x: Dyn, axes: list[int]) -> list[int]:
@@ -55,7 +63,8 @@ def _softmax(func: str) -> Rule:
             if int(np.prod(x.shape[:axis], dtype=np.int64)) != 1:
                 raise Unsupported(f"{node.op_type} (opset {imp.opset}) over the axes from "
                                   f"{axis + imp.lead} on: several vectors per example")
-            return [Dyn(ex.Call(func, flat_expr(x)), x.shape, True)]
+            whole = Dyn(ex.Call(func, flat_expr(x)), (x.size,), False)
+            return [reshaped(imp, whole, x.shape)]
         if x.tensor:
             params = () if axis == last else (("axis", float(axis)),)
             return [x.like(ex.Call(func, x.expr, params))]
@@ -115,7 +124,7 @@ def _reduce(imp: Importer, node: Any, args: Args, at: dict[str, Any]) -> list[Va
         out = Dyn(post(body), kept, False)
     if int(at.get("keepdims", 1)):
         return [out]
-    return [reshaped(out, tuple(d for i, d in enumerate(x.shape) if i not in own))]
+    return [reshaped(imp, out, tuple(d for i, d in enumerate(x.shape) if i not in own))]
 
 
 # -- products ----------------------------------------------------------------------------
@@ -184,7 +193,7 @@ def _matmul(imp: Importer, node: Any, args: Args, at: dict[str, Any]) -> list[Va
         return [Dyn(product, out, False)]
     if len(out) == 1:  # (1, k) rows of a vector → the column (k, 1)
         return [Dyn(ex.Tr(product), out, False)]
-    return [reshaped(Dyn(product, tuple(int(d) for d in got), False), out)]
+    return [reshaped(imp, Dyn(product, tuple(int(d) for d in got), False), out)]
 
 
 # -- moving entries ----------------------------------------------------------------------
@@ -202,7 +211,7 @@ def _transpose(imp: Importer, node: Any, args: Args, at: dict[str, Any]) -> list
     moved = [p for p in own if x.shape[p] != 1]
     if moved != sorted(moved):
         raise Unsupported("Transpose that reorders per-example axes other than the last two")
-    return [reshaped(x, shape)]  # only axes of size 1 move: the entries keep their order
+    return [reshaped(imp, x, shape)]  # only axes of size 1 move: entries keep their order
 
 
 def _flatten(imp: Importer, node: Any, args: Args, at: dict[str, Any]) -> list[Value]:
@@ -210,7 +219,7 @@ def _flatten(imp: Importer, node: Any, args: Args, at: dict[str, Any]) -> list[V
     axis = _axis(int(at.get("axis", 1)), imp.lead + len(x.shape)) - imp.lead
     if imp.lead != 1 or axis < 0 or int(np.prod(x.shape[:axis], dtype=np.int64)) != 1:
         raise Unsupported("Flatten that merges the batch axis with others")
-    return [reshaped(x, (x.size,))]
+    return [reshaped(imp, x, (x.size,))]
 
 
 def _reshape(imp: Importer, node: Any, args: Args, at: dict[str, Any]) -> list[Value]:
@@ -231,7 +240,7 @@ def _reshape(imp: Importer, node: Any, args: Args, at: dict[str, Any]) -> list[V
         rest = [x.size // max(known, 1) if d == -1 else d for d in rest]
     if not keeps_lead or -1 in rest or int(np.prod(rest, dtype=np.int64)) != x.size:
         raise Unsupported("Reshape that moves values across the batch axis")
-    return [reshaped(x, tuple(rest))]
+    return [reshaped(imp, x, tuple(rest))]
 
 
 def _squeeze_axes(imp: Importer, node: Any, args: Args, at: dict[str, Any]) -> list[int] | None:
@@ -256,11 +265,11 @@ def _squeeze(imp: Importer, node: Any, args: Args, at: dict[str, Any]) -> list[V
     if axes is None:
         if any(s is None or s == 1 for s in imp.lead_sizes):
             raise Unsupported("Squeeze without axes where the batch size may be 1")
-        return [reshaped(x, tuple(d for d in x.shape if d != 1))]
+        return [reshaped(imp, x, tuple(d for d in x.shape if d != 1))]
     per = sorted(_axis(a, rank) - imp.lead for a in axes)
     if any(a < 0 or x.shape[a] != 1 for a in per):
         raise Unsupported("Squeeze of the batch axis or of an axis longer than 1")
-    return [reshaped(x, tuple(d for i, d in enumerate(x.shape) if i not in per))]
+    return [reshaped(imp, x, tuple(d for i, d in enumerate(x.shape) if i not in per))]
 
 
 def _unsqueeze(imp: Importer, node: Any, args: Args, at: dict[str, Any]) -> list[Value]:
@@ -273,7 +282,7 @@ def _unsqueeze(imp: Importer, node: Any, args: Args, at: dict[str, Any]) -> list
     shape = list(x.shape)
     for a in per:
         shape.insert(a, 1)
-    return [reshaped(x, tuple(shape))]
+    return [reshaped(imp, x, tuple(shape))]
 
 
 def _concat(imp: Importer, node: Any, args: Args, at: dict[str, Any]) -> list[Value]:
@@ -296,7 +305,8 @@ def _concat(imp: Importer, node: Any, args: Args, at: dict[str, Any]) -> list[Va
         return [_placed(imp, parts, axis, tuple(shape))]
     if axis == 0 and all(p.tensor or len(p.shape) == 1 for p in parts):
         return [Dyn(ex.Stack(tuple(p.expr for p in parts)), tuple(shape), False)]
-    return [Dyn(ex.Stack(tuple(flat_expr(p) for p in parts)), tuple(shape), True)]
+    stacked = Dyn(ex.Stack(tuple(flat_expr(p) for p in parts)), (math.prod(shape),), False)
+    return [reshaped(imp, stacked, tuple(shape))]
 
 
 def _placed(imp: Importer, parts: list[Dyn], axis: int, shape: tuple[int, ...]) -> Dyn:
@@ -384,7 +394,8 @@ def take(imp: Importer, x: Dyn, axis: int, start: int, stop: int) -> Dyn:
         return Dyn(ex.Part(operand(imp, x), start, stop), (stop - start, *x.shape[1:]), False)
     entries = imp.define(Dyn(flat_expr(x), x.shape, True)) if x.tensor else x
     shape = (*x.shape[:-1], stop - start)  # the last axis, all others 1: a run of entries
-    return Dyn(ex.Part(operand(imp, entries), start, stop), shape, True)
+    return reshaped(imp, Dyn(ex.Part(operand(imp, entries), start, stop), (stop - start,),
+                             False), shape)
 
 
 RULES: dict[str, Rule] = {

@@ -129,7 +129,9 @@ def _outputs(imp: Importer) -> list[str]:
         imp.outputs[vi.name] = (ex.canonical_name(target.text), "output")
         if target.text not in declared:
             declared.append(target.text)
-            if isinstance(value, Dyn) and value.tensor and target.text not in inputs:
+            shown = f"{ex.show(target)} ∈"
+            if isinstance(value, Dyn) and value.tensor and target.text not in inputs and \
+                    not any(d.startswith(shown) for d in imp.declarations):
                 space = "×".join(map(str, value.shape))  # shown, and read with tensor shapes
                 imp.declarations.append(f"{ex.show(target)} ∈ ℝ^({space})")
     return declared or finals[:1]  # a model needs an output: the state, at every step

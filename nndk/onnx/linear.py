@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from nndk.onnx import expr as ex
+from nndk.onnx.axes import reshaped
 from nndk.onnx.graph import Importer
 from nndk.onnx.ops import flat_expr
 from nndk.onnx.values import Const, Dyn, Unsupported, Value
@@ -182,7 +183,7 @@ def linear(imp: Importer, node: Any, args: Args, at: dict[str, Any]) -> list[Val
     expr: ex.Expr = ex.Bin("·", ex.Name(imp.weight(m, "M")), _operand(imp, x))
     if np.any(base[0] != 0):
         expr = ex.add(expr, ex.Name(imp.weight(base[0].reshape(-1), "c")))
-    return [Dyn(expr, tuple(int(d) for d in base.shape[1:]), True)]
+    return [reshaped(imp, Dyn(expr, (out_size,), False), base.shape[1:])]
 
 
 def _operand(imp: Importer, x: Dyn) -> ex.Expr:
@@ -263,7 +264,7 @@ def _max_pool(imp: Importer, node: Any, args: Args, at: dict[str, Any]) -> list[
     out: ex.Expr = ex.Bin("·", ex.Name(imp.weight(picks[0], "S")), v)
     for s in picks[1:]:
         out = ex.Call("max", out, more=(ex.Bin("·", ex.Name(imp.weight(s, "S")), v),))
-    return [Dyn(out, tuple(int(d) for d in want.shape[1:]), True)]
+    return [reshaped(imp, Dyn(out, (member.shape[0],), False), want.shape[1:])]
 
 
 def _lp_pool(imp: Importer, node: Any, args: Args, at: dict[str, Any]) -> list[Value]:
@@ -278,7 +279,7 @@ def _lp_pool(imp: Importer, node: Any, args: Args, at: dict[str, Any]) -> list[V
         raise Unsupported("LpPool that is not the p-norm of each window")
     powered = ex.Pow(ex.Call("abs", _operand(imp, x)), p)
     out = ex.Pow(ex.Bin("·", ex.Name(imp.weight(member, "W")), powered), 1 / p)
-    return [Dyn(out, tuple(int(d) for d in want.shape[1:]), True)]
+    return [reshaped(imp, Dyn(out, (member.shape[0],), False), want.shape[1:])]
 
 
 RULES.update({"MaxPool": _max_pool, "LpPool": _lp_pool})

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from nndk.onnx import expr as ex
-from nndk.onnx.axes import take
+from nndk.onnx.axes import reshaped, take
 from nndk.onnx.graph import Importer
 from nndk.onnx.ops import _axis, _dyn, const_operand, flat_expr
 from nndk.onnx.values import Const, Dyn, Unsupported, Value
@@ -221,7 +221,8 @@ def _lrn(imp: Importer, node: Any, args: Args, at: dict[str, Any]) -> list[Value
     flat = imp.define(Dyn(flat_expr(x), x.shape, True), stem="v")
     total = ex.Bin("·", ex.Name(imp.weight(window, "S")), ex.Pow(flat.expr, 2.0))
     scale = ex.add(imp.num(bias), ex.Bin("⊙", imp.num(alpha / size), total))
-    return [Dyn(ex.Bin("⊙", flat.expr, ex.Pow(scale, -beta)), x.shape, True)]
+    out = Dyn(ex.Bin("⊙", flat.expr, ex.Pow(scale, -beta)), (x.size,), False)
+    return [reshaped(imp, out, x.shape)]
 
 
 RULES: dict[str, Rule] = {

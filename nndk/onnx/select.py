@@ -74,7 +74,7 @@ def _arg(smallest: bool) -> Any:
         out = Dyn(index, tuple(1 if i == axis else d for i, d in enumerate(x.shape)), False)
         if int(at.get("keepdims", 1)):
             return [out]
-        return [reshaped(out, tuple(d for i, d in enumerate(x.shape) if i != axis))]
+        return [reshaped(imp, out, tuple(d for i, d in enumerate(x.shape) if i != axis))]
     return rule
 
 
@@ -94,7 +94,7 @@ def _prod(imp: Importer, node: Any, args: Args, at: dict[str, Any]) -> list[Valu
     out = Dyn(ex.Bin("⊙", ex.Call("exp", size), sign), kept, x.flat)
     if int(at.get("keepdims", 1)):
         return [out]
-    return [reshaped(out, tuple(d for i, d in enumerate(x.shape) if i not in own))]
+    return [reshaped(imp, out, tuple(d for i, d in enumerate(x.shape) if i not in own))]
 
 
 def _global_max(imp: Importer, node: Any, args: Args, at: dict[str, Any]) -> list[Value]:
@@ -170,7 +170,7 @@ def _loss(softmax: bool) -> Any:
             kept = ex.sub(imp.num(1.0), ex.Bin("⊙", ex.Bin("≥", label, ii), ex.Bin("≤", label, ii)))
             loss = ex.Bin("⊙", loss, kept)
         kept_shape = (1, *x.shape[1:])
-        out = reshaped(Dyn(loss, kept_shape if rank > 1 else (1,), False), y.shape)
+        out = reshaped(imp, Dyn(loss, kept_shape if rank > 1 else (1,), False), y.shape)
         return [out, x] if softmax else [out]
     return rule
 

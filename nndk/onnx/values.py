@@ -3,9 +3,10 @@
 Per-example values (:class:`Dyn`) have ONNX shape ``lead + shape``: ``lead`` is the batch axis
 (``[N]``), or time and batch (``[T, N]``) in a graph that runs recurrent ops over a whole
 sequence. Equations see a per-example value with its own axes (``X ∈ ℝ^(4×5)`` for an input
-``[N, 4, 5]``; a vector is a column), or, after a reshape the language cannot write, as the
-vector of its entries in row-major order (``flat``): data laid out alike, so it may still be
-an output, a flattened operand, or be combined entry by entry with values of the same shape.
+``[N, 4, 5]``; a vector is a column); a reshape is a declared ``R = reshape(X)``, except in a
+graph indexed by time, where the value stays the vector of its entries in row-major order
+(``flat``): data laid out alike, so it may still be an output, a flattened operand, or be
+combined entry by entry with values of the same shape.
 A recurrent op's ``Y`` is kept as :class:`SeqY` until its direction axis is squeezed away;
 ``Y_h``/``Y_c`` are :class:`Final` (the state after the last step, which nnre returns as the
 final state).
