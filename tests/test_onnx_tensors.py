@@ -131,3 +131,16 @@ def test_a_reshape_to_a_matrix_is_declared_and_read_as_one() -> None:
     proto = _model(nodes, inits, {"x": ["N", 12]}, ["y", "f"])
     text = _check(proto, {"x": RNG.normal(size=(5, 12)).astype(np.float32)})
     assert "∈ ℝ^(3×4)" in text and "= reshape(x)" in text
+
+
+def test_transposes_of_per_example_axes_keep_the_batch_first() -> None:
+    """(0, 2, 3, 1) with sizes 2, 3, 4: permute, each axis found by its size; (0, 2, 1, 3)
+    with two axes of size 3: a permutation matrix (the linear fallback)."""
+    nodes = [n("Transpose", ["X"], ["p"], perm=[0, 2, 3, 1]),
+             n("Transpose", ["Z"], ["q"], perm=[0, 2, 1, 3])]
+    proto = _model(nodes, [], {"X": ["N", 2, 3, 4], "Z": ["N", 3, 3, 2]}, ["p", "q"])
+    proto.graph.input[0].type.tensor_type.shape.dim[0].dim_value = 2  # a fixed batch
+    proto.graph.input[1].type.tensor_type.shape.dim[0].dim_value = 2
+    text = _check(proto, {"X": RNG.normal(size=(2, 2, 3, 4)).astype(np.float32),
+                          "Z": RNG.normal(size=(2, 3, 3, 2)).astype(np.float32)})
+    assert "= permute(X)" in text and "M₁" in text

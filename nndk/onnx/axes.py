@@ -209,9 +209,16 @@ def _transpose(imp: Importer, node: Any, args: Args, at: dict[str, Any]) -> list
     if len(own) >= 2 and own == swap and x.tensor:
         return [Dyn(ex.Tr(x.expr), shape, False)]
     moved = [p for p in own if x.shape[p] != 1]
-    if moved != sorted(moved):
-        raise Unsupported("Transpose that reorders per-example axes other than the last two")
-    return [reshaped(imp, x, shape)]  # only axes of size 1 move: entries keep their order
+    if moved == sorted(moved):
+        return [reshaped(imp, x, shape)]  # only axes of size 1 move: entries keep their order
+    if x.tensor and len(set(x.shape)) == len(x.shape) and not imp.timed:
+        # permute finds each axis by its size, which here only one axis has
+        target = ex.Name(imp.names.numbered("p"))
+        imp.declarations.append(f"{ex.show(target)} ∈ ℝ^({'×'.join(map(str, shape))})")
+        imp.equations.append((target, ex.Call("permute", x.expr)))
+        return [Dyn(target, shape, False)]
+    raise Unsupported("Transpose that reorders per-example axes of equal sizes other than "
+                      "the last two")
 
 
 def _flatten(imp: Importer, node: Any, args: Args, at: dict[str, Any]) -> list[Value]:

@@ -115,6 +115,10 @@ def _scatter(n: int, rank: int, args: Args, at: dict[str, Any]) -> bool:
         "none", "add", "mul")
 
 
+def _transpose(n: int, rank: int, args: Args, at: dict[str, Any]) -> bool:
+    return [int(p) for p in at.get("perm", [rank - 1])][0] == 0
+
+
 def _always(n: int, rank: int, args: Args, at: dict[str, Any]) -> bool:
     return True
 
@@ -129,6 +133,7 @@ GUARDS: dict[str, Callable[[int, int, Args, dict[str, Any]], bool]] = {
     "Compress": _axis_not_batch("axis", 0), "Gather": _axis_not_batch("axis", 0),
     "GatherElements": _axis_not_batch("axis", 0), "Scatter": _scatter,
     "ScatterElements": _scatter, "Expand": _expand, "Einsum": _einsum,
+    "Transpose": _transpose,  # when permute cannot tell axes of equal sizes apart
 }
 
 
