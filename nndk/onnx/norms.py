@@ -91,9 +91,13 @@ def _lp_norm(imp: Importer, node: Any, args: Args, at: dict[str, Any]) -> list[V
     if p not in (1, 2):
         raise Unsupported(f"LpNormalization with p={p} (ONNX allows 1 or 2)")
     axes = _from(imp, node, x, int(at.get("axis", -1)))[:1]
-    norm = mean_over(x, axes, x.expr, "norm") if p == 2 else \
-        mean_over(x, axes, ex.Call("abs", x.expr), "Σ")
-    return [x.like(ex.Bin("/", x.expr, norm))]
+    norm = imp.define(Dyn(mean_over(x, axes, x.expr, "norm") if p == 2 else
+                          mean_over(x, axes, ex.Call("abs", x.expr), "Σ"),
+                          tuple(1 if i in axes else d for i, d in enumerate(x.shape)), x.flat),
+                      stem="n")
+    # a zero norm gives 0, as onnx's reference has it, not 0/0: divide by 1 there
+    safe = ex.add(norm.expr, ex.Bin("≤", norm.expr, imp.num(0.0)))
+    return [x.like(ex.Bin("/", x.expr, safe))]
 
 
 def _per_channel(imp: Importer, node: Any, x: Dyn, arg: Value | None, stem: str,
