@@ -160,8 +160,8 @@ REFUSED = [
      r"Conv with stride=\[1, 2\]"),
     (oh.make_node("Conv", ["x", "W"], ["y"], auto_pad="SAME_UPPER", kernel_shape=[2, 2]),
      {"W": (2, 2, 2, 2)}, r"Conv with pad=\[0, 0, 1, 1\]"),
-    (oh.make_node("AveragePool", ["x"], ["y"], kernel_shape=[2, 2], count_include_pad=1),
-     {}, "AveragePool with count_include_pad=1"),
+    (oh.make_node("AveragePool", ["x"], ["y"], kernel_shape=[2, 2], pads=[1, 1, 1, 1],
+                  count_include_pad=1), {}, "AveragePool with count_include_pad=1 and padding"),
     (oh.make_node("MaxPool", ["x"], ["y"], kernel_shape=[2, 2], ceil_mode=1), {},
      "MaxPool with ceil_mode"),
     (oh.make_node("Conv", ["x", "W"], ["y"]), {"W": (2, 3, 3, 3)},
@@ -238,3 +238,28 @@ def test_a_conv_graph_transposes_its_tensor_in_the_last_two_axes() -> None:
     sess = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
     want = sess.run(None, {"x": x})[0]
     np.testing.assert_allclose(got[result.outputs["y"][0]], want, rtol=1e-5, atol=1e-5)
+
+
+def test_a_pytorch_cnn_export_imports_as_conv_equations(tmp_path: Any) -> None:
+    """torch.onnx.export of Conv2d/MaxPool2d/AvgPool2d (which writes count_include_pad=1 even
+    without padding) reads back as conv/maxpool/avgpool and computes what PyTorch does."""
+    torch = pytest.importorskip("torch")
+    import onnx
+
+    from nnre.model import Model
+
+    nn = torch.nn
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                        nn.Conv2d(4, 6, 3, padding=1), nn.ReLU(), nn.AvgPool2d(2),
+                        nn.Flatten(), nn.Linear(24, 5))
+    x = torch.randn(3, 1, 8, 8)
+    path = tmp_path / "cnn.onnx"
+    torch.onnx.export(net, x, str(path), dynamo=False, input_names=["x"], output_names=["y"],
+                      dynamic_axes={"x": {0: "n"}, "y": {0: "n"}})
+    result = import_model(onnx.load(str(path)))
+    assert "conv(" in result.equations and "avgpool(" in result.equations, result.equations
+    model = Model.from_equations(result.equations, result.weights, dtype="float32")
+    got = model.step({"x": x.numpy()})[0]["y"]
+    with torch.no_grad():
+        np.testing.assert_allclose(got, net(x).numpy(), rtol=1e-4, atol=1e-5)

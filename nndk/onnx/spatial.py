@@ -106,12 +106,13 @@ def _pool(func: str) -> Rule:
         r = len(x.shape) - 1
         if at.get("ceil_mode", 0) or any(d != 1 for d in at.get("dilations", [1] * r)):
             raise Unsupported(f"{node.op_type} with ceil_mode or dilations")
-        if node.op_type == "AveragePool" and at.get("count_include_pad", 0):
-            raise Unsupported("AveragePool with count_include_pad=1 (avgpool divides by the "
-                              "entries that are not padding)")
         kernel = [int(k) for k in at["kernel_shape"]]
         strides = at.get("strides", [1] * r)
         pads = _pads(node, at, x.shape[1:], kernel, strides)
+        if node.op_type == "AveragePool" and at.get("count_include_pad", 0) and any(pads):
+            # PyTorch writes count_include_pad=1 even without padding, where it changes nothing
+            raise Unsupported("AveragePool with count_include_pad=1 and padding (avgpool "
+                              "divides by the entries that are not padding)")
         params = (("size", _one(node, "kernel size", kernel)),
                   ("stride", _one(node, "stride", strides)), ("pad", _one(node, "pad", pads)))
         shape = _shape(imp, node, func, [x.shape], params, r)
