@@ -277,3 +277,37 @@ def test_layer_norm_and_rms_norm_against_numpy(reading: str) -> None:
     want_b = x / np.sqrt((x ** 2).mean(-1, keepdims=True) + 1e-5)
     np.testing.assert_allclose(out["a"], want_a, rtol=1e-12)
     np.testing.assert_allclose(out["b"], want_b, rtol=1e-12)
+
+
+@pytest.mark.parametrize("optimize", [False, True])
+def test_optimizer_leaves_products_and_slices_of_matrices_alone(optimize: bool) -> None:
+    """Stacking and sibling fusion widen rows of vector entries; in a tensor text they met
+    X·W of a per-example matrix, a batch of constants and first-axis slices (and a literal
+    of no axes beside vector slices) and built buffers of the wrong shape."""
+    text = """
+        input x, X
+        output Y, Z, A, B, a, b
+        x ∈ ℝ^4
+        X ∈ ℝ^(4×4)
+        W ∈ ℝ^(4×5)
+        V ∈ ℝ^(4×6)
+        P ∈ ℝ^(2×4×5)
+        Q ∈ ℝ^(2×4×5)
+        Y = [X W, X V]
+        Z = X P + X Q
+        A = tanh(X[0:2])
+        B = tanh(X[2:4])
+        a = tanh(x[0:2] ⊙ 2)
+        b = tanh(x[2:4] ⊙ 2)
+        """
+    shapes = {"W": (4, 5), "V": (4, 6), "P": (2, 4, 5), "Q": (2, 4, 5)}
+    w = {k: RNG.normal(size=s) for k, s in shapes.items()}
+    m = Model.from_equations(text, w, dtype="float64", optimize=optimize)
+    x, X = RNG.normal(size=(3, 4)), RNG.normal(size=(3, 4, 4))
+    out, _ = m.step({"x": x, "X": X})
+    want = {"Y": np.concatenate([X @ w["W"], X @ w["V"]], axis=2),
+            "Z": X[:, None] @ w["P"] + X[:, None] @ w["Q"],
+            "A": np.tanh(X[:, 0:2]), "B": np.tanh(X[:, 2:4]),
+            "a": np.tanh(x[:, 0:2] * 2), "b": np.tanh(x[:, 2:4] * 2)}
+    for name, value in want.items():
+        np.testing.assert_allclose(out[name], value, rtol=1e-12, err_msg=name)
