@@ -271,6 +271,8 @@ class Lowering:
 
     def concat(self, parts: list[Value], shape: tuple[int, ...], across: bool) -> Value:
         per_example = any(self.per_example(p) for p in parts)
+        ones = (1,) * len(shape)  # a number is a 1×…×1 part: concat's shape rule needs axes
+        parts = [p if p.shape else Value(self.reshaped(p, ones), ones) for p in parts]
         if per_example and not across and len(shape) == 2 and shape[1] == 1:
             slots = tuple(self.flat(p) for p in parts)
             return Value(self.emit("concat", slots, (shape[0],), axis=-1), shape)

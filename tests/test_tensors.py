@@ -311,3 +311,27 @@ def test_optimizer_leaves_products_and_slices_of_matrices_alone(optimize: bool) 
             "a": np.tanh(x[:, 0:2] * 2), "b": np.tanh(x[:, 2:4] * 2)}
     for name, value in want.items():
         np.testing.assert_allclose(out[name], value, rtol=1e-12, err_msg=name)
+
+
+@pytest.mark.parametrize("text", [
+    "input X\nX ∈ ℝ^(3×2)\nY = X [1; 2]",
+    "input x\nx ∈ ℝ^3\nc ∈ ℝ^3\nX ∈ ℝ^(2×2)\ninput X\nY = [x; c; 1] + Σ X",
+])
+@pytest.mark.parametrize("optimize", [False, True])
+def test_numbers_stacked_with_parts_pass_the_program_check(text: str, optimize: bool) -> None:
+    """A number in ``[…; 1]`` was a part of no axes: NumPy broadcast it, but concat's shape
+    rule refused the program, so a warm load could never use its cache entry."""
+    from nnre.compiler import compile_checked
+    from nnre.program import check_program, from_data, to_data
+
+    prog = compile_checked(check(text), "float64", optimize=optimize)
+    check_program(from_data(to_data(prog)))
+    weights = {"c": np.arange(3.0)} if "c ∈" in text else {}
+    m = Model.from_equations(text, weights, dtype="float64", optimize=optimize)
+    feeds = {k: RNG.normal(size=(2, *s.shape)) for k, s in m.inputs.items()}
+    out, _ = m.step(feeds)
+    if "X [1; 2]" in text:
+        np.testing.assert_allclose(out["Y"], feeds["X"] @ [1.0, 2.0], rtol=1e-12)
+    else:
+        want = np.concatenate([feeds["x"], np.tile([0.0, 1.0, 2.0, 1.0], (2, 1))], axis=1)
+        np.testing.assert_allclose(out["Y"], want + feeds["X"].sum((1, 2))[:, None])
