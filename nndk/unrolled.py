@@ -51,8 +51,9 @@ def bind_step_matmul(ins: Instr, arrays: list[Any], batch: int, prog: Program,
     plain product is the faster one. ``scratch`` holds one buffer per instruction. A
     ``transient`` result is not copied back: later instructions read the transposed buffer."""
     if ins.op != "matmul" or prog.slots[ins.args[1]].stage != "prologue" \
+            or arrays[ins.args[0]].ndim != 2 \
             or not transposed_product(batch, arrays[ins.args[1]]):
-        return None
+        return None  # rows of vectors only: .T of a batch of matrices reverses every axis
     weight = arrays[ins.args[1]]
     out = arrays[ins.out]
     buf = scratch.setdefault(ins.out, np.empty(out.shape[::-1], prog.dtype))

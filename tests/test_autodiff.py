@@ -232,3 +232,17 @@ def test_a_program_that_is_not_the_equations_fails_the_check() -> None:
     problem.prog = dataclasses.replace(problem.prog, params=params)
     errors = gradcheck(problem)
     assert errors["param W_f"] > 1e-2 and errors["param W_i"] > 1e-2, errors
+
+
+@pytest.mark.parametrize("optimize", [False, True])
+def test_products_of_matrices_per_step_are_never_transposed(
+        optimize: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The transposed per-step form ``(Wᵀ xᵀ)ᵀ`` is for rows of vectors; given a batch of
+    matrices (``hₜ₋₁ W`` with h a matrix per example) its ``.T`` reversed every axis: an
+    error, or wrong values when the sizes happened to fit."""
+    monkeypatch.setattr(unrolled, "TRANSPOSED_MIN_WEIGHT", 0)
+    for text in ("xₜ ∈ ℝ^(3×4)\nhₜ ∈ ℝ^(3×4)\nW ∈ ℝ^(4×4)\nhₜ = tanh(hₜ₋₁ W + xₜ)",
+                 "xₜ ∈ ℝ^(4×4)\nhₜ ∈ ℝ^(4×4)\nW ∈ ℝ^(4×4)\nhₜ = tanh(hₜ₋₁ W + xₜ)"):
+        problem = make_problem(text, steps=3, batch=4, optimize=optimize, contiguous=True)
+        errors = gradcheck(problem)
+        assert max(errors.values()) < 1e-6, errors
