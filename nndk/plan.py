@@ -141,7 +141,15 @@ def times_weight_t(g: Array, weight: Array, weight_t: Array, dest: Array, write:
 def weight_grad(a: Array, g: Array, dest: Array, write: bool, scratch: Scratch) -> Call:
     """``dest (+)= aᵀ g`` over all rows, computed in ``dest``'s own memory order."""
     a2, g2 = a.reshape(-1, a.shape[-1]), g.reshape(-1, g.shape[-1])
+    if not (np.may_share_memory(a2, a) and np.may_share_memory(g2, g)):
+        # a strided value (a transpose, a slice of a matrix per example): its rows are a
+        # copy, made once here, so the tape would reuse the first pass's values forever
+        return _into(dest, write, scratch, lambda d: [functools.partial(_rows_product, a, g, d)])
     if dest.T.flags.c_contiguous and not dest.flags.c_contiguous:
         return _into(dest.T, write, scratch,
                      lambda d: [functools.partial(np.matmul, g2.T, a2, out=d)])
     return _into(dest, write, scratch, lambda d: [functools.partial(np.matmul, a2.T, g2, out=d)])
+
+
+def _rows_product(a: Array, g: Array, out: Array) -> None:
+    np.matmul(a.reshape(-1, a.shape[-1]).T, g.reshape(-1, g.shape[-1]), out=out)

@@ -246,3 +246,36 @@ def test_products_of_matrices_per_step_are_never_transposed(
         problem = make_problem(text, steps=3, batch=4, optimize=optimize, contiguous=True)
         errors = gradcheck(problem)
         assert max(errors.values()) < 1e-6, errors
+
+
+@pytest.mark.parametrize("text", [
+    "input X\nX ∈ ℝ^(3×4)\nW ∈ ℝ^(3×2)\nY = Xᵀ W",
+    "input X\nX ∈ ℝ^(4×3)\nW ∈ ℝ^(3×2)\nY = X[0:2] W",
+    "xₜ ∈ ℝ^(3×2)\nhₜ ∈ ℝ^(3×2)\nW ∈ ℝ^(3×2)\nhₜ = tanh(xₜ + hₜ₋₁ ⊙ 0.5)\nyₜ = hₜᵀ W",
+])
+def test_a_reused_tape_reads_the_current_pass(text: str) -> None:
+    """The trainer binds Unrolled and Backward once and reruns them on each batch. A weight's
+    gradient Σ aᵀ g with a a strided view (a transpose, a slice of a matrix) reshaped a to
+    rows at bind time: a copy, so every later batch reused the first batch's values."""
+    from nndk.autodiff import Backward, differentiable_slots, transient_slots
+    from nndk.unrolled import Unrolled
+    from nnre.vm import bind_prologue
+
+    problem = make_problem(text, steps=3, batch=2)
+    consts = bind_prologue(problem.prog, problem.params)[0]
+
+    def bound() -> tuple[Unrolled, Backward]:
+        run = Unrolled(problem.prog, consts, 3, 2, transient_slots(problem.prog))
+        return run, Backward(run, differentiable_slots(problem.prog, inputs=False))
+
+    rng = np.random.default_rng(1)
+    second = {k: rng.normal(size=v.shape) for k, v in problem.feeds.items()}
+    run, back = bound()
+    for feeds in (problem.feeds, second):
+        run.forward(dict(feeds), dict(problem.init))
+        back.backward(problem.seeds())
+    fresh_run, fresh = bound()
+    fresh_run.forward(dict(second), dict(problem.init))
+    fresh.backward(problem.seeds())
+    i = problem.prog.params["W"]
+    np.testing.assert_allclose(back.full[i], fresh.full[i], rtol=1e-12)
