@@ -304,6 +304,10 @@ class Lowering:
 
     def along(self, op: str, v: Value, shape: tuple[int, ...], **params: Any) -> Value:
         """softmax, log_softmax, the norms: along a vector's entries, else the last axis."""
+        if not shape:  # a number is one entry, as a 1×1 value is
+            one = Value(self.reshaped(v, (1, 1)), (1, 1))
+            out = Value(self.emit(op, (one.slot,), (1, 1), axis=-1, **params), (1, 1))
+            return Value(self.reshaped(out, ()), ())
         if len(shape) == 2 and shape[1] == 1:
             if self.per_example(v):
                 return Value(self.emit(op, (self.flat(v),), (shape[0],), axis=-1, **params),

@@ -335,3 +335,14 @@ def test_numbers_stacked_with_parts_pass_the_program_check(text: str, optimize: 
     else:
         want = np.concatenate([feeds["x"], np.tile([0.0, 1.0, 2.0, 1.0], (2, 1))], axis=1)
         np.testing.assert_allclose(out["Y"], want + feeds["X"].sum((1, 2))[:, None])
+
+
+def test_functions_along_entries_of_a_number() -> None:
+    """A number is one entry (as in version 1): layer_norm(2) raised IndexError in the
+    tensor reading (its kernel read the last axis of a value with none)."""
+    text = "input X\nX ∈ ℝ^(2×3)\nY = X + layer_norm(2) + rms_norm(2; eps=0) + softmax(3) " \
+           "+ log_softmax(1)"
+    m = Model.from_equations(text, {}, dtype="float64")
+    X = RNG.normal(size=(2, 2, 3))
+    out, _ = m.step({"X": X})
+    np.testing.assert_allclose(out["Y"], X + 2.0, rtol=1e-12)
