@@ -336,6 +336,10 @@ class Lowering:
             return Value(self.emit("permute", (self.full(args[0]),), shape, **attrs), shape)
         slots = []
         for i, a in enumerate(args):
+            if i != op.tensor_input and self.per_example(a):  # the kernels take no rows there
+                raise EquationError(f"the {_ordinal(i)} argument of {op.spellings[0]} in the "
+                                    f"equation for '{self.current}' varies per example",
+                                    expected="a weight (kernels and biases are constants)")
             if i == op.tensor_input:
                 slots.append(self.contiguous(self.full(a)) if op.view else self.full(a))
             else:
@@ -364,3 +368,7 @@ def lower(module: ast.Module, roles: Roles, shapes: TensorShapes, dtype: str = "
           ) -> Program:
     """The Program of checked tensor equations (not yet optimized)."""
     return Lowering(module, roles, shapes, dtype).lower()
+
+
+def _ordinal(i: int) -> str:
+    return ("first", "second", "third")[i] if i < 3 else f"{i + 1}th"

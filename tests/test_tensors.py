@@ -346,3 +346,16 @@ def test_functions_along_entries_of_a_number() -> None:
     X = RNG.normal(size=(2, 2, 3))
     out, _ = m.step({"X": X})
     np.testing.assert_allclose(out["Y"], X + 2.0, rtol=1e-12)
+
+
+@pytest.mark.parametrize("text", [
+    "input x, k\nx ∈ ℝ^(1×5×5)\nk ∈ ℝ^(1×1×3×3)\ny = conv(k, x)",
+    "input x, c\nx ∈ ℝ^(1×5×5)\nc ∈ ℝ^1\nK ∈ ℝ^(1×1×3×3)\ny = conv(K, x, c)",
+])
+def test_a_kernel_or_bias_that_varies_per_example_is_refused(text: str) -> None:
+    """conv's kernel and bias take no rows: given per-example values, the run failed with
+    NumPy's ValueError instead of an error that names the argument."""
+    weights = {"K": np.ones((1, 1, 3, 3))} if "K ∈" in text else {}
+    with pytest.raises(EquationError, match="argument of conv in the equation for 'y' varies "
+                                            "per example"):
+        Model.from_equations(text, weights)
