@@ -78,7 +78,7 @@ class Lowering:
         stage = stage or max((self.stage(a) for a in args), key=_RANK.__getitem__,
                              default="prologue")
         items = tuple(sorted(attrs.items()))
-        key = (op, args, items, stage)
+        key = (op, args, items, stage, tuple(out_shape))  # a copy's shape is its target's
         if shared and key in self.memo:
             return self.memo[key]
         out = self.slot("temp", tuple(out_shape), stage, counted=not OPS[op].view)

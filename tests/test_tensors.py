@@ -359,3 +359,17 @@ def test_a_kernel_or_bias_that_varies_per_example_is_refused(text: str) -> None:
     with pytest.raises(EquationError, match="argument of conv in the equation for 'y' varies "
                                             "per example"):
         Model.from_equations(text, weights)
+
+
+def test_one_value_broadcast_into_targets_of_different_shapes() -> None:
+    """Equal instructions are shared, but a copy's shape is its target's: Y = x and Z = x
+    (or Y = 2 and Z = 2) shared one copy, so Z got Y's shape (a reshape error, or 6 of
+    Z's 12 entries)."""
+    text = "input x\nx ∈ ℝ^3\nY ∈ ℝ^(3×2)\nZ ∈ ℝ^(3×4)\nY = x\nZ = x\nA ∈ ℝ^(3×2)\n" \
+           "C ∈ ℝ^(3×4)\nA = 2\nC = 2\noutput Y, Z, A, C"
+    m = Model.from_equations(text, {}, dtype="float64")
+    x = RNG.normal(size=(2, 3))
+    out, _ = m.step({"x": x})
+    np.testing.assert_array_equal(out["Y"], np.repeat(x[:, :, None], 2, axis=2))
+    np.testing.assert_array_equal(out["Z"], np.repeat(x[:, :, None], 4, axis=2))
+    assert out["A"].size == 2 * 6 and out["C"].size == 2 * 12
