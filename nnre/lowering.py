@@ -349,7 +349,8 @@ class Lowering:
             raise EquationError(f"{op.spellings[0]} in the equation for '{self.current}' "
                                 "needs a value that varies per example",
                                 expected="an input or a value computed from one")
-        return Value(self.emit(op.name, tuple(slots), stored(shape), **attrs), shape)
+        out = op.shape(*[self.prog.slots[a].shape for a in slots], **attrs)  # (C, 1) stays
+        return Value(self.emit(op.name, tuple(slots), tuple(out), **attrs), shape)
 
 
 def _scales(a: tuple[int, ...], b: tuple[int, ...]) -> bool:

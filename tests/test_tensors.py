@@ -373,3 +373,30 @@ def test_one_value_broadcast_into_targets_of_different_shapes() -> None:
     np.testing.assert_array_equal(out["Y"], np.repeat(x[:, :, None], 2, axis=2))
     np.testing.assert_array_equal(out["Z"], np.repeat(x[:, :, None], 4, axis=2))
     assert out["A"].size == 2 * 6 and out["C"].size == 2 * 12
+
+
+def test_signals_and_results_of_length_one_keep_their_axes() -> None:
+    """A 1-D conv or pool whose result has length 1 is (C, 1): its slot was made a flat
+    vector (C,), which the program check refused and maxpool's kernel failed on; a (C, 1)
+    signal was taken for a vector and refused."""
+    from nnre.program import check_program
+
+    text = """
+        input x, u
+        x ∈ ℝ^(2×3)
+        u ∈ ℝ^(5×1)
+        K ∈ ℝ^(4×2×3)
+        J ∈ ℝ^(3×5×1)
+        y = conv(K, x)
+        p = maxpool(x; size=3)
+        q = conv(J, u)
+        output y, p, q
+        """
+    w = {"K": RNG.normal(size=(4, 2, 3)), "J": RNG.normal(size=(3, 5, 1))}
+    m = Model.from_equations(text, w, dtype="float64")
+    check_program(m.program)
+    x, u = RNG.normal(size=(2, 2, 3)), RNG.normal(size=(2, 5))
+    out, _ = m.step({"x": x, "u": u})
+    np.testing.assert_allclose(out["y"], np.einsum("oct,bct->bo", w["K"], x), rtol=1e-12)
+    np.testing.assert_allclose(out["p"], x.max(axis=2), rtol=1e-12)
+    np.testing.assert_allclose(out["q"], u @ w["J"][:, :, 0].T, rtol=1e-12)

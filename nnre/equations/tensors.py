@@ -359,7 +359,8 @@ class _Checker:
             raise self.error(f"{op.spellings[0]} needs the size of '{unparse(missing)}', which "
                              f"is {self.show(args[node.args.index(missing)])} here",
                              node.pos, expected="a declaration with sizes, --set, or weights")
-        shapes = [api_shape(k) for k in known if k is not None]
+        shapes = [k if i == op.tensor_input else api_shape(k)  # a (C, 1) signal keeps its axes
+                  for i, k in enumerate(known) if k is not None]
         try:
             attrs = tensor_attrs(op, len(shapes[op.tensor_input]) - 1, dict(node.params))
             out = op.shape(*shapes, **attrs)
