@@ -148,7 +148,8 @@ class Backward:
                 np.concatenate(parts, axis=0, out=buf)
             elif buf.base is None:
                 np.copyto(buf, value.T)
-        for index, seed in seeds.items():
+        for index in sorted(seeds):  # the order _bind claimed them: a write before adds
+            seed = seeds[index]
             if writes[index]:
                 np.copyto(self.full[index], seed)
             else:

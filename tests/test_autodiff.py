@@ -279,3 +279,15 @@ def test_a_reused_tape_reads_the_current_pass(text: str) -> None:
     fresh.backward(problem.seeds())
     i = problem.prog.params["W"]
     np.testing.assert_allclose(back.full[i], fresh.full[i], rtol=1e-12)
+
+
+@pytest.mark.parametrize("text", [
+    "input x\nx ∈ ℝ^3\ny = tanh(x)\nz = y[0:2]\noutput z, y",
+    "input x\nx ∈ ℝ^(2×3)\ny = maxpool(x; size=3)\nz = flatten(y)\noutput y, z",
+])
+def test_seeds_on_outputs_that_share_a_buffer(text: str) -> None:
+    """Seeds were claimed in slot order (the first one written, the others added) but put
+    in the gradient buffers in the outputs' order: with z a view of y listed first, y's
+    seed overwrote z's."""
+    errors = gradcheck(make_problem(text, steps=3, batch=2))
+    assert max(errors.values()) < 1e-6, errors
