@@ -63,7 +63,10 @@ class Problem:
 
     def seeds(self) -> dict[int, np.ndarray]:
         """The loss's gradient with respect to the outputs and the state it reads."""
-        seeds = {self.prog.outputs[k]: w for k, w in self.out_weights.items()}
+        seeds: dict[int, np.ndarray] = {}
+        for k, w in self.out_weights.items():  # outputs that are one value share its slot
+            index = self.prog.outputs[k]
+            seeds[index] = seeds.get(index, 0) + w
         for (name, lag), w in self.state_weights.items():
             index = self.prog.state_out[name]
             seed = np.zeros((self.steps * self.batch, *w.shape[1:]), w.dtype)

@@ -291,3 +291,11 @@ def test_seeds_on_outputs_that_share_a_buffer(text: str) -> None:
     seed overwrote z's."""
     errors = gradcheck(make_problem(text, steps=3, batch=2))
     assert max(errors.values()) < 1e-6, errors
+
+
+@pytest.mark.parametrize("text", ["input x\nx ∈ ℝ^3\ny = tanh(x)\nz = y\noutput y, z",
+                                  "input x\nx ∈ ℝ^(2×3)\ny = tanh(x)\nz = y\noutput y, z"])
+def test_outputs_that_are_one_value_both_seed_it(text: str) -> None:
+    """y and z = y are one slot; the check's loss reads both, but its seeds kept only one."""
+    errors = gradcheck(make_problem(text, steps=3, batch=2))
+    assert max(errors.values()) < 1e-6, errors
