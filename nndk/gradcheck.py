@@ -66,6 +66,8 @@ class Problem:
         seeds: dict[int, np.ndarray] = {}
         for k, w in self.out_weights.items():  # outputs that are one value share its slot
             index = self.prog.outputs[k]
+            if self.prog.slots[index].stage == "prologue":  # a constant: read on every row
+                w = w.sum(axis=0)
             seeds[index] = seeds.get(index, 0) + w
         for (name, lag), w in self.state_weights.items():
             index = self.prog.state_out[name]

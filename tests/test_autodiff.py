@@ -299,3 +299,14 @@ def test_outputs_that_are_one_value_both_seed_it(text: str) -> None:
     """y and z = y are one slot; the check's loss reads both, but its seeds kept only one."""
     errors = gradcheck(make_problem(text, steps=3, batch=2))
     assert max(errors.values()) < 1e-6, errors
+
+
+@pytest.mark.parametrize("text", [
+    "input x\nx ∈ ℝ^3\nc ∈ ℝ^3\ny = tanh(c)\nz = x\noutput y, z",
+    "input x\nx ∈ ℝ^(2×3)\nC ∈ ℝ^(2×3)\ny = tanh(C)\nz = x\nw = C\noutput y, z, w",
+])
+def test_outputs_that_are_constants_are_checked(text: str) -> None:
+    """A constant output is read on every row: its seed is the sum over rows (the check
+    crashed copying (rows, n) seeds into the constant's (n, 1) gradient)."""
+    errors = gradcheck(make_problem(text, steps=2, batch=2))
+    assert max(errors.values()) < 1e-6 and any(k.startswith("param") for k in errors), errors
