@@ -102,3 +102,19 @@ def test_cli_reports_and_applies_the_budget() -> None:
             refused.stderr, refused.stderr
     bad = _nnre("--max-bytes", "lots", "verify", str(SAMPLE))
     assert bad.returncode == 2 and bad.stderr.startswith("error:") and "lots" in bad.stderr
+
+
+def test_a_conv_whose_columns_pass_the_budget_is_refused(small_budget: int) -> None:
+    """im2col makes kernel · C entries per output position while conv runs: a 41×41 kernel
+    over a 128×128 image allocated ~220 MB under a 64 MB budget without a word."""
+
+    text = "input x\nx ∈ ℝ^(1×128×128)\nK ∈ ℝ^(1×1×41×41)\ny = conv(K, x; pad=20)"
+    with pytest.raises(EquationError, match="past the memory budget"):
+        Model.from_equations(text, {"K": np.ones((1, 1, 41, 41))}, dtype="float64")
+    small = "input x\nx ∈ ℝ^(2×16×16)\nK ∈ ℝ^(3×2×5×5)\ny = conv(K, x; pad=2)"
+    m = Model.from_equations(small, {"K": np.ones((3, 2, 5, 5))}, dtype="float64")
+    tracemalloc.start()
+    m.step({"x": np.ones((4, 2, 16, 16))})
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak <= m.memory(4) * 1.5, (peak, m.memory(4))

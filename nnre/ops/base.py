@@ -44,6 +44,9 @@ class Op:
     #: per-step tapes: one Python frame less per call and no allocation per step.
     unfold: Callable[..., list[Call]] | None = None
     products: bool = False  # runs BLAS matrix products: on one thread unless told (threads)
+    #: (argument shapes, **attrs) → entries per row the kernel allocates while it runs and
+    #: frees after (conv's im2col columns): counted by the memory budget (nnre.budget).
+    scratch: Callable[..., int] | None = None
     # -- equations -------------------------------------------------------------------
     spellings: tuple[str, ...] = ()  # names in equation text; the first is how it prints
     arity: int = 1  # arguments in equation text: max(x) reduces, max(a, b) is entry by entry

@@ -117,6 +117,16 @@ def _conv_shape(w: Shape, x: Shape, *bias: Shape, stride: Ints = (), pads: Ints 
     return (w[0], *_out_sizes("conv", x[1:], w[2:], *std))
 
 
+def _conv_scratch(w: Shape, x: Shape, *bias: Shape, stride: Ints = (), pads: Ints = (),
+                  dilation: Ints = (), groups: int = 1) -> int:
+    """Entries per row of the padded input, the im2col columns (kernel · C per output
+    position) and the product: a large kernel makes these far larger than x or the result."""
+    std = _defaults(len(x) - 1, stride, pads, dilation)
+    positions = math.prod(_out_sizes("conv", x[1:], w[2:], *std))
+    return x[0] * (math.prod(_padded(x[1:], std[1])) + positions * math.prod(w[2:])) + \
+        positions * w[0]
+
+
 def _defaults(r: int, stride: Ints, pads: Ints, dilation: Ints) -> tuple[Ints, Ints, Ints]:
     return stride or (1,) * r, pads or (0,) * (2 * r), dilation or (1,) * r
 
@@ -227,6 +237,7 @@ def _conv_op(name: str, arity: int) -> Op:
         name, _conv, _conv_shape,
         attrs={"stride": tuple, "pads": tuple, "dilation": tuple, "groups": int},
         spellings=("conv",), arity=arity, tensor=True, tensor_input=1, products=True,
+        scratch=_conv_scratch,
         params={"stride": 1, "pad": 0, "dilation": 1, "groups": 1}, param_attrs=conv_attrs,
         vjp=_conv_vjp, reads=frozenset({"args"}),
         onnx=_conv_onnx, onnx_import=("Conv",) if arity == 2 else (),  # with B or not
