@@ -13,6 +13,7 @@ import math
 from nnre import budget
 from nnre.equations import Checked, ast, param_shapes
 from nnre.errors import NnreError
+from nnre.ops import OPS
 
 FLOAT_BYTES = 4  # training runs in float32
 STATE_COPIES = {"sgd": 1, "momentum": 1, "adam": 2, "adagrad": 1, "rmsprop": 1}
@@ -31,6 +32,7 @@ def estimate(checked: Checked, optimizer: str, steps: int, batch: int) -> tuple[
     fixed = weights * (2 + STATE_COPIES.get(optimizer, 2)) * FLOAT_BYTES
     per_example = _per_example_entries(checked)
     per_batch = 2 * per_example * steps * batch * FLOAT_BYTES  # values and their gradients
+    per_batch += _scratch_entries(checked) * steps * batch * FLOAT_BYTES  # one call at a time
     return fixed, per_batch
 
 
@@ -50,6 +52,20 @@ def _per_example_entries(checked: Checked) -> int:
                 total += math.prod(checked.shapes.nodes[id(node)])
         total += math.prod(checked.shapes.of[name])
     return total
+
+
+def _scratch_entries(checked: Checked) -> int:
+    """The largest scratch one example's kernel call makes while it runs (conv's im2col
+    columns, made again by its gradient), from each op's own rule (``Op.scratch``)."""
+    nodes, attrs = checked.shapes.nodes, getattr(checked.shapes, "attrs", {})
+    most = 0
+    for name in checked.roles.order:
+        for node in ast.walk(checked.roles.equations[name].expr):
+            op = OPS.get(node.func) if isinstance(node, ast.Call) else None
+            if isinstance(node, ast.Call) and op is not None and op.scratch is not None:
+                args = [nodes[id(a)] for a in node.args]
+                most = max(most, op.scratch(*args, **attrs.get(id(node), {})))
+    return most
 
 
 def check_budget(checked: Checked, optimizer: str, steps: int, batch: int) -> None:

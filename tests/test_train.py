@@ -370,3 +370,11 @@ def test_a_text_model_trains_without_declaring_its_output(corpus: Path, tmp_path
     after = trainer.evaluate()
     assert trainer.learner.shapes["W_y"] == (trainer.data.size, 16)
     assert before is not None and after is not None and after < 0.8 * before
+
+
+def test_the_training_estimate_counts_conv_columns() -> None:
+    """conv's im2col (kernel · C entries per output position, made again by its gradient)
+    dwarfs x and the result with a large kernel; the estimate left it out."""
+    text = "input x\nx ∈ ℝ^(1×64×64)\nK ∈ ℝ^(1×1×21×21)\ny = flatten(conv(K, x; pad=10))"
+    _, per_batch = estimate(check(text), "adam", 1, 1)
+    assert per_batch >= 64 * 64 * 21 * 21 * 4, per_batch
