@@ -262,6 +262,8 @@ class Lowering:
 
     def take(self, v: Value, start: int, stop: int, shape: tuple[int, ...]) -> Value:
         """Entries start … stop−1 along the first axis: a view."""
+        if not v.shape:  # a number is 1×1, as the shape check read it
+            v = Value(self.reshaped(v, (1, 1)), (1, 1))
         if self.per_example(v) and len(v.shape) == 2 and v.shape[1] == 1:
             return Value(self.emit("slice", (self.flat(v),), (stop - start,), start=start,
                                    stop=stop, axis=-1), shape)

@@ -400,3 +400,12 @@ def test_signals_and_results_of_length_one_keep_their_axes() -> None:
     np.testing.assert_allclose(out["y"], np.einsum("oct,bct->bo", w["K"], x), rtol=1e-12)
     np.testing.assert_allclose(out["p"], x.max(axis=2), rtol=1e-12)
     np.testing.assert_allclose(out["q"], u @ w["J"][:, :, 0].T, rtol=1e-12)
+
+
+def test_an_entry_of_a_number_is_the_number() -> None:
+    """(2)[0:1] and N[0:1] (a dimension read as its value) are 1×1 to the shape check, but
+    the lowering sliced a value of no axes: IndexError when the prologue ran."""
+    m = Model.from_equations("input X\nX ∈ ℝ^(N×3)\nY = X + N[0:1] + (2)[0]", {}, {"N": 2},
+                             dtype="float64")
+    X = RNG.normal(size=(3, 2, 3))
+    np.testing.assert_allclose(m.step({"X": X})[0]["Y"], X + 4.0, rtol=1e-12)
