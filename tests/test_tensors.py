@@ -409,3 +409,24 @@ def test_an_entry_of_a_number_is_the_number() -> None:
                              dtype="float64")
     X = RNG.normal(size=(3, 2, 3))
     np.testing.assert_allclose(m.step({"X": X})[0]["Y"], X + 4.0, rtol=1e-12)
+
+
+@pytest.mark.parametrize("text", [
+    "input x\nx ∈ ℝ^3\nc ∈ ℝ^3\nY = [x, c]",
+    "input x\nx ∈ ℝ^3\nc ∈ ℝ^3\ny = [x; c; 1]",
+    "input X\nX ∈ ℝ^(2×3)\nC ∈ ℝ^(1×3)\nY = [C; X; C ⊙ 2]",
+])
+def test_constants_stacked_beside_per_example_parts_export(text: str) -> None:
+    """ONNX's Concat does not broadcast: constant parts are expanded to every row."""
+    pytest.importorskip("onnxruntime")
+    from nndk.onnx.export import export_model
+    from tests.onnx_helpers import ort_runner
+
+    name = "c" if "c ∈" in text else "C"
+    shape = (3,) if name == "c" else (1, 3)
+    m = Model.from_equations(text, {name: RNG.normal(size=shape).astype(np.float32)})
+    feeds = {k: RNG.normal(size=(4, *s.shape)).astype(np.float32) for k, s in m.inputs.items()}
+    out, _ = m.step(feeds)
+    got = ort_runner(export_model(m))(feeds)
+    for key, want in out.items():
+        np.testing.assert_allclose(got[key], want, rtol=1e-6)

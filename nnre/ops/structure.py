@@ -64,10 +64,34 @@ def _width(a: Array, axis: int) -> int:
     return a.shape[axis] if a.ndim else 1
 
 
+def _concat_onnx(e: Any, ins: Any, args: list[str], out: str) -> None:
+    """Concat; a constant part beside per-example ones is first expanded to every row
+    (ONNX's Concat does not broadcast, nnre's kernel does)."""
+    axis = int(dict(ins.attrs).get("axis", -1))
+    rows = next((a for a, i in zip(args, ins.args, strict=True) if e.per_example(i)), None)
+    parts = list(args)
+    if rows is not None:
+        whole, count = e.fresh(out + ".shape"), e.fresh(out + ".rows")
+        e.node("Shape", [rows], whole)
+        e.node("Slice", [whole, e.const(np.array([0], np.int64), "start"),
+                         e.const(np.array([1], np.int64), "stop")], count)
+        inner = list(e.shape(ins.out)[1:])  # one row of the result
+        for k, index in enumerate(ins.args):
+            if e.per_example(index):
+                continue
+            part = e.shape(index)
+            inner[axis] = part[axis] if part else 1  # the part's width, as the kernel reads it
+            size = e.fresh(out + ".size")
+            e.node("Concat", [count, e.const(np.array(inner, np.int64), "part")], size, axis=0)
+            parts[k] = e.fresh(out + ".expanded")
+            e.node("Expand", [args[k], size], parts[k])  # NumPy's broadcasting, as the kernel
+    e.node("Concat", parts, out, axis=axis)
+
+
 CONCAT = Op(  # [a; b] (and the optimizer's stacked weights)
     "concat", _concat, _concat_shape, attrs={"axis": int},
     vjp=_concat_vjp, grad_views=True,
-    onnx="Concat",
+    onnx=_concat_onnx,
 )
 
 
