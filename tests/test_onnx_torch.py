@@ -120,3 +120,61 @@ def test_bidirectional_is_refused_with_the_reason(tmp_path) -> None:
     with pytest.raises(OnnxError, match="direction bidirectional .*forward in time only"):
         _compare_torch(net, torch.randn(4, 2, 3), ["y", "hn", "cn"], tmp_path / "m.onnx",
                        dynamo=False, opset_version=17)
+
+
+@pytest.mark.parametrize("cls", ["LSTM", "GRU"])
+@pytest.mark.parametrize("dynamo, dynamic", [(False, False), (False, True), (True, False),
+                                             (True, True)])
+def test_batch_first(cls: str, dynamo: bool, dynamic: bool, tmp_path) -> None:
+    """``batch_first=True``: the export transposes x [N, T, F] to [T, N, F] before the op and
+    Y back after it. The import is time-major: the model takes x as [T, N, F] and gives y
+    as [T, N, H]; the ONNX names of the swapped tensors are in ``batch_first``."""
+    if dynamo:
+        pytest.importorskip("onnxscript")
+    torch.manual_seed(4)
+    net = getattr(torch.nn, cls)(3, 8, batch_first=True).eval()
+    x = torch.randn(2, 6, 3)  # [N, T, F]
+    outputs = ["y", "hn"] + (["cn"] if cls == "LSTM" else [])
+    if dynamo:
+        kw: dict[str, object] = {"dynamo": True}
+        if dynamic:
+            kw["dynamic_shapes"] = ({0: torch.export.Dim("N"), 1: torch.export.Dim("T")},)
+    else:
+        kw = {"dynamo": False, "opset_version": 17}
+        if dynamic:
+            kw["dynamic_axes"] = {"x": {0: "N", 1: "T"}}
+    path = tmp_path / "m.onnx"
+    _compare_torch(net, x, outputs, path, **kw)
+    result = import_model(onnx.load(str(path)))
+    assert result.batch_first == ("x", "y")
+    assert "Time-major" in result.equations
+    model = Model.from_equations(result.equations, result.weights)
+    ys, final = model.run({"x": x.numpy().swapaxes(0, 1)})  # time-major, as documented
+    want = net(x)
+    np.testing.assert_allclose(ys[result.outputs["y"][0]],
+                               want[0].detach().numpy().swapaxes(0, 1), rtol=0, atol=1e-5)
+    h_n = want[1][0] if cls == "LSTM" else want[1]
+    np.testing.assert_allclose(final[result.outputs["hn"][0]], h_n[0].detach().numpy(),
+                               rtol=0, atol=1e-5)
+
+
+def test_batch_first_input_read_elsewhere_is_refused(tmp_path) -> None:
+    """x is batch-first only when every node reads it through the swap; here a Linear reads
+    it directly as well, so the swap of its batch and time axes is refused."""
+    from nndk.onnx.common import OnnxError
+
+    class Both(torch.nn.Module):  # type: ignore[misc,name-defined]
+        def __init__(self) -> None:
+            super().__init__()
+            self.rnn, self.lin = torch.nn.GRU(3, 3, batch_first=True), torch.nn.Linear(3, 3)
+
+        def forward(self, x):  # type: ignore[no-untyped-def]
+            return self.rnn(x)[0] + self.lin(x)
+
+    path = tmp_path / "m.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(Both().eval(), (torch.randn(2, 5, 3),), str(path), dynamo=False,
+                          opset_version=17, input_names=["x"], output_names=["y"])
+    with pytest.raises(OnnxError, match="GRU of a batch-first sequence"):
+        import_model(onnx.load(str(path)))
