@@ -193,3 +193,60 @@ def test_batch_first_input_read_elsewhere_is_refused(tmp_path) -> None:
                           opset_version=17, input_names=["x"], output_names=["y"])
     with pytest.raises(OnnxError, match="GRU of a batch-first sequence"):
         import_model(onnx.load(str(path)))
+
+
+class Tagger(torch.nn.Module):  # type: ignore[misc,name-defined]
+    """A batch-first LSTM, then per-step layers on its output [N, T, H]."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rnn, self.fc = torch.nn.LSTM(3, 8, batch_first=True), torch.nn.Linear(8, 5)
+
+    def forward(self, x):  # type: ignore[no-untyped-def]
+        return torch.log_softmax(self.fc(torch.relu(self.rnn(x)[0])) * 0.5, -1)
+
+
+@pytest.mark.parametrize("dynamo", [False, True])
+def test_batch_first_then_per_step_layers(dynamo: bool, tmp_path) -> None:
+    """Layers that act on each step of the batch-first output (Relu, a Linear's MatMul + Add,
+    LogSoftmax along H) are the same on the time-major values: the tagger imports whole."""
+    if dynamo:
+        pytest.importorskip("onnxscript")
+    torch.manual_seed(5)
+    net = Tagger().eval()
+    x = torch.randn(2, 6, 3)
+    path = tmp_path / "m.onnx"
+    kw: dict[str, object] = {"dynamo": True} if dynamo else {"dynamo": False,
+                                                              "opset_version": 17}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(net, (x,), str(path), input_names=["x"], output_names=["y"],
+                          external_data=False, **kw)
+    from nndk.onnx.conformance import _run
+
+    result = import_model(onnx.load(str(path)))
+    assert result.batch_first == ("x", "y")
+    got = _run(result, {"x": x.numpy()})["y"]
+    np.testing.assert_allclose(got, net(x).detach().numpy(), rtol=0, atol=1e-5)
+
+
+def test_batch_first_mixed_with_time_major_is_refused(tmp_path) -> None:
+    """The batch-first output added to a time-major value would pair the wrong entries."""
+    from nndk.onnx.common import OnnxError
+
+    class Mixed(torch.nn.Module):  # type: ignore[misc,name-defined]
+        def __init__(self) -> None:
+            super().__init__()
+            self.rnn = torch.nn.GRU(3, 3, batch_first=True)
+
+        def forward(self, x):  # type: ignore[no-untyped-def]
+            y = self.rnn(x)[0]
+            return y + y.transpose(0, 1)
+
+    path = tmp_path / "m.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(Mixed().eval(), (torch.randn(4, 4, 3),), str(path), dynamo=False,
+                          opset_version=17, input_names=["x"], output_names=["y"])
+    with pytest.raises(OnnxError, match="Add of a batch-first sequence"):
+        import_model(onnx.load(str(path)))

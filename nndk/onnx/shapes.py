@@ -33,6 +33,12 @@ from nndk.onnx.values import (
 )
 
 Args = list[Value | None]
+#: Ops that work on each example at each step (entry by entry, a matrix product on the last
+#: axis, a softmax along one axis): the same over batch-first and time-major values.
+_PER_STEP = {"Abs", "Add", "Cos", "Div", "Dropout", "Elu", "Erf", "Exp", "Gelu",
+             "HardSigmoid", "HardSwish", "Identity", "LeakyRelu", "Log", "LogSoftmax", "MatMul",
+             "Mish", "Mul", "Neg", "Pow", "Relu", "Sigmoid", "Sin", "Softmax", "Softplus",
+             "Sqrt", "Sub", "Tanh"}
 #: Ops that keep a zero fill a zero fill (whatever they do to its shape).
 _KEEP_ZEROS = {"Slice", "Squeeze", "Unsqueeze", "Identity", "Reshape", "Cast", "Expand",
                "Gather", "Transpose"}
@@ -50,7 +56,7 @@ def convert(imp: Importer, node: Any, args: Args, at: dict[str, Any]) -> list[Va
         sizes = _shape(imp, args[0].dyn, at, swapped=True)
         return [sizes if None in sizes.dims else Const(np.array(sizes.dims, np.int64))]
     if any(isinstance(a, BatchFirst) for a in args):
-        raise Unsupported(f"{op} of {WHAT['BatchFirst']}")
+        return _per_step(imp, node, args)
     if op == "Shape" and isinstance(args[0], Dyn) and None in imp.lead_sizes:
         return [_shape(imp, args[0], at)]
     if op == "Transpose" and isinstance(args[0], SeqY):
@@ -88,6 +94,33 @@ def convert(imp: Importer, node: Any, args: Args, at: dict[str, Any]) -> list[Va
         assert reshape is not None
         return reshape(imp, node, [args[0], Const(np.array(target, np.int64))], {})
     return [Dims(_dims_op(op, args, at))]
+
+
+def _per_step(imp: Importer, node: Any, args: Args) -> list[Value]:
+    """An op that works on each example at each step, over batch-first values: the same as
+    over the time-major values inside them (its rule refuses to touch either leading axis),
+    so it is converted over those and its result stays batch-first. Constants must not
+    broadcast along the leading axes (sizes 1 there), and every per-example operand must be
+    batch-first: one laid out [T, N, …] beside it would be mixed up."""
+    from nndk.onnx.ops import convert as convert_node
+
+    op = node.op_type
+    refused = Unsupported(f"{op} of {WHAT['BatchFirst']}")
+    inner = next(a.dyn for a in args if isinstance(a, BatchFirst))
+    rank = 2 + len(inner.shape)
+    if op not in _PER_STEP or any(isinstance(a, Dyn) for a in args):
+        raise refused
+    for a in args:
+        if isinstance(a, Const):
+            shape = np.shape(a.value)
+            lead = shape[:max(0, 2 - (rank - len(shape)))]  # the entries on N and T
+            if len(shape) > (2 if op == "MatMul" else rank) or \
+                    (op != "MatMul" and any(d != 1 for d in lead)):
+                raise refused
+        elif a is not None and not isinstance(a, BatchFirst):
+            raise refused
+    outs = convert_node(imp, node, [a.dyn if isinstance(a, BatchFirst) else a for a in args])
+    return [BatchFirst(o) if isinstance(o, Dyn) else o for o in outs]
 
 
 def _shape(imp: Importer, x: Dyn, at: dict[str, Any], swapped: bool = False) -> Dims:

@@ -123,8 +123,9 @@ class Label:
 @dataclass(frozen=True)
 class BatchFirst:
     """A sequence laid out ``[N, T, …]`` (``batch_first``): the per-example value ``dyn`` with
-    its batch and time axes swapped. Only the Transpose that swaps them back reads it; the
-    imported model itself is time-major (``Model.run`` takes ``[T, N, …]``)."""
+    its batch and time axes swapped. The Transpose that swaps them back reads it, and so do
+    ops on each step alone (:func:`nndk.onnx.shapes._per_step`); the imported model itself
+    is time-major (``Model.run`` takes ``[T, N, …]``)."""
 
     dyn: Dyn
 
@@ -137,6 +138,7 @@ WHAT = {"Const": "a constant", "Dyn": "a per-example value",
         "Final": "a recurrent op's final state", "Finals": "stacked final states",
         "InitState": "an initial-state input", "Dims": "a shape that depends on the batch size",
         "Zeros": "zeros shaped by the batch size", "Label": "a class index (ArgMax)",
-        "BatchFirst": "a batch-first sequence [N, T, …] (only the Transpose that swaps its "
-                      "batch and time axes reads it)",
+        "BatchFirst": "a batch-first sequence [N, T, …] (read only by the Transpose back "
+                      "to [T, N, …] and by ops on each step alone, beside constants and "
+                      "other batch-first values)",
         "NoneType": "missing"}
