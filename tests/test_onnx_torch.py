@@ -250,3 +250,17 @@ def test_batch_first_mixed_with_time_major_is_refused(tmp_path) -> None:
                           opset_version=17, input_names=["x"], output_names=["y"])
     with pytest.raises(OnnxError, match="Add of a batch-first sequence"):
         import_model(onnx.load(str(path)))
+
+
+@pytest.mark.parametrize("cls", ["LSTM", "GRU"])
+@pytest.mark.parametrize("dynamo", [False, True])
+def test_batch_first_two_layers(cls: str, dynamo: bool, tmp_path) -> None:
+    """Stacked batch-first layers: one Transpose in, the layers time-major, one out."""
+    if dynamo:
+        pytest.importorskip("onnxscript")
+    torch.manual_seed(6)
+    net = getattr(torch.nn, cls)(3, 8, num_layers=2, batch_first=True).eval()
+    kw: dict[str, object] = {"dynamo": True} if dynamo else {"dynamo": False,
+                                                              "opset_version": 17}
+    _compare_torch(net, torch.randn(3, 5, 3), ["y", "hn"] + (["cn"] if cls == "LSTM" else []),
+                   tmp_path / "m.onnx", **kw)
