@@ -113,10 +113,154 @@ def test_legacy_exporter_two_layers_with_dynamic_axes(cls: str, tmp_path) -> Non
                    dynamic_axes={"x": {0: "T", 1: "N"}})
 
 
-def test_bidirectional_is_refused_with_the_reason(tmp_path) -> None:
+@pytest.mark.parametrize("cls", ["LSTM", "GRU"])
+@pytest.mark.parametrize("dynamo, batch_first", [(False, False), (True, False), (True, True)])
+def test_bidirectional_is_refused_with_the_reason(cls: str, dynamo: bool, batch_first: bool,
+                                                  tmp_path) -> None:
+    """A reverse pass reads hₜ₊₁ (a future step), which the language forbids: refused by name
+    with both exporters, whatever the layout."""
     from nndk.onnx.common import OnnxError
 
-    net = torch.nn.LSTM(3, 8, bidirectional=True).eval()
-    with pytest.raises(OnnxError, match="direction bidirectional .*forward in time only"):
-        _compare_torch(net, torch.randn(4, 2, 3), ["y", "hn", "cn"], tmp_path / "m.onnx",
-                       dynamo=False, opset_version=17)
+    if dynamo:
+        pytest.importorskip("onnxscript")
+    net = getattr(torch.nn, cls)(3, 8, bidirectional=True, batch_first=batch_first).eval()
+    kw: dict[str, object] = {"dynamo": True} if dynamo else {"dynamo": False,
+                                                              "opset_version": 17}
+    outputs = ["y", "hn"] + (["cn"] if cls == "LSTM" else [])
+    with pytest.raises(OnnxError, match=f"{cls}: direction bidirectional .*forward in time "
+                       "only.*future step hₜ₊₁"):
+        _compare_torch(net, torch.randn(4, 2, 3), outputs, tmp_path / "m.onnx", **kw)
+
+
+@pytest.mark.parametrize("cls", ["LSTM", "GRU"])
+@pytest.mark.parametrize("dynamo, dynamic", [(False, False), (False, True), (True, False),
+                                             (True, True)])
+def test_batch_first(cls: str, dynamo: bool, dynamic: bool, tmp_path) -> None:
+    """``batch_first=True``: the export transposes x [N, T, F] to [T, N, F] before the op and
+    Y back after it. The import is time-major: the model takes x as [T, N, F] and gives y
+    as [T, N, H]; the ONNX names of the swapped tensors are in ``batch_first``."""
+    if dynamo:
+        pytest.importorskip("onnxscript")
+    torch.manual_seed(4)
+    net = getattr(torch.nn, cls)(3, 8, batch_first=True).eval()
+    x = torch.randn(2, 6, 3)  # [N, T, F]
+    outputs = ["y", "hn"] + (["cn"] if cls == "LSTM" else [])
+    if dynamo:
+        kw: dict[str, object] = {"dynamo": True}
+        if dynamic:
+            kw["dynamic_shapes"] = ({0: torch.export.Dim("N"), 1: torch.export.Dim("T")},)
+    else:
+        kw = {"dynamo": False, "opset_version": 17}
+        if dynamic:
+            kw["dynamic_axes"] = {"x": {0: "N", 1: "T"}}
+    path = tmp_path / "m.onnx"
+    _compare_torch(net, x, outputs, path, **kw)
+    from nndk.onnx.importer import bundle_metadata
+
+    proto = onnx.load(str(path))
+    result = import_model(proto)
+    assert result.batch_first == ("x", "y")
+    assert "Time-major" in result.equations
+    meta = bundle_metadata(proto, result, None, None, str(path))
+    assert meta["extra"]["onnx.batch_first"] == '["x", "y"]'
+    model = Model.from_equations(result.equations, result.weights)
+    ys, final = model.run({"x": x.numpy().swapaxes(0, 1)})  # time-major, as documented
+    want = net(x)
+    np.testing.assert_allclose(ys[result.outputs["y"][0]],
+                               want[0].detach().numpy().swapaxes(0, 1), rtol=0, atol=1e-5)
+    h_n = want[1][0] if cls == "LSTM" else want[1]
+    np.testing.assert_allclose(final[result.outputs["hn"][0]], h_n[0].detach().numpy(),
+                               rtol=0, atol=1e-5)
+
+
+def test_batch_first_input_read_elsewhere_is_refused(tmp_path) -> None:
+    """x is batch-first only when every node reads it through the swap; here a Linear reads
+    it directly as well, so the swap of its batch and time axes is refused."""
+    from nndk.onnx.common import OnnxError
+
+    class Both(torch.nn.Module):  # type: ignore[misc,name-defined]
+        def __init__(self) -> None:
+            super().__init__()
+            self.rnn, self.lin = torch.nn.GRU(3, 3, batch_first=True), torch.nn.Linear(3, 3)
+
+        def forward(self, x):  # type: ignore[no-untyped-def]
+            return self.rnn(x)[0] + self.lin(x)
+
+    path = tmp_path / "m.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(Both().eval(), (torch.randn(2, 5, 3),), str(path), dynamo=False,
+                          opset_version=17, input_names=["x"], output_names=["y"])
+    with pytest.raises(OnnxError, match="GRU of a batch-first sequence"):
+        import_model(onnx.load(str(path)))
+
+
+class Tagger(torch.nn.Module):  # type: ignore[misc,name-defined]
+    """A batch-first LSTM, then per-step layers on its output [N, T, H]."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rnn, self.fc = torch.nn.LSTM(3, 8, batch_first=True), torch.nn.Linear(8, 5)
+
+    def forward(self, x):  # type: ignore[no-untyped-def]
+        return torch.log_softmax(self.fc(torch.relu(self.rnn(x)[0])) * 0.5, -1)
+
+
+@pytest.mark.parametrize("dynamo", [False, True])
+def test_batch_first_then_per_step_layers(dynamo: bool, tmp_path) -> None:
+    """Layers that act on each step of the batch-first output (Relu, a Linear's MatMul + Add,
+    LogSoftmax along H) are the same on the time-major values: the tagger imports whole."""
+    if dynamo:
+        pytest.importorskip("onnxscript")
+    torch.manual_seed(5)
+    net = Tagger().eval()
+    x = torch.randn(2, 6, 3)
+    path = tmp_path / "m.onnx"
+    kw: dict[str, object] = {"dynamo": True} if dynamo else {"dynamo": False,
+                                                              "opset_version": 17}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(net, (x,), str(path), input_names=["x"], output_names=["y"],
+                          external_data=False, **kw)
+    from nndk.onnx.conformance import _run
+
+    result = import_model(onnx.load(str(path)))
+    assert result.batch_first == ("x", "y")
+    got = _run(result, {"x": x.numpy()})["y"]
+    np.testing.assert_allclose(got, net(x).detach().numpy(), rtol=0, atol=1e-5)
+
+
+def test_batch_first_mixed_with_time_major_is_refused(tmp_path) -> None:
+    """The batch-first output added to a time-major value would pair the wrong entries."""
+    from nndk.onnx.common import OnnxError
+
+    class Mixed(torch.nn.Module):  # type: ignore[misc,name-defined]
+        def __init__(self) -> None:
+            super().__init__()
+            self.rnn = torch.nn.GRU(3, 3, batch_first=True)
+
+        def forward(self, x):  # type: ignore[no-untyped-def]
+            y = self.rnn(x)[0]
+            return y + y.transpose(0, 1)
+
+    path = tmp_path / "m.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(Mixed().eval(), (torch.randn(4, 4, 3),), str(path), dynamo=False,
+                          opset_version=17, input_names=["x"], output_names=["y"])
+    with pytest.raises(OnnxError, match="Add of a batch-first sequence"):
+        import_model(onnx.load(str(path)))
+
+
+@pytest.mark.parametrize("cls", ["LSTM", "GRU"])
+@pytest.mark.parametrize("dynamo", [False, True])
+def test_batch_first_two_layers(cls: str, dynamo: bool, tmp_path) -> None:
+    """Stacked batch-first layers: one Transpose in, the layers time-major, one out."""
+    if dynamo:
+        pytest.importorskip("onnxscript")
+    torch.manual_seed(6)
+    net = getattr(torch.nn, cls)(3, 8, num_layers=2, batch_first=True).eval()
+    kw: dict[str, object] = {"dynamo": True} if dynamo else {"dynamo": False,
+                                                              "opset_version": 17}
+    _compare_torch(net, torch.randn(3, 5, 3), ["y", "hn"] + (["cn"] if cls == "LSTM" else []),
+                   tmp_path / "m.onnx", **kw)

@@ -116,6 +116,8 @@ def _run(result: ImportResult, feeds: dict[str, np.ndarray]) -> dict[str, np.nda
         value = np.asarray(feeds[onnx_name])
         if value.dtype.kind in "biu":  # booleans as 0 and 1; class indices as numbers
             value = value.astype(result.dtype)
+        if onnx_name in result.batch_first:
+            value = value.swapaxes(0, 1)  # [N, T, …] → the model's [T, N, …]
         if kind == "state":
             state[name] = value.reshape(value.shape[-2], -1)
         elif result.sequence:
@@ -123,6 +125,8 @@ def _run(result: ImportResult, feeds: dict[str, np.ndarray]) -> dict[str, np.nda
         else:
             xs[name] = value.reshape(1, value.shape[0], *shapes[name])
     ys, final = model.run(xs, state or None)
+    swapped = {result.outputs[o][0] for o in result.batch_first if o in result.outputs}
+    ys = {k: v.swapaxes(0, 1) if k in swapped else v for k, v in ys.items()}  # → [N, T, …]
     return {onnx_name: (ys[name] if kind == "output" else
                         np.stack([final[n] for n in name.split(",")]) if kind == "states"
                         else final[name])

@@ -26,7 +26,7 @@ from nndk.onnx.common import (
     max_opset,
     require_onnx,
 )
-from nndk.onnx.values import Const, Dyn, InitState, Unsupported, Value
+from nndk.onnx.values import BatchFirst, Const, Dyn, InitState, Unsupported, Value
 
 RECURRENT = ("LSTM", "GRU", "RNN")
 BOOL = 9  # ONNX's boolean element type: an input of 0s and 1s
@@ -49,6 +49,10 @@ class ImportResult:
     opset: int
     producer: str = ""
     dropped: dict[str, str] = field(default_factory=dict)  # ONNX outputs left out, and why
+    #: ONNX inputs and outputs laid out [N, T, …] (batch_first) in the ONNX graph, which
+    #: transposes them to and from [T, N, …] around its recurrent ops; the model is
+    #: time-major: it takes and gives them [T, N, …].
+    batch_first: tuple[str, ...] = ()
 
 
 @dataclass
@@ -74,6 +78,7 @@ class Importer:
     recurrent_count: int = 0
     dropped: dict[str, str] = field(default_factory=dict)
     indices: set[str] = field(default_factory=set)  # integer inputs read only as indices
+    batch_first: list[str] = field(default_factory=list)  # see ImportResult.batch_first
 
     # -- names and weights ---------------------------------------------------------------
     def time(self) -> int | None:
@@ -222,6 +227,7 @@ def start(proto: Any) -> Importer:
             imp.names.take(init.name) else None
         imp.values[init.name] = Const(value, ref=ref, source=init.name)
     imp.indices = _index_inputs(graph)
+    swapped = _batch_first_inputs(graph) if imp.lead == 2 else set()
     initial = {n.input[i] for n in graph.node if n.op_type in RECURRENT
                for i in (5, 6) if len(n.input) > i and n.input[i]}
     prev = {names[0]: key for key, names in states.items()}
@@ -233,8 +239,32 @@ def start(proto: Any) -> Importer:
         elif vi.name in prev:
             _state_input(imp, vi, prev[vi.name])
         else:
-            _input(imp, vi)
+            _input(imp, vi, vi.name in swapped)
     return imp
+
+
+def lead_swap(perm: list[int], rank: int) -> bool:
+    """The Transpose swaps the two leading axes (batch and time) and keeps the others."""
+    return rank >= 2 and perm == [1, 0, *range(2, rank)]
+
+
+def _batch_first_inputs(graph: Any) -> set[str]:
+    """Inputs every node reads through a Transpose that swaps their first two axes (or reads
+    only their shape): laid out [N, T, …] (PyTorch's ``batch_first``), made [T, N, …] for
+    the recurrent ops."""
+    readers: dict[str, list[Any]] = {}
+    for node in graph.node:
+        for name in set(node.input):
+            readers.setdefault(name, []).append(node)
+    out = set()
+    for vi in graph.input:
+        rank = len(vi.type.tensor_type.shape.dim)
+        nodes = readers.get(vi.name, [])
+        swaps = [n for n in nodes if n.op_type == "Transpose" and lead_swap(
+                 [int(p) for a in n.attribute if a.name == "perm" for p in a.ints], rank)]
+        if swaps and all(n in swaps or n.op_type == "Shape" for n in nodes):  # sizes only
+            out.add(vi.name)
+    return out
 
 
 def _index_inputs(graph: Any) -> set[str]:
@@ -247,8 +277,10 @@ def _index_inputs(graph: Any) -> set[str]:
             and uses.get(vi.name) and uses[vi.name] <= INDEX_SLOTS}
 
 
-def _input(imp: Importer, vi: Any) -> None:
+def _input(imp: Importer, vi: Any, batch_first: bool = False) -> None:
     dims = _dims(vi)
+    if batch_first:  # [N, T, …]: the model reads it time-major
+        dims = [dims[1], dims[0], *dims[2:]]
     if _elem_type(vi) not in NNRE_DTYPE and _elem_type(vi) != BOOL and vi.name not in imp.indices:
         raise OnnxError(f"input '{vi.name}' is not a float or boolean tensor; nnre inputs are "
                         "numbers (float32 or float64; booleans are fed as 0 and 1)")
@@ -271,7 +303,9 @@ def _input(imp: Importer, vi: Any) -> None:
     shape = tuple(int(d) for d in dims[imp.lead:] if d is not None)
     name = imp.names.prefer(vi.name, "x", subscript=not imp.timed)
     dyn = Dyn(ex.Name(name, imp.time()), shape, flat=False)
-    imp.values[vi.name] = dyn
+    imp.values[vi.name] = BatchFirst(dyn) if batch_first else dyn
+    if batch_first:
+        imp.batch_first.append(vi.name)
     imp.inputs[vi.name] = (ex.canonical_name(name), "input")
     space = f"({'×'.join(map(str, shape))})" if len(shape) >= 2 else str(dyn.size)
     imp.declarations.append(f"{ex.show(dyn.expr)} ∈ ℝ^{space}")

@@ -23,7 +23,7 @@ from nndk.onnx.common import META_BUNDLE, OnnxError, require_onnx
 from nndk.onnx.external import inline
 from nndk.onnx.graph import Importer, ImportResult, start, state_meta
 from nndk.onnx.scan import unscan
-from nndk.onnx.values import Dyn, Final, Finals, Label, SeqY
+from nndk.onnx.values import BatchFirst, Dyn, Final, Finals, Label, SeqY
 from nnre import budget
 from nnre.files import open_regular
 
@@ -71,7 +71,8 @@ def import_model(proto: Any, source: str = "<onnx>") -> ImportResult:
         raise OnnxError(f"{source}: no output is a vector of numbers ("
                         + "; ".join(f"'{k}' is {v}" for k, v in imp.dropped.items()) + ")")
     return ImportResult(_text(imp, declared, producer), weights, imp.dtype, imp.inputs,
-                        imp.outputs, imp.lead == 2, imp.opset, producer, imp.dropped)
+                        imp.outputs, imp.lead == 2, imp.opset, producer, imp.dropped,
+                        tuple(imp.batch_first))
 
 
 def _outputs(imp: Importer) -> list[str]:
@@ -100,6 +101,9 @@ def _outputs(imp: Importer) -> list[str]:
         value = imp.values.get(vi.name)
         if vi.name in imp.outputs or value is None:
             continue
+        if isinstance(value, BatchFirst):  # [N, T, …] in ONNX; the model gives [T, N, …]
+            value = value.dyn
+            imp.batch_first.append(vi.name)
         if isinstance(value, Label):
             imp.dropped[vi.name] = (f"a class index (ArgMax of '{value.source}'), not a vector "
                                     "of numbers; to get it from the scores, give them an "
@@ -168,6 +172,9 @@ def _rename(imp: Importer, old: str, new: str) -> None:
 def _text(imp: Importer, declared: list[str], producer: str) -> str:
     lines = [f"# Imported from ONNX ({producer or 'unknown producer'}, opset {imp.opset}) "
              f"by nndk {__version__}."]
+    if imp.batch_first:
+        lines.append("# Time-major: the ONNX graph's " + ", ".join(imp.batch_first)
+                     + " [N, T, …] (batch_first) are [T, N, …] here.")
     if not imp.timed:
         lines.append("input " + ", ".join(n for n, kind in imp.inputs.values()
                                           if kind == "input"))
@@ -193,7 +200,10 @@ def bundle_metadata(proto: Any, result: ImportResult, name: str | None, version:
                   "onnx.inputs": json.dumps(result.inputs, ensure_ascii=False),
                   "onnx.outputs": json.dumps(result.outputs, ensure_ascii=False),
                   **({"onnx.left_out": json.dumps(result.dropped, ensure_ascii=False)}
-                     if result.dropped else {})},
+                     if result.dropped else {}),
+                  **({"onnx.batch_first": json.dumps(list(result.batch_first),
+                                                     ensure_ascii=False)}
+                     if result.batch_first else {})},
     }
     if _HEX64.match(props.get("bundle_id", "")):
         meta["lineage"] = {"parent": props["bundle_id"]}

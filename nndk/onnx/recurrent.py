@@ -5,7 +5,10 @@ ONNX stacks the gates in its own orders (LSTM ``i o f c``, GRU ``z r h``) along 
 into one named matrix per gate. GRU follows ONNX exactly: ``hₜ = (1 − zₜ) ⊙ ĥₜ + zₜ ⊙ hₜ₋₁``,
 and with ``linear_before_reset`` the reset gate multiplies ``U_h hₜ₋₁ + b_hh``. ``Y`` is the
 hidden state at every step, ``Y_h``/``Y_c`` the state after the last step (nnre's final state).
-Forward direction, default layout, no clipping and no sequence lengths.
+Forward direction, default layout, no clipping and no sequence lengths. PyTorch's
+``batch_first`` is not the node's ``layout`` but Transposes around it, read in
+:mod:`nndk.onnx.shapes` (the imported model is time-major). A reverse or bidirectional node is
+refused: see :data:`REVERSE_REASON`.
 """
 
 from __future__ import annotations
@@ -177,6 +180,21 @@ def _full_length(imp: Importer, lens: Value) -> bool:
         np.all(np.asarray(lens.value) == steps))
 
 
+#: Why a reverse (or bidirectional) recurrent op is refused: what the equations lack.
+REVERSE_REASON = (
+    "(the equations run forward in time only: the reverse pass is hₜ = f(xₜ, hₜ₊₁), and "
+    "reading a future step hₜ₊₁ is an error in the language (formats/equations.md §4); nor "
+    "can a step read the input in reverse order, x at T−1−t, so its outputs at step t "
+    "depend on the whole sequence. Feeding a reversed copy of x would give a model whose "
+    "backward Y comes out reversed in time, not the graph's Y; export with "
+    "bidirectional=False, or run the reverse layer outside nnre)")
+
+
+def _direction(at: dict[str, Any]) -> str:
+    d = at.get("direction", "forward")
+    return d.decode() if isinstance(d, bytes) else str(d)
+
+
 def _refuse(imp: Importer, node: Any, args: list[Value | None], at: dict[str, Any]) -> None:
     """Everything the equations do not express is refused here, by name."""
     op = node.op_type
@@ -189,9 +207,7 @@ def _refuse(imp: Importer, node: Any, args: list[Value | None], at: dict[str, An
          "B must be constant"),
         (len(args) <= 4 or args[4] is None or _full_length(imp, args[4]),
          "sequence_lens shorter than the sequence"),
-        (at.get("direction", "forward") == "forward",
-         f"direction {at.get('direction')} (the equations run forward in time only: a step "
-         "reads the state before it, never the one after)"),
+        (_direction(at) == "forward", f"direction {_direction(at)} " + REVERSE_REASON),
         (not at.get("layout", 0), "layout 1 (batch first)"),
         ("clip" not in at, "clip"),
         (not at.get("input_forget", 0), "input_forget"),

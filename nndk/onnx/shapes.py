@@ -16,9 +16,10 @@ from typing import Any
 import numpy as np
 
 from nndk.onnx.common import ONNX_DTYPE
-from nndk.onnx.graph import RECURRENT, Importer
+from nndk.onnx.graph import RECURRENT, Importer, lead_swap
 from nndk.onnx.values import (
     WHAT,
+    BatchFirst,
     Const,
     Dims,
     Dyn,
@@ -32,6 +33,12 @@ from nndk.onnx.values import (
 )
 
 Args = list[Value | None]
+#: Ops that work on each example at each step (entry by entry, a matrix product on the last
+#: axis, a softmax along one axis): the same over batch-first and time-major values.
+_PER_STEP = {"Abs", "Add", "Cos", "Div", "Dropout", "Elu", "Erf", "Exp", "Gelu",
+             "HardSigmoid", "HardSwish", "Identity", "LeakyRelu", "Log", "LogSoftmax", "MatMul",
+             "Mish", "Mul", "Neg", "Pow", "Relu", "Sigmoid", "Sin", "Softmax", "Softplus",
+             "Sqrt", "Sub", "Tanh"}
 #: Ops that keep a zero fill a zero fill (whatever they do to its shape).
 _KEEP_ZEROS = {"Slice", "Squeeze", "Unsqueeze", "Identity", "Reshape", "Cast", "Expand",
                "Gather", "Transpose"}
@@ -40,6 +47,16 @@ _KEEP_ZEROS = {"Slice", "Squeeze", "Unsqueeze", "Identity", "Reshape", "Cast", "
 def convert(imp: Importer, node: Any, args: Args, at: dict[str, Any]) -> list[Value] | None:
     """The node's outputs when it works on these values; None when the usual rules apply."""
     op = node.op_type
+    if op == "Transpose" and imp.lead == 2 and isinstance(args[0], Dyn | BatchFirst):
+        x = args[0]
+        inner = x.dyn if isinstance(x, BatchFirst) else x
+        if lead_swap([int(p) for p in at.get("perm", [])], 2 + len(inner.shape)):
+            return [inner if isinstance(x, BatchFirst) else BatchFirst(x)]
+    if op == "Shape" and isinstance(args[0], BatchFirst):
+        sizes = _shape(imp, args[0].dyn, at, swapped=True)
+        return [sizes if None in sizes.dims else Const(np.array(sizes.dims, np.int64))]
+    if any(isinstance(a, BatchFirst) for a in args):
+        return _per_step(imp, node, args)
     if op == "Shape" and isinstance(args[0], Dyn) and None in imp.lead_sizes:
         return [_shape(imp, args[0], at)]
     if op == "Transpose" and isinstance(args[0], SeqY):
@@ -70,15 +87,45 @@ def convert(imp: Importer, node: Any, args: Args, at: dict[str, Any]) -> list[Va
     if op in ("ConstantOfShape", "Expand"):
         return [_fill(op, args, at)]
     if op == "Reshape" and isinstance(args[0], Dyn) and isinstance(args[1], Dims):
-        from nndk.onnx.ops import RULES
+        from nndk.onnx.ops import rule_for
 
         target = [_lead_copy(imp, i, d) for i, d in enumerate(args[1].dims)]
-        return RULES["Reshape"](imp, node, [args[0], Const(np.array(target, np.int64))], {})
+        reshape = rule_for("Reshape")
+        assert reshape is not None
+        return reshape(imp, node, [args[0], Const(np.array(target, np.int64))], {})
     return [Dims(_dims_op(op, args, at))]
 
 
-def _shape(imp: Importer, x: Dyn, at: dict[str, Any]) -> Dims:
-    full = [*imp.lead_sizes, *x.shape]
+def _per_step(imp: Importer, node: Any, args: Args) -> list[Value]:
+    """An op that works on each example at each step, over batch-first values: the same as
+    over the time-major values inside them (its rule refuses to touch either leading axis),
+    so it is converted over those and its result stays batch-first. Constants must not
+    broadcast along the leading axes (sizes 1 there), and every per-example operand must be
+    batch-first: one laid out [T, N, …] beside it would be mixed up."""
+    from nndk.onnx.ops import convert as convert_node
+
+    op = node.op_type
+    refused = Unsupported(f"{op} of {WHAT['BatchFirst']}")
+    inner = next(a.dyn for a in args if isinstance(a, BatchFirst))
+    rank = 2 + len(inner.shape)
+    if op not in _PER_STEP or any(isinstance(a, Dyn) for a in args):
+        raise refused
+    for a in args:
+        if isinstance(a, Const):
+            shape = np.shape(a.value)
+            lead = shape[:max(0, 2 - (rank - len(shape)))]  # the entries on N and T
+            if len(shape) > (2 if op == "MatMul" else rank) or \
+                    (op != "MatMul" and any(d != 1 for d in lead)):
+                raise refused
+        elif a is not None and not isinstance(a, BatchFirst):
+            raise refused
+    outs = convert_node(imp, node, [a.dyn if isinstance(a, BatchFirst) else a for a in args])
+    return [BatchFirst(o) if isinstance(o, Dyn) else o for o in outs]
+
+
+def _shape(imp: Importer, x: Dyn, at: dict[str, Any], swapped: bool = False) -> Dims:
+    lead = imp.lead_sizes[::-1] if swapped else imp.lead_sizes
+    full = [*lead, *x.shape]
     start, end = int(at.get("start", 0)), at.get("end")
     return Dims(tuple(full[start:end] if end is not None else full[start:]))
 
@@ -142,6 +189,8 @@ def _dims_op(op: str, args: Args, at: dict[str, Any]) -> tuple[int | None, ...]:
     dims = entries(args[0])
     if op in ("Unsqueeze", "Squeeze", "Cast", "Identity"):
         return tuple(dims)
+    if op == "Reshape" and isinstance(args[1], Const) and np.asarray(args[1].value).size == 1:
+        return tuple(dims)  # to one axis, as a shape is
     if op == "Concat":
         return tuple(d for a in args if a is not None for d in entries(a))
     if op == "Gather" and int(at.get("axis", 0)) == 0:
@@ -149,6 +198,12 @@ def _dims_op(op: str, args: Args, at: dict[str, Any]) -> tuple[int | None, ...]:
         if None in index:
             raise Unsupported(f"Gather of {WHAT['Dims']} at indices known only at run time")
         return tuple(dims[i] for i in index if i is not None)
+    arithmetic = {"Mul": np.multiply, "Add": np.add, "Sub": np.subtract}
+    if op in arithmetic:  # of entries known now (the dynamo exporter's H × directions)
+        other = entries(args[1])
+        if None in dims or None in other:
+            raise Unsupported(f"{op} of the batch or time size")
+        return tuple(int(d) for d in arithmetic[op](np.array(dims), np.array(other)))
     if op == "Slice" and all(isinstance(a, Const) for a in args[1:] if a is not None):
         starts, ends = entries(args[1]), entries(args[2])
         steps = entries(args[4]) if len(args) > 4 and args[4] is not None else [1]

@@ -120,7 +120,17 @@ class Label:
     source: str  # the Dyn's ONNX name the index was taken from
 
 
-Value = Const | Dyn | SeqY | Final | Finals | InitState | Dims | Zeros | Label
+@dataclass(frozen=True)
+class BatchFirst:
+    """A sequence laid out ``[N, T, …]`` (``batch_first``): the per-example value ``dyn`` with
+    its batch and time axes swapped. The Transpose that swaps them back reads it, and so do
+    ops on each step alone (:func:`nndk.onnx.shapes._per_step`); the imported model itself
+    is time-major (``Model.run`` takes ``[T, N, …]``)."""
+
+    dyn: Dyn
+
+
+Value = Const | Dyn | SeqY | Final | Finals | InitState | Dims | Zeros | Label | BatchFirst
 
 #: What each kind of value is, in the words of an error message.
 WHAT = {"Const": "a constant", "Dyn": "a per-example value",
@@ -128,4 +138,7 @@ WHAT = {"Const": "a constant", "Dyn": "a per-example value",
         "Final": "a recurrent op's final state", "Finals": "stacked final states",
         "InitState": "an initial-state input", "Dims": "a shape that depends on the batch size",
         "Zeros": "zeros shaped by the batch size", "Label": "a class index (ArgMax)",
+        "BatchFirst": "a batch-first sequence [N, T, …] (read only by the Transpose back "
+                      "to [T, N, …] and by ops on each step alone, beside constants and "
+                      "other batch-first values)",
         "NoneType": "missing"}
