@@ -86,6 +86,19 @@ class _Dims:
             return label or "?"
         return f"{label}={value}" if label else str(value)
 
+    def of_dim(self, dim: ast.Dim, pos: ast.Pos, where: dict[str, ast.Pos]) -> int:
+        """The variable of one declared dimension: a number, a name, or a sum of those (a
+        sum is solved with the others, ``solve_sums``); ``where`` keeps each name's first use."""
+        vars_ = [self.new(t) if isinstance(t, int) else self.named(t) for t in dim.terms]
+        for t in dim.terms:
+            if isinstance(t, str):
+                where.setdefault(f"dim {t}", pos)
+        if len(vars_) == 1:
+            return vars_[0]
+        total = self.new()
+        self.sums.append((total, vars_, pos))
+        return total
+
     def solve_sums(self) -> tuple[str, ast.Pos] | None:
         """Propagate concat row sums to a fixpoint; returns a message and where on contradiction."""
         changed = True
@@ -174,15 +187,7 @@ class _Checker:
         return self.names[name]
 
     def dim_var(self, dim: ast.Dim, pos: ast.Pos) -> int:
-        vars_ = [self.d.new(t) if isinstance(t, int) else self.d.named(t) for t in dim.terms]
-        for t in dim.terms:
-            if isinstance(t, str):
-                self.where.setdefault(f"dim {t}", pos)
-        if len(vars_) == 1:
-            return vars_[0]
-        total = self.d.new()
-        self.d.sums.append((total, vars_, pos))
-        return total
+        return self.d.of_dim(dim, pos, self.where)
 
     def declare(self, decl: ast.Declaration) -> None:
         for ref in decl.names:

@@ -113,15 +113,7 @@ class _Checker:
 
     # -- declarations and weights --------------------------------------------------------
     def dim_var(self, dim: ast.Dim, pos: ast.Pos) -> int:
-        vars_ = [self.d.new(t) if isinstance(t, int) else self.d.named(t) for t in dim.terms]
-        for t in dim.terms:
-            if isinstance(t, str):
-                self.where.setdefault(f"dim {t}", pos)
-        if len(vars_) == 1:
-            return vars_[0]
-        total = self.d.new()
-        self.d.sums.append((total, vars_, pos))
-        return total
+        return self.d.of_dim(dim, pos, self.where)
 
     def declare(self, decl: ast.Declaration) -> None:
         for ref in decl.names:
