@@ -127,6 +127,17 @@ Pair = tuple[int, int]
 Located = Callable[..., ShapeError]  # (message, pos, expected=…) → the error to raise
 
 
+def shape_error(module: ast.Module, message: str, pos: ast.Pos | None,
+                expected: str | None = None) -> ShapeError:
+    """A ShapeError at a place in the text (its line shown under the message), or about the
+    text as a whole."""
+    if pos is None:
+        return ShapeError(message, expected=expected, filename=module.filename)
+    return ShapeError(message, line=pos.line, column=pos.column,
+                      source_line=module.lines[pos.line - 1], expected=expected,
+                      filename=module.filename)
+
+
 def past_end(slices: list[tuple[ast.Slice, int]], d: _Dims, error: Located, along: str
              ) -> None:
     """Every ``x[a:b]`` within its operand's first axis (checked once sizes are known)."""
@@ -167,11 +178,7 @@ class _Checker:
 
     def error(self, message: str, pos: ast.Pos | None, expected: str | None = None
               ) -> ShapeError:
-        if pos is None:
-            return ShapeError(message, expected=expected, filename=self.module.filename)
-        return ShapeError(message, line=pos.line, column=pos.column,
-                          source_line=self.module.lines[pos.line - 1], expected=expected,
-                          filename=self.module.filename)
+        return shape_error(self.module, message, pos, expected)
 
     def show(self, pair: Pair) -> str:
         r, c = pair

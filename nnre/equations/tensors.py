@@ -21,7 +21,7 @@ from nnre.equations import ast
 from nnre.equations.parser import MAX_AXES as MAX_RANK
 from nnre.equations.render import unparse
 from nnre.equations.roles import Roles
-from nnre.equations.shapes import MAX_DIM, _Dims, dimension_values, past_end
+from nnre.equations.shapes import MAX_DIM, _Dims, dimension_values, past_end, shape_error
 from nnre.errors import ShapeError
 from nnre.ops import OPS, tensor_attrs
 
@@ -80,11 +80,7 @@ class _Checker:
 
     def error(self, message: str, pos: ast.Pos | None, expected: str | None = None
               ) -> ShapeError:
-        if pos is None:
-            return ShapeError(message, expected=expected, filename=self.module.filename)
-        return ShapeError(message, line=pos.line, column=pos.column,
-                          source_line=self.module.lines[pos.line - 1], expected=expected,
-                          filename=self.module.filename)
+        return shape_error(self.module, message, pos, expected)
 
     def show(self, shape: Vars) -> str:
         return "(" + ", ".join(self.d.show(v) for v in shape) + ("," if len(shape) == 1
