@@ -284,6 +284,10 @@ class Lowering:
 
     def call(self, node: ast.Call, args: list[Value], shape: tuple[int, ...]) -> Value:
         op = OPS[node.func]
+        if op.name == "concat":  # along an axis of the values' own, counted from the end
+            axis = int(self.shapes.attrs[id(node)]["axis"]) - len(shape)  # type: ignore
+            slots = tuple(self.full(a) for a in args)
+            return Value(self.emit("concat", slots, shape, axis=axis), shape)
         if op.tensor:
             return self.tensor_call(node, args, shape)
         axis = dict(node.params).get("axis")

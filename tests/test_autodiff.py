@@ -111,7 +111,8 @@ CASES = {
         r = reshape(x[1:2]ᵀ ⊙ x[0:1]ᵀ ⊙ 0.5 + xᵀ)
         s = conv(G, r; stride=2, dilation=2)
         P ∈ ℝ^(6×5×2)
-        P = permute(x ⊙ x)
+        P = permute(concat(x[0:1], x[1:2] ⊙ 2; axis=0) ⊙ x)
+        M = concat(x, x ⊙ x; axis=1) ⊙ 0.5
         y = softmax(V flatten(p) + U flatten(q) + flatten(s) ⊙ 0.1 + R flatten(P))
         """,
 }

@@ -430,3 +430,25 @@ def test_constants_stacked_beside_per_example_parts_export(text: str) -> None:
     got = ort_runner(export_model(m))(feeds)
     for key, want in out.items():
         np.testing.assert_allclose(got[key], want, rtol=1e-6)
+
+
+def test_concat_along_any_axis_against_numpy() -> None:
+    text = """
+        input X
+        X ∈ ℝ^(2×3×4)
+        C ∈ ℝ^(2×1×4)
+        A = concat(X, C ⊙ 2; axis=1)
+        B = concat(X, X ⊙ X; axis=-1)
+        output A, B
+        """
+    m, w = _model(text, C=(2, 1, 4))
+    X = RNG.normal(size=(5, 2, 3, 4))
+    out, _ = m.step({"X": X})
+    assert m.outputs["A"].shape == (2, 4, 4) and m.outputs["B"].shape == (2, 3, 8)
+    np.testing.assert_array_equal(
+        out["A"], np.concatenate([X, np.broadcast_to(w["C"] * 2, (5, 2, 1, 4))], axis=2))
+    np.testing.assert_array_equal(out["B"], np.concatenate([X, X * X], axis=3))
+    with pytest.raises(ShapeError, match="differ on another axis"):
+        check("input X\nX ∈ ℝ^(2×3)\nC ∈ ℝ^(3×3)\nA = concat(X, C; axis=1)")
+    with pytest.raises(ShapeError, match="needs two values"):
+        check("input X\nX ∈ ℝ^(2×3)\nA = concat(X, X)")

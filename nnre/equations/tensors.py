@@ -264,6 +264,8 @@ class _Checker:
             return self.reshape(node, args[0], eq)
         if op.name == "permute":
             return self.permute(node, args[0], eq)
+        if op.name == "concat":
+            return self.concat_along(node, args, eq)
         if op.tensor:
             return self.tensor_call(node, args, eq)
         if _axis_of(node) is not None:
@@ -289,6 +291,29 @@ class _Checker:
         if not OPS[node.func].reduces:
             return x
         return tuple(self.one if i == axis % len(x) else v for i, v in enumerate(x))
+
+    def concat_along(self, node: ast.Call, parts: list[Vars], eq: ast.Equation) -> Vars:
+        """``concat(a, b; axis=k)``: the sizes along axis k add up; the other axes agree."""
+        axis = _axis_of(node)
+        rank = len(parts[0])
+        if axis is None or not -rank <= axis < rank or len(parts[1]) != rank:
+            raise self.error(f"concat in the equation for '{eq.target.raw}' needs two values "
+                             f"with the same number of axes and an axis of theirs: "
+                             f"{self.show(parts[0])} and {self.show(parts[1])}", node.pos,
+                             expected="concat(a, b; axis=k), or [a; b] (first) and [a, b] (last)")
+        axis %= rank
+        for i, (x, y) in enumerate(zip(parts[0], parts[1], strict=True)):
+            if i != axis and not self.d.union(x, y):
+                raise self.error(f"concat(…; axis={axis}) in the equation for "
+                                 f"'{eq.target.raw}': {self.show(parts[0])} and "
+                                 f"{self.show(parts[1])} differ on another axis", node.pos)
+        self.attrs[id(node)] = {"axis": axis}
+        total = self.d.new()
+        self.d.sums.append((total, [p[axis] for p in parts], node.pos))
+        problem = self.d.solve_sums()
+        if problem:
+            raise self.error(*problem)
+        return (*parts[0][:axis], total, *parts[0][axis + 1:])
 
     def declared_target(self, node: ast.Call, eq: ast.Equation, what: str) -> Vars:
         """The axes of the target that ``reshape``/``permute`` takes its shape from: it must

@@ -88,10 +88,11 @@ def _concat_onnx(e: Any, ins: Any, args: list[str], out: str) -> None:
     e.node("Concat", parts, out, axis=axis)
 
 
-CONCAT = Op(  # [a; b] (and the optimizer's stacked weights)
+CONCAT = Op(  # [a; b], [a, b], concat(a, b; axis=k) (and the optimizer's stacked weights)
     "concat", _concat, _concat_shape, attrs={"axis": int},
     vjp=_concat_vjp, grad_views=True,
     onnx=_concat_onnx,
+    spellings=("concat",), arity=2, takes_axis=True, tensor=True,
 )
 
 
