@@ -10,6 +10,7 @@ from click.core import ParameterSource
 
 from nndk import __version__
 from nndk.check import describe
+from nndk.config import DEFAULT_DIMS
 from nndk.gradcheck import gradcheck, make_problem
 from nndk.init import INIT_SCHEMES
 from nndk.models import parse_bindings, read_model, resolve_dims
@@ -50,7 +51,8 @@ def check_command(model: str, bindings: tuple[str, ...], dtype: str) -> None:
       nndk check lstm --set H=128 --set V=65
     """
     text, filename = read_model(model)
-    dims = resolve_dims(text, filename, parse_bindings(bindings))  # an unknown name: an error
+    # an unknown name is an error; unset ones the model declares take training's defaults
+    dims = resolve_dims(text, filename, parse_bindings(bindings), DEFAULT_DIMS)
     click.echo(describe(text, dims, filename, dtype))
 
 
@@ -78,7 +80,8 @@ def gradcheck_command(model: str, bindings: tuple[str, ...], steps: int, batch: 
       nndk gradcheck gru --set H=8 --set V=5
     """
     text, filename = read_model(model)
-    problem = make_problem(text, resolve_dims(text, filename, parse_bindings(bindings)),
+    problem = make_problem(text, resolve_dims(text, filename, parse_bindings(bindings),
+                                              DEFAULT_DIMS),
                            steps=steps, batch=batch, seed=seed, contiguous=True, stacked=True,
                            filename=filename)
     errors = gradcheck(problem)
@@ -97,7 +100,8 @@ def gradcheck_command(model: str, bindings: tuple[str, ...], steps: int, batch: 
 @cli.command("train")
 @click.argument("data", metavar="DATA", type=click.Path(dir_okay=False))
 @click.option("--model", default="lstm", show_default=True,
-              help="Template (lstm, gru, rnn, lstm2, gru2; mlp, mlp_ln for arrays) or a path "
+              help="Template (lstm, gru, rnn, lstm2, gru2; mlp, mlp_ln for arrays; cnn for images "
+                   "(N, C, H, W)) or a path "
                    "to an .eqn file.")
 @click.option("--set", "bindings", multiple=True, metavar="NAME=N",
               help="Bind a dimension the model declares, e.g. --set H=256 (default H=128). "

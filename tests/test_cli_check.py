@@ -116,3 +116,18 @@ print(before, get_blas_threads(), sum("set_num_threads" in n for n in names))
     before, after, setters = proc.stdout.split()
     assert before == after  # restored after every product
     assert int(setters) >= 2 or before == "1"  # the one-thread switch around the product
+
+
+def test_check_takes_the_default_dimensions_and_names_the_one_to_set() -> None:
+    """nndk check binds the dimensions training defaults (F, G for the cnn) and says which
+    one is still missing, by name, in one error line."""
+    missing = subprocess.run([sys.executable, "-m", "nndk", "check", "cnn"],
+                             capture_output=True, text=True)
+    assert missing.returncode == 1
+    assert missing.stderr.startswith("error: cnn.eqn:12:11: conv needs the size of 'W_1', "
+                                     "which is (F=16, C, 3, 3) here (expected --set C=…")
+    ok = CliRunner().invoke(cli, ["check", "cnn", "--set", "C=1", "--set", "S=8",
+                                  "--set", "K=10"])
+    assert ok.exit_code == 0, ok.output
+    assert "dims: C=1, F=16, G=32, K=10, S=8" in ok.output
+    assert "parameters: 6 arrays, 6,090 values" in ok.output

@@ -369,9 +369,13 @@ class _Checker:
         x = node.args[op.tensor_input]
         if any(k is None for k in known):
             missing = next(a for a, k in zip(node.args, known, strict=True) if k is None)
+            axes = args[node.args.index(missing)]
+            names = [sorted(self.d.names[self.d.find(v)]) for v in axes if self.d.get(v) is None]
+            unbound = next((n[0] for n in names if n), None)  # a dimension the user can set
             raise self.error(f"{op.spellings[0]} needs the size of '{unparse(missing)}', which "
-                             f"is {self.show(args[node.args.index(missing)])} here",
-                             node.pos, expected="a declaration with sizes, --set, or weights")
+                             f"is {self.show(axes)} here", node.pos,
+                             expected=f"--set {unbound}=…, a declaration or weights"
+                             if unbound else "a declaration with sizes, --set, or weights")
         shapes = [k if i == op.tensor_input else api_shape(k)  # a (C, 1) signal keeps its axes
                   for i, k in enumerate(known) if k is not None]
         try:
