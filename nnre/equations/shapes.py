@@ -86,6 +86,14 @@ class _Dims:
             return label or "?"
         return f"{label}={value}" if label else str(value)
 
+    def bind(self, dims: Mapping[str, int], filename: str | None) -> None:
+        """Dimension values given by the caller (``--set H=128``), each checked."""
+        for name, value in dims.items():
+            if not (isinstance(value, int) and 0 < value <= MAX_DIM):
+                raise ShapeError(f"dimension {name}={value!r} is not a positive integer",
+                                 filename=filename)
+            self.union(self.named(name), self.new(value))
+
     def of_dim(self, dim: ast.Dim, pos: ast.Pos, where: dict[str, ast.Pos]) -> int:
         """The variable of one declared dimension: a number, a name, or a sum of those (a
         sum is solved with the others, ``solve_sums``); ``where`` keeps each name's first use."""
@@ -390,11 +398,7 @@ def check_shapes(module: ast.Module, roles: Roles, dims: Mapping[str, int] | Non
     ``given`` maps parameter names to the shapes of supplied weight arrays.
     """
     ck = _Checker(module, roles)
-    for name, value in (dims or {}).items():
-        if not (isinstance(value, int) and 0 < value <= MAX_DIM):
-            raise ShapeError(f"dimension {name}={value!r} is not a positive integer",
-                             filename=module.filename)
-        ck.d.union(ck.d.named(name), ck.d.new(value))
+    ck.d.bind(dims or {}, module.filename)
     for decl in module.declarations:
         ck.declare(decl)
     for name, shape in (given or {}).items():

@@ -21,7 +21,7 @@ from nnre.equations import ast
 from nnre.equations.parser import MAX_AXES as MAX_RANK
 from nnre.equations.render import unparse
 from nnre.equations.roles import Roles
-from nnre.equations.shapes import MAX_DIM, _Dims, dimension_values, past_end, shape_error
+from nnre.equations.shapes import _OP_WORDS, MAX_DIM, _Dims, dimension_values, past_end, shape_error
 from nnre.errors import ShapeError
 from nnre.ops import OPS, tensor_attrs
 
@@ -420,20 +420,14 @@ class _Checker:
 
 
 def _what(node: ast.Binary, eq: ast.Equation) -> str:
-    words = {"@": "matrix product", "+": "sum", "-": "difference", "*": "elementwise product",
-             "/": "elementwise division"}
-    return f"{words.get(node.op, 'comparison')} in the equation for '{eq.target.raw}'"
+    return f"{_OP_WORDS[node.op]} in the equation for '{eq.target.raw}'"
 
 
 def check_tensor_shapes(module: ast.Module, roles: Roles, dims: Mapping[str, int] | None = None,
                         given: Mapping[str, tuple[int, ...]] | None = None) -> TensorShapes:
     """Bind dimensions, infer every shape and check every equation (tensor reading)."""
     ck = _Checker(module, roles)
-    for name, value in (dims or {}).items():
-        if not (isinstance(value, int) and 0 < value <= MAX_DIM):
-            raise ShapeError(f"dimension {name}={value!r} is not a positive integer",
-                             filename=module.filename)
-        ck.d.union(ck.d.named(name), ck.d.new(value))
+    ck.d.bind(dims or {}, module.filename)
     for decl in module.declarations:
         if len(decl.shape) > MAX_RANK:
             raise ck.error(f"{len(decl.shape)} axes declared", None,
