@@ -86,9 +86,11 @@ class Trainer:
         """The learning rate of the update about to be made (step ``self.step``, from 0)."""
         return self.schedule().at(self.step)
 
-    def dropout_masks(self) -> np.random.Generator:
-        """The generator of this training step's dropout masks: the seed and the step
-        alone choose them, so a resumed run draws the same ones."""
+    def dropout_masks(self) -> np.random.Generator | None:
+        """The generator of this training step's dropout masks (None without dropout): the
+        seed and the step alone choose them, so a resumed run draws the same ones."""
+        if not self.learner.masks:
+            return None
         return dropout.generator(self.config.seed, self.step)
 
     def check_loss(self, loss: float) -> None:
