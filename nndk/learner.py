@@ -54,7 +54,6 @@ class Learner:
         if dropout > 0:
             masked, self.masks = drop.with_masks(unoptimized, filename)
             self.prog = optimize_program(masked)
-        self._mask_arrays: dict[tuple[int, int], dict[str, np.ndarray]] = {}
         self.rng = np.random.default_rng(seed)
         self.params, placed = place_params(self.prog)
         for name, value in self.params.items():  # in program order: one seed, one result
@@ -93,24 +92,12 @@ class Learner:
             f()
         run, _ = self.buffers(steps, batch)
         feeds = dict(feeds)
-        if self.masks:
-            feeds |= self.mask_feeds(steps, batch, dropout)
+        if self.masks:  # drawn straight into the run's input buffers: no copy
+            masks = {name: run.full[index] for name, index in self.masks.items()}
+            drop.fill(list(masks.values()), self.dropout, dropout)
+            feeds |= masks
         run.forward(feeds, init or self.zero_state(batch), dict(codes) if codes else None)
         return run
-
-    def mask_feeds(self, steps: int, batch: int, rng: np.random.Generator | None
-                   ) -> dict[str, np.ndarray]:
-        """The dropout masks of one batch, in arrays kept per (steps, batch)."""
-        key = (steps, batch)
-        if key not in self._mask_arrays:
-            if len(self._mask_arrays) > 4:
-                self._mask_arrays.clear()
-            self._mask_arrays[key] = {
-                name: np.empty((steps * batch, *self.prog.slots[i].shape), np.float32)
-                for name, i in self.masks.items()}
-        arrays = self._mask_arrays[key]
-        drop.fill(list(arrays.values()), self.dropout, rng)
-        return arrays
 
     def update(self, run: Unrolled, seeds: dict[int, np.ndarray], lr: float, clip: float
                ) -> float:
