@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from nnre.equations.roles import STEP
+
 from nndk.autodiff import Backward, differentiable_slots, transient_slots
 from nndk.layout import place_params
 from nndk.unrolled import Unrolled
@@ -153,6 +155,9 @@ def make_problem(text: str, dims: Mapping[str, int] | None = None, steps: int = 
     for name, count in prog.ids.items():  # whole numbers: a table's rows, never perturbed
         feeds[name] = rng.integers(0, count, feeds[name].shape).astype(dtype)
     init = {key: draw(i, batch, 0.5) for key, i in prog.state_in.items()}
+    if (STEP, 1) in init:  # the steps each stream has taken: whole numbers, room left
+        init[(STEP, 1)] = rng.integers(0, max(prog.context - steps, 0) + 1,
+                                       init[(STEP, 1)].shape).astype(dtype)
     outs = {name: draw(i, rows) for name, i in prog.outputs.items()}
     states = {key: draw(prog.state_out[key[0]], batch) for key in prog.state_in}
     return Problem(text, dict(checked.shapes.dims), prog, params, feeds, init, outs, states,
@@ -175,7 +180,7 @@ def gradcheck(problem: Problem, eps: float = 1e-6, directions: int = 3, seed: in
     }
     for kind, (values, grads, keyword) in groups.items():
         for key, value in values.items():
-            if kind == "input" and key in problem.prog.ids:
+            if (kind == "input" and key in problem.prog.ids) or key == (STEP, 1):
                 continue  # whole numbers: no derivative to check
             base = np.array(value, np.float64)
             grad = np.asarray(grads[key], np.float64).reshape(base.shape)

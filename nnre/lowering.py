@@ -18,7 +18,7 @@ import numpy as np
 
 from nnre import budget
 from nnre.equations import ast
-from nnre.equations.roles import Roles
+from nnre.equations.roles import STEP, Roles, append_parts
 from nnre.equations.tensors import TensorShapes, api_shape
 from nnre.equations.to_sympy import state_symbol_name
 from nnre.errors import EquationError
@@ -34,6 +34,11 @@ _BINARY = {"+": "add", "-": "sub", "*": "mul", "/": "div"}
 class Value:
     slot: int
     shape: tuple[int, ...]  # its shape in the equations
+    #: The axis (counted from the end of ``shape``) along which the value has an entry per
+    #: step so far, when it comes from a history (``Kₜ``, ``Kₜ qₜ``): entries past the step's
+    #: own are absent, and every op that reads along this axis sees only the present ones.
+    ragged: int | None = None
+    history: bool = False  # a history itself (its absent entries are finite: no mask)
 
 
 def stored(shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -53,6 +58,7 @@ class Lowering:
         self.writer: dict[int, Instr] = {}
         self.current = ""
         self.bytes = 0
+        self.t = -1  # the slot of the step index, when the text has one
 
     # -- slots ---------------------------------------------------------------------------
     def stage(self, slot: int) -> str:
@@ -140,7 +146,14 @@ class Lowering:
                 key = state_symbol_name(name, lag)
                 index = self.slot("state", stored(of[name]), "loop", key)
                 self.prog.state_in[(name, lag)] = index
-                self.names[key] = Value(index, of[name])
+                grown = self.shapes.grown.get(name)
+                self.names[key] = Value(index, of[name]) if grown is None else \
+                    Value(index, of[name], grown - len(of[name]), history=True)
+        if self.roles.step_index or self.roles.appends:  # the steps so far: a state of its own
+            self.t = self.slot("state", (1,), "loop", state_symbol_name(STEP, 1))
+            self.prog.state_in[(STEP, 1)] = self.t
+            self.names[STEP] = Value(self.t, (1, 1))
+            self.prog.context = self.shapes.context or 0
         for name in self.roles.params:
             index = self.slot("param", of[name], "prologue", name)
             self.prog.params[name] = index
@@ -153,15 +166,82 @@ class Lowering:
         for name in self.roles.order:
             self.current = name
             eq = self.roles.equations[name]
+            if name in self.roles.appends:
+                self.names[name] = self.append(eq)
+                continue
             value = self.expr(eq.expr)
             want = self.shapes.of[name]
             if value.shape != want:  # a number or a smaller value broadcast to the target
                 value = self.elementwise("copy", [value], want)
             self.names[name] = value
         for name in self.roles.outputs:
-            self.prog.outputs[name] = self.boundary(self.names[name])
+            self.prog.outputs[name] = self.boundary(self.whole(name))
         self.own_state()
+        if self.t >= 0:
+            self.prog.state_out[STEP] = self.emit("add", (self.t, self.literal(1.0)), (1,),
+                                                  stage="loop", shared=False)
         return self.prog
+
+    def whole(self, name: str) -> Value:
+        """A value that leaves the program (an output, next state): never a ragged one."""
+        value = self.names[name]
+        if value.ragged is not None and name not in self.roles.appends:
+            raise EquationError(f"'{name}' has an entry for every step so far, so it cannot be "
+                                "an output or state", expected="a value reduced along the steps, "
+                                "e.g. by softmax(…) Vₜ or Σ(…; axis=k)")
+        return value
+
+    def append(self, eq: ast.Equation) -> Value:
+        """``Kₜ = [Kₜ₋₁; r]``: r written at the step's index of the history, in place."""
+        found = append_parts(eq)
+        assert found is not None
+        row = self.expr(found[0])
+        previous = self.names[state_symbol_name(eq.target.name, 1)]
+        axis = self.stored_axis(previous)
+        out = self.emit("append", (previous.slot, self.like(row, previous), self.t),
+                        stored(previous.shape), stage="loop", shared=False, axis=axis)
+        return Value(out, previous.shape, previous.ragged, history=True)
+
+    def like(self, v: Value, other: Value) -> int:
+        """v in the layout other is stored in (a vector flat or with all its axes)."""
+        return self.flat(v) if len(other.shape) == 2 and other.shape[1] == 1 else self.full(v)
+
+    def stored_axis(self, v: Value) -> int:
+        """v's ragged axis in its stored layout (a vector's entries are its last axis)."""
+        assert v.ragged is not None
+        return -1 if len(v.shape) == 2 and v.shape[1] == 1 else v.ragged
+
+    # -- the entries present at a step ---------------------------------------------------
+    def present(self, v: Value, slot: int) -> int:
+        """A 1/0 mask of the entries of v present at each row's step (j ≤ t along the ragged
+        axis), shaped to broadcast against ``slot`` (v in some stored layout)."""
+        stored_shape = self.prog.slots[slot].shape
+        axis = self.stored_axis(v) if len(stored_shape) == len(stored(v.shape)) else v.ragged
+        assert axis is not None
+        size = stored_shape[axis]
+        shape = tuple(size if i == len(stored_shape) + axis else 1
+                      for i in range(len(stored_shape)))
+        key = ("present", size)
+        if key not in self.memo:
+            steps = self.slot("const", (size,), "prologue", name=f"0…{size - 1}")
+            self.prog.literals[steps] = np.arange(size, dtype=self.prog.dtype)
+            self.memo[key] = self.emit("less_equal", (steps, self.t), (size,), stage="loop")
+        return self.emit("reshape", (self.memo[key],), shape, shape=(-1, *shape))
+
+    def masked(self, v: Value, fill: float, slot: int | None = None) -> int:
+        """v (or its slot in another layout) with absent entries set to ``fill``: the neutral
+        value of the op that reads along the steps (0 for sums, −∞ for softmax and max)."""
+        slot = self.full(v) if slot is None else slot
+        mask = self.present(v, slot)
+        return self.emit("where", (mask, slot, self.literal(fill)), self.prog.slots[slot].shape)
+
+    def plain(self, v: Value, what: str) -> Value:
+        """v, which an op is about to read in a way that mixes its steps: refused if ragged."""
+        if v.ragged is not None:
+            raise EquationError(f"{what} in the equation for '{self.current}' would mix the "
+                                "entries of every step so far", expected="softmax, Σ, max or a "
+                                "matrix product along the steps, or elementwise operations")
+        return v
 
     def boundary(self, v: Value) -> int:
         return self.flat(v) if self.per_example(v) else v.slot
@@ -232,22 +312,44 @@ class Lowering:
                     ) -> Value:
         """Entry by entry with NumPy broadcasting: on rows of vectors when every operand is
         a vector or a number (version 1's layout), else on the full axes."""
+        ragged = {a.ragged for a in args if a.ragged is not None}
+        if len(ragged) > 1:
+            raise EquationError(f"values in the equation for '{self.current}' have their "
+                                "steps along different axes", expected="the same axis")
+        axis = ragged.pop() if ragged else None
         vectors = all(len(a.shape) == 0 or (len(a.shape) == 2 and a.shape[1] == 1)
                       for a in [*args, Value(0, shape)])
         if vectors and any(self.per_example(a) for a in args):
             slots = tuple(self.flat(a) for a in args)
-            return Value(self.emit(op, slots, stored(shape), **attrs), shape)
+            return Value(self.emit(op, slots, stored(shape), **attrs), shape, axis)
         slots = tuple(self.full(a, len(shape)) for a in args)
-        return Value(self.emit(op, slots, shape, **attrs), shape)
+        return Value(self.emit(op, slots, shape, **attrs), shape, axis)
 
     def transpose(self, v: Value, shape: tuple[int, ...]) -> Value:
         if len(v.shape) < 2:
             return v
-        return Value(self.emit("transpose", (self.full(v),), shape), shape)
+        axis = {-1: -2, -2: -1}.get(v.ragged, v.ragged) if v.ragged is not None else None
+        return Value(self.emit("transpose", (self.full(v),), shape), shape, axis, v.history)
 
     def matmul(self, a: Value, b: Value, shape: tuple[int, ...]) -> Value:
         if _scales(a.shape, b.shape):
             return self.elementwise("mul", [a, b], shape)
+        value = self.product(*self.summed(a, b), shape)
+        lead = [r for r in (a.ragged, b.ragged) if r is not None and r <= -3]
+        axis = -2 if a.ragged == -2 else -1 if b.ragged == -1 else lead[0] if lead else None
+        return Value(value.slot, shape, axis)
+
+    def summed(self, a: Value, b: Value) -> tuple[Value, Value]:
+        """The operands of a product that sums along the steps (``softmax(…) Vₜ``), with the
+        absent entries of one side set to 0 (a history's own are finite, so the other side's
+        mask suffices)."""
+        over = [v for v, summed in ((a, a.ragged == -1), (b, b.ragged == -2)) if summed]
+        mask = [v for v in over if not v.history] or over[:1]
+        a, b = (Value(self.masked(v, 0.0), v.shape) if any(v is m for m in mask) else v
+                for v in (a, b))
+        return a, b
+
+    def product(self, a: Value, b: Value, shape: tuple[int, ...]) -> Value:
         ea, eb = self.per_example(a), self.per_example(b)
         if not ea and eb and len(a.shape) == 2 and b.shape[-1] == 1 and len(b.shape) == 2:
             w_t = self.emit("transpose", (a.slot,), (a.shape[1], a.shape[0]))
@@ -262,6 +364,7 @@ class Lowering:
 
     def take(self, v: Value, start: int, stop: int, shape: tuple[int, ...]) -> Value:
         """Entries start … stop−1 along the first axis: a view."""
+        self.plain(v, "a slice")
         if not v.shape:  # a number is 1×1, as the shape check read it
             v = Value(self.reshaped(v, (1, 1)), (1, 1))
         if self.per_example(v) and len(v.shape) == 2 and v.shape[1] == 1:
@@ -272,7 +375,8 @@ class Lowering:
                                axis=axis), shape)
 
     def concat(self, parts: list[Value], shape: tuple[int, ...], across: bool) -> Value:
-        per_example = any(self.per_example(p) for p in parts)
+        per_example = any(self.plain(p, "stacking").ragged for p in parts) or \
+            any(self.per_example(p) for p in parts)
         ones = (1,) * len(shape)  # a number is a 1×…×1 part: concat's shape rule needs axes
         parts = [p if p.shape else Value(self.reshaped(p, ones), ones) for p in parts]
         if per_example and not across and len(shape) == 2 and shape[1] == 1:
@@ -284,6 +388,9 @@ class Lowering:
 
     def call(self, node: ast.Call, args: list[Value], shape: tuple[int, ...]) -> Value:
         op = OPS[node.func]
+        if (op.tensor and op.name != "permute") or op.name == "concat":
+            for a in args:
+                self.plain(a, op.spellings[0])
         if op.name == "concat":  # along an axis of the values' own, counted from the end
             axis = int(self.shapes.attrs[id(node)]["axis"]) - len(shape)  # type: ignore
             slots = tuple(self.full(a) for a in args)
@@ -301,6 +408,7 @@ class Lowering:
 
     def reduce(self, op: str, v: Value, shape: tuple[int, ...]) -> Value:
         """Over every entry: as one row of entries, then back to the kept axes."""
+        self.plain(v, OPS[op].spellings[0])
         size = int(np.prod(v.shape)) if v.shape else 1
         whole = self.reshaped(v, (size,) if self.per_example(v) else (1, size))
         one = (1,) if self.per_example(v) else (1, 1)
@@ -310,6 +418,9 @@ class Lowering:
 
     def along(self, op: str, v: Value, shape: tuple[int, ...], **params: Any) -> Value:
         """softmax, log_softmax, the norms: along a vector's entries, else the last axis."""
+        vector = len(shape) == 2 and shape[1] == 1
+        if v.ragged is not None and v.ragged == (-2 if vector else -1):
+            return self.along_steps(op, v, shape, **params)
         if not shape:  # a number is one entry, as a 1×1 value is
             one = Value(self.reshaped(v, (1, 1)), (1, 1))
             out = Value(self.emit(op, (one.slot,), (1, 1), axis=-1, **params), (1, 1))
@@ -317,16 +428,36 @@ class Lowering:
         if len(shape) == 2 and shape[1] == 1:
             if self.per_example(v):
                 return Value(self.emit(op, (self.flat(v),), (shape[0],), axis=-1, **params),
-                             shape)
+                             shape, v.ragged)
             return Value(self.emit(op, (v.slot,), shape, axis=-2, **params), shape)
-        return Value(self.emit(op, (self.full(v),), shape, axis=-1, **params), shape)
+        return Value(self.emit(op, (self.full(v),), shape, axis=-1, **params), shape, v.ragged)
+
+    def along_steps(self, op: str, v: Value, shape: tuple[int, ...], **params: Any
+                    ) -> Value:
+        """An op along the steps so far: on the present entries only, the absent ones set to
+        the op's neutral value first (softmax over the past is attention's causal mask)."""
+        if op not in _NEUTRAL:
+            raise EquationError(f"{OPS[op].spellings[0]} along the steps in the equation for "
+                                f"'{self.current}' is not defined", expected="softmax, "
+                                "log_softmax, Σ, max or min along the steps")
+        slot = self.flat(v) if len(v.shape) == 2 and v.shape[1] == 1 else self.full(v)
+        out = self.emit(op, (self.masked(v, _NEUTRAL[op], slot),), self.prog.slots[slot].shape
+                        if not OPS[op].reduces else _kept(self.prog.slots[slot].shape,
+                                                          self.stored_axis(v)),
+                        axis=self.stored_axis(v), **params)
+        return Value(out, shape, None if OPS[op].reduces else v.ragged)
 
     def along_axis(self, op: str, v: Value, shape: tuple[int, ...], axis: int) -> Value:
         """``Σ(x; axis=k)``, ``softmax(x; axis=k)``: on the value with all its axes (a vector
         as (n, 1)), the axis counted from the end so that rows may lead."""
         rank = len(v.shape)
-        out = self.emit(op, (self.full(v),), shape, axis=axis % rank - rank)
-        return Value(out, shape)
+        axis = axis % rank - rank
+        if v.ragged is not None and axis == v.ragged:
+            along = self.along_steps(op, Value(self.full(v), v.shape, v.ragged, v.history),
+                                     shape)
+            return Value(self.reshaped(along, shape), shape, along.ragged)
+        out = self.emit(op, (self.full(v),), shape, axis=axis)
+        return Value(out, shape, v.ragged)
 
     def tensor_call(self, node: ast.Call, args: list[Value], shape: tuple[int, ...]
                     ) -> Value:
@@ -339,7 +470,10 @@ class Lowering:
                          shape)
         attrs: dict[str, Any] = dict(self.shapes.attrs[id(node)])
         if op.name == "permute":
-            return Value(self.emit("permute", (self.full(args[0]),), shape, **attrs), shape)
+            v, axes = args[0], tuple(attrs["axes"])
+            ragged = None if v.ragged is None else \
+                axes.index(v.ragged % len(v.shape)) - len(axes)
+            return Value(self.emit("permute", (self.full(v),), shape, **attrs), shape, ragged)
         slots = []
         for i, a in enumerate(args):
             if i != op.tensor_input and self.per_example(a):  # the kernels take no rows there
@@ -359,6 +493,15 @@ class Lowering:
         return Value(self.emit(op.name, tuple(slots), tuple(out), **attrs), shape)
 
 
+#: What an op along the steps sets the absent entries to: a value that changes nothing.
+_NEUTRAL = {"softmax": -np.inf, "log_softmax": -np.inf, "sum": 0.0, "max": -np.inf,
+            "min": np.inf}
+
+
+def _kept(shape: tuple[int, ...], axis: int) -> tuple[int, ...]:
+    return tuple(1 if i == len(shape) + axis else n for i, n in enumerate(shape))
+
+
 def _scales(a: tuple[int, ...], b: tuple[int, ...]) -> bool:
     """A juxtaposition that scales: a number, or a 1×1 value beside a matrix it cannot
     multiply (``α x``, ``(xᵀ y) z``), as the shape checker decided."""
@@ -368,7 +511,7 @@ def _scales(a: tuple[int, ...], b: tuple[int, ...]) -> bool:
 
 
 def _number(value: float) -> str:
-    return str(int(value)) if value == int(value) else f"{value:g}"
+    return str(int(value)) if np.isfinite(value) and value == int(value) else f"{value:g}"
 
 
 def lower(module: ast.Module, roles: Roles, shapes: TensorShapes, dtype: str = "float32"

@@ -116,7 +116,10 @@ def bind_stage(prog: Program, consts: list[Any], instrs: list[Instr], rows: int,
     their ufunc calls (one Python frame less per call).
     """
     phases = prog.max_lag() + 1 if ring else 1
-    states = {name: [np.zeros((rows, *prog.slots[i].shape), prog.dtype) for _ in range(phases)]
+    inplace = prog.inplace_states()
+    states = {name: [np.zeros((rows, *prog.slots[i].shape), prog.dtype)] * phases
+              if name in inplace else
+              [np.zeros((rows, *prog.slots[i].shape), prog.dtype) for _ in range(phases)]
               for name, i in prog.state_out.items()} if ring else {}
     fixed = {i: np.zeros((rows, *prog.slots[i].shape), prog.dtype) for i in given}
     outs = {idx: name for name, idx in prog.state_out.items()} if ring else {}

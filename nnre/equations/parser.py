@@ -38,6 +38,8 @@ class Parser:
         self.depth = 0
         self.nodes = 0
         self.ids = _declared_ids(self.tokens)
+        if any(tok.kind == "NAME" and tok.time is not None for tok in self.tokens):
+            self.ids.add("t")  # P[t]: row t of a table, t the step's index (a timed text)
 
     # -- helpers -------------------------------------------------------------------------
     @property
@@ -302,7 +304,8 @@ class Parser:
                 tok.column != prev.column + len(prev.raw or prev.text):
             return False
         kinds = [self.peek(k).kind for k in range(1, 5)]
-        if kinds[:2] == ["NAME", "]"] and self.peek().text in self.ids:
+        if kinds[:2] == ["NAME", "]"] and self.peek().text in self.ids and \
+                (self.peek().text != "t" or self.peek().time is None):
             return True  # E[xₜ]: a gather by ids (without ∈ ℕ it stays a product, E·[xₜ])
         return kinds[:2] == ["NUMBER", "]"] or kinds == ["NUMBER", ":", "NUMBER", "]"]
 
