@@ -47,8 +47,8 @@ def stored(shape: tuple[int, ...]) -> tuple[int, ...]:
 
 
 class Lowering:
-    def __init__(self, module: ast.Module, roles: Roles, shapes: TensorShapes, dtype: str
-                 ) -> None:
+    def __init__(self, module: ast.Module, roles: Roles, shapes: TensorShapes, dtype: str,
+                 steps: int = 0) -> None:
         self.module = module
         self.roles = roles
         self.shapes = shapes
@@ -59,6 +59,11 @@ class Lowering:
         self.current = ""
         self.bytes = 0
         self.t = -1  # the slot of the step index, when the text has one
+        #: The sequence form (``steps`` > 0): no time loop; a value of each step is stored
+        #: with a leading axis of the steps, after the rows ("timed" slots).
+        self.steps = steps
+        self.timed: set[int] = set()
+        self.in_timed = False  # the op being lowered has a timed argument
 
     # -- slots ---------------------------------------------------------------------------
     def stage(self, slot: int) -> str:
@@ -79,15 +84,24 @@ class Lowering:
         return index
 
     def emit(self, op: str, args: tuple[int, ...], out_shape: tuple[int, ...],
-             stage: str | None = None, shared: bool = True, **attrs: Any) -> int:
-        """One instruction, or (``shared``) the slot of an equal one already emitted."""
+             stage: str | None = None, shared: bool = True, timed: bool | None = None,
+             **attrs: Any) -> int:
+        """One instruction, or (``shared``) the slot of an equal one already emitted.
+
+        ``out_shape`` is the shape per step: a timed result (one with a timed argument,
+        unless ``timed`` says) gets the steps in front."""
         stage = stage or max((self.stage(a) for a in args), key=_RANK.__getitem__,
                              default="prologue")
         items = tuple(sorted(attrs.items()))
-        key = (op, args, items, stage, tuple(out_shape))  # a copy's shape is its target's
+        if timed is None:
+            timed = any(a in self.timed for a in args)
+        out_shape = (self.steps, *out_shape) if timed else tuple(out_shape)
+        key = (op, args, items, stage, out_shape)  # a copy's shape is its target's
         if shared and key in self.memo:
             return self.memo[key]
-        out = self.slot("temp", tuple(out_shape), stage, counted=not OPS[op].view)
+        out = self.slot("temp", out_shape, stage, counted=not OPS[op].view)
+        if timed:
+            self.timed.add(out)
         self.writer[out] = Instr(op, out, args, items)
         self.prog.stage_list(stage).append(self.writer[out])
         if shared:
@@ -107,10 +121,21 @@ class Lowering:
         return self.stage(v.slot) != "prologue"
 
     def reshaped(self, v: Value, shape: tuple[int, ...]) -> int:
-        if self.prog.slots[v.slot].shape == shape:
+        """v's entries in ``shape`` (its layout per step): after the steps when v is timed,
+        after an axis of 1 when v is a value per sequence read by a timed op."""
+        timed = v.slot in self.timed
+        whole = (self.steps, *shape) if timed else (1, *shape) \
+            if self.in_timed and self.per_example(v) else shape
+        if self.prog.slots[v.slot].shape == whole:
             return v.slot
         lead = (-1,) if self.per_example(v) else ()
-        return self.emit("reshape", (self.contiguous(v.slot),), shape, shape=(*lead, *shape))
+        return self.emit("reshape", (self.contiguous(v.slot),), shape if timed else whole,
+                         timed=timed, shape=(*lead, *whole))
+
+    def step_shape(self, slot: int) -> tuple[int, ...]:
+        """A slot's shape per step (without the steps of a timed slot)."""
+        shape = self.prog.slots[slot].shape
+        return shape[1:] if slot in self.timed else shape
 
     def contiguous(self, slot: int) -> int:
         """The slot itself, or a copy of it when it is a strided view (a transpose, a slice):
@@ -120,13 +145,14 @@ class Lowering:
             ins = self.writer.get(ins.args[0])
         if ins is None or ins.op not in ("transpose", "slice", "permute"):
             return slot
-        return self.emit("copy", (slot,), self.prog.slots[slot].shape)
+        return self.emit("copy", (slot,), self.step_shape(slot))
 
     def full(self, v: Value, rank: int | None = None) -> int:
         """The value with all its axes (a per-example vector as (rows, n, 1)), with leading
         1s up to ``rank`` for a per-example value (constants broadcast from the right)."""
         shape = v.shape
-        if rank is not None and self.per_example(v) and rank > len(shape):
+        if rank is not None and (self.per_example(v) or v.slot in self.timed) and \
+                rank > len(shape):
             shape = (1,) * (rank - len(shape)) + shape
         return self.reshaped(v, shape)
 
@@ -137,10 +163,16 @@ class Lowering:
     # -- leaves --------------------------------------------------------------------------
     def declare_leaves(self) -> None:
         of = self.shapes.of
+        lead = (self.steps,) if self.steps else ()  # the sequence form: all steps at once
         for name in self.roles.inputs:
-            index = self.slot("input", stored(of[name]), "pre", name)
+            index = self.slot("input", (*lead, *stored(of[name])), "pre", name)
             self.prog.inputs[name] = index
             self.names[name] = Value(index, of[name])
+            if self.steps and name in self.roles.timed:
+                self.timed.add(index)
+        if self.steps:
+            self.sequence_leaves()
+            return
         for name, lags in self.roles.state.items():
             for lag in range(1, lags + 1):
                 key = state_symbol_name(name, lag)
@@ -159,6 +191,29 @@ class Lowering:
             self.prog.params[name] = index
             self.names[name] = Value(index, of[name])
 
+    def sequence_leaves(self) -> None:
+        """The sequence form has no state: a history is every step's entry at once (built
+        by its equation), and ``t`` is the constant 0, 1, …, steps − 1."""
+        plain = [n for n in self.roles.state if n not in self.roles.appends]
+        if plain:
+            raise EquationError(f"'{plain[0]}' is read at an earlier step, so the equations "
+                                "have no form that runs all steps at once",
+                                expected="state that only grows (Kₜ = [Kₜ₋₁; kₜᵀ]) or none")
+        for name in self.roles.appends:
+            size = self.shapes.of[name][self.shapes.grown[name]]
+            if size != self.steps:
+                raise EquationError(f"'{name}' holds {size} steps; the sequence form runs "
+                                    f"{self.steps}", expected="histories as long as the context")
+        if self.roles.step_index:
+            self.t = self.slot("const", (self.steps, 1), "prologue", name="0…T-1")
+            self.prog.literals[self.t] = np.arange(self.steps, dtype=self.prog.dtype)[:, None]
+            self.timed.add(self.t)
+            self.names[STEP] = Value(self.t, (1, 1))
+        for name in self.roles.params:
+            index = self.slot("param", self.shapes.of[name], "prologue", name)
+            self.prog.params[name] = index
+            self.names[name] = Value(index, self.shapes.of[name])
+
     # -- equations -----------------------------------------------------------------------
     def lower(self) -> Program:
         self.declare_leaves()
@@ -176,6 +231,8 @@ class Lowering:
             self.names[name] = value
         for name in self.roles.outputs:
             self.prog.outputs[name] = self.boundary(self.whole(name))
+        if self.steps:
+            return self.prog
         self.own_state()
         if self.t >= 0:
             self.prog.state_out[STEP] = self.emit("add", (self.t, self.literal(1.0)), (1,),
@@ -196,11 +253,28 @@ class Lowering:
         found = append_parts(eq)
         assert found is not None
         row = self.expr(found[0])
+        if self.steps:
+            return self.stacked(row, eq.target.name)
         previous = self.names[state_symbol_name(eq.target.name, 1)]
         axis = self.stored_axis(previous)
         out = self.emit("append", (previous.slot, self.like(row, previous), self.t),
                         stored(previous.shape), stage="loop", shared=False, axis=axis)
         return Value(out, previous.shape, previous.ragged, history=True)
+
+    def stacked(self, row: Value, name: str) -> Value:
+        """The sequence form of a history: the entry of every step, the steps moved into
+        the growing axis (where the entry has size 1)."""
+        shape, axis = self.shapes.of[name], self.shapes.grown[name]
+        if row.slot not in self.timed:
+            raise EquationError(f"the entry '{name}' appends is the same at every step",
+                                expected="an entry computed from the step's input")
+        full = self.full(row)  # (rows, steps, …, 1 at axis, …)
+        rank = len(shape)
+        order = (*range(1, axis + 1), 0, *range(axis + 2, rank + 1), axis + 1)
+        moved = self.emit("permute", (full,), (*shape, 1), timed=False, axes=order)
+        out = self.emit("reshape", (self.contiguous(moved),), stored(shape),
+                        shape=(-1, *stored(shape)))
+        return Value(out, shape, axis - rank, history=True)
 
     def like(self, v: Value, other: Value) -> int:
         """v in the layout other is stored in (a vector flat or with all its axes)."""
@@ -215,12 +289,21 @@ class Lowering:
     def present(self, v: Value, slot: int) -> int:
         """A 1/0 mask of the entries of v present at each row's step (j ≤ t along the ragged
         axis), shaped to broadcast against ``slot`` (v in some stored layout)."""
-        stored_shape = self.prog.slots[slot].shape
-        axis = self.stored_axis(v) if len(stored_shape) == len(stored(v.shape)) else v.ragged
+        layout = self.step_shape(slot)
+        axis = self.stored_axis(v) if len(layout) == len(stored(v.shape)) else v.ragged
         assert axis is not None
-        size = stored_shape[axis]
-        shape = tuple(size if i == len(stored_shape) + axis else 1
-                      for i in range(len(stored_shape)))
+        size = layout[axis]
+        shape = tuple(size if i == len(layout) + axis else 1 for i in range(len(layout)))
+        if self.steps:  # all steps at once: step t sees entries 0 … t, a constant
+            key: tuple[Any, ...] = ("causal", shape)
+            if key not in self.memo:
+                index = self.slot("const", (self.steps, *shape), "prologue", name="j≤t")
+                causal = np.arange(size)[None, :] <= np.arange(self.steps)[:, None]
+                self.prog.literals[index] = causal.astype(self.prog.dtype).reshape(
+                    (self.steps, *shape))
+                self.timed.add(index)
+                self.memo[key] = index
+            return self.memo[key]
         key = ("present", size)
         if key not in self.memo:
             steps = self.slot("const", (size,), "prologue", name=f"0…{size - 1}")
@@ -228,12 +311,15 @@ class Lowering:
             self.memo[key] = self.emit("less_equal", (steps, self.t), (size,), stage="loop")
         return self.emit("reshape", (self.memo[key],), shape, shape=(-1, *shape))
 
-    def masked(self, v: Value, fill: float, slot: int | None = None) -> int:
-        """v (or its slot in another layout) with absent entries set to ``fill``: the neutral
-        value of the op that reads along the steps (0 for sums, −∞ for softmax and max)."""
-        slot = self.full(v) if slot is None else slot
+    def masked(self, v: Value, fill: float, flat: bool = False) -> int:
+        """v with absent entries set to ``fill``: the neutral value of the op that reads
+        along the steps (0 for sums, −∞ for softmax and max); its entries (n,) if ``flat``.
+        In the sequence form the mask differs from step to step, so the result is timed."""
+        self.in_timed = self.in_timed or bool(self.steps)
+        slot = self.flat(v) if flat else self.full(v)
         mask = self.present(v, slot)
-        return self.emit("where", (mask, slot, self.literal(fill)), self.prog.slots[slot].shape)
+        return self.emit("where", (mask, slot, self.literal(fill)), self.step_shape(slot),
+                         timed=bool(self.steps))
 
     def plain(self, v: Value, what: str) -> Value:
         """v, which an op is about to read in a way that mixes its steps: refused if ragged."""
@@ -272,6 +358,7 @@ class Lowering:
     def node(self, node: ast.Expr, values: dict[int, Value]) -> Value:
         shape = self.shapes.nodes[id(node)]
         kids = [values[id(k)] for k in ast.children(node)]
+        self.in_timed = any(k.slot in self.timed for k in kids)
         if isinstance(node, ast.Number):
             return Value(self.literal(node.value), ())
         if isinstance(node, ast.Name) and node.name in self.roles.dims:
@@ -440,11 +527,10 @@ class Lowering:
             raise EquationError(f"{OPS[op].spellings[0]} along the steps in the equation for "
                                 f"'{self.current}' is not defined", expected="softmax, "
                                 "log_softmax, Σ, max or min along the steps")
-        slot = self.flat(v) if len(v.shape) == 2 and v.shape[1] == 1 else self.full(v)
-        out = self.emit(op, (self.masked(v, _NEUTRAL[op], slot),), self.prog.slots[slot].shape
-                        if not OPS[op].reduces else _kept(self.prog.slots[slot].shape,
-                                                          self.stored_axis(v)),
-                        axis=self.stored_axis(v), **params)
+        masked = self.masked(v, _NEUTRAL[op], flat=len(v.shape) == 2 and v.shape[1] == 1)
+        layout = self.step_shape(masked)
+        out = self.emit(op, (masked,), layout if not OPS[op].reduces else
+                        _kept(layout, self.stored_axis(v)), axis=self.stored_axis(v), **params)
         return Value(out, shape, None if OPS[op].reduces else v.ragged)
 
     def along_axis(self, op: str, v: Value, shape: tuple[int, ...], axis: int) -> Value:
@@ -468,6 +554,13 @@ class Lowering:
             out = stored(shape) if self.per_example(v) else shape
             return Value(self.reshaped(Value(self.contiguous(self.full(v)), v.shape), out),
                          shape)
+        if self.in_timed and op.name == "flatten":  # the entries of each step
+            v = args[0]
+            whole = Value(self.contiguous(self.full(v)), v.shape)
+            return Value(self.reshaped(whole, (int(np.prod(v.shape)),)), shape)
+        if self.in_timed and op.name != "permute":
+            raise EquationError(f"{op.spellings[0]} in the equation for '{self.current}' has "
+                                "no sequence form yet", expected="the step form (nnre run)")
         attrs: dict[str, Any] = dict(self.shapes.attrs[id(node)])
         if op.name == "permute":
             v, axes = args[0], tuple(attrs["axes"])
@@ -514,10 +607,11 @@ def _number(value: float) -> str:
     return str(int(value)) if np.isfinite(value) and value == int(value) else f"{value:g}"
 
 
-def lower(module: ast.Module, roles: Roles, shapes: TensorShapes, dtype: str = "float32"
-          ) -> Program:
-    """The Program of checked tensor equations (not yet optimized)."""
-    return Lowering(module, roles, shapes, dtype).lower()
+def lower(module: ast.Module, roles: Roles, shapes: TensorShapes, dtype: str = "float32",
+          steps: int = 0) -> Program:
+    """The Program of checked tensor equations (not yet optimized): one step of the time
+    loop, or (``steps`` > 0) the sequence form, all that many steps at once per example."""
+    return Lowering(module, roles, shapes, dtype, steps).lower()
 
 
 def _ordinal(i: int) -> str:
