@@ -23,7 +23,7 @@ from nnre.equations.roles import STEP
 from nndk.autodiff import Backward, differentiable_slots, transient_slots
 from nndk.layout import place_params
 from nndk.unrolled import Unrolled
-from nnre.compiler import compile_checked
+from nnre.compiler import compile_checked, compile_sequence
 from nnre.equations import check, param_shapes
 from nnre.model import Model
 from nnre.program import Program
@@ -52,6 +52,7 @@ class Problem:
     steps: int
     batch: int
     placed: dict[int, np.ndarray] | None = None  # trainer layout: params inside the stacks
+    sequence: bool = False  # the sequence form (attention, every step at once), steps = 1
 
     def forward(self, transient: bool = True, codes: Mapping[str, np.ndarray] | None = None
                 ) -> Unrolled:
@@ -93,6 +94,10 @@ class Oracle:
         self.shapes = param_shapes(check(problem.text, problem.dims))
         self.model = Model.from_equations(problem.text, self.weights(problem.params),
                                           problem.dims, "float64", optimize=False)
+        if problem.sequence:  # the same text's sequence form, compiled afresh
+            prog = compile_sequence(check(problem.text, problem.dims), "float64", False)
+            self.model = Model(prog, self.weights(problem.params), equations=problem.text,
+                               dims=problem.dims, param_specs={})
 
     def weights(self, params: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         return {n: np.array(v, np.float64).reshape(self.shapes[n]) for n, v in params.items()}
@@ -131,11 +136,15 @@ def state_key(key: str) -> StateKey:
 def make_problem(text: str, dims: Mapping[str, int] | None = None, steps: int = 3,
                  batch: int = 2, seed: int = 0, optimize: bool = True,
                  contiguous: bool = False, stacked: bool = False, dtype: str = "float64",
-                 filename: str | None = None) -> Problem:
+                 filename: str | None = None, sequence: bool = False) -> Problem:
     """``contiguous`` and ``stacked`` compile and store the weights the way a trainer does;
-    ``filename`` is where errors in ``text`` say they are."""
+    ``filename`` is where errors in ``text`` say they are; ``sequence``: the sequence form
+    (one "step" of every step at once, as attention trains)."""
     checked = check(text, dims, filename=filename)
-    prog = compile_checked(checked, dtype, optimize=optimize, contiguous=contiguous)
+    if sequence:
+        prog, steps = compile_sequence(checked, dtype, optimize=optimize), 1
+    else:
+        prog = compile_checked(checked, dtype, optimize=optimize, contiguous=contiguous)
     if steps < prog.max_lag():
         raise ValueError(f"steps={steps} is fewer than the deepest lag {prog.max_lag()}")
     rng = np.random.default_rng(seed)
@@ -161,7 +170,7 @@ def make_problem(text: str, dims: Mapping[str, int] | None = None, steps: int = 
     outs = {name: draw(i, rows) for name, i in prog.outputs.items()}
     states = {key: draw(prog.state_out[key[0]], batch) for key in prog.state_in}
     return Problem(text, dict(checked.shapes.dims), prog, params, feeds, init, outs, states,
-                   steps, batch, placed)
+                   steps, batch, placed, sequence)
 
 
 def gradcheck(problem: Problem, eps: float = 1e-6, directions: int = 3, seed: int = 1

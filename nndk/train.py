@@ -257,11 +257,11 @@ def start(config: TrainConfig, data_path: str | Path, init_from: str | None = No
 
         trainer = ArrayTrainer(config, data_path, text, filename)
     else:
-        from nndk.train_text import TextTrainer
+        from nndk.train_sequence import text_trainer
 
         vocab = bundle_vocab(source.metadata) if source is not None else None
         data = load_text(data_path, config.val_frac, vocab, config.min_count)
-        trainer = TextTrainer(config, data_path, text, filename, data)
+        trainer = text_trainer(config, data_path, text, filename, data)
         if data.folded[0]:
             trainer.notes.append(f"{data.folded[0]} rare character(s) ({data.folded[1]} "
                                  "occurrences) read as the unknown symbol U+FFFD "

@@ -165,3 +165,16 @@ def test_a_recurrence_has_no_sequence_form() -> None:
         compile_sequence(check(text, {}))
     with pytest.raises(EquationError, match="no context"):
         compile_sequence(check("xₜ ∈ ℝ^2\nhₜ ∈ ℝ^3\nhₜ = tanh(W xₜ)", {}))
+
+
+@pytest.mark.parametrize("optimize", [False, True])
+def test_the_sequence_form_has_the_gradient_of_central_differences(optimize: bool) -> None:
+    from test_autodiff import CASES, DIMS as CASE_DIMS
+
+    from nndk.gradcheck import gradcheck, make_problem
+
+    problem = make_problem(CASES["attention"], CASE_DIMS, batch=2, optimize=optimize,
+                           sequence=True)
+    errors = gradcheck(problem)
+    assert any(k.startswith("param W_k") for k in errors)
+    assert max(errors.values()) < 1e-6, errors

@@ -20,6 +20,7 @@ MAX_DEPTH = 64
 MAX_NODES = 20_000
 MAX_AXES = 8
 NATURALS = "ℕ"  # x ∈ ℕ declares token ids
+MAX_MULTIPLE = 64  # 4·d in a dimension is d + d + d + d: a small multiple only
 ROLE_WORDS = ("input", "state", "output", "frozen")
 _WORD_RE = re.compile(r"^[a-z][a-z]+$")
 _ATOM_START = ("NAME", "NUMBER", "(", "[")
@@ -179,11 +180,27 @@ class Parser:
         return ast.Declaration(names, tuple(dims), line, ids)
 
     def dim(self) -> ast.Dim:
-        terms = [self.dim_term()]
+        terms = self.scaled_term()
         while self.tok.kind == "+":
             self.advance()
-            terms.append(self.dim_term())
+            terms.extend(self.scaled_term())
         return ast.Dim(tuple(terms))
+
+    def scaled_term(self) -> list[str | int]:
+        """A term, or a small whole multiple of a dimension, ``4·d`` or ``4d`` (the hidden
+        width of a transformer's MLP): k terms of d, so sizes add up as sums do."""
+        term = self.dim_term()
+        if not isinstance(term, int) or not (self.tok.kind == "@" or (
+                self.tok.kind == "NAME" and self.tok.time is None)):
+            return [term]
+        if self.tok.kind == "@":
+            self.advance()
+        name = self.dim_term()
+        if isinstance(name, int) or term > MAX_MULTIPLE:
+            raise self.error(f"'{term}·{name}' in a dimension", self.tok,
+                             expected=f"a whole number up to {MAX_MULTIPLE} times a dimension "
+                                      "name, e.g. 4·d")
+        return [name] * term
 
     def dim_term_only(self) -> ast.Dim:
         return ast.Dim((self.dim_term(),))
