@@ -446,8 +446,51 @@ class Lowering:
             a_row = self.reshaped(a, (a.shape[1],))
             return Value(self.emit("rowdot", (a_row, self.flat(b)), (1,)), shape)
         rank = len(shape)
+        if self.steps and (a.slot in self.timed) != (b.slot in self.timed):
+            folded = self.fold_steps(a, b, shape)
+            if folded is not None:
+                return folded
         out = self.emit("matmul", (self.full(a, rank), self.full(b, rank)), shape)
         return Value(out, shape)
+
+    def fold_steps(self, a: Value, b: Value, shape: tuple[int, ...]) -> Value | None:
+        """In the sequence form, a product of a value per step that has one row (or one
+        column) with a value per sequence (attention's ``q̃ₜ Kₜᵀ`` and ``p Vₜ``) as one
+        product per sequence, the steps in place of that row: BLAS then sees
+        (steps × k)(k × n) instead of steps products of one row each."""
+        left = a.slot in self.timed
+        step, other = (a, b) if left else (b, a)
+        if len(step.shape) < 2 or step.shape[-2 if left else -1] != 1:
+            return None
+        rank, steps = len(shape), self.steps
+        lead = rank - 2
+        m = self.full(step, rank)  # (rows, steps, *lead, 1, k) or (rows, steps, *lead, k, 1)
+        per = self.step_shape(m)
+        if left:  # (*lead, steps, 1, k) → (*lead, steps, k)
+            order = (*range(1, lead + 1), 0, lead + 1, lead + 2)
+            rows_of = (*per[:lead], steps, per[-1])
+        else:  # (*lead, k, steps, 1) → (*lead, k, steps)
+            order = (*range(1, lead + 1), lead + 1, 0, lead + 2)
+            rows_of = (*per[:lead], per[-2], steps)
+        whole = (steps, *per)
+        moved = self.emit("permute", (m,), tuple(whole[i] for i in order), timed=False,
+                          axes=order)
+        packed = self.emit("reshape", (self.contiguous(moved),), rows_of, timed=False,
+                           shape=(-1, *rows_of))
+        self.in_timed = False  # the value per sequence keeps its own rows (no axis of 1)
+        other_slot = self.full(other, rank)
+        pair = (packed, other_slot) if left else (other_slot, packed)
+        out = shape[:-2] + ((steps, shape[-1]) if left else (shape[-2], steps))
+        product = self.emit("matmul", pair, out, timed=False)
+        if left:  # (*lead, steps, n) → (*lead, steps, 1, n) → (steps, *lead, 1, n)
+            back = (*shape[:-2], steps, 1, shape[-1])
+            order = (lead, *range(lead), lead + 1, lead + 2)
+        else:  # (*lead, m, steps) → (*lead, m, steps, 1) → (steps, *lead, m, 1)
+            back = (*shape[:-2], shape[-2], steps, 1)
+            order = (lead + 1, *range(lead + 1), lead + 2)
+        spread = self.emit("reshape", (product,), back, timed=False, shape=(-1, *back))
+        self.in_timed = True
+        return Value(self.emit("permute", (spread,), shape, timed=True, axes=order), shape)
 
     def take(self, v: Value, start: int, stop: int, shape: tuple[int, ...]) -> Value:
         """Entries start … stop−1 along the first axis: a view."""
