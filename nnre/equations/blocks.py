@@ -19,6 +19,7 @@ from nnre.errors import EquationError
 
 MAX_DIM = 2**31 - 1
 _TEX_LAYER = re.compile(r"\^\{\([^)]*\)\}")
+_NUMBERED = re.compile(r"([^^]*)\^\{\(([0-9]{1,9})\)\}(.*)")  # W^{(3)}_q: W, 3, _q
 _SUPERSCRIPT_LAYER = re.compile("[" + "".join(SUPERSCRIPT_LETTERS) + "][⁻⁺]?[⁰¹²³⁴⁵⁶⁷⁸⁹]*")
 
 
@@ -180,24 +181,22 @@ def layers_from_weights(module: ast.Module, weights: Collection[str],
 
 
 def _weight_layers(block: ast.Block, weights: Collection[str]) -> set[int]:
-    """The layers of the block that the weights have a parameter of the body for."""
+    """The layers of the block that the weights have a parameter of the body for (one
+    look-up per weight: the name around its layer number is the key)."""
     defined = {eq.target.name for eq in block.body.equations}
-    patterns: dict[str, int] = {}
+    offsets: dict[tuple[str, str], int] = {}
     for eq in block.body.equations:
         for node in ast.walk(eq.expr):
             if isinstance(node, ast.Name) and node.layer is not None and \
                     node.layer[0] == block.var.name and node.name not in defined:
                 written = node.layer[0] + (f"{node.layer[1]:+d}" if node.layer[1] else "")
                 head, _, tail = node.name.partition(f"^{{({written})}}")
-                patterns[f"{re.escape(head)}\\^\\{{\\(([0-9]{{1,9}})\\)\\}}{re.escape(tail)}"] \
-                    = node.layer[1]
+                offsets[head, tail] = node.layer[1]
     layers = set()
-    for pattern, offset in patterns.items():
-        compiled = re.compile(pattern)
-        for name in weights:
-            m = compiled.fullmatch(name)
-            if m is not None:
-                layers.add(int(m.group(1)) - offset)
+    for name in weights:
+        m = _NUMBERED.fullmatch(name)
+        if m is not None and (m.group(1), m.group(3)) in offsets:
+            layers.add(int(m.group(2)) - offsets[m.group(1), m.group(3)])
     return layers
 
 

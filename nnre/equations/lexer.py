@@ -32,8 +32,8 @@ SUPERSCRIPT_POWERS = {"²": 2, "³": 3}
 SUPERSCRIPT_DIGITS = {"⁰": "0", "¹": "1", "²": "2", "³": "3", "⁴": "4", "⁵": "5", "⁶": "6",
                       "⁷": "7", "⁸": "8", "⁹": "9"}
 # Superscript letters: a block's variable written as papers do (hˡₜ, hˡ⁻¹ₜ), under the same
-# rule as superscript digits (directly followed by a subscript).
-SUPERSCRIPT_LETTERS = dict(zip("ᵃᵇᶜᵈᵉᶠᵍʰⁱʲᵏˡᵐⁿᵒᵖʳˢᵗᵘᵛʷˣʸᶻ", "abcdefghijklmnopqrstuvwxyz",
+# rule as superscript digits (directly followed by a subscript). Unicode has no superscript q.
+SUPERSCRIPT_LETTERS = dict(zip("ᵃᵇᶜᵈᵉᶠᵍʰⁱʲᵏˡᵐⁿᵒᵖʳˢᵗᵘᵛʷˣʸᶻ", "abcdefghijklmnoprstuvwxyz",
                                strict=True))
 SUPERSCRIPT_SIGNS = {"⁻": "-", "⁺": "+"}
 MAX_LAYER = 999_999_999  # a layer index has at most nine digits

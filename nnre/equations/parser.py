@@ -14,7 +14,7 @@ from collections.abc import Mapping
 
 from nnre.equations import ast
 from nnre.equations.blocks import expand_blocks
-from nnre.equations.lexer import MAX_LAYER, MAX_NODES, Token, tokenize
+from nnre.equations.lexer import MAX_NODES, Token, tokenize
 from nnre.errors import EquationError
 from nnre.ops import BY_ARITY, FUNCTIONS, OPS, Op
 
@@ -203,7 +203,8 @@ class Parser:
     def bound(self) -> tuple[int | str, ast.Pos]:
         """A block's first or last layer: a whole number, or a dimension named like 'L'."""
         tok = self.advance()
-        if tok.kind == "NUMBER" and tok.text.isdigit() and int(tok.text) <= MAX_LAYER:
+        if tok.kind == "NUMBER" and tok.text.isdigit() and len(tok.text) <= 10 and \
+                int(tok.text) < 2**31:  # as a dimension; each layer index is checked too
             return int(tok.text), self.pos(tok)
         if tok.kind == "NAME" and tok.time is None and tok.layer is None and \
                 tok.text not in FUNCTIONS and "^" not in tok.text:
