@@ -8,7 +8,7 @@ import numpy as np
 
 from nnre.compiler import compile_checked
 from nnre.equations import Checked, check
-from nnre.equations.render import render, time_name
+from nnre.equations.render import render, render_block, time_name
 from nnre.equations.tensors import TensorShapes, api_shape
 from nnre.program import Program
 
@@ -32,13 +32,33 @@ def _shape(checked: Checked, name: str) -> str:
     return f"({r},)" if c == 1 else f"({r}, {c})"
 
 
+def _equations(checked: Checked) -> list[str]:
+    """The equations in evaluation order; a block (``for l = 1…L:``) as written, where its
+    first copy comes, with its dimensions' values (the listing below has every copy)."""
+    out: list[str] = []
+    blocks = {b.line: b for b in checked.module.blocks}
+    written = checked.module.written
+    as_written = {e.line: e for e in written.equations} if written is not None else {}
+    for name in checked.roles.order:
+        eq = checked.roles.equations[name]
+        copy = eq.target.pos.copy
+        if copy is None:
+            eq = as_written.get(eq.line, eq)  # h^{(L)}, as the text has it
+            out.append(f"{time_name(eq.target.name, eq.target.time)} = {render(eq.expr)}")
+        elif copy[0] in blocks:
+            block = blocks.pop(copy[0])
+            head, *body = render_block(block, equations_only=True)
+            given = [b for b in block.bounds if isinstance(b, str)]
+            values = ", ".join(f"{b}={checked.shapes.dims[b]}" for b in given)
+            out += [head + (f"  # {values}" if values else ""), *body]
+    return out
+
+
 def _report(checked: Checked, program: Program, filename: str) -> list[str]:
     roles = checked.roles
     lines = [f"{filename}: {len(roles.order)} equations, shapes check"]
     lines.append("equations:")
-    for name in roles.order:
-        eq = roles.equations[name]
-        lines.append(f"  {time_name(name, eq.target.time)} = {render(eq.expr)}")
+    lines.extend("  " + line for line in _equations(checked))
     dims = ", ".join(f"{k}={v}" for k, v in sorted(checked.shapes.dims.items()))
     lines.append(f"dims: {dims or '(none named)'}")
     for title, names in (("inputs", roles.inputs), ("outputs", roles.outputs)):

@@ -36,7 +36,7 @@ class TextTrainer(Trainer):
 
     def __init__(self, config: TrainConfig, data_path: str | Path, equations: str,
                  filename: str, data: TextData) -> None:
-        module = parse(equations, filename)
+        module = parse(equations, filename, config.dims)
         roles = analyse(module)
         if len(roles.inputs) != 1:
             raise TrainingError(f"a character model needs exactly one input, {filename} has "

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from nnre.equations import ast
+from nnre.equations.blocks import expand_blocks, layers_from_weights
 from nnre.equations.lexer import LAYER_MARK
 from nnre.equations.parser import parse
 from nnre.equations.roles import Roles, analyse
@@ -47,7 +48,11 @@ def check(text: str, dims: Mapping[str, int] | None = None,
     parameters are ignored); ``known`` fixes the shape of any name, e.g. an input's size
     taken from a training vocabulary.
     """
-    module = parse(text, filename)
+    written = parse(text, filename, expand=False)
+    dims = dict(dims or {})
+    if weights is not None:  # W^{(1)} … W^{(4)} fix L of 'for l = 1…L:' when nothing else does
+        dims.update(layers_from_weights(written, set(weights), dims))
+    module = expand_blocks(written, dims)
     _distinct_names(module)
     static = not any(n.time is not None for eq in module.equations
                      for n in [eq.target, *ast.walk(eq.expr)] if isinstance(n, ast.Name))
@@ -105,8 +110,9 @@ def _distinct_names(module: ast.Module) -> None:
     if pair is not None:
         first, second = located[pair[0]], located[pair[1]]
         raise EquationError(
-            f"names '{first.raw}' and '{second.raw}' look alike ({code_points(pair[0])} vs "
-            f"{code_points(pair[1])})", line=second.pos.line, column=second.pos.column,
+            ast.in_copy(f"names '{first.raw}' and '{second.raw}' look alike "
+                        f"({code_points(pair[0])} vs {code_points(pair[1])})", second.pos),
+            line=second.pos.line, column=second.pos.column,
             source_line=module.lines[second.pos.line - 1], filename=module.filename,
             expected="names that differ in how they look")
 
@@ -128,9 +134,10 @@ def _constants_have_values(module: ast.Module, roles: Roles,
         if name in free and name not in roles.timed | declared | set(weights):
             ref = next(n for eq in module.equations for n in ast.walk(eq.expr)
                        if isinstance(n, ast.Name) and n.name == name)
-            raise EquationError(
+            raise EquationError(ast.in_copy(
                 f"'{ref.raw}' is read as a small constant but has no value: define it, e.g. "
-                f"'{name} = 1e-5', or declare '{name} ∈ ℝ' to learn it", line=ref.pos.line,
+                f"'{name} = 1e-5', or declare '{name} ∈ ℝ' to learn it", ref.pos),
+                line=ref.pos.line,
                 column=ref.pos.column, source_line=module.lines[ref.pos.line - 1],
                 filename=module.filename, expected=f"'{name} = 1e-5' or '{name} ∈ ℝ'")
 
@@ -143,9 +150,9 @@ def _dimensions_have_no_weights(module: ast.Module, roles: Roles,
         if name in weights:
             ref = next(n for eq in module.equations for n in ast.walk(eq.expr)
                        if isinstance(n, ast.Name) and n.name == name)
-            raise EquationError(
+            raise EquationError(ast.in_copy(
                 f"a weight is given for '{name}', which is a dimension: the equations read it "
-                f"as the number {name}", line=ref.pos.line, column=ref.pos.column,
+                f"as the number {name}", ref.pos), line=ref.pos.line, column=ref.pos.column,
                 source_line=module.lines[ref.pos.line - 1], filename=module.filename,
                 expected=f"no weight named '{name}', or another name for the dimension")
 

@@ -108,3 +108,43 @@ def time_name(name: str, time: int | None) -> str:
         base, sub = name.split("_", 1)
         return f"{base}_{{{sub},t{'' if time == 0 else time}}}"
     return name + ("ₜ" if time == 0 else "ₜ₋" + str(-time).translate(_SUBSCRIPTS))
+
+
+def render_statement(stmt: ast.Equation | ast.Declaration | ast.RoleDeclaration) -> str:
+    """One statement, canonically: an equation, a declaration (``hₜ ∈ ℝ^H``, ``W ∈
+    ℝ^(H×V)``) or a role line (``state h``)."""
+    if isinstance(stmt, ast.Equation):
+        return f"{time_name(stmt.target.name, stmt.target.time)} = {render(stmt.expr)}"
+    names = ", ".join(time_name(n.name, n.time) for n in stmt.names)
+    if isinstance(stmt, ast.RoleDeclaration):
+        return f"{stmt.role} {names}"
+    dims = ["+".join(map(str, dim.terms)) for dim in stmt.shape]
+    shape = "" if not dims else f"^{dims[0]}" if len(dims) == 1 and "+" not in dims[0] \
+        else "^(" + "×".join(dims) + ")"
+    return f"{names} ∈ {'ℕ' if stmt.ids else 'ℝ'}{shape}"
+
+
+def render_block(block: ast.Block, equations_only: bool = False) -> list[str]:
+    """A block as written, canonically: its ``for`` line, then its body indented by four
+    spaces (names keep their layer index: ``h^{(l-1)}ₜ``)."""
+    first, last = block.bounds
+    body = block.body.equations if equations_only else statements(block.body)
+    return [f"for {block.var.name} = {first}…{last}:",
+            *("    " + render_statement(s) for s in body)]
+
+
+def render_text(module: ast.Module) -> str:
+    """A text as written (``parse(…, expand=False)``), canonically, statements and blocks in
+    source order; it parses back to the same statements."""
+    items: list[tuple[int, list[str]]] = [(s.line, [render_statement(s)])
+                                          for s in statements(module)]
+    items += [(b.line, render_block(b)) for b in module.blocks]
+    return "".join(line + "\n" for _, lines in sorted(items, key=lambda i: i[0])
+                   for line in lines)
+
+
+def statements(module: ast.Module) -> list[ast.Equation | ast.Declaration | ast.RoleDeclaration]:
+    """A module's statements (not its blocks) in source order."""
+    found: list[ast.Equation | ast.Declaration | ast.RoleDeclaration] = [
+        *module.roles, *module.declarations, *module.equations]
+    return sorted(found, key=lambda s: s.line)

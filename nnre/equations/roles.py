@@ -44,7 +44,7 @@ class _Located:
         if pos is None:
             return EquationError(message, line=line, expected=expected,
                                  filename=self.module.filename)
-        return EquationError(message, line=pos.line, column=pos.column,
+        return EquationError(ast.in_copy(message, pos), line=pos.line, column=pos.column,
                              source_line=self.module.lines[pos.line - 1], expected=expected,
                              filename=self.module.filename)
 
@@ -162,13 +162,16 @@ def _appends(loc: _Located, module: ast.Module, state: dict[str, int]) -> dict[s
 
 
 def dimension_names(module: ast.Module) -> dict[str, int]:
-    """Every dimension name of the declarations, with the line of its first declaration."""
+    """Every dimension name of the declarations, of blocks' bounds (``for l = 1…L:``) and of
+    layer indices (``h^{(L)}``), with the line of its first use."""
     found: dict[str, int] = {}
-    for decl in module.declarations:
+    for decl in [*module.declarations, *(d for b in module.blocks for d in b.body.declarations)]:
         for dim in decl.shape:
             for term in dim.terms:
                 if isinstance(term, str):
                     found.setdefault(term, decl.line)
+    for name, pos in module.layer_dims.items():
+        found.setdefault(name, pos.line)
     return found
 
 
