@@ -49,7 +49,8 @@ class TrainConfig:
     min_count: int = 1  # text: rarer characters read as the unknown symbol U+FFFD
 
 
-DEFAULT_DIMS = {"H": 128, "F": 16, "G": 32}  # hidden units; the cnn's filters
+DEFAULT_DIMS = {"H": 128, "F": 16, "G": 32,  # hidden units; the cnn's filters
+                "L": 4, "heads": 4, "d": 128, "context": 64}  # gpt: nanoGPT's CPU example
 
 RULES: dict[str, Rule] = {
     "model": Rule("str"),

@@ -11,7 +11,7 @@ from nnre.equations.roles import dimension_names
 from nnre.errors import EquationError
 
 #: The templates shipped in nndk/templates (each a plain .eqn file).
-TEMPLATE_NAMES = ("lstm", "gru", "rnn", "mlp", "lstm2", "gru2", "mlp_ln", "cnn")
+TEMPLATE_NAMES = ("lstm", "gru", "rnn", "mlp", "lstm2", "gru2", "mlp_ln", "cnn", "gpt")
 
 
 def read_model(spec: str) -> tuple[str, str]:

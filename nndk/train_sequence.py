@@ -30,7 +30,7 @@ def text_trainer(config: TrainConfig, data_path: str | Path, equations: str, fil
                  data: TextData) -> TextTrainer:
     """The trainer for a character model: windows through the sequence form for attention,
     carried streams for recurrent networks."""
-    roles = analyse(parse(equations, filename))
+    roles = analyse(parse(equations, filename, config.dims))
     if roles.appends and all(name in roles.appends for name in roles.state):
         return SequenceTrainer(config, data_path, equations, filename, data)
     return TextTrainer(config, data_path, equations, filename, data)
