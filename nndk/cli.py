@@ -291,13 +291,16 @@ def pack_command(equations: Path, weights: Path | None, name: str, version_: str
 @click.option("--opset", type=int, default=DEFAULT_EXPORT_OPSET, show_default=True,
               help="ONNX opset version of the graph.")
 @click.option("--sequence", is_flag=True,
-              help="The whole sequence (a Scan over time) instead of one step.")
+              help="The whole sequence (a Scan over time) instead of one step; for a "
+                   "transformer, every step of its context at once with a causal mask.")
 def export_command(bundle_path: str, output: str, opset: int, sequence: bool) -> None:
     """Export MODEL.bundle as an ONNX model (needs the onnx extra).
 
     One time step by default: inputs and the previous state (NAME_prev) in, outputs and the
-    next state (NAME_next) out. With --sequence, inputs are [T, N, n] and the outputs are
-    given for every step. Parameters are initializers under their own names. The bundle's
+    next state (NAME_next) out (a transformer's keys and values: its cache). With
+    --sequence, inputs are [T, N, n] and the outputs are given for every step; a
+    transformer's sequence form takes [N, T, …] (T its context) and needs no state.
+    Parameters are initializers under their own names. The bundle's
     name, version and id go into the ONNX metadata_props, and its whole metadata (vocabulary,
     sampling settings, provenance…) as JSON under nnre.bundle, which nndk import restores.
 

@@ -111,3 +111,27 @@ def test_generation_goes_on_past_the_context(weights: dict[str, np.ndarray]) -> 
         want.append("abcde"[code])
         seen = seen + [code] if len(seen) < 6 else seen[-2:] + [code]
     assert got == "".join(want)
+
+
+def test_the_onnx_export_runs_in_onnxruntime_step_by_step_and_all_at_once(
+        weights: dict[str, np.ndarray]) -> None:
+    ort = pytest.importorskip("onnxruntime")
+    from nndk.onnx.export import export_model
+
+    text, _ = read_model("gpt")
+    model = nnre.Model.from_equations(text, weights, DIMS)
+    ids = np.array([[1, 4, 0, 3, 3, 2], [2, 0, 1, 1, 4, 0]])
+    want, _ = model.run({"x": ids.T[:, :, None].astype(np.float32)})
+    step = ort.InferenceSession(export_model(model).SerializeToString())
+    names = [i.name for i in step.get_inputs()]
+    feeds = {n: np.zeros((2, *model.state[n[:-5]].shape), np.float32) for n in names
+             if n.endswith("_prev")}
+    for t in range(6):
+        feeds["x"] = ids[:, t:t + 1].astype(np.float32)
+        outs = dict(zip([o.name for o in step.get_outputs()], step.run(None, feeds),
+                        strict=True))
+        np.testing.assert_allclose(outs["y"], want["y"][t], rtol=1e-4, atol=1e-6)
+        feeds = {n: outs[n[:-5] + "_next"] for n in feeds if n.endswith("_prev")}
+    whole = ort.InferenceSession(export_model(model, sequence=True).SerializeToString())
+    (y,) = whole.run(None, {"x": ids[:, :, None].astype(np.float32)})
+    np.testing.assert_allclose(y, want["y"].transpose(1, 0, 2), rtol=1e-4, atol=1e-6)
