@@ -206,6 +206,68 @@ def reference_stacked(w: dict[str, np.ndarray], xs: np.ndarray) -> list[list[flo
     return ys
 
 
+ATTENTION = (
+    "# causal self-attention, two heads (formats/equations.md §4.1): keys and values grow\n"
+    "xₜ ∈ ℕ\n"
+    "P ∈ ℝ^(N×d)\n"
+    "eₜ = (E[xₜ] + P[t])ᵀ\n"
+    "qₜ, kₜ, vₜ ∈ ℝ^d\n"
+    "qₜ = W_q eₜ\n"
+    "kₜ = W_k eₜ\n"
+    "vₜ = W_v eₜ\n"
+    "q̃ₜ, k̃ₜ, ṽₜ ∈ ℝ^(heads×1×d_h)\n"
+    "q̃ₜ = reshape(qₜ)\n"
+    "k̃ₜ = reshape(kₜ)\n"
+    "ṽₜ = reshape(vₜ)\n"
+    "Kₜ, Vₜ ∈ ℝ^(heads×N×d_h)\n"
+    "Kₜ = concat(Kₜ₋₁, k̃ₜ; axis=1)\n"
+    "Vₜ = concat(Vₜ₋₁, ṽₜ; axis=1)\n"
+    "oₜ ∈ ℝ^d\n"
+    "oₜ = reshape(softmax(q̃ₜ Kₜᵀ / √d_h) Vₜ)\n"
+    "yₜ = softmax(E (eₜ + W_o oₜ))\n"
+)
+
+
+def attention_content() -> BundleContent:
+    """Attention over the steps so far (version 2, §4.1): histories K, V and the step t."""
+    rng = np.random.default_rng(9)
+    d, n, vocab, heads = 4, 4, 3, 2
+    tensors = {"E": rng.uniform(-1, 1, (vocab, d)), "P": rng.uniform(-1, 1, (n, d))}
+    for name in ("W_q", "W_k", "W_v", "W_o"):
+        tensors[name] = rng.uniform(-1, 1, (d, d))
+    history = Spec((heads, n, d // heads), "float64")
+    sig = {"inputs": {"x": Spec((1,), "float64")}, "outputs": {"y": Spec((vocab,), "float64")},
+           "state": {"K": history, "V": history, "t": Spec((1,), "float64")}}
+    return BundleContent(ATTENTION, "float64", {"N": n, "d": d, "d_h": d // heads,
+                                                "heads": heads}, sig,
+                         {"name": "attention", "version": "0.1.0"}, tensors,
+                         requires=("equations/2",))
+
+
+def reference_attention(w: dict[str, np.ndarray], ids: list[int]) -> list[list[float]]:
+    """Step t attends to the keys of steps 0 … t, head by head, with plain loops."""
+    heads, dh = 2, 2
+    keys: list[np.ndarray] = []
+    values: list[np.ndarray] = []
+    ys = []
+    for t, x in enumerate(ids):
+        e = w["E"][x] + w["P"][t]
+        q = w["W_q"] @ e
+        keys.append(w["W_k"] @ e)
+        values.append(w["W_v"] @ e)
+        o = np.zeros(heads * dh)
+        for h in range(heads):
+            part = slice(h * dh, (h + 1) * dh)
+            scores = np.array([q[part] @ k[part] / np.sqrt(dh) for k in keys])
+            p = np.exp(scores - scores.max())
+            p /= p.sum()
+            o[part] = sum(pj * v[part] for pj, v in zip(p, values, strict=True))
+        z = w["E"] @ (e + w["W_o"] @ o)
+        z = np.exp(z - z.max())
+        ys.append((z / z.sum()).tolist())
+    return ys
+
+
 UNKNOWN = "\ufffd"  # the char codec's unknown symbol (spec §3.5)
 UNKNOWN_METADATA: dict[str, Any] = {
     "name": "unknown-symbol", "version": "0.1.0",
@@ -521,6 +583,14 @@ def generate(out: Path) -> None:
                  "rtol": 1e-12, "atol": 1e-12})
     manifest["valid"].append(_valid_entry(out, "lstm2_block_f64", encode(stacked),
                                           "lstm2_block_f64"))
+    attention = attention_content()
+    ids = [2, 0, 1, 1]
+    _write_json(out / "valid" / "attention_f64.json",
+                {"inputs": {"x": [[i] for i in ids]}, "initial_state": "zeros",
+                 "expected": {"y": reference_attention(dict(attention.tensors), ids)},
+                 "rtol": 1e-12, "atol": 1e-12})
+    manifest["valid"].append(_valid_entry(out, "attention_f64", encode(attention),
+                                          "attention_f64"))
     for name, blob, stage, code, message, why in invalid_cases(base):
         (out / "invalid" / f"{name}.bundle").write_bytes(blob)
         manifest["invalid"].append({"file": f"invalid/{name}.bundle", "stage": stage,
