@@ -260,6 +260,8 @@ ERRORS = [
      "unexpected '1.5' as a layer of the block"),
     ("timed-variable", X2 + "for lₜ = 1…2:\n    a^{(l)}ₜ = xₜ", {}, 2, 5,
      "the block's variable 'lₜ' must be a plain name"),
+    ("primed-variable", X2 + "for l' = 1…2:\n    a^{(l)}ₜ = xₜ", {}, 2, 5,
+     "the block's variable 'l'' must be a plain name"),
     ("superscript-alone", X2 + "for l = 1…2:\n    aˡ = xₜ", {}, 3, 6,
      "unexpected character 'ˡ' (U+02E1 MODIFIER LETTER SMALL L)"),
     # errors found in one copy say which

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 
 from nnre.equations import ast
 from nnre.equations.blocks import expand_blocks
-from nnre.equations.lexer import MAX_NODES, Token, tokenize
+from nnre.equations.lexer import MAX_NODES, Token, is_base_letter, tokenize
 from nnre.errors import EquationError
 from nnre.ops import BY_ARITY, FUNCTIONS, OPS, Op
 
@@ -147,8 +147,8 @@ class Parser:
         """``for l = 1…L:`` and its body (``body``)."""
         header = self.advance()
         var_tok = self.expect("NAME", "the block's variable, e.g. 'for l = 1…L:'")
-        if var_tok.time is not None or var_tok.layer is not None or "^" in var_tok.text or \
-                "_" in var_tok.text:
+        if var_tok.time is not None or not all(  # what a layer index can name (§2.2)
+                is_base_letter(ch) or ch.isascii() and ch.isdigit() for ch in var_tok.text):
             raise self.error(f"the block's variable '{var_tok.raw}' must be a plain name",
                              var_tok, expected="letters and digits, e.g. 'l'")
         self.expect("=", "'=' after the block's variable")
