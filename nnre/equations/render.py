@@ -108,4 +108,3 @@ def time_name(name: str, time: int | None) -> str:
         base, sub = name.split("_", 1)
         return f"{base}_{{{sub},t{'' if time == 0 else time}}}"
     return name + ("ₜ" if time == 0 else "ₜ₋" + str(-time).translate(_SUBSCRIPTS))
-
