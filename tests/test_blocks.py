@@ -14,14 +14,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import nnre
-from nndk.check import describe
+from nndk.check import describe, render_text
 from nndk.cli import cli as nndk_cli
 from nnre.cli import cli as nnre_cli
 from nnre.equations import check, language_version, param_shapes
 from nnre.equations.parser import MAX_NODES, parse
-from nnre.equations.render import render, render_text, time_name
+from nnre.equations.render import render, time_name
 from nnre.errors import EquationError, ShapeError
 from nnre.model import Model
 
@@ -258,6 +260,8 @@ ERRORS = [
      "unexpected '1.5' as a layer of the block"),
     ("timed-variable", X2 + "for lₜ = 1…2:\n    a^{(l)}ₜ = xₜ", {}, 2, 5,
      "the block's variable 'lₜ' must be a plain name"),
+    ("primed-variable", X2 + "for l' = 1…2:\n    a^{(l)}ₜ = xₜ", {}, 2, 5,
+     "the block's variable 'l'' must be a plain name"),
     ("superscript-alone", X2 + "for l = 1…2:\n    aˡ = xₜ", {}, 3, 6,
      "unexpected character 'ˡ' (U+02E1 MODIFIER LETTER SMALL L)"),
     # errors found in one copy say which
@@ -383,3 +387,28 @@ def test_a_packed_block_keeps_its_text_and_inspect_shows_it(tmp_path: Path) -> N
     xs = RNG.normal(size=(6, V))
     np.testing.assert_allclose(model.run({"x": xs})[0]["y"], reference_lstm(w, xs, 2),
                                rtol=1e-12, atol=1e-14)
+
+
+def test_a_block_alone_needs_version_2() -> None:
+    """Even a block whose copies hold no layer index (one copy of 'yₜ = xₜ') is a text a
+    version-1 reader cannot parse."""
+    checked = check("xₜ ∈ ℝ^2\nfor l = 1…1:\n    yₜ = xₜ")
+    assert checked.roles.order == ["y"] and language_version(checked) == 2
+    assert language_version(check("xₜ ∈ ℝ^2\nyₜ = xₜ")) == 1
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.text(alphabet="for l=1…L:.\n\t h^{(l-1)}ₜ+ˡ⁻¹xW_#", max_size=48))
+def test_block_texts_fail_only_with_equation_errors(text: str) -> None:
+    """Any mix of the characters blocks are made of parses, or fails with an EquationError
+    (never another exception); what parses renders to a text that renders the same."""
+    try:
+        written = parse(text, expand=False)
+    except EquationError:
+        return
+    shown = render_text(written)
+    assert render_text(parse(shown, expand=False)) == shown
+    try:
+        check(text, {"L": 2})
+    except EquationError:
+        pass

@@ -73,13 +73,16 @@ def check(text: str, dims: Mapping[str, int] | None = None,
 def language_version(checked: Checked) -> int:
     """The version of the language the equations need: 1 unless they use something version 2
     added (a function or operator whose op has ``since`` 2, a per-example number broadcast
-    over a vector, ``frozen``, a dimension read as its value, or a layer index in a name,
-    ``h¹ₜ``: a reader of version 1 could neither read nor store it). A bundle states it in
+    over a vector, ``frozen``, a dimension read as its value, a layer index in a name,
+    ``h¹ₜ``, or a block, ``for l = 1…L:``: a reader of version 1 could neither read nor
+    store it). A bundle states it in
     ``requires`` (``equations/N``)."""
     if isinstance(checked.shapes, TensorShapes):
         return 2
     roles = checked.roles
     version = 2 if checked.shapes.numbers_broadcast or roles.frozen or roles.dims else 1
+    if checked.module.blocks or checked.module.layer_dims:  # for l = 1…L:, h^{(L)}
+        version = 2
     for eq in checked.module.equations:
         if LAYER_MARK in eq.target.name:
             version = 2

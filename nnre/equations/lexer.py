@@ -254,7 +254,7 @@ class _Scanner:
         plain = "".join(SUPERSCRIPT_LETTERS.get(ch) or SUPERSCRIPT_SIGNS.get(ch)
                         or SUPERSCRIPT_DIGITS[ch] for ch in written)
         if not written or end >= len(text) or not (text[end] in SUBSCRIPTS or text[end] == "_") \
-                or plain[-1] in "+-" or len(plain) > 10:
+                or plain[-1] in "+-" or sum(ch in SUPERSCRIPT_DIGITS for ch in written) > 9:
             return ""
         self.pos = end
         return str(int(plain)) if plain.isdigit() else _canonical_symbol(plain)

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 
 from nnre.equations import ast
 from nnre.equations.blocks import expand_blocks
-from nnre.equations.lexer import MAX_NODES, Token, tokenize
+from nnre.equations.lexer import MAX_NODES, Token, is_base_letter, tokenize
 from nnre.errors import EquationError
 from nnre.ops import BY_ARITY, FUNCTIONS, OPS, Op
 
@@ -103,7 +103,7 @@ class Parser:
                 self.advance()
                 continue
             if self._is_block_header():
-                module.blocks.append(self.block(module))
+                module.blocks.append(self.block())
                 continue
             self.statement(module)
             self.end_of_statement()
@@ -146,13 +146,12 @@ class Parser:
         line = self.lines[tok.line - 1]
         return line[:len(line) - len(line.lstrip(INDENT_CHARS))]
 
-    def block(self, module: ast.Module) -> ast.Block:
-        """``for l = 1…L:`` then its body: the following lines indented more than it, up to
-        the first line indented less than the body's first line."""
+    def block(self) -> ast.Block:
+        """``for l = 1…L:`` and its body (``body``)."""
         header = self.advance()
         var_tok = self.expect("NAME", "the block's variable, e.g. 'for l = 1…L:'")
-        if var_tok.time is not None or var_tok.layer is not None or "^" in var_tok.text or \
-                "_" in var_tok.text:
+        if var_tok.time is not None or not all(  # what a layer index can name (§2.2)
+                is_base_letter(ch) or ch.isascii() and ch.isdigit() for ch in var_tok.text):
             raise self.error(f"the block's variable '{var_tok.raw}' must be a plain name",
                              var_tok, expected="letters and digits, e.g. 'l'")
         self.expect("=", "'=' after the block's variable")
@@ -162,46 +161,47 @@ class Parser:
         self.expect(":", "':' at the end of the 'for' line")
         self.end_of_statement()
         var = self.name_node(var_tok)
-        self.var = var.name
-        body = ast.Module(lines=self.lines, filename=self.filename)
         nodes = self.nodes
+        self.var = var.name
+        body = self.body(header)
+        self.var = None
+        names = sum(len(d.names) for d in body.declarations) + \
+            sum(len(r.names) for r in body.roles)
+        statements = len(body.equations) + len(body.declarations) + len(body.roles)
+        return ast.Block(var, (first, last), (first_pos, last_pos), header.line, body,
+                         self.nodes - nodes + names + statements)
+
+    def body(self, header: Token) -> ast.Module:
+        """The statements after a ``for`` line indented more than it, up to the first line
+        indented less than the body's first line (§3.6); blank and comment lines have no
+        tokens, so they never end it."""
+        body = ast.Module(lines=self.lines, filename=self.filename)
         outer = self.indent(header)
-        inner: str | None = None
-        inner_line = 0
+        first: Token | None = None
         while True:
             while self.tok.kind == "NEWLINE":
                 self.advance()
             if self.tok.kind == "EOF":
                 break
             here = self.indent(self.tok)
-            if inner is None:
-                if not here.startswith(outer) and not outer.startswith(here):
-                    raise self.error("this line's indentation mixes tabs and spaces "
-                                     f"differently from the 'for' line (line {header.line})",
-                                     expected="the 'for' line's indentation, then more")
-                if len(here) <= len(outer):
-                    break
-                inner, inner_line = here, self.tok.line
-            elif not here.startswith(inner):
-                if inner.startswith(here):
-                    break  # indented less than the body's first line: the block ends
-                raise self.error("this line's indentation mixes tabs and spaces differently "
-                                 f"from the block's first line (line {inner_line})",
+            inner, since = (outer, header) if first is None else (self.indent(first), first)
+            if not here.startswith(inner) and not inner.startswith(here):
+                what = "the 'for' line" if first is None else "the block's first line"
+                raise self.error(f"this line's indentation mixes tabs and spaces differently "
+                                 f"from {what} (line {since.line})",
                                  expected="the same indentation characters as that line")
+            if len(here) < len(inner) or first is None and here == outer:
+                break  # indented less than the body's first line: the block ends
+            first = first or self.tok
             if self._is_block_header():
                 raise self.error(f"blocks do not nest: this block is inside the block on line "
                                  f"{header.line}", expected="one level of 'for' blocks")
             self.statement(body)
             self.end_of_statement()
-        self.var = None
-        if not (body.equations or body.declarations or body.roles):
+        if first is None:
             raise self.error(f"the block on line {header.line} has no body", header,
                              expected="lines indented more than the 'for' line after it")
-        names = sum(len(d.names) for d in body.declarations) + \
-            sum(len(r.names) for r in body.roles)
-        statements = len(body.equations) + len(body.declarations) + len(body.roles)
-        return ast.Block(var, (first, last), (first_pos, last_pos), header.line, body,
-                         self.nodes - nodes + names + statements)
+        return body
 
     def bound(self) -> tuple[int | str, ast.Pos]:
         """A block's first or last layer: a whole number, or a dimension named like 'L'."""
