@@ -10,7 +10,7 @@ from click.core import ParameterSource
 
 from nndk import __version__
 from nndk.check import describe
-from nndk.config import DEFAULT_DIMS
+from nndk.config import default_dims
 from nndk.gradcheck import gradcheck, make_problem
 from nndk.init import INIT_SCHEMES
 from nndk.models import parse_bindings, read_model, resolve_dims
@@ -52,7 +52,7 @@ def check_command(model: str, bindings: tuple[str, ...], dtype: str) -> None:
     """
     text, filename = read_model(model)
     # an unknown name is an error; unset ones the model declares take training's defaults
-    dims = resolve_dims(text, filename, parse_bindings(bindings), DEFAULT_DIMS)
+    dims = resolve_dims(text, filename, parse_bindings(bindings), default_dims(filename))
     click.echo(describe(text, dims, filename, dtype))
 
 
@@ -81,7 +81,7 @@ def gradcheck_command(model: str, bindings: tuple[str, ...], steps: int, batch: 
     """
     text, filename = read_model(model)
     problem = make_problem(text, resolve_dims(text, filename, parse_bindings(bindings),
-                                              DEFAULT_DIMS),
+                                              default_dims(filename)),
                            steps=steps, batch=batch, seed=seed, contiguous=True, stacked=True,
                            filename=filename)
     errors = gradcheck(problem)

@@ -18,13 +18,13 @@ from typing import Any
 
 import numpy as np
 
-from nnre.equations.roles import STEP
-
 from nndk.autodiff import Backward, differentiable_slots, transient_slots
 from nndk.layout import place_params
+from nndk.sequence import compile_sequence
 from nndk.unrolled import Unrolled
-from nnre.compiler import compile_checked, compile_sequence
+from nnre.compiler import compile_checked
 from nnre.equations import check, param_shapes
+from nnre.equations.roles import STEP
 from nnre.model import Model
 from nnre.program import Program
 from nnre.vm import bind_prologue

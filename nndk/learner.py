@@ -17,8 +17,9 @@ from nndk.checkpoint import CheckpointError, take
 from nndk.init import init_param
 from nndk.layout import place_params
 from nndk.optim import OPTIMIZERS, clip_global_norm
+from nndk.sequence import compile_sequence
 from nndk.unrolled import Unrolled, history_rows
-from nnre.compiler import compile_checked, compile_sequence
+from nnre.compiler import compile_checked
 from nnre.equations import Checked, param_shapes
 from nnre.errors import NnreError
 from nnre.model import Model

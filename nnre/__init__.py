@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING, Any
 
 from nnre.errors import (
     BundleError,
-    EquationError,
     ContextError,
+    EquationError,
     FeedError,
     NnreError,
     OutputError,

@@ -401,29 +401,6 @@ def compile_checked(checked: Checked, dtype: str = "float32", optimize: bool = T
     return prog
 
 
-def compile_sequence(checked: Checked, dtype: str = "float32", optimize: bool = True
-                     ) -> Program:
-    """The sequence form of equations whose only state grows a step at a time (attention):
-    all ``context`` steps of an example at once, each step reading the entries of the steps
-    up to its own (a causal mask), with no time loop: what training and scoring run. Its
-    inputs and outputs are per example ``(context, …)``. Raises EquationError for texts
-    with another recurrence or without a context."""
-    from nnre.lowering import lower
-
-    shapes = checked.shapes
-    if checked.sympy is not None or not shapes.context:  # type: ignore[union-attr]
-        raise EquationError("the equations have no context (no history that grows a step "
-                            "at a time, no table read at t), so no sequence form",
-                            expected="Kₜ = [Kₜ₋₁; kₜᵀ] or P[t]")
-    prog = lower(checked.module, checked.roles, shapes, dtype,  # type: ignore[arg-type]
-                 steps=shapes.context)  # type: ignore[union-attr]
-    if optimize:
-        prog = optimize_program(prog)
-    budget.check(budget.program_bytes(prog), "the compiled sequence form at batch 1",
-                 lambda message: EquationError(message, expected="a shorter context"))
-    return prog
-
-
 def compile_program(sym: SympyModel, roles: Roles, dtype: str = "float32",
                     optimize: bool = True, contiguous: bool = False) -> Program:
     """Compile a checked SymPy model into a Program (stacked and fused unless told not to).

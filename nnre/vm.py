@@ -77,7 +77,8 @@ def bound_calls(ins: Instr, f: functools.partial[Any], arrays: list[Any]
     unfolded form (one Python frame less each), and products on one BLAS thread
     (``nnre.threads``)."""
     unfold = OPS[ins.op].unfold
-    calls = [f] if unfold is None else unfold(*f.args, out=arrays[ins.out], **dict(ins.attrs))
+    calls: list[Callable[[], Any]] = [f] if unfold is None else \
+        unfold(*f.args, out=arrays[ins.out], **dict(ins.attrs))
     if OPS[ins.op].products and len(calls) == 1:
         return single_threaded(calls[0])
     return calls

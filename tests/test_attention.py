@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import nnre
-from nnre.compiler import compile_sequence
+from nndk.sequence import compile_sequence
 from nnre.equations import check
 from nnre.errors import ContextError, EquationError
 from nnre.vm import bind_stage, run_prologue
@@ -169,7 +169,8 @@ def test_a_recurrence_has_no_sequence_form() -> None:
 
 @pytest.mark.parametrize("optimize", [False, True])
 def test_the_sequence_form_has_the_gradient_of_central_differences(optimize: bool) -> None:
-    from test_autodiff import CASES, DIMS as CASE_DIMS
+    from test_autodiff import CASES
+    from test_autodiff import DIMS as CASE_DIMS
 
     from nndk.gradcheck import gradcheck, make_problem
 

@@ -12,7 +12,7 @@ import pytest
 import nnre
 from nndk.learner import Learner
 from nndk.models import read_model
-from nnre.compiler import compile_sequence
+from nndk.sequence import compile_sequence
 from nnre.equations import check
 from nnre.vm import bind_stage, run_prologue
 

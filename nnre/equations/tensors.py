@@ -178,7 +178,7 @@ class _Checker:
         if not -len(row) <= axis < len(row) or len(history) != len(row):
             raise self.error(f"{what} appends {self.show(row)} to {self.show(history)}: they "
                              "need the same number of axes and an axis of theirs", eq.target.pos,
-                             expected=f"'{eq.target.raw} = [{eq.target.name}ₜ₋₁; r]' with r one row")
+                             expected=f"'{eq.target.raw} = [{eq.target.name}ₜ₋₁; r]', r one row")
         axis %= len(row)
         self.unify(tuple(v for i, v in enumerate(history) if i != axis),
                    tuple(v for i, v in enumerate(row) if i != axis), eq.target.pos, what)
