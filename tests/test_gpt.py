@@ -135,3 +135,22 @@ def test_the_onnx_export_runs_in_onnxruntime_step_by_step_and_all_at_once(
     whole = ort.InferenceSession(export_model(model, sequence=True).SerializeToString())
     (y,) = whole.run(None, {"x": ids[:, :, None].astype(np.float32)})
     np.testing.assert_allclose(y, want["y"].transpose(1, 0, 2), rtol=1e-4, atol=1e-6)
+
+
+def test_scoring_reads_a_long_text_in_chunks_of_the_context(
+        weights: dict[str, np.ndarray]) -> None:
+    text, _ = read_model("gpt")
+    codecs = {"x": {"id": "char", "vocab": list("abcde")},
+              "y": {"id": "sample", "vocab": list("abcde")}}
+    model = nnre.Model.from_equations(text, weights, DIMS, dtype="float64",
+                                      metadata={"codecs": codecs})
+    chars = "abcdeedcbaabbccddeeaa"
+    got = model.score(chars)
+    net = GPT({k: v.astype(np.float64) for k, v in weights.items()}, 2, 2).double()
+    want = []
+    for start in range(0, len(chars), 6):  # no prime (no newline): each chunk's first free
+        ids = ["abcde".index(c) for c in chars[start:start + 6]]
+        with torch.no_grad():
+            logp = torch.log_softmax(net(torch.tensor([ids]))[0], -1).numpy()
+        want += [-logp[i, ids[i + 1]] / np.log(2) for i in range(len(ids) - 1)]
+    np.testing.assert_allclose(got.bits, want, rtol=1e-9)
