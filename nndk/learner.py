@@ -19,6 +19,7 @@ from nndk.checkpoint import CheckpointError, take
 from nndk.init import init_param
 from nndk.layout import place_params
 from nndk.optim import OPTIMIZERS, clip_global_norm
+from nndk.sequence import compile_sequence
 from nndk.unrolled import Unrolled, history_rows
 from nnre.compiler import compile_checked
 from nnre.equations import Checked, param_shapes
@@ -36,24 +37,29 @@ class Learner:
 
     def __init__(self, checked: Checked, equations: str, optimizer: str, seed: int,
                  init: str, hyper: Mapping[str, float] | None = None, dropout: float = 0.0,
-                 filename: str = "the model") -> None:
+                 filename: str = "the model", sequence: bool = False) -> None:
+        """``sequence``: train the equations' sequence form (every step at once, attention);
+        the runtime model is then the step form of the same text."""
         self.equations = equations
+        self.checked = checked
         self.dims = checked.shapes.dims
         self.shapes = param_shapes(checked)
         # dropout is rewritten before the optimizer runs: the training program with masks
-        # (or none, at P = 0), and the program nnre runs, for evaluation-free uses
-        unoptimized = compile_checked(checked, "float32", optimize=False, contiguous=True)
+        # (or none, at P = 0), and the program nnre runs, for samples
+        unoptimized = compile_sequence(checked, "float32", optimize=False) if sequence else \
+            compile_checked(checked, "float32", optimize=False, contiguous=True)
         if dropout > 0 and not drop.count(unoptimized):
             raise drop.DropoutError(f"--dropout {dropout}: {filename} has no dropout(…) to "
                                     "apply it to; write dropout(x) where entries of x "
                                     "should be dropped in training")
-        self.plain = optimize_program(drop.without(unoptimized))
+        plain = optimize_program(drop.without(unoptimized))
         self.dropout = dropout
         self.masks: dict[str, int] = {}
-        self.prog = self.plain
+        self.prog = plain
         if dropout > 0:
             masked, self.masks = drop.with_masks(unoptimized, filename)
             self.prog = optimize_program(masked)
+        self.step_prog = None if sequence else plain
         self.rng = np.random.default_rng(seed)
         self.params, placed = place_params(self.prog)
         for name, value in self.params.items():  # in program order: one seed, one result
@@ -121,7 +127,9 @@ class Learner:
     def runtime_model(self, metadata: dict[str, Any] | None = None) -> Model:
         """The current weights as a runtime Model, sharing the compiled program."""
         weights = {n: a.reshape(self.shapes[n]) for n, a in self.params.items()}
-        return Model(self.plain, weights, equations=self.equations, dims=self.dims,
+        if self.step_prog is None:
+            self.step_prog = compile_checked(self.checked, "float32")
+        return Model(self.step_prog, weights, equations=self.equations, dims=self.dims,
                      param_specs={}, metadata=metadata)
 
     def load_weights(self, weights: Mapping[str, np.ndarray], source: str) -> None:

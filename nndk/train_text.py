@@ -32,10 +32,11 @@ class TextTrainer(Trainer):
     """Characters in, the next character out: char-rnn's streams with carried state."""
 
     kind = "text"
+    sequence = False  # trained through the sequence form (nndk.train_sequence)
 
     def __init__(self, config: TrainConfig, data_path: str | Path, equations: str,
                  filename: str, data: TextData) -> None:
-        module = parse(equations, filename)
+        module = parse(equations, filename, config.dims)
         roles = analyse(module)
         if len(roles.inputs) != 1:
             raise TrainingError(f"a character model needs exactly one input, {filename} has "
@@ -51,7 +52,8 @@ class TextTrainer(Trainer):
         checked = check(equations, config.dims, filename=filename, known=known)
         check_budget(checked, config.optimizer, config.seq_length, config.batch_size)
         self.output = pick_output(checked, data.size, filename, config.output)
-        super().__init__(config, learner_for(config, checked, equations, filename), filename)
+        super().__init__(config, learner_for(config, checked, equations, filename,
+                                             self.sequence), filename)
         self.data_path = str(data_path)
         self.data = data
         self.batch_index = 0

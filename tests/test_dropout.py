@@ -244,3 +244,69 @@ def test_arrays_train_with_dropout_and_evaluate_without(tmp_path: Path) -> None:
     second.fit(tmp_path / "b", quiet)
     for name, value in trainer.params.items():
         np.testing.assert_array_equal(second.params[name], value, err_msg=name)
+
+
+GPT = read_model("gpt")[0]
+GPT_DROPPED = (GPT.replace("h^{(0)}ₜ = (E[xₜ] + P[t])ᵀ", "h^{(0)}ₜ = dropout((E[xₜ] + P[t])ᵀ)")
+               .replace("reshape(softmax(Q^{(l)}ₜ K^{(l)}ₜᵀ / √d_h) V^{(l)}ₜ)",
+                        "reshape(dropout(softmax(Q^{(l)}ₜ K^{(l)}ₜᵀ / √d_h)) V^{(l)}ₜ)")
+               .replace("h^{(l-1)}ₜ + W^{(l)}_o o^{(l)}ₜ",
+                        "h^{(l-1)}ₜ + dropout(W^{(l)}_o o^{(l)}ₜ)"))
+GPT_DIMS = {"L": 1, "heads": 2, "d": 8, "context": 8}
+
+
+def test_the_sequence_form_with_a_fixed_mask_has_the_gradient_of_central_differences(
+        ) -> None:
+    """Attention trains in its sequence form (every step at once): the mask there is one
+    entry per step of the context, and the gradient is still that of the mask written out."""
+    from test_autodiff import CASES
+    from test_autodiff import DIMS as CASE_DIMS
+
+    from nndk.sequence import compile_sequence
+
+    old = "yₜ = softmax(U (eₜ + oₜ)"
+    text = CASES["attention"].replace(old, "yₜ = softmax(U dropout(eₜ + oₜ)")
+    oracle = CASES["attention"].replace(old, "yₜ = softmax(U ((eₜ + oₜ) ⊙ zₜ)") + \
+        "zₜ ∈ ℝ^4\n"
+    problem = make_problem(oracle, CASE_DIMS, batch=2, sequence=True)
+    masked, masks = with_masks(compile_sequence(check(text, CASE_DIMS), "float64", False), "t")
+    masked = optimize(masked)
+    masked.inputs["z"] = masked.inputs.pop(next(iter(masks)))
+    assert masked.slots[masked.inputs["z"]].shape == (CASE_DIMS["D"], 4)  # a step per row
+    problem.prog = masked
+    problem.feeds["z"] = (np.random.default_rng(2).random(problem.feeds["z"].shape) >= 0.3) / 0.7
+    errors = gradcheck(problem)
+    assert any(k.startswith("param W_k") for k in errors)
+    assert max(errors.values()) < 1e-6, errors
+
+
+def test_gpt_with_nanogpts_dropouts_trains_resumes_and_evaluates_without_them(
+        corpus: Path, tmp_path: Path) -> None:
+    """nanoGPT's three places (embeddings, attention weights, the attention's output):
+    P = 0 trains bit for bit as the gpt template; P = 0.2 changes training, resumes bit for
+    bit, and evaluates (and samples) as the template at the same weights."""
+    options = dict(dims=GPT_DIMS, batch_size=4, steps=6, eval_every=3, sample_length=0,
+                   lr=1e-2, eval_iters=2, optimizer="adamw", beta2=0.99, warmup=2,
+                   lr_schedule="cosine", clip=1.0)
+    model = eqn(tmp_path, GPT_DROPPED)
+    plain = start(TrainConfig(model="gpt", **options), corpus)
+    plain.fit(tmp_path / "a", quiet)
+    zero = start(TrainConfig(model=model, dropout=0.0, **options), corpus)
+    zero.fit(tmp_path / "b", quiet)
+    assert zero.history == plain.history
+    for name, value in plain.params.items():
+        np.testing.assert_array_equal(zero.params[name], value, err_msg=name)
+
+    dropped = start(TrainConfig(model=model, dropout=0.2, **options), corpus)
+    assert len(dropped.learner.masks) == 3
+    fresh = start(TrainConfig(model="gpt", **options), corpus)
+    assert dropped.evaluate() == pytest.approx(fresh.evaluate(), rel=1e-6)
+    assert dropped.sample(20) == fresh.sample(20)
+    dropped.fit(tmp_path / "c", quiet)
+    assert dropped.history["train_loss"] != plain.history["train_loss"]
+    first = start(TrainConfig(model=model, dropout=0.2, **(options | {"steps": 3})), corpus)
+    first.fit(tmp_path / "d", quiet)
+    second = resume(tmp_path / "d", steps=6)
+    second.fit(tmp_path / "d", quiet)
+    for name, value in dropped.params.items():
+        np.testing.assert_array_equal(second.params[name], value, err_msg=name)
