@@ -247,11 +247,13 @@ def test_arrays_train_with_dropout_and_evaluate_without(tmp_path: Path) -> None:
 
 
 GPT = read_model("gpt")[0]
-GPT_DROPPED = (GPT.replace("h^{(0)}ₜ = (E[xₜ] + P[t])ᵀ", "h^{(0)}ₜ = dropout((E[xₜ] + P[t])ᵀ)")
-               .replace("reshape(softmax(Q^{(l)}ₜ K^{(l)}ₜᵀ / √d_h) V^{(l)}ₜ)",
-                        "reshape(dropout(softmax(Q^{(l)}ₜ K^{(l)}ₜᵀ / √d_h)) V^{(l)}ₜ)")
-               .replace("h^{(l-1)}ₜ + W^{(l)}_o o^{(l)}ₜ",
-                        "h^{(l-1)}ₜ + dropout(W^{(l)}_o o^{(l)}ₜ)"))
+GPT_DROPPED = GPT  # the template marks nanoGPT's four places
+GPT_PLAIN = (GPT.replace("dropout((E[xₜ] + P[t])ᵀ)", "(E[xₜ] + P[t])ᵀ")
+             .replace("dropout(softmax(Q^{(l)}ₜ K^{(l)}ₜᵀ / √d_h))",
+                      "softmax(Q^{(l)}ₜ K^{(l)}ₜᵀ / √d_h)")
+             .replace("dropout(W^{(l)}_o o^{(l)}ₜ)", "W^{(l)}_o o^{(l)}ₜ")
+             .replace("dropout(W^{(l)}_2 gelu(W^{(l)}_1 (γ^{(l)}_m ⊙ layer_norm(m^{(l)}ₜ))))",
+                      "W^{(l)}_2 gelu(W^{(l)}_1 (γ^{(l)}_m ⊙ layer_norm(m^{(l)}ₜ)))"))
 GPT_DIMS = {"L": 1, "heads": 2, "d": 8, "context": 8}
 
 
@@ -282,14 +284,16 @@ def test_the_sequence_form_with_a_fixed_mask_has_the_gradient_of_central_differe
 
 def test_gpt_with_nanogpts_dropouts_trains_resumes_and_evaluates_without_them(
         corpus: Path, tmp_path: Path) -> None:
-    """nanoGPT's three places (embeddings, attention weights, the attention's output):
-    P = 0 trains bit for bit as the gpt template; P = 0.2 changes training, resumes bit for
-    bit, and evaluates (and samples) as the template at the same weights."""
+    """nanoGPT's four places (embeddings, attention weights, the attention's and the MLP's
+    outputs): P = 0 trains bit for bit as the template without them; P = 0.2 changes
+    training, resumes bit for bit, and evaluates (and samples) as the template at the same
+    weights."""
     options = dict(dims=GPT_DIMS, batch_size=4, steps=6, eval_every=3, sample_length=0,
                    lr=1e-2, eval_iters=2, optimizer="adamw", beta2=0.99, warmup=2,
                    lr_schedule="cosine", clip=1.0)
-    model = eqn(tmp_path, GPT_DROPPED)
-    plain = start(TrainConfig(model="gpt", **options), corpus)
+    model, bare = "gpt", eqn(tmp_path, GPT_PLAIN)
+    assert "dropout(" not in GPT_PLAIN.split("xₜ ∈ ℕ")[1]
+    plain = start(TrainConfig(model=bare, **options), corpus)
     plain.fit(tmp_path / "a", quiet)
     zero = start(TrainConfig(model=model, dropout=0.0, **options), corpus)
     zero.fit(tmp_path / "b", quiet)
@@ -298,8 +302,8 @@ def test_gpt_with_nanogpts_dropouts_trains_resumes_and_evaluates_without_them(
         np.testing.assert_array_equal(zero.params[name], value, err_msg=name)
 
     dropped = start(TrainConfig(model=model, dropout=0.2, **options), corpus)
-    assert len(dropped.learner.masks) == 3
-    fresh = start(TrainConfig(model="gpt", **options), corpus)
+    assert len(dropped.learner.masks) == 4
+    fresh = start(TrainConfig(model=bare, **options), corpus)
     assert dropped.evaluate() == pytest.approx(fresh.evaluate(), rel=1e-6)
     assert dropped.sample(20) == fresh.sample(20)
     dropped.fit(tmp_path / "c", quiet)
