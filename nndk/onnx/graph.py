@@ -49,9 +49,10 @@ class ImportResult:
     opset: int
     producer: str = ""
     dropped: dict[str, str] = field(default_factory=dict)  # ONNX outputs left out, and why
-    #: ONNX inputs and outputs laid out [N, T, …] (batch_first) in the ONNX graph, which
-    #: transposes them to and from [T, N, …] around its recurrent ops; the model is
-    #: time-major: it takes and gives them [T, N, …].
+    #: ONNX inputs and outputs whose first two axes the model has swapped: laid out
+    #: [N, T, …] (batch_first) in a graph that transposes them to and from [T, N, …] around
+    #: its recurrent ops (the model is time-major: it takes and gives them [T, N, …]), or
+    #: [K, N] (an example per column, read by Gemm's transA; the model takes [N, K]).
     batch_first: tuple[str, ...] = ()
 
 
@@ -79,6 +80,11 @@ class Importer:
     dropped: dict[str, str] = field(default_factory=dict)
     indices: set[str] = field(default_factory=set)  # integer inputs read only as indices
     batch_first: list[str] = field(default_factory=list)  # see ImportResult.batch_first
+    readers: dict[str, list[Any]] = field(default_factory=dict)  # ONNX value → nodes reading it
+    #: (name, shape) → the same entries under that shape: a declared reshape and its source,
+    #: both ways (so a rearrangement reads ``X`` rather than reshaping ``reshape(X)`` back)
+    views: dict[tuple[str, tuple[int, ...]], Dyn] = field(default_factory=dict)
+    made: dict[tuple[Any, ...], Dyn] = field(default_factory=dict)  # rearrangements written
 
     # -- names and weights ---------------------------------------------------------------
     def time(self) -> int | None:
@@ -119,6 +125,16 @@ class Importer:
         self.equations.append((target, dyn.expr))
         return dyn.like(target)
 
+    def mark(self) -> tuple[int, int, dict[Any, Dyn], dict[Any, Dyn]]:
+        """What :meth:`rollback` restores: the equations, declarations and cached forms."""
+        return len(self.equations), len(self.declarations), dict(self.views), dict(self.made)
+
+    def rollback(self, mark: tuple[int, int, dict[Any, Dyn], dict[Any, Dyn]]) -> None:
+        """Forget what a converter wrote before it gave up (another one tries next)."""
+        del self.equations[mark[0]:]
+        del self.declarations[mark[1]:]
+        self.views, self.made = dict(mark[2]), dict(mark[3])
+
     # -- the walk ------------------------------------------------------------------------
     def problem(self, reason: str, node: Any, index: int) -> None:
         first = next((o for o in node.output if o), node.op_type)
@@ -131,6 +147,8 @@ class Importer:
         graph = self.proto.graph
         for node in graph.node:
             self.uses.update(n for n in node.input if n)
+            for n in set(node.input):
+                self.readers.setdefault(n, []).append(node)
         self.uses.update(o.name for o in graph.output)
         for index, node in enumerate(graph.node):
             if any(n and n not in self.values for n in node.input):
@@ -227,7 +245,7 @@ def start(proto: Any) -> Importer:
             imp.names.take(init.name) else None
         imp.values[init.name] = Const(value, ref=ref, source=init.name)
     imp.indices = _index_inputs(graph)
-    swapped = _batch_first_inputs(graph) if imp.lead == 2 else set()
+    swapped = _batch_first_inputs(graph) if imp.lead == 2 else _columns_inputs(graph)
     initial = {n.input[i] for n in graph.node if n.op_type in RECURRENT
                for i in (5, 6) if len(n.input) > i and n.input[i]}
     prev = {names[0]: key for key, names in states.items()}
@@ -263,6 +281,21 @@ def _batch_first_inputs(graph: Any) -> set[str]:
         swaps = [n for n in nodes if n.op_type == "Transpose" and lead_swap(
                  [int(p) for a in n.attribute if a.name == "perm" for p in a.ints], rank)]
         if swaps and all(n in swaps or n.op_type == "Shape" for n in nodes):  # sizes only
+            out.add(vi.name)
+    return out
+
+
+def _columns_inputs(graph: Any) -> set[str]:
+    """Matrix inputs that only Gemm reads as a transposed A (``transA``), or Shape: laid out
+    [K, N], an example per column; the model takes them [N, K]."""
+    out = set()
+    for vi in graph.input:
+        nodes = [n for n in graph.node if vi.name in n.input]
+        gemms = [n for n in nodes if n.op_type == "Gemm" and list(n.input).index(vi.name) == 0
+                 and vi.name not in n.input[1:] and any(a.name == "transA" and a.i
+                                                       for a in n.attribute)]
+        if len(vi.type.tensor_type.shape.dim) == 2 and gemms and \
+                all(n in gemms or n.op_type == "Shape" for n in nodes):
             out.add(vi.name)
     return out
 
@@ -303,7 +336,13 @@ def _input(imp: Importer, vi: Any, batch_first: bool = False) -> None:
     shape = tuple(int(d) for d in dims[imp.lead:] if d is not None)
     name = imp.names.prefer(vi.name, "x", subscript=not imp.timed)
     dyn = Dyn(ex.Name(name, imp.time()), shape, flat=False)
-    imp.values[vi.name] = BatchFirst(dyn) if batch_first else dyn
+    if batch_first and imp.lead == 1:  # [K, N]: the batch on axis 1 (nndk.onnx.rearrange)
+        from nndk.onnx.rearrange import start as lazy
+
+        imp.values[vi.name] = lazy(imp, dyn, f"input '{vi.name}' laid out [K, N] (an "
+                                   "example per column)", axis=1)
+    else:
+        imp.values[vi.name] = BatchFirst(dyn) if batch_first else dyn
     if batch_first:
         imp.batch_first.append(vi.name)
     imp.inputs[vi.name] = (ex.canonical_name(name), "input")

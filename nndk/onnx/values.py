@@ -130,7 +130,23 @@ class BatchFirst:
     dyn: Dyn
 
 
-Value = Const | Dyn | SeqY | Final | Finals | InitState | Dims | Zeros | Label | BatchFirst
+@dataclass(frozen=True, eq=False)
+class Lazy:
+    """A per-example value whose entries an exporter has moved around (``Transpose``,
+    ``Reshape``, ``Gather``… over every axis, the batch's too), not yet written as an
+    equation: ``probe`` has the ONNX tensor's shape, for a batch of ``probe.shape`` examples
+    where the batch axis was, and holds ``n·P + i`` at the entry that is entry ``i`` (row-major)
+    of example ``n``'s ``base`` (``P`` entries). The batch axis may stand anywhere, or be merged
+    with another axis (``[T, N·H, d]``); :mod:`nndk.onnx.rearrange` reads where it is."""
+
+    base: Dyn
+    probe: np.ndarray
+    batch: int  # examples in the probe: the graph's batch size, or 2 when it is not fixed
+    exact: bool  # the probe has the graph's own batch size (a Reshape may name it)
+    reason: str = ""  # the node that first moved the batch axis, for messages
+
+
+Value = Const | Dyn | SeqY | Final | Finals | InitState | Dims | Zeros | Label | BatchFirst | Lazy
 
 #: What each kind of value is, in the words of an error message.
 WHAT = {"Const": "a constant", "Dyn": "a per-example value",
@@ -141,4 +157,5 @@ WHAT = {"Const": "a constant", "Dyn": "a per-example value",
         "BatchFirst": "a batch-first sequence [N, T, …] (read only by the Transpose back "
                       "to [T, N, …] and by ops on each step alone, beside constants and "
                       "other batch-first values)",
+        "Lazy": "a per-example value whose batch axis an earlier node moved",
         "NoneType": "missing"}
