@@ -73,3 +73,37 @@ def test_gemm_trans_a_of_examples_as_rows_is_refused() -> None:
     with pytest.raises(OnnxError, match=r"Gemm with transA of a value laid out \[N, K\], an "
                                         r"example per row \(Aᵀ B would add up the examples\)"):
         import_model(proto)
+
+
+CAUSAL = np.triu(np.full((4, 4), -np.inf, np.float32), 1)
+
+
+@pytest.mark.parametrize("how", ["Add", "Where"])
+def test_a_causal_mask_of_minus_infinity_before_a_softmax(how: str) -> None:
+    """scores + M and Where(mask, −∞, scores) feeding a softmax: −∞ becomes the dtype's most
+    negative number (a bundle holds finite weights), which gives the same probabilities."""
+    if how == "Add":
+        nodes = [n("MatMul", ["X", "W"], ["s"]), n("Add", ["s", "M"], ["a"]),
+                 n("Softmax", ["a"], ["y"], axis=-1)]
+        inits = [_const("M", CAUSAL)]
+    else:
+        nodes = [n("MatMul", ["X", "W"], ["s"]), n("Where", ["keep", "ninf", "s"], ["a"]),
+                 n("Softmax", ["a"], ["y"], axis=-1)]
+        inits = [_const("keep", np.isinf(CAUSAL), np.bool_), _const("ninf", -np.inf)]
+    inits.append(_const("W", RNG.normal(size=(3, 4))))
+    proto = _model(nodes, inits, {"X": [2, 4, 3]}, ["y"])
+    result = _agree(proto, {"X": RNG.normal(size=(2, 4, 3)).astype(np.float32)})
+    assert all(np.isfinite(w).all() for w in result.weights.values())
+
+
+def test_minus_infinity_read_by_more_than_a_softmax_is_kept() -> None:
+    """Masked scores that are an output too keep their −∞ (which packing then refuses: a
+    bundle holds finite weights); a row masked whole is refused."""
+    nodes = [n("Add", ["X", "M"], ["a"]), n("Softmax", ["a"], ["y"], axis=-1)]
+    proto = _model(nodes, [_const("M", CAUSAL)], {"X": [2, 4, 4]}, ["y", "a"])
+    assert any(np.isneginf(w).any() for w in import_model(proto).weights.values())
+    whole = CAUSAL.copy()
+    whole[0] = -np.inf  # a row with every entry masked: NaN in ONNX
+    proto = _model(nodes, [_const("M", whole)], {"X": [2, 4, 4]}, ["y"])
+    with pytest.raises(OnnxError, match="masks a whole row of a softmax's input with −∞"):
+        import_model(proto)

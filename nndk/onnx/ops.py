@@ -47,8 +47,9 @@ def convert(imp: Importer, node: Any, args: Args) -> list[Value]:
     rule = rule_for(node.op_type)
     if rule is None:
         raise Unsupported(f"op {node.op_type} is not supported")
-    from nndk.onnx import linear, moved
+    from nndk.onnx import linear, masks, moved
 
+    args = masks.finite(imp, node, args)  # −∞ in a mask only a softmax reads
 
     fallback = linear.RULES.get(node.op_type)
     mark = imp.mark()
