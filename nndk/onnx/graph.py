@@ -79,6 +79,7 @@ class Importer:
     recurrent_count: int = 0
     dropped: dict[str, str] = field(default_factory=dict)
     indices: set[str] = field(default_factory=set)  # integer inputs read only as indices
+    ids: set[str] = field(default_factory=set)  # integer inputs of token ids (nndk.onnx.ids)
     batch_first: list[str] = field(default_factory=list)  # see ImportResult.batch_first
     readers: dict[str, list[Any]] = field(default_factory=dict)  # ONNX value → nodes reading it
     #: (name, shape) → the same entries under that shape: a declared reshape and its source,
@@ -245,6 +246,9 @@ def start(proto: Any) -> Importer:
             imp.names.take(init.name) else None
         imp.values[init.name] = Const(value, ref=ref, source=init.name)
     imp.indices = _index_inputs(graph)
+    from nndk.onnx.ids import ids_inputs
+
+    imp.ids = ids_inputs(graph) - imp.indices if imp.lead == 1 and not imp.timed else set()
     swapped = _batch_first_inputs(graph) if imp.lead == 2 else _columns_inputs(graph)
     initial = {n.input[i] for n in graph.node if n.op_type in RECURRENT
                for i in (5, 6) if len(n.input) > i and n.input[i]}
@@ -314,9 +318,11 @@ def _input(imp: Importer, vi: Any, batch_first: bool = False) -> None:
     dims = _dims(vi)
     if batch_first:  # [N, T, …]: the model reads it time-major
         dims = [dims[1], dims[0], *dims[2:]]
-    if _elem_type(vi) not in NNRE_DTYPE and _elem_type(vi) != BOOL and vi.name not in imp.indices:
+    if _elem_type(vi) not in NNRE_DTYPE and _elem_type(vi) != BOOL and \
+            vi.name not in imp.indices | imp.ids:
         raise OnnxError(f"input '{vi.name}' is not a float or boolean tensor; nnre inputs are "
-                        "numbers (float32 or float64; booleans are fed as 0 and 1)")
+                        "numbers (float32 or float64; booleans are fed as 0 and 1), or token "
+                        "ids that only Gather reads")
     if len(dims) < imp.lead or any(d is None for d in dims[imp.lead:]):
         axes = "time and batch axes" if imp.lead == 2 else "a batch axis"
         raise OnnxError(f"input '{vi.name}' has shape {_show_dims(dims)}; expected {axes} "
@@ -333,6 +339,10 @@ def _input(imp: Importer, vi: Any, batch_first: bool = False) -> None:
     if imp.lead_sizes and lead != imp.lead_sizes:
         lead = tuple(a if a == b else None for a, b in zip(lead, imp.lead_sizes, strict=True))
     imp.lead_sizes = lead
+    if vi.name in imp.ids:
+        from nndk.onnx.ids import declare
+
+        return declare(imp, vi, dims)
     shape = tuple(int(d) for d in dims[imp.lead:] if d is not None)
     name = imp.names.prefer(vi.name, "x", subscript=not imp.timed)
     dyn = Dyn(ex.Name(name, imp.time()), shape, flat=False)

@@ -28,10 +28,12 @@ Rule = Callable[[Importer, Any, Args, dict[str, Any]], list[Value]]
 
 
 def convert(imp: Importer, node: Any, args: Args) -> list[Value]:
-    from nndk.onnx import moved, shapes
+    from nndk.onnx import ids, moved, shapes
 
     if node.domain in ("", "ai.onnx"):
-        done = moved.convert(imp, node, args, attributes(node))  # batch axis moved, transA
+        done = ids.convert(imp, node, args, attributes(node))  # E[x]: rows by token ids
+        if done is None:
+            done = moved.convert(imp, node, args, attributes(node))  # batch moved, transA
         if done is not None:
             return done
     special = shapes.convert(imp, node, args, attributes(node))  # any domain: a Label's

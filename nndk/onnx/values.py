@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from nndk.onnx.expr import Expr
+from nndk.onnx.expr import Name as ex_Name
 
 
 class Unsupported(Exception):
@@ -146,7 +147,17 @@ class Lazy:
     reason: str = ""  # the node that first moved the batch axis, for messages
 
 
-Value = Const | Dyn | SeqY | Final | Finals | InitState | Dims | Zeros | Label | BatchFirst | Lazy
+@dataclass(frozen=True)
+class Ids:
+    """An integer input of token ids (declared ``x ∈ ℕ`` or ``X ∈ ℕ^T``): only Gather reads it,
+    as the rows of a constant table it picks (``E[x]``)."""
+
+    name: ex_Name
+    shape: tuple[int, ...]  # per example: () for one id, (T,) for T of them
+
+
+Value = (Const | Dyn | SeqY | Final | Finals | InitState | Dims | Zeros | Label | BatchFirst
+         | Lazy | Ids)
 
 #: What each kind of value is, in the words of an error message.
 WHAT = {"Const": "a constant", "Dyn": "a per-example value",
@@ -158,4 +169,5 @@ WHAT = {"Const": "a constant", "Dyn": "a per-example value",
                       "to [T, N, …] and by ops on each step alone, beside constants and "
                       "other batch-first values)",
         "Lazy": "a per-example value whose batch axis an earlier node moved",
+        "Ids": "token ids (an integer input, which only Gather reads, as rows of a table)",
         "NoneType": "missing"}
