@@ -106,7 +106,7 @@ def _outputs(imp: Importer) -> list[str]:
             try:
                 value = written(imp, value)
             except Unsupported as err:
-                imp.problems.setdefault(f"an output of {err}", []).append(vi.name)
+                imp.problems.setdefault(f"output: {err}", []).append(vi.name)
                 continue
         if isinstance(value, BatchFirst):  # [N, T, …] in ONNX; the model gives [T, N, …]
             value = value.dyn

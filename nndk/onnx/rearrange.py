@@ -32,7 +32,7 @@ import numpy as np
 from nndk.onnx import expr as ex
 from nndk.onnx.axes import reshaped
 from nndk.onnx.graph import Importer
-from nndk.onnx.values import WHAT, Const, Dyn, Lazy, Unsupported, Value
+from nndk.onnx.values import WHAT, Const, Dims, Dyn, Lazy, Unsupported, Value
 from nnre import budget
 
 Args = list[Value | None]
@@ -54,10 +54,12 @@ MAX_MATRIX = 1 << 22  # entries of the last resort, a 0/1 matrix over every entr
 
 # -- starting and moving -----------------------------------------------------------------
 def probe_batch(imp: Importer) -> tuple[int, bool]:
-    """Examples in a probe, and whether that is the graph's own batch size (a fixed batch of
-    2 or more; otherwise 2, and a Reshape, which may name the batch size, is refused)."""
+    """Examples in a probe, and whether that is the graph's own batch size (a fixed batch;
+    otherwise 2, and ops whose sizes or indices may name examples are refused). A graph
+    exported with a batch of 1 computes one example: what it does to that one is the model,
+    wherever the batch axis goes."""
     size = imp.lead_sizes[0] if imp.lead_sizes else None
-    return (size, True) if size is not None and size >= 2 else (2, False)
+    return (size, True) if size is not None else (2, False)
 
 
 def _check_size(imp: Importer, entries: int) -> None:
@@ -75,31 +77,62 @@ def start(imp: Importer, x: Dyn, reason: str, axis: int = 0) -> Lazy:
 
 
 def _layout(imp: Importer, node: Any, args: Args, at: dict[str, Any]) -> list[Value]:
-    """A layout op over a Lazy value: the same op over its probe (onnx's reference)."""
-    from onnx.reference import ReferenceEvaluator
-
+    """A layout op over a Lazy value: the same op over its probe (onnx's reference). Without
+    the graph's own batch size, it runs over probes of 2 and of 3 examples too, which must
+    agree on where each example's entries go: a size or index that names examples (a
+    literal batch size, a slice of the batch axis) does not do the same to both."""
     x = args[0]
     assert isinstance(x, Lazy)
-    if node.op_type not in SIZELESS and not x.exact:
+    outs = _run(imp, node, x.probe, _consts(node, args, x.batch))
+    done = [Lazy(x.base, o, x.batch, x.exact, x.reason) for o in outs]
+    if x.exact or node.op_type in SIZELESS:
+        return list(done)
+    place = placement(x)
+    more = _run(imp, node, lay(natural(x, place), x.base.size, place, 3), _consts(node, args, 3))
+    if not all(_same_layout(a, Lazy(x.base, b, 3, False)) for a, b in
+               zip(done, more, strict=True)):
         raise Unsupported(f"{node.op_type} of {WHAT['Lazy']} ({x.reason}) in a graph whose "
-                          "batch size is not fixed at 2 or more: its sizes or indices may "
-                          "name examples (export with a fixed batch of 2 or more)")
-    feeds = {node.input[0]: x.probe}
+                          "batch size is not fixed, with sizes or indices that name examples "
+                          "(export with a fixed batch size)")
+    return list(done)
+
+
+def _consts(node: Any, args: Args, batch: int) -> dict[str, np.ndarray]:
+    """The op's other inputs: constants, or a shape whose unknown entry is the batch size."""
+    out: dict[str, np.ndarray] = {}
     for name, arg in zip(node.input[1:], args[1:], strict=True):
-        if arg is None:
-            continue
-        if not isinstance(arg, Const):
+        if isinstance(arg, Dims):
+            out[name] = np.array([batch if d is None else d for d in arg.dims], np.int64)
+        elif isinstance(arg, Const):
+            out[name] = np.asarray(arg.value)
+        elif arg is not None:
             raise Unsupported(f"{node.op_type} of {WHAT['Lazy']} at places that vary per "
                               "example")
-        feeds[name] = np.asarray(arg.value)
+    return out
+
+
+def _run(imp: Importer, node: Any, probe: np.ndarray, consts: dict[str, np.ndarray]
+         ) -> list[np.ndarray]:
+    from onnx.reference import ReferenceEvaluator
+
     try:
-        outs = ReferenceEvaluator(node, opsets={"": imp.opset}).run(None, feeds)
+        outs = ReferenceEvaluator(node, opsets={"": imp.opset}).run(
+            None, {node.input[0]: probe, **consts})
     except Exception as err:  # the reference raises many types; all mean "not this way"
         raise Unsupported(f"{node.op_type} of {WHAT['Lazy']} could not be followed "
                           f"({type(err).__name__})") from None
     if any(np.asarray(o).size == 0 for o in outs):
         raise Unsupported(f"{node.op_type} that leaves no entries")
-    return [Lazy(x.base, np.asarray(o, np.int64), x.batch, x.exact, x.reason) for o in outs]
+    return [np.asarray(o, np.int64) for o in outs]
+
+
+def _same_layout(a: Lazy, b: Lazy) -> bool:
+    """Two probes of different batch sizes put the examples' entries alike."""
+    try:
+        place = placement(a)
+        return placement(b) == place and np.array_equal(natural(a, place), natural(b, place))
+    except Unsupported:
+        return False
 
 
 def leading(x: Lazy) -> bool:
@@ -152,11 +185,17 @@ def natural(x: Lazy, place: tuple[int, int, bool]) -> np.ndarray:
 
 def relaid(imp: Importer, x: Lazy, value: Dyn, place: tuple[int, int, bool]) -> Lazy:
     """``value`` (per example, in natural order) laid out as ``place`` says."""
-    j, m, inner = place
     value = _base(imp, value)
-    size = value.size
-    parts = [np.arange(size, dtype=np.int64).reshape(value.shape) + n * size
-             for n in range(x.batch)]
+    index = np.arange(value.size, dtype=np.int64).reshape(value.shape)
+    return Lazy(value, lay(index, value.size, place, x.batch), x.batch, x.exact, x.reason)
+
+
+def lay(index: np.ndarray, size: int, place: tuple[int, int, bool], batch: int
+        ) -> np.ndarray:
+    """The probe of ``batch`` examples whose entries (``index`` into ``size`` each, in
+    natural order) are laid out as ``place`` says."""
+    j, m, inner = place
+    parts = [index + n * size for n in range(batch)]
     if m == 1:
         probe = np.stack(parts, axis=j)
     elif not inner:
@@ -164,7 +203,7 @@ def relaid(imp: Importer, x: Lazy, value: Dyn, place: tuple[int, int, bool]) -> 
     else:
         both = np.stack(parts, axis=j + 1)
         probe = both.reshape(*both.shape[:j], -1, *both.shape[j + 2:])
-    return Lazy(value, probe, x.batch, x.exact, x.reason)
+    return probe
 
 
 # -- writing the entries -----------------------------------------------------------------
@@ -174,7 +213,8 @@ Build = Callable[[], Dyn]
 def written(imp: Importer, x: Lazy) -> Dyn:
     """The value of a Lazy whose batch leads, as an equation expression."""
     if not leading(x):
-        raise Unsupported(f"{WHAT['Lazy']} ({x.reason}), not moved back to the first axis")
+        raise Unsupported(f"{x.reason}, and no later node puts each example's entries back "
+                          "together behind the first axis")
     return build(imp, x.base, x.probe[0] % x.base.size)
 
 
