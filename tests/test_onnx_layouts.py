@@ -107,3 +107,93 @@ def test_minus_infinity_read_by_more_than_a_softmax_is_kept() -> None:
     proto = _model(nodes, [_const("M", whole)], {"X": [2, 4, 4]}, ["y"])
     with pytest.raises(OnnxError, match="masks a whole row of a softmax's input with −∞"):
         import_model(proto)
+
+
+def _ints(name: str, value: list[int]) -> object:
+    return _const(name, value, np.int64)
+
+
+SWAP = n("Transpose", ["X"], ["t"], perm=[1, 0, 2])  # [N, T, E] → [T, N, E]
+BACK = n("Transpose", ["z"], ["y"], perm=[1, 0, 2])
+
+
+@pytest.mark.parametrize("batch", [3, "N"])
+def test_ops_with_the_batch_on_axis_one_or_merged_match_onnxruntime(batch: object) -> None:
+    """[T, N, E] through a product, a bias, relu, a softmax and a layer norm along the last
+    axis; then [T·N, E] (the batch merged as the inner factor) through Gemm, and back:
+    each op written per example on each example's (T, E) entries."""
+    nodes = [SWAP, n("MatMul", ["t", "W"], ["m"]), n("Add", ["m", "b"], ["a"]),
+             n("Relu", ["a"], ["r"]), n("Softmax", ["r"], ["s"], axis=-1),
+             n("LayerNormalization", ["s", "g", "b"], ["ln"], axis=-1),
+             n("Reshape", ["ln", "flat"], ["f"]), n("Gemm", ["f", "G", "c"], ["gm"], transB=1),
+             n("Reshape", ["gm", "back"], ["z"]), BACK]
+    inits = [_const("W", RNG.normal(size=(5, 4))), _const("b", RNG.normal(size=4)),
+             _const("g", RNG.normal(size=4)), _const("G", RNG.normal(size=(2, 4))),
+             _const("c", RNG.normal(size=2)), _ints("flat", [-1, 4]),
+             _ints("back", [4, -1, 2])]
+    proto = _model(nodes, inits, {"X": [batch, 4, 5]}, ["y"])
+    _agree(proto, {"X": RNG.normal(size=(3, 4, 5)).astype(np.float32)})
+
+
+@pytest.mark.parametrize("node, inits, message", [
+    (n("Softmax", ["t"], ["z"], axis=1), [], "along the axis that holds the batch"),
+    (n("LayerNormalization", ["t", "g"], ["z"], axis=0), [_const("g", np.ones((3, 5)))],
+     "along the axis that holds the batch"),
+    (n("MatMul", ["t", "W3"], ["z"]), [_const("W3", np.ones((4, 5, 2)))],
+     "not a product by a constant matrix on the right"),
+    (n("Add", ["t", "k"], ["z"]), [_const("k", np.arange(3.0).reshape(1, 3, 1))],
+     "a constant that varies along the batch's axis"),
+    (n("Reshape", ["t", "lit"], ["z"]), [_ints("lit", [12, 5])], "name examples"),
+    (n("Gather", ["t", "ix"], ["z"], axis=1), [_ints("ix", [0, 1])], "name examples"),
+    (n("ReduceSum", ["t"], ["z"], keepdims=1), [],
+     "ReduceSum of a per-example value whose batch axis"),
+])
+def test_ops_that_would_mix_moved_examples_are_refused(node: object, inits: list,
+                                                       message: str) -> None:
+    """With the batch size unknown, picking examples 0 and 1 is all of a probe of 2 but
+    not of 3: refused, as is a reshape to a size that holds a batch of 3 only."""
+    proto = _model([SWAP, node, BACK], inits, {"X": ["N", 4, 5]}, ["y"])
+    with pytest.raises(OnnxError, match=message):
+        import_model(proto)
+
+
+def test_an_output_left_with_the_batch_moved_is_refused() -> None:
+    proto = _model([SWAP], [], {"X": [3, 4, 5]}, ["t"])
+    with pytest.raises(OnnxError, match="Transpose that moves the batch axis .* and no later "
+                                        "node puts each example's entries back together"):
+        import_model(proto)
+
+
+@pytest.mark.parametrize("seed", range(24))
+def test_random_rearrangements_are_written_exactly_or_refused(seed: int) -> None:
+    """Random transposes over every axis (the batch's too), a reshape merging two axes,
+    and a transpose that brings the batch back first, then a product that reads the result:
+    imported, the model equals onnxruntime (its entries are moved by 0/1 weights), or the
+    import is refused for want of a form."""
+    rng, batch = np.random.default_rng(seed), 5  # no other axis has 5 entries
+    sizes = [int(s) for s in rng.choice([2, 3, 4], size=3)]
+    first = [int(p) for p in rng.permutation(4)]
+    shape = [[batch, *sizes][p] for p in first]
+    cut = int(rng.integers(1, 4))  # merge axes cut − 1 and cut, unless the batch is one
+    merged = shape if 0 in (first[cut - 1], first[cut]) else \
+        shape[:cut - 1] + [shape[cut - 1] * shape[cut]] + shape[cut + 1:]
+    at = merged.index(batch)
+    back = [at, *[int(p) for p in rng.permutation([i for i in range(len(merged)) if i != at])]]
+    nodes = [n("Transpose", ["X"], ["a"], perm=first),
+             n("Reshape", ["a", "s"], ["b"]), n("Transpose", ["b"], ["c"], perm=back),
+             n("Reshape", ["c", "flat"], ["f"]), n("MatMul", ["f", "W"], ["m"]),
+             n("Reshape", ["m", "out"], ["y"])]
+    total = int(np.prod(sizes))
+    cols = [int(np.prod(sizes[:k])) for k in (1, 2)][seed % 2]  # read as rows × cols
+    inits = [_ints("s", merged), _ints("flat", [batch, total // cols, cols]),
+             _const("W", rng.normal(size=(cols, 3))), _ints("out", [batch, -1])]
+    proto = _model(nodes, inits, {"X": [batch, *sizes]}, ["y"])
+    try:
+        result = import_model(proto)
+    except OnnxError as err:
+        assert "no form for" in str(err), err
+        return
+    feeds = {"X": rng.normal(size=(batch, *sizes)).astype(np.float32)}
+    got = _run(result, feeds)["y"]
+    want = ort_runner(proto)(feeds)["y"]
+    np.testing.assert_allclose(got.reshape(want.shape), want, rtol=1e-5, atol=1e-5)

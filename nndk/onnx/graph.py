@@ -126,15 +126,19 @@ class Importer:
         self.equations.append((target, dyn.expr))
         return dyn.like(target)
 
-    def mark(self) -> tuple[int, int, dict[Any, Dyn], dict[Any, Dyn]]:
-        """What :meth:`rollback` restores: the equations, declarations and cached forms."""
-        return len(self.equations), len(self.declarations), dict(self.views), dict(self.made)
+    def mark(self) -> tuple[Any, ...]:
+        """What :meth:`rollback` restores: equations, declarations, weights, cached forms."""
+        return (len(self.equations), len(self.declarations), set(self.weights),
+                dict(self.cache), dict(self.views), dict(self.made))
 
-    def rollback(self, mark: tuple[int, int, dict[Any, Dyn], dict[Any, Dyn]]) -> None:
+    def rollback(self, mark: tuple[Any, ...]) -> None:
         """Forget what a converter wrote before it gave up (another one tries next)."""
-        del self.equations[mark[0]:]
-        del self.declarations[mark[1]:]
-        self.views, self.made = dict(mark[2]), dict(mark[3])
+        equations, declarations, weights, cache, views, made = mark
+        del self.equations[equations:]
+        del self.declarations[declarations:]
+        for name in set(self.weights) - weights:
+            del self.weights[name]
+        self.cache, self.views, self.made = dict(cache), dict(views), dict(made)
 
     # -- the walk ------------------------------------------------------------------------
     def problem(self, reason: str, node: Any, index: int) -> None:

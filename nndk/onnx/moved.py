@@ -124,13 +124,14 @@ def _natural(imp: Importer, node: Any, args: Args, at: dict[str, Any]) -> list[V
         raise Unsupported(f"{where}, beside a value laid out otherwise")
     changes: dict[str, Any] = {}
     if op in ra.ALONG:
-        axis = int(at.get("axis", -1 if op != "Softmax" or imp.opset >= 13 else 1)) % rank
-        if axis <= j and (op == "LayerNormalization" or axis == j):
+        softmax = op != "LayerNormalization"
+        axis = int(at.get("axis", -1 if not softmax or imp.opset >= 13 else 1)) % rank
+        onward = not softmax or imp.opset < 13  # over the axes from ``axis`` on
+        if axis == j or (onward and axis < j):
             raise Unsupported(f"{where}, along the axis that holds the batch")
         changes["axis"] = _own(axis, place) + 1
     elif op in ("MatMul", "Gemm"):
-        if j == rank - 1 or not isinstance(args[1], Const) or isinstance(args[0], Const) or \
-                int(at.get("transA", 0)):
+        if j == rank - 1 or not _by_matrix(args, at):
             raise Unsupported(f"{where}, not a product by a constant matrix on the right")
     elif op not in ra.ENTRYWISE:
         raise Unsupported(f"{where} (it reads the examples' entries in their ONNX order, "
@@ -147,6 +148,16 @@ def _natural(imp: Importer, node: Any, args: Args, at: dict[str, Any]) -> list[V
             mine.append(a)
     outs = _apply(imp, node, mine, changes)
     return [ra.relaid(imp, first, o, place) if isinstance(o, Dyn) else o for o in outs]
+
+
+def _by_matrix(args: Args, at: dict[str, Any]) -> bool:
+    """A product of rows by a constant matrix (and Gemm's C the same for every row): the
+    same for each example's rows, wherever the batch is among them."""
+    b = args[1]
+    c = args[2] if len(args) > 2 else None
+    return isinstance(args[0], Lazy) and isinstance(b, Const) and np.ndim(b.value) <= 2 \
+        and not int(at.get("transA", 0)) and (c is None or isinstance(c, Const) and (
+            np.ndim(c.value) < 2 or np.shape(c.value)[0] == 1))
 
 
 def _own(axis: int, place: tuple[int, int, bool]) -> int:

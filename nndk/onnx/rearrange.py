@@ -83,17 +83,27 @@ def _layout(imp: Importer, node: Any, args: Args, at: dict[str, Any]) -> list[Va
     literal batch size, a slice of the batch axis) does not do the same to both."""
     x = args[0]
     assert isinstance(x, Lazy)
-    outs = _run(imp, node, x.probe, _consts(node, args, x.batch))
+    unfixed = Unsupported(f"{node.op_type} of {WHAT['Lazy']} ({x.reason}) in a graph whose "
+                          "batch size is not fixed, with sizes or indices that name examples "
+                          "(export with a fixed batch size)")
+    try:
+        outs = _run(imp, node, x.probe, _consts(node, args, x.batch))
+    except Unsupported:
+        if x.exact:
+            raise
+        raise unfixed from None
     done = [Lazy(x.base, o, x.batch, x.exact, x.reason) for o in outs]
     if x.exact or node.op_type in SIZELESS:
         return list(done)
     place = placement(x)
-    more = _run(imp, node, lay(natural(x, place), x.base.size, place, 3), _consts(node, args, 3))
+    try:
+        more = _run(imp, node, lay(natural(x, place), x.base.size, place, 3),
+                    _consts(node, args, 3))
+    except Unsupported:
+        raise unfixed from None
     if not all(_same_layout(a, Lazy(x.base, b, 3, False)) for a, b in
                zip(done, more, strict=True)):
-        raise Unsupported(f"{node.op_type} of {WHAT['Lazy']} ({x.reason}) in a graph whose "
-                          "batch size is not fixed, with sizes or indices that name examples "
-                          "(export with a fixed batch size)")
+        raise unfixed
     return list(done)
 
 
@@ -232,6 +242,7 @@ def build(imp: Importer, base: Dyn, index: np.ndarray) -> Dyn:
                           "that the equations have no form for (a transpose of axes of equal "
                           "sizes, neither the last two nor heads side by side)")
     cost, make = min(options, key=lambda o: o[0])
+    _check_size(imp, cost)  # the 0/1 weight, as float64 at most
     out = make()
     imp.made[key] = out
     return out
