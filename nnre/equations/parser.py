@@ -541,8 +541,8 @@ class Parser:
         elif self.tok.kind in _ATOM_START:
             func = BY_ARITY.get((tok.text, 1), "")
             if not func:  # where a: a function of several arguments needs its parentheses
-                counts = " or ".join(str(n) for s, n in sorted(BY_ARITY) if s == tok.text)
-                raise self.error(f"{tok.raw} takes {counts} arguments", tok,
+                arities = " or ".join(str(n) for s, n in sorted(BY_ARITY) if s == tok.text)
+                raise self.error(f"{tok.raw} takes {arities} arguments", tok,
                                  expected=f"{tok.raw}(…, …) with its arguments in parentheses")
             args = [self.postfix()]
         else:
