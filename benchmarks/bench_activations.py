@@ -5,8 +5,10 @@ on both sides. nnre runs the op's kernel (``Op.kernel`` into a preallocated ``ou
 bound calls (``Op.unfold`` / ``Op.vjp_calls``: what the runtime's tapes run) and, for the
 VJP, the rule returning a new array (``Op.vjp``); PyTorch runs torch.nn.functional.gelu,
 torch.erf, and autograd's backward through gelu (``torch.autograd.grad`` on a kept graph).
-Prints µs per call (best of N) and nnre / torch, with the load average; both sides are
-checked to agree first.
+Prints µs per call, best of N, as wall time (benchmarks/timing.py) and as this thread's CPU
+time (``time.thread_time``: on a loaded machine a call of several ms is nearly always
+preempted, which only the wall time counts), nnre / torch on CPU time, and the load
+average; both sides are checked to agree first.
 
 Run: python benchmarks/bench_activations.py [--repeats 20] [--shape 12 64 512]
 """
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -23,6 +26,17 @@ from timing import best_of
 
 from nnre.ops import OPS
 from nnre.threads import set_blas_threads
+
+
+def cpu_best_of(fn: Callable[[], object], repeats: int) -> float:
+    """The fewest CPU seconds this thread spent in one call of ``fn``."""
+    fn()
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.thread_time()
+        fn()
+        best = min(best, time.thread_time() - start)
+    return best
 
 
 def _run_all(calls: list[Callable[[], Any]]) -> None:
@@ -84,12 +98,16 @@ def main() -> None:
         x = (rng.standard_normal(args.shape) * 2).astype(dtype)
         g = rng.standard_normal(args.shape).astype(dtype)
         print(f"\n{np.dtype(dtype).name}:")
+        print(f"  {'':22s} {'wall µs':>8s} {'CPU µs':>8s}  nnre/torch (CPU)")
         for label, ours, theirs in cases(torch, x, g):
-            ref = best_of(theirs, args.repeats) * 1e6
-            print(f"  {label:9s} torch {ref:8.0f} µs")
-            for way, fn in ours.items():
-                t = best_of(fn, args.repeats) * 1e6
-                print(f"  {'':9s} nnre {way:6s} {t:8.0f} µs   ×{t / ref:5.1f}")
+            ways = {"torch": theirs, **{f"nnre {k}": v for k, v in ours.items()}}
+            ref = 0.0
+            for k, (way, fn) in enumerate(ways.items()):
+                wall = best_of(fn, args.repeats) * 1e6
+                cpu = cpu_best_of(fn, args.repeats) * 1e6
+                ref = ref or cpu
+                ratio = f"×{cpu / ref:5.1f}" if k else ""
+                print(f"  {label if not k else '':9s} {way:12s} {wall:8.0f} {cpu:8.0f}  {ratio}")
 
 
 if __name__ == "__main__":
