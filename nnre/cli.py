@@ -111,7 +111,7 @@ def cli() -> None:
 @click.option("--no-tensors", is_flag=True, help="Leave out the tensor table.")
 def inspect(path: str, as_json: bool, no_tensors: bool) -> None:
     """Show a bundle's format, id, signature, equations, tensors and metadata."""
-    facts = info(bundle.decode(path), tensors=not no_tensors)
+    facts = info(bundle.decode(loader.resolve(path)), tensors=not no_tensors)
     if as_json:  # readable Unicode, but nothing a terminal would obey (json_escaped)
         click.echo(json_escaped(json.dumps(facts, indent=2, ensure_ascii=False)))
     else:
