@@ -228,7 +228,7 @@ def test_import_nnre_needs_no_extra_and_a_missing_one_says_what_to_install(
         tmp_path: Path) -> None:
     code = f"""
 import sys
-import nnre, nnre.loader, nnre.remote
+import nnre, nnre.loader, nnre.remote, nnre.ray
 nnre.load({str(LIGHTHOUSE)!r})
 heavy = sorted(m for m in ('fsspec', 'aiohttp', 's3fs', 'ray', 'pyarrow') if m in sys.modules)
 assert not heavy, heavy
