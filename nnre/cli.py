@@ -183,6 +183,8 @@ RUN_HELP = """Generate text (streamed), or run tensors from --input / --input-js
 Sampling options left out take the bundle's recommended settings (`nnre inspect
 MODEL.bundle` shows them under 'sampling'), else the defaults named below. Without
 --seed a random one is used and printed on stderr, so a good text can be made again.
+MODEL.bundle may be an https:// or s3:// URL (pip install 'nnre[remote]'): fetched once
+into the cache, verified, and fetched again only when the remote file changes.
 
 \b
 Examples:
@@ -192,6 +194,7 @@ Examples:
   nnre run m.bundle -p "3 May." --num-samples 4 --seed 1   # 4 texts, one batch
   nnre run m.bundle --temp 0                                # greedy
   echo '{"x": [[0.1, 0.2, 0.3]]}' | nnre run m.bundle --input -
+  nnre run https://example.org/models/m.bundle -p "The " -n 200
 """
 
 

@@ -88,11 +88,13 @@ def test_an_inference_answers_in_the_open_inference_protocol(tmp_path: Path) -> 
     assert got["statusCode"] == 200
     body = got["json"]
     assert body["model_name"] == "weather" and body["id"] == "r1"
-    (out,) = body["outputs"]
+    out, labels = body["outputs"]
     assert out["name"] == "y" and out["shape"] == [2, 3] and out["datatype"] == "FP32"
     p = {k: np.asarray(v, np.float64) for k, v in decode(WEATHER).tensors.items()}
     want = reference.mlp(p, np.asarray(x, np.float32).astype(np.float64))
     np.testing.assert_allclose(np.reshape(out["data"], (2, 3)), want, rtol=1e-5, atol=1e-6)
+    assert labels == {"name": "y.label", "shape": [2], "datatype": "BYTES",
+                      "data": [["clear", "fog", "storm"][i] for i in want.argmax(1)]}
 
 
 def test_bad_requests_are_400_with_one_line_of_json(tmp_path: Path) -> None:

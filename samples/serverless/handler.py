@@ -16,10 +16,16 @@ The event is API Gateway's (the request as a JSON string in ``body``, base64 whe
   "finish_reason": "length"|"stop"}], "usage": {…}}``, as OpenAI's completions answer;
 * an inference, for any model, as the Open Inference Protocol (KServe v2) writes it:
   ``{"inputs": [{"name": "x", "shape": [1, 3], "datatype": "FP32", "data": [0.9, 0.8, 0.1]}]}``
-  → ``{"model_name", "outputs": [{"name", "shape", "datatype", "data"}]}``.
+  → ``{"model_name", "outputs": [{"name", "shape", "datatype", "data"}]}``, and for an
+  output with an ``argmax-label`` codec its labels as a BYTES output ``<name>.label``.
 
 Bad requests answer status 400 with ``{"error": "…"}`` (one line, nnre's message); nothing
 else ever shows a traceback (an unexpected fault is a 500 with a fixed message).
+
+Try it locally: ``python samples/serverless/handler.py '{"prompt": "3 May.", "max_tokens":
+60, "seed": 1}'`` prints the response the platform would get. On AWS Lambda: the handler is
+``handler.handler``; ship nnre and numpy (and the model, or point NNRE_MODEL at an s3://
+URL the function's role may read).
 """
 
 from __future__ import annotations
@@ -40,6 +46,7 @@ if "AWS_LAMBDA_FUNCTION_NAME" in os.environ:  # only /tmp is writable on Lambda
 
 import nnre  # noqa: E402
 from nnre import budget  # noqa: E402
+from nnre.codecs import LabelCodec, codecs_of  # noqa: E402
 from nnre.tensor_io import parse_json_feeds, run_feeds  # noqa: E402
 
 MODEL_LOCATION = os.environ.get("NNRE_MODEL", str(HERE.parent / "lighthouse.bundle"))
@@ -140,6 +147,11 @@ def infer(request: dict[str, Any]) -> dict[str, Any]:
                                            "datatype": "FP64" if v.dtype == np.float64
                                            else "FP32", "data": v.reshape(-1).tolist()}
                                           for n, v in outputs.items()]}
+    for name, codec in codecs_of(MODEL.metadata, list(outputs)).items():
+        if isinstance(codec, LabelCodec) and not MODEL.state:  # its labels, as BYTES
+            labels = codec.decode(outputs[name].reshape(-1, outputs[name].shape[-1]))
+            answer["outputs"].append({"name": f"{name}.label", "shape": [len(labels)],
+                                      "datatype": "BYTES", "data": labels})
     if "id" in request:
         answer["id"] = str(request["id"])
     return answer
@@ -173,3 +185,10 @@ def _tensor(tensor: Any, where: str) -> tuple[str, np.ndarray]:
 def _response(status: int, body: dict[str, Any]) -> dict[str, Any]:
     return {"statusCode": status, "headers": {"Content-Type": "application/json"},
             "body": json.dumps(body, ensure_ascii=False)}
+
+
+if __name__ == "__main__":  # a local call: python samples/serverless/handler.py '{"prompt": …}'
+    request = sys.argv[1] if len(sys.argv) > 1 else sys.stdin.read()
+    print(json.dumps(handler({"body": request, "isBase64Encoded": False}, None),
+                     ensure_ascii=False))
+    sys.exit(0)
