@@ -5,9 +5,9 @@ fsspec gives one file interface over HTTP (aiohttp) and S3 (s3fs), with HEAD-bas
 (size, ``ETag``, ``Last-Modified``) and bounded range reads. What is fetched is decided in
 this order, each step before a byte of the model is downloaded:
 
-1. ``info``: the announced size is checked against the memory budget and the free disk (a
-   server claiming 100 GB is refused here). A 404 or a refused connection is one
-   :class:`~nnre.errors.FetchError`.
+1. ``info``: the announced size is checked against the memory budget (a server claiming
+   100 GB is refused here), and, before a download, against the free disk. A 404 or a
+   refused connection is one :class:`~nnre.errors.FetchError`.
 2. The remote bundle id: one range read of the file's first 64 KiB (the preamble and, for
    most bundles, the whole header and its digest; a longer header costs a second read).
    The id commits to the header, which holds every tensor's sha256, so a cached file with
@@ -85,13 +85,13 @@ def fetch(url: str) -> Path:
     content is the one cached, else downloaded, verified and cached (see the module doc)."""
     fs, path = _filesystem(url)
     remote = _probe(fs, path, url)
+    _within_budget(remote)
     root, key = _store()
-    cap = _room(remote, root)
     bundle_id = _remote_id(fs, path, remote)
     hit = _cached(root, key, remote, bundle_id)
     if hit is not None:
         return hit
-    tmp = _download(fs, path, remote, cap, root)
+    tmp = _download(fs, path, remote, _room(remote, root), root)
     try:
         bundle_id = _verify(tmp, url)
         final = root / f"{bundle_id}.bundle"
@@ -191,18 +191,22 @@ def _store() -> tuple[Path, bytes | None]:
     return _temp_root, None
 
 
-def _room(remote: Remote, root: Path) -> int:
-    """The most bytes the download may bring: the announced size, checked against the memory
-    budget and the free disk before anything is downloaded; without one, the smaller of the
-    two (the download is cut off there)."""
-    free = shutil.disk_usage(root).free - DISK_RESERVE
-    if remote.size is None:
-        return max(0, min(budget.limit(), free))
+def _within_budget(remote: Remote) -> None:
+    """An announced size past the memory budget is refused before anything else is asked."""
     limit = budget.limit()
-    if remote.size > limit:
+    if remote.size is not None and remote.size > limit:
         raise FetchError(f"{remote.url}: the server announces {budget.show(remote.size)}, "
                          f"past the memory budget of {budget.show(limit)} (set "
                          f"{budget.ENV} or --max-bytes to allow more)")
+
+
+def _room(remote: Remote, root: Path) -> int:
+    """The most bytes a download may bring: the announced size when the cache's disk has
+    room for it; without one, the smaller of the budget and the free disk (the download is
+    cut off there)."""
+    free = shutil.disk_usage(root).free - DISK_RESERVE
+    if remote.size is None:
+        return max(0, min(budget.limit(), free))
     if remote.size > free:
         raise FetchError(f"{remote.url}: the file has {budget.show(remote.size)}, more than "
                          f"the {budget.show(max(free, 0))} free for the cache in {root}")

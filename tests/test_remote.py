@@ -243,3 +243,25 @@ main()
     assert got.stderr == ("error: https://127.0.0.1:9/m.bundle: reading models from https:// "
                           "needs the remote extra (fsspec is missing): "
                           "pip install 'nnre[remote]' [fetch-error]\n")
+
+
+def test_a_file_larger_than_the_free_disk_is_refused_before_downloading(
+        cache_home: Path, site: Site, monkeypatch: pytest.MonkeyPatch) -> None:
+    import shutil
+    from collections import namedtuple
+
+    import nnre.remote
+
+    usage, real = namedtuple("usage", "total used free"), shutil.disk_usage
+    monkeypatch.setattr(nnre.remote.shutil, "disk_usage",  # the disk, not the code under test
+                        lambda p: usage(1 << 40, 1 << 40, nnre.remote.DISK_RESERVE + 1000))
+    site.files["/m.bundle"] = tiny(1)
+    with pytest.raises(nnre.FetchError, match="free for the cache"):
+        nnre.load(site.url + "/m.bundle")
+    assert site.gets("/m.bundle").count(None) == 0 and stored(cache_home) == []
+    monkeypatch.setattr(nnre.remote.shutil, "disk_usage", real)
+    nnre.load(site.url + "/m.bundle")  # with room, and then from the cache even without
+    monkeypatch.setattr(nnre.remote.shutil, "disk_usage",
+                        lambda p: usage(1 << 40, 1 << 40, 0))
+    nnre.load(site.url + "/m.bundle")
+    assert site.gets("/m.bundle").count(None) == 1
