@@ -16,7 +16,7 @@ from nnre.errors import NnreError
 from nnre.ops import OPS
 
 FLOAT_BYTES = 4  # training runs in float32
-STATE_COPIES = {"sgd": 1, "momentum": 1, "adam": 2, "adagrad": 1, "rmsprop": 1}
+STATE_COPIES = {"sgd": 1, "momentum": 1, "adam": 2, "adamw": 2, "adagrad": 1, "rmsprop": 1}
 
 
 class BudgetError(NnreError):

@@ -26,6 +26,7 @@ from nnre.equations.to_sympy import (
     state_symbol_name,
 )
 from nnre.errors import EquationError
+from nnre.ops import OPS
 from nnre.optimize import optimize as optimize_program
 from nnre.program import STAGES, Instr, Program, Slot
 
@@ -174,10 +175,11 @@ class Compiler:
     def own_state(self) -> None:
         """Each next-state value gets a loop-stage slot of its own (the VM rotates these)."""
         seen: set[int] = set()
-        written = {ins.out for ins in self.prog.loop}
+        written = {ins.out: ins.op for ins in self.prog.loop}
         for name in self.roles.state:
             index = self.memo[self.sym.symbols[name]]
-            if index in seen or index not in written or self.prog.slots[index].kind != "temp":
+            if index in seen or index not in written or self.prog.slots[index].kind != "temp" \
+                    or OPS[written[index]].view:  # a view (dropout) owns no buffer to rotate
                 shape = self.sym.exprs[name].shape
                 index = self.emit("copy", (index,), shape, stage="loop")
             seen.add(index)

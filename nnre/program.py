@@ -51,10 +51,24 @@ class Program:
     state_out: dict[str, int] = field(default_factory=dict)
     outputs: dict[str, int] = field(default_factory=dict)
     ids: dict[str, int] = field(default_factory=dict)  # ids input → ids it may take (0 … n−1)
+    #: The most steps a state can take (its state ``t`` counts them): the size of the
+    #: histories it appends to and of the tables it reads at ``t``; 0 for no limit.
+    context: int = 0
 
     def stage_list(self, stage: str) -> list[Instr]:
         return {"prologue": self.prologue, "pre": self.pre, "loop": self.loop,
                 "post": self.post}[stage]
+
+    def inplace_states(self) -> set[str]:
+        """State updated in its own buffer: an ``append`` writing the step's entry into the
+        history it reads (the VM gives such state one buffer, not a ring of copies)."""
+        found = set()
+        for ins in self.loop:
+            if ins.op == "append":
+                for name, out in self.state_out.items():
+                    if out == ins.out and self.state_in.get((name, 1)) == ins.args[0]:
+                        found.add(name)
+        return found
 
     def max_lag(self) -> int:
         return max((lag for _, lag in self.state_in), default=0)
@@ -114,6 +128,7 @@ def to_data(prog: Program) -> dict[str, Any]:
         "state_out": sorted(prog.state_out.items()),
         "outputs": sorted(prog.outputs.items()),
         "ids": sorted(prog.ids.items()),
+        "context": prog.context,
     }
 
 
@@ -146,6 +161,9 @@ def from_data(data: Any) -> Program:
         prog.state_out = {str(n): int(i) for n, i in data["state_out"]}
         prog.outputs = {str(n): int(i) for n, i in data["outputs"]}
         prog.ids = {str(n): int(count) for n, count in data.get("ids", [])}
+        prog.context = int(data.get("context", 0))
+        if prog.context < 0:
+            raise ProgramDataError("a negative context")
         if not set(prog.ids) <= set(prog.inputs) or any(c < 1 for c in prog.ids.values()):
             raise ProgramDataError("ids declared for something that is not an input")
     except ProgramDataError:

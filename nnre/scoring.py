@@ -4,8 +4,9 @@ The text is read through the model's ``char`` codec from the zero state, after a
 is not scored (by default a newline when the vocabulary has one: a text starts after a line
 break, as generation's default prime does), and each character costs −log₂ of the share the
 ``sample`` output gave it one step before. ``context`` cuts the text into chunks, each read
-from the zero state after the prime, as ``llama-perplexity -c`` does. Sequences (the chunks,
-or the texts of :func:`score_batch`) run as the rows of one batch, padded to the longest (a
+from the zero state after the prime, as ``llama-perplexity -c`` does; a model with a context
+of its own (a transformer) is scored in chunks that fit it. Sequences (the chunks, or those
+of every text of :func:`score_batch`) run as the rows of one batch, padded to the longest (a
 step reads only earlier steps, so what follows a row's end changes none of its bits),
 through ``Model.run`` in pieces with the state carried, so memory follows the piece, not the
 text.
@@ -57,27 +58,12 @@ def score(model: Any, text: str, *, prime: str | None = None, context: int | Non
     """Score ``text`` (see the module). ``prime=""`` reads the first character of each chunk
     without scoring it; a character outside the vocabulary is a FeedError naming ``source``,
     its line and column, unless ``skip_unknown``."""
-    io = text_io(model.metadata, list(model.inputs), list(model.outputs))
     if not isinstance(text, str):
         raise FeedError(f"score takes a str, got {type(text).__name__}")
     if context is not None and (isinstance(context, bool) or not isinstance(context, int)
                                 or context < 1):
         raise FeedError(f"context must be an integer ≥ 1, got {context!r}")
-    if prime is None:
-        prime = "\n" if "\n" in io.chars.index else ""
-    head = np.array(io.chars.encode(prime), np.int64)
-    budget.check(BYTES_PER_CHAR * len(text), f"scoring {len(text):,} characters", FeedError)
-    codes, positions, skipped = _codes(io.chars, text, skip_unknown, source)
-    step = context or max(len(codes), 1)
-    starts = range(0, len(codes), step)
-    seqs = [np.concatenate([head, codes[a:a + step]]) for a in starts]
-    wheres = [positions[a:a + step] for a in starts]
-    bits = _rows_bits(model, io.input, io.output, head.size, seqs,
-                      [(text, source, w) for w in wheres])
-    if not bits:
-        return Score(np.zeros(0), np.zeros(0, np.int64), skipped)
-    kept = [w[len(w) - b.size:] for w, b in zip(wheres, bits, strict=True)]
-    return Score(np.concatenate(bits), np.concatenate(kept), skipped)
+    return _score_texts(model, [text], [source], prime, context, skip_unknown)[0]
 
 
 def score_batch(model: Any, texts: Sequence[str], *, prime: str | None = None,
@@ -85,21 +71,56 @@ def score_batch(model: Any, texts: Sequence[str], *, prime: str | None = None,
     """:func:`score` of each text (no ``context``), run as one batch: the same bits, fewer
     and wider NumPy calls (what batch inference, e.g. :mod:`nnre.ray`, runs). Errors name
     ``source[i]`` and the line and column in text i."""
-    io = text_io(model.metadata, list(model.inputs), list(model.outputs))
     if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
         raise FeedError("score_batch takes a sequence of str")
+    return _score_texts(model, list(texts), [f"{source}[{i}]" for i in range(len(texts))],
+                        prime, None, skip_unknown)
+
+
+def _score_texts(model: Any, texts: list[str], sources: list[str], prime: str | None,
+                 context: int | None, skip_unknown: bool) -> list[Score]:
+    """Each text cut into its chunks (``context``, and the model's own context), every chunk
+    of every text a row of one batch, the bits put back together per text."""
+    io = text_io(model.metadata, list(model.inputs), list(model.outputs))
     if prime is None:
         prime = "\n" if "\n" in io.chars.index else ""
     head = np.array(io.chars.encode(prime), np.int64)
-    budget.check(BYTES_PER_CHAR * (len(head) + max(map(len, texts), default=0)) * len(texts),
-                 f"scoring {len(texts):,} texts as one batch", FeedError)
-    coded = [_codes(io.chars, t, skip_unknown, f"{source}[{i}]") for i, t in enumerate(texts)]
-    seqs = [np.concatenate([head, codes]) for codes, _, _ in coded]
-    bits = _rows_bits(model, io.input, io.output, head.size, seqs,
-                      [(t, f"{source}[{i}]", c[1]) for i, (t, c) in enumerate(zip(texts, coded,
-                                                                                    strict=True))])
-    return [Score(b, where[len(where) - b.size:], skipped)
-            for b, (_, where, skipped) in zip(bits, coded, strict=True)]
+    budget.check(BYTES_PER_CHAR * sum(len(head) + len(t) for t in texts),
+                 f"scoring {sum(map(len, texts)):,} characters", FeedError)
+    coded = [_codes(io.chars, t, skip_unknown, src) for t, src in zip(texts, sources,
+                                                                      strict=True)]
+    seqs, places, owner = [], [], []
+    for i, (codes, positions, _) in enumerate(coded):
+        step = _step(model, head, context or max(len(codes), 1))
+        for a in range(0, len(codes), step):
+            seqs.append(np.concatenate([head, codes[a:a + step]]))
+            places.append((texts[i], sources[i], positions[a:a + step]))
+            owner.append(i)
+    bits = _rows_bits(model, io.input, io.output, head.size, seqs, places)
+    rows: list[list[tuple[np.ndarray, np.ndarray]]] = [[] for _ in texts]
+    for b, place, i in zip(bits, places, owner, strict=True):
+        rows[i].append((b, place[2]))
+    out = []
+    for mine, (_, _, skipped) in zip(rows, coded, strict=True):
+        if not mine:
+            out.append(Score(np.zeros(0), np.zeros(0, np.int64), skipped))
+            continue
+        out.append(Score(np.concatenate([b for b, _ in mine]),
+                         np.concatenate([w[len(w) - b.size:] for b, w in mine]), skipped))
+    return out
+
+
+def _step(model: Any, head: np.ndarray, step: int) -> int:
+    """Characters per chunk: ``step``, or fewer when the model has a context of its own (a
+    transformer reads at most that many steps, the prime's included)."""
+    limit = getattr(model, "context", None)
+    if not limit:
+        return step
+    room = limit - max(len(head), 1) + 1
+    if room < 1:
+        raise FeedError(f"the prime has {len(head)} characters; the model's context holds "
+                        f"{limit}")
+    return min(step, room)
 
 
 def _codes(chars: CharCodec, text: str, skip_unknown: bool, source: str
@@ -130,12 +151,17 @@ def _rows_bits(model: Any, input_name: str, output_name: str, head: int,
                seqs: list[np.ndarray], places: list[tuple[str, str, np.ndarray]]
                ) -> list[np.ndarray]:
     """Bits of each sequence's characters after its first ``head`` ones, each read from the
-    zero state (all but the first when ``head`` is 0), ``ROWS`` sequences at a time.
+    zero state (all but the first when ``head`` is 0), ``ROWS`` sequences of similar length
+    at a time.
     ``places[i]`` (text, source, positions) locates sequence i's characters for errors."""
-    out: list[np.ndarray] = []
-    for lo in range(0, len(seqs), ROWS):
-        out += _group_bits(model, input_name, output_name, head, seqs[lo:lo + ROWS],
-                           places[lo:lo + ROWS])
+    order = sorted(range(len(seqs)), key=lambda i: seqs[i].size)  # little padding
+    out: list[np.ndarray] = [np.zeros(0)] * len(seqs)
+    for lo in range(0, len(order), ROWS):
+        group = order[lo:lo + ROWS]
+        got = _group_bits(model, input_name, output_name, head, [seqs[i] for i in group],
+                          [places[i] for i in group])
+        for i, bits in zip(group, got, strict=True):
+            out[i] = bits
     return out
 
 
@@ -144,6 +170,8 @@ def _group_bits(model: Any, input_name: str, output_name: str, head: int,
                 ) -> list[np.ndarray]:
     lengths = np.array([s.size for s in seqs])
     batch, steps = len(seqs), max(int(lengths.max()) - 1, 0)
+    budget.check(16 * (steps + 1) * batch, f"scoring {batch} sequences of up to "
+                 f"{steps + 1:,} characters as one batch", FeedError)
     codes = np.zeros((steps + 1, batch), np.intp)
     for b, seq in enumerate(seqs):
         codes[:seq.size, b] = seq

@@ -49,8 +49,10 @@ CASES = [
     ("superscript-alone", "y = h¹ + x", 1, 6, "unexpected character '¹' (U+00B9 SUPERSCRIPT ONE)",
      "a layer index right before a subscript ('h¹ₜ'), 'h^{(1)}', or a power 'x^4'"),
     ("superscript-four", "y = x⁴", 1, 6, "unexpected character '⁴' (U+2074", None),
-    ("layer-not-a-number", "y = W^{(a)} x", 1, 7, "unexpected '{' after '^'",
-     "or a layer index '^{(1)}' (a whole number) right after a name"),
+    ("layer-not-a-number", "y = W^{(1.5)} x", 1, 7, "unexpected '{' after '^'",
+     "a whole number '^{(1)}', or a block's variable or a dimension '^{(l)}'"),
+    ("layer-dimension-without-value", "y = W^{(a)} x", 1, 5, "dimension a has no value; "
+     "--set a=…", "a value for a"),
     # functions
     ("unknown-function", "y = foo(x)", 1, 5, "unknown function 'foo'", "one of ReLU, abs"),
     ("function-case", "xₜ ∈ ℝ^3\nyₜ = Tanh(xₜ)", 2, 6,
@@ -330,3 +332,14 @@ def test_an_unclosed_paren_is_reported_where_it_opens() -> None:
         "m.eqn:2:10: '(' is never closed (expected ')' after the function's argument)\n"
         "    yₜ = tanh((W xₜ)\n"
         "             ^")
+
+
+def test_a_function_of_several_arguments_needs_its_parentheses() -> None:
+    """``where a`` once reached the compiler as a one-argument where (an AssertionError)."""
+    with pytest.raises(EquationError, match="where takes 3 arguments"):
+        check("xₜ ∈ ℝ^3\nyₜ = where xₜ", {})
+
+
+def test_two_lines_of_one_role_add_up() -> None:
+    checked = check("input X\ninput m\nX, m ∈ ℝ^3\ny ∈ ℝ^2\ny = W X + U m", {})
+    assert sorted(checked.roles.inputs) == ["X", "m"]

@@ -145,8 +145,12 @@ def test_clip_global_norm() -> None:
     grads = {"a": np.array([3.0, 0.0]), "b": np.array([[4.0]])}
     norm = clip_global_norm(grads, 1.0)
     assert norm == pytest.approx(5.0)
-    np.testing.assert_allclose(grads["a"], [0.6, 0.0])
-    np.testing.assert_allclose(grads["b"], [[0.8]])
+    scale = 1.0 / (5.0 + 1e-6)  # PyTorch's clip_grad_norm_ adds 1e-6 to the norm
+    np.testing.assert_allclose(grads["a"], [3 * scale, 0.0], rtol=1e-12)
+    np.testing.assert_allclose(grads["b"], [[4 * scale]], rtol=1e-12)
+    inside = {"a": np.array([0.6, 0.0])}
+    assert clip_global_norm(inside, 1.0) == pytest.approx(0.6)
+    np.testing.assert_array_equal(inside["a"], [0.6, 0.0])  # under the limit: untouched
 
 
 def test_adam_first_steps_match_the_paper() -> None:
@@ -261,6 +265,7 @@ def test_codes_gather_the_same_rows_as_the_one_hot_product(model: str) -> None:
 RNN_READ_OUTS = {
     "log_softmax": "yₜ = log_softmax(W_y hₜ + b_y)",
     "softmax": "yₜ = softmax(W_y hₜ + b_y)",
+    "dropout": "yₜ = softmax(W_y dropout(hₜ) + b_y)",  # trained with --dropout 0.5
 }
 
 
@@ -268,7 +273,8 @@ RNN_READ_OUTS = {
 def test_reported_validation_loss_is_the_models_own_nll(corpus: Path, tmp_path: Path,
                                                         read_out: str) -> None:
     """Progress, checkpoint and provenance report the mean NLL over the validation split,
-    recomputed here by ``Model.run`` in float64 over the same streams, whatever the output."""
+    recomputed here by ``Model.run`` in float64 over the same streams, whatever the output
+    (evaluation runs without dropout: the oracle's equations have none)."""
     import nnre
     from nndk.pack import PackRequest, pack
     from nnre.model import Model
@@ -276,13 +282,14 @@ def test_reported_validation_loss_is_the_models_own_nll(corpus: Path, tmp_path: 
     text = "xₜ ∈ ℝ^V\nhₜ ∈ ℝ^H\nyₜ ∈ ℝ^V\nhₜ = tanh(W_h xₜ + U_h hₜ₋₁ + b_h)\n"
     text += RNN_READ_OUTS[read_out] + "\n"
     (tmp_path / "rnn.eqn").write_text(text, encoding="utf-8")
-    config = small(model=str(tmp_path / "rnn.eqn"), steps=5, eval_every=5)
+    config = small(model=str(tmp_path / "rnn.eqn"), steps=5, eval_every=5,
+                   dropout=0.5 if read_out == "dropout" else 0.0)
     seen: list = []
     start(config, corpus).fit(tmp_path / "ck", seen.append)
 
     arrays, record = checkpoint.load(tmp_path / "ck")
     weights = {k[len("param/"):]: v for k, v in arrays.items() if k.startswith("param/")}
-    model = Model.from_equations(text, weights, dtype="float64")
+    model = Model.from_equations(text.replace("dropout(hₜ)", "hₜ"), weights, dtype="float64")
     chars = corpus.read_text(encoding="utf-8")
     vocab = sorted(set(chars))
     codes = np.array([vocab.index(ch) for ch in chars])
