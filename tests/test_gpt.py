@@ -154,3 +154,20 @@ def test_scoring_reads_a_long_text_in_chunks_of_the_context(
             logp = torch.log_softmax(net(torch.tensor([ids]))[0], -1).numpy()
         want += [-logp[i, ids[i + 1]] / np.log(2) for i in range(len(ids) - 1)]
     np.testing.assert_allclose(got.bits, want, rtol=1e-9)
+
+
+def test_a_batch_of_texts_scores_as_each_alone(weights: dict[str, np.ndarray]) -> None:
+    """score_batch (what nnre.ray runs): texts of a transformer as the rows of one batch,
+    each cut to the context, give the bits of scoring each alone (checked above)."""
+    from nnre.scoring import score_batch
+
+    text, _ = read_model("gpt")
+    codecs = {"x": {"id": "char", "vocab": list("abcde")},
+              "y": {"id": "sample", "vocab": list("abcde")}}
+    model = nnre.Model.from_equations(text, weights, DIMS, dtype="float64",
+                                      metadata={"codecs": codecs})
+    texts = ["abcdeedcbaabbccddeeaa", "a", "", "edcba", "abcdeabcdeab"]
+    for alone, batched in zip(texts, score_batch(model, texts), strict=True):
+        want = model.score(alone)
+        np.testing.assert_allclose(batched.bits, want.bits, rtol=1e-9)
+        assert batched.positions.tolist() == want.positions.tolist()
