@@ -171,3 +171,21 @@ def test_a_batch_of_texts_scores_as_each_alone(weights: dict[str, np.ndarray]) -
         want = model.score(alone)
         np.testing.assert_allclose(batched.bits, want.bits, rtol=1e-9)
         assert batched.positions.tolist() == want.positions.tolist()
+
+
+def test_attention_starts_from_gpt2s_init() -> None:
+    """auto is N(0, 0.02) for a text with histories: the tied read-out starts near uniform
+    (cross-entropy ln V), where Xavier's tables start near 2 ln V and train worse."""
+    from nndk.init import GPT2_STD
+
+    text, _ = read_model("gpt")
+    dims = {"L": 2, "heads": 2, "d": 32, "context": 8}
+    learner = Learner(check(text, dims, known={"y": (65,)}), text, "adam", 0, "auto",
+                      sequence=True)
+    table = learner.params["E"]
+    assert abs(float(table.std()) - GPT2_STD) < 0.002 and abs(float(table.mean())) < 0.002
+    ids = np.random.default_rng(0).integers(0, 65, (4, 9))
+    run = learner.forward({"x": ids[:, :-1, None].astype(np.float32)}, 1, 4, None)
+    probs = run.full[learner.prog.outputs["y"]].reshape(-1, 65)
+    loss = -np.mean(np.log(probs[np.arange(32), ids[:, 1:].reshape(-1)]))
+    assert abs(loss - np.log(65)) < 0.05
