@@ -19,6 +19,10 @@ from test_conv import loop_conv, loop_pool  # noqa: E402
 TEXT = """
 input x
 x ∈ ℝ^(2×6×6)
+W₁ ∈ ℝ^(4×2×3×3)
+b₁ ∈ ℝ^4
+W₂ ∈ ℝ^(6×2×3×3)
+y ∈ ℝ^3
 h₁ = relu(conv(W₁, x, b₁; pad=1))
 p₁ = maxpool(h₁; size=3, stride=2, pad=1)
 q₁ = avgpool(p₁; size=2, stride=1)
@@ -86,3 +90,24 @@ def test_relu_bound_over_a_batch_last_buffer_equals_the_kernel() -> None:
     for call in relu.unfold(x, out=out):
         call()
     np.testing.assert_array_equal(out, np.maximum(x, 0))
+
+
+def test_training_gradients_do_not_depend_on_the_layout(monkeypatch: pytest.MonkeyPatch
+                                                        ) -> None:
+    """The trainer binds conv chains batch last too (nndk.unrolled): the same gradients as
+    the same program bound rows first, and its conv results are batch last."""
+    from nndk import unrolled
+    from nndk.gradcheck import make_problem
+
+    problem = make_problem(TEXT, steps=1, batch=3)
+    run = problem.forward()
+    conv = next(ins.out for ins in problem.prog.pre if ins.op == "conv_bias")
+    assert np.moveaxis(run.full[conv], 0, -1).flags.c_contiguous
+    last = {k: np.array(v) for k, v in problem.gradients().param_grads().items()}
+    monkeypatch.setattr(unrolled, "batch_last_slots", lambda instrs, fixed: set())
+    run = problem.forward()
+    assert run.full[conv].flags.c_contiguous
+    first = problem.gradients().param_grads()
+    assert set(first) == set(last) == set(SHAPES)
+    for name, grad in first.items():
+        np.testing.assert_allclose(last[name], grad, rtol=1e-10, atol=1e-12, err_msg=name)
