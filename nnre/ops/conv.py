@@ -25,6 +25,7 @@ from nnre.ops.base import Array, Call, Op, Shape
 Ints = tuple[int, ...]
 ROWS = (slice(None),)  # every row: an index's first place
 LEAD = ROWS * 2  # every row and channel: an index's first two places
+CHANNELS = ROWS  # every channel: a batch-last (C, *spatial, rows) index's first place
 
 
 # -- geometry: one place checks sizes and computes the output's ------------------------
@@ -173,7 +174,7 @@ def _columns_calls(x: Array, kernel: Ints, stride: Ints, pads: Ints, dilation: I
     calls: list[Call] = []
     if any(pads) or not moved.flags.c_contiguous:
         padded = np.zeros((channels, *_padded(x.shape[2:], pads), rows), x.dtype)
-        inner = padded[(slice(None), *_inner(x.shape[2:], pads))]
+        inner = padded[CHANNELS + _inner(x.shape[2:], pads)]
         calls.append(functools.partial(np.copyto, inner, moved))  # the padding stays 0
     else:  # already batch last (a conv or pool before it wrote it so): read in place
         padded = moved
@@ -262,8 +263,8 @@ def _conv_vjp(g: Array, out: Array, args: list[Array], attrs: dict[str, Any], i:
     parts = parts.reshape(x.shape[1], *kernel, *size, rows)
     padded = np.zeros((x.shape[1], *_padded(x.shape[2:], pads), rows), g.dtype)
     for offset, place in _places(kernel, stride, dilation, size):
-        padded[(slice(None), *place)] += parts[(slice(None), *offset)]
-    inside = padded[(slice(None), *_inner(x.shape[2:], pads))]
+        padded[CHANNELS + place] += parts[CHANNELS + offset]
+    inside = padded[CHANNELS + _inner(x.shape[2:], pads)]
     return np.moveaxis(inside, -1, 0)
 
 
