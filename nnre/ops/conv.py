@@ -258,7 +258,11 @@ def _conv(w: Array, x: Array, *bias: Array, out: Array, **attrs: Any) -> Array:
 def _conv_vjp(g: Array, out: Array, args: list[Array], attrs: dict[str, Any], i: int
               ) -> Array:
     w, x = args[0], args[1]
-    if i == 2:  # the bias: summed over rows, then positions (10× one reduce over both)
+    if i == 2:  # the bias: g summed over all but its filter axis
+        moved = batch_last(g)
+        if moved is not None:  # one reduce along contiguous rows
+            return np.add.reduce(moved.reshape(g.shape[1], -1), axis=1)
+        # rows first: over rows, then positions (10× one reduce over both)
         return np.add.reduce(np.add.reduce(g, axis=0).reshape(g.shape[1], -1), axis=1)
     stride, pads, dilation, groups, size = _geometry(w, x, attrs)
     rows, kernel = x.shape[0], w.shape[2:]
