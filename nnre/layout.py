@@ -7,8 +7,9 @@ VM allocates most as NumPy does, rows first; the results of conv and pooling
 matrix product writes its result in place (no transposing copy after it), its im2col
 copies runs of whole rows, and every ufunc over the result (bias, ReLU, the strided
 views of max pooling) runs over long contiguous rows instead of rows of a few entries.
-Measured on the digits CNN at batch 256 (``benchmarks/bench_cnn.py``): the step went from
-1.4 to ~0.7 ms on one thread. The Program does not change: this is a binding decision.
+Measured on the digits CNN at batch 256 (``benchmarks/bench_cnn.py``), with the kernels'
+bound forms (``Op.unfold``): a step went from 1.4 to ~0.6 ms on one thread. The Program
+does not change: this is a binding decision.
 
 Views of such a buffer stay views (their axes after the rows keep their order among
 themselves), so flatten and reshape still cost nothing; buffers the caller fills or reads
