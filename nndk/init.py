@@ -3,6 +3,8 @@ forget-gate bias 1, norm gains 1; or GPT-2's N(0, 0.02) for every matrix and tab
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 
 # LSTM forget-gate biases start at 1 (Jozefowicz 2015)
@@ -20,7 +22,8 @@ def init_param(name: str, shape: tuple[int, ...], rng: np.random.Generator, sche
         bound = np.sqrt(6.0 / ((shape[0] + shape[1]) * receptive))
         return rng.uniform(-bound, bound, size=shape).astype(dtype)
     if len(shape) < 2 or min(shape) == 1:
-        value = 1.0 if name in FORGET_BIASES or name.split("_")[0] in GAINS else 0.0
+        plain = _unlayered(name)
+        value = 1.0 if plain in FORGET_BIASES or plain.split("_")[0] in GAINS else 0.0
         return np.full(shape, value, dtype=dtype)
     rows, cols = shape
     if scheme == "normal":  # GPT-2 and nanoGPT: small logits through a tied read-out
@@ -32,6 +35,12 @@ def init_param(name: str, shape: tuple[int, ...], rng: np.random.Generator, sche
         return np.ascontiguousarray(out[:rows, :cols]).astype(dtype)
     bound = np.sqrt(6.0 / (rows + cols))
     return rng.uniform(-bound, bound, size=shape).astype(dtype)
+
+
+def _unlayered(name: str) -> str:
+    """A canonical name without its layer index: γ^{(2)}_a → γ_a, b^{(1)}_f → b_f (a block's
+    copies start as the layer written out would)."""
+    return re.sub(r"\^\{\(\d+\)\}", "", name)
 
 
 INIT_SCHEMES = ("auto", "xavier", "orthogonal", "normal")

@@ -184,6 +184,8 @@ def test_attention_starts_from_gpt2s_init() -> None:
                       sequence=True)
     table = learner.params["E"]
     assert abs(float(table.std()) - GPT2_STD) < 0.002 and abs(float(table.mean())) < 0.002
+    gains = [n for n in learner.params if n.startswith("γ")]
+    assert len(gains) == 5 and all(np.all(learner.params[n] == 1) for n in gains)  # layers too
     ids = np.random.default_rng(0).integers(0, 65, (4, 9))
     run = learner.forward({"x": ids[:, :-1, None].astype(np.float32)}, 1, 4, None)
     probs = run.full[learner.prog.outputs["y"]].reshape(-1, 65)
