@@ -87,16 +87,19 @@ def check(total: int, what: str, error: Callable[[str], Exception]) -> None:
 def program_split(prog: Program) -> tuple[int, int]:
     """(bytes made once, bytes per row) of running ``prog`` besides its parameters: literals
     and computed prologue values; every per-example value (next state once per ring phase),
-    the inputs, and the largest scratch a kernel makes while it runs (``Op.scratch``)."""
+    the inputs, the backward pass's values kept for every step, and the largest scratch a
+    kernel makes while it runs (``Op.scratch``)."""
     from nnre.ops import OPS
+    from nnre.vm import back_captures
 
     item = np.dtype(prog.dtype).itemsize
-    phases = prog.max_lag() + 1
-    ring = set(prog.state_out.values())
+    rings = {i: prog.max_lag() + 1 for i in prog.state_out.values()}
+    rings.update({i: prog.max_lead() + 1 for i in prog.back_out.values()})
     fixed = sum(size(a.shape, item) for a in prog.literals.values())
     per_row = sum(size(prog.slots[i].shape, item) for i in prog.inputs.values())
+    per_row += sum(size(prog.slots[i].shape, item) for i in back_captures(prog))
     scratch = 0  # a kernel's own temporaries: one call at a time, so the largest counts
-    for ins in (*prog.prologue, *prog.pre, *prog.loop, *prog.post):
+    for ins in (*prog.prologue, *prog.pre, *prog.back, *prog.loop, *prog.post):
         rule = OPS[ins.op].scratch
         if rule is not None:
             entries = rule(*[prog.slots[a].shape for a in ins.args], **dict(ins.attrs))
@@ -107,7 +110,7 @@ def program_split(prog: Program) -> tuple[int, int]:
         if slot.stage == "prologue":
             fixed += size(slot.shape, item)
         else:
-            per_row += size(slot.shape, item) * (phases if ins.out in ring else 1)
+            per_row += size(slot.shape, item) * rings.get(ins.out, 1)
     return fixed, per_row + scratch
 
 

@@ -2,7 +2,8 @@
 
 Each SymPy node becomes at most one instruction (SymPy's structural equality makes equal
 subexpressions one slot). Every value is placed in the earliest stage it can run in: parameters
-only → prologue; inputs but no state → pre (hoisted out of the time loop); state → loop.
+only → prologue; inputs but no state → pre (hoisted out of the time loops); backward state and
+no forward state → back (the pass from the last step to the first); forward state → loop.
 Per-example values are vectors stored as rows, so ``W·x`` compiles to ``x @ Wᵀ``.
 """
 
@@ -147,17 +148,24 @@ class Compiler:
                                                                     name)
         for name, lags in self.roles.state.items():
             for lag in range(1, lags + 1):
-                sym = syms.get(state_symbol_name(name, lag))
-                shape = self.sym.exprs[name].shape
-                index = self.slot("state", shape, "loop", state_symbol_name(name, lag))
-                self.prog.state_in[(name, lag)] = index
-                if sym is not None:
-                    self.memo[sym] = index
+                self.prog.state_in[(name, lag)] = self.state_slot(name, lag, "loop")
+        for name, leads in self.roles.back.items():
+            for lead in range(1, leads + 1):
+                self.prog.back_in[(name, lead)] = self.state_slot(name, -lead, "back")
         for name in self.roles.params:
             sym = syms.get(name)
             if sym is not None:
                 self.prog.params[name] = self.memo[sym] = self.slot("param", sym.shape, "prologue",
                                                                     name)
+
+    def state_slot(self, name: str, lag: int, stage: str) -> int:
+        """The slot of state ``name`` read ``lag`` steps earlier (−k: k steps later)."""
+        sym = self.sym.symbols.get(state_symbol_name(name, lag))
+        index = self.slot("state", self.sym.exprs[name].shape, stage,
+                          state_symbol_name(name, lag))
+        if sym is not None:
+            self.memo[sym] = index
+        return index
 
     # -- expressions ---------------------------------------------------------------------
     def compile(self) -> Program:
@@ -172,16 +180,20 @@ class Compiler:
         return self.prog
 
     def own_state(self) -> None:
-        """Each next-state value gets a loop-stage slot of its own (the VM rotates these)."""
+        """Each next-state value gets a slot of its own in its direction's stage (the VM
+        rotates these): ``loop`` for state, ``back`` for backward state."""
         seen: set[int] = set()
-        written = {ins.out for ins in self.prog.loop}
-        for name in self.roles.state:
-            index = self.memo[self.sym.symbols[name]]
-            if index in seen or index not in written or self.prog.slots[index].kind != "temp":
-                shape = self.sym.exprs[name].shape
-                index = self.emit("copy", (index,), shape, stage="loop")
-            seen.add(index)
-            self.prog.state_out[name] = index
+        for names, stage, out in ((self.roles.state, "loop", self.prog.state_out),
+                                  (self.roles.back, "back", self.prog.back_out)):
+            written = {ins.out for ins in self.prog.stage_list(stage)}
+            for name in names:
+                index = self.memo[self.sym.symbols[name]]
+                if index in seen or index not in written or \
+                        self.prog.slots[index].kind != "temp":
+                    shape = self.sym.exprs[name].shape
+                    index = self.emit("copy", (index,), shape, stage=stage)
+                seen.add(index)
+                out[name] = index
 
     def expr(self, root: sp.Basic) -> int:
         """Compile one expression tree bottom-up with an explicit stack (no recursion)."""

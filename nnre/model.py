@@ -17,8 +17,18 @@ import numpy as np
 
 from nnre import budget, threads
 from nnre.errors import EquationError, FeedError, ShapeError
-from nnre.program import Program
-from nnre.vm import Stage, bind_stage, loop_windows, post_captures, run_prologue
+from nnre.program import Program, state_key
+from nnre.vm import (
+    Stage,
+    back_captures,
+    back_program,
+    back_windows,
+    bind_stage,
+    loop_windows,
+    post_captures,
+    run_prologue,
+    sweep_back,
+)
 
 DTYPES = ("float32", "float64")
 Arrays = dict[str, np.ndarray]
@@ -55,6 +65,8 @@ class Model:
         self._outputs = {n: _row_spec(program, i) for n, i in program.outputs.items()}
         self._state = {_state_key(n, lag): slot_spec[i]
                        for (n, lag), i in program.state_in.items()}
+        self._state.update({state_key(n, -lead): slot_spec[i]  # backward: Model.run only
+                            for (n, lead), i in program.back_in.items()})
         self._param_specs = param_specs
         self._state_keys = [(_state_key(n, lag), n, lag) for (n, lag) in program.state_in]
         self._np_dtype = np.dtype(program.dtype)
@@ -201,6 +213,12 @@ class Model:
         is running ``tapes[t % phases]`` with nothing copied at all.
         """
         prog = self.program
+        if prog.back_out:
+            name = next(iter(prog.back_out))
+            raise FeedError(f"'{name}' is backward state (the equations read it at a later "
+                            "step): each output needs the whole sequence, so this model runs "
+                            "over whole sequences (Model.run, nnre run --input), not one step "
+                            "at a time")
         self._check_budget(batch, f"one step at batch {batch:,}")
         return bind_stage(prog, self._consts, [*prog.pre, *prog.loop, *prog.post], batch,
                           list(prog.inputs.values()), ring=True)
@@ -250,7 +268,10 @@ class Model:
                       arr.reshape(steps * batch, *arr.shape[2:]))
         for f in pre.tapes[0]:
             f()
+        back = sweep_back(self.program, self._stage("back", batch), pre, steps, batch, init) \
+            if self.program.back_out else {}
         outputs, final = self._loop(pre, steps, batch, init)
+        final.update(back)
         if not batched:
             outputs = {k: v[:, 0] for k, v in outputs.items()}
             final = {k: v[0] for k, v in final.items()}
@@ -293,7 +314,7 @@ class Model:
         for f in post.tapes[0]:
             f()
         for name, index in prog.outputs.items():
-            if prog.slots[index].stage in ("pre", "post"):
+            if prog.slots[index].stage in ("pre", "back", "post"):
                 shape = self._outputs[name].shape
                 results[name] = post.arrays[0][index].reshape(steps, batch, *shape).copy()
         return results, final
@@ -304,7 +325,7 @@ class Model:
         key = ("post", rows, threads.epoch())
         if key not in cache or cache[key][0] is not pre:
             shared = {i: pre.arrays[0][i] for i, slot in enumerate(prog.slots)
-                      if slot.stage == "pre"}
+                      if slot.stage in ("pre", "back")}  # back: captured for every step
             cache[key] = (pre, bind_stage(prog, self._consts, prog.post, rows,
                                           post_captures(prog), shared))
         return cache[key][1]  # type: ignore[no-any-return]
@@ -328,7 +349,11 @@ class Model:
                 cache.clear()
             prog = self.program
             if kind == "pre":  # the whole sequence at once, before the loop
-                stage = bind_stage(prog, self._consts, prog.pre, rows, list(prog.inputs.values()))
+                stage = bind_stage(prog, self._consts, prog.pre, rows,
+                                   [*prog.inputs.values(), *back_captures(prog)])
+            elif kind == "back":  # backward state rotates through the ring as state does
+                stage = bind_stage(back_program(prog), self._consts, prog.back, rows,
+                                   back_windows(prog), ring=True)
             elif kind == "loop":  # one step at batch rows; pre's values come in by windows
                 stage = bind_stage(prog, self._consts, prog.loop, rows, loop_windows(prog),
                                    ring=True)

@@ -1,6 +1,6 @@
 """Program rewrites that cut the number of NumPy calls per step without changing results.
 
-Also, 3. sinking: loop work the recurrence does not need moves after the loop (``post``).
+Also, 3. sinking: loop work the recurrences do not need moves after the loop (``post``).
 
 1. Stacking: matrix products of one per-example operand with several constant matrices
    (``U_i·h``, ``U_f·h``, …) become one product with the matrices side by side, made once
@@ -31,10 +31,14 @@ class _View:
 
 def optimize(prog: Program) -> Program:
     """Apply stacking, then sibling fusion to a fixpoint; returns the same Program object."""
-    for stage in ("pre", "loop"):
+    for stage in ("pre", "back", "loop"):
         _rewrite(prog, stage)
     _drop_dead(prog)
-    if _sink(prog):
+    sunk = _sink(prog, "loop", set(prog.state_out.values()))
+    if prog.back:  # what the forward loop reads of the backward pass stays in it
+        needed = set(prog.back_out.values()) | {a for ins in prog.loop for a in ins.args}
+        sunk = _sink(prog, "back", needed) or sunk
+    if sunk:
         _rewrite(prog, "post")
     _drop_dead(prog)
     return prog
@@ -46,16 +50,17 @@ def _rewrite(prog: Program, stage: str) -> None:
         pass
 
 
-def _sink(prog: Program) -> bool:
-    """Move loop work the recurrence does not need into ``post``, if that saves calls.
+def _sink(prog: Program, stage: str, needed: set[int]) -> bool:
+    """Move work of a time loop (``loop`` or ``back``) that its recurrence does not need
+    (``needed``: what must stay) into ``post``, if that saves calls.
 
     Each loop value that post work reads must be captured once per step (one copy), so the
     move pays only when it takes out more compute instructions than it adds captures.
     """
-    needed = set(prog.state_out.values())
+    instrs = prog.stage_list(stage)
     keep: list[Instr] = []
     move: list[Instr] = []
-    for ins in reversed(prog.loop):
+    for ins in reversed(instrs):
         if ins.out in needed:
             keep.append(ins)
             needed.update(ins.args)
@@ -63,12 +68,12 @@ def _sink(prog: Program) -> bool:
             move.append(ins)
     moved = {ins.out for ins in move}
     captures = {a for ins in move for a in ins.args
-                if prog.slots[a].stage == "loop" and a not in moved}
+                if prog.slots[a].stage == stage and a not in moved}
     computes = sum(1 for ins in move if not OPS[ins.op].view)
     if computes <= len(captures):
         return False
-    prog.loop[:] = keep[::-1]
-    prog.post[:] = move[::-1]
+    instrs[:] = keep[::-1]
+    prog.post[:] = move[::-1] + prog.post  # before what the loop sank, which may read it
     for index in moved:
         prog.slots[index] = replace(prog.slots[index], stage="post")
     return True
@@ -76,8 +81,9 @@ def _sink(prog: Program) -> bool:
 
 def _drop_dead(prog: Program) -> None:
     """Remove instructions whose results nothing reads (left over after rewrites)."""
-    live = set(prog.outputs.values()) | set(prog.state_out.values())
-    for stage in ("post", "loop", "pre", "prologue"):
+    live = set(prog.outputs.values()) | set(prog.state_out.values()) \
+        | set(prog.back_out.values())
+    for stage in ("post", "loop", "back", "pre", "prologue"):
         instrs = prog.stage_list(stage)
         kept = []
         for ins in reversed(instrs):
@@ -147,7 +153,7 @@ def _splice(instrs: list[Instr], replace: dict[int, list[Instr]]) -> None:
 
 def _views(prog: Program) -> dict[int, _View]:
     views = {}
-    for stage in ("prologue", "pre", "loop", "post"):
+    for stage in ("prologue", "pre", "back", "loop", "post"):
         for ins in prog.stage_list(stage):
             if ins.op == "slice" and dict(ins.attrs).get("axis", -1) == -1 and \
                     len(prog.slots[ins.out].shape) == 1:
@@ -177,7 +183,7 @@ def _arg_key(prog: Program, views: dict[int, _View], arg: int, width: int
 def _fuse_siblings(prog: Program, stage: str) -> bool:
     instrs = prog.stage_list(stage)
     views = _views(prog)
-    fixed = set(prog.state_out.values())
+    fixed = set(prog.state_out.values()) | set(prog.back_out.values())
     groups: dict[tuple, list[int]] = defaultdict(list)
     for pos, ins in enumerate(instrs):
         if not OPS[ins.op].fusable or ins.out in fixed or not _vectors(prog, ins):

@@ -1,11 +1,13 @@
-"""A compiled Program: plain data — slots and three lists of instructions — plus its listing.
+"""A compiled Program: plain data — slots and five lists of instructions — plus its listing.
 
 Stages: ``prologue`` depends on parameters only and runs once per set of weights; ``pre``
 depends on inputs but not on state, so a whole sequence can go through it at once before the
-time loop; ``loop`` is the recurrence and runs once per step; ``post`` is per-step work the
-recurrence does not need (typically the read-out ``y = softmax(W h + b)``), run for all steps
-at once after the loop on values captured from it. Slots of the per-example stages hold 2-D
-arrays (rows, n): rows is the batch, or time × batch in ``pre`` and ``post``.
+time loops; ``back`` is the backward recurrence (state read at a later step, ``gₜ₊₁``) and
+runs once per step from the last step to the first, before the forward loop; ``loop`` is the
+(forward) recurrence and runs once per step; ``post`` is per-step work the recurrences do not
+need (typically the read-out ``y = softmax(W h + b)``), run for all steps at once after the
+loop on values captured from it. Slots of the per-example stages hold 2-D arrays (rows, n):
+rows is the batch, or time × batch in ``pre`` and ``post``. Most programs have no ``back``.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-STAGES = ("prologue", "pre", "loop", "post")
+STAGES = ("prologue", "pre", "back", "loop", "post")
 
 
 @dataclass(frozen=True)
@@ -23,7 +25,7 @@ class Slot:
     name: str  # 'x', 'h@t-1', 'W_i', or '%7' for temporaries
     kind: str  # input | state | param | const | temp
     shape: tuple[int, ...]  # prologue: full shape; per-example stages: shape of one row
-    stage: str  # prologue | pre | loop | post
+    stage: str  # prologue | pre | back | loop | post
 
 
 @dataclass(frozen=True)
@@ -43,6 +45,7 @@ class Program:
     literals: dict[int, np.ndarray] = field(default_factory=dict)  # const slots with values
     prologue: list[Instr] = field(default_factory=list)
     pre: list[Instr] = field(default_factory=list)
+    back: list[Instr] = field(default_factory=list)
     loop: list[Instr] = field(default_factory=list)
     post: list[Instr] = field(default_factory=list)
     inputs: dict[str, int] = field(default_factory=dict)
@@ -50,11 +53,13 @@ class Program:
     state_in: dict[tuple[str, int], int] = field(default_factory=dict)  # (name, lag) → slot
     state_out: dict[str, int] = field(default_factory=dict)
     outputs: dict[str, int] = field(default_factory=dict)
+    back_in: dict[tuple[str, int], int] = field(default_factory=dict)  # (name, lead) → slot
+    back_out: dict[str, int] = field(default_factory=dict)  # backward state → its value at t
     ids: dict[str, int] = field(default_factory=dict)  # ids input → ids it may take (0 … n−1)
 
     def stage_list(self, stage: str) -> list[Instr]:
-        return {"prologue": self.prologue, "pre": self.pre, "loop": self.loop,
-                "post": self.post}[stage]
+        return {"prologue": self.prologue, "pre": self.pre, "back": self.back,
+                "loop": self.loop, "post": self.post}[stage]
 
     def max_lag(self) -> int:
         return max((lag for _, lag in self.state_in), default=0)
@@ -62,13 +67,24 @@ class Program:
     def max_lag_of(self, name: str) -> int:
         return max(lag for state, lag in self.state_in if state == name)
 
+    def max_lead(self) -> int:
+        """The deepest later step a backward state is read at (0: no backward state)."""
+        return max((lead for _, lead in self.back_in), default=0)
+
+    def max_lead_of(self, name: str) -> int:
+        return max(lead for state, lead in self.back_in if state == name)
+
     def listing(self) -> str:
         """One instruction per line with shapes: the program as a person can read it."""
         lines = [f"# dtype {self.dtype}; B is the batch, or time × batch in 'pre' and 'post'"]
-        for stage, instrs in (("prologue (once per weights)", self.prologue),
-                              ("pre (all steps at once)", self.pre),
-                              ("loop (each step)", self.loop),
-                              ("post (all steps at once, after the loop)", self.post)):
+        stages = [("prologue (once per weights)", self.prologue),
+                  ("pre (all steps at once)", self.pre),
+                  ("back (each step, from the last to the first)", self.back),
+                  ("loop (each step)", self.loop),
+                  ("post (all steps at once, after the loop)", self.post)]
+        for stage, instrs in stages:
+            if instrs is self.back and not (self.back or self.back_in):
+                continue  # a program without backward state lists as it always did
             lines.append(f"{stage}: {len(instrs)} instructions")
             lines.extend("  " + self.show_instr(ins) for ins in instrs)
         outs = ", ".join(f"{n} ← {self.slots[s].name}" for n, s in self.outputs.items())
@@ -76,6 +92,9 @@ class Program:
         if self.state_out:
             st = ", ".join(f"{n} ← {self.slots[s].name}" for n, s in self.state_out.items())
             lines.append(f"next state: {st}")
+        if self.back_out:
+            st = ", ".join(f"{n} ← {self.slots[s].name}" for n, s in self.back_out.items())
+            lines.append(f"backward state (the step before): {st}")
         return "\n".join(lines)
 
     def show_slot(self, index: int) -> str:
@@ -89,6 +108,14 @@ class Program:
         args = ", ".join(self.show_slot(a) for a in ins.args)
         attrs = "".join(f" {k}={v}" for k, v in ins.attrs)
         return f"{self.show_slot(ins.out)} = {ins.op}({args}){attrs}"
+
+
+def state_key(name: str, lag: int) -> str:
+    """A state's name in the API: ``h`` (lag 1), ``h@t-2``; backward state, read at later
+    steps (lag −k), ``g`` (lead 1), ``g@t+2``."""
+    if lag in (1, -1):
+        return name
+    return f"{name}@t-{lag}" if lag > 0 else f"{name}@t+{-lag}"
 
 
 # -- plain data: what the compile cache stores (msgpack/JSON types only, never pickle) ------
@@ -114,6 +141,8 @@ def to_data(prog: Program) -> dict[str, Any]:
         "state_out": sorted(prog.state_out.items()),
         "outputs": sorted(prog.outputs.items()),
         "ids": sorted(prog.ids.items()),
+        "back_in": [[n, lead, i] for (n, lead), i in prog.back_in.items()],
+        "back_out": sorted(prog.back_out.items()),
     }
 
 
@@ -146,6 +175,8 @@ def from_data(data: Any) -> Program:
         prog.state_out = {str(n): int(i) for n, i in data["state_out"]}
         prog.outputs = {str(n): int(i) for n, i in data["outputs"]}
         prog.ids = {str(n): int(count) for n, count in data.get("ids", [])}
+        prog.back_in = {(str(n), int(lead)): int(i) for n, lead, i in data["back_in"]}
+        prog.back_out = {str(n): int(i) for n, i in data["back_out"]}
         if not set(prog.ids) <= set(prog.inputs) or any(c < 1 for c in prog.ids.values()):
             raise ProgramDataError("ids declared for something that is not an input")
     except ProgramDataError:
@@ -174,7 +205,7 @@ def check_program(prog: Program) -> None:
         raise ProgramDataError("bad dtype or stage name")
     rank = {stage: i for i, stage in enumerate(STAGES)}
     roots = (set(prog.literals) | set(prog.inputs.values()) | set(prog.params.values())
-             | set(prog.state_in.values()))
+             | set(prog.state_in.values()) | set(prog.back_in.values()))
     defined = set(roots)
     for stage in STAGES:
         for ins in prog.stage_list(stage):
@@ -195,9 +226,26 @@ def check_program(prog: Program) -> None:
             if not _fits(tuple(shape), prog.slots[ins.out].shape):
                 raise ProgramDataError(f"{ins}: shape {shape} ≠ slot {prog.slots[ins.out]}")
             defined.add(ins.out)
-    named = [*prog.outputs.values(), *prog.state_out.values()]
+    named = [*prog.outputs.values(), *prog.state_out.values(), *prog.back_out.values()]
     if not all(i in defined for i in named):
         raise ProgramDataError("an output or next state is never computed")
+    _check_state(prog)
+
+
+def _check_state(prog: Program) -> None:
+    """State slots sit in the stage that reads them, each direction keyed by its own names,
+    lags and leads from 1 without gaps; the two directions share no name."""
+    for keys, stage in ((prog.state_in, "loop"), (prog.back_in, "back")):
+        names = {name for name, _ in keys}
+        if any(prog.slots[i].stage != stage or prog.slots[i].kind != "state"
+               for i in keys.values()) or any(
+                set(range(1, 1 + max(k for n, k in keys if n == name)))
+                != {k for n, k in keys if n == name} for name in names):
+            raise ProgramDataError(f"malformed {stage} state slots")
+    if set(n for n, _ in prog.back_in) != set(prog.back_out) or \
+            set(prog.back_out) & set(prog.state_out) or \
+            any(prog.slots[i].stage != "back" for i in prog.back_out.values()):
+        raise ProgramDataError("malformed backward state")
 
 
 def _check_attrs(ins: Instr, declared: Any) -> None:

@@ -54,6 +54,10 @@ def score(model: Any, text: str, *, prime: str | None = None, context: int | Non
     without scoring it; a character outside the vocabulary is a FeedError naming ``source``,
     its line and column, unless ``skip_unknown``."""
     io = text_io(model.metadata, list(model.inputs), list(model.outputs))
+    if model.program.back_out:
+        name = next(iter(model.program.back_out))
+        raise FeedError(f"'{name}' is backward state: the model reads later characters of the "
+                        "text before it gives the share of one, so its bits are not a score")
     if not isinstance(text, str):
         raise FeedError(f"score takes a str, got {type(text).__name__}")
     if context is not None and (isinstance(context, bool) or not isinstance(context, int)

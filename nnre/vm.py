@@ -3,11 +3,14 @@
 A tape is a list of zero-argument callables with every array already bound, so one step costs
 one Python call per instruction and no allocation. Next-state values rotate through a ring of
 ``max_lag + 1`` buffer sets (one tape per phase), so a step never writes into a buffer that
-holds state it still reads, and the caller's state arrays are never written.
+holds state it still reads, and the caller's state arrays are never written. The backward
+pass (``back``) is bound the same way, its backward state as the ring's state, and swept
+from the last step to the first (:func:`sweep_back`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from nnre.ops import OPS
-from nnre.program import Instr, Program
+from nnre.program import Instr, Program, state_key
 from nnre.threads import single_threaded
 
 Tape = list[Callable[[], Any]]
@@ -145,9 +148,54 @@ def bind_stage(prog: Program, consts: list[Any], instrs: list[Instr], rows: int,
 
 
 def loop_windows(prog: Program) -> list[int]:
-    """The pre-stage values the loop reads: each step copies row block t into a window."""
+    """The pre-stage (and backward-pass) values the loop reads: each step copies row block t
+    into a window."""
     used = {a for ins in prog.loop for a in ins.args}
+    return sorted(i for i in used if prog.slots[i].stage in ("pre", "back"))
+
+
+def back_windows(prog: Program) -> list[int]:
+    """The pre-stage values the backward pass reads, by windows as the loop does."""
+    used = {a for ins in prog.back for a in ins.args}
     return sorted(i for i in used if prog.slots[i].stage == "pre")
+
+
+def back_captures(prog: Program) -> list[int]:
+    """The backward pass's values read after it (by the loop, post, or as outputs): each step
+    copies them into row block t of a buffer for the whole sequence, bound with ``pre``."""
+    read = {a for ins in (*prog.loop, *prog.post) for a in ins.args} | set(prog.outputs.values())
+    return sorted(i for i in read if prog.slots[i].stage == "back")
+
+
+def back_program(prog: Program) -> Program:
+    """The program as :func:`bind_stage` sees it when binding ``back``: the backward state is
+    its ring's state (a lead rotates through the ring exactly as a lag does)."""
+    return dataclasses.replace(prog, state_in=dict(prog.back_in), state_out=dict(prog.back_out))
+
+
+def sweep_back(prog: Program, back: Stage, pre: Stage, steps: int, batch: int,
+               init: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The backward pass over a whole sequence, step T−1 first, into ``pre``'s capture buffers
+    (:func:`back_captures`). ``init`` holds each backward state after the last step (keyed as
+    the API names it); returns their values at the first steps (the last ones computed)."""
+    phases = back.phases
+    for name, lead in prog.back_in:
+        np.copyto(back.ring[name][(-lead) % phases], init[state_key(name, -lead)])
+    sources = [(win, pre.arrays[0][i].reshape(steps, batch, *win.shape[1:]))
+               for i, win in back.given.items()]
+    kept = [(pre.given[i].reshape(steps, batch, *prog.slots[i].shape),
+             [arrays[i] for arrays in back.arrays]) for i in back_captures(prog)]
+    tapes = back.tapes
+    for k in range(steps):
+        t, phase = steps - 1 - k, k % phases
+        for win, src in sources:
+            np.copyto(win, src[t])
+        for f in tapes[phase]:
+            f()
+        for out, bufs in kept:
+            np.copyto(out[t], bufs[phase])
+    return {state_key(name, -lead): back.ring[name][(steps - lead) % phases].copy()
+            for name, lead in prog.back_in}
 
 
 def post_captures(prog: Program) -> list[int]:

@@ -57,6 +57,7 @@ def check(text: str, dims: Mapping[str, int] | None = None,
     given = {k: v for k, v in (weights or {}).items() if k in roles.params}
     given.update(known or {})
     if needs_tensors(module, roles):
+        _no_backward_state(module, roles)
         tshapes = check_tensor_shapes(module, roles, dims, given)
         return Checked(module, roles, tshapes, None)
     shapes = check_shapes(module, roles, dims, given)
@@ -74,7 +75,8 @@ def language_version(checked: Checked) -> int:
     if isinstance(checked.shapes, TensorShapes):
         return 2
     roles = checked.roles
-    version = 2 if checked.shapes.numbers_broadcast or roles.frozen or roles.dims else 1
+    version = 2 if checked.shapes.numbers_broadcast or roles.frozen or roles.dims \
+        or roles.back else 1
     for eq in checked.module.equations:
         if LAYER_MARK in eq.target.name:
             version = 2
@@ -88,6 +90,20 @@ def language_version(checked: Checked) -> int:
             elif isinstance(node, ast.Slice):
                 version = 2
     return version
+
+
+def _no_backward_state(module: ast.Module, roles: Roles) -> None:
+    """Backward state runs in the vector reading only (the tensor lowering has no backward
+    pass yet): refused by name rather than compiled wrongly."""
+    if not roles.back:
+        return
+    ref = next(n for eq in module.equations for n in ast.walk(eq.expr)
+               if isinstance(n, ast.Name) and n.time is not None and n.time > 0)
+    raise EquationError(
+        f"'{ref.raw}' makes '{ref.name}' backward state, which a text read with tensor shapes "
+        "(formats/equations.md §6.1) cannot have yet", line=ref.pos.line, column=ref.pos.column,
+        source_line=module.lines[ref.pos.line - 1], filename=module.filename,
+        expected="backward state in a text of vectors")
 
 
 def _distinct_names(module: ast.Module) -> None:

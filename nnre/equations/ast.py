@@ -14,7 +14,7 @@ class Pos:
 @dataclass(frozen=True)
 class Name:
     name: str  # canonical spelling
-    time: int | None  # None: no time index; 0: current step; -k: k steps earlier
+    time: int | None  # None: no time index; 0: current step; -k: k steps earlier; +k: later
     raw: str
     pos: Pos
 

@@ -56,7 +56,7 @@ class Token:
     text: str
     line: int
     column: int
-    time: int | None = None  # NAME only: None (no time index), 0 for ₜ, -k for ₜ₋ₖ, +k future
+    time: int | None = None  # NAME only: None (no time index), 0 for ₜ, -k for ₜ₋ₖ, +k for ₜ₊ₖ
     raw: str = ""  # the name exactly as written (after NFC)
 
 

@@ -1,10 +1,12 @@
 """Who is who in an equation set: inputs, state, parameters, outputs, and evaluation order.
 
 Undeclared roles are inferred: a time-indexed name no equation defines is an input; a name
-read at an earlier step is state; a declared dimension read in an equation (``xₜ / H``) is
-its value, a number; any other free name without a time index is a parameter (or, when
-weights are supplied and it has none, an input); the outputs are the defined names no other
-equation reads. Cycles within one step are errors.
+read at an earlier step is state; a name read at a later step is backward state (the pass
+that runs from the last step to the first); a declared dimension read in an equation
+(``xₜ / H``) is its value, a number; any other free name without a time index is a parameter
+(or, when weights are supplied and it has none, an input); the outputs are the defined names
+no other equation reads. Cycles within one step are errors, and so is a backward value that
+needs a forward one (the backward pass runs first).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ class Roles:
     timed: set[str] = field(default_factory=set)  # names written with a time index
     frozen: list[str] = field(default_factory=list)  # parameters training leaves as they are
     dims: list[str] = field(default_factory=list)  # dimension names read as their value
+    back: dict[str, int] = field(default_factory=dict)  # backward state → deepest lead (1: ₜ₊₁)
 
 
 class _Located:
@@ -65,13 +68,14 @@ def analyse(module: ast.Module, weights: set[str] | None = None) -> Roles:
     declared = {r.role: {n.name: n for n in r.names} for r in module.roles}
     timed = {eq.target.name for eq in module.equations if eq.target.time is not None}
     state: dict[str, int] = {}
+    back: dict[str, int] = {}
     free_timed: dict[str, ast.Name] = {}
     free_plain: dict[str, ast.Name] = {}
     readers: dict[str, set[str]] = {name: set() for name in equations}
     deps: dict[str, set[str]] = {name: set() for name in equations}
     for eq in module.equations:
         for ref in _reads(eq):
-            _classify(loc, eq, ref, equations, timed, state, free_timed, free_plain)
+            _classify(loc, eq, ref, equations, timed, (state, back), free_timed, free_plain)
             if ref.name in equations:
                 if ref.name != eq.target.name:
                     readers[ref.name].add(eq.target.name)
@@ -81,10 +85,12 @@ def analyse(module: ast.Module, weights: set[str] | None = None) -> Roles:
         if name not in equations:
             raise loc.at(f"state '{name}' is never defined", declared["state"][name].pos,
                          expected=f"an equation '{name}ₜ = …'")
-        state.setdefault(name, 1)
+        if name not in back:
+            state.setdefault(name, 1)
     dims = _dimension_values(loc, module, equations, free_timed, free_plain, declared)
     inputs, params = _split_free(loc, free_timed, free_plain, declared, equations, weights)
     order = _toposort(loc, equations, deps)  # a cycle explains a missing output: check it first
+    _backward_reads_no_forward(loc, equations, order, deps, state, back)
     outputs = _outputs(loc, declared, equations, readers)
     frozen = declared.get("frozen", {})
     for name, ref in frozen.items():
@@ -92,7 +98,7 @@ def analyse(module: ast.Module, weights: set[str] | None = None) -> Roles:
             raise loc.at(f"frozen '{name}' is not a parameter (a weight)", ref.pos,
                          expected="the name of a weight the equations read")
     return Roles(order, equations, inputs, state, params, outputs, timed | set(free_timed),
-                 list(frozen), dims)
+                 list(frozen), dims, back)
 
 
 def dimension_names(module: ast.Module) -> dict[str, int]:
@@ -147,26 +153,77 @@ def _dimension_values(loc: _Located, module: ast.Module, equations: dict[str, as
 
 
 def _classify(loc: _Located, eq: ast.Equation, ref: ast.Name,
-              equations: dict[str, ast.Equation], timed: set[str], state: dict[str, int],
+              equations: dict[str, ast.Equation], timed: set[str],
+              states: tuple[dict[str, int], dict[str, int]],
               free_timed: dict[str, ast.Name], free_plain: dict[str, ast.Name]) -> None:
     """Record what one read of a name means, or raise if it is inconsistent."""
     name = ref.name
+    state, back = states
     if name in equations:
         if (ref.time is None) != (name not in timed):
             how = "with" if name in timed else "without"
             raise loc.at(f"'{ref.raw}': '{name}' is defined {how} a time index on line "
                          f"{equations[name].line}", ref.pos,
                          expected=f"'{name}' written {how} a time index")
-        if ref.time is not None and ref.time < 0:
-            state[name] = max(state.get(name, 0), -ref.time)
+        if ref.time:
+            mine, other = (state, back) if ref.time < 0 else (back, state)
+            if name in other:
+                runs = "backward (it is read at a later step)" if ref.time < 0 else \
+                    "forward (it is read at an earlier step)"
+                raise loc.at(f"'{ref.raw}': '{name}' is state that runs {runs}; a state runs "
+                             "forward or backward in time, not both", ref.pos,
+                             expected="another name for the state of the other direction")
+            mine[name] = max(mine.get(name, 0), abs(ref.time))
         return
-    if ref.time is not None and ref.time < 0:
-        raise loc.at(f"'{ref.raw}' reads an earlier step of '{name}', which no equation defines",
+    if ref.time is not None and ref.time != 0:
+        which = "an earlier" if ref.time < 0 else "a later"
+        raise loc.at(f"'{ref.raw}' reads {which} step of '{name}', which no equation defines",
                      ref.pos, expected=f"an equation '{name}ₜ = …' or an input at ₜ")
-    other = free_plain if ref.time is not None else free_timed
-    if name in other:
+    elsewhere = free_plain if ref.time is not None else free_timed
+    if name in elsewhere:
         raise loc.at(f"'{name}' is written both with and without a time index", ref.pos)
     (free_timed if ref.time is not None else free_plain).setdefault(name, ref)
+
+
+def _backward_reads_no_forward(loc: _Located, equations: dict[str, ast.Equation],
+                               order: list[str], deps: dict[str, set[str]],
+                               state: dict[str, int], back: dict[str, int]) -> None:
+    """The backward pass (every value a backward state needs within its step) runs over the
+    whole sequence before the forward one, so none of it may depend on forward state: that
+    would be a cycle through time. Forward values may read backward ones."""
+    if not back:
+        return
+    why: dict[str, ast.Name] = {}  # forward value → the read that makes it forward
+    for name in order:
+        for ref in _reads(equations[name]):
+            if ref.name in equations and (ref.time is not None and ref.time < 0
+                                          and ref.name in state or
+                                          not ref.time and ref.name in why):
+                why.setdefault(name, ref)
+    parent: dict[str, str] = {}
+    queue = deque(b for b in equations if b in back)
+    seen = set(queue)
+    while queue:
+        name = queue.popleft()
+        if name in why:
+            chain = [name]
+            while chain[-1] in parent:
+                chain.append(parent[chain[-1]])
+            path, ref = chain[::-1], why[name]
+            lag = ref
+            while not lag.time:  # follow forward values to the earlier step that makes them so
+                path.append(lag.name)
+                lag = why[lag.name]
+            raise loc.at(f"'{path[0]}' runs backward in time (it is read at a later step) but "
+                         f"depends within its step on forward state: {' → '.join(path)} reads "
+                         f"'{lag.raw}'", ref.pos,
+                         expected="backward equations that read inputs and backward values "
+                         "only (the backward pass runs first, from the last step to the first)")
+        for dep in sorted(deps[name]):
+            if dep not in seen:
+                seen.add(dep)
+                parent[dep] = name
+                queue.append(dep)
 
 
 def _split_free(loc: _Located, free_timed: dict[str, ast.Name],
