@@ -6,7 +6,9 @@ Gradients accumulate with ``+=`` (a value read twice gets both contributions); t
 of a view (slice, reshape, transpose) is the same view of its base's gradient, so nothing
 needs a rule for those. Ordering is a flat reverse loop, no recursion, however long the unroll.
 Gradients for constants read by the loop (weights, biases) are taken once over all steps
-after the step loop: one matmul per weight instead of one per step.
+after the step loop: one matmul per weight instead of one per step. The backward pass
+(``back``, run from the last step to the first) is differentiated after the loop, its steps
+from the first to the last.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from nndk.plan import Scratch, Written, fused, same_place, times_weight_t, weight_grad
-from nndk.unrolled import Unrolled, history_rows, row_block
+from nndk.unrolled import Unrolled, history_rows, initial_time, row_block, state_keys
 from nnre.ops import OPS
 from nnre.ops.base import Vjp
 from nnre.program import Instr, Program
@@ -64,10 +66,11 @@ class Backward:
         self.roots: list[Array] = []
         self.full: list[Any] = [None] * len(prog.slots)
         self.history = {name: self._own(np.zeros_like(buf)) for name, buf in run.history.items()}
-        for name, out in prog.state_out.items():  # same layout as the values' history
+        keys = state_keys(prog)
+        for name, out in (*prog.state_out.items(), *prog.back_out.items()):  # as the values'
             b, steps = run.batch, run.steps
             self.full[out] = self.history[name][history_rows(prog, name, 0, b, steps)]
-            for (state, lag), index in prog.state_in.items():
+            for (state, lag), index in keys.items():
                 if state == name:
                     rows = history_rows(prog, name, -lag, b, steps)
                     self.full[index] = self.history[name][rows]
@@ -82,14 +85,14 @@ class Backward:
                 total = shared[total]
             self.full[i] = self.full[total]
         self._share_stacked(run)
-        for stage in ("prologue", "pre", "loop", "post"):
+        for stage in ("prologue", "pre", "back", "loop", "post"):
             for ins in prog.stage_list(stage):
                 self._view(ins, self.full)
         # g @ Wᵀ per step runs ~2× faster with Wᵀ contiguous (OpenBLAS NN vs NT at batch 32)
         self.weights_t: dict[int, tuple[Array, Array, list[Array] | None]] = {}
         stacked = {ins.out: ins.args for ins in prog.prologue
                    if ins.op == "concat" and dict(ins.attrs).get("axis") == 1}
-        for ins in prog.pre + prog.loop + prog.post:
+        for ins in prog.pre + prog.back + prog.loop + prog.post:
             b = ins.args[1] if ins.op == "matmul" else -1
             if b >= 0 and prog.slots[b].stage == "prologue" and len(prog.slots[b].shape) == 2 \
                     and b not in self.weights_t:
@@ -102,7 +105,7 @@ class Backward:
         self.at = []
         for t in range(run.steps):
             grads = row_block(prog, self.full, t, run.batch)
-            for ins in prog.loop:
+            for ins in (*prog.back, *prog.loop):
                 self._view(ins, grads)
             self.at.append(grads)
         self._tapes: dict[frozenset[int], tuple[dict[int, bool], list[Array], list[Any]]] = {}
@@ -132,7 +135,9 @@ class Backward:
         return {name: self.full[i] for name, i in self.prog.params.items()}
 
     def init_grad(self, name: str, lag: int) -> Array:
-        rows = history_rows(self.prog, name, -lag, self.run.batch)
+        """The gradient of state key (name, lag)'s initial value (lag −k: backward state)."""
+        t = initial_time(self.prog, name, lag, self.run.steps)
+        rows = history_rows(self.prog, name, t, self.run.batch)
         return self.history[name][rows]  # type: ignore[no-any-return]
 
     def backward(self, seeds: dict[int, Array]) -> None:
@@ -159,7 +164,8 @@ class Backward:
 
     def _bind(self, seeded: frozenset[int]) -> tuple[dict[int, bool], list[Array], list[Any]]:
         """The tape, in the order contributions are made: read-out, steps last to first,
-        then the constants read by the loop (one product over all steps), pre, prologue."""
+        then the constants read by the loop (one product over all steps); the backward
+        pass's steps first to last, then its constants; pre, prologue."""
         run, prog = self.run, self.prog
         written, scratch = Written(self.roots), Scratch()
         writes = {index: written.claim(self.full[index]) for index in sorted(seeded)}
@@ -170,6 +176,11 @@ class Backward:
             for ins in reversed(prog.loop):
                 tape += self._calls(ins, run.at[t], self.at[t], written, scratch, False)
         for ins in reversed(prog.loop):  # constants read in the loop: once over all steps
+            tape += self._calls(ins, run.full, self.full, written, scratch, True)
+        for t in range(run.steps if prog.back else 0):  # it ran from the last step
+            for ins in reversed(prog.back):
+                tape += self._calls(ins, run.at[t], self.at[t], written, scratch, False)
+        for ins in reversed(prog.back):
             tape += self._calls(ins, run.full, self.full, written, scratch, True)
         for ins in reversed(prog.prologue + prog.pre):
             tape += self._calls(ins, run.full, self.full, written, scratch, None)
@@ -225,13 +236,14 @@ def sums_shared(prog: Program, differentiable: set[int], views: set[int]) -> dic
     a term of a sum, the left of a difference, a copy) of their own shape: they can share the
     sum's gradient buffer (slot → sum's slot)."""
     uses: dict[int, int] = {}
-    for stage in ("prologue", "pre", "loop", "post"):
+    for stage in ("prologue", "pre", "back", "loop", "post"):
         for ins in prog.stage_list(stage):
             for a in ins.args:
                 uses[a] = uses.get(a, 0) + 1
-    kept = set(prog.outputs.values()) | set(prog.state_out.values())
+    kept = set(prog.outputs.values()) | set(prog.state_out.values()) \
+        | set(prog.back_out.values())
     shared = {}
-    for stage in ("prologue", "pre", "loop", "post"):
+    for stage in ("prologue", "pre", "back", "loop", "post"):
         for ins in prog.stage_list(stage):
             passes = OPS[ins.op].passes
             if ins.out not in differentiable:
@@ -240,7 +252,7 @@ def sums_shared(prog: Program, differentiable: set[int], views: set[int]) -> dic
                 if sign != 1:
                     continue
                 slot, sum_slot = prog.slots[a], prog.slots[ins.out]
-                per_example = {slot.stage, sum_slot.stage} <= {"pre", "loop", "post"}
+                per_example = {slot.stage, sum_slot.stage} <= {"pre", "back", "loop", "post"}
                 if uses[a] == 1 and slot.kind == "temp" and a not in views and a not in kept \
                         and a in differentiable and slot.shape == sum_slot.shape \
                         and (per_example or slot.stage == sum_slot.stage == "prologue"):
@@ -255,7 +267,7 @@ def is_same_view(a: Array | None, b: Array) -> bool:
 
 def view_slots(prog: Program) -> set[int]:
     """Slots produced by view ops (their gradient is a view too, never a buffer of its own)."""
-    return {ins.out for stage in ("prologue", "pre", "loop", "post")
+    return {ins.out for stage in ("prologue", "pre", "back", "loop", "post")
             for ins in prog.stage_list(stage) if OPS[ins.op].view}
 
 
@@ -263,10 +275,10 @@ def differentiable_slots(prog: Program, inputs: bool = True) -> set[int]:
     """Slots whose gradient is wanted: parameters, state, and everything downstream of them
     (literal constants are left out); with ``inputs`` the inputs too (a trainer has no use
     for them, a gradient check does)."""
-    live = set(prog.params.values()) | set(prog.state_in.values())
+    live = set(prog.params.values()) | set(prog.state_in.values()) | set(prog.back_in.values())
     if inputs:
         live |= set(prog.inputs.values())
-    for stage in ("prologue", "pre", "loop", "post"):
+    for stage in ("prologue", "pre", "back", "loop", "post"):
         for ins in prog.stage_list(stage):
             if any(a in live for a in ins.args):
                 live.add(ins.out)

@@ -122,6 +122,11 @@ def export_model(model: Model, *, opset: int = DEFAULT_EXPORT_OPSET, sequence: b
     """An onnx.ModelProto computing what ``model.step`` (or ``model.run``) computes."""
     onnx = require_onnx()
     check_export_opset(opset)
+    if model.program.back_out:
+        name_ = next(iter(model.program.back_out))
+        raise OnnxError(f"'{name_}' is backward state (the equations read it at a later step); "
+                        "nndk exports one forward step or a forward Scan over it, which "
+                        "cannot run the backward pass")
     weights = model.weights()
     prog, labels = _compile(model)
     outer = Emitter(prog, opset=opset)
