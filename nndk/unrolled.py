@@ -5,8 +5,8 @@ This is nndk's binding of the runtime's Program (the same instructions, the same
 (``steps·batch`` rows, step t in row block t), each state lives in one history buffer with
 its initial values first, so every lag is a view and no step copies anything; a backward
 state's buffer holds its values at steps 0 … T−1 and then its initial values (after the last
-step), so every lead is a view too. The backward pass (``back``) runs its steps from the last
-to the first before the loop. Large per-step products with a constant weight may run
+step), so every lead is a view too. The time passes run one after the other, a backward one
+from the last step to the first. Large per-step products with a constant weight may run
 transposed (``transposed_product``).
 """
 
@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from nnre.ops import OPS
-from nnre.program import Instr, Program
+from nnre.program import Instr, Program, backward
 from nnre.vm import Tape, bind_instr
 
 
@@ -93,8 +93,8 @@ class Unrolled:
     ``at[t]`` is the slot table of step t. Each state lives in one history buffer with its
     initial values first, so a state input at every lag is a contiguous view of it and no
     step copies anything. Binding is done once per (steps, batch); :meth:`forward` replays:
-    pre, the backward pass's steps ``back_tapes`` from the last to the first, the loop's
-    ``tapes`` from the first, post.
+    pre, each time pass's per-step tapes (``tapes[stage][t]``: a backward pass's from the
+    last step to the first), post.
     """
 
     def __init__(self, prog: Program, consts: list[Any], steps: int, batch: int,
@@ -126,29 +126,30 @@ class Unrolled:
                 self.coded.add(name)
             self.pre_coded.append(f)
         self.history = histories(prog, self.full, steps, batch)
-        for ins in (*prog.back, *prog.loop):
+        self.passes = prog.time_passes()
+        stepped = [ins for stage in self.passes for ins in prog.stage_list(stage)]
+        for ins in stepped:
             if not OPS[ins.op].view and self.full[ins.out] is None:
                 self.full[ins.out] = np.zeros((rows, *prog.slots[ins.out].shape), dtype)
         self.at: list[list[Any]] = []
-        self.back_tapes: list[Tape] = []  # by step t (run from the last)
-        self.tapes: list[Tape] = []
+        self.tapes: dict[str, list[Tape]] = {stage: [] for stage in self.passes}  # by step t
         scratch: dict[int, np.ndarray] = {}
         temps = {ins.out: np.zeros((batch, *prog.slots[ins.out].shape), dtype)
                  for ins in prog.loop if ins.out in transient and not OPS[ins.op].view}
         for t in range(steps):
             arrays = row_block(prog, self.full, t, batch)
-            for instrs, tapes in ((prog.back, self.back_tapes), (prog.loop, self.tapes)):
+            for stage in self.passes:
                 tape: Tape = []
-                for ins in instrs:
+                for ins in prog.stage_list(stage):
                     if ins.out in temps:
                         arrays[ins.out] = temps[ins.out]
                     f = bind_instr(ins, arrays, batch, dtype, prog, False)
                     if f is not None:
                         tape.extend(bind_step_matmul(ins, arrays, batch, prog, scratch,
                                                      transient) or [f])
-                tapes.append(tape)
+                self.tapes[stage].append(tape)
             self.at.append(arrays)
-        for ins in (*prog.back, *prog.loop):  # full-length views of per-step views, for post
+        for ins in stepped:  # full-length views of per-step views, for the post stage
             if OPS[ins.op].view:
                 self.full[ins.out] = OPS[ins.op].kernel(self.full[ins.args[0]],
                                                         **dict(ins.attrs))
@@ -176,12 +177,10 @@ class Unrolled:
             np.copyto(self.codes[name], value, casting="unsafe")
         for f in self.pre_coded if codes and self.coded <= set(codes) else self.pre:
             f()
-        for tape in reversed(self.back_tapes):
-            for call in tape:
-                call()
-        for tape in self.tapes:
-            for call in tape:
-                call()
+        for stage in self.passes:
+            for tape in reversed(self.tapes[stage]) if backward(stage) else self.tapes[stage]:
+                for call in tape:
+                    call()
         for f in self.post:
             f()
 
@@ -203,9 +202,10 @@ def histories(prog: Program, full: list[Any], steps: int, batch: int) -> dict[st
 
 
 def row_block(prog: Program, full: list[Any], t: int, batch: int) -> list[Any]:
-    """The slot table of step t: row block t of every per-example slot of pre, back and loop."""
+    """The slot table of step t: row block t of every per-example slot of pre and the time
+    passes."""
     arrays = list(full)
     for i, slot in enumerate(prog.slots):
-        if slot.stage in ("pre", "back", "loop") and full[i] is not None:
+        if slot.stage not in ("prologue", "post") and full[i] is not None:
             arrays[i] = full[i][t * batch:(t + 1) * batch]
     return arrays

@@ -90,16 +90,16 @@ def program_split(prog: Program) -> tuple[int, int]:
     the inputs, the backward pass's values kept for every step, and the largest scratch a
     kernel makes while it runs (``Op.scratch``)."""
     from nnre.ops import OPS
-    from nnre.vm import back_captures
+    from nnre.vm import kept_for_later
 
     item = np.dtype(prog.dtype).itemsize
     rings = {i: prog.max_lag() + 1 for i in prog.state_out.values()}
     rings.update({i: prog.max_lead() + 1 for i in prog.back_out.values()})
     fixed = sum(size(a.shape, item) for a in prog.literals.values())
     per_row = sum(size(prog.slots[i].shape, item) for i in prog.inputs.values())
-    per_row += sum(size(prog.slots[i].shape, item) for i in back_captures(prog))
+    per_row += sum(size(prog.slots[i].shape, item) for i in kept_for_later(prog))
     scratch = 0  # a kernel's own temporaries: one call at a time, so the largest counts
-    for ins in (*prog.prologue, *prog.pre, *prog.back, *prog.loop, *prog.post):
+    for ins in (ins for stage in prog.stages() for ins in prog.stage_list(stage)):
         rule = OPS[ins.op].scratch
         if rule is not None:
             entries = rule(*[prog.slots[a].shape for a in ins.args], **dict(ins.attrs))

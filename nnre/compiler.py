@@ -2,8 +2,9 @@
 
 Each SymPy node becomes at most one instruction (SymPy's structural equality makes equal
 subexpressions one slot). Every value is placed in the earliest stage it can run in: parameters
-only → prologue; inputs but no state → pre (hoisted out of the time loops); backward state and
-no forward state → back (the pass from the last step to the first); forward state → loop.
+only → prologue; inputs but no state → pre (hoisted out of the time loops); state → the
+time pass of the latest state it reads (``loop``; backward state's ``back``, and for stacked
+bidirectional layers ``back2``, ``loop2``, …, formats/equations.md §4).
 Per-example values are vectors stored as rows, so ``W·x`` compiles to ``x @ Wᵀ``.
 """
 
@@ -28,9 +29,7 @@ from nnre.equations.to_sympy import (
 )
 from nnre.errors import EquationError
 from nnre.optimize import optimize as optimize_program
-from nnre.program import STAGES, Instr, Program, Slot
-
-_RANK = {stage: i for i, stage in enumerate(STAGES)}
+from nnre.program import Instr, Program, Slot, pass_name, stage_rank
 
 
 class Compiler:
@@ -84,7 +83,7 @@ class Compiler:
 
     def emit(self, op: str, args: tuple[int, ...], shape: tuple[int, int], stage: str | None = None,
              **attrs: Any) -> int:
-        stage = stage or max((self.stage(a) for a in args), key=_RANK.__getitem__,
+        stage = stage or max((self.stage(a) for a in args), key=stage_rank,
                              default="prologue")
         if stage != "prologue" and op != "matmul":
             args = tuple(self.as_row(a) for a in args)
@@ -147,11 +146,13 @@ class Compiler:
                 self.prog.inputs[name] = self.memo[sym] = self.slot("input", sym.shape, "pre",
                                                                     name)
         for name, lags in self.roles.state.items():
+            stage = pass_name(self.roles.passes.get(name, 2))
             for lag in range(1, lags + 1):
-                self.prog.state_in[(name, lag)] = self.state_slot(name, lag, "loop")
+                self.prog.state_in[(name, lag)] = self.state_slot(name, lag, stage)
         for name, leads in self.roles.back.items():
+            stage = pass_name(self.roles.passes[name])
             for lead in range(1, leads + 1):
-                self.prog.back_in[(name, lead)] = self.state_slot(name, -lead, "back")
+                self.prog.back_in[(name, lead)] = self.state_slot(name, -lead, stage)
         for name in self.roles.params:
             sym = syms.get(name)
             if sym is not None:
@@ -180,13 +181,15 @@ class Compiler:
         return self.prog
 
     def own_state(self) -> None:
-        """Each next-state value gets a slot of its own in its direction's stage (the VM
-        rotates these): ``loop`` for state, ``back`` for backward state."""
+        """Each next-state value gets a slot of its own in its time pass (the VM rotates
+        these): ``loop`` for state, ``back`` for backward state (or a later pass, §4)."""
         seen: set[int] = set()
-        for names, stage, out in ((self.roles.state, "loop", self.prog.state_out),
-                                  (self.roles.back, "back", self.prog.back_out)):
-            written = {ins.out for ins in self.prog.stage_list(stage)}
+        for names, out, stage_of in (
+                (self.roles.state, self.prog.state_out, self.prog.state_in),
+                (self.roles.back, self.prog.back_out, self.prog.back_in)):
             for name in names:
+                stage = self.prog.slots[stage_of[(name, 1)]].stage
+                written = {ins.out for ins in self.prog.stage_list(stage)}
                 index = self.memo[self.sym.symbols[name]]
                 if index in seen or index not in written or \
                         self.prog.slots[index].kind != "temp":
@@ -228,7 +231,7 @@ class Compiler:
         for term in node.args:
             negated, inner = _split_negation(term)
             index = self.memo[inner]
-            terms.append((_RANK[self.stage(index)], negated, index))
+            terms.append((stage_rank(self.stage(index)), negated, index))
         terms.sort(key=lambda t: t[0])  # constants first, then hoistable terms, then state
         _, negated, acc = terms[0]
         if negated:

@@ -20,14 +20,14 @@ from nnre.errors import EquationError, FeedError, ShapeError
 from nnre.program import Program, state_key
 from nnre.vm import (
     Stage,
-    back_captures,
-    back_program,
-    back_windows,
     bind_stage,
+    kept_for_later,
     loop_windows,
+    pass_program,
+    pass_windows,
     post_captures,
     run_prologue,
-    sweep_back,
+    sweep,
 )
 
 DTYPES = ("float32", "float64")
@@ -268,10 +268,10 @@ class Model:
                       arr.reshape(steps * batch, *arr.shape[2:]))
         for f in pre.tapes[0]:
             f()
-        back = sweep_back(self.program, self._stage("back", batch), pre, steps, batch, init) \
-            if self.program.back_out else {}
-        outputs, final = self._loop(pre, steps, batch, init)
-        final.update(back)
+        if self.program.back_out:  # time passes one after the other (formats/equations.md §4)
+            outputs, final = self._passes(pre, steps, batch, init)
+        else:
+            outputs, final = self._loop(pre, steps, batch, init)
         if not batched:
             outputs = {k: v[:, 0] for k, v in outputs.items()}
             final = {k: v[0] for k, v in final.items()}
@@ -314,8 +314,29 @@ class Model:
         for f in post.tapes[0]:
             f()
         for name, index in prog.outputs.items():
-            if prog.slots[index].stage in ("pre", "back", "post"):
+            if prog.slots[index].stage in ("pre", "post"):
                 shape = self._outputs[name].shape
+                results[name] = post.arrays[0][index].reshape(steps, batch, *shape).copy()
+        return results, final
+
+    def _passes(self, pre: Stage, steps: int, batch: int, init: Arrays
+                ) -> tuple[Arrays, Arrays]:
+        """A program with backward state: each time pass over the whole sequence in turn
+        (``nnre.vm.sweep``), keeping what later stages read in ``pre``'s buffers, then post."""
+        prog = self.program
+        final: Arrays = {}
+        for stage in prog.time_passes():
+            final.update(sweep(prog, stage, self._stage(stage, batch), pre, steps, batch, init))
+        post = self._post(pre, steps * batch)
+        for f in post.tapes[0]:
+            f()
+        results: Arrays = {}
+        for name, index in prog.outputs.items():
+            shape = self._outputs[name].shape
+            if prog.slots[index].stage == "prologue":
+                row = self._consts[index].reshape(-1)  # type: ignore[union-attr]
+                results[name] = np.broadcast_to(row, (steps, batch, row.size)).copy()
+            else:
                 results[name] = post.arrays[0][index].reshape(steps, batch, *shape).copy()
         return results, final
 
@@ -325,7 +346,7 @@ class Model:
         key = ("post", rows, threads.epoch())
         if key not in cache or cache[key][0] is not pre:
             shared = {i: pre.arrays[0][i] for i, slot in enumerate(prog.slots)
-                      if slot.stage in ("pre", "back")}  # back: captured for every step
+                      if slot.stage not in ("prologue", "post")}  # kept for every step
             cache[key] = (pre, bind_stage(prog, self._consts, prog.post, rows,
                                           post_captures(prog), shared))
         return cache[key][1]  # type: ignore[no-any-return]
@@ -350,10 +371,11 @@ class Model:
             prog = self.program
             if kind == "pre":  # the whole sequence at once, before the loop
                 stage = bind_stage(prog, self._consts, prog.pre, rows,
-                                   [*prog.inputs.values(), *back_captures(prog)])
-            elif kind == "back":  # backward state rotates through the ring as state does
-                stage = bind_stage(back_program(prog), self._consts, prog.back, rows,
-                                   back_windows(prog), ring=True)
+                                   [*prog.inputs.values(), *kept_for_later(prog)])
+            elif prog.back_out and kind in prog.time_passes():  # a pass with its own state
+                stage = bind_stage(pass_program(prog, kind), self._consts,
+                                   prog.stage_list(kind), rows, pass_windows(prog, kind),
+                                   ring=True)
             elif kind == "loop":  # one step at batch rows; pre's values come in by windows
                 stage = bind_stage(prog, self._consts, prog.loop, rows, loop_windows(prog),
                                    ring=True)

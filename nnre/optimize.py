@@ -31,13 +31,17 @@ class _View:
 
 def optimize(prog: Program) -> Program:
     """Apply stacking, then sibling fusion to a fixpoint; returns the same Program object."""
-    for stage in ("pre", "back", "loop"):
+    passes = prog.time_passes()
+    for stage in ("pre", *passes):
         _rewrite(prog, stage)
     _drop_dead(prog)
-    sunk = _sink(prog, "loop", set(prog.state_out.values()))
-    if prog.back:  # what the forward loop reads of the backward pass stays in it
-        needed = set(prog.back_out.values()) | {a for ins in prog.loop for a in ins.args}
-        sunk = _sink(prog, "back", needed) or sunk
+    sunk = False
+    for k, stage in reversed(list(enumerate(passes))):  # what a later pass reads stays
+        needed = {i for i in (*prog.state_out.values(), *prog.back_out.values())
+                  if prog.slots[i].stage == stage}
+        needed |= {a for later in passes[k + 1:] for ins in prog.stage_list(later)
+                   for a in ins.args}
+        sunk = _sink(prog, stage, needed) or sunk
     if sunk:
         _rewrite(prog, "post")
     _drop_dead(prog)
@@ -73,7 +77,7 @@ def _sink(prog: Program, stage: str, needed: set[int]) -> bool:
     if computes <= len(captures):
         return False
     instrs[:] = keep[::-1]
-    prog.post[:] = move[::-1] + prog.post  # before what the loop sank, which may read it
+    prog.post[:] = move[::-1] + prog.post  # before what later passes sank, which may read it
     for index in moved:
         prog.slots[index] = replace(prog.slots[index], stage="post")
     return True
@@ -83,7 +87,7 @@ def _drop_dead(prog: Program) -> None:
     """Remove instructions whose results nothing reads (left over after rewrites)."""
     live = set(prog.outputs.values()) | set(prog.state_out.values()) \
         | set(prog.back_out.values())
-    for stage in ("post", "loop", "back", "pre", "prologue"):
+    for stage in reversed(prog.stages()):
         instrs = prog.stage_list(stage)
         kept = []
         for ins in reversed(instrs):
@@ -153,7 +157,7 @@ def _splice(instrs: list[Instr], replace: dict[int, list[Instr]]) -> None:
 
 def _views(prog: Program) -> dict[int, _View]:
     views = {}
-    for stage in ("prologue", "pre", "back", "loop", "post"):
+    for stage in prog.stages():
         for ins in prog.stage_list(stage):
             if ins.op == "slice" and dict(ins.attrs).get("axis", -1) == -1 and \
                     len(prog.slots[ins.out].shape) == 1:

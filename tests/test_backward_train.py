@@ -107,6 +107,10 @@ def test_gradcheck_command_passes_on_a_bidirectional_text(tmp_path: Path) -> Non
     result = CliRunner().invoke(cli, ["gradcheck", str(eqn), "--set", "H=3", "--steps", "4"])
     assert result.exit_code == 0, result.output
     assert "state g@t+1" in result.output and "param R" in result.output
+    check = CliRunner().invoke(cli, ["check", str(eqn), "--set", "H=3"])
+    assert check.exit_code == 0, check.output
+    assert "backward state: g (3,)" in check.output and "state: h (3,)" in check.output
+    assert "back (each step, from the last to the first): " in check.output
 
 
 def test_text_training_refuses_backward_state(suffix_signs: Path, tmp_path: Path) -> None:

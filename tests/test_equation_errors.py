@@ -74,14 +74,14 @@ CASES = [
      "forward or backward in time, not both", "another name"),
     ("both-directions-lag-later", V3 + "gₜ = tanh(W xₜ + R gₜ₊₁ + U gₜ₋₁)", 2, 29,
      "'gₜ₋₁': 'g' is state that runs backward", None),
-    ("backward-reads-forward-state", V3 + "hₜ = tanh(W xₜ + U hₜ₋₁)\n"
-     "gₜ = tanh(V xₜ + R gₜ₊₁ + hₜ₋₁)\nyₜ = [hₜ; gₜ]", 3, 27,
-     "'g' runs backward in time (it is read at a later step) but depends within its step on "
-     "forward state: g reads 'hₜ₋₁'", "backward equations that read inputs and backward values"),
-    ("backward-reads-forward-value", V3 + "hₜ = tanh(W xₜ + U hₜ₋₁)\naₜ = 2 ⊙ hₜ\n"
-     "bₜ = σ(V xₜ + aₜ)\ngₜ = tanh(bₜ ⊙ (R gₜ₊₁))\nyₜ = [hₜ; gₜ]", 5, 11,
-     "'g' runs backward in time (it is read at a later step) but depends within its step on "
-     "forward state: g → b → a → h reads 'hₜ₋₁'", None),
+    ("directions-need-each-other", V3 + "hₜ = tanh(W xₜ + U hₜ₋₁ + S gₜ₊₁)\n"
+     "gₜ = tanh(V xₜ + R gₜ₊₁ + P hₜ₋₁)\nyₜ = [hₜ; gₜ]", 3, 29,
+     "'g' runs backward in time (it is read at a later step) and 'h' forward (it is read at "
+     "an earlier step), but each needs the other: g → h → g",
+     "a backward state that does not depend on forward state that depends on it"),
+    ("directions-need-each-other-through-values", V3 + "aₜ = 2 ⊙ hₜ\n"
+     "gₜ = tanh(R gₜ₊₁ + aₜ)\nhₜ = tanh(U hₜ₋₁ + S gₜ₊₁ + W xₜ)\nyₜ = hₜ", 3, 20,
+     "but each needs the other: g → a → h → g", None),
     ("backward-in-tensor-text", "Xₜ ∈ ℝ^(2×3)\ngₜ ∈ ℝ^(2×3)\ngₜ = tanh(Xₜ + gₜ₊₁)", 3, 16,
      "'gₜ₊₁' makes 'g' backward state, which a text read with tensor shapes", None),
     ("earlier-define", "hₜ₋₁ = x", 1, 1, "is an earlier step and cannot be defined", None),

@@ -69,8 +69,9 @@ def check(text: str, dims: Mapping[str, int] | None = None,
 def language_version(checked: Checked) -> int:
     """The version of the language the equations need: 1 unless they use something version 2
     added (a function or operator whose op has ``since`` 2, a per-example number broadcast
-    over a vector, ``frozen``, a dimension read as its value, or a layer index in a name,
-    ``h¹ₜ``: a reader of version 1 could neither read nor store it). A bundle states it in
+    over a vector, ``frozen``, a dimension read as its value, a later step (backward state,
+    ``gₜ₊₁``), or a layer index in a name, ``h¹ₜ``: a reader of version 1 could neither read
+    nor store it). A bundle states it in
     ``requires`` (``equations/N``)."""
     if isinstance(checked.shapes, TensorShapes):
         return 2

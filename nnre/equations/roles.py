@@ -5,8 +5,9 @@ read at an earlier step is state; a name read at a later step is backward state 
 that runs from the last step to the first); a declared dimension read in an equation
 (``xₜ / H``) is its value, a number; any other free name without a time index is a parameter
 (or, when weights are supplied and it has none, an input); the outputs are the defined names
-no other equation reads. Cycles within one step are errors, and so is a backward value that
-needs a forward one (the backward pass runs first).
+no other equation reads. Cycles within one step are errors, and so are a backward state and
+a forward one that need each other: each time pass runs over the whole sequence after the
+passes it reads from.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ class Roles:
     frozen: list[str] = field(default_factory=list)  # parameters training leaves as they are
     dims: list[str] = field(default_factory=list)  # dimension names read as their value
     back: dict[str, int] = field(default_factory=dict)  # backward state → deepest lead (1: ₜ₊₁)
+    passes: dict[str, int] = field(default_factory=dict)  # state → its time pass (§4)
 
 
 class _Located:
@@ -90,7 +92,7 @@ def analyse(module: ast.Module, weights: set[str] | None = None) -> Roles:
     dims = _dimension_values(loc, module, equations, free_timed, free_plain, declared)
     inputs, params = _split_free(loc, free_timed, free_plain, declared, equations, weights)
     order = _toposort(loc, equations, deps)  # a cycle explains a missing output: check it first
-    _backward_reads_no_forward(loc, equations, order, deps, state, back)
+    passes = _time_passes(loc, equations, state, back)
     outputs = _outputs(loc, declared, equations, readers)
     frozen = declared.get("frozen", {})
     for name, ref in frozen.items():
@@ -98,7 +100,7 @@ def analyse(module: ast.Module, weights: set[str] | None = None) -> Roles:
             raise loc.at(f"frozen '{name}' is not a parameter (a weight)", ref.pos,
                          expected="the name of a weight the equations read")
     return Roles(order, equations, inputs, state, params, outputs, timed | set(free_timed),
-                 list(frozen), dims, back)
+                 list(frozen), dims, back, passes)
 
 
 def dimension_names(module: ast.Module) -> dict[str, int]:
@@ -185,45 +187,105 @@ def _classify(loc: _Located, eq: ast.Equation, ref: ast.Name,
     (free_timed if ref.time is not None else free_plain).setdefault(name, ref)
 
 
-def _backward_reads_no_forward(loc: _Located, equations: dict[str, ast.Equation],
-                               order: list[str], deps: dict[str, set[str]],
-                               state: dict[str, int], back: dict[str, int]) -> None:
-    """The backward pass (every value a backward state needs within its step) runs over the
-    whole sequence before the forward one, so none of it may depend on forward state: that
-    would be a cycle through time. Forward values may read backward ones."""
+def _time_passes(loc: _Located, equations: dict[str, ast.Equation],
+                 state: dict[str, int], back: dict[str, int]) -> dict[str, int]:
+    """The time pass (formats/equations.md §4) of every state: backward passes are odd,
+    forward ones even, and a recurrence runs in the first pass of its direction after every
+    pass it reads from (a second bidirectional layer's backward state reads the first's
+    forward values: pass 3). States that need each other across directions are an error."""
     if not back:
-        return
-    why: dict[str, ast.Name] = {}  # forward value → the read that makes it forward
-    for name in order:
-        for ref in _reads(equations[name]):
-            if ref.name in equations and (ref.time is not None and ref.time < 0
-                                          and ref.name in state or
-                                          not ref.time and ref.name in why):
-                why.setdefault(name, ref)
-    parent: dict[str, str] = {}
-    queue = deque(b for b in equations if b in back)
-    seen = set(queue)
-    while queue:
-        name = queue.popleft()
-        if name in why:
-            chain = [name]
-            while chain[-1] in parent:
-                chain.append(parent[chain[-1]])
-            path, ref = chain[::-1], why[name]
-            lag = ref
-            while not lag.time:  # follow forward values to the earlier step that makes them so
-                path.append(lag.name)
-                lag = why[lag.name]
-            raise loc.at(f"'{path[0]}' runs backward in time (it is read at a later step) but "
-                         f"depends within its step on forward state: {' → '.join(path)} reads "
-                         f"'{lag.raw}'", ref.pos,
-                         expected="backward equations that read inputs and backward values "
-                         "only (the backward pass runs first, from the last step to the first)")
-        for dep in sorted(deps[name]):
-            if dep not in seen:
-                seen.add(dep)
-                parent[dep] = name
-                queue.append(dep)
+        return {name: 2 for name in state}
+    edges: dict[str, dict[str, ast.Name]] = {name: {} for name in equations}
+    for name, eq in equations.items():
+        for ref in _reads(eq):
+            if ref.name in equations and ref.name != name:
+                edges[name].setdefault(ref.name, ref)
+    group = _components(edges)
+    way: dict[int, int] = {}  # component → 1 backward, 2 forward
+    for name in [*back, *state]:
+        k, mine = group[name], 1 if name in back else 2
+        if way.setdefault(k, mine) != mine:
+            _cross_cycle(loc, edges, group, [n for n in back if group[n] == k][0],
+                         [n for n in state if group[n] == k][0])
+    passes = {name: way.get(group[name], 0) for name in equations}
+    for _ in range(len(equations) + 1):  # longest chain of components: a fixpoint
+        changed = False
+        for name, reads in edges.items():
+            d = way.get(group[name], 0)
+            need = max([passes[name], *(_first_pass(d, passes[m]) for m in reads)])
+            if need != passes[name]:
+                passes[name], changed = need, True
+        if not changed:
+            break
+    return {name: passes[name] for name in [*state, *back]}
+
+
+def _first_pass(way: int, after: int) -> int:
+    """The first pass of direction ``way`` (1 backward, 2 forward, 0 either) from ``after``
+    on: passes alternate, backward ones odd."""
+    if not way:
+        return after
+    return after if after >= way and after % 2 == way % 2 else max(way, after + 1)
+
+
+def _components(edges: dict[str, dict[str, ast.Name]]) -> dict[str, int]:
+    """Strongly connected components (Tarjan's, with an explicit stack): name → component."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    group: dict[str, int] = {}
+    stack: list[str] = []
+    for root in edges:
+        if root in index:
+            continue
+        work = [(root, iter(edges[root]))]
+        index[root] = low[root] = len(index)
+        stack.append(root)
+        while work:
+            name, it = work[-1]
+            nxt = next(it, None)
+            if nxt is not None:
+                if nxt not in index:
+                    index[nxt] = low[nxt] = len(index)
+                    stack.append(nxt)
+                    work.append((nxt, iter(edges[nxt])))
+                elif nxt not in group:
+                    low[name] = min(low[name], index[nxt])
+                continue
+            work.pop()
+            if work:
+                low[work[-1][0]] = min(low[work[-1][0]], low[name])
+            if low[name] == index[name]:
+                while True:
+                    member = stack.pop()
+                    group[member] = index[name]
+                    if member == name:
+                        break
+    return group
+
+
+def _cross_cycle(loc: _Located, edges: dict[str, dict[str, ast.Name]], group: dict[str, int],
+                 first: str, second: str) -> None:
+    """Raise the error of a backward state and a forward one that need each other."""
+    def path(src: str, dst: str) -> list[str]:
+        parent = {src: src}
+        queue = deque([src])
+        while queue:
+            name = queue.popleft()
+            for nxt in edges[name]:
+                if nxt not in parent and group[nxt] == group[src]:
+                    parent[nxt] = name
+                    queue.append(nxt)
+        out = [dst]
+        while out[-1] != src:
+            out.append(parent[out[-1]])
+        return out[::-1]
+
+    chain = path(first, second) + path(second, first)[1:]
+    raise loc.at(f"'{first}' runs backward in time (it is read at a later step) and '{second}' "
+                 f"forward (it is read at an earlier step), but each needs the other: "
+                 + " → ".join(chain), edges[chain[0]][chain[1]].pos,
+                 expected="a backward state that does not depend on forward state that depends "
+                 "on it (passes run one after the other, each over the whole sequence)")
 
 
 def _split_free(loc: _Located, free_timed: dict[str, ast.Name],
