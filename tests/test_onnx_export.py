@@ -337,3 +337,19 @@ def test_round_trip_keeps_parameters_that_go_through_functions(case: str) -> Non
     for k, want in model.run(xs)[0].items():
         np.testing.assert_allclose(got[k], want, rtol=1e-5, atol=1e-6)
     assert again.params == model.params
+
+
+@pytest.mark.parametrize("sequence", [False, True])
+def test_backward_state_is_refused_by_name(sequence: bool, tmp_path) -> None:
+    """A bundle with backward state (a later step, gₜ₊₁) has no forward step or forward Scan
+    to export: one ``error:`` line that says why, and no file."""
+    bundle = ROOT / "formats" / "vectors" / "valid" / "birnn_f64.bundle"
+    with pytest.raises(OnnxError, match="'g' is backward state"):
+        export_bundle(str(bundle), sequence=sequence)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, "-m", "nndk", "export", str(bundle), "-o", "b.onnx",
+                           *(["--sequence"] if sequence else [])], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1 and proc.stderr.startswith("error: ") and \
+        proc.stderr.count("\n") == 1 and "backward state" in proc.stderr, proc.stderr
+    assert not (tmp_path / "b.onnx").exists()
