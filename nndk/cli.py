@@ -10,7 +10,7 @@ from click.core import ParameterSource
 
 from nndk import __version__
 from nndk.check import describe
-from nndk.config import DEFAULT_DIMS
+from nndk.config import default_dims
 from nndk.gradcheck import gradcheck, make_problem
 from nndk.init import INIT_SCHEMES
 from nndk.models import parse_bindings, read_model, resolve_dims
@@ -52,7 +52,7 @@ def check_command(model: str, bindings: tuple[str, ...], dtype: str) -> None:
     """
     text, filename = read_model(model)
     # an unknown name is an error; unset ones the model declares take training's defaults
-    dims = resolve_dims(text, filename, parse_bindings(bindings), DEFAULT_DIMS)
+    dims = resolve_dims(text, filename, parse_bindings(bindings), default_dims(filename))
     click.echo(describe(text, dims, filename, dtype))
 
 
@@ -81,7 +81,7 @@ def gradcheck_command(model: str, bindings: tuple[str, ...], steps: int, batch: 
     """
     text, filename = read_model(model)
     problem = make_problem(text, resolve_dims(text, filename, parse_bindings(bindings),
-                                              DEFAULT_DIMS),
+                                              default_dims(filename)),
                            steps=steps, batch=batch, seed=seed, contiguous=True, stacked=True,
                            filename=filename)
     errors = gradcheck(problem)
@@ -291,13 +291,16 @@ def pack_command(equations: Path, weights: Path | None, name: str, version_: str
 @click.option("--opset", type=int, default=DEFAULT_EXPORT_OPSET, show_default=True,
               help="ONNX opset version of the graph.")
 @click.option("--sequence", is_flag=True,
-              help="The whole sequence (a Scan over time) instead of one step.")
+              help="The whole sequence (a Scan over time) instead of one step; for a "
+                   "transformer, every step of its context at once with a causal mask.")
 def export_command(bundle_path: str, output: str, opset: int, sequence: bool) -> None:
     """Export MODEL.bundle as an ONNX model (needs the onnx extra).
 
     One time step by default: inputs and the previous state (NAME_prev) in, outputs and the
-    next state (NAME_next) out. With --sequence, inputs are [T, N, n] and the outputs are
-    given for every step. Parameters are initializers under their own names. The bundle's
+    next state (NAME_next) out (a transformer's keys and values: its cache). With
+    --sequence, inputs are [T, N, n] and the outputs are given for every step; a
+    transformer's sequence form takes [N, T, …] (T its context) and needs no state.
+    Parameters are initializers under their own names. The bundle's
     name, version and id go into the ONNX metadata_props, and its whole metadata (vocabulary,
     sampling settings, provenance…) as JSON under nnre.bundle, which nndk import restores.
 

@@ -50,6 +50,13 @@ class TrainConfig:
 
 
 DEFAULT_DIMS = {"H": 128, "F": 16, "G": 32}  # hidden units; the cnn's filters
+#: A template's own defaults: gpt's are nanoGPT's CPU example for shakespeare_char.
+TEMPLATE_DIMS = {"gpt.eqn": {"L": 4, "heads": 4, "d": 128, "context": 64}}
+
+
+def default_dims(filename: str) -> dict[str, int]:
+    """The dimensions a model gets when --set leaves them out (those it declares)."""
+    return DEFAULT_DIMS | TEMPLATE_DIMS.get(filename, {})
 
 RULES: dict[str, Rule] = {
     "model": Rule("str"),

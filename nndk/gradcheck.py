@@ -20,9 +20,11 @@ import numpy as np
 
 from nndk.autodiff import Backward, differentiable_slots, transient_slots
 from nndk.layout import place_params
+from nndk.sequence import compile_sequence
 from nndk.unrolled import Unrolled, final_time, state_keys
 from nnre.compiler import compile_checked
 from nnre.equations import check, param_shapes
+from nnre.equations.roles import STEP
 from nnre.model import Model
 from nnre.program import Program
 from nnre.program import state_key as api_key
@@ -52,6 +54,7 @@ class Problem:
     steps: int
     batch: int
     placed: dict[int, np.ndarray] | None = None  # trainer layout: params inside the stacks
+    sequence: bool = False  # the sequence form (attention, every step at once), steps = 1
 
     def forward(self, transient: bool = True, codes: Mapping[str, np.ndarray] | None = None
                 ) -> Unrolled:
@@ -93,6 +96,10 @@ class Oracle:
         self.shapes = param_shapes(check(problem.text, problem.dims))
         self.model = Model.from_equations(problem.text, self.weights(problem.params),
                                           problem.dims, "float64", optimize=False)
+        if problem.sequence:  # the same text's sequence form, compiled afresh
+            prog = compile_sequence(check(problem.text, problem.dims), "float64", False)
+            self.model = Model(prog, self.weights(problem.params), equations=problem.text,
+                               dims=problem.dims, param_specs={})
 
     def weights(self, params: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         return {n: np.array(v, np.float64).reshape(self.shapes[n]) for n, v in params.items()}
@@ -126,11 +133,15 @@ class Oracle:
 def make_problem(text: str, dims: Mapping[str, int] | None = None, steps: int = 3,
                  batch: int = 2, seed: int = 0, optimize: bool = True,
                  contiguous: bool = False, stacked: bool = False, dtype: str = "float64",
-                 filename: str | None = None) -> Problem:
+                 filename: str | None = None, sequence: bool = False) -> Problem:
     """``contiguous`` and ``stacked`` compile and store the weights the way a trainer does;
-    ``filename`` is where errors in ``text`` say they are."""
+    ``filename`` is where errors in ``text`` say they are; ``sequence``: the sequence form
+    (one "step" of every step at once, as attention trains)."""
     checked = check(text, dims, filename=filename)
-    prog = compile_checked(checked, dtype, optimize=optimize, contiguous=contiguous)
+    if sequence:
+        prog, steps = compile_sequence(checked, dtype, optimize=optimize), 1
+    else:
+        prog = compile_checked(checked, dtype, optimize=optimize, contiguous=contiguous)
     if steps < max(prog.max_lag(), prog.max_lead()):
         raise ValueError(f"steps={steps} is fewer than the deepest lag or lead "
                          f"{max(prog.max_lag(), prog.max_lead())}")
@@ -151,10 +162,13 @@ def make_problem(text: str, dims: Mapping[str, int] | None = None, steps: int = 
     for name, count in prog.ids.items():  # whole numbers: a table's rows, never perturbed
         feeds[name] = rng.integers(0, count, feeds[name].shape).astype(dtype)
     init = {key: draw(i, batch, 0.5) for key, i in state_keys(prog).items()}
+    if (STEP, 1) in init:  # the steps each stream has taken: whole numbers, room left
+        init[(STEP, 1)] = rng.integers(0, max(prog.context - steps, 0) + 1,
+                                       init[(STEP, 1)].shape).astype(dtype)
     outs = {name: draw(i, rows) for name, i in prog.outputs.items()}
     states = {key: draw(i, batch) for key, i in state_keys(prog).items()}
     return Problem(text, dict(checked.shapes.dims), prog, params, feeds, init, outs, states,
-                   steps, batch, placed)
+                   steps, batch, placed, sequence)
 
 
 def gradcheck(problem: Problem, eps: float = 1e-6, directions: int = 3, seed: int = 1
@@ -173,7 +187,7 @@ def gradcheck(problem: Problem, eps: float = 1e-6, directions: int = 3, seed: in
     }
     for kind, (values, grads, keyword) in groups.items():
         for key, value in values.items():
-            if kind == "input" and key in problem.prog.ids:
+            if (kind == "input" and key in problem.prog.ids) or key == (STEP, 1):
                 continue  # whole numbers: no derivative to check
             base = np.array(value, np.float64)
             grad = np.asarray(grads[key], np.float64).reshape(base.shape)

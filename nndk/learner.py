@@ -17,6 +17,7 @@ from nndk.checkpoint import CheckpointError, take
 from nndk.init import init_param
 from nndk.layout import place_params
 from nndk.optim import OPTIMIZERS, clip_global_norm
+from nndk.sequence import compile_sequence
 from nndk.unrolled import Unrolled, final_time, history_rows, state_keys
 from nnre.compiler import compile_checked
 from nnre.equations import Checked, param_shapes
@@ -29,11 +30,16 @@ State = dict[tuple[str, int], np.ndarray]
 
 class Learner:
     def __init__(self, checked: Checked, equations: str, optimizer: str, seed: int,
-                 init: str) -> None:
+                 init: str, sequence: bool = False) -> None:
+        """``sequence``: train the equations' sequence form (every step at once, attention);
+        the runtime model is then the step form of the same text."""
         self.equations = equations
+        self.checked = checked
         self.dims = checked.shapes.dims
         self.shapes = param_shapes(checked)
-        self.prog = compile_checked(checked, "float32", contiguous=True)
+        self.prog = compile_sequence(checked, "float32") if sequence else \
+            compile_checked(checked, "float32", contiguous=True)
+        self.step_prog = None if sequence else self.prog
         self.rng = np.random.default_rng(seed)
         self.params, placed = place_params(self.prog)
         for name, value in self.params.items():  # in program order: one seed, one result
@@ -93,7 +99,9 @@ class Learner:
     def runtime_model(self, metadata: dict[str, Any] | None = None) -> Model:
         """The current weights as a runtime Model, sharing the compiled program."""
         weights = {n: a.reshape(self.shapes[n]) for n, a in self.params.items()}
-        return Model(self.prog, weights, equations=self.equations, dims=self.dims,
+        if self.step_prog is None:
+            self.step_prog = compile_checked(self.checked, "float32")
+        return Model(self.step_prog, weights, equations=self.equations, dims=self.dims,
                      param_specs={}, metadata=metadata)
 
     def load_weights(self, weights: Mapping[str, np.ndarray], source: str) -> None:

@@ -7,10 +7,11 @@ from importlib import resources
 from pathlib import Path
 
 from nnre.equations.parser import parse
+from nnre.equations.roles import dimension_names
 from nnre.errors import EquationError
 
 #: The templates shipped in nndk/templates (each a plain .eqn file).
-TEMPLATE_NAMES = ("lstm", "gru", "rnn", "mlp", "lstm2", "gru2", "mlp_ln", "cnn")
+TEMPLATE_NAMES = ("lstm", "gru", "rnn", "mlp", "lstm2", "gru2", "mlp_ln", "cnn", "gpt")
 
 
 def read_model(spec: str) -> tuple[str, str]:
@@ -45,12 +46,9 @@ def parse_bindings(items: tuple[str, ...] | list[str]) -> dict[str, int]:
 
 
 def declared_dims(text: str, filename: str) -> list[str]:
-    """The dimension names the equations declare (``hₜ ∈ ℝ^H`` declares H), in order."""
-    names: list[str] = []
-    for decl in parse(text, filename).declarations:
-        for dim in decl.shape:
-            names += [t for t in dim.terms if isinstance(t, str) and t not in names]
-    return names
+    """The dimension names the equations declare (``hₜ ∈ ℝ^H`` declares H; so does a
+    block's bound, ``for l = 1…L:``), in order."""
+    return list(dimension_names(parse(text, filename, expand=False)))
 
 
 def resolve_dims(text: str, filename: str, given: dict[str, int],

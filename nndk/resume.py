@@ -19,7 +19,7 @@ from nndk.config import ConfigError, TrainConfig, flag, validate
 from nndk.data import DataError, load_text
 from nndk.models import read_model
 from nndk.train import Trainer
-from nndk.train_text import TextTrainer
+from nndk.train_sequence import text_trainer
 
 MATCH, APPLY, REFUSE = "must match the checkpoint", "applied", "refused"
 
@@ -70,7 +70,7 @@ def resume(directory: str | Path, data_path: str | Path | None = None,
         sha = trainer.data_sha256
     else:
         data = load_text(path, config.val_frac, vocab=record["vocab"])
-        trainer = TextTrainer(config, path, record["equations"], record["model_file"], data)
+        trainer = text_trainer(config, path, record["equations"], record["model_file"], data)
         sha = data.sha256
     if sha != record["data_sha256"]:
         raise DataError(f"{path}: not the data this checkpoint was trained on (sha256 "

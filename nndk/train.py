@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from nndk import __version__, checkpoint
-from nndk.config import DEFAULT_DIMS, ConfigError, TrainConfig, validate
+from nndk.config import ConfigError, TrainConfig, default_dims, validate
 from nndk.data import load_text
 from nndk.files import clean_stale
 from nndk.learner import Learner
@@ -250,18 +250,18 @@ def start(config: TrainConfig, data_path: str | Path, init_from: str | None = No
 
         source = nnre.load(init_from)
         config.dims = dims_from_bundle(text, filename, config.dims, source.dims, init_from)
-    config.dims = resolve_dims(text, filename, config.dims, DEFAULT_DIMS)
+    config.dims = resolve_dims(text, filename, config.dims, default_dims(filename))
     trainer: Trainer
     if Path(data_path).suffix in (".npz", ".csv"):
         from nndk.train_arrays import ArrayTrainer
 
         trainer = ArrayTrainer(config, data_path, text, filename)
     else:
-        from nndk.train_text import TextTrainer
+        from nndk.train_sequence import text_trainer
 
         vocab = bundle_vocab(source.metadata) if source is not None else None
         data = load_text(data_path, config.val_frac, vocab, config.min_count)
-        trainer = TextTrainer(config, data_path, text, filename, data)
+        trainer = text_trainer(config, data_path, text, filename, data)
         if data.folded[0]:
             trainer.notes.append(f"{data.folded[0]} rare character(s) ({data.folded[1]} "
                                  "occurrences) read as the unknown symbol U+FFFD "

@@ -37,7 +37,7 @@ class ArrayTrainer(Trainer):
                  filename: str) -> None:
         self.data_path = str(data_path)
         self.data_sha256 = hashlib.sha256(Path(data_path).read_bytes()).hexdigest()
-        roles = analyse(parse(equations, filename))
+        roles = analyse(parse(equations, filename, config.dims))
         arrays = load_arrays(data_path, [*roles.inputs, config.target])
         target = arrays.get(config.target)
         if target is None:

@@ -32,10 +32,11 @@ class TextTrainer(Trainer):
     """Characters in, the next character out: char-rnn's streams with carried state."""
 
     kind = "text"
+    sequence = False  # trained through the sequence form (nndk.train_sequence)
 
     def __init__(self, config: TrainConfig, data_path: str | Path, equations: str,
                  filename: str, data: TextData) -> None:
-        module = parse(equations, filename)
+        module = parse(equations, filename, config.dims)
         roles = analyse(module)
         if len(roles.inputs) != 1:
             raise TrainingError(f"a character model needs exactly one input, {filename} has "
@@ -58,7 +59,7 @@ class TextTrainer(Trainer):
         check_budget(checked, config.optimizer, config.seq_length, config.batch_size)
         self.output = pick_output(checked, data.size, filename, config.output)
         super().__init__(config, Learner(checked, equations, config.optimizer, config.seed,
-                                         config.init), filename)
+                                         config.init, sequence=self.sequence), filename)
         self.data_path = str(data_path)
         self.data = data
         self.batch_index = 0

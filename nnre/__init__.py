@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from nnre.errors import (
     BundleError,
+    ContextError,
     EquationError,
     FeedError,
     NnreError,
@@ -30,6 +31,7 @@ _LAZY = {"load": "nnre.loader", "verify": "nnre.loader", "Model": "nnre.model",
 __all__ = [
     "BundleError",
     "EquationError",
+    "ContextError",
     "FeedError",
     "Model",
     "NnreError",

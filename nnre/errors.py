@@ -107,6 +107,16 @@ class FeedError(NnreError):
     code = "bad-feed"
 
 
+class ContextError(FeedError):
+    """A stream that would step past the model's context (its histories hold that many
+    steps): start again from the zero state, fed the last steps."""
+
+    code = "context-full"
+
+    def __init__(self, message: str, expected: str | None = None) -> None:
+        super().__init__(message if expected is None else f"{message} (expected {expected})")
+
+
 class OutputError(NnreError):
     """A model output that cannot be decoded the way its codec says: e.g. a ``sample`` output
     holding NaN, infinities, negative values or no mass at all, so there is nothing to draw

@@ -6,6 +6,12 @@ next ring phase. State never leaves the ring, so nothing is allocated or copied 
 Each call owns its own step stage (``Model.step_stage``), so generators are independent of each
 other and of ``Model.step`` (several may be interleaved, or run in different threads).
 
+A model with a context (a transformer: its histories hold that many steps) shifts it as
+llama.cpp does: a stream about to step past the context restarts from the zero state fed its
+last ``context // 2`` characters (on a tape of its own, then copied into its row), so it never
+stops and costs one re-read per ``context // 2`` characters. A prime longer than the context
+keeps its last ``context`` characters.
+
 Several primes run as one batch, one row each: one tape replay per character for all of them.
 Stream i draws with its own sampler seeded ``seed + i``, so it gives the text that prime alone
 gives with ``seed + i`` (up to the rounding of a batched matrix product, which could move a
@@ -39,7 +45,8 @@ def generate(model: Any, prime: str | Sequence[str], length: int, *,
                         "list of them)")
     if isinstance(length, bool) or not isinstance(length, int) or length < 0:
         raise FeedError(f"length must be an integer ≥ 0, got {length!r}")
-    codes = [io.chars.encode(p) for p in primes]
+    context = getattr(model, "context", None)
+    codes = [io.chars.encode(p)[-context:] if context else io.chars.encode(p) for p in primes]
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
         raise FeedError(f"seed must be an integer ≥ 0, got {seed!r}")
     check_batch(model, len(primes))  # now, not at the first character
@@ -88,13 +95,17 @@ def _streams(model: Any, input_name: str, out_index: int, vocab: list[str],
             f()
 
     t = _prime(stage, codes, feed)
+    shift = _Shift(model, input_name, out_index, stage, rows, codes)
     live = list(range(batch))
     drawn = [0] * batch  # each stream's last character, fed back at the next step
     chars = [""] * batch  # "" stays for a stream that has stopped
     tails = [""] * batch
     for n in range(length):
         if n:  # feed back the characters just drawn (the primes gave the first distributions)
+            full = shift.full(live, drawn)
             feed(t, live, drawn)
+            for i in full:
+                shift.restart(i, t % phases)
             t += 1
         out = rows[(t - 1) % phases]
         for i in live:
@@ -109,6 +120,61 @@ def _streams(model: Any, input_name: str, out_index: int, vocab: list[str],
             live = [i for i in live if tails[i] != stop]
             if not live:
                 return
+
+
+class _Shift:
+    """The context shift of a model with a context: each stream's characters since its zero
+    state, and a restart on a batch-1 tape of its own when they would pass the context."""
+
+    def __init__(self, model: Any, input_name: str, out_index: int, stage: Any,
+                 rows: list[Any], codes: list[list[int]]) -> None:
+        self.context = getattr(model, "context", None)
+        self.model, self.stage, self.rows = model, stage, rows
+        self.input_name, self.out_index = input_name, out_index
+        self.seen = [list(c) for c in codes]  # what each stream's state has read
+        self.side: Any = None
+
+    def full(self, live: Sequence[int], drawn: Sequence[int]) -> list[int]:
+        """Record this step's characters; the streams whose state is full before it."""
+        if not self.context:
+            return []
+        full = [i for i in live if len(self.seen[i]) >= self.context]
+        for i in live:
+            self.seen[i].append(drawn[i])
+        for i in full:  # the shared tape steps this row harmlessly; restart() replaces it
+            for buffers in self.stage.ring.values():
+                for buf in buffers:
+                    buf[i] = 0
+        return full
+
+    def restart(self, i: int, phase: int) -> None:
+        """Stream i again from the zero state, fed its last ``context // 2`` characters
+        (this step's included), into its row of the ring at ``phase`` (just written)."""
+        assert self.context
+        keep = self.seen[i][-max(1, self.context // 2):]
+        self.seen[i] = list(keep)
+        if self.side is None:
+            self.side = self.model.step_stage(1)
+        side, prog = self.side, self.model.program
+        for buffers in side.ring.values():
+            for buf in buffers:
+                buf[...] = 0
+        x = side.given[prog.inputs[self.input_name]]
+        ids = self.input_name in prog.ids
+        for n, code in enumerate(keep):
+            x[...] = 0
+            if ids:
+                x[0, 0] = code
+            else:
+                x[0, code] = 1
+            for f in side.tapes[n % side.phases]:
+                f()
+        last, phases = len(keep) - 1, side.phases
+        for name, buffers in self.stage.ring.items():
+            for k in range(phases):
+                buffers[(phase - k) % phases][i] = side.ring[name][(last - k) % phases][0]
+        out = self.model._out_rows(side.arrays[last % phases], self.out_index, 1)
+        self.rows[phase][i] = out[0]
 
 
 def _prime(stage: Any, codes: list[list[int]], feed: Any) -> int:

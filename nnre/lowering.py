@@ -18,7 +18,7 @@ import numpy as np
 
 from nnre import budget
 from nnre.equations import ast
-from nnre.equations.roles import Roles
+from nnre.equations.roles import STEP, Roles, append_parts
 from nnre.equations.tensors import TensorShapes, api_shape
 from nnre.equations.to_sympy import state_symbol_name
 from nnre.errors import EquationError
@@ -34,6 +34,11 @@ _BINARY = {"+": "add", "-": "sub", "*": "mul", "/": "div"}
 class Value:
     slot: int
     shape: tuple[int, ...]  # its shape in the equations
+    #: The axis (counted from the end of ``shape``) along which the value has an entry per
+    #: step so far, when it comes from a history (``Kₜ``, ``Kₜ qₜ``): entries past the step's
+    #: own are absent, and every op that reads along this axis sees only the present ones.
+    ragged: int | None = None
+    history: bool = False  # a history itself (its absent entries are finite: no mask)
 
 
 def stored(shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -42,8 +47,8 @@ def stored(shape: tuple[int, ...]) -> tuple[int, ...]:
 
 
 class Lowering:
-    def __init__(self, module: ast.Module, roles: Roles, shapes: TensorShapes, dtype: str
-                 ) -> None:
+    def __init__(self, module: ast.Module, roles: Roles, shapes: TensorShapes, dtype: str,
+                 steps: int = 0) -> None:
         self.module = module
         self.roles = roles
         self.shapes = shapes
@@ -53,6 +58,12 @@ class Lowering:
         self.writer: dict[int, Instr] = {}
         self.current = ""
         self.bytes = 0
+        self.t = -1  # the slot of the step index, when the text has one
+        #: The sequence form (``steps`` > 0): no time loop; a value of each step is stored
+        #: with a leading axis of the steps, after the rows ("timed" slots).
+        self.steps = steps
+        self.timed: set[int] = set()
+        self.in_timed = False  # the op being lowered has a timed argument
 
     # -- slots ---------------------------------------------------------------------------
     def stage(self, slot: int) -> str:
@@ -73,15 +84,24 @@ class Lowering:
         return index
 
     def emit(self, op: str, args: tuple[int, ...], out_shape: tuple[int, ...],
-             stage: str | None = None, shared: bool = True, **attrs: Any) -> int:
-        """One instruction, or (``shared``) the slot of an equal one already emitted."""
+             stage: str | None = None, shared: bool = True, timed: bool | None = None,
+             **attrs: Any) -> int:
+        """One instruction, or (``shared``) the slot of an equal one already emitted.
+
+        ``out_shape`` is the shape per step: a timed result (one with a timed argument,
+        unless ``timed`` says) gets the steps in front."""
         stage = stage or max((self.stage(a) for a in args), key=_RANK.__getitem__,
                              default="prologue")
         items = tuple(sorted(attrs.items()))
-        key = (op, args, items, stage, tuple(out_shape))  # a copy's shape is its target's
+        if timed is None:
+            timed = any(a in self.timed for a in args)
+        out_shape = (self.steps, *out_shape) if timed else tuple(out_shape)
+        key = (op, args, items, stage, out_shape)  # a copy's shape is its target's
         if shared and key in self.memo:
             return self.memo[key]
-        out = self.slot("temp", tuple(out_shape), stage, counted=not OPS[op].view)
+        out = self.slot("temp", out_shape, stage, counted=not OPS[op].view)
+        if timed:
+            self.timed.add(out)
         self.writer[out] = Instr(op, out, args, items)
         self.prog.stage_list(stage).append(self.writer[out])
         if shared:
@@ -101,10 +121,21 @@ class Lowering:
         return self.stage(v.slot) != "prologue"
 
     def reshaped(self, v: Value, shape: tuple[int, ...]) -> int:
-        if self.prog.slots[v.slot].shape == shape:
+        """v's entries in ``shape`` (its layout per step): after the steps when v is timed,
+        after an axis of 1 when v is a value per sequence read by a timed op."""
+        timed = v.slot in self.timed
+        whole = (self.steps, *shape) if timed else (1, *shape) \
+            if self.in_timed and self.per_example(v) else shape
+        if self.prog.slots[v.slot].shape == whole:
             return v.slot
         lead = (-1,) if self.per_example(v) else ()
-        return self.emit("reshape", (self.contiguous(v.slot),), shape, shape=(*lead, *shape))
+        return self.emit("reshape", (self.contiguous(v.slot),), shape if timed else whole,
+                         timed=timed, shape=(*lead, *whole))
+
+    def step_shape(self, slot: int) -> tuple[int, ...]:
+        """A slot's shape per step (without the steps of a timed slot)."""
+        shape = self.prog.slots[slot].shape
+        return shape[1:] if slot in self.timed else shape
 
     def contiguous(self, slot: int) -> int:
         """The slot itself, or a copy of it when it is a strided view (a transpose, a slice):
@@ -114,13 +145,14 @@ class Lowering:
             ins = self.writer.get(ins.args[0])
         if ins is None or ins.op not in ("transpose", "slice", "permute"):
             return slot
-        return self.emit("copy", (slot,), self.prog.slots[slot].shape)
+        return self.emit("copy", (slot,), self.step_shape(slot))
 
     def full(self, v: Value, rank: int | None = None) -> int:
         """The value with all its axes (a per-example vector as (rows, n, 1)), with leading
         1s up to ``rank`` for a per-example value (constants broadcast from the right)."""
         shape = v.shape
-        if rank is not None and self.per_example(v) and rank > len(shape):
+        if rank is not None and (self.per_example(v) or v.slot in self.timed) and \
+                rank > len(shape):
             shape = (1,) * (rank - len(shape)) + shape
         return self.reshaped(v, shape)
 
@@ -131,20 +163,56 @@ class Lowering:
     # -- leaves --------------------------------------------------------------------------
     def declare_leaves(self) -> None:
         of = self.shapes.of
+        lead = (self.steps,) if self.steps else ()  # the sequence form: all steps at once
         for name in self.roles.inputs:
-            index = self.slot("input", stored(of[name]), "pre", name)
+            index = self.slot("input", (*lead, *stored(of[name])), "pre", name)
             self.prog.inputs[name] = index
             self.names[name] = Value(index, of[name])
+            if self.steps and name in self.roles.timed:
+                self.timed.add(index)
+        if self.steps:
+            self.sequence_leaves()
+            return
         for name, lags in self.roles.state.items():
             for lag in range(1, lags + 1):
                 key = state_symbol_name(name, lag)
                 index = self.slot("state", stored(of[name]), "loop", key)
                 self.prog.state_in[(name, lag)] = index
-                self.names[key] = Value(index, of[name])
+                grown = self.shapes.grown.get(name)
+                self.names[key] = Value(index, of[name]) if grown is None else \
+                    Value(index, of[name], grown - len(of[name]), history=True)
+        if self.roles.step_index or self.roles.appends:  # the steps so far: a state of its own
+            self.t = self.slot("state", (1,), "loop", state_symbol_name(STEP, 1))
+            self.prog.state_in[(STEP, 1)] = self.t
+            self.names[STEP] = Value(self.t, (1, 1))
+            self.prog.context = self.shapes.context or 0
         for name in self.roles.params:
             index = self.slot("param", of[name], "prologue", name)
             self.prog.params[name] = index
             self.names[name] = Value(index, of[name])
+
+    def sequence_leaves(self) -> None:
+        """The sequence form has no state: a history is every step's entry at once (built
+        by its equation), and ``t`` is the constant 0, 1, …, steps − 1."""
+        plain = [n for n in self.roles.state if n not in self.roles.appends]
+        if plain:
+            raise EquationError(f"'{plain[0]}' is read at an earlier step, so the equations "
+                                "have no form that runs all steps at once",
+                                expected="state that only grows (Kₜ = [Kₜ₋₁; kₜᵀ]) or none")
+        for name in self.roles.appends:
+            size = self.shapes.of[name][self.shapes.grown[name]]
+            if size != self.steps:
+                raise EquationError(f"'{name}' holds {size} steps; the sequence form runs "
+                                    f"{self.steps}", expected="histories as long as the context")
+        if self.roles.step_index:
+            self.t = self.slot("const", (self.steps, 1), "prologue", name="0…T-1")
+            self.prog.literals[self.t] = np.arange(self.steps, dtype=self.prog.dtype)[:, None]
+            self.timed.add(self.t)
+            self.names[STEP] = Value(self.t, (1, 1))
+        for name in self.roles.params:
+            index = self.slot("param", self.shapes.of[name], "prologue", name)
+            self.prog.params[name] = index
+            self.names[name] = Value(index, self.shapes.of[name])
 
     # -- equations -----------------------------------------------------------------------
     def lower(self) -> Program:
@@ -153,15 +221,113 @@ class Lowering:
         for name in self.roles.order:
             self.current = name
             eq = self.roles.equations[name]
+            if name in self.roles.appends:
+                self.names[name] = self.append(eq)
+                continue
             value = self.expr(eq.expr)
             want = self.shapes.of[name]
             if value.shape != want:  # a number or a smaller value broadcast to the target
                 value = self.elementwise("copy", [value], want)
             self.names[name] = value
         for name in self.roles.outputs:
-            self.prog.outputs[name] = self.boundary(self.names[name])
+            self.prog.outputs[name] = self.boundary(self.whole(name))
+        if self.steps:
+            return self.prog
         self.own_state()
+        if self.t >= 0:
+            self.prog.state_out[STEP] = self.emit("add", (self.t, self.literal(1.0)), (1,),
+                                                  stage="loop", shared=False)
         return self.prog
+
+    def whole(self, name: str) -> Value:
+        """A value that leaves the program (an output, next state): never a ragged one."""
+        value = self.names[name]
+        if value.ragged is not None and name not in self.roles.appends:
+            raise EquationError(f"'{name}' has an entry for every step so far, so it cannot be "
+                                "an output or state", expected="a value reduced along the steps, "
+                                "e.g. by softmax(…) Vₜ or Σ(…; axis=k)")
+        return value
+
+    def append(self, eq: ast.Equation) -> Value:
+        """``Kₜ = [Kₜ₋₁; r]``: r written at the step's index of the history, in place."""
+        found = append_parts(eq)
+        assert found is not None
+        row = self.expr(found[0])
+        if self.steps:
+            return self.stacked(row, eq.target.name)
+        previous = self.names[state_symbol_name(eq.target.name, 1)]
+        axis = self.stored_axis(previous)
+        out = self.emit("append", (previous.slot, self.like(row, previous), self.t),
+                        stored(previous.shape), stage="loop", shared=False, axis=axis)
+        return Value(out, previous.shape, previous.ragged, history=True)
+
+    def stacked(self, row: Value, name: str) -> Value:
+        """The sequence form of a history: the entry of every step, the steps moved into
+        the growing axis (where the entry has size 1)."""
+        shape, axis = self.shapes.of[name], self.shapes.grown[name]
+        if row.slot not in self.timed:
+            raise EquationError(f"the entry '{name}' appends is the same at every step",
+                                expected="an entry computed from the step's input")
+        full = self.full(row)  # (rows, steps, …, 1 at axis, …)
+        rank = len(shape)
+        order = (*range(1, axis + 1), 0, *range(axis + 2, rank + 1), axis + 1)
+        moved = self.emit("permute", (full,), (*shape, 1), timed=False, axes=order)
+        out = self.emit("reshape", (self.contiguous(moved),), stored(shape),
+                        shape=(-1, *stored(shape)))
+        return Value(out, shape, axis - rank, history=True)
+
+    def like(self, v: Value, other: Value) -> int:
+        """v in the layout other is stored in (a vector flat or with all its axes)."""
+        return self.flat(v) if len(other.shape) == 2 and other.shape[1] == 1 else self.full(v)
+
+    def stored_axis(self, v: Value) -> int:
+        """v's ragged axis in its stored layout (a vector's entries are its last axis)."""
+        assert v.ragged is not None
+        return -1 if len(v.shape) == 2 and v.shape[1] == 1 else v.ragged
+
+    # -- the entries present at a step ---------------------------------------------------
+    def present(self, v: Value, slot: int) -> int:
+        """A 1/0 mask of the entries of v present at each row's step (j ≤ t along the ragged
+        axis), shaped to broadcast against ``slot`` (v in some stored layout)."""
+        layout = self.step_shape(slot)
+        axis = self.stored_axis(v) if len(layout) == len(stored(v.shape)) else v.ragged
+        assert axis is not None
+        size = layout[axis]
+        shape = tuple(size if i == len(layout) + axis else 1 for i in range(len(layout)))
+        if self.steps:  # all steps at once: step t sees entries 0 … t, a constant
+            key: tuple[Any, ...] = ("causal", shape)
+            if key not in self.memo:
+                index = self.slot("const", (self.steps, *shape), "prologue", name="j≤t")
+                causal = np.arange(size)[None, :] <= np.arange(self.steps)[:, None]
+                self.prog.literals[index] = causal.astype(self.prog.dtype).reshape(
+                    (self.steps, *shape))
+                self.timed.add(index)
+                self.memo[key] = index
+            return self.memo[key]
+        key = ("present", size)
+        if key not in self.memo:
+            steps = self.slot("const", (size,), "prologue", name=f"0…{size - 1}")
+            self.prog.literals[steps] = np.arange(size, dtype=self.prog.dtype)
+            self.memo[key] = self.emit("less_equal", (steps, self.t), (size,), stage="loop")
+        return self.emit("reshape", (self.memo[key],), shape, shape=(-1, *shape))
+
+    def masked(self, v: Value, fill: float, flat: bool = False) -> int:
+        """v with absent entries set to ``fill``: the neutral value of the op that reads
+        along the steps (0 for sums, −∞ for softmax and max); its entries (n,) if ``flat``.
+        In the sequence form the mask differs from step to step, so the result is timed."""
+        self.in_timed = self.in_timed or bool(self.steps)
+        slot = self.flat(v) if flat else self.full(v)
+        mask = self.present(v, slot)
+        return self.emit("where", (mask, slot, self.literal(fill)), self.step_shape(slot),
+                         timed=bool(self.steps))
+
+    def plain(self, v: Value, what: str) -> Value:
+        """v, which an op is about to read in a way that mixes its steps: refused if ragged."""
+        if v.ragged is not None:
+            raise EquationError(f"{what} in the equation for '{self.current}' would mix the "
+                                "entries of every step so far", expected="softmax, Σ, max or a "
+                                "matrix product along the steps, or elementwise operations")
+        return v
 
     def boundary(self, v: Value) -> int:
         return self.flat(v) if self.per_example(v) else v.slot
@@ -192,6 +358,7 @@ class Lowering:
     def node(self, node: ast.Expr, values: dict[int, Value]) -> Value:
         shape = self.shapes.nodes[id(node)]
         kids = [values[id(k)] for k in ast.children(node)]
+        self.in_timed = any(k.slot in self.timed for k in kids)
         if isinstance(node, ast.Number):
             return Value(self.literal(node.value), ())
         if isinstance(node, ast.Name) and node.name in self.roles.dims:
@@ -232,22 +399,44 @@ class Lowering:
                     ) -> Value:
         """Entry by entry with NumPy broadcasting: on rows of vectors when every operand is
         a vector or a number (version 1's layout), else on the full axes."""
+        ragged = {a.ragged for a in args if a.ragged is not None}
+        if len(ragged) > 1:
+            raise EquationError(f"values in the equation for '{self.current}' have their "
+                                "steps along different axes", expected="the same axis")
+        axis = ragged.pop() if ragged else None
         vectors = all(len(a.shape) == 0 or (len(a.shape) == 2 and a.shape[1] == 1)
                       for a in [*args, Value(0, shape)])
         if vectors and any(self.per_example(a) for a in args):
             slots = tuple(self.flat(a) for a in args)
-            return Value(self.emit(op, slots, stored(shape), **attrs), shape)
+            return Value(self.emit(op, slots, stored(shape), **attrs), shape, axis)
         slots = tuple(self.full(a, len(shape)) for a in args)
-        return Value(self.emit(op, slots, shape, **attrs), shape)
+        return Value(self.emit(op, slots, shape, **attrs), shape, axis)
 
     def transpose(self, v: Value, shape: tuple[int, ...]) -> Value:
         if len(v.shape) < 2:
             return v
-        return Value(self.emit("transpose", (self.full(v),), shape), shape)
+        axis = {-1: -2, -2: -1}.get(v.ragged, v.ragged) if v.ragged is not None else None
+        return Value(self.emit("transpose", (self.full(v),), shape), shape, axis, v.history)
 
     def matmul(self, a: Value, b: Value, shape: tuple[int, ...]) -> Value:
         if _scales(a.shape, b.shape):
             return self.elementwise("mul", [a, b], shape)
+        value = self.product(*self.summed(a, b), shape)
+        lead = [r for r in (a.ragged, b.ragged) if r is not None and r <= -3]
+        axis = -2 if a.ragged == -2 else -1 if b.ragged == -1 else lead[0] if lead else None
+        return Value(value.slot, shape, axis)
+
+    def summed(self, a: Value, b: Value) -> tuple[Value, Value]:
+        """The operands of a product that sums along the steps (``softmax(…) Vₜ``), with the
+        absent entries of one side set to 0 (a history's own are finite, so the other side's
+        mask suffices)."""
+        over = [v for v, summed in ((a, a.ragged == -1), (b, b.ragged == -2)) if summed]
+        mask = [v for v in over if not v.history] or over[:1]
+        a, b = (Value(self.masked(v, 0.0), v.shape) if any(v is m for m in mask) else v
+                for v in (a, b))
+        return a, b
+
+    def product(self, a: Value, b: Value, shape: tuple[int, ...]) -> Value:
         ea, eb = self.per_example(a), self.per_example(b)
         if not ea and eb and len(a.shape) == 2 and b.shape[-1] == 1 and len(b.shape) == 2:
             w_t = self.emit("transpose", (a.slot,), (a.shape[1], a.shape[0]))
@@ -257,11 +446,55 @@ class Lowering:
             a_row = self.reshaped(a, (a.shape[1],))
             return Value(self.emit("rowdot", (a_row, self.flat(b)), (1,)), shape)
         rank = len(shape)
+        if self.steps and (a.slot in self.timed) != (b.slot in self.timed):
+            folded = self.fold_steps(a, b, shape)
+            if folded is not None:
+                return folded
         out = self.emit("matmul", (self.full(a, rank), self.full(b, rank)), shape)
         return Value(out, shape)
 
+    def fold_steps(self, a: Value, b: Value, shape: tuple[int, ...]) -> Value | None:
+        """In the sequence form, a product of a value per step that has one row (or one
+        column) with a value per sequence (attention's ``q̃ₜ Kₜᵀ`` and ``p Vₜ``) as one
+        product per sequence, the steps in place of that row: BLAS then sees
+        (steps × k)(k × n) instead of steps products of one row each."""
+        left = a.slot in self.timed
+        step, other = (a, b) if left else (b, a)
+        if len(step.shape) < 2 or step.shape[-2 if left else -1] != 1:
+            return None
+        rank, steps = len(shape), self.steps
+        lead = rank - 2
+        m = self.full(step, rank)  # (rows, steps, *lead, 1, k) or (rows, steps, *lead, k, 1)
+        per = self.step_shape(m)
+        if left:  # (*lead, steps, 1, k) → (*lead, steps, k)
+            order = (*range(1, lead + 1), 0, lead + 1, lead + 2)
+            rows_of = (*per[:lead], steps, per[-1])
+        else:  # (*lead, k, steps, 1) → (*lead, k, steps)
+            order = (*range(1, lead + 1), lead + 1, 0, lead + 2)
+            rows_of = (*per[:lead], per[-2], steps)
+        whole = (steps, *per)
+        moved = self.emit("permute", (m,), tuple(whole[i] for i in order), timed=False,
+                          axes=order)
+        packed = self.emit("reshape", (self.contiguous(moved),), rows_of, timed=False,
+                           shape=(-1, *rows_of))
+        self.in_timed = False  # the value per sequence keeps its own rows (no axis of 1)
+        other_slot = self.full(other, rank)
+        pair = (packed, other_slot) if left else (other_slot, packed)
+        out = shape[:-2] + ((steps, shape[-1]) if left else (shape[-2], steps))
+        product = self.emit("matmul", pair, out, timed=False)
+        if left:  # (*lead, steps, n) → (*lead, steps, 1, n) → (steps, *lead, 1, n)
+            back = (*shape[:-2], steps, 1, shape[-1])
+            order = (lead, *range(lead), lead + 1, lead + 2)
+        else:  # (*lead, m, steps) → (*lead, m, steps, 1) → (steps, *lead, m, 1)
+            back = (*shape[:-2], shape[-2], steps, 1)
+            order = (lead + 1, *range(lead + 1), lead + 2)
+        spread = self.emit("reshape", (product,), back, timed=False, shape=(-1, *back))
+        self.in_timed = True
+        return Value(self.emit("permute", (spread,), shape, timed=True, axes=order), shape)
+
     def take(self, v: Value, start: int, stop: int, shape: tuple[int, ...]) -> Value:
         """Entries start … stop−1 along the first axis: a view."""
+        self.plain(v, "a slice")
         if not v.shape:  # a number is 1×1, as the shape check read it
             v = Value(self.reshaped(v, (1, 1)), (1, 1))
         if self.per_example(v) and len(v.shape) == 2 and v.shape[1] == 1:
@@ -272,7 +505,8 @@ class Lowering:
                                axis=axis), shape)
 
     def concat(self, parts: list[Value], shape: tuple[int, ...], across: bool) -> Value:
-        per_example = any(self.per_example(p) for p in parts)
+        per_example = any(self.plain(p, "stacking").ragged for p in parts) or \
+            any(self.per_example(p) for p in parts)
         ones = (1,) * len(shape)  # a number is a 1×…×1 part: concat's shape rule needs axes
         parts = [p if p.shape else Value(self.reshaped(p, ones), ones) for p in parts]
         if per_example and not across and len(shape) == 2 and shape[1] == 1:
@@ -284,6 +518,9 @@ class Lowering:
 
     def call(self, node: ast.Call, args: list[Value], shape: tuple[int, ...]) -> Value:
         op = OPS[node.func]
+        if (op.tensor and op.name != "permute") or op.name == "concat":
+            for a in args:
+                self.plain(a, op.spellings[0])
         if op.name == "concat":  # along an axis of the values' own, counted from the end
             axis = int(self.shapes.attrs[id(node)]["axis"]) - len(shape)  # type: ignore
             slots = tuple(self.full(a) for a in args)
@@ -301,6 +538,7 @@ class Lowering:
 
     def reduce(self, op: str, v: Value, shape: tuple[int, ...]) -> Value:
         """Over every entry: as one row of entries, then back to the kept axes."""
+        self.plain(v, OPS[op].spellings[0])
         size = int(np.prod(v.shape)) if v.shape else 1
         whole = self.reshaped(v, (size,) if self.per_example(v) else (1, size))
         one = (1,) if self.per_example(v) else (1, 1)
@@ -310,6 +548,9 @@ class Lowering:
 
     def along(self, op: str, v: Value, shape: tuple[int, ...], **params: Any) -> Value:
         """softmax, log_softmax, the norms: along a vector's entries, else the last axis."""
+        vector = len(shape) == 2 and shape[1] == 1
+        if v.ragged is not None and v.ragged == (-2 if vector else -1):
+            return self.along_steps(op, v, shape, **params)
         if not shape:  # a number is one entry, as a 1×1 value is
             one = Value(self.reshaped(v, (1, 1)), (1, 1))
             out = Value(self.emit(op, (one.slot,), (1, 1), axis=-1, **params), (1, 1))
@@ -317,16 +558,35 @@ class Lowering:
         if len(shape) == 2 and shape[1] == 1:
             if self.per_example(v):
                 return Value(self.emit(op, (self.flat(v),), (shape[0],), axis=-1, **params),
-                             shape)
+                             shape, v.ragged)
             return Value(self.emit(op, (v.slot,), shape, axis=-2, **params), shape)
-        return Value(self.emit(op, (self.full(v),), shape, axis=-1, **params), shape)
+        return Value(self.emit(op, (self.full(v),), shape, axis=-1, **params), shape, v.ragged)
+
+    def along_steps(self, op: str, v: Value, shape: tuple[int, ...], **params: Any
+                    ) -> Value:
+        """An op along the steps so far: on the present entries only, the absent ones set to
+        the op's neutral value first (softmax over the past is attention's causal mask)."""
+        if op not in _NEUTRAL:
+            raise EquationError(f"{OPS[op].spellings[0]} along the steps in the equation for "
+                                f"'{self.current}' is not defined", expected="softmax, "
+                                "log_softmax, Σ, max or min along the steps")
+        masked = self.masked(v, _NEUTRAL[op], flat=len(v.shape) == 2 and v.shape[1] == 1)
+        layout = self.step_shape(masked)
+        out = self.emit(op, (masked,), layout if not OPS[op].reduces else
+                        _kept(layout, self.stored_axis(v)), axis=self.stored_axis(v), **params)
+        return Value(out, shape, None if OPS[op].reduces else v.ragged)
 
     def along_axis(self, op: str, v: Value, shape: tuple[int, ...], axis: int) -> Value:
         """``Σ(x; axis=k)``, ``softmax(x; axis=k)``: on the value with all its axes (a vector
         as (n, 1)), the axis counted from the end so that rows may lead."""
         rank = len(v.shape)
-        out = self.emit(op, (self.full(v),), shape, axis=axis % rank - rank)
-        return Value(out, shape)
+        axis = axis % rank - rank
+        if v.ragged is not None and axis == v.ragged:
+            along = self.along_steps(op, Value(self.full(v), v.shape, v.ragged, v.history),
+                                     shape)
+            return Value(self.reshaped(along, shape), shape, along.ragged)
+        out = self.emit(op, (self.full(v),), shape, axis=axis)
+        return Value(out, shape, v.ragged)
 
     def tensor_call(self, node: ast.Call, args: list[Value], shape: tuple[int, ...]
                     ) -> Value:
@@ -337,9 +597,19 @@ class Lowering:
             out = stored(shape) if self.per_example(v) else shape
             return Value(self.reshaped(Value(self.contiguous(self.full(v)), v.shape), out),
                          shape)
+        if self.in_timed and op.name == "flatten":  # the entries of each step
+            v = args[0]
+            whole = Value(self.contiguous(self.full(v)), v.shape)
+            return Value(self.reshaped(whole, (int(np.prod(v.shape)),)), shape)
+        if self.in_timed and op.name != "permute":
+            raise EquationError(f"{op.spellings[0]} in the equation for '{self.current}' has "
+                                "no sequence form yet", expected="the step form (nnre run)")
         attrs: dict[str, Any] = dict(self.shapes.attrs[id(node)])
         if op.name == "permute":
-            return Value(self.emit("permute", (self.full(args[0]),), shape, **attrs), shape)
+            v, axes = args[0], tuple(attrs["axes"])
+            ragged = None if v.ragged is None else \
+                axes.index(v.ragged % len(v.shape)) - len(axes)
+            return Value(self.emit("permute", (self.full(v),), shape, **attrs), shape, ragged)
         slots = []
         for i, a in enumerate(args):
             if i != op.tensor_input and self.per_example(a):  # the kernels take no rows there
@@ -359,6 +629,15 @@ class Lowering:
         return Value(self.emit(op.name, tuple(slots), tuple(out), **attrs), shape)
 
 
+#: What an op along the steps sets the absent entries to: a value that changes nothing.
+_NEUTRAL = {"softmax": -np.inf, "log_softmax": -np.inf, "sum": 0.0, "max": -np.inf,
+            "min": np.inf}
+
+
+def _kept(shape: tuple[int, ...], axis: int) -> tuple[int, ...]:
+    return tuple(1 if i == len(shape) + axis else n for i, n in enumerate(shape))
+
+
 def _scales(a: tuple[int, ...], b: tuple[int, ...]) -> bool:
     """A juxtaposition that scales: a number, or a 1×1 value beside a matrix it cannot
     multiply (``α x``, ``(xᵀ y) z``), as the shape checker decided."""
@@ -368,13 +647,14 @@ def _scales(a: tuple[int, ...], b: tuple[int, ...]) -> bool:
 
 
 def _number(value: float) -> str:
-    return str(int(value)) if value == int(value) else f"{value:g}"
+    return str(int(value)) if np.isfinite(value) and value == int(value) else f"{value:g}"
 
 
-def lower(module: ast.Module, roles: Roles, shapes: TensorShapes, dtype: str = "float32"
-          ) -> Program:
-    """The Program of checked tensor equations (not yet optimized)."""
-    return Lowering(module, roles, shapes, dtype).lower()
+def lower(module: ast.Module, roles: Roles, shapes: TensorShapes, dtype: str = "float32",
+          steps: int = 0) -> Program:
+    """The Program of checked tensor equations (not yet optimized): one step of the time
+    loop, or (``steps`` > 0) the sequence form, all that many steps at once per example."""
+    return Lowering(module, roles, shapes, dtype, steps).lower()
 
 
 def _ordinal(i: int) -> str:

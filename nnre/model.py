@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from nnre import budget, threads
-from nnre.errors import EquationError, FeedError, ShapeError
+from nnre.errors import ContextError, EquationError, FeedError, ShapeError
 from nnre.program import Program, state_key
 from nnre.vm import (
     Stage,
@@ -31,6 +31,7 @@ from nnre.vm import (
 )
 
 DTYPES = ("float32", "float64")
+STEP = "t"  # the state that counts a stream's steps (nnre.equations.roles.STEP)
 Arrays = dict[str, np.ndarray]
 
 
@@ -171,6 +172,7 @@ class Model:
             raise FeedError(f"inputs disagree on the batch size or it is 0: "
                             f"{ {k: v.shape for k, v in xs.items()} }")
         init = self._step_state(state, batch, batched)
+        self._check_context(init, 1)
         st: Stage = self._stage("step", batch)
         for name, arr in xs.items():
             np.copyto(st.given[self.program.inputs[name]], arr)
@@ -262,6 +264,7 @@ class Model:
         """A whole sequence: feeds ``(T, B, n)`` or ``(T, n)`` → (outputs over time, state)."""
         xs, steps, batch, batched = self._check_feeds(feeds)
         init = self._check_state(state, batch, batched)
+        self._check_context(init, steps)
         pre = self._stage("pre", steps * batch)
         for name, arr in xs.items():
             np.copyto(pre.given[self.program.inputs[name]],
@@ -383,6 +386,25 @@ class Model:
                 stage = self.step_stage(rows)
             cache[key] = stage
         return cache[key]
+
+    @property
+    def context(self) -> int | None:
+        """The most steps a stream can take from the zero state (a transformer's longest
+        context: its histories and position table hold that many); None: no limit."""
+        return self.program.context or None
+
+    def _check_context(self, init: Mapping[str, Any], steps: int) -> None:
+        """Each stream's step count ``t`` (its state) plus the steps to take must fit the
+        context, or a history would be written past its end."""
+        limit = self.program.context
+        if not limit:
+            return
+        t = np.asarray(init[STEP])
+        if t.size and (t.max() + steps > limit or t.min() < 0 or (t != np.floor(t)).any()):
+            raise ContextError(f"the context is full: this model holds {limit} steps, and a "
+                               f"stream at step {int(t.max())} was given {steps} more",
+                               expected="the zero state again, fed the last steps (nnre "
+                                        "generate does this itself)")
 
     def _check_names(self, feeds: Mapping[str, Any]) -> None:
         unknown = sorted(set(feeds) - set(self._inputs))

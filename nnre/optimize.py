@@ -74,8 +74,11 @@ def _sink(prog: Program, stage: str, needed: set[int]) -> bool:
     captures = {a for ins in move for a in ins.args
                 if prog.slots[a].stage == stage and a not in moved}
     computes = sum(1 for ins in move if not OPS[ins.op].view)
-    if computes <= len(captures):
-        return False
+    inplace = prog.inplace_states()
+    histories = {prog.state_out[n] for n in inplace} | \
+        {i for (n, _), i in prog.state_in.items() if n in inplace}
+    if computes <= len(captures) or captures & histories:
+        return False  # (capturing a history at every step would copy all of it each step)
     instrs[:] = keep[::-1]
     prog.post[:] = move[::-1] + prog.post  # before what later passes sank, which may read it
     for index in moved:

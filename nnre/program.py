@@ -90,6 +90,9 @@ class Program:
     back_in: dict[tuple[str, int], int] = field(default_factory=dict)  # (name, lead) → slot
     back_out: dict[str, int] = field(default_factory=dict)  # backward state → its value at t
     ids: dict[str, int] = field(default_factory=dict)  # ids input → ids it may take (0 … n−1)
+    #: The most steps a state can take (its state ``t`` counts them): the size of the
+    #: histories it appends to and of the tables it reads at ``t``; 0 for no limit.
+    context: int = 0
 
     def stage_list(self, stage: str) -> list[Instr]:
         fixed = {"prologue": self.prologue, "pre": self.pre, "back": self.back,
@@ -111,6 +114,17 @@ class Program:
         names = ["back", "loop", *sorted(self.passes, key=pass_index)]
         return [n for n in names if everything and n in ("back", "loop")
                 or self.stage_list(n) or n in states]
+
+    def inplace_states(self) -> set[str]:
+        """State updated in its own buffer: an ``append`` writing the step's entry into the
+        history it reads (the VM gives such state one buffer, not a ring of copies)."""
+        found = set()
+        for ins in self.loop:
+            if ins.op == "append":
+                for name, out in self.state_out.items():
+                    if out == ins.out and self.state_in.get((name, 1)) == ins.args[0]:
+                        found.add(name)
+        return found
 
     def max_lag(self) -> int:
         return max((lag for _, lag in self.state_in), default=0)
@@ -196,6 +210,7 @@ def to_data(prog: Program) -> dict[str, Any]:
         "ids": sorted(prog.ids.items()),
         "back_in": [[n, lead, i] for (n, lead), i in prog.back_in.items()],
         "back_out": sorted(prog.back_out.items()),
+        "context": prog.context,
     }
 
 
@@ -233,6 +248,9 @@ def from_data(data: Any) -> Program:
         prog.ids = {str(n): int(count) for n, count in data.get("ids", [])}
         prog.back_in = {(str(n), int(lead)): int(i) for n, lead, i in data["back_in"]}
         prog.back_out = {str(n): int(i) for n, i in data["back_out"]}
+        prog.context = int(data.get("context", 0))
+        if prog.context < 0:
+            raise ProgramDataError("a negative context")
         if not set(prog.ids) <= set(prog.inputs) or any(c < 1 for c in prog.ids.values()):
             raise ProgramDataError("ids declared for something that is not an input")
     except ProgramDataError:

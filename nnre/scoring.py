@@ -4,7 +4,8 @@ The text is read through the model's ``char`` codec from the zero state, after a
 is not scored (by default a newline when the vocabulary has one: a text starts after a line
 break, as generation's default prime does), and each character costs −log₂ of the share the
 ``sample`` output gave it one step before. ``context`` cuts the text into chunks, each read
-from the zero state after the prime, as ``llama-perplexity -c`` does. The sequence runs
+from the zero state after the prime, as ``llama-perplexity -c`` does; a model with a context
+of its own (a transformer) is scored in chunks that fit it. The sequence runs
 through ``Model.run`` in pieces with the state carried, so memory follows the piece, not the
 text.
 """
@@ -69,6 +70,13 @@ def score(model: Any, text: str, *, prime: str | None = None, context: int | Non
     budget.check(BYTES_PER_CHAR * len(text), f"scoring {len(text):,} characters", FeedError)
     codes, positions, skipped = _codes(io.chars, text, skip_unknown, source)
     step = context or max(len(codes), 1)
+    limit = getattr(model, "context", None)  # a transformer reads at most this many steps
+    if limit:
+        room = limit - max(len(head), 1) + 1
+        if room < 1:
+            raise FeedError(f"the prime has {len(head)} characters; the model's context holds "
+                            f"{limit}")
+        step = min(step, room)
     bits, kept = [], []
     for start in range(0, len(codes), step):
         chunk = codes[start:start + step]

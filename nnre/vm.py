@@ -80,11 +80,11 @@ def bound_calls(ins: Instr, f: functools.partial[Any], arrays: list[Any]
     unfolded form (one Python frame less each), and products on one BLAS thread
     (``nnre.threads``)."""
     unfold = OPS[ins.op].unfold
-    if unfold is not None:
-        return unfold(*f.args, out=arrays[ins.out], **dict(ins.attrs))
-    if OPS[ins.op].products:
-        return single_threaded(f)
-    return [f]
+    calls: list[Callable[[], Any]] = [f] if unfold is None else \
+        unfold(*f.args, out=arrays[ins.out], **dict(ins.attrs))
+    if OPS[ins.op].products and len(calls) == 1:
+        return single_threaded(calls[0])
+    return calls
 
 
 @dataclass
@@ -119,7 +119,10 @@ def bind_stage(prog: Program, consts: list[Any], instrs: list[Instr], rows: int,
     their ufunc calls (one Python frame less per call).
     """
     phases = prog.max_lag() + 1 if ring else 1
-    states = {name: [np.zeros((rows, *prog.slots[i].shape), prog.dtype) for _ in range(phases)]
+    inplace = prog.inplace_states()
+    states = {name: [np.zeros((rows, *prog.slots[i].shape), prog.dtype)] * phases
+              if name in inplace else
+              [np.zeros((rows, *prog.slots[i].shape), prog.dtype) for _ in range(phases)]
               for name, i in prog.state_out.items()} if ring else {}
     fixed = {i: np.zeros((rows, *prog.slots[i].shape), prog.dtype) for i in given}
     outs = {idx: name for name, idx in prog.state_out.items()} if ring else {}

@@ -98,6 +98,27 @@ CASES = {
         hₜ = tanh(E[xₜ]ᵀ + U hₜ₋₁) + Σ(E[Xₜ] ⊙ P)
         yₜ = softmax(V hₜ)
         """,
+    "attention": """
+        xₜ ∈ ℕ
+        yₜ ∈ ℝ^3
+        P ∈ ℝ^(D×4)
+        E ∈ ℝ^(5×4)
+        eₜ = (E[xₜ] + P[t])ᵀ
+        kₜ, vₜ ∈ ℝ^4
+        k̃ₜ, ṽₜ, q̃ₜ ∈ ℝ^(2×1×2)
+        k̃ₜ = reshape(W_k eₜ)
+        ṽₜ = reshape(W_v eₜ)
+        q̃ₜ = reshape(W_q eₜ)
+        Kₜ, Vₜ ∈ ℝ^(2×D×2)
+        Kₜ = concat(Kₜ₋₁, k̃ₜ; axis=1)
+        Vₜ = concat(Vₜ₋₁, ṽₜ; axis=1)
+        Sₜ = [Sₜ₋₁; eₜᵀ]
+        Sₜ ∈ ℝ^(D×4)
+        oₜ ∈ ℝ^4
+        oₜ = reshape(softmax(q̃ₜ Kₜᵀ / √2) Vₜ)
+        mₜ = Sₜ eₜ
+        yₜ = softmax(U (eₜ + oₜ) + Σ(mₜ; axis=0) ⊙ 0.1 + max(log_softmax(mₜ); axis=0))
+        """,
     "images": """
         input x
         x ∈ ℝ^(2×6×5)
@@ -174,7 +195,7 @@ def test_every_op_is_covered_by_the_cases() -> None:
 
 
 #: Ops whose arguments are not (rows, n) vectors: their rows in tests/test_ops.py's CALLS.
-SHAPED = frozenset({"conv", "conv_bias", "maxpool", "avgpool", "gather"})
+SHAPED = frozenset({"conv", "conv_bias", "maxpool", "avgpool", "gather", "append"})
 
 
 @pytest.mark.parametrize("op", sorted(op for op, d in OPS.items() if d.vjp is not None))

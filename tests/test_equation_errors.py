@@ -49,8 +49,10 @@ CASES = [
     ("superscript-alone", "y = h¹ + x", 1, 6, "unexpected character '¹' (U+00B9 SUPERSCRIPT ONE)",
      "a layer index right before a subscript ('h¹ₜ'), 'h^{(1)}', or a power 'x^4'"),
     ("superscript-four", "y = x⁴", 1, 6, "unexpected character '⁴' (U+2074", None),
-    ("layer-not-a-number", "y = W^{(a)} x", 1, 7, "unexpected '{' after '^'",
-     "or a layer index '^{(1)}' (a whole number) right after a name"),
+    ("layer-not-a-number", "y = W^{(1.5)} x", 1, 7, "unexpected '{' after '^'",
+     "a whole number '^{(1)}', or a block's variable or a dimension '^{(l)}'"),
+    ("layer-dimension-without-value", "y = W^{(a)} x", 1, 5, "dimension a has no value; "
+     "--set a=…", "a value for a"),
     # functions
     ("unknown-function", "y = foo(x)", 1, 5, "unknown function 'foo'", "one of ReLU, abs"),
     ("function-case", "xₜ ∈ ℝ^3\nyₜ = Tanh(xₜ)", 2, 6,

@@ -43,11 +43,12 @@ CALLS: dict[str, tuple[list[tuple[int, ...]], dict[str, Any]]] = {
     "avgpool": ([(3, 2, 7)], {"kernel": (3,), "stride": (2,), "pads": (1, 1)}),
     "gather": ([(5, 4), (3, 2)], {}),
     "permute": ([(3, 2, 4)], {"axes": (1, 0)}),  # a table, and 2 ids per example (drawn as ids)
+    "append": ([(3, 5, 4), (3, 1, 4), (3, 1)], {"axis": -2}),  # a history, an entry, steps
 }
 #: Arguments that are constants (no rows): matmul's matrix, a convolution's weight and bias.
 CONSTANT = {("matmul", 1), ("conv", 0), ("conv_bias", 0), ("conv_bias", 2), ("gather", 0)}
 #: Arguments that are whole numbers (ids): no derivative to difference.
-WHOLE = {("gather", 1)}
+WHOLE = {("gather", 1), ("append", 2)}
 UNARY: tuple[list[tuple[int, ...]], dict[str, Any]] = ([(3, 4)], {})
 
 
@@ -57,6 +58,9 @@ def _args(name: str, rng: np.random.Generator) -> tuple[list[np.ndarray], dict[s
     if name == "gather":  # a table and whole-number ids into it
         return [rng.uniform(low, 2.0, shapes[0]),
                 rng.integers(0, shapes[0][0], shapes[1]).astype(float)], attrs
+    if name == "append":  # each row's step: a whole number below the history's size
+        return [rng.uniform(low, 2.0, shapes[0]), rng.uniform(low, 2.0, shapes[1]),
+                rng.integers(0, shapes[0][1], shapes[2]).astype(float)], attrs
     return [rng.uniform(low, 2.0, s) for s in shapes], attrs
 
 

@@ -149,6 +149,125 @@ def reference_cnn(w: dict[str, np.ndarray], xs: np.ndarray) -> list[list[float]]
     return ys
 
 
+STACKED = (
+    "# two LSTM layers written once (formats/equations.md §3.6)\n"
+    "xₜ ∈ ℝ^V\n"
+    "h^{(0)}ₜ = xₜ\n"
+    "for l = 1…L:\n"
+    "    iˡₜ = σ(W_i^{(l)} h^{(l-1)}ₜ + U_i^{(l)} hˡₜ₋₁ + b_i^{(l)})\n"
+    "    fˡₜ = σ(W_f^{(l)} h^{(l-1)}ₜ + U_f^{(l)} hˡₜ₋₁ + b_f^{(l)})\n"
+    "    oˡₜ = σ(W_o^{(l)} h^{(l-1)}ₜ + U_o^{(l)} hˡₜ₋₁ + b_o^{(l)})\n"
+    "\n"
+    "    c̃ˡₜ = tanh(W_c^{(l)} h^{(l-1)}ₜ + U_c^{(l)} hˡₜ₋₁ + b_c^{(l)})\n"
+    "    cˡₜ = fˡₜ ⊙ cˡₜ₋₁ + iˡₜ ⊙ c̃ˡₜ\n"
+    "    hˡₜ = oˡₜ ⊙ tanh(cˡₜ)\n"
+    "yₜ = softmax(W_y h^{(L)}ₜ + b_y)\n"
+)
+
+
+def stacked_content() -> BundleContent:
+    """A float64 two-layer LSTM (H=2, V=3) written with a block: the bundle stores the text
+    with its block, the copies' weights under numbered names (W^{(2)}_i) and L in dims."""
+    rng = np.random.default_rng(7)
+    h, v = 2, 3
+    tensors: dict[str, np.ndarray] = {}
+    for n in (1, 2):
+        for g in "ifoc":
+            tensors[f"W^{{({n})}}_{g}"] = rng.uniform(-1, 1, (h, v if n == 1 else h))
+            tensors[f"U^{{({n})}}_{g}"] = rng.uniform(-1, 1, (h, h))
+            tensors[f"b^{{({n})}}_{g}"] = rng.uniform(-1, 1, (h,))
+    tensors["W_y"] = rng.uniform(-1, 1, (v, h))
+    tensors["b_y"] = rng.uniform(-1, 1, (v,))
+    spec = Spec((h,), "float64")
+    sig = {"inputs": {"x": Spec((v,), "float64")}, "outputs": {"y": Spec((v,), "float64")},
+           "state": {"c^{(1)}": spec, "c^{(2)}": spec, "h^{(1)}": spec, "h^{(2)}": spec}}
+    return BundleContent(STACKED, "float64", {"H": h, "L": 2, "V": v}, sig,
+                         {"name": "stacked", "version": "0.1.0"}, tensors,
+                         requires=("equations/2",))
+
+
+def reference_stacked(w: dict[str, np.ndarray], xs: np.ndarray) -> list[list[float]]:
+    """The two layers above, one after the other at each step, in float64 from zero state."""
+    sig = lambda z: 1 / (1 + np.exp(-z))  # noqa: E731
+    h = {n: np.zeros(2) for n in (1, 2)}
+    c = {n: np.zeros(2) for n in (1, 2)}
+    ys = []
+    for x in xs:
+        below = x
+        for n in (1, 2):
+            z = {g: w[f"W^{{({n})}}_{g}"] @ below + w[f"U^{{({n})}}_{g}"] @ h[n]
+                 + w[f"b^{{({n})}}_{g}"] for g in "ifoc"}
+            c[n] = sig(z["f"]) * c[n] + sig(z["i"]) * np.tanh(z["c"])
+            h[n] = sig(z["o"]) * np.tanh(c[n])
+            below = h[n]
+        y = w["W_y"] @ below + w["b_y"]
+        e = np.exp(y - y.max())
+        ys.append((e / e.sum()).tolist())
+    return ys
+
+
+ATTENTION = (
+    "# causal self-attention, two heads (formats/equations.md §4.1): keys and values grow\n"
+    "xₜ ∈ ℕ\n"
+    "P ∈ ℝ^(N×d)\n"
+    "eₜ = (E[xₜ] + P[t])ᵀ\n"
+    "qₜ, kₜ, vₜ ∈ ℝ^d\n"
+    "qₜ = W_q eₜ\n"
+    "kₜ = W_k eₜ\n"
+    "vₜ = W_v eₜ\n"
+    "q̃ₜ, k̃ₜ, ṽₜ ∈ ℝ^(heads×1×d_h)\n"
+    "q̃ₜ = reshape(qₜ)\n"
+    "k̃ₜ = reshape(kₜ)\n"
+    "ṽₜ = reshape(vₜ)\n"
+    "Kₜ, Vₜ ∈ ℝ^(heads×N×d_h)\n"
+    "Kₜ = concat(Kₜ₋₁, k̃ₜ; axis=1)\n"
+    "Vₜ = concat(Vₜ₋₁, ṽₜ; axis=1)\n"
+    "oₜ ∈ ℝ^d\n"
+    "oₜ = reshape(softmax(q̃ₜ Kₜᵀ / √d_h) Vₜ)\n"
+    "yₜ = softmax(E (eₜ + W_o oₜ))\n"
+)
+
+
+def attention_content() -> BundleContent:
+    """Attention over the steps so far (version 2, §4.1): histories K, V and the step t."""
+    rng = np.random.default_rng(9)
+    d, n, vocab, heads = 4, 4, 3, 2
+    tensors = {"E": rng.uniform(-1, 1, (vocab, d)), "P": rng.uniform(-1, 1, (n, d))}
+    for name in ("W_q", "W_k", "W_v", "W_o"):
+        tensors[name] = rng.uniform(-1, 1, (d, d))
+    history = Spec((heads, n, d // heads), "float64")
+    sig = {"inputs": {"x": Spec((1,), "float64")}, "outputs": {"y": Spec((vocab,), "float64")},
+           "state": {"K": history, "V": history, "t": Spec((1,), "float64")}}
+    return BundleContent(ATTENTION, "float64", {"N": n, "d": d, "d_h": d // heads,
+                                                "heads": heads}, sig,
+                         {"name": "attention", "version": "0.1.0"}, tensors,
+                         requires=("equations/2",))
+
+
+def reference_attention(w: dict[str, np.ndarray], ids: list[int]) -> list[list[float]]:
+    """Step t attends to the keys of steps 0 … t, head by head, with plain loops."""
+    heads, dh = 2, 2
+    keys: list[np.ndarray] = []
+    values: list[np.ndarray] = []
+    ys = []
+    for t, x in enumerate(ids):
+        e = w["E"][x] + w["P"][t]
+        q = w["W_q"] @ e
+        keys.append(w["W_k"] @ e)
+        values.append(w["W_v"] @ e)
+        o = np.zeros(heads * dh)
+        for h in range(heads):
+            part = slice(h * dh, (h + 1) * dh)
+            scores = np.array([q[part] @ k[part] / np.sqrt(dh) for k in keys])
+            p = np.exp(scores - scores.max())
+            p /= p.sum()
+            o[part] = sum(pj * v[part] for pj, v in zip(p, values, strict=True))
+        z = w["E"] @ (e + w["W_o"] @ o)
+        z = np.exp(z - z.max())
+        ys.append((z / z.sum()).tolist())
+    return ys
+
+
 BIRNN = (
     "xₜ ∈ ℝ^3\n"
     "hₜ, gₜ ∈ ℝ^2\n"
@@ -445,6 +564,11 @@ def _data_model_cases(base: bytes) -> list[Case]:
          "model", "equation-error", "", "5000 nested parentheses"),
         ("unused_tensor", _with_unused_tensor(), "model", "shape-error",
          "not a parameter", "a tensor the equations do not read"),
+        ("huge_block", edited(base, _set("model.equations", LSTM.replace(
+            "yₜ = softmax(W_y·hₜ + b_y)\n", "for l = 1…2147483647:\n    a^{(l)}ₜ = hₜ\n"
+            "yₜ = softmax(W_y·hₜ + b_y)\n"))), "model", "equation-error",
+         "equations are too large", "a block of 2147483647 layers (the copies are counted "
+         "before any is made)"),
         ("huge_literal", edited(base, _set("model.equations",
                                            "yₜ = softmax(W_y·hₜ + 9" + "9" * 100000 + ")\n")),
          "model", "equation-error", "", "a 100001-digit number"),
@@ -496,6 +620,22 @@ def generate(out: Path) -> None:
                  "expected": {"y": reference_cnn(dict(cnn.tensors), images)},
                  "rtol": 1e-12, "atol": 1e-12})
     manifest["valid"].append(_valid_entry(out, "cnn_f64", encode(cnn), "cnn_f64"))
+    stacked = stacked_content()
+    xs = np.random.default_rng(8).uniform(-1, 1, (5, 3))
+    _write_json(out / "valid" / "lstm2_block_f64.json",
+                {"inputs": {"x": xs.tolist()}, "initial_state": "zeros",
+                 "expected": {"y": reference_stacked(dict(stacked.tensors), xs)},
+                 "rtol": 1e-12, "atol": 1e-12})
+    manifest["valid"].append(_valid_entry(out, "lstm2_block_f64", encode(stacked),
+                                          "lstm2_block_f64"))
+    attention = attention_content()
+    ids = [2, 0, 1, 1]
+    _write_json(out / "valid" / "attention_f64.json",
+                {"inputs": {"x": [[i] for i in ids]}, "initial_state": "zeros",
+                 "expected": {"y": reference_attention(dict(attention.tensors), ids)},
+                 "rtol": 1e-12, "atol": 1e-12})
+    manifest["valid"].append(_valid_entry(out, "attention_f64", encode(attention),
+                                          "attention_f64"))
     birnn = birnn_content()
     xs = np.random.default_rng(8).uniform(-1, 1, (5, 3))
     ys, final = reference_birnn(dict(birnn.tensors), xs)

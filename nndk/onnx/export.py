@@ -128,7 +128,7 @@ def export_model(model: Model, *, opset: int = DEFAULT_EXPORT_OPSET, sequence: b
                         "nndk exports one forward step or a forward Scan over it, which "
                         "cannot run the backward pass")
     weights = model.weights()
-    prog, labels = _compile(model)
+    prog, labels = _compile(model, sequence)
     outer = Emitter(prog, opset=opset)
     outer.labels = labels
     for name_, index in prog.params.items():
@@ -137,7 +137,8 @@ def export_model(model: Model, *, opset: int = DEFAULT_EXPORT_OPSET, sequence: b
         outer.inits.append(onnx.numpy_helper.from_array(value, outer.name(index)))
     for ins in prog.prologue:
         outer.emit(ins)
-    build = _sequence_graph if sequence else _step_graph
+    # a transformer's sequence form has no loop: every step at once, x and y [N, T, …]
+    build = _sequence_graph if sequence and prog.state_in else _step_graph
     graph = build(outer, name, ONNX_DTYPE[prog.dtype])
     graph.doc_string = model.equations
     props = dict(metadata or {})
@@ -154,14 +155,19 @@ def export_model(model: Model, *, opset: int = DEFAULT_EXPORT_OPSET, sequence: b
     return proto
 
 
-def _compile(model: Model) -> tuple[Program, dict[int, str]]:
-    """The unoptimized Program, and the slot that holds each equation's value."""
+def _compile(model: Model, sequence: bool = False) -> tuple[Program, dict[int, str]]:
+    """The unoptimized Program, and the slot that holds each equation's value; for
+    ``sequence`` and equations whose only state grows a step at a time (attention), their
+    sequence form (``nnre.compiler.compile_sequence``)."""
     weights = model.weights()
     checked = check(model.equations, model.dims, {k: v.shape for k, v in weights.items()})
     labels: dict[int, str] = {}
     if checked.sympy is None:  # tensor equations
+        roles, steps = checked.roles, 0
+        if sequence and roles.appends and set(roles.state) <= set(roles.appends):
+            steps = checked.shapes.context or 0  # type: ignore[union-attr]
         lowering = Lowering(checked.module, checked.roles, checked.shapes,  # type: ignore
-                            model.dtype)
+                            model.dtype, steps)
         prog = lowering.lower()
         for name in checked.roles.order:
             index = lowering.names[name].slot

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from nnre.equations import ast
+from nnre.equations.blocks import expand_blocks, layers_from_weights
 from nnre.equations.lexer import LAYER_MARK
 from nnre.equations.parser import parse
 from nnre.equations.roles import Roles, analyse
@@ -47,7 +48,11 @@ def check(text: str, dims: Mapping[str, int] | None = None,
     parameters are ignored); ``known`` fixes the shape of any name, e.g. an input's size
     taken from a training vocabulary.
     """
-    module = parse(text, filename)
+    written = parse(text, filename, expand=False)
+    dims = dict(dims or {})
+    if weights is not None:  # W^{(1)} … W^{(4)} fix L of 'for l = 1…L:' when nothing else does
+        dims.update(layers_from_weights(written, set(weights), dims))
+    module = expand_blocks(written, dims)
     _distinct_names(module)
     static = not any(n.time is not None for eq in module.equations
                      for n in [eq.target, *ast.walk(eq.expr)] if isinstance(n, ast.Name))
@@ -70,14 +75,16 @@ def language_version(checked: Checked) -> int:
     """The version of the language the equations need: 1 unless they use something version 2
     added (a function or operator whose op has ``since`` 2, a per-example number broadcast
     over a vector, ``frozen``, a dimension read as its value, a later step (backward state,
-    ``gₜ₊₁``), or a layer index in a name, ``h¹ₜ``: a reader of version 1 could neither read
-    nor store it). A bundle states it in
+    ``gₜ₊₁``), a layer index in a name, ``h¹ₜ``, or a block, ``for l = 1…L:``: a reader of
+    version 1 could neither read nor store it). A bundle states it in
     ``requires`` (``equations/N``)."""
     if isinstance(checked.shapes, TensorShapes):
         return 2
     roles = checked.roles
     version = 2 if checked.shapes.numbers_broadcast or roles.frozen or roles.dims \
         or roles.back else 1
+    if checked.module.blocks or checked.module.layer_dims:  # for l = 1…L:, h^{(L)}
+        version = 2
     for eq in checked.module.equations:
         if LAYER_MARK in eq.target.name:
             version = 2
@@ -122,8 +129,9 @@ def _distinct_names(module: ast.Module) -> None:
     if pair is not None:
         first, second = located[pair[0]], located[pair[1]]
         raise EquationError(
-            f"names '{first.raw}' and '{second.raw}' look alike ({code_points(pair[0])} vs "
-            f"{code_points(pair[1])})", line=second.pos.line, column=second.pos.column,
+            ast.in_copy(f"names '{first.raw}' and '{second.raw}' look alike "
+                        f"({code_points(pair[0])} vs {code_points(pair[1])})", second.pos),
+            line=second.pos.line, column=second.pos.column,
             source_line=module.lines[second.pos.line - 1], filename=module.filename,
             expected="names that differ in how they look")
 
@@ -145,9 +153,10 @@ def _constants_have_values(module: ast.Module, roles: Roles,
         if name in free and name not in roles.timed | declared | set(weights):
             ref = next(n for eq in module.equations for n in ast.walk(eq.expr)
                        if isinstance(n, ast.Name) and n.name == name)
-            raise EquationError(
+            raise EquationError(ast.in_copy(
                 f"'{ref.raw}' is read as a small constant but has no value: define it, e.g. "
-                f"'{name} = 1e-5', or declare '{name} ∈ ℝ' to learn it", line=ref.pos.line,
+                f"'{name} = 1e-5', or declare '{name} ∈ ℝ' to learn it", ref.pos),
+                line=ref.pos.line,
                 column=ref.pos.column, source_line=module.lines[ref.pos.line - 1],
                 filename=module.filename, expected=f"'{name} = 1e-5' or '{name} ∈ ℝ'")
 
@@ -160,9 +169,9 @@ def _dimensions_have_no_weights(module: ast.Module, roles: Roles,
         if name in weights:
             ref = next(n for eq in module.equations for n in ast.walk(eq.expr)
                        if isinstance(n, ast.Name) and n.name == name)
-            raise EquationError(
+            raise EquationError(ast.in_copy(
                 f"a weight is given for '{name}', which is a dimension: the equations read it "
-                f"as the number {name}", line=ref.pos.line, column=ref.pos.column,
+                f"as the number {name}", ref.pos), line=ref.pos.line, column=ref.pos.column,
                 source_line=module.lines[ref.pos.line - 1], filename=module.filename,
                 expected=f"no weight named '{name}', or another name for the dimension")
 

@@ -9,6 +9,15 @@ from dataclasses import dataclass, field
 class Pos:
     line: int
     column: int
+    copy: tuple[int, int] | None = None  # in an expanded block: (the 'for' line, the layer)
+
+
+def in_copy(message: str, pos: Pos | None) -> str:
+    """A message about a place inside an expanded block says which copy it is about: the
+    text has one line for all of them."""
+    if pos is None or pos.copy is None:
+        return message
+    return f"in layer {pos.copy[1]} of the block on line {pos.copy[0]}: {message}"
 
 
 @dataclass(frozen=True)
@@ -17,6 +26,7 @@ class Name:
     time: int | None  # None: no time index; 0: current step; -k: k steps earlier; +k: later
     raw: str
     pos: Pos
+    layer: tuple[str, int] | None = None  # h^{(l-1)}: ('l', -1), until blocks are expanded
 
 
 @dataclass(frozen=True)
@@ -130,13 +140,32 @@ class RoleDeclaration:
 
 @dataclass
 class Module:
-    """Everything one equation text says, in source order."""
+    """Everything one equation text says, in source order.
+
+    As parsed, ``blocks`` hold their body statements and names may carry a symbolic layer
+    index (``Name.layer``); once expanded (``nnre.equations.blocks``), the lists hold every
+    copy with numbered names and ``blocks`` stay only to show the text as written."""
 
     equations: list[Equation] = field(default_factory=list)
     declarations: list[Declaration] = field(default_factory=list)
     roles: list[RoleDeclaration] = field(default_factory=list)
     lines: list[str] = field(default_factory=list)
     filename: str | None = None
+    blocks: list[Block] = field(default_factory=list)
+    layer_dims: dict[str, Pos] = field(default_factory=dict)  # dims a layer index or bound names
+    written: Module | None = None  # once expanded: the module as parsed (h^{(L)}, not h^{(4)})
+
+
+@dataclass(frozen=True)
+class Block:
+    """``for l = 1…L:`` and the lines indented under it, repeated once per layer."""
+
+    var: Name  # the block's variable, read only in layer indices (h^{(l-1)})
+    bounds: tuple[int | str, int | str]  # first and last layer: whole numbers or dimensions
+    bound_pos: tuple[Pos, Pos]
+    line: int
+    body: Module  # its statements, with names that carry the variable in Name.layer
+    cost: int  # expression nodes and statements of one copy (the size limit counts copies)
 
 
 def children(expr: Expr) -> tuple[Expr, ...]:

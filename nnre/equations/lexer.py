@@ -16,6 +16,7 @@ from nnre.names import code_points, invisible
 MAX_TEXT_CHARS = 100_000
 MAX_NUMBER_CHARS = 32
 MAX_NAME_CHARS = 64
+MAX_NODES = 20_000  # expression nodes in the whole text, blocks' copies included
 
 # Unicode subscript characters and the plain character each stands for.
 SUBSCRIPTS = {
@@ -30,7 +31,15 @@ SUPERSCRIPT_POWERS = {"²": 2, "³": 3}
 # ² and ³ are powers (x²) and the others are errors.
 SUPERSCRIPT_DIGITS = {"⁰": "0", "¹": "1", "²": "2", "³": "3", "⁴": "4", "⁵": "5", "⁶": "6",
                       "⁷": "7", "⁸": "8", "⁹": "9"}
-_LAYER_RE = re.compile(r"\^\{\(([0-9]{1,9})\)\}")  # W^{(1)}
+# Superscript letters: a block's variable written as papers do (hˡₜ, hˡ⁻¹ₜ), under the same
+# rule as superscript digits (directly followed by a subscript). Unicode has no superscript q.
+SUPERSCRIPT_LETTERS = dict(zip("ᵃᵇᶜᵈᵉᶠᵍʰⁱʲᵏˡᵐⁿᵒᵖʳˢᵗᵘᵛʷˣʸᶻ", "abcdefghijklmnoprstuvwxyz",
+                               strict=True))
+SUPERSCRIPT_SIGNS = {"⁻": "-", "⁺": "+"}
+MAX_LAYER = 999_999_999  # a layer index has at most nine digits
+# W^{(1)}, and (2.2) a block's variable or a dimension with an offset: W^{(l)}, h^{(l-1)}
+_LAYER_RE = re.compile(r"\^\{\(([0-9]{1,9}|[^\W\d_][^\W_]{0,15}(?:[-+−][0-9]{1,9})?)\)\}")
+_SYMBOL_RE = re.compile(r"^(?P<sym>[^\W\d_][^\W_]*?)(?:(?P<sign>[-+])(?P<k>[0-9]+))?$")
 LAYER_MARK = "^{("  # how a canonical name with a layer index is told apart: W^{(1)}
 TRANSPOSE = "ᵀ"
 PRIMES = {"'": "'", "′": "'", "″": "''"}
@@ -42,7 +51,7 @@ OPERATORS = {
     "*": "*", "⊙": "*", "∘": "*", "/": "/", "÷": "/",
     "^": "^", "(": "(", ")": ")", "[": "[", "]": "]", "{": "{", "}": "}",
     ";": ";", ",": ",", ":": ":", "‖": "‖", "<": "<", ">": ">", "≤": "≤", "≥": "≥",
-    "∈": "in", "×": "×", "√": "NAME_SQRT", "ℝ": "REALS",
+    "∈": "in", "×": "×", "√": "NAME_SQRT", "ℝ": "REALS", "…": "…",
 }
 
 _TIME_RE = re.compile(r"^(?:(?P<sub>.+),)?t(?:(?P<sign>[-+])(?P<k>\d+))?$")
@@ -58,6 +67,7 @@ class Token:
     column: int
     time: int | None = None  # NAME only: None (no time index), 0 for ₜ, -k for ₜ₋ₖ, +k for ₜ₊ₖ
     raw: str = ""  # the name exactly as written (after NFC)
+    layer: tuple[str, int] | None = None  # NAME only: a symbolic layer index, ('l', -1)
 
 
 def is_base_letter(ch: str) -> bool:
@@ -121,6 +131,13 @@ class _Scanner:
                 raise self.error(f"unexpected character {_describe(ch)}", self.pos,
                                  expected="a layer index right before a subscript ('h¹ₜ'), "
                                           "'h^{(1)}', or a power 'x^4'")
+            elif ch in SUPERSCRIPT_LETTERS or ch in SUPERSCRIPT_SIGNS:
+                raise self.error(f"unexpected character {_describe(ch)}", self.pos,
+                                 expected="a block's variable as a layer index right before "
+                                          "a subscript ('hˡₜ', 'hˡ⁻¹ₜ'), or 'h^{(l)}'")
+            elif text.startswith("..", self.pos):  # 1..L, the ASCII spelling of 1…L
+                tokens.append(self.token("…", "..", self.pos))
+                self.pos += 2
             elif ch == TRANSPOSE:
                 tokens.append(self.token("T", ch, self.pos))
                 self.pos += 1
@@ -155,12 +172,17 @@ class _Scanner:
         m = re.compile(r"\d*\.?\d*(?:[eE][-+]?\d+)?").match(self.text, self.pos)
         assert m is not None
         literal = m.group(0)
+        if literal.endswith(".") and self.text.startswith("..", m.end() - 1):
+            literal = literal[:-1]  # 1..L: the number 1, then the range's '..'
+            m = re.compile(r"\d+").match(self.text, self.pos)
+            assert m is not None
         if len(literal) > MAX_NUMBER_CHARS:
             raise self.error(
                 f"numeric literal is {len(literal)} characters long", start,
                 expected=f"at most {MAX_NUMBER_CHARS}",
             )
-        if self._digit_at(m.end()) or (m.end() < len(self.text) and self.text[m.end()] in "._"):
+        if self._digit_at(m.end()) or (m.end() < len(self.text) and self.text[m.end()] in "._"
+                                       and not self.text.startswith("..", m.end())):
             raise self.error(f"malformed number {self.text[start:m.end() + 1]}", start,
                              expected="a number like 3, 0.5 or 1e-3")
         value = float(literal)
@@ -170,9 +192,9 @@ class _Scanner:
         return self.token("NUMBER", literal, start)
 
     def name(self) -> Token:
-        """Read base letters, marks, primes, a layer index (``¹`` before a subscript, or
-        ``^{(1)}``, before or after the subscript), then a subscript (Unicode or ``_x`` /
-        ``_{...}``)."""
+        """Read base letters, marks, primes, a layer index (``¹`` or ``ˡ`` before a subscript,
+        or ``^{(1)}``/``^{(l-1)}``, before or after the subscript), then a subscript (Unicode
+        or ``_x`` / ``_{...}``)."""
         start = self.pos
         text = self.text
         base: list[str] = []
@@ -203,26 +225,39 @@ class _Scanner:
             raise self.error(f"name '{raw}' holds an invisible character: {code_points(raw)}",
                              start, expected="letters, digits and marks a reader can see")
         canonical, time = split_time(base_text, sub)
-        return self.token("NAME", canonical, start, time=time, raw=raw)
+        return self.token("NAME", canonical, start, time=time, raw=raw,
+                          layer=symbolic_layer(layer))
 
     def layer(self, superscripts: bool) -> str:
-        """A layer index at the current position, as plain digits ('' if none): ``^{(1)}``,
-        or (``superscripts``) a run of superscript digits directly followed by a subscript,
-        so ``h¹ₜ`` and ``h²_{t-1}`` are names while ``x²`` stays a power."""
+        """A layer index at the current position in its canonical form ('' if none): a
+        whole number (``^{(1)}``, ``¹``), or a block's variable or a dimension with an
+        optional offset (``^{(l-1)}``, ``ˡ⁻¹``: ``l-1``). With ``superscripts``, a run of
+        superscript digits, or a superscript letter with an optional signed offset, counts
+        only when a subscript follows directly, so ``h¹ₜ`` and ``hˡₜ`` are names while
+        ``x²`` stays a power."""
         text = self.text
         m = _LAYER_RE.match(text, self.pos)
-        if m is not None:
+        if m is not None and _plain_symbol(m.group(1)):
             self.pos = m.end()
-            return str(int(m.group(1)))
-        end = self.pos
-        while superscripts and end < len(text) and text[end] in SUPERSCRIPT_DIGITS:
-            end += 1
-        if end == self.pos or end >= len(text) or not (text[end] in SUBSCRIPTS
-                                                        or text[end] == "_"):
+            inner = m.group(1).replace("−", "-")
+            return str(int(inner)) if inner.isdigit() else _canonical_symbol(inner)
+        if not superscripts or self.pos >= len(text):
             return ""
-        digits = "".join(SUPERSCRIPT_DIGITS[ch] for ch in text[self.pos:end])
+        end = self.pos
+        if text[end] in SUPERSCRIPT_LETTERS:
+            end += 1
+            if end < len(text) and text[end] in SUPERSCRIPT_SIGNS:
+                end += 1
+        while end < len(text) and text[end] in SUPERSCRIPT_DIGITS:
+            end += 1
+        written = text[self.pos:end]
+        plain = "".join(SUPERSCRIPT_LETTERS.get(ch) or SUPERSCRIPT_SIGNS.get(ch)
+                        or SUPERSCRIPT_DIGITS[ch] for ch in written)
+        if not written or end >= len(text) or not (text[end] in SUBSCRIPTS or text[end] == "_") \
+                or plain[-1] in "+-" or sum(ch in SUPERSCRIPT_DIGITS for ch in written) > 9:
+            return ""
         self.pos = end
-        return str(int(digits))
+        return str(int(plain)) if plain.isdigit() else _canonical_symbol(plain)
 
     def subscript(self) -> str:
         """Collect the subscript after a name's base, in plain characters ('' if none)."""
@@ -255,6 +290,32 @@ class _Scanner:
             else:
                 break
         return "".join(parts)
+
+
+def _plain_symbol(inner: str) -> bool:
+    """A layer index names a variable made of letters (2.1's class, not ``ₜ`` or ``ᵀ``) and
+    ASCII digits, or is a whole number."""
+    m = _SYMBOL_RE.match(inner.replace("−", "-"))
+    return inner.isdigit() or m is not None and is_base_letter(inner[0]) and all(
+        is_base_letter(ch) or ch.isascii() and ch.isdigit() for ch in m.group("sym"))
+
+
+def _canonical_symbol(inner: str) -> str:
+    """``l``, ``l-1``, ``l+2`` as written (an offset of 0 and leading zeros dropped)."""
+    m = _SYMBOL_RE.match(inner)
+    assert m is not None
+    offset = int(m.group("k") or 0) * (-1 if m.group("sign") == "-" else 1)
+    return m.group("sym") + (f"{offset:+d}" if offset else "")
+
+
+def symbolic_layer(layer: str) -> tuple[str, int] | None:
+    """A canonical layer index that names a block's variable or a dimension, split into
+    that name and the offset (``'l-1'`` → ``('l', -1)``); None for a number or no index."""
+    if not layer or layer.isdigit():
+        return None
+    m = _SYMBOL_RE.match(layer)
+    assert m is not None
+    return m.group("sym"), int(m.group("k") or 0) * (-1 if m.group("sign") == "-" else 1)
 
 
 def layer_suffix(layer: str) -> str:
@@ -299,4 +360,8 @@ def canonical_name(spelling: str) -> str:
     tokens = tokenize(spelling)
     if len(tokens) != 3 or tokens[0].kind != "NAME":
         raise EquationError(f"{spelling!r} is not a single name")
+    if tokens[0].layer is not None:  # W^{(l)} stands for W^{(1)}, W^{(2)}, … in a block
+        raise EquationError(f"{spelling!r} has no layer number",
+                            expected=f"a whole number as its layer, e.g. "
+                                     f"{tokens[0].text.replace(tokens[0].layer[0], '1', 1)!r}")
     return tokens[0].text

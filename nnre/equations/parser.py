@@ -10,20 +10,24 @@ from __future__ import annotations
 import difflib
 import re
 import unicodedata
+from collections.abc import Mapping
 
 from nnre.equations import ast
-from nnre.equations.lexer import Token, tokenize
+from nnre.equations.blocks import expand_blocks
+from nnre.equations.lexer import MAX_NODES, Token, is_base_letter, tokenize
 from nnre.errors import EquationError
 from nnre.ops import BY_ARITY, FUNCTIONS, OPS, Op
 
 MAX_DEPTH = 64
-MAX_NODES = 20_000
 MAX_AXES = 8
 NATURALS = "ℕ"  # x ∈ ℕ declares token ids
+MAX_MULTIPLE = 64  # 4·d in a dimension is d + d + d + d: a small multiple only
 ROLE_WORDS = ("input", "state", "output", "frozen")
 _WORD_RE = re.compile(r"^[a-z][a-z]+$")
 _ATOM_START = ("NAME", "NUMBER", "(", "[")
 _COMPARE = ("<", ">", "≤", "≥")
+BLOCK_WORD = "for"  # for l = 1…L: starts a block (§3.5)
+INDENT_CHARS = " \t\r\u00a0\u2009\u200a\u202f"  # the white space of §1.4
 
 
 class Parser:
@@ -38,6 +42,11 @@ class Parser:
         self.depth = 0
         self.nodes = 0
         self.ids = _declared_ids(self.tokens)
+        if any(tok.kind == "NAME" and tok.time is not None for tok in self.tokens):
+            self.ids.add("t")  # P[t]: row t of a table, t the step's index (a timed text)
+        self.var: str | None = None  # the variable of the block being parsed
+        self.layer_dims: dict[str, ast.Pos] = {}  # dims named by bounds and layer indices
+        self.inner_symbols: list[tuple[str, ast.Pos, str]] = []  # (name, where, block var)
 
     # -- helpers -------------------------------------------------------------------------
     @property
@@ -87,16 +96,25 @@ class Parser:
 
     # -- statements ----------------------------------------------------------------------
     def parse(self) -> ast.Module:
+        """The text as written: statements, and blocks holding theirs (not yet expanded)."""
         module = ast.Module(lines=self.lines, filename=self.filename)
         while self.tok.kind != "EOF":
             if self.tok.kind == "NEWLINE":
                 self.advance()
                 continue
+            if self._is_block_header():
+                module.blocks.append(self.block())
+                continue
             self.statement(module)
-            if self.tok.kind != "NEWLINE":
-                raise self.error(f"unexpected {_show(self.tok)}",
-                                 expected="an operator or the end of the line")
+            self.end_of_statement()
+        module.layer_dims = self.layer_dims
+        check_block_names(module, self.inner_symbols)
         return module
+
+    def end_of_statement(self) -> None:
+        if self.tok.kind != "NEWLINE":
+            raise self.error(f"unexpected {_show(self.tok)}",
+                             expected="an operator or the end of the line")
 
     def statement(self, module: ast.Module) -> None:
         first = self.tok
@@ -117,6 +135,101 @@ class Parser:
         module.equations.append(
             ast.Equation(target, expr, first.line, self.lines[first.line - 1]))
 
+    # -- blocks (§3.5) -------------------------------------------------------------------
+    def _is_block_header(self) -> bool:
+        tok = self.tok
+        return tok.kind == "NAME" and tok.text == BLOCK_WORD and tok.time is None and \
+            self.peek().kind == "NAME"
+
+    def indent(self, tok: Token) -> str:
+        """The whitespace that starts the line of ``tok``, as written (a tab is not spaces)."""
+        line = self.lines[tok.line - 1]
+        return line[:len(line) - len(line.lstrip(INDENT_CHARS))]
+
+    def block(self) -> ast.Block:
+        """``for l = 1…L:`` and its body (``body``)."""
+        header = self.advance()
+        var_tok = self.expect("NAME", "the block's variable, e.g. 'for l = 1…L:'")
+        if var_tok.time is not None or not all(  # what a layer index can name (§2.2)
+                is_base_letter(ch) or ch.isascii() and ch.isdigit() for ch in var_tok.text):
+            raise self.error(f"the block's variable '{var_tok.raw}' must be a plain name",
+                             var_tok, expected="letters and digits, e.g. 'l'")
+        self.expect("=", "'=' after the block's variable")
+        first, first_pos = self.bound()
+        self.expect("…", "'…' or '..' between the first and the last layer")
+        last, last_pos = self.bound()
+        self.expect(":", "':' at the end of the 'for' line")
+        self.end_of_statement()
+        var = self.name_node(var_tok)
+        nodes = self.nodes
+        self.var = var.name
+        body = self.body(header)
+        self.var = None
+        names = sum(len(d.names) for d in body.declarations) + \
+            sum(len(r.names) for r in body.roles)
+        statements = len(body.equations) + len(body.declarations) + len(body.roles)
+        return ast.Block(var, (first, last), (first_pos, last_pos), header.line, body,
+                         self.nodes - nodes + names + statements)
+
+    def body(self, header: Token) -> ast.Module:
+        """The statements after a ``for`` line indented more than it, up to the first line
+        indented less than the body's first line (§3.6); blank and comment lines have no
+        tokens, so they never end it."""
+        body = ast.Module(lines=self.lines, filename=self.filename)
+        outer = self.indent(header)
+        first: Token | None = None
+        while True:
+            while self.tok.kind == "NEWLINE":
+                self.advance()
+            if self.tok.kind == "EOF":
+                break
+            here = self.indent(self.tok)
+            inner, since = (outer, header) if first is None else (self.indent(first), first)
+            if not here.startswith(inner) and not inner.startswith(here):
+                what = "the 'for' line" if first is None else "the block's first line"
+                raise self.error(f"this line's indentation mixes tabs and spaces differently "
+                                 f"from {what} (line {since.line})",
+                                 expected="the same indentation characters as that line")
+            if len(here) < len(inner) or first is None and here == outer:
+                break  # indented less than the body's first line: the block ends
+            first = first or self.tok
+            if self._is_block_header():
+                raise self.error(f"blocks do not nest: this block is inside the block on line "
+                                 f"{header.line}", expected="one level of 'for' blocks")
+            self.statement(body)
+            self.end_of_statement()
+        if first is None:
+            raise self.error(f"the block on line {header.line} has no body", header,
+                             expected="lines indented more than the 'for' line after it")
+        return body
+
+    def bound(self) -> tuple[int | str, ast.Pos]:
+        """A block's first or last layer: a whole number, or a dimension named like 'L'."""
+        tok = self.advance()
+        if tok.kind == "NUMBER" and tok.text.isdigit() and len(tok.text) <= 10 and \
+                int(tok.text) < 2**31:  # as a dimension; each layer index is checked too
+            return int(tok.text), self.pos(tok)
+        if tok.kind == "NAME" and tok.time is None and tok.layer is None and \
+                tok.text not in FUNCTIONS and "^" not in tok.text:
+            self.layer_dims.setdefault(tok.text, self.pos(tok))
+            return tok.text, self.pos(tok)
+        raise self.error(f"unexpected {_show(tok)} as a layer of the block", tok,
+                         expected="a whole number or a dimension name, as in 'for l = 1…L:'")
+
+    def name_node(self, tok: Token) -> ast.Name:
+        """The AST name of a token. A layer index that is not the enclosing block's variable
+        names a dimension (``h^{(L)}``); the variable alone is not a value (``l``)."""
+        if self.var is not None and tok.text == self.var:
+            raise self.error(f"'{tok.raw}' is the block's variable: it is read only in layer "
+                             "indices", tok, expected=f"'h^{{({self.var})}}' or "
+                                                     f"'h^{{({self.var}-1)}}'")
+        if tok.layer is not None and tok.layer[0] != self.var:
+            if self.var is None:
+                self.layer_dims.setdefault(tok.layer[0], self.pos(tok))
+            else:
+                self.inner_symbols.append((tok.layer[0], self.pos(tok), self.var))
+        return ast.Name(tok.text, tok.time, tok.raw, self.pos(tok), tok.layer)
+
     def _is_declaration(self) -> bool:
         j = self.i
         while self.tokens[j].kind in ("NAME", ","):
@@ -136,13 +249,13 @@ class Parser:
         if tok.time is not None and tok.time > 0:
             raise self.error(f"'{tok.raw}' is a later step and cannot be defined", tok,
                              expected="the current step (ₜ) or no time index")
-        return ast.Name(tok.text, tok.time, tok.raw, self.pos(tok))
+        return self.name_node(tok)
 
     def name_list(self) -> tuple[ast.Name, ...]:
         names = []
         while True:
             tok = self.expect("NAME", "a name")
-            names.append(ast.Name(tok.text, tok.time, tok.raw, self.pos(tok)))
+            names.append(self.name_node(tok))
             if self.tok.kind != ",":
                 return tuple(names)
             self.advance()
@@ -177,11 +290,27 @@ class Parser:
         return ast.Declaration(names, tuple(dims), line, ids)
 
     def dim(self) -> ast.Dim:
-        terms = [self.dim_term()]
+        terms = self.scaled_term()
         while self.tok.kind == "+":
             self.advance()
-            terms.append(self.dim_term())
+            terms.extend(self.scaled_term())
         return ast.Dim(tuple(terms))
+
+    def scaled_term(self) -> list[str | int]:
+        """A term, or a small whole multiple of a dimension, ``4·d`` or ``4d`` (the hidden
+        width of a transformer's MLP): k terms of d, so sizes add up as sums do."""
+        term = self.dim_term()
+        if not isinstance(term, int) or not (self.tok.kind == "@" or (
+                self.tok.kind == "NAME" and self.tok.time is None)):
+            return [term]
+        if self.tok.kind == "@":
+            self.advance()
+        name = self.dim_term()
+        if isinstance(name, int) or term > MAX_MULTIPLE:
+            raise self.error(f"'{term}·{name}' in a dimension", self.tok,
+                             expected=f"a whole number up to {MAX_MULTIPLE} times a dimension "
+                                      "name, e.g. 4·d")
+        return [name] * term
 
     def dim_term_only(self) -> ast.Dim:
         return ast.Dim((self.dim_term(),))
@@ -190,7 +319,7 @@ class Parser:
         tok = self.advance()
         if tok.kind == "NUMBER" and tok.text.isdigit() and 0 < int(tok.text) < 2**31:
             return int(tok.text)
-        if tok.kind == "NAME" and tok.time is None:
+        if tok.kind == "NAME" and tok.time is None and "^" not in tok.text:
             return tok.text
         raise self.error(f"unexpected {_show(tok)} in a dimension", tok,
                          expected="a dimension name like H or a positive integer")
@@ -259,7 +388,8 @@ class Parser:
         op = self.advance()
         if self.tok.kind == "{":  # not a layer index: the lexer reads W^{(1)} as one name
             raise self.error("unexpected '{' after '^'", expected="a number as the exponent, "
-                             "or a layer index '^{(1)}' (a whole number) right after a name")
+                             "or a layer index right after a name: a whole number '^{(1)}', "
+                             "or a block's variable or a dimension '^{(l)}', '^{(l-1)}'")
         exponent = self.signed_number()
         self.count()
         return ast.Power(base, exponent, self.pos(op))
@@ -302,7 +432,8 @@ class Parser:
                 tok.column != prev.column + len(prev.raw or prev.text):
             return False
         kinds = [self.peek(k).kind for k in range(1, 5)]
-        if kinds[:2] == ["NAME", "]"] and self.peek().text in self.ids:
+        if kinds[:2] == ["NAME", "]"] and self.peek().text in self.ids and \
+                (self.peek().text != "t" or self.peek().time is None):
             return True  # E[xₜ]: a gather by ids (without ∈ ℕ it stays a product, E·[xₜ])
         return kinds[:2] == ["NUMBER", "]"] or kinds == ["NUMBER", ":", "NUMBER", "]"]
 
@@ -312,8 +443,7 @@ class Parser:
             tok = self.advance()
             self.expect("]", "']'")
             self.count()
-            return ast.Gather(operand, ast.Name(tok.text, tok.time, tok.raw, self.pos(tok)),
-                              self.pos(open_tok))
+            return ast.Gather(operand, self.name_node(tok), self.pos(open_tok))
         start = self.index_number()
         stop = start + 1
         if self.tok.kind == ":":
@@ -367,7 +497,7 @@ class Parser:
             self.tok.column == tok.column + len(tok.raw)
         if adjacent and tok.time is None:
             self.unknown_function(tok)
-        return ast.Name(tok.text, tok.time, tok.raw, self.pos(tok))
+        return self.name_node(tok)
 
     def unknown_function(self, tok: Token) -> None:
         """A name written right before ``(`` that reads as a misspelt function is an error,
@@ -460,6 +590,32 @@ class Parser:
         return ast.Concat(tuple(parts), self.pos(open_tok), across=True)
 
 
+def check_block_names(module: ast.Module, inner: list[tuple[str, ast.Pos, str]]) -> None:
+    """A block's variable is not a dimension's name (it would hide it), and a layer index
+    inside a block names either its variable or a dimension of the text."""
+    dims = {t for d in module.declarations for dim in d.shape for t in dim.terms
+            if isinstance(t, str)}
+    dims |= {t for b in module.blocks for d in b.body.declarations for dim in d.shape
+             for t in dim.terms if isinstance(t, str)}
+    dims |= set(module.layer_dims)
+    for block in module.blocks:
+        if block.var.name in dims:
+            raise _at(module, f"the block's variable '{block.var.raw}' is also a dimension of "
+                      "the text", block.var.pos,
+                      expected="another name for the variable, e.g. 'l' in 'for l = 1…L:'")
+    for name, pos, var in inner:
+        if name not in dims:
+            raise _at(module, f"the layer index '{name}' is neither the block's variable "
+                      f"'{var}' nor a dimension", pos,
+                      expected=f"'^{{({var})}}', '^{{({var}-1)}}', or a declared dimension")
+
+
+def _at(module: ast.Module, message: str, pos: ast.Pos, expected: str) -> EquationError:
+    return EquationError(message, line=pos.line, column=pos.column,
+                         source_line=module.lines[pos.line - 1], expected=expected,
+                         filename=module.filename)
+
+
 def _declared_ids(tokens: list[Token]) -> set[str]:
     """Names declared ``∈ ℕ`` anywhere in the text (a declaration may follow the use)."""
     ids: set[str] = set()
@@ -502,6 +658,12 @@ def _show(tok: Token) -> str:
     return f"'{tok.raw or tok.text}'"
 
 
-def parse(text: str, filename: str | None = None) -> ast.Module:
-    """Parse equation text into a Module; raises EquationError on any syntax problem."""
-    return Parser(text, filename).parse()
+def parse(text: str, filename: str | None = None, dims: Mapping[str, int] | None = None,
+          *, expand: bool = True) -> ast.Module:
+    """Parse equation text into a Module; raises EquationError on any syntax problem.
+
+    Blocks (``for l = 1…L:``) are expanded with the dimension values in ``dims``, which must
+    then name every bound a block uses; ``expand=False`` gives the text as written (its
+    blocks unexpanded), e.g. to list its dimensions or render it."""
+    module = Parser(text, filename).parse()
+    return expand_blocks(module, dims or {}) if expand else module

@@ -30,6 +30,10 @@ class Roles:
     timed: set[str] = field(default_factory=set)  # names written with a time index
     frozen: list[str] = field(default_factory=list)  # parameters training leaves as they are
     dims: list[str] = field(default_factory=list)  # dimension names read as their value
+    #: State that grows by one entry a step, ``Kₜ = [Kₜ₋₁; kₜᵀ]`` (attention's keys): name →
+    #: its equation's axis of growth as written (0 for ``[·; ·]``, k for ``concat(…; axis=k)``).
+    appends: dict[str, int] = field(default_factory=dict)
+    step_index: bool = False  # a timed text reads ``t``, the step's index, as a value
     back: dict[str, int] = field(default_factory=dict)  # backward state → deepest lead (1: ₜ₊₁)
     passes: dict[str, int] = field(default_factory=dict)  # state → its time pass (§4)
 
@@ -45,7 +49,7 @@ class _Located:
         if pos is None:
             return EquationError(message, line=line, expected=expected,
                                  filename=self.module.filename)
-        return EquationError(message, line=pos.line, column=pos.column,
+        return EquationError(ast.in_copy(message, pos), line=pos.line, column=pos.column,
                              source_line=self.module.lines[pos.line - 1], expected=expected,
                              filename=self.module.filename)
 
@@ -90,6 +94,11 @@ def analyse(module: ast.Module, weights: set[str] | None = None) -> Roles:
         if name not in back:
             state.setdefault(name, 1)
     dims = _dimension_values(loc, module, equations, free_timed, free_plain, declared)
+    step_index = bool(timed or free_timed) and STEP in free_plain and not any(
+        STEP in names for names in declared.values())
+    if step_index:
+        del free_plain[STEP]
+    appends = _appends(loc, module, state)
     inputs, params = _split_free(loc, free_timed, free_plain, declared, equations, weights)
     order = _toposort(loc, equations, deps)  # a cycle explains a missing output: check it first
     passes = _time_passes(loc, equations, state, back)
@@ -100,17 +109,77 @@ def analyse(module: ast.Module, weights: set[str] | None = None) -> Roles:
             raise loc.at(f"frozen '{name}' is not a parameter (a weight)", ref.pos,
                          expected="the name of a weight the equations read")
     return Roles(order, equations, inputs, state, params, outputs, timed | set(free_timed),
-                 list(frozen), dims, back, passes)
+                 list(frozen), dims, appends, step_index, back=back, passes=passes)
+
+
+#: In a text with time indices, ``t`` without one is the index of the step (0, 1, 2, …): a
+#: position, as ``P[t]`` reads a learned table (formats/equations.md §4).
+STEP = "t"
+
+
+def append_parts(eq: ast.Equation) -> tuple[ast.Expr, int] | None:
+    """``Kₜ = [Kₜ₋₁; r]`` or ``Kₜ = concat(Kₜ₋₁, r; axis=k)``: the appended part and the axis
+    as written; None for any other equation."""
+    expr = eq.expr
+    first = _previous(eq)
+    if first is None:
+        return None
+    expr = eq.expr
+    if isinstance(expr, ast.Concat):
+        return expr.parts[1], 0
+    assert isinstance(expr, ast.Call)
+    return expr.args[1], int(dict(expr.params).get("axis", 0))
+
+
+def _previous(eq: ast.Equation) -> ast.Name | None:
+    """The ``Kₜ₋₁`` an append equation starts with."""
+    expr = eq.expr
+    if isinstance(expr, ast.Concat) and not expr.across and len(expr.parts) == 2:
+        first = expr.parts[0]
+    elif isinstance(expr, ast.Call) and expr.func == "concat" and len(expr.args) == 2:
+        first = expr.args[0]
+    else:
+        return None
+    if isinstance(first, ast.Name) and first.name == eq.target.name and first.time == -1:
+        return first
+    return None
+
+
+def _appends(loc: _Located, module: ast.Module, state: dict[str, int]) -> dict[str, int]:
+    """State that grows a step at a time: its previous value is read only to be appended
+    to, so a runtime can keep one buffer and write each step's entry in place."""
+    found = {}
+    for eq in module.equations:
+        parts = append_parts(eq)
+        if parts is None:
+            continue
+        name = eq.target.name
+        if state.get(name) != 1:
+            raise loc.at(f"'{eq.target.raw}' grows by a step but its value "
+                         f"{state.get(name)} steps back is read", eq.target.pos,
+                         expected=f"only '{name}ₜ₋₁' inside its own equation")
+        found[name] = parts[1]
+    for eq in module.equations:
+        own = _previous(eq)
+        for ref in _reads(eq):
+            if ref.name in found and ref.time is not None and ref.time < 0 and ref is not own:
+                raise loc.at(f"'{ref.raw}' reads the previous value of '{ref.name}', which "
+                             "grows by one entry a step", ref.pos,
+                             expected=f"'{ref.name}ₜ' (every entry so far)")
+    return found
 
 
 def dimension_names(module: ast.Module) -> dict[str, int]:
-    """Every dimension name of the declarations, with the line of its first declaration."""
+    """Every dimension name of the declarations, of blocks' bounds (``for l = 1…L:``) and of
+    layer indices (``h^{(L)}``), with the line of its first use."""
     found: dict[str, int] = {}
-    for decl in module.declarations:
+    for decl in [*module.declarations, *(d for b in module.blocks for d in b.body.declarations)]:
         for dim in decl.shape:
             for term in dim.terms:
                 if isinstance(term, str):
                     found.setdefault(term, decl.line)
+    for name, pos in module.layer_dims.items():
+        found.setdefault(name, pos.line)
     return found
 
 

@@ -141,7 +141,7 @@ def shape_error(module: ast.Module, message: str, pos: ast.Pos | None,
     text as a whole."""
     if pos is None:
         return ShapeError(message, expected=expected, filename=module.filename)
-    return ShapeError(message, line=pos.line, column=pos.column,
+    return ShapeError(ast.in_copy(message, pos), line=pos.line, column=pos.column,
                       source_line=module.lines[pos.line - 1], expected=expected,
                       filename=module.filename)
 

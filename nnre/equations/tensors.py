@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from nnre.equations import ast
 from nnre.equations.parser import MAX_AXES as MAX_RANK
 from nnre.equations.render import unparse
-from nnre.equations.roles import Roles
+from nnre.equations.roles import STEP, Roles, append_parts
 from nnre.equations.shapes import _OP_WORDS, MAX_DIM, _Dims, dimension_values, past_end, shape_error
 from nnre.errors import ShapeError
 from nnre.ops import OPS, tensor_attrs
@@ -36,6 +36,10 @@ class TensorShapes:
     nodes: dict[int, tuple[int, ...]]  # id(ast node) → shape
     attrs: dict[int, dict[str, object]]  # id(call node) → its op's attributes
     ids: dict[str, int]  # input declared ∈ ℕ → how many ids it may take (rows of its table)
+    grown: dict[str, int] = field(default_factory=dict)  # appended state → its growing axis
+    #: The most steps the text can take: the size of each growing axis, the rows of each
+    #: table read at ``t`` (None: no limit).
+    context: int | None = None
 
 
 def api_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -46,6 +50,8 @@ def api_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
 def needs_tensors(module: ast.Module, roles: Roles) -> bool:
     """Whether a text needs this reading: a declaration of more than two axes, a value that
     varies per example declared as a matrix, or a function only tensors have."""
+    if roles.appends or roles.step_index:
+        return True
     for decl in module.declarations:
         per_example = any(n.name in roles.inputs or n.name in roles.equations
                           for n in decl.names)
@@ -77,6 +83,8 @@ class _Checker:
         self.ids: dict[str, int] = {}  # ids input → the variable of its table's rows
         self.id_names: set[str] = set()
         self.where: dict[str, ast.Pos] = {}
+        self.positions: list[int] = []  # the rows of each table read at t
+        self.grown: dict[str, int] = {}
 
     def error(self, message: str, pos: ast.Pos | None, expected: str | None = None
               ) -> ShapeError:
@@ -143,6 +151,9 @@ class _Checker:
 
     # -- expressions ---------------------------------------------------------------------
     def equation(self, eq: ast.Equation) -> None:
+        if eq.target.name in self.roles.appends:
+            self.append(eq)
+            return
         for node in ast.walk(eq.expr):
             self.nodes[id(node)] = self.node(node, eq)
         got = self.nodes[id(eq.expr)]
@@ -152,8 +163,35 @@ class _Checker:
         self.broadcast(target, got, eq.target.pos, f"the equation for '{eq.target.raw}'",
                        into=True)
 
+    def append(self, eq: ast.Equation) -> None:
+        """``Kₜ = [Kₜ₋₁; r]``: r is one entry along the growing axis and agrees with K on the
+        others; K keeps its declared shape, whose growing axis is the most entries it holds."""
+        found = append_parts(eq)
+        assert found is not None
+        part, axis = found
+        for node in ast.walk(eq.expr):
+            if node is not eq.expr:
+                self.nodes[id(node)] = self.node(node, eq)
+        row = self.nodes[id(part)] or (self.one, self.one)
+        history = self.name(eq.target.name, eq.target.pos, len(row))
+        what = f"the equation for '{eq.target.raw}'"
+        if not -len(row) <= axis < len(row) or len(history) != len(row):
+            raise self.error(f"{what} appends {self.show(row)} to {self.show(history)}: they "
+                             "need the same number of axes and an axis of theirs", eq.target.pos,
+                             expected=f"'{eq.target.raw} = [{eq.target.name}ₜ₋₁; r]', r one row")
+        axis %= len(row)
+        self.unify(tuple(v for i, v in enumerate(history) if i != axis),
+                   tuple(v for i, v in enumerate(row) if i != axis), eq.target.pos, what)
+        if not self.d.union(row[axis], self.one):
+            raise self.error(f"{what} appends {self.show(row)}, more than one entry along axis "
+                             f"{axis}", eq.target.pos, expected="one entry a step, e.g. kₜᵀ")
+        self.nodes[id(eq.expr)] = history
+        self.grown[eq.target.name] = axis
+
     def node(self, node: ast.Expr, eq: ast.Equation) -> Vars:
         at = self.nodes
+        if isinstance(node, ast.Name) and node.name == STEP and self.roles.step_index:
+            return (self.one, self.one)  # the step's index: a number per example
         if isinstance(node, ast.Number) or (isinstance(node, ast.Name)
                                             and node.name in self.roles.dims):
             return ()  # a number, or a dimension read as its value
@@ -206,6 +244,9 @@ class _Checker:
     def gather(self, node: ast.Gather, table: Vars, ids: Vars, eq: ast.Equation) -> Vars:
         """``E[x]``: for each of x's ids (one, or a vector of them) that row of E."""
         name = node.index.name
+        if name == STEP and self.roles.step_index and len(table) >= 2:
+            self.positions.append(table[0])  # row t of a table: at most its rows of steps
+            return (self.one, *table[1:])
         if name not in self.id_names or len(table) < 2:
             raise self.error(f"'{unparse(node)}' in the equation for '{eq.target.raw}' needs a "
                              f"table with rows and ids declared '{node.index.raw} ∈ ℕ'",
@@ -330,12 +371,28 @@ class _Checker:
     def reshape(self, node: ast.Call, arg: Vars, eq: ast.Equation) -> Vars:
         """``Y = reshape(X)``: the target's declared shape, with as many entries as X."""
         target = self.declared_target(node, eq, "shape")
-        have, want = self.known(arg), self.known(target)
+        self.infer_size(arg, target)
+        self.infer_size(target, arg)
+        have = self.known(arg)
+        want = self.known(target)
         if have is None or want is None or math.prod(have) != math.prod(want):
             raise self.error(f"reshape in the equation for '{eq.target.raw}' needs known sizes "
                              f"with the same number of entries: {self.show(arg)} to "
                              f"{self.show(target)}", node.pos)
         return target
+
+    def infer_size(self, whole: Vars, part: Vars) -> None:
+        """The one unknown size of ``part`` (perhaps on several axes) that gives it as many
+        entries as ``whole`` has, as NumPy's −1 does: ``reshape`` to ``(heads, 1, d_h)``."""
+        have = self.known(whole)
+        unknown = {self.d.find(v) for v in part if self.d.get(v) is None}
+        if have is None or len(unknown) != 1:
+            return
+        rest = math.prod(self.d.get(v) or 1 for v in part)
+        count = sum(1 for v in part if self.d.get(v) is None)
+        size = round((math.prod(have) / rest) ** (1 / count))
+        if size >= 1 and size ** count * rest == math.prod(have):
+            self.d.union(unknown.pop(), self.d.new(size))
 
     def permute(self, node: ast.Call, arg: Vars, eq: ast.Equation) -> Vars:
         """``Y = permute(X)``: X's axes in the order of Y's declaration, each axis found by
@@ -416,7 +473,10 @@ class _Checker:
             count = self.d.get(self.ids[name])
             assert count is not None
             ids[name] = count
-        return TensorShapes(of, self.scalar, dims, nodes, self.attrs, ids)
+        limits = [of[name][axis] for name, axis in self.grown.items()]
+        limits += [self.d.get(v) for v in self.positions]  # type: ignore[misc]
+        return TensorShapes(of, self.scalar, dims, nodes, self.attrs, ids, dict(self.grown),
+                            min(limits) if limits else None)
 
 
 def _what(node: ast.Binary, eq: ast.Equation) -> str:

@@ -174,7 +174,7 @@ class _Converter:
         return self.symbols[key]
 
     def error(self, message: str, pos: ast.Pos) -> EquationError:
-        return EquationError(message, line=pos.line, column=pos.column,
+        return EquationError(ast.in_copy(message, pos), line=pos.line, column=pos.column,
                              source_line=self.module.lines[pos.line - 1],
                              filename=self.module.filename)
 

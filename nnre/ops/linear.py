@@ -5,11 +5,12 @@ Each block is the whole definition of one primitive (see ``nnre.ops.base.Op``).
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import numpy as np
 
-from nnre.ops.base import Array, Op, Shape
+from nnre.ops.base import Array, Call, Op, Shape
 
 
 def _matmul_shape(a: Shape, b: Shape, **_: Any) -> Shape:
@@ -26,6 +27,8 @@ def _matmul_shape(a: Shape, b: Shape, **_: Any) -> Shape:
 def _matmul_vjp(g: Array, out: Array, args: list[Array], attrs: dict[str, Any], i: int
                 ) -> Array:
     a, b = args
+    if i == 0 and b.ndim == 2 and g.ndim > 2:  # one product of all the rows (as the kernel)
+        return (g.reshape(-1, g.shape[-1]) @ b.T).reshape(*g.shape[:-1], b.shape[0])
     if i == 0:
         return g @ b.T if b.ndim == 2 else np.matmul(g, np.swapaxes(b, -1, -2))
     if b.ndim == 2:  # a constant matrix: the sum over every row at once
@@ -33,8 +36,23 @@ def _matmul_vjp(g: Array, out: Array, args: list[Array], attrs: dict[str, Any], 
     return np.matmul(np.swapaxes(a, -1, -2), g)
 
 
+def _matmul(a: Array, b: Array, out: Array) -> Array:
+    for call in _matmul_calls(a, b, out=out):
+        call()
+    return out
+
+
+def _matmul_calls(a: Array, b: Array, out: Array) -> list[Call]:
+    """NumPy's matmul as one bound call; a stack of rows times one matrix (a sequence's
+    steps × W) as one product of all the rows, so BLAS sees one large product instead of
+    one per example."""
+    if b.ndim == 2 and a.ndim > 2 and a.flags.c_contiguous and out.flags.c_contiguous:
+        a, out = a.reshape(-1, a.shape[-1]), out.reshape(-1, out.shape[-1])
+    return [functools.partial(np.matmul, a, b, out=out)]
+
+
 MATMUL = Op(  # NumPy's matmul: per-example rows times Wᵀ for W·x, batched matrices
-    "matmul", lambda a, b, out: np.matmul(a, b, out=out), _matmul_shape, ufunc=np.matmul,
+    "matmul", _matmul, _matmul_shape, unfold=_matmul_calls,
     products=True,
     vjp=_matmul_vjp, reads=frozenset({"args"}),
     onnx="MatMul",

@@ -220,4 +220,48 @@ GATHER = Op(  # E[x]: the rows of a constant table picked by per-example ids
     vjp=_gather_vjp, reads=frozenset({"args"}), onnx=_gather_onnx,
 )
 
-OPS = [COPY, CONCAT, SLICE, RESHAPE, TRANSPOSE, PERMUTE, FLATTEN, GATHER]
+
+
+def _append(history: Array, part: Array, t: Array, out: Array, axis: int) -> Array:
+    """Each row's one-entry ``part`` written at that row's own step t along ``axis`` of its
+    history (``Kₜ = [Kₜ₋₁; kₜᵀ]``); in place when ``out`` is the history buffer itself."""
+    if out is not history:
+        np.copyto(out, history)
+    rows = np.arange(out.shape[0])
+    at = t.reshape(-1).astype(np.intp)  # steps below the history's size: checked when fed
+    np.moveaxis(out, axis, 1)[rows, at] = np.moveaxis(part, axis, 1)[:, 0]
+    return out
+
+
+def _append_vjp(g: Array, out: Array, args: list[Array], attrs: dict[str, Any], i: int
+                ) -> Array:
+    history, part, t = args
+    if i == 2:
+        return np.zeros_like(t)
+    rows, at = np.arange(g.shape[0]), t.reshape(-1).astype(np.intp)
+    axis = attrs["axis"]
+    if i == 1:  # the entry written at step t
+        return np.expand_dims(np.moveaxis(g, axis, 1)[rows, at], axis)
+    grad = g.copy()  # the history's entries pass, but the one overwritten at t
+    np.moveaxis(grad, axis, 1)[rows, at] = 0
+    return grad
+
+
+def _append_onnx(e: Any, ins: Any, args: list[str], out: str) -> None:
+    """Where(step index = t, the part, the history): the entry at t replaced."""
+    shape, axis = e.shape(ins.args[0]), dict(ins.attrs)["axis"]
+    steps = np.arange(shape[axis], dtype=e.dtype).reshape(
+        [shape[axis] if i == len(shape) + axis else 1 for i in range(len(shape))])
+    t, hit = e.fresh(out + ".t"), e.fresh(out + ".at")
+    e.node("Reshape", [args[2], e.const(np.array([-1] + [1] * (len(shape) - 1), np.int64),
+                                          "shape")], t)
+    e.node("Equal", [e.const(steps, "steps"), t], hit)
+    e.node("Where", [hit, args[1], args[0]], out)
+
+
+APPEND = Op(  # Kₜ = [Kₜ₋₁; kₜᵀ]: state that grows by one entry a step (attention's keys)
+    "append", _append, lambda history, part, t, axis: history, attrs={"axis": int},
+    vjp=_append_vjp, reads=frozenset({"args"}), onnx=_append_onnx,
+)
+
+OPS = [COPY, CONCAT, SLICE, RESHAPE, TRANSPOSE, PERMUTE, FLATTEN, GATHER, APPEND]
