@@ -16,7 +16,7 @@ from nnre.errors import NnreError
 from nnre.ops import OPS
 
 FLOAT_BYTES = 4  # training runs in float32
-STATE_COPIES = {"sgd": 1, "momentum": 1, "adam": 2, "adagrad": 1, "rmsprop": 1}
+STATE_COPIES = {"sgd": 1, "momentum": 1, "adam": 2, "adamw": 2, "adagrad": 1, "rmsprop": 1}
 
 
 class BudgetError(NnreError):
@@ -55,16 +55,20 @@ def _per_example_entries(checked: Checked) -> int:
 
 
 def _scratch_entries(checked: Checked) -> int:
-    """The largest scratch one example's kernel call makes while it runs (conv's im2col
-    columns, made again by its gradient), from each op's own rule (``Op.scratch``)."""
+    """The largest scratch one example's kernel or VJP call makes while it runs (conv's
+    im2col columns, made again by its gradient; pooling's padded copies of x and of its
+    gradient), from each op's own rules (``Op.scratch``, ``Op.vjp_scratch``)."""
     nodes, attrs = checked.shapes.nodes, getattr(checked.shapes, "attrs", {})
     most = 0
     for name in checked.roles.order:
         for node in ast.walk(checked.roles.equations[name].expr):
             op = OPS.get(node.func) if isinstance(node, ast.Call) else None
-            if isinstance(node, ast.Call) and op is not None and op.scratch is not None:
-                args = [nodes[id(a)] for a in node.args]
-                most = max(most, op.scratch(*args, **attrs.get(id(node), {})))
+            if not isinstance(node, ast.Call) or op is None:
+                continue
+            args = [nodes[id(a)] for a in node.args]
+            for rule in (op.scratch, op.vjp_scratch):
+                if rule is not None:
+                    most = max(most, rule(*args, **attrs.get(id(node), {})))
     return most
 
 

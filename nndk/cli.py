@@ -10,15 +10,15 @@ from click.core import ParameterSource
 
 from nndk import __version__
 from nndk.check import describe
-from nndk.config import default_dims
+from nndk.config import VAL_SPLITS, default_dims
 from nndk.gradcheck import gradcheck, make_problem
 from nndk.init import INIT_SCHEMES
 from nndk.models import parse_bindings, read_model, resolve_dims
 from nndk.onnx.common import DEFAULT_EXPORT_OPSET
-from nndk.optim import OPTIMIZERS
+from nndk.optim import OPTIMIZERS, SCHEDULES
 from nndk.pack import PackRequest, pack, parse_codecs
 from nndk.progress import Reporter
-from nndk.resume import run_directory
+from nndk.resume import resume_rules, run_directory
 from nndk.train import TrainConfig, start
 from nndk.train import resume as resume_training
 from nnre.bundle.info import escaped
@@ -112,16 +112,56 @@ def gradcheck_command(model: str, bindings: tuple[str, ...], steps: int, batch: 
               help="Optimizer steps (default: 1 epoch; not with --epochs).")
 @click.option("--epochs", type=float, default=None,
               help="Passes over the training split (not with --steps).")
-@click.option("--lr", default=2e-3, show_default=True, help="Learning rate.")
+@click.option("--lr", default=2e-3, show_default=True,
+              help="Learning rate (the peak, after --warmup; nanoGPT's learning_rate).")
 @click.option("--optimizer", type=click.Choice(sorted(OPTIMIZERS)), default="adam",
-              show_default=True)
+              show_default=True,
+              help="adamw: Adam with decoupled weight decay, as torch.optim.AdamW (nanoGPT's).")
+@click.option("--weight-decay", type=float, default=None,
+              help="AdamW's decoupled weight decay: each step multiplies the weights by "
+                   "1 − lr·λ. As nanoGPT, only parameters with 2 axes or more (matrices, "
+                   "embeddings) decay; biases and norm gains do not. [default: 0.1, "
+                   "nanoGPT's; adamw only]")
+@click.option("--beta1", type=float, default=None,
+              help="Adam/AdamW's decay of the gradient's running mean. [default: 0.9]")
+@click.option("--beta2", type=float, default=None,
+              help="Adam/AdamW's decay of the squared gradient's running mean; nanoGPT's "
+                   "shakespeare_char uses 0.99. [default: 0.999]")
 @click.option("--clip", default=5.0, show_default=True,
-              help="Clip the global gradient norm to this (0: off).")
+              help="Clip the global gradient norm to this, as torch.nn.utils.clip_grad_norm_ "
+                   "(0: off; nanoGPT's grad_clip).")
+@click.option("--warmup", default=0, show_default=True,
+              help="Raise the learning rate linearly over the first N steps, "
+                   "lr·(step+1)/(N+1), before the schedule (nanoGPT's warmup_iters).")
+@click.option("--lr-schedule", type=click.Choice(SCHEDULES), default="step",
+              show_default=True,
+              help="After --warmup: constant; step, ×--lr-decay every --decay-every steps "
+                   "(by default never, so constant too); or cosine from --lr down to --min-lr "
+                   "at step --lr-decay-steps, then --min-lr (nanoGPT's decay_lr).")
 @click.option("--lr-decay", default=1.0, show_default=True,
-              help="Multiply the learning rate by this every --decay-every steps.")
-@click.option("--decay-every", default=0, show_default=True)
+              help="Step schedule: multiply the learning rate by this every --decay-every "
+                   "steps.")
+@click.option("--decay-every", default=0, show_default=True,
+              help="Step schedule: steps between two decays (0: none).")
+@click.option("--min-lr", type=float, default=None,
+              help="Cosine schedule: the learning rate it ends at (nanoGPT's min_lr). "
+                   "[default: --lr / 10]")
+@click.option("--lr-decay-steps", type=int, default=None,
+              help="Cosine schedule: the step it reaches --min-lr at, counted from the "
+                   "start, warm-up included (nanoGPT's lr_decay_iters). [default: the run's "
+                   "last step; with --resume and more --steps, the curve stretches]")
+@click.option("--dropout", default=0.0, show_default=True,
+              help="In training, each dropout(x) of the model zeroes an entry with this "
+                   "probability and scales the rest by 1/(1−P), a fresh mask per batch and "
+                   "per entry from --seed (nanoGPT's dropout). Evaluation, samples and the "
+                   "packed model run dropout(x) as x.")
 @click.option("--val-frac", default=0.1, show_default=True,
-              help="Fraction of the text held out for validation.")
+              help="Fraction of the text (or rows) held out for validation: the end of it.")
+@click.option("--val-split", type=click.Choice(VAL_SPLITS), default="tail",
+              show_default=True,
+              help="Where --val-frac cuts: tail holds out the last ⌊n·f⌋ characters; nanogpt "
+                   "trains on the first ⌊n·(1−f)⌋, exactly nanoGPT's data[:int(n*0.9)] split "
+                   "(at most one character more held out).")
 @click.option("--eval-every", default=100, show_default=True,
               help="Evaluate, sample and checkpoint every N steps.")
 @click.option("--eval-iters", default=0, show_default=True,
@@ -162,13 +202,7 @@ def gradcheck_command(model: str, bindings: tuple[str, ...], steps: int, batch: 
               help="Replace another run's checkpoints in --checkpoint-dir (refused without).")
 @click.option("--resume", "resume_dir", type=click.Path(), default=None,
               help="Continue a checkpoint exactly (weights, optimizer, step, data, RNG), in "
-                   "its own directory. --model, --set, --seq-length, --batch-size, --seed, "
-                   "--val-frac, --init, --optimizer, --loss, --target, --output, --min-count "
-                   "and DATA must match it; --steps/--epochs (longer only), --lr, --lr-decay, "
-                   "--decay-every, --clip, --eval-every, --sample-every, --sample-length, "
-                   "--temperature, --reset-frac, --eval-iters, --print-every and --keep are "
-                   "applied with a note; "
-                   "--init-from and --overwrite are refused.")
+                   f"its own directory. {resume_rules()}")
 @click.option("--init-from", type=click.Path(dir_okay=False), default=None,
               help="Start from the weights of a .bundle (weights only, fresh optimizer).")
 @click.option("--loss", type=click.Choice(["auto", "ce", "mse"]), default="auto",

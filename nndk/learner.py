@@ -1,8 +1,9 @@
 """One gradient step on a compiled Program: forward, backward, clip, optimizer update.
 
-The Learner knows nothing about data: trainers give it feeds, an initial state and loss
-seeds. It owns the weights (arrays of the program's slot shapes, updated in place), the
-optimizer and the per-(steps, batch) forward/backward buffers.
+The Learner knows nothing about data: trainers give it feeds, an initial state, loss seeds
+and, in training, the generator of the dropout masks. It owns the weights (arrays of the
+program's slot shapes, updated in place), the optimizer and the per-(steps, batch)
+forward/backward buffers.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from nndk import dropout as drop
 from nndk.autodiff import Backward, differentiable_slots, transient_slots
 from nndk.checkpoint import CheckpointError, take
 from nndk.init import init_param
@@ -23,31 +25,52 @@ from nnre.compiler import compile_checked
 from nnre.equations import Checked, param_shapes
 from nnre.errors import NnreError
 from nnre.model import Model
+from nnre.optimize import optimize as optimize_program
 from nnre.vm import bind_prologue
 
 State = dict[tuple[str, int], np.ndarray]
 
 
 class Learner:
+    """``hyper``: the optimizer's hyperparameters (``nndk.optim.HYPER``); ``dropout``: the
+    probability a ``dropout(x)`` entry is zeroed in training (``nndk.dropout``)."""
+
     def __init__(self, checked: Checked, equations: str, optimizer: str, seed: int,
-                 init: str, sequence: bool = False) -> None:
+                 init: str, hyper: Mapping[str, float] | None = None, dropout: float = 0.0,
+                 filename: str = "the model", sequence: bool = False) -> None:
         """``sequence``: train the equations' sequence form (every step at once, attention);
         the runtime model is then the step form of the same text."""
         self.equations = equations
         self.checked = checked
         self.dims = checked.shapes.dims
         self.shapes = param_shapes(checked)
-        self.prog = compile_sequence(checked, "float32") if sequence else \
-            compile_checked(checked, "float32", contiguous=True)
-        self.step_prog = None if sequence else self.prog
+        # dropout is rewritten before the optimizer runs: the training program with masks
+        # (or none, at P = 0), and the program nnre runs, for samples
+        unoptimized = compile_sequence(checked, "float32", optimize=False) if sequence else \
+            compile_checked(checked, "float32", optimize=False, contiguous=True)
+        if dropout > 0 and not drop.count(unoptimized):
+            raise drop.DropoutError(f"--dropout {dropout}: {filename} has no dropout(…) to "
+                                    "apply it to; write dropout(x) where entries of x "
+                                    "should be dropped in training")
+        plain = optimize_program(drop.without(unoptimized))
+        self.dropout = dropout
+        self.masks: dict[str, int] = {}
+        self.prog = plain
+        if dropout > 0:
+            masked, self.masks = drop.with_masks(unoptimized, filename)
+            self.prog = optimize_program(masked)
+        self.step_prog = None if sequence else plain
         self.rng = np.random.default_rng(seed)
         self.params, placed = place_params(self.prog)
         for name, value in self.params.items():  # in program order: one seed, one result
             value[...] = init_param(name, value.shape, self.rng, init, "float32")
         # `frozen W` in the equations: kept as initialised (or as --init-from gave it)
         self.frozen = set(checked.roles.frozen)
+        # weight decay on matrices and embeddings only, as nanoGPT: not biases or gains
+        decayed = {n for n, shape in self.shapes.items() if len(shape) >= 2}
         self.opt = OPTIMIZERS[optimizer]({n: v for n, v in self.params.items()
-                                          if n not in self.frozen})
+                                          if n not in self.frozen}, decayed=decayed,
+                                         **dict(hyper or {}))
         self.consts, self.refresh = bind_prologue(self.prog, self.params, placed)
         self._runs: dict[tuple[int, int], tuple[Unrolled, Backward]] = {}
 
@@ -66,14 +89,20 @@ class Learner:
                 for key, i in state_keys(self.prog).items()}
 
     def forward(self, feeds: Mapping[str, np.ndarray], steps: int, batch: int,
-                init: State | None, codes: Mapping[str, np.ndarray] | None = None
-                ) -> Unrolled:
+                init: State | None, codes: Mapping[str, np.ndarray] | None = None,
+                dropout: np.random.Generator | None = None) -> Unrolled:
         """Run ``steps`` steps; feeds are (steps·batch, n), time-major row blocks (``codes``:
-        see ``Unrolled.forward``)."""
+        see ``Unrolled.forward``). ``dropout``, in training, draws the dropout masks; without
+        it (evaluation) they are ones."""
         for f in self.refresh:  # stacked / transposed weights follow the parameters
             f()
         run, _ = self.buffers(steps, batch)
-        run.forward(dict(feeds), init or self.zero_state(batch), dict(codes) if codes else None)
+        feeds = dict(feeds)
+        if self.masks:  # drawn straight into the run's input buffers: no copy
+            masks = {name: run.full[index] for name, index in self.masks.items()}
+            drop.fill(list(masks.values()), self.dropout, dropout)
+            feeds |= masks
+        run.forward(feeds, init or self.zero_state(batch), dict(codes) if codes else None)
         return run
 
     def update(self, run: Unrolled, seeds: dict[int, np.ndarray], lr: float, clip: float

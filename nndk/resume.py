@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from nndk import checkpoint
-from nndk.config import ConfigError, TrainConfig, flag, validate
+from nndk.config import ConfigError, TrainConfig, flag, resolve, validate
 from nndk.data import DataError, load_text
 from nndk.models import read_model
 from nndk.train import Trainer
@@ -27,12 +27,14 @@ RESUME: dict[str, str] = {
     # what the run is: a different value is another run
     "model": MATCH, "dims": MATCH, "seq_length": MATCH, "batch_size": MATCH, "seed": MATCH,
     "val_frac": MATCH, "init": MATCH, "optimizer": MATCH, "loss": MATCH, "target": MATCH,
-    "output": MATCH, "min_count": MATCH,
+    "output": MATCH, "min_count": MATCH, "val_split": MATCH,
     # how the rest of it goes: applied, with a note
     "steps": APPLY, "epochs": APPLY, "lr": APPLY, "lr_decay": APPLY, "decay_every": APPLY,
     "clip": APPLY, "eval_every": APPLY, "sample_every": APPLY, "sample_length": APPLY,
     "temperature": APPLY, "keep": APPLY, "reset_frac": APPLY,
-    "eval_iters": APPLY, "print_every": APPLY,
+    "eval_iters": APPLY, "print_every": APPLY, "warmup": APPLY, "lr_schedule": APPLY,
+    "min_lr": APPLY, "lr_decay_steps": APPLY, "weight_decay": APPLY, "beta1": APPLY,
+    "beta2": APPLY, "dropout": APPLY,
     # meaningless for a run that already exists
     "init_from": REFUSE, "overwrite": REFUSE, "checkpoint_dir": MATCH,
 }
@@ -41,6 +43,17 @@ WHY_REFUSED = {
                  "a checkpoint: use one or the other",
     "overwrite": "--resume continues the run in its own directory and replaces nothing",
 }
+
+
+def resume_rules() -> str:
+    """``RESUME`` in words, for ``--help``."""
+    names = {"dims": "--set", "checkpoint_dir": "--checkpoint-dir", "steps": "--steps/--epochs "
+             "(longer only)"}
+    spelled = {rule: [names.get(k, flag(k)) for k, r in RESUME.items() if r == rule
+                      and k != "epochs"] for rule in (MATCH, APPLY, REFUSE)}
+    return (f"{', '.join(spelled[MATCH])} and DATA must match it; "
+            f"{', '.join(spelled[APPLY])} are applied with a note; "
+            f"{' and '.join(spelled[REFUSE])} are refused.")
 
 
 def run_directory(source: str | Path) -> Path:
@@ -69,7 +82,7 @@ def resume(directory: str | Path, data_path: str | Path | None = None,
         trainer = ArrayTrainer(config, path, record["equations"], record["model_file"])
         sha = trainer.data_sha256
     else:
-        data = load_text(path, config.val_frac, vocab=record["vocab"])
+        data = load_text(path, config.val_frac, vocab=record["vocab"], split=config.val_split)
         trainer = text_trainer(config, path, record["equations"], record["model_file"], data)
         sha = data.sha256
     if sha != record["data_sha256"]:
@@ -110,7 +123,7 @@ def apply_changes(config: TrainConfig, changes: dict[str, Any], record: dict[str
     if "epochs" in changes:
         config.steps = None
     validate(asdict(config))
-    return config, notes
+    return resolve(config), notes
 
 
 def _must_match(config: TrainConfig, key: str, value: Any, record: dict[str, Any],

@@ -20,13 +20,13 @@ from typing import Any
 
 import numpy as np
 
-from nndk import __version__, checkpoint
-from nndk.config import ConfigError, TrainConfig, default_dims, validate
+from nndk import __version__, checkpoint, dropout
+from nndk.config import ConfigError, TrainConfig, default_dims, resolve, validate
 from nndk.data import load_text
 from nndk.files import clean_stale
 from nndk.learner import Learner
 from nndk.models import declared_dims, read_model, resolve_dims
-from nndk.optim import learning_rate
+from nndk.optim import HYPER, Schedule
 from nndk.progress import Pace, Progress
 from nnre.equations import Checked
 from nnre.errors import NnreError
@@ -74,9 +74,24 @@ class Trainer:
     def runtime_model(self) -> Model:
         return self.learner.runtime_model()
 
-    def learning_rate(self) -> float:
+    def schedule(self) -> Schedule:
+        """The learning-rate schedule of the run as configured now (``--resume`` may change
+        it); the cosine ends at --lr-decay-steps, by default the run's last step."""
         c = self.config
-        return learning_rate(c.lr, self.step, c.lr_decay, c.decay_every)
+        return Schedule(c.lr, c.lr_schedule, c.warmup, c.lr_decay, c.decay_every,
+                        c.min_lr if c.min_lr is not None else c.lr / 10,
+                        c.lr_decay_steps or self.total_steps())
+
+    def learning_rate(self) -> float:
+        """The learning rate of the update about to be made (step ``self.step``, from 0)."""
+        return self.schedule().at(self.step)
+
+    def dropout_masks(self) -> np.random.Generator | None:
+        """The generator of this training step's dropout masks (None without dropout): the
+        seed and the step alone choose them, so a resumed run draws the same ones."""
+        if not self.learner.masks:
+            return None
+        return dropout.generator(self.config.seed, self.step)
 
     def check_loss(self, loss: float) -> None:
         """Stop on a NaN/Inf loss, saying truthfully whether a good checkpoint exists."""
@@ -219,6 +234,16 @@ class Trainer:
                 raise KeyboardInterrupt
 
 
+def learner_for(config: TrainConfig, checked: Checked, equations: str, filename: str,
+                sequence: bool = False) -> Learner:
+    """The Learner of a run: its optimizer with the hyperparameters it reads, its dropout;
+    ``sequence``: trained in the equations' sequence form (attention)."""
+    hyper = {key: getattr(config, key) for key in HYPER.get(config.optimizer, {})
+             if getattr(config, key) is not None}
+    return Learner(checked, equations, config.optimizer, config.seed, config.init, hyper,
+                   config.dropout, filename, sequence)
+
+
 def pick_output(checked: Checked, size: int, filename: str, name: str | None = None) -> str:
     """The output trained against targets of ``size`` classes: ``name``, 'y', or the only fit."""
     shapes, outputs = checked.shapes.of, checked.roles.outputs
@@ -243,6 +268,7 @@ def start(config: TrainConfig, data_path: str | Path, init_from: str | None = No
     character keeps its row of the weights); the optimizer starts fresh.
     """
     validate(asdict(config))
+    resolve(config)
     text, filename = read_model(config.model)
     source = None
     if init_from is not None:
@@ -260,7 +286,7 @@ def start(config: TrainConfig, data_path: str | Path, init_from: str | None = No
         from nndk.train_sequence import text_trainer
 
         vocab = bundle_vocab(source.metadata) if source is not None else None
-        data = load_text(data_path, config.val_frac, vocab, config.min_count)
+        data = load_text(data_path, config.val_frac, vocab, config.min_count, config.val_split)
         trainer = text_trainer(config, data_path, text, filename, data)
         if data.folded[0]:
             trainer.notes.append(f"{data.folded[0]} rare character(s) ({data.folded[1]} "

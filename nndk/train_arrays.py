@@ -17,11 +17,10 @@ import numpy as np
 
 from nndk import checkpoint
 from nndk.budget import check_budget
-from nndk.data import DataError, load_arrays
-from nndk.learner import Learner
+from nndk.data import DataError, load_arrays, split_at
 from nndk.losses import LOSSES, Seeds
 from nndk.schema import MAX_DIM
-from nndk.train import TrainConfig, Trainer, TrainingError, pick_output
+from nndk.train import TrainConfig, Trainer, TrainingError, learner_for, pick_output
 from nnre.equations import check
 from nnre.equations.parser import parse
 from nnre.equations.roles import Roles, analyse
@@ -58,14 +57,13 @@ class ArrayTrainer(Trainer):
         self.inputs = probe.roles.inputs
         self.bits = self.classes
         self.output = pick_output(probe, size, filename, output)
-        super().__init__(config, Learner(probe, equations, config.optimizer, config.seed,
-                                         config.init), filename)
+        super().__init__(config, learner_for(config, probe, equations, filename), filename)
         self.xs = {name: np.asarray(arrays[name], np.float32) for name in self.inputs}
         self.target = target.astype(np.int64 if self.classes else np.float32)
         count = len(self.target)
         if any(len(x) != count for x in self.xs.values()):
             raise DataError(f"{data_path}: arrays disagree on the number of examples")
-        cut = count - int(count * config.val_frac)
+        cut = split_at(count, config.val_frac, config.val_split)
         if cut < config.batch_size:
             raise DataError(f"{data_path}: {cut} training examples, fewer than --batch-size "
                             f"{config.batch_size}")
@@ -100,7 +98,8 @@ class ArrayTrainer(Trainer):
         """Loss, seeds and run of ``rows``, and a classifier's (right, predictions): the rows
         (and steps) whose largest output is the target."""
         feeds, target, steps = self._batch(rows)
-        run = self.learner.forward(feeds, steps, len(rows), None)
+        masks = self.dropout_masks() if grad else None  # training: this step's dropout
+        run = self.learner.forward(feeds, steps, len(rows), None, dropout=masks)
         prog = self.learner.prog
         values = run.full[prog.outputs[self.output]]
         loss, seeds = LOSSES["ce" if self.classes else "mse"](prog, self.output, values, target,

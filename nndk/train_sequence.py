@@ -65,10 +65,14 @@ class SequenceTrainer(TextTrainer):
         picks = starts[:, None] + np.arange(self.window)
         return text[picks], text[picks + 1]
 
-    def _forward(self, inputs: np.ndarray, carry: object = None) -> Unrolled:
+    def _forward(self, inputs: np.ndarray, carry: object = None, train: bool = False
+                 ) -> Unrolled:
+        """The forward pass of a batch of windows; ``train`` draws this step's dropout masks
+        (every position of every window its own entries)."""
         batch = inputs.shape[0]
         feeds = {self.input: inputs[:, :, None].astype(np.float32)}
-        return self.learner.forward(feeds, 1, batch, None)
+        masks = self.dropout_masks() if train else None
+        return self.learner.forward(feeds, 1, batch, None, dropout=masks)
 
     def _loss(self, run: Unrolled, targets: np.ndarray, grad: bool) -> tuple[float, Seeds]:
         prog = self.learner.prog
@@ -80,7 +84,7 @@ class SequenceTrainer(TextTrainer):
     def train_step(self) -> float:
         inputs, targets = self.windows(self.data.train, self.config.batch_size,
                                        [self.config.seed, self.step, WINDOWS])
-        run = self._forward(inputs)
+        run = self._forward(inputs, train=True)
         loss, seeds = self._loss(run, targets, grad=True)
         self.check_loss(loss)
         self.learner.update(run, seeds, self.learning_rate(), self.config.clip)

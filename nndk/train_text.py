@@ -16,9 +16,9 @@ from nndk import checkpoint
 from nndk.budget import check_budget
 from nndk.config import TrainConfig
 from nndk.data import Streams, TextData, one_hot
-from nndk.learner import Learner, State
+from nndk.learner import State
 from nndk.losses import Seeds, cross_entropy
-from nndk.train import Trainer, TrainingError, pick_output
+from nndk.train import Trainer, TrainingError, learner_for, pick_output
 from nndk.unrolled import Unrolled
 from nnre.equations import check
 from nnre.equations.parser import parse
@@ -58,8 +58,8 @@ class TextTrainer(Trainer):
         checked = check(equations, config.dims, filename=filename, known=known)
         check_budget(checked, config.optimizer, config.seq_length, config.batch_size)
         self.output = pick_output(checked, data.size, filename, config.output)
-        super().__init__(config, Learner(checked, equations, config.optimizer, config.seed,
-                                         config.init, sequence=self.sequence), filename)
+        super().__init__(config, learner_for(config, checked, equations, filename,
+                                             self.sequence), filename)
         self.data_path = str(data_path)
         self.data = data
         self.batch_index = 0
@@ -76,14 +76,17 @@ class TextTrainer(Trainer):
     def items_per_step(self) -> int:
         return self.config.seq_length * self.config.batch_size
 
-    def _forward(self, inputs: np.ndarray, carry: State | None) -> Unrolled:
+    def _forward(self, inputs: np.ndarray, carry: State | None, train: bool = False
+                 ) -> Unrolled:
+        """The forward pass of a batch; ``train`` draws this step's dropout masks."""
         steps, batch = inputs.shape
         codes = inputs.reshape(-1)
+        masks = self.dropout_masks() if train else None
         if self.input in self.learner.prog.ids:  # x ∈ ℕ: the codes themselves
             feeds = {self.input: codes.reshape(-1, 1).astype(np.float32)}
-            return self.learner.forward(feeds, steps, batch, carry)
+            return self.learner.forward(feeds, steps, batch, carry, dropout=masks)
         feeds = {self.input: one_hot(codes, self.data.size, "float32")}
-        return self.learner.forward(feeds, steps, batch, carry, {self.input: codes})
+        return self.learner.forward(feeds, steps, batch, carry, {self.input: codes}, masks)
 
     def _loss(self, run: Unrolled, targets: np.ndarray, grad: bool) -> tuple[float, Seeds]:
         prog = self.learner.prog
@@ -115,7 +118,7 @@ class TextTrainer(Trainer):
 
     def train_step(self) -> float:
         inputs, targets = self.train_streams.batch(self.batch_index)
-        run = self._forward(inputs, self._carried())
+        run = self._forward(inputs, self._carried(), train=True)
         loss, seeds = self._loss(run, targets, grad=True)
         self.check_loss(loss)
         self.learner.update(run, seeds, self.learning_rate(), self.config.clip)

@@ -170,7 +170,8 @@ class Unrolled:
         with a 1 at those columns, so products with it can gather rows instead.
         """
         for name, index in self.prog.inputs.items():
-            np.copyto(self.full[index], feeds[name])
+            if feeds[name] is not self.full[index]:  # else filled in place (dropout masks)
+                np.copyto(self.full[index], feeds[name])
         for (name, lag), value in init.items():
             np.copyto(self.init_block(name, lag), value)
         for name, value in (codes or {}).items():

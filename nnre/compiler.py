@@ -28,6 +28,7 @@ from nnre.equations.to_sympy import (
     state_symbol_name,
 )
 from nnre.errors import EquationError
+from nnre.ops import OPS
 from nnre.optimize import optimize as optimize_program
 from nnre.program import Instr, Program, Slot, pass_name, stage_rank
 
@@ -189,10 +190,11 @@ class Compiler:
                 (self.roles.back, self.prog.back_out, self.prog.back_in)):
             for name in names:
                 stage = self.prog.slots[stage_of[(name, 1)]].stage
-                written = {ins.out for ins in self.prog.stage_list(stage)}
+                written = {ins.out: ins.op for ins in self.prog.stage_list(stage)}
                 index = self.memo[self.sym.symbols[name]]
                 if index in seen or index not in written or \
-                        self.prog.slots[index].kind != "temp":
+                        self.prog.slots[index].kind != "temp" or \
+                        OPS[written[index]].view:  # a view (dropout) owns no buffer to rotate
                     shape = self.sym.exprs[name].shape
                     index = self.emit("copy", (index,), shape, stage=stage)
                 seen.add(index)

@@ -41,7 +41,7 @@ CASES = {
         xₜ ∈ ℝ^3
         hₜ ∈ ℝ^4
         zₜ = [xₜ; hₜ₋₁]
-        hₜ = tanh(W zₜ + b) ⊙ 0.5 + 0.5 ⊙ hₜ₋₂
+        hₜ = dropout(tanh(W zₜ + b) ⊙ 0.5 + 0.5 ⊙ hₜ₋₂)
         yₜ ∈ ℝ^3
         c ∈ ℝ^3
         pₜ ∈ ℝ^5
@@ -67,7 +67,7 @@ CASES = {
         b ∈ ℝ^2
         Y = tanh(W X + B) ⊙ 2 − X[0:1] ⊙ 0.5 + (Xᵀ X)[1] ⊙ 0.1
         s = Σ Y
-        z = flatten(Y / s)
+        z = flatten(dropout(Y / s))
         y = softmax(V z + b)
         N = layer_norm(Y; eps=0.01) ⊙ rms_norm(Y)
         Q ∈ ℝ^(4×12)

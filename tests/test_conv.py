@@ -324,3 +324,39 @@ def test_shape_rules_refuse_impossible_parameters(name: str, shapes: list[tuple[
                                                   attrs: dict[str, Any], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         OPS[name].shape(*shapes, **attrs)
+
+
+@pytest.mark.parametrize("kind", ["maxpool", "avgpool"])
+@pytest.mark.parametrize("sizes, kernel, stride, pads", [
+    ((64, 64), (3, 3), (2, 2), (1, 1, 1, 1)), ((64, 64), (2, 2), (2, 2), (0, 0, 0, 0)),
+    ((3000,), (3,), (3,), (2, 1))])
+def test_pool_scratch_rules_count_what_the_kernel_and_vjp_allocate(
+        kind: str, sizes: tuple[int, ...], kernel: tuple[int, ...], stride: tuple[int, ...],
+        pads: tuple[int, ...]) -> None:
+    """tracemalloc's peak while the kernel (and then the VJP) runs is at most what
+    ``Op.scratch`` (``Op.vjp_scratch``) says per row, and with padding at least the padded
+    copy: the memory budgets count these (nnre.budget, nndk.budget). Beyond them, NumPy's
+    ufuncs buffer a strided operand in blocks of ``np.getbufsize()`` entries, a bounded few."""
+    import tracemalloc
+
+    op, rows, channels = OPS[kind], 16, 3
+    slack = 4 * np.getbufsize() * 8
+    attrs = {"kernel": kernel, "stride": stride, "pads": pads}
+    x = np.random.default_rng(1).normal(size=(rows, channels, *sizes))
+    padded = channels * int(np.prod([n + pads[i] + pads[len(sizes) + i]
+                                     for i, n in enumerate(sizes)])) * rows * 8
+    out = np.empty((rows, *op.shape(x.shape[1:], **attrs)))
+    g = np.random.default_rng(2).normal(size=out.shape)
+    for call, rule in ((lambda: op.kernel(x, out=out, **attrs), op.scratch),
+                       (lambda: op.vjp(g, out, [x], attrs, 0), op.vjp_scratch)):
+        assert rule is not None
+        tracemalloc.start()
+        try:
+            call()
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        counted = rule(x.shape[1:], **attrs) * rows * 8
+        assert peak <= counted + slack, (peak, counted)
+        if any(pads) or rule is op.vjp_scratch:
+            assert peak >= padded, (peak, padded)

@@ -348,3 +348,14 @@ def test_an_unclosed_paren_is_reported_where_it_opens() -> None:
         "m.eqn:2:10: '(' is never closed (expected ')' after the function's argument)\n"
         "    yₜ = tanh((W xₜ)\n"
         "             ^")
+
+
+def test_a_function_of_several_arguments_needs_its_parentheses() -> None:
+    """``where a`` once reached the compiler as a one-argument where (an AssertionError)."""
+    with pytest.raises(EquationError, match="where takes 3 arguments"):
+        check("xₜ ∈ ℝ^3\nyₜ = where xₜ", {})
+
+
+def test_two_lines_of_one_role_add_up() -> None:
+    checked = check("input X\ninput m\nX, m ∈ ℝ^3\ny ∈ ℝ^2\ny = W X + U m", {})
+    assert sorted(checked.roles.inputs) == ["X", "m"]

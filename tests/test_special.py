@@ -1,4 +1,4 @@
-"""erf and erfc of arrays (nnre.ops.special) against Python's math.erf and math.erfc."""
+"""erf, erfc and gelu of float64 arrays (nnre.ops.special) against math.erf and math.erfc."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import warnings
 
 import numpy as np
 
-from nnre.ops.special import erf, erfc
+from nnre.ops.special import erf, erfc, gelu, gelu_grad
 
 
 def _points() -> np.ndarray:
@@ -36,3 +36,19 @@ def test_edges_without_warnings() -> None:
     assert np.isnan(e[2]) and np.isnan(c[2]) and np.signbit(e[4])
     assert erf(np.float32(0.5)).dtype == np.float64
     assert erf(np.array(0.5)) == math.erf(0.5)
+
+
+def test_float64_gelu_and_its_gradient() -> None:
+    x = _points()
+    got, grad = np.empty_like(x), np.empty_like(x)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        gelu(x, got)
+        gelu_grad(x, np.full_like(x, 2.0), grad)
+    half = math.sqrt(0.5)
+    want = np.array([0.5 * v * math.erfc(-v * half) for v in x.tolist()])  # exact in the tail
+    ok = np.abs(got - want) <= 4 * np.spacing(np.abs(want))
+    assert ok.all(), (x[~ok][:5], got[~ok][:5], want[~ok][:5])
+    slope = np.array([math.erfc(-v * half) + 2 * v * math.exp(-v * v / 2) / math.sqrt(2 * math.pi)
+                      for v in x.tolist()])
+    np.testing.assert_allclose(grad, slope, rtol=1e-15, atol=1e-15)  # cancels near −0.75

@@ -99,9 +99,9 @@ def test_restarting_streams_read_their_batch_from_zero_state(corpus: Path, tmp_p
     forward, final_state = trainer.learner.forward, trainer.learner.final_state
     finals: list[dict] = []
 
-    def spy_forward(feeds, steps, batch, init, codes=None):  # type: ignore[no-untyped-def]
+    def spy_forward(feeds, steps, batch, init, codes=None, dropout=None):  # type: ignore[no-untyped-def]
         seen.append({k: v.copy() for k, v in (init or {}).items()})
-        return forward(feeds, steps, batch, init, codes)
+        return forward(feeds, steps, batch, init, codes, dropout)
 
     def spy_final(run):  # type: ignore[no-untyped-def]
         finals.append(final_state(run))

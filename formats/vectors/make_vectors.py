@@ -107,6 +107,16 @@ def primed_content() -> BundleContent:
     return BundleContent(text, "float64", base.dims, sig, base.metadata, tensors)
 
 
+def dropout_content() -> BundleContent:
+    """The minimal float64 LSTM with dropout(…) on its hidden state and its read-out's input
+    (equations/2): a runtime computes x for dropout(x), so it runs as the plain LSTM."""
+    base = lstm_content(2, 3, 4, "float64", {"name": "dropout", "version": "0.1.0"})
+    text = LSTM.replace("hₜ = oₜ ⊙ tanh(cₜ)", "hₜ = dropout(oₜ ⊙ tanh(cₜ))")
+    text = text.replace("W_y·hₜ", "W_y·dropout(hₜ)")
+    return BundleContent(text, "float64", base.dims, base.signature, base.metadata,
+                         base.tensors, requires=("equations/2",))
+
+
 CNN = (
     "input x\n"
     "x ∈ ℝ^(1×4×4)\n"
@@ -326,6 +336,7 @@ def valid_vectors() -> list[tuple[str, BundleContent, str, float]]:
         ("lstm_f64_minimal", lstm_content(2, 3, 2, "float64",
                                           {"name": "min", "version": "0.1.0"}), "abcab", 1e-12),
         ("lstm_f64_primes", primed_content(), "abcab", 1e-12),
+        ("lstm_f64_dropout", dropout_content(), "abcab", 1e-12),
         ("lstm_f32_unknown", lstm_content(3, 4, 3, "float32", UNKNOWN_METADATA), "abzcé\ufffd",
          1e-5),
     ]

@@ -36,10 +36,16 @@ def reshaped(imp: Importer, x: Dyn, shape: tuple[int, ...]) -> Dyn:
         return Dyn(x.expr, shape, False)  # (4,) and (4, 1): one column
     if len(shape) < 2 or imp.timed:
         return Dyn(flat_expr(x), shape, True)
+    if isinstance(x.expr, ex.Name) and (x.expr.text, shape) in imp.views:
+        return imp.views[(x.expr.text, shape)]  # reshaped before, or reshaped from that
     target = ex.Name(imp.names.numbered("r"))
     imp.declarations.append(f"{ex.show(target)} ∈ ℝ^({'×'.join(map(str, shape))})")
     imp.equations.append((target, ex.Call("reshape", x.expr)))
-    return Dyn(target, shape, False)
+    out = Dyn(target, shape, False)
+    imp.views[(target.text, x.shape)] = x
+    if isinstance(x.expr, ex.Name):
+        imp.views[(x.expr.text, shape)] = out
+    return out
 
 
 def _per_axes(imp: Importer, node: Any, x: Dyn, axes: list[int]) -> list[int]:

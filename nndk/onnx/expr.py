@@ -83,7 +83,15 @@ class Pow:
     k: float
 
 
-Expr = Name | Num | Call | Bin | Neg | Stack | Tr | Part | Pow
+@dataclass(frozen=True)
+class Take:
+    """The rows of a table that ids pick: ``E[x]`` (x declared ``∈ ℕ``)."""
+
+    table: Name
+    ids: Name
+
+
+Expr = Name | Num | Call | Bin | Neg | Stack | Tr | Part | Pow | Take
 
 
 def number(value: float, dtype: str) -> Expr:
@@ -150,6 +158,10 @@ def to_ast(e: Expr) -> ast.Expr:
         return ast.Slice(to_ast(e.a), e.start, e.stop, _AT)
     if isinstance(e, Pow):
         return ast.Power(to_ast(e.a), e.k, _AT)
+    if isinstance(e, Take):
+        ids = to_ast(e.ids)
+        assert isinstance(ids, ast.Name)
+        return ast.Gather(to_ast(e.table), ids, _AT)
     return ast.Binary(_AST_OPS[e.op], to_ast(e.a), to_ast(e.b), _AT)
 
 

@@ -17,7 +17,7 @@ import numpy as np
 
 from nndk.onnx import expr as ex
 from nndk.onnx.graph import Importer
-from nndk.onnx.values import Const, Value
+from nndk.onnx.values import Const, Unsupported, Value
 from nnre.ops import BY_ONNX
 
 # Ops whose constant results keep the identity of the weight they read (W_f → W_fᵀ → W_f).
@@ -77,7 +77,10 @@ def over_weights(imp: Importer, node: Any, args: list[Value | None], outs: list[
     numbers = any(isinstance(a, Const) and (a.expr is not None or (weighted(a) and
                                                                   not _uniform(a)))
                   for a in args)
-    terms = [weight_term(imp, a, numbers) for a in args]
+    try:
+        terms = [weight_term(imp, a, numbers) for a in args]
+    except Unsupported:  # a number the equations cannot write (−∞): the folded value
+        return outs
     if any(t is None for t in terms) or not any(isinstance(a, Const) and weighted(a)
                                                 for a in args):
         return outs

@@ -53,9 +53,10 @@ class ImportResult:
     opset: int
     producer: str = ""
     dropped: dict[str, str] = field(default_factory=dict)  # ONNX outputs left out, and why
-    #: ONNX inputs and outputs laid out [N, T, …] (batch_first) in the ONNX graph, which
-    #: transposes them to and from [T, N, …] around its recurrent ops; the model is
-    #: time-major: it takes and gives them [T, N, …].
+    #: ONNX inputs and outputs whose first two axes the model has swapped: laid out
+    #: [N, T, …] (batch_first) in a graph that transposes them to and from [T, N, …] around
+    #: its recurrent ops (the model is time-major: it takes and gives them [T, N, …]), or
+    #: [K, N] (an example per column, read by Gemm's transA; the model takes [N, K]).
     batch_first: tuple[str, ...] = ()
 
 
@@ -82,7 +83,13 @@ class Importer:
     recurrent_count: int = 0
     dropped: dict[str, str] = field(default_factory=dict)
     indices: set[str] = field(default_factory=set)  # integer inputs read only as indices
+    ids: set[str] = field(default_factory=set)  # integer inputs of token ids (nndk.onnx.ids)
     batch_first: list[str] = field(default_factory=list)  # see ImportResult.batch_first
+    readers: dict[str, list[Any]] = field(default_factory=dict)  # ONNX value → nodes reading it
+    #: (name, shape) → the same entries under that shape: a declared reshape and its source,
+    #: both ways (so a rearrangement reads ``X`` rather than reshaping ``reshape(X)`` back)
+    views: dict[tuple[str, tuple[int, ...]], Dyn] = field(default_factory=dict)
+    made: dict[tuple[Any, ...], Dyn] = field(default_factory=dict)  # rearrangements written
 
     # -- names and weights ---------------------------------------------------------------
     def time(self) -> int | None:
@@ -123,6 +130,20 @@ class Importer:
         self.equations.append((target, dyn.expr))
         return dyn.like(target)
 
+    def mark(self) -> tuple[Any, ...]:
+        """What :meth:`rollback` restores: equations, declarations, weights, cached forms."""
+        return (len(self.equations), len(self.declarations), set(self.weights),
+                dict(self.cache), dict(self.views), dict(self.made))
+
+    def rollback(self, mark: tuple[Any, ...]) -> None:
+        """Forget what a converter wrote before it gave up (another one tries next)."""
+        equations, declarations, weights, cache, views, made = mark
+        del self.equations[equations:]
+        del self.declarations[declarations:]
+        for name in set(self.weights) - weights:
+            del self.weights[name]
+        self.cache, self.views, self.made = dict(cache), dict(views), dict(made)
+
     # -- the walk ------------------------------------------------------------------------
     def problem(self, reason: str, node: Any, index: int) -> None:
         first = next((o for o in node.output if o), node.op_type)
@@ -135,6 +156,8 @@ class Importer:
         graph = self.proto.graph
         for node in graph.node:
             self.uses.update(n for n in node.input if n)
+            for n in set(node.input):
+                self.readers.setdefault(n, []).append(node)
         self.uses.update(o.name for o in graph.output)
         for index, node in enumerate(graph.node):
             if any(n and n not in self.values for n in node.input):
@@ -231,7 +254,10 @@ def start(proto: Any) -> Importer:
             imp.names.take(init.name) else None
         imp.values[init.name] = Const(value, ref=ref, source=init.name)
     imp.indices = _index_inputs(graph)
-    swapped = _batch_first_inputs(graph) if imp.lead == 2 else set()
+    from nndk.onnx.ids import ids_inputs
+
+    imp.ids = ids_inputs(graph) - imp.indices if imp.lead == 1 and not imp.timed else set()
+    swapped = _batch_first_inputs(graph) if imp.lead == 2 else _columns_inputs(graph)
     initial = {n.input[i] for n in graph.node if n.op_type in RECURRENT
                for i in (5, 6) if len(n.input) > i and n.input[i]}
     prev = {names[0]: key for key, names in states.items()}
@@ -271,6 +297,21 @@ def _batch_first_inputs(graph: Any) -> set[str]:
     return out
 
 
+def _columns_inputs(graph: Any) -> set[str]:
+    """Matrix inputs that only Gemm reads as a transposed A (``transA``), or Shape: laid out
+    [K, N], an example per column; the model takes them [N, K]."""
+    out = set()
+    for vi in graph.input:
+        nodes = [n for n in graph.node if vi.name in n.input]
+        gemms = [n for n in nodes if n.op_type == "Gemm" and list(n.input).index(vi.name) == 0
+                 and vi.name not in n.input[1:] and any(a.name == "transA" and a.i
+                                                       for a in n.attribute)]
+        if len(vi.type.tensor_type.shape.dim) == 2 and gemms and \
+                all(n in gemms or n.op_type == "Shape" for n in nodes):
+            out.add(vi.name)
+    return out
+
+
 def _index_inputs(graph: Any) -> set[str]:
     """Integer graph inputs that every node reading them reads as class indices."""
     uses: dict[str, set[tuple[str, int]]] = {}
@@ -285,9 +326,11 @@ def _input(imp: Importer, vi: Any, batch_first: bool = False) -> None:
     dims = _dims(vi)
     if batch_first:  # [N, T, …]: the model reads it time-major
         dims = [dims[1], dims[0], *dims[2:]]
-    if _elem_type(vi) not in NNRE_DTYPE and _elem_type(vi) != BOOL and vi.name not in imp.indices:
+    if _elem_type(vi) not in NNRE_DTYPE and _elem_type(vi) != BOOL and \
+            vi.name not in imp.indices | imp.ids:
         raise OnnxError(f"input '{vi.name}' is not a float or boolean tensor; nnre inputs are "
-                        "numbers (float32 or float64; booleans are fed as 0 and 1)")
+                        "numbers (float32 or float64; booleans are fed as 0 and 1), or token "
+                        "ids that only Gather reads")
     if len(dims) < imp.lead or any(d is None for d in dims[imp.lead:]):
         axes = "time and batch axes" if imp.lead == 2 else "a batch axis"
         raise OnnxError(f"input '{vi.name}' has shape {_show_dims(dims)}; expected {axes} "
@@ -304,10 +347,20 @@ def _input(imp: Importer, vi: Any, batch_first: bool = False) -> None:
     if imp.lead_sizes and lead != imp.lead_sizes:
         lead = tuple(a if a == b else None for a, b in zip(lead, imp.lead_sizes, strict=True))
     imp.lead_sizes = lead
+    if vi.name in imp.ids:
+        from nndk.onnx.ids import declare
+
+        return declare(imp, vi, dims)
     shape = tuple(int(d) for d in dims[imp.lead:] if d is not None)
     name = imp.names.prefer(vi.name, "x", subscript=not imp.timed)
     dyn = Dyn(ex.Name(name, imp.time()), shape, flat=False)
-    imp.values[vi.name] = BatchFirst(dyn) if batch_first else dyn
+    if batch_first and imp.lead == 1:  # [K, N]: the batch on axis 1 (nndk.onnx.rearrange)
+        from nndk.onnx.rearrange import start as lazy
+
+        imp.values[vi.name] = lazy(imp, dyn, f"input '{vi.name}' laid out [K, N] (an "
+                                   "example per column)", axis=1)
+    else:
+        imp.values[vi.name] = BatchFirst(dyn) if batch_first else dyn
     if batch_first:
         imp.batch_first.append(vi.name)
     imp.inputs[vi.name] = (ex.canonical_name(name), "input")

@@ -22,8 +22,9 @@ from nndk.onnx import expr as ex
 from nndk.onnx.common import META_BUNDLE, OnnxError, require_onnx
 from nndk.onnx.external import inline
 from nndk.onnx.graph import Importer, ImportResult, start, state_meta
+from nndk.onnx.rearrange import written
 from nndk.onnx.scan import unscan
-from nndk.onnx.values import BatchFirst, Dyn, Final, Finals, Label, SeqY
+from nndk.onnx.values import BatchFirst, Dyn, Final, Finals, Label, Lazy, SeqY, Unsupported
 from nnre import budget
 from nnre.files import open_regular
 
@@ -101,6 +102,12 @@ def _outputs(imp: Importer) -> list[str]:
         value = imp.values.get(vi.name)
         if vi.name in imp.outputs or value is None:
             continue
+        if isinstance(value, Lazy):  # entries moved around: written out, batch first
+            try:
+                value = written(imp, value)
+            except Unsupported as err:
+                imp.problems.setdefault(f"output: {err}", []).append(vi.name)
+                continue
         if isinstance(value, BatchFirst):  # [N, T, …] in ONNX; the model gives [T, N, …]
             value = value.dyn
             imp.batch_first.append(vi.name)
@@ -174,9 +181,12 @@ def _rename(imp: Importer, old: str, new: str) -> None:
 def _text(imp: Importer, declared: list[str], producer: str) -> str:
     lines = [f"# Imported from ONNX ({producer or 'unknown producer'}, opset {imp.opset}) "
              f"by nndk {__version__}."]
-    if imp.batch_first:
+    if imp.batch_first and imp.lead == 2:
         lines.append("# Time-major: the ONNX graph's " + ", ".join(imp.batch_first)
                      + " [N, T, …] (batch_first) are [T, N, …] here.")
+    elif imp.batch_first:
+        lines.append("# An example per row: the ONNX graph's " + ", ".join(imp.batch_first)
+                     + " [K, N] (an example per column) are [N, K] here.")
     if not imp.timed:
         lines.append("input " + ", ".join(n for n, kind in imp.inputs.values()
                                           if kind == "input"))

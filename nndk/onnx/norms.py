@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from nndk.onnx import expr as ex
-from nndk.onnx.axes import reshaped, take
+from nndk.onnx.axes import pick, reshaped, take
 from nndk.onnx.graph import Importer
 from nndk.onnx.ops import _axis, _dyn, const_operand, flat_expr
 from nndk.onnx.values import Const, Dyn, Unsupported, Value
@@ -161,6 +161,9 @@ def _split(imp: Importer, node: Any, args: Args, at: dict[str, Any]) -> list[Val
     if sum(sizes) != n or min(sizes) <= 0:
         raise Unsupported(f"Split into sizes {sizes} of an axis of {n} entries")
     starts = np.cumsum([0, *sizes[:-1]])
+    if x.tensor and axis >= len(x.shape) - 2 and axis > 0:  # columns: X S, with a 0/1 S
+        return [pick(imp, x, axis, list(range(int(a), int(a) + s)))
+                for a, s in zip(starts, sizes, strict=True)]
     return [take(imp, x, axis, int(a), int(a) + s) for a, s in zip(starts, sizes, strict=True)]
 
 

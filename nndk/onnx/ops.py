@@ -28,8 +28,14 @@ Rule = Callable[[Importer, Any, Args, dict[str, Any]], list[Value]]
 
 
 def convert(imp: Importer, node: Any, args: Args) -> list[Value]:
-    from nndk.onnx import shapes
+    from nndk.onnx import ids, moved, shapes
 
+    if node.domain in ("", "ai.onnx"):
+        done = ids.convert(imp, node, args, attributes(node))  # E[x]: rows by token ids
+        if done is None:
+            done = moved.convert(imp, node, args, attributes(node))  # batch moved, transA
+        if done is not None:
+            return done
     special = shapes.convert(imp, node, args, attributes(node))  # any domain: a Label's
     if special is not None:
         return special
@@ -43,17 +49,22 @@ def convert(imp: Importer, node: Any, args: Args) -> list[Value]:
     rule = rule_for(node.op_type)
     if rule is None:
         raise Unsupported(f"op {node.op_type} is not supported")
-    from nndk.onnx import linear
+    from nndk.onnx import linear, masks, moved
+
+    args = masks.finite(imp, node, args)  # −∞ in a mask only a softmax reads
 
     fallback = linear.RULES.get(node.op_type)
-    if fallback is None or fallback is rule:
-        return rule(imp, node, args, attributes(node))
-    done = len(imp.equations)
+    mark = imp.mark()
     try:
         return rule(imp, node, args, attributes(node))
-    except Unsupported as err:  # a conv or pool 'conv' cannot write may be a linear map
-        del imp.equations[done:]  # whatever the first try named
-        try:
+    except Unsupported as err:
+        imp.rollback(mark)  # whatever the first try named
+        followed = moved.fallback(imp, node, args, err)  # entries moved: followed, exact
+        if followed is not None:
+            return followed
+        if fallback is None or fallback is rule:
+            raise
+        try:  # a conv or pool 'conv' cannot write may be a linear map
             return fallback(imp, node, args, attributes(node))
         except Unsupported:
             raise err from None
@@ -307,7 +318,7 @@ def _gemm(imp: Importer, node: Any, args: Args, at: dict[str, Any]) -> list[Valu
     c = args[2] if len(args) > 2 else None
     if at.get("transA", 0) or not isinstance(a, Dyn) or not isinstance(b, Const):
         raise Unsupported("Gemm of anything but a per-example A times a constant B")
-    if imp.lead != 1 or len(a.shape) != 1:
+    if imp.lead != 1 or len(a.shape) > 2 or (len(a.shape) == 2 and not a.tensor):
         raise Unsupported("Gemm of a per-example matrix")
     k = b if not at.get("transB", 0) else Const(b.value.T, b.ref, not b.transposed, b.source,
                                                 b.expr, b.uses)
@@ -315,14 +326,21 @@ def _gemm(imp: Importer, node: Any, args: Args, at: dict[str, Any]) -> list[Valu
     if alpha != 1.0:
         key = f"{b.source}×{alpha}" if b.source else None
         k = Const(np.asarray(k.value) * alpha, source=key)
-    out_shape = (np.asarray(k.value).shape[1],)
-    out: ex.Expr = ex.Bin("·", matrix(imp, k), operand(imp, a))
+    if len(a.shape) == 2:  # the rows of each example's matrix ([T·N, E]: nndk.onnx.moved)
+        from nndk.onnx.axes import _matmul
+
+        (product,) = _matmul(imp, node, [a, k], {})
+        assert isinstance(product, Dyn)
+        out, out_shape = product.expr, product.shape
+    else:
+        out_shape = (np.asarray(k.value).shape[1],)
+        out = ex.Bin("·", matrix(imp, k), operand(imp, a))
     if isinstance(c, Const) and np.any(np.asarray(c.value) != 0) and beta != 0:
         scaled = Const(np.asarray(c.value) * beta, c.ref if beta == 1 else None,
                        source=c.source if beta == 1 else None)
         out = ex.add(out, const_operand(imp, scaled, Dyn(out, out_shape, False), "b"))
     elif isinstance(c, Dyn) and beta != 0:
-        if len(c.shape) != 1 or c.shape[0] not in (1, out_shape[0]):
+        if len(c.shape) != 1 or len(out_shape) != 1 or c.shape[0] not in (1, out_shape[0]):
             raise Unsupported("Gemm with a per-example C that is not a vector like A·B's rows")
         term = c.expr if beta == 1 else ex.Bin("⊙", imp.num(beta), c.expr)
         out = ex.add(out, term)

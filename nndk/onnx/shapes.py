@@ -95,7 +95,10 @@ def convert(imp: Importer, node: Any, args: Args, at: dict[str, Any]) -> list[Va
         reshape = rule_for("Reshape")
         assert reshape is not None
         return reshape(imp, node, [args[0], Const(np.array(target, np.int64))], {})
-    return [Dims(_dims_op(op, args, at))]
+    dims = _dims_op(op, args, at)
+    if None in dims or op not in ("Concat", "Slice"):  # (Gather's result may be 0-D)
+        return [Dims(dims)]
+    return [Const(np.array(dims, np.int64))]  # the batch's entry left out: a plain shape
 
 
 def _per_step(imp: Importer, node: Any, args: Args) -> list[Value]:

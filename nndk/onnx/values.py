@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from nndk.onnx.expr import Expr
+from nndk.onnx.expr import Name as ex_Name
 
 
 class Unsupported(Exception):
@@ -133,7 +134,33 @@ class BatchFirst:
     dyn: Dyn
 
 
-Value = Const | Dyn | SeqY | Final | Finals | InitState | Dims | Zeros | Label | BatchFirst
+@dataclass(frozen=True, eq=False)
+class Lazy:
+    """A per-example value whose entries an exporter has moved around (``Transpose``,
+    ``Reshape``, ``Gather``… over every axis, the batch's too), not yet written as an
+    equation: ``probe`` has the ONNX tensor's shape, for a batch of ``probe.shape`` examples
+    where the batch axis was, and holds ``n·P + i`` at the entry that is entry ``i`` (row-major)
+    of example ``n``'s ``base`` (``P`` entries). The batch axis may stand anywhere, or be merged
+    with another axis (``[T, N·H, d]``); :mod:`nndk.onnx.rearrange` reads where it is."""
+
+    base: Dyn
+    probe: np.ndarray
+    batch: int  # examples in the probe: the graph's batch size, or 2 when it is not fixed
+    exact: bool  # the probe has the graph's own batch size (a Reshape may name it)
+    reason: str = ""  # the node that first moved the batch axis, for messages
+
+
+@dataclass(frozen=True)
+class Ids:
+    """An integer input of token ids (declared ``x ∈ ℕ`` or ``X ∈ ℕ^T``): only Gather reads it,
+    as the rows of a constant table it picks (``E[x]``)."""
+
+    name: ex_Name
+    shape: tuple[int, ...]  # per example: () for one id, (T,) for T of them
+
+
+Value = (Const | Dyn | SeqY | Final | Finals | InitState | Dims | Zeros | Label | BatchFirst
+         | Lazy | Ids)
 
 #: What each kind of value is, in the words of an error message.
 WHAT = {"Const": "a constant", "Dyn": "a per-example value",
@@ -144,4 +171,6 @@ WHAT = {"Const": "a constant", "Dyn": "a per-example value",
         "BatchFirst": "a batch-first sequence [N, T, …] (read only by the Transpose back "
                       "to [T, N, …] and by ops on each step alone, beside constants and "
                       "other batch-first values)",
+        "Lazy": "a per-example value whose batch axis an earlier node moved",
+        "Ids": "token ids (an integer input, which only Gather reads, as rows of a table)",
         "NoneType": "missing"}

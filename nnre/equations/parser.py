@@ -536,6 +536,11 @@ class Parser:
             if given and set(given) - set(_params(OPS[func])):
                 raise self.error(f"{tok.raw} with {len(args)} arguments has no parameters", tok)
         elif self.tok.kind in _ATOM_START:
+            func = BY_ARITY.get((tok.text, 1), "")
+            if not func:  # where a: a function of several arguments needs its parentheses
+                arities = " or ".join(str(n) for s, n in sorted(BY_ARITY) if s == tok.text)
+                raise self.error(f"{tok.raw} takes {arities} arguments", tok,
+                                 expected=f"{tok.raw}(…, …) with its arguments in parentheses")
             args = [self.postfix()]
         else:
             raise self.error(f"function {tok.raw} needs an argument", expected="'(' or a name")

@@ -71,7 +71,9 @@ def analyse(module: ast.Module, weights: set[str] | None = None) -> Roles:
             raise loc.at(f"'{eq.target.name}' is defined twice (first on line {first})",
                          eq.target.pos)
         equations[eq.target.name] = eq
-    declared = {r.role: {n.name: n for n in r.names} for r in module.roles}
+    declared: dict[str, dict[str, ast.Name]] = {}
+    for line in module.roles:  # several lines of one role add up
+        declared.setdefault(line.role, {}).update((n.name, n) for n in line.names)
     timed = {eq.target.name for eq in module.equations if eq.target.time is not None}
     state: dict[str, int] = {}
     back: dict[str, int] = {}

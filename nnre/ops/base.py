@@ -73,6 +73,10 @@ class Op:
     passes: tuple[int, ...] = ()  # ±1 per argument when its gradient is ±g itself
     vjp_calls: VjpCalls | None = None  # the VJP as ufunc calls into a buffer (no temporaries)
     grad_views: bool = False  # each argument's gradient is a view of g (concat)
+    #: (argument shapes, **attrs) → entries per row the VJP allocates while it runs, the
+    #: gradient it returns included (maxpool's padded copies of x and of its gradient):
+    #: counted by training's memory estimate (nndk.budget). None: as many as ``scratch``.
+    vjp_scratch: Callable[..., int] | None = None
     # -- nndk: ONNX ------------------------------------------------------------------
     #: export: the ONNX op type of a one-node mapping (attributes passed as they are), or a
     #: rule (emitter, instr, input names, output name) writing the nodes itself.

@@ -270,6 +270,34 @@ def _pool_shape(x: Shape, kernel: Ints = (), stride: Ints = (), pads: Ints = ())
     return (x[0], *out)
 
 
+def _pool_sizes(x: Shape, kernel: Ints, stride: Ints, pads: Ints) -> tuple[int, int]:
+    """(entries per row of the padded copy, entries per row of the result)."""
+    r = len(x) - 1
+    stride, pads = stride or kernel, pads or (0,) * (2 * r)
+    out = _out_sizes("pool", x[1:], kernel, stride, pads, (1,) * r)
+    return x[0] * math.prod(_padded(x[1:], pads)), x[0] * math.prod(out)
+
+
+def _pool_scratch(x: Shape, kernel: Ints = (), stride: Ints = (), pads: Ints = ()) -> int:
+    """The padded copy of x (−∞ or 0 around it), when there is padding."""
+    return _pool_sizes(x, kernel, stride, pads)[0] if any(pads) else 0
+
+
+def _maxpool_vjp_scratch(x: Shape, kernel: Ints = (), stride: Ints = (), pads: Ints = ()
+                         ) -> int:
+    """The padded copy of x, the padded gradient it returns a view of, and per window offset
+    a comparison, a mask and g where it hits (result-sized, booleans counted as entries)."""
+    padded, out = _pool_sizes(x, kernel, stride, pads)
+    return (2 if any(pads) else 1) * padded + 3 * out
+
+
+def _avgpool_vjp_scratch(x: Shape, kernel: Ints = (), stride: Ints = (), pads: Ints = ()
+                         ) -> int:
+    """g's share per window entry (result-sized) and the padded gradient it returns a view of."""
+    padded, out = _pool_sizes(x, kernel, stride, pads)
+    return padded + out
+
+
 def _pool_geometry(x: Array, attrs: dict[str, Any]) -> tuple[Ints, Ints, Ints]:
     r, kernel = x.ndim - 2, tuple(attrs["kernel"])
     return kernel, tuple(attrs.get("stride") or kernel), tuple(attrs.get("pads") or
@@ -355,19 +383,20 @@ def _pool_onnx(op_type: str, **extra: Any) -> Any:
     return rule
 
 
-def _pool_op(name: str, kernel: Any, vjp: Any, reads: frozenset[str], onnx_type: str,
-             **onnx_attrs: Any) -> Op:
+def _pool_op(name: str, kernel: Any, vjp: Any, vjp_scratch: Any, reads: frozenset[str],
+             onnx_type: str, **onnx_attrs: Any) -> Op:
     return Op(
         name, kernel, _pool_shape, attrs={"kernel": tuple, "stride": tuple, "pads": tuple},
-        spellings=(name,), tensor=True,
+        scratch=_pool_scratch, spellings=(name,), tensor=True,
         params={"size": 2, "stride": 0, "pad": 0}, param_attrs=pool_attrs,
-        vjp=vjp, reads=reads, onnx=_pool_onnx(onnx_type, **onnx_attrs),
-        onnx_import=(onnx_type,),
+        vjp=vjp, reads=reads, vjp_scratch=vjp_scratch,
+        onnx=_pool_onnx(onnx_type, **onnx_attrs), onnx_import=(onnx_type,),
     )
 
 
-MAXPOOL = _pool_op("maxpool", _maxpool, _maxpool_vjp, frozenset({"args", "out"}), "MaxPool")
-AVGPOOL = _pool_op("avgpool", _avgpool, _avgpool_vjp, frozenset(), "AveragePool",
-                   count_include_pad=0)
+MAXPOOL = _pool_op("maxpool", _maxpool, _maxpool_vjp, _maxpool_vjp_scratch,
+                   frozenset({"args", "out"}), "MaxPool")
+AVGPOOL = _pool_op("avgpool", _avgpool, _avgpool_vjp, _avgpool_vjp_scratch, frozenset(),
+                   "AveragePool", count_include_pad=0)
 
 OPS = [CONV, CONV_BIAS, MAXPOOL, AVGPOOL]

@@ -1,4 +1,5 @@
-"""Ops that move values without arithmetic: copy, concat, and the views slice, reshape, transpose.
+"""Ops that move values without arithmetic: copy, concat, and the views slice, reshape, transpose,
+flatten, dropout (the identity when a model runs).
 
 Each block is the whole definition of one primitive (see ``nnre.ops.base.Op``). A view op's
 gradient is the same view of its base's gradient, so views need no VJP.
@@ -195,6 +196,13 @@ FLATTEN = Op(  # a per-example tensor's entries as one vector, in row-major orde
     onnx_import=("Flatten",),
 )
 
+DROPOUT = Op(  # dropout(x): x itself when a model runs; nndk's training masks it (--dropout)
+    "dropout", lambda a: a, same, view=True, fusable=False,
+    spellings=("dropout",), sympy=lambda sp, d: d, fold=lambda v: v,
+    onnx="Identity",
+)
+
+
 def _gather(table: Array, ids: Array, out: Array) -> Array:
     return np.take(table, ids.astype(np.intp), axis=0, out=out)  # ids checked when fed
 
@@ -264,4 +272,4 @@ APPEND = Op(  # Kₜ = [Kₜ₋₁; kₜᵀ]: state that grows by one entry a st
     vjp=_append_vjp, reads=frozenset({"args"}), onnx=_append_onnx,
 )
 
-OPS = [COPY, CONCAT, SLICE, RESHAPE, TRANSPOSE, PERMUTE, FLATTEN, GATHER, APPEND]
+OPS = [COPY, CONCAT, SLICE, RESHAPE, TRANSPOSE, PERMUTE, FLATTEN, DROPOUT, GATHER, APPEND]
