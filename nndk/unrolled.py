@@ -7,7 +7,8 @@ its initial values first, so every lag is a view and no step copies anything; a 
 state's buffer holds its values at steps 0 … T−1 and then its initial values (after the last
 step), so every lead is a view too. The time passes run one after the other, a backward one
 from the last step to the first. Large per-step products with a constant weight may run
-transposed (``transposed_product``).
+transposed (``transposed_product``). Conv chains are laid out batch last, as the runtime
+binds them (``nnre.layout``); their gradients keep that order (``np.zeros_like``).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from nnre.layout import batch_last_slots
 from nnre.ops import OPS
 from nnre.program import Instr, Program, backward
 from nnre.vm import Tape, bind_instr
@@ -114,8 +116,12 @@ class Unrolled:
         self.pre: Tape = []
         self.pre_coded: Tape = []
         self.coded: set[str] = set()
-        for ins in prog.pre:
-            f = bind_instr(ins, self.full, rows, dtype, prog)
+        last = batch_last_slots(prog.pre, {*prog.inputs.values(), *prog.outputs.values(),
+                                           *(a for stage in prog.stages()[2:]
+                                             for ins in prog.stage_list(stage)
+                                             for a in ins.args)})
+        for ins in prog.pre:  # conv chains batch last, as the runtime binds them
+            f = bind_instr(ins, self.full, rows, dtype, prog, batch_last=ins.out in last)
             if f is None:
                 continue
             self.pre.append(f)

@@ -87,8 +87,9 @@ def check(total: int, what: str, error: Callable[[str], Exception]) -> None:
 def program_split(prog: Program) -> tuple[int, int]:
     """(bytes made once, bytes per row) of running ``prog`` besides its parameters: literals
     and computed prologue values; every per-example value (next state once per ring phase),
-    the inputs, the backward pass's values kept for every step, and the largest scratch a
-    kernel makes while it runs (``Op.scratch``)."""
+    the inputs, the backward passes' values kept for every step, and the scratch of every
+    kernel (``Op.scratch``): a bound tape keeps each instruction's scratch for as long as it
+    lives (``Op.unfold``), so they add up."""
     from nnre.ops import OPS
     from nnre.vm import kept_for_later
 
@@ -98,12 +99,12 @@ def program_split(prog: Program) -> tuple[int, int]:
     fixed = sum(size(a.shape, item) for a in prog.literals.values())
     per_row = sum(size(prog.slots[i].shape, item) for i in prog.inputs.values())
     per_row += sum(size(prog.slots[i].shape, item) for i in kept_for_later(prog))
-    scratch = 0  # a kernel's own temporaries: one call at a time, so the largest counts
+    scratch = 0
     for ins in (ins for stage in prog.stages() for ins in prog.stage_list(stage)):
         rule = OPS[ins.op].scratch
         if rule is not None:
             entries = rule(*[prog.slots[a].shape for a in ins.args], **dict(ins.attrs))
-            scratch = max(scratch, size((entries,), item))
+            scratch += size((entries,), item)
         if OPS[ins.op].view:
             continue
         slot = prog.slots[ins.out]
