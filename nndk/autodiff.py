@@ -6,7 +6,9 @@ Gradients accumulate with ``+=`` (a value read twice gets both contributions); t
 of a view (slice, reshape, transpose) is the same view of its base's gradient, so nothing
 needs a rule for those. Ordering is a flat reverse loop, no recursion, however long the unroll.
 Gradients for constants read by the loop (weights, biases) are taken once over all steps
-after the step loop: one matmul per weight instead of one per step.
+after the step loop: one matmul per weight instead of one per step. With backward state the
+time passes are differentiated in the reverse of the order they ran, each pass's steps in the
+reverse of its own order (a backward pass's from the first step to the last).
 """
 
 from __future__ import annotations
@@ -17,10 +19,10 @@ from typing import Any
 import numpy as np
 
 from nndk.plan import Scratch, Written, fused, same_place, times_weight_t, weight_grad
-from nndk.unrolled import Unrolled, history_rows, row_block
+from nndk.unrolled import Unrolled, history_rows, initial_time, row_block, state_keys
 from nnre.ops import OPS
 from nnre.ops.base import Vjp
-from nnre.program import Instr, Program
+from nnre.program import Instr, Program, backward
 
 Array = np.ndarray
 
@@ -28,7 +30,8 @@ Array = np.ndarray
 def transient_slots(prog: Program) -> set[int]:
     """Loop values no VJP reads: the forward pass need not keep them for every step."""
     kept = set(prog.state_out.values()) | set(prog.outputs.values())
-    kept |= {a for ins in prog.post for a in ins.args}
+    kept |= {a for stage in prog.stages() if stage != "loop"  # post, and later passes
+             for ins in prog.stage_list(stage) for a in ins.args}
     for ins in prog.loop:
         reads = OPS[ins.op].reads
         kept |= set(ins.args) if "args" in reads else set()
@@ -64,10 +67,11 @@ class Backward:
         self.roots: list[Array] = []
         self.full: list[Any] = [None] * len(prog.slots)
         self.history = {name: self._own(np.zeros_like(buf)) for name, buf in run.history.items()}
-        for name, out in prog.state_out.items():  # same layout as the values' history
+        keys = state_keys(prog)
+        for name, out in (*prog.state_out.items(), *prog.back_out.items()):  # as the values'
             b, steps = run.batch, run.steps
             self.full[out] = self.history[name][history_rows(prog, name, 0, b, steps)]
-            for (state, lag), index in prog.state_in.items():
+            for (state, lag), index in keys.items():
                 if state == name:
                     rows = history_rows(prog, name, -lag, b, steps)
                     self.full[index] = self.history[name][rows]
@@ -82,14 +86,14 @@ class Backward:
                 total = shared[total]
             self.full[i] = self.full[total]
         self._share_stacked(run)
-        for stage in ("prologue", "pre", "loop", "post"):
+        for stage in prog.stages():
             for ins in prog.stage_list(stage):
                 self._view(ins, self.full)
         # g @ Wᵀ per step runs ~2× faster with Wᵀ contiguous (OpenBLAS NN vs NT at batch 32)
         self.weights_t: dict[int, tuple[Array, Array, list[Array] | None]] = {}
         stacked = {ins.out: ins.args for ins in prog.prologue
                    if ins.op == "concat" and dict(ins.attrs).get("axis") == 1}
-        for ins in prog.pre + prog.loop + prog.post:
+        for ins in (ins for stage in prog.stages()[1:] for ins in prog.stage_list(stage)):
             b = ins.args[1] if ins.op == "matmul" else -1
             if b >= 0 and prog.slots[b].stage == "prologue" and len(prog.slots[b].shape) == 2 \
                     and b not in self.weights_t:
@@ -102,7 +106,7 @@ class Backward:
         self.at = []
         for t in range(run.steps):
             grads = row_block(prog, self.full, t, run.batch)
-            for ins in prog.loop:
+            for ins in (ins for stage in run.passes for ins in prog.stage_list(stage)):
                 self._view(ins, grads)
             self.at.append(grads)
         self._tapes: dict[frozenset[int], tuple[dict[int, bool], list[Array], list[Any]]] = {}
@@ -132,7 +136,9 @@ class Backward:
         return {name: self.full[i] for name, i in self.prog.params.items()}
 
     def init_grad(self, name: str, lag: int) -> Array:
-        rows = history_rows(self.prog, name, -lag, self.run.batch)
+        """The gradient of state key (name, lag)'s initial value (lag −k: backward state)."""
+        t = initial_time(self.prog, name, lag, self.run.steps)
+        rows = history_rows(self.prog, name, t, self.run.batch)
         return self.history[name][rows]  # type: ignore[no-any-return]
 
     def backward(self, seeds: dict[int, Array]) -> None:
@@ -158,19 +164,23 @@ class Backward:
             call()
 
     def _bind(self, seeded: frozenset[int]) -> tuple[dict[int, bool], list[Array], list[Any]]:
-        """The tape, in the order contributions are made: read-out, steps last to first,
-        then the constants read by the loop (one product over all steps), pre, prologue."""
+        """The tape, in the order contributions are made: read-out; each time pass from the
+        last that ran, its steps in reverse (the loop's last to first), then the constants
+        it reads (one product over all steps); pre, prologue."""
         run, prog = self.run, self.prog
         written, scratch = Written(self.roots), Scratch()
         writes = {index: written.claim(self.full[index]) for index in sorted(seeded)}
         tape: list[Any] = []
         for ins in reversed(prog.post):
             tape += self._calls(ins, run.full, self.full, written, scratch, None)
-        for t in reversed(range(run.steps)):
-            for ins in reversed(prog.loop):
-                tape += self._calls(ins, run.at[t], self.at[t], written, scratch, False)
-        for ins in reversed(prog.loop):  # constants read in the loop: once over all steps
-            tape += self._calls(ins, run.full, self.full, written, scratch, True)
+        for stage in reversed(run.passes):
+            instrs = prog.stage_list(stage)
+            steps = range(run.steps) if backward(stage) else reversed(range(run.steps))
+            for t in steps:
+                for ins in reversed(instrs):
+                    tape += self._calls(ins, run.at[t], self.at[t], written, scratch, False)
+            for ins in reversed(instrs):  # constants read in the pass: once over all steps
+                tape += self._calls(ins, run.full, self.full, written, scratch, True)
         for ins in reversed(prog.prologue + prog.pre):
             tape += self._calls(ins, run.full, self.full, written, scratch, None)
         for value in self.full:
@@ -225,13 +235,14 @@ def sums_shared(prog: Program, differentiable: set[int], views: set[int]) -> dic
     a term of a sum, the left of a difference, a copy) of their own shape: they can share the
     sum's gradient buffer (slot → sum's slot)."""
     uses: dict[int, int] = {}
-    for stage in ("prologue", "pre", "loop", "post"):
+    for stage in prog.stages():
         for ins in prog.stage_list(stage):
             for a in ins.args:
                 uses[a] = uses.get(a, 0) + 1
-    kept = set(prog.outputs.values()) | set(prog.state_out.values())
+    kept = set(prog.outputs.values()) | set(prog.state_out.values()) \
+        | set(prog.back_out.values())
     shared = {}
-    for stage in ("prologue", "pre", "loop", "post"):
+    for stage in prog.stages():
         for ins in prog.stage_list(stage):
             passes = OPS[ins.op].passes
             if ins.out not in differentiable:
@@ -240,7 +251,7 @@ def sums_shared(prog: Program, differentiable: set[int], views: set[int]) -> dic
                 if sign != 1:
                     continue
                 slot, sum_slot = prog.slots[a], prog.slots[ins.out]
-                per_example = {slot.stage, sum_slot.stage} <= {"pre", "loop", "post"}
+                per_example = "prologue" not in (slot.stage, sum_slot.stage)
                 if uses[a] == 1 and slot.kind == "temp" and a not in views and a not in kept \
                         and a in differentiable and slot.shape == sum_slot.shape \
                         and (per_example or slot.stage == sum_slot.stage == "prologue"):
@@ -255,7 +266,7 @@ def is_same_view(a: Array | None, b: Array) -> bool:
 
 def view_slots(prog: Program) -> set[int]:
     """Slots produced by view ops (their gradient is a view too, never a buffer of its own)."""
-    return {ins.out for stage in ("prologue", "pre", "loop", "post")
+    return {ins.out for stage in prog.stages()
             for ins in prog.stage_list(stage) if OPS[ins.op].view}
 
 
@@ -263,10 +274,10 @@ def differentiable_slots(prog: Program, inputs: bool = True) -> set[int]:
     """Slots whose gradient is wanted: parameters, state, and everything downstream of them
     (literal constants are left out); with ``inputs`` the inputs too (a trainer has no use
     for them, a gradient check does)."""
-    live = set(prog.params.values()) | set(prog.state_in.values())
+    live = set(prog.params.values()) | set(prog.state_in.values()) | set(prog.back_in.values())
     if inputs:
         live |= set(prog.inputs.values())
-    for stage in ("prologue", "pre", "loop", "post"):
+    for stage in prog.stages():
         for ins in prog.stage_list(stage):
             if any(a in live for a in ins.args):
                 live.add(ins.out)

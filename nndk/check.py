@@ -67,6 +67,10 @@ def _report(checked: Checked, program: Program, filename: str) -> list[str]:
     state = [f"{n} {_shape(checked, n)}" + (f" (lags 1..{lag})" if lag > 1 else "")
              for n, lag in roles.state.items()]
     lines.append("state: " + (", ".join(state) or "(none)"))
+    if roles.back:  # run from the last step to the first, before the forward loop
+        back = [f"{n} {_shape(checked, n)}" + (f" (leads 1..{lead})" if lead > 1 else "")
+                for n, lead in roles.back.items()]
+        lines.append("backward state: " + ", ".join(back))
     count = sum(int(np.prod(checked.shapes.of[n])) for n in roles.params)
     lines.append(f"parameters: {len(roles.params)} arrays, {count:,} values")
     lines.extend(f"  {n} {_shape(checked, n)}" for n in roles.params)

@@ -31,7 +31,7 @@ class DropoutError(NnreError):
 
 
 def _instructions(prog: Program) -> list[tuple[str, Instr]]:
-    return [(stage, ins) for stage in ("prologue", "pre", "loop", "post")
+    return [(stage, ins) for stage in prog.stages()
             for ins in prog.stage_list(stage) if ins.op == "dropout"]
 
 
@@ -47,11 +47,11 @@ def without(prog: Program) -> Program:
     alias: dict[int, int] = {}
     for _, ins in _instructions(prog):
         alias[ins.out] = alias.get(ins.args[0], ins.args[0])
-    for stage in ("prologue", "pre", "loop", "post"):
+    for stage in prog.stages():
         kept = [Instr(ins.op, ins.out, tuple(alias.get(a, a) for a in ins.args), ins.attrs)
                 for ins in prog.stage_list(stage) if ins.op != "dropout"]
         prog.stage_list(stage)[:] = kept
-    for table in (prog.outputs, prog.state_out):
+    for table in (prog.outputs, prog.state_out, prog.back_out):
         for name, index in table.items():
             table[name] = alias.get(index, index)
     return prog
@@ -62,7 +62,7 @@ def with_masks(prog: Program, where: str) -> tuple[Program, dict[str, int]]:
     it and the masks' input names → slots. ``where`` (the model's file) names an error."""
     prog = copy.deepcopy(prog)
     masks: dict[str, int] = {}
-    for stage in ("prologue", "pre", "loop", "post"):
+    for stage in prog.stages():
         instrs = prog.stage_list(stage)
         for k, ins in enumerate(instrs):
             if ins.op != "dropout":

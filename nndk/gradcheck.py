@@ -21,12 +21,13 @@ import numpy as np
 from nndk.autodiff import Backward, differentiable_slots, transient_slots
 from nndk.layout import place_params
 from nndk.sequence import compile_sequence
-from nndk.unrolled import Unrolled
+from nndk.unrolled import Unrolled, final_time, state_keys
 from nnre.compiler import compile_checked
 from nnre.equations import check, param_shapes
 from nnre.equations.roles import STEP
 from nnre.model import Model
 from nnre.program import Program
+from nnre.program import state_key as api_key
 from nnre.vm import bind_prologue
 
 StateKey = tuple[str, int]
@@ -38,7 +39,8 @@ class Problem:
 
     Feeds and per-step loss weights are (steps·batch, n) time-major row blocks; ``init`` and
     ``state_weights`` are keyed by (state, lag), the latter weighting the state's value at
-    step ``steps − lag`` (what ``Model.run`` returns as the final state).
+    step ``steps − lag`` (what ``Model.run`` returns as the final state); a backward state
+    read k steps later is keyed (state, −k), its final value at step k − 1.
     """
 
     text: str
@@ -73,9 +75,9 @@ class Problem:
                 w = w.sum(axis=0)
             seeds[index] = seeds.get(index, 0) + w
         for (name, lag), w in self.state_weights.items():
-            index = self.prog.state_out[name]
+            index = {**self.prog.state_out, **self.prog.back_out}[name]
             seed = np.zeros((self.steps * self.batch, *w.shape[1:]), w.dtype)
-            block = self.steps - lag
+            block = final_time(self.prog, name, lag, self.steps)
             seed[block * self.batch:(block + 1) * self.batch] = w
             seeds[index] = seeds.get(index, 0) + seed
         return seeds
@@ -113,11 +115,12 @@ class Oracle:
                           dims=model.dims, param_specs=model.params)
         xs = {k: v.reshape(p.steps, p.batch, *v.shape[1:]) for k, v in (feeds or p.feeds).items()}
         given = init or p.init
-        state = {key: given[state_key(key)] for key in model.state}
+        keys = {api_key(*key): key for key in state_keys(p.prog)}
+        state = {key: given[keys[key]] for key in model.state}
         ys, final = model.run(xs, state)
         rows = p.steps * p.batch
         return ({k: v.reshape(rows, -1) for k, v in ys.items()},
-                {state_key(k): v for k, v in final.items()})
+                {keys[k]: v for k, v in final.items()})
 
     def loss(self, **changed: Any) -> float:
         p = self.problem
@@ -125,12 +128,6 @@ class Oracle:
         total = sum(float(np.sum(ys[k] * w.reshape(len(w), -1)))
                     for k, w in p.out_weights.items())
         return total + sum(float(np.sum(final[k] * w)) for k, w in p.state_weights.items())
-
-
-def state_key(key: str) -> StateKey:
-    """(name, lag) of a ``Model.state`` key: 'h' is h at lag 1, 'h@t-2' at lag 2."""
-    name, _, lag = key.partition("@t-")
-    return name, int(lag or 1)
 
 
 def make_problem(text: str, dims: Mapping[str, int] | None = None, steps: int = 3,
@@ -145,8 +142,9 @@ def make_problem(text: str, dims: Mapping[str, int] | None = None, steps: int = 
         prog, steps = compile_sequence(checked, dtype, optimize=optimize), 1
     else:
         prog = compile_checked(checked, dtype, optimize=optimize, contiguous=contiguous)
-    if steps < prog.max_lag():
-        raise ValueError(f"steps={steps} is fewer than the deepest lag {prog.max_lag()}")
+    if steps < max(prog.max_lag(), prog.max_lead()):
+        raise ValueError(f"steps={steps} is fewer than the deepest lag or lead "
+                         f"{max(prog.max_lag(), prog.max_lead())}")
     rng = np.random.default_rng(seed)
     params, placed = place_params(prog) if stacked else ({}, None)
     for name, i in prog.params.items():
@@ -163,12 +161,12 @@ def make_problem(text: str, dims: Mapping[str, int] | None = None, steps: int = 
     feeds = {name: draw(i, rows) for name, i in prog.inputs.items()}
     for name, count in prog.ids.items():  # whole numbers: a table's rows, never perturbed
         feeds[name] = rng.integers(0, count, feeds[name].shape).astype(dtype)
-    init = {key: draw(i, batch, 0.5) for key, i in prog.state_in.items()}
+    init = {key: draw(i, batch, 0.5) for key, i in state_keys(prog).items()}
     if (STEP, 1) in init:  # the steps each stream has taken: whole numbers, room left
         init[(STEP, 1)] = rng.integers(0, max(prog.context - steps, 0) + 1,
                                        init[(STEP, 1)].shape).astype(dtype)
     outs = {name: draw(i, rows) for name, i in prog.outputs.items()}
-    states = {key: draw(prog.state_out[key[0]], batch) for key in prog.state_in}
+    states = {key: draw(i, batch) for key, i in state_keys(prog).items()}
     return Problem(text, dict(checked.shapes.dims), prog, params, feeds, init, outs, states,
                    steps, batch, placed, sequence)
 
@@ -203,6 +201,7 @@ def gradcheck(problem: Problem, eps: float = 1e-6, directions: int = 3, seed: in
                 analytic = float(np.sum(grad * d))
                 scale = max(abs(numeric), abs(analytic), 1e-8)
                 worst = max(worst, abs(numeric - analytic) / scale)
-            name = key if isinstance(key, str) else f"{key[0]}@t-{key[1]}"
+            name = key if isinstance(key, str) else \
+                f"{key[0]}@t{'-' if key[1] > 0 else '+'}{abs(key[1])}"
             errors[f"{kind} {name}"] = worst
     return errors

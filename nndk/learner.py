@@ -20,7 +20,7 @@ from nndk.init import init_param, scheme_for
 from nndk.layout import place_params
 from nndk.optim import OPTIMIZERS, clip_global_norm
 from nndk.sequence import compile_sequence
-from nndk.unrolled import Unrolled, history_rows
+from nndk.unrolled import Unrolled, final_time, history_rows, state_keys
 from nnre.compiler import compile_checked
 from nnre.equations import Checked, param_shapes
 from nnre.errors import NnreError
@@ -87,7 +87,7 @@ class Learner:
 
     def zero_state(self, batch: int) -> State:
         return {key: np.zeros((batch, *self.prog.slots[i].shape), np.float32)
-                for key, i in self.prog.state_in.items()}
+                for key, i in state_keys(self.prog).items()}
 
     def forward(self, feeds: Mapping[str, np.ndarray], steps: int, batch: int,
                 init: State | None, codes: Mapping[str, np.ndarray] | None = None,
@@ -120,8 +120,9 @@ class Learner:
 
     def final_state(self, run: Unrolled) -> State:
         out = {}
-        for (name, lag) in self.prog.state_in:
-            rows = history_rows(self.prog, name, run.steps - lag, run.batch)
+        for (name, lag) in state_keys(self.prog):
+            t = final_time(self.prog, name, lag, run.steps)
+            rows = history_rows(self.prog, name, t, run.batch)
             out[(name, lag)] = run.history[name][rows].copy()
         return out
 

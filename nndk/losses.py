@@ -23,7 +23,7 @@ Loss = Callable[[Program, str, np.ndarray, np.ndarray, bool], tuple[float, Seeds
 
 def producer(prog: Program, slot: int) -> tuple[str, int] | None:
     """(op, first argument) of the instruction that computes ``slot``."""
-    for stage in ("pre", "loop", "post", "prologue"):
+    for stage in prog.stages():
         for ins in prog.stage_list(stage):
             if ins.out == slot:
                 return ins.op, ins.args[0] if ins.args else -1

@@ -42,7 +42,7 @@ class ArrayTrainer(Trainer):
         if target is None:
             raise DataError(f"{data_path}: no target array {config.target!r} (arrays: "
                             f"{', '.join(sorted(arrays))})")
-        self.recurrent = bool(roles.state)
+        self.recurrent = bool(roles.state or roles.back)
         self.classes = config.loss == "ce" or (config.loss == "auto" and target.dtype.kind in "iu")
         _check_rows(data_path, arrays, [*roles.inputs, config.target])
         per_example = target.shape[2 if self.recurrent else 1:]
@@ -208,6 +208,7 @@ def _input_shapes(roles: Roles, arrays: dict[str, np.ndarray], filename: str
         if name not in arrays:
             raise TrainingError(f"the data has no array for input {name!r} (arrays: "
                                 f"{', '.join(sorted(arrays))})")
-        per_example = arrays[name].shape[2:] if roles.state else arrays[name].shape[1:]
+        timed = roles.state or roles.back
+        per_example = arrays[name].shape[2:] if timed else arrays[name].shape[1:]
         shapes[name] = tuple(int(d) for d in per_example)
     return shapes

@@ -41,6 +41,12 @@ class TextTrainer(Trainer):
         if len(roles.inputs) != 1:
             raise TrainingError(f"a character model needs exactly one input, {filename} has "
                                 f"{len(roles.inputs)}: {', '.join(roles.inputs)}")
+        if roles.back:
+            name = next(iter(roles.back))
+            raise TrainingError(f"'{name}' in {filename} is backward state (read at a later "
+                                "step): the model would read the characters it is to predict, "
+                                "and text is generated one character at a time; train it on "
+                                "arrays of whole sequences (an .npz whose inputs are (N, T, …))")
         self.input = roles.inputs[0]
         ids = any(d.ids and self.input in {n.name for n in d.names}
                   for d in module.declarations)

@@ -3,10 +3,12 @@
 This is nndk's binding of the runtime's Program (the same instructions, the same kernels via
 ``nnre.vm.bind_instr``), laid out for backpropagation: per-example slots hold all steps
 (``steps·batch`` rows, step t in row block t), each state lives in one history buffer with
-its initial values first, so every lag is a view and no step copies anything. Large per-step
-products with a constant weight may run transposed (``transposed_product``). Conv chains
-are laid out batch last, as the runtime binds them (``nnre.layout``); their gradients keep
-that order (``np.zeros_like``).
+its initial values first, so every lag is a view and no step copies anything; a backward
+state's buffer holds its values at steps 0 … T−1 and then its initial values (after the last
+step), so every lead is a view too. The time passes run one after the other, a backward one
+from the last step to the first. Large per-step products with a constant weight may run
+transposed (``transposed_product``). Conv chains are laid out batch last, as the runtime
+binds them (``nnre.layout``); their gradients keep that order (``np.zeros_like``).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import numpy as np
 
 from nnre.layout import batch_last_slots
 from nnre.ops import OPS
-from nnre.program import Instr, Program
+from nnre.program import Instr, Program, backward
 from nnre.vm import Tape, bind_instr
 
 
@@ -27,10 +29,29 @@ def history_rows(prog: Program, name: str, t: int, batch: int, count: int = 1) -
     """Rows of ``name``'s history buffer holding its values at steps t … t+count−1.
 
     The buffer holds the initial values first (times −k … −1 for a maximum lag k), then one
-    block of ``batch`` rows per step; every index into it is written here and nowhere else.
+    block of ``batch`` rows per step; a backward state's holds one block per step, then its
+    initial values (times T … T+k−1 for a maximum lead k). Every index into it is written
+    here and nowhere else.
     """
-    start = (prog.max_lag_of(name) + t) * batch
+    start = (t if name in prog.back_out else prog.max_lag_of(name) + t) * batch
     return slice(start, start + count * batch)
+
+
+def initial_time(prog: Program, name: str, lag: int, steps: int) -> int:
+    """The step whose value a state key (name, lag) gives before the run: −lag for state,
+    T−1+k for backward state read k steps later (lag −k)."""
+    return steps - 1 - lag if lag < 0 else -lag
+
+
+def final_time(prog: Program, name: str, lag: int, steps: int) -> int:
+    """The step whose value ``Model.run`` returns as the final state (name, lag): T−lag for
+    state, k−1 for backward state read k steps later (lag −k: its value at the first steps)."""
+    return -lag - 1 if lag < 0 else steps - lag
+
+
+def state_keys(prog: Program) -> dict[tuple[str, int], int]:
+    """Every state slot by (name, lag): lags ≥ 1 for state, −k for backward state's leads."""
+    return {**prog.state_in, **{(name, -lead): i for (name, lead), i in prog.back_in.items()}}
 
 
 def transposed_product(batch: int, weight: np.ndarray) -> bool:
@@ -73,7 +94,9 @@ class Unrolled:
     Per-example slots hold ``(steps·batch, n)`` arrays (``full``), step t being row block t;
     ``at[t]`` is the slot table of step t. Each state lives in one history buffer with its
     initial values first, so a state input at every lag is a contiguous view of it and no
-    step copies anything. Binding is done once per (steps, batch); :meth:`forward` replays.
+    step copies anything. Binding is done once per (steps, batch); :meth:`forward` replays:
+    pre, each time pass's per-step tapes (``tapes[stage][t]``: a backward pass's from the
+    last step to the first), post.
     """
 
     def __init__(self, prog: Program, consts: list[Any], steps: int, batch: int,
@@ -94,7 +117,8 @@ class Unrolled:
         self.pre_coded: Tape = []
         self.coded: set[str] = set()
         last = batch_last_slots(prog.pre, {*prog.inputs.values(), *prog.outputs.values(),
-                                           *(a for ins in prog.loop + prog.post
+                                           *(a for stage in prog.stages()[2:]
+                                             for ins in prog.stage_list(stage)
                                              for a in ins.args)})
         for ins in prog.pre:  # conv chains batch last, as the runtime binds them
             f = bind_instr(ins, self.full, rows, dtype, prog, batch_last=ins.out in last)
@@ -108,27 +132,30 @@ class Unrolled:
                 self.coded.add(name)
             self.pre_coded.append(f)
         self.history = histories(prog, self.full, steps, batch)
-        for ins in prog.loop:
+        self.passes = prog.time_passes()
+        stepped = [ins for stage in self.passes for ins in prog.stage_list(stage)]
+        for ins in stepped:
             if not OPS[ins.op].view and self.full[ins.out] is None:
                 self.full[ins.out] = np.zeros((rows, *prog.slots[ins.out].shape), dtype)
         self.at: list[list[Any]] = []
-        self.tapes: list[Tape] = []
+        self.tapes: dict[str, list[Tape]] = {stage: [] for stage in self.passes}  # by step t
         scratch: dict[int, np.ndarray] = {}
         temps = {ins.out: np.zeros((batch, *prog.slots[ins.out].shape), dtype)
                  for ins in prog.loop if ins.out in transient and not OPS[ins.op].view}
         for t in range(steps):
             arrays = row_block(prog, self.full, t, batch)
-            tape: Tape = []
-            for ins in prog.loop:
-                if ins.out in temps:
-                    arrays[ins.out] = temps[ins.out]
-                f = bind_instr(ins, arrays, batch, dtype, prog, False)
-                if f is not None:
-                    tape.extend(bind_step_matmul(ins, arrays, batch, prog, scratch, transient)
-                                or [f])
-            self.tapes.append(tape)
+            for stage in self.passes:
+                tape: Tape = []
+                for ins in prog.stage_list(stage):
+                    if ins.out in temps:
+                        arrays[ins.out] = temps[ins.out]
+                    f = bind_instr(ins, arrays, batch, dtype, prog, False)
+                    if f is not None:
+                        tape.extend(bind_step_matmul(ins, arrays, batch, prog, scratch,
+                                                     transient) or [f])
+                self.tapes[stage].append(tape)
             self.at.append(arrays)
-        for ins in prog.loop:  # full-length views of loop views, for the post stage
+        for ins in stepped:  # full-length views of per-step views, for the post stage
             if OPS[ins.op].view:
                 self.full[ins.out] = OPS[ins.op].kernel(self.full[ins.args[0]],
                                                         **dict(ins.attrs))
@@ -136,8 +163,10 @@ class Unrolled:
                      if (f := bind_instr(ins, self.full, rows, dtype, prog)) is not None]
 
     def init_block(self, name: str, lag: int) -> Any:
-        """Where the state value of time -lag lives (before step 0)."""
-        return self.history[name][history_rows(self.prog, name, -lag, self.batch)]
+        """Where the initial value of state key (name, lag) lives: time −lag (before step 0),
+        or for backward state (lag −k) time T−1+k (after the last step)."""
+        t = initial_time(self.prog, name, lag, self.steps)
+        return self.history[name][history_rows(self.prog, name, t, self.batch)]
 
     def forward(self, feeds: dict[str, np.ndarray], init: dict[tuple[str, int], Any],
                 codes: dict[str, np.ndarray] | None = None) -> None:
@@ -155,31 +184,35 @@ class Unrolled:
             np.copyto(self.codes[name], value, casting="unsafe")
         for f in self.pre_coded if codes and self.coded <= set(codes) else self.pre:
             f()
-        for tape in self.tapes:
-            for call in tape:
-                call()
+        for stage in self.passes:
+            for tape in reversed(self.tapes[stage]) if backward(stage) else self.tapes[stage]:
+                for call in tape:
+                    call()
         for f in self.post:
             f()
 
 
 def histories(prog: Program, full: list[Any], steps: int, batch: int) -> dict[str, Any]:
-    """One buffer per state: k initial blocks then one block per step; slots view into it."""
+    """One buffer per state: k initial blocks then one block per step (backward state: one
+    block per step then k initial blocks); slots view into it."""
     history = {}
-    for name, out in prog.state_out.items():
-        k = prog.max_lag_of(name)
+    keys = state_keys(prog)
+    for name, out in (*prog.state_out.items(), *prog.back_out.items()):
+        k = max(abs(lag) for state, lag in keys if state == name)
         buf = np.zeros(((steps + k) * batch, *prog.slots[out].shape), prog.dtype)
         history[name] = buf
         full[out] = buf[history_rows(prog, name, 0, batch, steps)]
-        for (state, lag), index in prog.state_in.items():
+        for (state, lag), index in keys.items():
             if state == name:
                 full[index] = buf[history_rows(prog, name, -lag, batch, steps)]
     return history
 
 
 def row_block(prog: Program, full: list[Any], t: int, batch: int) -> list[Any]:
-    """The slot table of step t: row block t of every per-example slot of pre and loop."""
+    """The slot table of step t: row block t of every per-example slot of pre and the time
+    passes."""
     arrays = list(full)
     for i, slot in enumerate(prog.slots):
-        if slot.stage in ("pre", "loop") and full[i] is not None:
+        if slot.stage not in ("prologue", "post") and full[i] is not None:
             arrays[i] = full[i][t * batch:(t + 1) * batch]
     return arrays

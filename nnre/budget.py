@@ -87,17 +87,20 @@ def check(total: int, what: str, error: Callable[[str], Exception]) -> None:
 def program_split(prog: Program) -> tuple[int, int]:
     """(bytes made once, bytes per row) of running ``prog`` besides its parameters: literals
     and computed prologue values; every per-example value (next state once per ring phase),
-    the inputs, and the scratch of every kernel (``Op.scratch``): a bound tape keeps each
-    instruction's scratch for as long as it lives (``Op.unfold``), so they add up."""
+    the inputs, the backward passes' values kept for every step, and the scratch of every
+    kernel (``Op.scratch``): a bound tape keeps each instruction's scratch for as long as it
+    lives (``Op.unfold``), so they add up."""
     from nnre.ops import OPS
+    from nnre.vm import kept_for_later
 
     item = np.dtype(prog.dtype).itemsize
-    phases = prog.max_lag() + 1
-    ring = set(prog.state_out.values())
+    rings = {i: prog.max_lag() + 1 for i in prog.state_out.values()}
+    rings.update({i: prog.max_lead() + 1 for i in prog.back_out.values()})
     fixed = sum(size(a.shape, item) for a in prog.literals.values())
     per_row = sum(size(prog.slots[i].shape, item) for i in prog.inputs.values())
+    per_row += sum(size(prog.slots[i].shape, item) for i in kept_for_later(prog))
     scratch = 0
-    for ins in (*prog.prologue, *prog.pre, *prog.loop, *prog.post):
+    for ins in (ins for stage in prog.stages() for ins in prog.stage_list(stage)):
         rule = OPS[ins.op].scratch
         if rule is not None:
             entries = rule(*[prog.slots[a].shape for a in ins.args], **dict(ins.attrs))
@@ -108,7 +111,7 @@ def program_split(prog: Program) -> tuple[int, int]:
         if slot.stage == "prologue":
             fixed += size(slot.shape, item)
         else:
-            per_row += size(slot.shape, item) * (phases if ins.out in ring else 1)
+            per_row += size(slot.shape, item) * rings.get(ins.out, 1)
     return fixed, per_row + scratch
 
 

@@ -2,7 +2,9 @@
 
 Each SymPy node becomes at most one instruction (SymPy's structural equality makes equal
 subexpressions one slot). Every value is placed in the earliest stage it can run in: parameters
-only → prologue; inputs but no state → pre (hoisted out of the time loop); state → loop.
+only → prologue; inputs but no state → pre (hoisted out of the time loops); state → the
+time pass of the latest state it reads (``loop``; backward state's ``back``, and for stacked
+bidirectional layers ``back2``, ``loop2``, …, formats/equations.md §4).
 Per-example values are vectors stored as rows, so ``W·x`` compiles to ``x @ Wᵀ``.
 """
 
@@ -28,9 +30,7 @@ from nnre.equations.to_sympy import (
 from nnre.errors import EquationError
 from nnre.ops import OPS
 from nnre.optimize import optimize as optimize_program
-from nnre.program import STAGES, Instr, Program, Slot
-
-_RANK = {stage: i for i, stage in enumerate(STAGES)}
+from nnre.program import Instr, Program, Slot, pass_name, stage_rank
 
 
 class Compiler:
@@ -84,7 +84,7 @@ class Compiler:
 
     def emit(self, op: str, args: tuple[int, ...], shape: tuple[int, int], stage: str | None = None,
              **attrs: Any) -> int:
-        stage = stage or max((self.stage(a) for a in args), key=_RANK.__getitem__,
+        stage = stage or max((self.stage(a) for a in args), key=stage_rank,
                              default="prologue")
         if stage != "prologue" and op != "matmul":
             args = tuple(self.as_row(a) for a in args)
@@ -147,18 +147,27 @@ class Compiler:
                 self.prog.inputs[name] = self.memo[sym] = self.slot("input", sym.shape, "pre",
                                                                     name)
         for name, lags in self.roles.state.items():
+            stage = pass_name(self.roles.passes.get(name, 2))
             for lag in range(1, lags + 1):
-                sym = syms.get(state_symbol_name(name, lag))
-                shape = self.sym.exprs[name].shape
-                index = self.slot("state", shape, "loop", state_symbol_name(name, lag))
-                self.prog.state_in[(name, lag)] = index
-                if sym is not None:
-                    self.memo[sym] = index
+                self.prog.state_in[(name, lag)] = self.state_slot(name, lag, stage)
+        for name, leads in self.roles.back.items():
+            stage = pass_name(self.roles.passes[name])
+            for lead in range(1, leads + 1):
+                self.prog.back_in[(name, lead)] = self.state_slot(name, -lead, stage)
         for name in self.roles.params:
             sym = syms.get(name)
             if sym is not None:
                 self.prog.params[name] = self.memo[sym] = self.slot("param", sym.shape, "prologue",
                                                                     name)
+
+    def state_slot(self, name: str, lag: int, stage: str) -> int:
+        """The slot of state ``name`` read ``lag`` steps earlier (−k: k steps later)."""
+        sym = self.sym.symbols.get(state_symbol_name(name, lag))
+        index = self.slot("state", self.sym.exprs[name].shape, stage,
+                          state_symbol_name(name, lag))
+        if sym is not None:
+            self.memo[sym] = index
+        return index
 
     # -- expressions ---------------------------------------------------------------------
     def compile(self) -> Program:
@@ -173,17 +182,23 @@ class Compiler:
         return self.prog
 
     def own_state(self) -> None:
-        """Each next-state value gets a loop-stage slot of its own (the VM rotates these)."""
+        """Each next-state value gets a slot of its own in its time pass (the VM rotates
+        these): ``loop`` for state, ``back`` for backward state (or a later pass, §4)."""
         seen: set[int] = set()
-        written = {ins.out: ins.op for ins in self.prog.loop}
-        for name in self.roles.state:
-            index = self.memo[self.sym.symbols[name]]
-            if index in seen or index not in written or self.prog.slots[index].kind != "temp" \
-                    or OPS[written[index]].view:  # a view (dropout) owns no buffer to rotate
-                shape = self.sym.exprs[name].shape
-                index = self.emit("copy", (index,), shape, stage="loop")
-            seen.add(index)
-            self.prog.state_out[name] = index
+        for names, out, stage_of in (
+                (self.roles.state, self.prog.state_out, self.prog.state_in),
+                (self.roles.back, self.prog.back_out, self.prog.back_in)):
+            for name in names:
+                stage = self.prog.slots[stage_of[(name, 1)]].stage
+                written = {ins.out: ins.op for ins in self.prog.stage_list(stage)}
+                index = self.memo[self.sym.symbols[name]]
+                if index in seen or index not in written or \
+                        self.prog.slots[index].kind != "temp" or \
+                        OPS[written[index]].view:  # a view (dropout) owns no buffer to rotate
+                    shape = self.sym.exprs[name].shape
+                    index = self.emit("copy", (index,), shape, stage=stage)
+                seen.add(index)
+                out[name] = index
 
     def expr(self, root: sp.Basic) -> int:
         """Compile one expression tree bottom-up with an explicit stack (no recursion)."""
@@ -218,7 +233,7 @@ class Compiler:
         for term in node.args:
             negated, inner = _split_negation(term)
             index = self.memo[inner]
-            terms.append((_RANK[self.stage(index)], negated, index))
+            terms.append((stage_rank(self.stage(index)), negated, index))
         terms.sort(key=lambda t: t[0])  # constants first, then hoistable terms, then state
         _, negated, acc = terms[0]
         if negated:

@@ -17,8 +17,18 @@ import numpy as np
 
 from nnre import budget, threads
 from nnre.errors import ContextError, EquationError, FeedError, ShapeError
-from nnre.program import Program
-from nnre.vm import Stage, bind_stage, loop_windows, post_captures, run_prologue
+from nnre.program import Program, state_key
+from nnre.vm import (
+    Stage,
+    bind_stage,
+    kept_for_later,
+    loop_windows,
+    pass_program,
+    pass_windows,
+    post_captures,
+    run_prologue,
+    sweep,
+)
 
 DTYPES = ("float32", "float64")
 STEP = "t"  # the state that counts a stream's steps (nnre.equations.roles.STEP)
@@ -56,6 +66,8 @@ class Model:
         self._outputs = {n: _row_spec(program, i) for n, i in program.outputs.items()}
         self._state = {_state_key(n, lag): slot_spec[i]
                        for (n, lag), i in program.state_in.items()}
+        self._state.update({state_key(n, -lead): slot_spec[i]  # backward: Model.run only
+                            for (n, lead), i in program.back_in.items()})
         self._param_specs = param_specs
         self._state_keys = [(_state_key(n, lag), n, lag) for (n, lag) in program.state_in]
         self._np_dtype = np.dtype(program.dtype)
@@ -203,6 +215,12 @@ class Model:
         is running ``tapes[t % phases]`` with nothing copied at all.
         """
         prog = self.program
+        if prog.back_out:
+            name = next(iter(prog.back_out))
+            raise FeedError(f"'{name}' is backward state (the equations read it at a later "
+                            "step): each output needs the whole sequence, so this model runs "
+                            "over whole sequences (Model.run, nnre run --input), not one step "
+                            "at a time")
         self._check_budget(batch, f"one step at batch {batch:,}")
         return bind_stage(prog, self._consts, [*prog.pre, *prog.loop, *prog.post], batch,
                           list(prog.inputs.values()), ring=True)
@@ -253,7 +271,10 @@ class Model:
                       arr.reshape(steps * batch, *arr.shape[2:]))
         for f in pre.tapes[0]:
             f()
-        outputs, final = self._loop(pre, steps, batch, init)
+        if self.program.back_out:  # time passes one after the other (formats/equations.md §4)
+            outputs, final = self._passes(pre, steps, batch, init)
+        else:
+            outputs, final = self._loop(pre, steps, batch, init)
         if not batched:
             outputs = {k: v[:, 0] for k, v in outputs.items()}
             final = {k: v[0] for k, v in final.items()}
@@ -301,13 +322,34 @@ class Model:
                 results[name] = post.arrays[0][index].reshape(steps, batch, *shape).copy()
         return results, final
 
+    def _passes(self, pre: Stage, steps: int, batch: int, init: Arrays
+                ) -> tuple[Arrays, Arrays]:
+        """A program with backward state: each time pass over the whole sequence in turn
+        (``nnre.vm.sweep``), keeping what later stages read in ``pre``'s buffers, then post."""
+        prog = self.program
+        final: Arrays = {}
+        for stage in prog.time_passes():
+            final.update(sweep(prog, stage, self._stage(stage, batch), pre, steps, batch, init))
+        post = self._post(pre, steps * batch)
+        for f in post.tapes[0]:
+            f()
+        results: Arrays = {}
+        for name, index in prog.outputs.items():
+            shape = self._outputs[name].shape
+            if prog.slots[index].stage == "prologue":
+                row = self._consts[index].reshape(-1)  # type: ignore[union-attr]
+                results[name] = np.broadcast_to(row, (steps, batch, row.size)).copy()
+            else:
+                results[name] = post.arrays[0][index].reshape(steps, batch, *shape).copy()
+        return results, final
+
     def _post(self, pre: Stage, rows: int) -> Stage:
         """The post stage reads what pre computed (bound to that pre stage's buffers)."""
         cache, prog = self._local.stages, self.program
         key = ("post", rows, threads.epoch())
         if key not in cache or cache[key][0] is not pre:
             shared = {i: pre.arrays[0][i] for i, slot in enumerate(prog.slots)
-                      if slot.stage == "pre"}
+                      if slot.stage not in ("prologue", "post")}  # kept for every step
             cache[key] = (pre, bind_stage(prog, self._consts, prog.post, rows,
                                           post_captures(prog), shared))
         return cache[key][1]  # type: ignore[no-any-return]
@@ -331,7 +373,12 @@ class Model:
                 cache.clear()
             prog = self.program
             if kind == "pre":  # the whole sequence at once, before the loop
-                stage = bind_stage(prog, self._consts, prog.pre, rows, list(prog.inputs.values()))
+                stage = bind_stage(prog, self._consts, prog.pre, rows,
+                                   [*prog.inputs.values(), *kept_for_later(prog)])
+            elif prog.back_out and kind in prog.time_passes():  # a pass with its own state
+                stage = bind_stage(pass_program(prog, kind), self._consts,
+                                   prog.stage_list(kind), rows, pass_windows(prog, kind),
+                                   ring=True)
             elif kind == "loop":  # one step at batch rows; pre's values come in by windows
                 stage = bind_stage(prog, self._consts, prog.loop, rows, loop_windows(prog),
                                    ring=True)

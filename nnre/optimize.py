@@ -1,6 +1,6 @@
 """Program rewrites that cut the number of NumPy calls per step without changing results.
 
-Also, 3. sinking: loop work the recurrence does not need moves after the loop (``post``),
+Also, 3. sinking: loop work the recurrences do not need moves after the loop (``post``),
 and 4. ReLU after max pooling: ``maxpool(relu(h))`` becomes ``relu(maxpool(h))``.
 
 1. Stacking: matrix products of one per-example operand with several constant matrices
@@ -32,10 +32,18 @@ class _View:
 
 def optimize(prog: Program) -> Program:
     """Apply stacking, then sibling fusion to a fixpoint; returns the same Program object."""
-    for stage in ("pre", "loop"):
+    passes = prog.time_passes()
+    for stage in ("pre", *passes):
         _rewrite(prog, stage)
     _drop_dead(prog)
-    if _sink(prog):
+    sunk = False
+    for k, stage in reversed(list(enumerate(passes))):  # what a later pass reads stays
+        needed = {i for i in (*prog.state_out.values(), *prog.back_out.values())
+                  if prog.slots[i].stage == stage}
+        needed |= {a for later in passes[k + 1:] for ins in prog.stage_list(later)
+                   for a in ins.args}
+        sunk = _sink(prog, stage, needed) or sunk
+    if sunk:
         _rewrite(prog, "post")
     _drop_dead(prog)
     return prog
@@ -58,10 +66,11 @@ def _relu_after_pool(prog: Program, stage: str) -> None:
     otherwise tie)."""
     instrs = prog.stage_list(stage)
     reads: dict[int, int] = defaultdict(int)
-    for ins in (*prog.prologue, *prog.pre, *prog.loop, *prog.post):
+    for ins in (ins for st in prog.stages() for ins in prog.stage_list(st)):
         for a in ins.args:
             reads[a] += 1
-    kept = set(prog.outputs.values()) | set(prog.state_out.values())
+    kept = set(prog.outputs.values()) | set(prog.state_out.values()) \
+        | set(prog.back_out.values())
     relus = {ins.out: ins for ins in instrs if ins.op == "relu"}
     swapped: dict[int, list[Instr]] = {}
     for pos, ins in enumerate(instrs):
@@ -75,16 +84,17 @@ def _relu_after_pool(prog: Program, stage: str) -> None:
     _splice(instrs, swapped)  # the ReLU before the pool is now dead (_drop_dead)
 
 
-def _sink(prog: Program) -> bool:
-    """Move loop work the recurrence does not need into ``post``, if that saves calls.
+def _sink(prog: Program, stage: str, needed: set[int]) -> bool:
+    """Move work of a time loop (``loop`` or ``back``) that its recurrence does not need
+    (``needed``: what must stay) into ``post``, if that saves calls.
 
     Each loop value that post work reads must be captured once per step (one copy), so the
     move pays only when it takes out more compute instructions than it adds captures.
     """
-    needed = set(prog.state_out.values())
+    instrs = prog.stage_list(stage)
     keep: list[Instr] = []
     move: list[Instr] = []
-    for ins in reversed(prog.loop):
+    for ins in reversed(instrs):
         if ins.out in needed:
             keep.append(ins)
             needed.update(ins.args)
@@ -92,15 +102,15 @@ def _sink(prog: Program) -> bool:
             move.append(ins)
     moved = {ins.out for ins in move}
     captures = {a for ins in move for a in ins.args
-                if prog.slots[a].stage == "loop" and a not in moved}
+                if prog.slots[a].stage == stage and a not in moved}
     computes = sum(1 for ins in move if not OPS[ins.op].view)
     inplace = prog.inplace_states()
     histories = {prog.state_out[n] for n in inplace} | \
         {i for (n, _), i in prog.state_in.items() if n in inplace}
     if computes <= len(captures) or captures & histories:
         return False  # (capturing a history at every step would copy all of it each step)
-    prog.loop[:] = keep[::-1]
-    prog.post[:] = move[::-1]
+    instrs[:] = keep[::-1]
+    prog.post[:] = move[::-1] + prog.post  # before what later passes sank, which may read it
     for index in moved:
         prog.slots[index] = replace(prog.slots[index], stage="post")
     return True
@@ -108,8 +118,9 @@ def _sink(prog: Program) -> bool:
 
 def _drop_dead(prog: Program) -> None:
     """Remove instructions whose results nothing reads (left over after rewrites)."""
-    live = set(prog.outputs.values()) | set(prog.state_out.values())
-    for stage in ("post", "loop", "pre", "prologue"):
+    live = set(prog.outputs.values()) | set(prog.state_out.values()) \
+        | set(prog.back_out.values())
+    for stage in reversed(prog.stages()):
         instrs = prog.stage_list(stage)
         kept = []
         for ins in reversed(instrs):
@@ -179,7 +190,7 @@ def _splice(instrs: list[Instr], replace: dict[int, list[Instr]]) -> None:
 
 def _views(prog: Program) -> dict[int, _View]:
     views = {}
-    for stage in ("prologue", "pre", "loop", "post"):
+    for stage in prog.stages():
         for ins in prog.stage_list(stage):
             if ins.op == "slice" and dict(ins.attrs).get("axis", -1) == -1 and \
                     len(prog.slots[ins.out].shape) == 1:
@@ -209,7 +220,7 @@ def _arg_key(prog: Program, views: dict[int, _View], arg: int, width: int
 def _fuse_siblings(prog: Program, stage: str) -> bool:
     instrs = prog.stage_list(stage)
     views = _views(prog)
-    fixed = set(prog.state_out.values())
+    fixed = set(prog.state_out.values()) | set(prog.back_out.values())
     groups: dict[tuple, list[int]] = defaultdict(list)
     for pos, ins in enumerate(instrs):
         if not OPS[ins.op].fusable or ins.out in fixed or not _vectors(prog, ins):

@@ -82,6 +82,10 @@ def _score_texts(model: Any, texts: list[str], sources: list[str], prime: str | 
     """Each text cut into its chunks (``context``, and the model's own context), every chunk
     of every text a row of one batch, the bits put back together per text."""
     io = text_io(model.metadata, list(model.inputs), list(model.outputs))
+    if model.program.back_out:
+        name = next(iter(model.program.back_out))
+        raise FeedError(f"'{name}' is backward state: the model reads later characters of the "
+                        "text before it gives the share of one, so its bits are not a score")
     if prime is None:
         prime = "\n" if "\n" in io.chars.index else ""
     head = np.array(io.chars.encode(prime), np.int64)

@@ -3,11 +3,14 @@
 A tape is a list of zero-argument callables with every array already bound, so one step costs
 one Python call per instruction and no allocation. Next-state values rotate through a ring of
 ``max_lag + 1`` buffer sets (one tape per phase), so a step never writes into a buffer that
-holds state it still reads, and the caller's state arrays are never written.
+holds state it still reads, and the caller's state arrays are never written. In a program
+with backward state every time pass is bound the same way, its own state as the ring's, and
+swept over the sequence (:func:`sweep`), a backward pass from the last step to the first.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,7 +20,7 @@ import numpy as np
 
 from nnre import layout
 from nnre.ops import OPS
-from nnre.program import Instr, Program
+from nnre.program import Instr, Program, backward, pass_index, stage_rank, state_key
 from nnre.threads import single_threaded
 
 Tape = list[Callable[[], Any]]
@@ -154,12 +157,78 @@ def bind_stage(prog: Program, consts: list[Any], instrs: list[Instr], rows: int,
 
 def loop_windows(prog: Program) -> list[int]:
     """The pre-stage values the loop reads: each step copies row block t into a window."""
-    used = {a for ins in prog.loop for a in ins.args}
-    return sorted(i for i in used if prog.slots[i].stage == "pre")
+    return pass_windows(prog, "loop")
+
+
+def pass_windows(prog: Program, stage: str) -> list[int]:
+    """The values of earlier stages (pre, earlier time passes) a time pass reads: each step
+    copies row block t into a window."""
+    used = {a for ins in prog.stage_list(stage) for a in ins.args}
+    rank = stage_rank(stage)
+    return sorted(i for i in used if prog.slots[i].stage != "prologue"
+                  and stage_rank(prog.slots[i].stage) < rank)
+
+
+def kept_for_later(prog: Program) -> list[int]:
+    """In a program with backward state, the values of each time pass read after it (by a
+    later pass, post, or as outputs): each step copies them into row block t of a buffer for
+    the whole sequence, bound with ``pre``. Without backward state, none: the loop's values
+    reach ``post`` through its own captures (:func:`post_captures`)."""
+    if not prog.back_out:
+        return []
+    kept: set[int] = set(prog.outputs.values())
+    for stage in prog.time_passes():
+        kept |= set(pass_windows(prog, stage))
+    kept |= {a for ins in prog.post for a in ins.args}
+    return sorted(i for i in kept if pass_index(prog.slots[i].stage))
+
+
+def pass_program(prog: Program, stage: str) -> Program:
+    """The program as :func:`bind_stage` sees it when binding a time pass: that pass's state
+    as its ring's state (a backward state's lead rotates through the ring as a lag does)."""
+    keys, out = (prog.back_in, prog.back_out) if backward(stage) else \
+        (prog.state_in, prog.state_out)
+    return dataclasses.replace(
+        prog, state_in={k: i for k, i in keys.items() if prog.slots[i].stage == stage},
+        state_out={n: i for n, i in out.items() if prog.slots[i].stage == stage})
+
+
+def sweep(prog: Program, stage: str, bound: Stage, pre: Stage, steps: int, batch: int,
+          init: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """One time pass of a program with backward state over a whole sequence, from the last
+    step for a backward pass, reading earlier stages' values from ``pre``'s buffers and
+    keeping what later ones read there (:func:`kept_for_later`). ``init`` holds the state at
+    the start (backward state: after the last step), keyed as the API names it; returns the
+    pass's state at the end (backward state: at the first steps)."""
+    view = pass_program(prog, stage)
+    sign = -1 if backward(stage) else 1
+    phases = bound.phases
+    for name, lag in view.state_in:
+        np.copyto(bound.ring[name][(-lag) % phases], init[state_key(name, sign * lag)])
+    full = pre.arrays[0]
+    sources = [(win, full[i].reshape(steps, batch, *win.shape[1:]))
+               for i, win in bound.given.items()]
+    kept = [(full[i].reshape(steps, batch, *prog.slots[i].shape),
+             [arrays[i] for arrays in bound.arrays])
+            for i in kept_for_later(prog) if prog.slots[i].stage == stage]
+    tapes = bound.tapes
+    for k in range(steps):
+        t, phase = (steps - 1 - k if sign < 0 else k), k % phases
+        for win, src in sources:
+            np.copyto(win, src[t])
+        for f in tapes[phase]:
+            f()
+        for out, bufs in kept:
+            np.copyto(out[t], bufs[phase])
+    return {state_key(name, sign * lag): bound.ring[name][(steps - lag) % phases].copy()
+            for name, lag in view.state_in}
 
 
 def post_captures(prog: Program) -> list[int]:
-    """The loop values the post stage reads: each step copies them into row block t."""
+    """The loop values the post stage reads: each step copies them into row block t. (With
+    backward state, the passes keep them in ``pre``'s buffers instead: :func:`sweep`.)"""
+    if prog.back_out:
+        return []
     moved = {ins.out for ins in prog.post}
     return sorted({a for ins in prog.post for a in ins.args
                    if prog.slots[a].stage == "loop" and a not in moved})

@@ -67,9 +67,25 @@ CASES = [
     ("no-argument", "y = tanh", 1, 9, "function tanh needs an argument", None),
     ("define-function", "tanh = x", 1, 1, "'tanh' is a function", "a variable name"),
     # time indices
-    ("future-read", "hₜ = tanh(W hₜ₊₁)", 1, 13, "'hₜ₊₁' reads a future step", "(ₜ)"),
-    ("future-read-ascii", "y = x_{t+1}", 1, 5, "reads a future step", None),
-    ("future-define", "hₜ₊₁ = x", 1, 1, "'hₜ₊₁' is a future step", None),
+    ("later-read-input", "yₜ = W xₜ₊₁", 1, 8,
+     "'xₜ₊₁' reads a later step of 'x', which no equation defines", "an input at ₜ"),
+    ("later-read-ascii", "y = x_{t+1}", 1, 5, "reads a later step of 'x'", None),
+    ("later-define", "hₜ₊₁ = x", 1, 1, "'hₜ₊₁' is a later step and cannot be defined", None),
+    ("both-directions", V3 + "hₜ = tanh(W xₜ + U hₜ₋₁ + R hₜ₊₁)", 2, 29,
+     "'hₜ₊₁': 'h' is state that runs forward (it is read at an earlier step); a state runs "
+     "forward or backward in time, not both", "another name"),
+    ("both-directions-lag-later", V3 + "gₜ = tanh(W xₜ + R gₜ₊₁ + U gₜ₋₁)", 2, 29,
+     "'gₜ₋₁': 'g' is state that runs backward", None),
+    ("directions-need-each-other", V3 + "hₜ = tanh(W xₜ + U hₜ₋₁ + S gₜ₊₁)\n"
+     "gₜ = tanh(V xₜ + R gₜ₊₁ + P hₜ₋₁)\nyₜ = [hₜ; gₜ]", 3, 29,
+     "'g' runs backward in time (it is read at a later step) and 'h' forward (it is read at "
+     "an earlier step), but each needs the other: g → h → g",
+     "a backward state that does not depend on forward state that depends on it"),
+    ("directions-need-each-other-through-values", V3 + "aₜ = 2 ⊙ hₜ\n"
+     "gₜ = tanh(R gₜ₊₁ + aₜ)\nhₜ = tanh(U hₜ₋₁ + S gₜ₊₁ + W xₜ)\nyₜ = hₜ", 3, 20,
+     "but each needs the other: g → a → h → g", None),
+    ("backward-in-tensor-text", "Xₜ ∈ ℝ^(2×3)\ngₜ ∈ ℝ^(2×3)\ngₜ = tanh(Xₜ + gₜ₊₁)", 3, 16,
+     "'gₜ₊₁' makes 'g' backward state, which a text read with tensor shapes", None),
     ("earlier-define", "hₜ₋₁ = x", 1, 1, "is an earlier step and cannot be defined", None),
     ("undefined-state", "yₜ = W hₜ₋₁", 1, 8, "reads an earlier step of 'h', which no equation",
      "an equation 'hₜ = …'"),
@@ -189,11 +205,11 @@ EXACT = [
      "a space before '(' for a product)\n"
      "    yₜ = Tanh(xₜ)\n"
      "         ^"),
-    ("hₜ = tanh(W hₜ₊₁)",
-     "<equations>:1:13: 'hₜ₊₁' reads a future step (expected the current step (ₜ) or an earlier "
-     "one (ₜ₋₁))\n"
-     "    hₜ = tanh(W hₜ₊₁)\n"
-     "                ^"),
+    ("yₜ = W xₜ₊₁",
+     "<equations>:1:8: 'xₜ₊₁' reads a later step of 'x', which no equation defines (expected an "
+     "equation 'xₜ = …' or an input at ₜ)\n"
+     "    yₜ = W xₜ₊₁\n"
+     "           ^"),
     ("yₜ = W hₜ₋₁",
      "<equations>:1:8: 'hₜ₋₁' reads an earlier step of 'h', which no equation defines "
      "(expected an equation 'hₜ = …' or an input at ₜ)\n"

@@ -337,3 +337,68 @@ def test_round_trip_keeps_parameters_that_go_through_functions(case: str) -> Non
     for k, want in model.run(xs)[0].items():
         np.testing.assert_allclose(got[k], want, rtol=1e-5, atol=1e-6)
     assert again.params == model.params
+
+
+BIRNN_VECTOR = ROOT / "formats" / "vectors" / "valid" / "birnn_f64.bundle"
+STACKED_BI = """
+xₜ ∈ ℝ^3
+aₜ, bₜ, cₜ, dₜ ∈ ℝ^4
+aₜ = tanh(W₁ xₜ + U₁ aₜ₋₁)
+bₜ = tanh(V₁ xₜ + R₁ bₜ₊₁)
+cₜ = tanh(W₂ [aₜ; bₜ] + U₂ cₜ₋₁)
+dₜ = tanh(V₂ [aₜ; bₜ] + R₂ dₜ₊₂)
+yₜ = softmax(A [cₜ; dₜ])
+"""
+
+
+def _stacked_bidirectional() -> Model:
+    rng = np.random.default_rng(21)
+    shapes = {"W_1": (4, 3), "U_1": (4, 4), "V_1": (4, 3), "R_1": (4, 4), "W_2": (4, 8),
+              "U_2": (4, 4), "V_2": (4, 8), "R_2": (4, 4), "A": (5, 8)}
+    return Model.from_equations(STACKED_BI, {k: rng.normal(scale=0.5, size=s)
+                                             for k, s in shapes.items()})
+
+
+@pytest.mark.parametrize("which", ["vector", "stacked"])
+def test_backward_state_exports_as_one_scan_per_pass(which: str) -> None:
+    """``--sequence``: a Scan per time pass (a backward one scans in reverse), run by
+    onnxruntime against Model.run: every output over time and every final state (a backward
+    state's at the first step), from a given initial state (a backward one's after the last
+    step)."""
+    model = load(BIRNN_VECTOR) if which == "vector" else _stacked_bidirectional()
+    proto = export_model(model, sequence=True)
+    scans = [n for n in proto.graph.node if n.op_type == "Scan"]
+    assert len(scans) == len(model.program.time_passes())
+    rng = np.random.default_rng(22)
+    xs = {n: rng.normal(size=(5, 2, *s.shape)).astype(model.dtype)
+          for n, s in model.inputs.items()}
+    init = {n: rng.normal(size=(2, *s.shape)).astype(model.dtype)
+            for n, s in model.state.items()}
+    ys, final = model.run(xs, init)
+    got = ort_runner(proto)(xs | {f"{n}_prev": v for n, v in init.items()})
+    tol = 1e-12 if model.dtype == "float64" else 1e-5
+    for name, value in ys.items():
+        np.testing.assert_allclose(got[name], value, rtol=0, atol=tol, err_msg=name)
+    for name, value in final.items():
+        np.testing.assert_allclose(got[f"{name}_next"], value, rtol=0, atol=tol, err_msg=name)
+
+
+def test_backward_state_has_no_step_to_export(tmp_path) -> None:
+    """Without --sequence (one step) the export is refused with one ``error:`` line and no
+    file; the --sequence export is not read back by ``nndk import``, which says so."""
+    with pytest.raises(OnnxError, match="'g' is backward state .*--sequence"):
+        export_bundle(str(BIRNN_VECTOR))
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+
+    def nndk(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "nndk", *args], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=120)
+
+    proc = nndk("export", str(BIRNN_VECTOR), "-o", "b.onnx")
+    assert proc.returncode == 1 and proc.stderr.startswith("error: ") and \
+        proc.stderr.count("\n") == 1 and "backward state" in proc.stderr, proc.stderr
+    assert not (tmp_path / "b.onnx").exists()
+    assert nndk("export", str(BIRNN_VECTOR), "-o", "s.onnx", "--sequence").returncode == 0
+    proc = nndk("import", "s.onnx", "-o", "again.bundle")
+    assert proc.returncode == 1 and "backward state" in proc.stderr and \
+        "import the bundle it was exported from" in proc.stderr, proc.stderr

@@ -1,5 +1,6 @@
-"""Models exported by PyTorch (``torch.onnx.export``, the TorchScript exporter) import into
-nnre and match PyTorch's own outputs within 1e-5: an MLP, an nn.LSTM and an nn.GRU."""
+"""Models exported by PyTorch (``torch.onnx.export``, the TorchScript and dynamo exporters)
+import into nnre and match PyTorch's own outputs within 1e-5: an MLP, nn.LSTM, nn.GRU and
+nn.RNN, stacked, batch_first and bidirectional."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ torch = pytest.importorskip("torch")
 onnx = pytest.importorskip("onnx")
 
 from nndk.onnx.importer import import_model  # noqa: E402
+from nnre.errors import NnreError  # noqa: E402
 from nnre.model import Model  # noqa: E402
 
 
@@ -113,23 +115,60 @@ def test_legacy_exporter_two_layers_with_dynamic_axes(cls: str, tmp_path) -> Non
                    dynamic_axes={"x": {0: "T", 1: "N"}})
 
 
-@pytest.mark.parametrize("cls", ["LSTM", "GRU"])
-@pytest.mark.parametrize("dynamo, batch_first", [(False, False), (True, False), (True, True)])
-def test_bidirectional_is_refused_with_the_reason(cls: str, dynamo: bool, batch_first: bool,
-                                                  tmp_path) -> None:
-    """A reverse pass reads hₜ₊₁ (a future step), which the language forbids: refused by name
-    with both exporters, whatever the layout."""
-    from nndk.onnx.common import OnnxError
+#: (layers, dynamo, batch_first); the dynamo exporter writes no RNN op for nn.RNN (it
+#: unrolls the steps, forward ones too), so nn.RNN goes through the TorchScript one only.
+BIDIRECTIONAL = [(1, False, False), (2, False, False), (1, True, False), (2, True, False),
+                 (1, False, True), (2, True, True), (2, False, True)]
 
+
+@pytest.mark.parametrize("cls, layers, dynamo, batch_first",
+                         [(cls, *case) for cls in ("LSTM", "GRU", "RNN") for case in BIDIRECTIONAL
+                          if not (cls == "RNN" and case[1])])
+def test_bidirectional(cls: str, layers: int, dynamo: bool, batch_first: bool,
+                       tmp_path) -> None:
+    """``bidirectional=True``: the reverse direction is backward state (``h'ₜ₊₁``); y puts
+    both directions side by side, h_n stacks [layer 1 forward, layer 1 reverse, layer 2 …]
+    (the reverse direction's final state is its value at the first step). Layer 2's reverse
+    pass reads layer 1's forward output, so it runs after it. Both exporters, batch_first."""
     if dynamo:
         pytest.importorskip("onnxscript")
-    net = getattr(torch.nn, cls)(3, 8, bidirectional=True, batch_first=batch_first).eval()
+    torch.manual_seed(7 + layers)
+    net = getattr(torch.nn, cls)(3, 5, num_layers=layers, bidirectional=True,
+                                 batch_first=batch_first).eval()
+    x = torch.randn(2, 6, 3) if batch_first else torch.randn(6, 2, 3)
     kw: dict[str, object] = {"dynamo": True} if dynamo else {"dynamo": False,
                                                               "opset_version": 17}
     outputs = ["y", "hn"] + (["cn"] if cls == "LSTM" else [])
-    with pytest.raises(OnnxError, match=f"{cls}: direction bidirectional .*forward in time "
-                       "only.*future step hₜ₊₁"):
-        _compare_torch(net, torch.randn(4, 2, 3), outputs, tmp_path / "m.onnx", **kw)
+    path = tmp_path / "m.onnx"
+    _compare_torch(net, x, outputs, path, **kw)
+    result = import_model(onnx.load(str(path)))
+    assert "h'ₜ₊₁" in result.equations
+    assert result.outputs["hn"][1] == "states"
+    model = Model.from_equations(result.equations, result.weights)
+    with pytest.raises(NnreError, match="backward state"):
+        model.step({"x": np.zeros(3, np.float32)})
+
+
+def test_bidirectional_with_initial_state_inputs(tmp_path) -> None:
+    """h0 and c0 given as inputs [2, N, H]: each direction's initial state, the reverse one
+    being its value after the last step."""
+    torch.manual_seed(11)
+    net = torch.nn.LSTM(3, 4, bidirectional=True).eval()
+    x, h0, c0 = torch.randn(5, 2, 3), torch.randn(2, 2, 4), torch.randn(2, 2, 4)
+    path = tmp_path / "m.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(net, (x, (h0, c0)), str(path), dynamo=False, opset_version=17,
+                          input_names=["x", "h0", "c0"], output_names=["y", "hn", "cn"])
+    from nndk.onnx.conformance import _run
+
+    result = import_model(onnx.load(str(path)))
+    assert result.inputs["h0"] == ("h,h'", "states")
+    got = _run(result, {"x": x.numpy(), "h0": h0.numpy(), "c0": c0.numpy()})
+    want = net(x, (h0, c0))
+    for name, value in zip(["y", "hn", "cn"], [want[0], *want[1]], strict=True):
+        np.testing.assert_allclose(got[name].reshape(value.shape), value.detach().numpy(),
+                                   rtol=0, atol=1e-5, err_msg=name)
 
 
 @pytest.mark.parametrize("cls", ["LSTM", "GRU"])

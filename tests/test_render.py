@@ -14,6 +14,8 @@ CASES = [  # (equation, canonical, written)
     ("y = --x ⊙ W (-x)", "--x ⊙ W · -x", "−(−x) ⊙ W (−x)"),
     ("y = (Wᵀ)² x", "Wᵀ² · x", "Wᵀ² x"),
     ("y = [a; σ(b)] / 2", "[a; σ(b)] / 2", "[a; σ(b)] / 2"),
+    ("gₜ = tanh(U g_{t+1} + V g'ₜ₊₁₂ + h_{1,t+2})", "tanh(U · gₜ₊₁ + V · g'ₜ₊₁₂ + h_{1,t+2})",
+     "tanh(U gₜ₊₁ + V g'ₜ₊₁₂ + h_{1,t+2})"),
 ]
 
 

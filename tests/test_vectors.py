@@ -55,9 +55,12 @@ def test_valid_vector_opens_verifies_and_runs(case) -> None:
     for name, text in io_case.get("text", {}).items():  # the char codec gives those inputs
         codec = codecs_of(model.metadata, [name])[name]
         np.testing.assert_array_equal(codec.one_hot(text, "float64"), feeds[name])
-    outputs, _ = model.run(feeds)
+    outputs, final = model.run(feeds)
     for name, want in io_case["expected"].items():
         np.testing.assert_allclose(outputs[name], np.asarray(want), rtol=io_case["rtol"],
+                                   atol=io_case["atol"])
+    for name, want in io_case.get("final_state", {}).items():
+        np.testing.assert_allclose(final[name], np.asarray(want), rtol=io_case["rtol"],
                                    atol=io_case["atol"])
 
 

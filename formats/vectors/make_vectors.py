@@ -278,6 +278,48 @@ def reference_attention(w: dict[str, np.ndarray], ids: list[int]) -> list[list[f
     return ys
 
 
+BIRNN = (
+    "xₜ ∈ ℝ^3\n"
+    "hₜ, gₜ ∈ ℝ^2\n"
+    "hₜ = tanh(W_h·xₜ + U_h·hₜ₋₁ + b_h)\n"
+    "gₜ = tanh(W_g·xₜ + U_g·gₜ₊₁ + b_g)\n"
+    "yₜ = softmax(W_y·[hₜ; gₜ] + b_y)\n"
+)
+
+
+def birnn_content() -> BundleContent:
+    """A bidirectional RNN (equations/2, spec §4): forward state h, backward state g."""
+    rng = np.random.default_rng(7)
+    shapes = {"W_h": (2, 3), "U_h": (2, 2), "b_h": (2,), "W_g": (2, 3), "U_g": (2, 2),
+              "b_g": (2,), "W_y": (3, 4), "b_y": (3,)}
+    tensors = {k: rng.uniform(-1, 1, s) for k, s in shapes.items()}
+    sig = {"inputs": {"x": Spec((3,), "float64")}, "outputs": {"y": Spec((3,), "float64")},
+           "state": {"g": Spec((2,), "float64"), "h": Spec((2,), "float64")}}
+    return BundleContent(BIRNN, "float64", {}, sig, {"name": "birnn", "version": "0.1.0"},
+                         tensors, requires=("equations/2",))
+
+
+def reference_birnn(w: dict[str, np.ndarray], xs: np.ndarray
+                    ) -> tuple[list[list[float]], dict[str, list[float]]]:
+    """The bidirectional RNN with plain loops: h from the first step, g from the last (zero
+    after it), y at each step; the final state is h after the last step, g at the first."""
+    steps = len(xs)
+    h, g = np.zeros(2), np.zeros(2)
+    hs, gs = [], [np.zeros(2)] * steps
+    for t in range(steps):
+        h = np.tanh(w["W_h"] @ xs[t] + w["U_h"] @ h + w["b_h"])
+        hs.append(h)
+    for t in range(steps - 1, -1, -1):
+        g = np.tanh(w["W_g"] @ xs[t] + w["U_g"] @ g + w["b_g"])
+        gs[t] = g
+    ys = []
+    for t in range(steps):
+        z = w["W_y"] @ np.concatenate([hs[t], gs[t]]) + w["b_y"]
+        e = np.exp(z - z.max())
+        ys.append((e / e.sum()).tolist())
+    return ys, {"h": h.tolist(), "g": g.tolist()}
+
+
 UNKNOWN = "\ufffd"  # the char codec's unknown symbol (spec §3.5)
 UNKNOWN_METADATA: dict[str, Any] = {
     "name": "unknown-symbol", "version": "0.1.0",
@@ -546,6 +588,9 @@ def _data_model_cases(base: bytes) -> list[Case]:
          "model", "signature-mismatch", "signature", "header signature disagrees"),
         ("weights_do_not_fit", edited(base, _retranspose("W_c")), "model", "shape-error",
          "W_c", "W_c stored as (V, H) instead of (H, V); same bytes, valid layout"),
+        ("later_step_v1", edited(encode(birnn_content()), _set("requires", ["equations/1"])),
+         "model", "signature-mismatch", "version 2 of the equation language",
+         "backward state (a later step, gₜ₊₁) needs version 2 of the equations"),
     ]
 
 
@@ -602,6 +647,13 @@ def generate(out: Path) -> None:
                  "rtol": 1e-12, "atol": 1e-12})
     manifest["valid"].append(_valid_entry(out, "attention_f64", encode(attention),
                                           "attention_f64"))
+    birnn = birnn_content()
+    xs = np.random.default_rng(8).uniform(-1, 1, (5, 3))
+    ys, final = reference_birnn(dict(birnn.tensors), xs)
+    _write_json(out / "valid" / "birnn_f64.json",
+                {"inputs": {"x": xs.tolist()}, "initial_state": "zeros", "expected": {"y": ys},
+                 "final_state": final, "rtol": 1e-12, "atol": 1e-12})
+    manifest["valid"].append(_valid_entry(out, "birnn_f64", encode(birnn), "birnn_f64"))
     for name, blob, stage, code, message, why in invalid_cases(base):
         (out / "invalid" / f"{name}.bundle").write_bytes(blob)
         manifest["invalid"].append({"file": f"invalid/{name}.bundle", "stage": stage,

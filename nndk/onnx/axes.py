@@ -270,7 +270,10 @@ def _squeeze(imp: Importer, node: Any, args: Args, at: dict[str, Any]) -> list[V
     x = args[0]
     axes = _squeeze_axes(imp, node, args, at)
     if isinstance(x, SeqY) and axes is not None and [_axis(a, 4) for a in axes] == [1]:
-        return [Dyn(x.expr, (x.hidden,), False)]
+        if len(x.exprs) != 1:
+            raise Unsupported("Squeeze of the direction axis of a bidirectional op's Y (it "
+                              "holds two directions)")
+        return [Dyn(x.exprs[0], (x.hidden,), False)]
     if isinstance(x, Final) and axes is not None and [_axis(a, 3) for a in axes] == [0]:
         return [x]
     x = _dyn(x, "the input of Squeeze")

@@ -120,6 +120,9 @@ def _run(result: ImportResult, feeds: dict[str, np.ndarray]) -> dict[str, np.nda
             value = value.swapaxes(0, 1)  # [N, T, …] → the model's [T, N, …]
         if kind == "state":
             state[name] = value.reshape(value.shape[-2], -1)
+        elif kind == "states":  # [directions, N, H]
+            state.update({n: v.reshape(v.shape[-2], -1)
+                          for n, v in zip(name.split(","), value, strict=True)})
         elif result.sequence:
             xs[name] = value.reshape(*value.shape[:2], *shapes[name])
         else:
@@ -129,8 +132,15 @@ def _run(result: ImportResult, feeds: dict[str, np.ndarray]) -> dict[str, np.nda
     ys = {k: v.swapaxes(0, 1) if k in swapped else v for k, v in ys.items()}  # → [N, T, …]
     return {onnx_name: (ys[name] if kind == "output" else
                         np.stack([final[n] for n in name.split(",")]) if kind == "states"
+                        else _directions(ys[name]) if kind == "directions"
                         else final[name])
             for onnx_name, (name, kind) in result.outputs.items()}
+
+
+def _directions(y: np.ndarray) -> np.ndarray:
+    """The model's [hₜ; h'ₜ] over time, [T, N, 2·H], as ONNX's Y [T, 2, N, H]."""
+    steps, batch, size = y.shape
+    return y.reshape(steps, batch, 2, size // 2).transpose(0, 2, 1, 3)
 
 
 def _arrays(values: list[Any]) -> list[Any]:

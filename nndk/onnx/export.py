@@ -5,8 +5,9 @@ its definition says (``Op.onnx`` in ``nnre.ops``). Parameters become initializer
 canonical names and the prologue becomes nodes over them (transposes, reshapes), so the graph
 shows the weights as they were packed. The step graph takes the inputs and the previous state
 (``h_prev``) and gives the outputs and the next state (``h_next``); ``--sequence`` wraps the
-same step in a Scan over time. The unoptimized Program is used: one node per equation
-operation reads best.
+same step in a Scan over time. A model with backward state has no step of its own: its
+``--sequence`` export is one Scan per time pass, a backward one scanning in reverse. The
+unoptimized Program is used: one node per equation operation reads best.
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ from nnre.equations import check
 from nnre.lowering import Lowering
 from nnre.model import Model
 from nnre.ops import OPS
-from nnre.program import Instr, Program
+from nnre.program import Instr, Program, backward, pass_index
+from nnre.program import state_key as api_key
 
 
 def state_key(name: str, lag: int) -> str:
@@ -122,6 +124,11 @@ def export_model(model: Model, *, opset: int = DEFAULT_EXPORT_OPSET, sequence: b
     """An onnx.ModelProto computing what ``model.step`` (or ``model.run``) computes."""
     onnx = require_onnx()
     check_export_opset(opset)
+    if model.program.back_out and not sequence:
+        name_ = next(iter(model.program.back_out))
+        raise OnnxError(f"'{name_}' is backward state (the equations read it at a later step): "
+                        "the model has no step of its own to export; export the whole "
+                        "sequence with --sequence")
     weights = model.weights()
     prog, labels = _compile(model, sequence)
     outer = Emitter(prog, opset=opset)
@@ -133,7 +140,8 @@ def export_model(model: Model, *, opset: int = DEFAULT_EXPORT_OPSET, sequence: b
     for ins in prog.prologue:
         outer.emit(ins)
     # a transformer's sequence form has no loop: every step at once, x and y [N, T, …]
-    build = _sequence_graph if sequence and prog.state_in else _step_graph
+    build = _passes_graph if prog.back_out else \
+        _sequence_graph if sequence and prog.state_in else _step_graph
     graph = build(outer, name, ONNX_DTYPE[prog.dtype])
     graph.doc_string = model.equations
     props = dict(metadata or {})
@@ -261,6 +269,104 @@ def _sequence_graph(outer: Emitter, name: str, elem: int) -> Any:
         "Scan", [vi.name for vi in ins], [vi.name for vi in outs], body=body_graph,
         num_scan_inputs=len(ins) - states))
     return onnx.helper.make_graph(outer.nodes, name, ins, outs, outer.inits)
+
+
+def _passes_graph(outer: Emitter, name: str, elem: int) -> Any:
+    """A program with backward state (``--sequence`` only): one Scan per time pass, in
+    order, a backward pass scanning its inputs and writing its outputs in reverse
+    (``scan_*_directions``), so every sequence stays in time order. Each body recomputes the
+    per-step values of ``pre`` it reads; what a later pass or an output reads goes out as a
+    sequence [T, N, …] and comes into the later Scans as a scan input. The graph takes the
+    inputs [T, N, …] and each state (a backward one: after the last step) and gives the
+    outputs and each state at the end (a backward one: at the first step)."""
+    onnx = require_onnx()
+    prog = outer.prog
+    passes = prog.time_passes()
+    bodies = {stage: _pass_body(prog, stage, stage == passes[0]) for stage in passes}
+    wanted = {a for instrs in bodies.values() for ins in instrs for a in ins.args
+              if pass_index(prog.slots[a].stage)}  # pre values are recomputed where read
+    wanted |= {i for i in prog.outputs.values() if prog.slots[i].stage != "prologue"}
+    seqs: dict[int, str] = {}  # slot → its sequence in the outer graph
+    graph_in: list[Any] = []
+    graph_out: list[Any] = []
+    for index in prog.inputs.values():
+        seqs[index] = outer.name(index)
+        graph_in.append(_info(outer.name(index), elem, ["T", "N"], prog.slots[index].shape))
+    for stage in passes:
+        body = Emitter(prog, opset=outer.opset, prefix=f"{stage}.", used=outer.used,
+                       names={i: n for i, n in outer.names.items()
+                              if prog.slots[i].stage == "prologue"}, labels=outer.labels)
+        keys = prog.back_in if backward(stage) else prog.state_in
+        states = {k: i for k, i in keys.items() if prog.slots[i].stage == stage}
+        sign = -1 if backward(stage) else 1
+        body_in, node_in, body_out, node_out = [], [], [], []
+        for (state, lag), index in states.items():
+            key = api_key(state, sign * lag)
+            body.names[index] = body.fresh(f"{stage}.{key}_prev")
+            body_in.append(_info(body.names[index], elem, ["N"], prog.slots[index].shape))
+            node_in.append(state_names(key)[0])
+            graph_in.append(_info(node_in[-1], elem, ["N"], prog.slots[index].shape))
+        made = {ins.out for ins in bodies[stage]} | set(states.values())
+        read = sorted({a for ins in bodies[stage] for a in ins.args
+                       if a in seqs and a not in made})
+        if not read:
+            raise OnnxError(f"the time pass '{stage}' reads nothing at each step; a Scan "
+                            "needs a sequence to scan")
+        for index in read:
+            body.names[index] = body.fresh(f"{stage}.in.{prog.slots[index].name}")
+            body_in.append(_info(body.names[index], elem, ["N"], prog.slots[index].shape))
+            node_in.append(seqs[index])
+        for instr in bodies[stage]:
+            body.emit(instr)
+        out_names = {**(prog.back_out if backward(stage) else prog.state_out)}
+        for (state, lag), index in states.items():
+            src = out_names[state] if lag == 1 else keys[(state, lag - 1)]
+            out = body.fresh(f"{stage}.{api_key(state, sign * lag)}_next")
+            body.node("Identity", [body.name(src)], out)
+            body_out.append(_info(out, elem, ["N"], prog.slots[index].shape))
+            node_out.append(state_names(api_key(state, sign * lag))[1])
+            graph_out.append(_info(node_out[-1], elem, ["N"], prog.slots[index].shape))
+        for index in sorted(i for i in wanted if i in made and i not in seqs):
+            out = body.fresh(f"{stage}.out.{prog.slots[index].name}")
+            body.node("Identity", [body.name(index)], out)
+            body_out.append(_info(out, elem, ["N"], prog.slots[index].shape))
+            seqs[index] = outer.fresh(f"seq.{prog.slots[index].name}")
+            node_out.append(seqs[index])
+        scanned = len(node_in) - len(states)
+        flip = [1 if backward(stage) else 0]
+        outer.nodes.append(onnx.helper.make_node(
+            "Scan", node_in, node_out, num_scan_inputs=scanned,
+            scan_input_directions=flip * scanned,
+            scan_output_directions=flip * (len(node_out) - len(states)),
+            body=onnx.helper.make_graph(body.nodes, stage, body_in, body_out, body.inits)))
+    for out_name, index in prog.outputs.items():
+        if prog.slots[index].stage == "prologue":
+            raise OnnxError(f"output '{out_name}' does not depend on any input or state; "
+                            "an ONNX graph cannot give it a batch axis")
+        final = outer.fresh(out_name)
+        outer.node("Identity", [seqs[index]], final)
+        graph_out.append(_info(final, elem, ["T", "N"], prog.slots[index].shape))
+    return onnx.helper.make_graph(outer.nodes, name, graph_in, graph_out, outer.inits)
+
+
+def _pass_body(prog: Program, stage: str, first: bool) -> list[Instr]:
+    """A pass's instructions after the pre instructions they need (recomputed per step);
+    the first pass also computes outputs that read no state."""
+    instrs = prog.stage_list(stage)
+    needed = {a for ins in instrs for a in ins.args}
+    if first:
+        needed |= set(prog.outputs.values())
+    pre = []
+    for ins in reversed(prog.pre):
+        if ins.out in needed:
+            pre.append(ins)
+            needed.update(ins.args)
+    return [*pre[::-1], *instrs]
+
+
+def _info(name: str, elem: int, lead: list[str | int], shape: tuple[int, ...]) -> Any:
+    onnx = require_onnx()
+    return onnx.helper.make_tensor_value_info(name, elem, [*lead, *shape])
 
 
 def export_bundle(path: str, *, opset: int = DEFAULT_EXPORT_OPSET, sequence: bool = False

@@ -43,8 +43,12 @@ class ImportResult:
     equations: str
     weights: dict[str, np.ndarray]
     dtype: str
-    inputs: dict[str, tuple[str, str]]  # ONNX input → (nnre name, 'input' | 'state')
-    outputs: dict[str, tuple[str, str]]  # ONNX output → (nnre name, 'output' | 'state')
+    #: ONNX input → (nnre name, 'input' | 'state' | 'states': "h,h'" along its first axis)
+    inputs: dict[str, tuple[str, str]]
+    #: ONNX output → (nnre name, kind): 'output'; 'state' (the final state); 'states' (final
+    #: states "h,h'" stacked along ONNX's first axis); 'directions' (a bidirectional op's Y
+    #: [T, 2, N, H], which the model gives as [hₜ; h'ₜ], [T, N, 2·H])
+    outputs: dict[str, tuple[str, str]]
     sequence: bool  # ONNX inputs are whole sequences [T, N, …] (recurrent ops inside)
     opset: int
     producer: str = ""

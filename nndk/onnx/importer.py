@@ -129,15 +129,17 @@ def _outputs(imp: Importer) -> list[str]:
             imp.problems.setdefault(f"output is a {type(value).__name__}, not a value that "
                                     "varies per example", []).append(vi.name)
             continue
-        target = value.expr
+        kind = "directions" if isinstance(value, SeqY) and len(value.exprs) > 1 else "output"
+        target = value.expr if isinstance(value, Dyn) else \
+            value.exprs[0] if len(value.exprs) == 1 else ex.Stack(value.exprs)
         if not (isinstance(target, ex.Name) and target.text in targets
                 and target.time == imp.time()):
             stem = "y"
             text = imp.names.prefer(vi.name, stem, subscript=not imp.timed)
-            imp.equations.append((ex.Name(text, imp.time()), value.expr))
+            imp.equations.append((ex.Name(text, imp.time()), target))
             targets.add(text)
             target = ex.Name(text, imp.time())
-        imp.outputs[vi.name] = (ex.canonical_name(target.text), "output")
+        imp.outputs[vi.name] = (ex.canonical_name(target.text), kind)
         if target.text not in declared:
             declared.append(target.text)
             shown = f"{ex.show(target)} ∈"

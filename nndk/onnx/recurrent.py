@@ -5,10 +5,12 @@ ONNX stacks the gates in its own orders (LSTM ``i o f c``, GRU ``z r h``) along 
 into one named matrix per gate. GRU follows ONNX exactly: ``hₜ = (1 − zₜ) ⊙ ĥₜ + zₜ ⊙ hₜ₋₁``,
 and with ``linear_before_reset`` the reset gate multiplies ``U_h hₜ₋₁ + b_hh``. ``Y`` is the
 hidden state at every step, ``Y_h``/``Y_c`` the state after the last step (nnre's final state).
-Forward direction, default layout, no clipping and no sequence lengths. PyTorch's
-``batch_first`` is not the node's ``layout`` but Transposes around it, read in
-:mod:`nndk.onnx.shapes` (the imported model is time-major). A reverse or bidirectional node is
-refused: see :data:`REVERSE_REASON`.
+The reverse direction is the same cell over backward state (``h'ₜ₊₁`` where the forward one
+reads ``hₜ₋₁``, formats/equations.md §4), its names primed (``h'``, ``W'_i``); a
+bidirectional node is both, ``Y``'s direction axis holding ``[hₜ; h'ₜ]`` and ``Y_h`` the
+forward state after the last step and the reverse one at the first. Default layout, no
+clipping and no sequence lengths. PyTorch's ``batch_first`` is not the node's ``layout`` but
+Transposes around it, read in :mod:`nndk.onnx.shapes` (the imported model is time-major).
 """
 
 from __future__ import annotations
@@ -20,7 +22,17 @@ import numpy as np
 from nndk.onnx import expr as ex
 from nndk.onnx.graph import Importer
 from nndk.onnx.ops import operand
-from nndk.onnx.values import Const, Dyn, Final, InitState, SeqY, Unsupported, Value, Zeros
+from nndk.onnx.values import (
+    Const,
+    Dyn,
+    Final,
+    Finals,
+    InitState,
+    SeqY,
+    Unsupported,
+    Value,
+    Zeros,
+)
 from nnre.ops import BY_ONNX
 
 GATES = {"LSTM": "iofc", "GRU": "zrh", "RNN": "h"}
@@ -36,31 +48,42 @@ ACTIVATIONS = {t: op.spellings[0] for t, op in BY_ONNX.items()
 
 
 class Cell:
-    """One recurrent node being written out: its weights by gate, names, and equations."""
+    """One direction of a recurrent node being written out: its weights by gate, names, and
+    equations. The reverse direction (``d`` = 1 of a bidirectional node, or a reverse one)
+    reads its state one step later and primes its names."""
 
-    def __init__(self, imp: Importer, node: Any, args: list[Value | None], at: dict[str, Any]):
-        self.imp, self.op = imp, node.op_type
-        _refuse(imp, node, args, at)
+    def __init__(self, imp: Importer, node: Any, args: list[Value | None], at: dict[str, Any],
+                 d: int, way: str, acts: list[str]) -> None:
+        self.imp, self.op, self.way = imp, node.op_type, way
         w, r = (np.asarray(a.value) for a in args[1:3])  # type: ignore[union-attr]
         self.hidden = int(at.get("hidden_size") or r.shape[-1])
-        self.w, self.r = w[0], r[0]
+        self.w, self.r = w[d], r[d]
         b = args[3] if len(args) > 3 and args[3] is not None else None
         zeros = np.zeros(2 * len(GATES[self.op]) * self.hidden)
-        self.b = np.asarray(b.value)[0] if isinstance(b, Const) else zeros
-        imp.recurrent_count += 1
+        self.b = np.asarray(b.value)[d] if isinstance(b, Const) else zeros
         self.suffix = "" if imp.recurrent_count == 1 else str(imp.recurrent_count)
-        self.acts = _activations(self.op, at.get("activations"))
+        self.acts = acts
         self.linear_before_reset = bool(at.get("linear_before_reset", 0))
         self.x = operand(imp, args[0])  # type: ignore[arg-type]
+        self.step = -1 if way == "forward" else 1  # where the state is read: ₜ₋₁ or ₜ₊₁
 
     def rows(self, arr: np.ndarray, gate: str, offset: int = 0) -> np.ndarray:
         k = GATES[self.op].index(gate) + offset
         return arr[k * self.hidden:(k + 1) * self.hidden]
 
+    def primed(self, stem: str) -> str:
+        """``h`` → ``h'``, ``W_i`` → ``W'_i`` in the reverse direction."""
+        if self.way == "forward":
+            return stem
+        base, sep, sub = stem.partition("_")
+        return f"{base}'{sep}{sub}"
+
     def name(self, stem: str) -> str:
+        stem = self.primed(stem)
         return self.imp.names.prefer(stem + self.suffix, stem, subscript=False)
 
     def param(self, stem: str, value: np.ndarray) -> ex.Name:
+        stem = self.primed(stem)
         text = stem + self.suffix
         return ex.Name(self.imp.weight(value, stem, prefer=text))
 
@@ -82,26 +105,37 @@ class Cell:
 
 def convert_recurrent(imp: Importer, node: Any, args: list[Value | None], at: dict[str, Any]
                       ) -> list[Value]:
-    cell = Cell(imp, node, args, at)
-    h = ex.Name(cell.name("h"), 0)
-    state = {"h": h}
-    if cell.op == "LSTM":
-        state["c"] = ex.Name(cell.name("c"), 0)
-    prev = {k: ex.Name(v.text, -1) for k, v in state.items()}
-    {"LSTM": _lstm, "GRU": _gru, "RNN": _rnn}[cell.op](cell, state, prev, args)
+    _refuse(imp, node, args, at)
+    ways = WAYS[_direction(at)]
+    acts = _activations(node.op_type, at.get("activations"), len(ways))
+    imp.recurrent_count += 1
+    hs: list[ex.Name] = []
+    finals: dict[str, list[str]] = {"h": [], "c": []}
+    for d, way in enumerate(ways):
+        cell = Cell(imp, node, args, at, d, way, acts[d])
+        state = {"h": ex.Name(cell.name("h"), 0)}
+        if cell.op == "LSTM":
+            state["c"] = ex.Name(cell.name("c"), 0)
+        prev = {k: ex.Name(v.text, cell.step) for k, v in state.items()}
+        {"LSTM": _lstm, "GRU": _gru, "RNN": _rnn}[cell.op](cell, state, prev, args, d)
+        hs.append(state["h"])
+        for key, value in state.items():
+            finals[key].append(ex.canonical_name(value.text))
     for i, key in ((5, "h"), (6, "c")):
-        _initial(imp, args[i] if len(args) > i else None, state.get(key))
-    outs: list[Value] = [SeqY(h, cell.hidden), Final(ex.canonical_name(h.text), cell.hidden)]
-    if "c" in state:
-        outs.append(Final(ex.canonical_name(state["c"].text), cell.hidden))
+        _initial(imp, args[i] if len(args) > i else None, finals[key])
+    hidden = cell.hidden
+    outs: list[Value] = [SeqY(tuple(hs), hidden)]
+    for key in ("h", "c") if node.op_type == "LSTM" else ("h",):
+        names = finals[key]
+        outs.append(Final(names[0], hidden) if len(names) == 1 else Finals(tuple(names), hidden))
     return outs
 
 
 def _lstm(cell: Cell, state: dict[str, ex.Name], prev: dict[str, ex.Name],
-          args: list[Value | None]) -> None:
+          args: list[Value | None], d: int) -> None:
     f_act, g_act, h_act = cell.acts
     peep = args[7] if len(args) > 7 else None
-    p = np.asarray(peep.value)[0] if isinstance(peep, Const) else np.zeros(3 * cell.hidden)
+    p = np.asarray(peep.value)[d] if isinstance(peep, Const) else np.zeros(3 * cell.hidden)
 
     def gate(g: str, c: ex.Name) -> ex.Expr:
         pre = cell.affine(g, prev["h"])
@@ -120,7 +154,7 @@ def _lstm(cell: Cell, state: dict[str, ex.Name], prev: dict[str, ex.Name],
 
 
 def _gru(cell: Cell, state: dict[str, ex.Name], prev: dict[str, ex.Name],
-         args: list[Value | None]) -> None:
+         args: list[Value | None], d: int) -> None:
     f_act, g_act = cell.acts
     z = cell.define("z", ex.Call(f_act, cell.affine("z", prev["h"])))
     r = cell.define("r", ex.Call(f_act, cell.affine("r", prev["h"])))
@@ -141,26 +175,31 @@ def _gru(cell: Cell, state: dict[str, ex.Name], prev: dict[str, ex.Name],
 
 
 def _rnn(cell: Cell, state: dict[str, ex.Name], prev: dict[str, ex.Name],
-         args: list[Value | None]) -> None:
+         args: list[Value | None], d: int) -> None:
     cell.imp.equations.append((state["h"], ex.Call(cell.acts[0], cell.affine("h", prev["h"]))))
 
 
-def _activations(op: str, given: list[str] | None) -> list[str]:
-    """The functions of the gates, from the attribute's ONNX names (default: ONNX's own)."""
-    names = list(given or DEFAULT_ACTIVATIONS[op])
-    if len(names) != len(DEFAULT_ACTIVATIONS[op]):
-        raise Unsupported(f"{op} with {len(names)} activations (one direction takes "
-                          f"{len(DEFAULT_ACTIVATIONS[op])})")
+def _activations(op: str, given: list[str] | None, ways: int) -> list[list[str]]:
+    """The functions of the gates of each direction, from the attribute's ONNX names (the
+    forward direction's first; default: ONNX's own)."""
+    names = list(given or DEFAULT_ACTIVATIONS[op] * ways)
+    count = len(DEFAULT_ACTIVATIONS[op])
+    if len(names) != count * ways:
+        which = "one direction takes" if ways == 1 else "two directions take"
+        raise Unsupported(f"{op} with {len(names)} activations ({which} {count * ways})")
     by_lower = {k.lower(): k for k in ACTIVATIONS}
     unknown = [a for a in names if str(a).lower() not in by_lower]
     if unknown:
         raise Unsupported(f"{op} activation {unknown[0]} (the equations have "
                           + ", ".join(ACTIVATIONS) + ")")
-    return [ACTIVATIONS[by_lower[str(a).lower()]] for a in names]
+    mapped = [ACTIVATIONS[by_lower[str(a).lower()]] for a in names]
+    return [mapped[i * count:(i + 1) * count] for i in range(ways)]
 
 
-def _initial(imp: Importer, value: Value | None, name: ex.Name | None) -> None:
-    if value is None or name is None:
+def _initial(imp: Importer, value: Value | None, names: list[str]) -> None:
+    """An initial state: zeros (a constant, or a fill shaped by the batch), or a graph input
+    that becomes the model's state (both directions' with two)."""
+    if value is None or not names:
         return
     if isinstance(value, Const):
         if np.any(np.asarray(value.value) != 0):
@@ -170,7 +209,8 @@ def _initial(imp: Importer, value: Value | None, name: ex.Name | None) -> None:
         return
     if not isinstance(value, InitState):
         raise Unsupported("a recurrent op whose initial state is computed")
-    imp.inputs[value.onnx_name] = (ex.canonical_name(name.text), "state")
+    imp.inputs[value.onnx_name] = (names[0], "state") if len(names) == 1 else \
+        (",".join(names), "states")
 
 
 def _full_length(imp: Importer, lens: Value) -> bool:
@@ -180,14 +220,9 @@ def _full_length(imp: Importer, lens: Value) -> bool:
         np.all(np.asarray(lens.value) == steps))
 
 
-#: Why a reverse (or bidirectional) recurrent op is refused: what the equations lack.
-REVERSE_REASON = (
-    "(the equations run forward in time only: the reverse pass is hₜ = f(xₜ, hₜ₊₁), and "
-    "reading a future step hₜ₊₁ is an error in the language (formats/equations.md §4); nor "
-    "can a step read the input in reverse order, x at T−1−t, so its outputs at step t "
-    "depend on the whole sequence. Feeding a reversed copy of x would give a model whose "
-    "backward Y comes out reversed in time, not the graph's Y; export with "
-    "bidirectional=False, or run the reverse layer outside nnre)")
+#: The directions of each ``direction`` attribute, in ONNX's order along Y's direction axis.
+WAYS = {"forward": ("forward",), "reverse": ("reverse",),
+        "bidirectional": ("forward", "reverse")}
 
 
 def _direction(at: dict[str, Any]) -> str:
@@ -207,7 +242,7 @@ def _refuse(imp: Importer, node: Any, args: list[Value | None], at: dict[str, An
          "B must be constant"),
         (len(args) <= 4 or args[4] is None or _full_length(imp, args[4]),
          "sequence_lens shorter than the sequence"),
-        (_direction(at) == "forward", f"direction {_direction(at)} " + REVERSE_REASON),
+        (_direction(at) in WAYS, f"direction {_direction(at)}"),
         (not at.get("layout", 0), "layout 1 (batch first)"),
         ("clip" not in at, "clip"),
         (not at.get("input_forget", 0), "input_forget"),

@@ -4,7 +4,8 @@
 outputs and next state out) in one Scan whose body names its values ``step.*``. The
 equations are the step, so the import flattens such a model: the body's nodes join the
 graph, its inputs and outputs take the outer names without the time axis, and the step
-importer does the rest. Any other Scan is left alone (and refused by name).
+importer does the rest. Any other Scan is left alone (and refused by name); the Scans of a
+model with backward state (one per time pass) are refused as such.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from nndk.onnx.common import META_STATE
+from nndk.onnx.common import META_STATE, OnnxError
 
 PREFIX = "step."
 
@@ -24,6 +25,11 @@ def unscan(proto: Any) -> Any:
     graph = proto.graph
     scans = [n for n in graph.node if n.op_type == "Scan"]
     ours = any(p.key == META_STATE for p in proto.metadata_props)
+    if ours and any(a.name == "scan_input_directions" and any(a.ints)
+                    for n in scans for a in n.attribute):
+        raise OnnxError("an nndk --sequence export of a model with backward state (one Scan "
+                        "per time pass, the backward ones reversed) is not read back: import "
+                        "the bundle it was exported from instead")
     if len(scans) != 1 or not ours:
         return proto
     scan = scans[0]

@@ -6,7 +6,8 @@ Exporters build a recurrent op's zero initial state from the input's shape
 only at run time those shapes are :class:`Dims` (unknown entries ``None``) and the fill is
 :class:`Zeros`, which the recurrent op reads as its zero initial state. PyTorch's dynamo
 exporter drops the direction axis of ``Y [T, 1, N, H]`` with ``Transpose(perm=[0, 2, 1, 3])``
-and a Reshape instead of a Squeeze; with one direction that moves no number, so it is the same.
+and a Reshape instead of a Squeeze; with one direction that moves no number, so it is the same,
+and with two it puts the directions side by side, ``[hₜ; h'ₜ]``.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from nndk.onnx import expr as ex
 from nndk.onnx.common import ONNX_DTYPE
 from nndk.onnx.graph import RECURRENT, Importer, lead_swap
 from nndk.onnx.values import (
@@ -134,11 +136,14 @@ def _shape(imp: Importer, x: Dyn, at: dict[str, Any], swapped: bool = False) -> 
 
 
 def _seq_transpose(y: SeqY, at: dict[str, Any]) -> Value:
+    """Y [T, D, N, H] → [T, N, D, H]: per example, the directions' hidden states one after
+    the other, ``[hₜ; h'ₜ]`` (what PyTorch reshapes to its output [T, N, D·H])."""
     perm = list(at.get("perm", []))
     if perm != [0, 2, 1, 3]:
         raise Unsupported(f"Transpose(perm={perm}) of {WHAT['SeqY']}; the importer reads "
                           "the perm [0, 2, 1, 3] that moves the direction axis next to H")
-    return Dyn(y.expr, (1, y.hidden), flat=True)
+    expr = y.exprs[0] if len(y.exprs) == 1 else ex.Stack(y.exprs)
+    return Dyn(expr, (len(y.exprs), y.hidden), flat=True)
 
 
 def _finals(args: Args, at: dict[str, Any]) -> Finals:

@@ -7,9 +7,11 @@ sequence. Equations see a per-example value with its own axes (``X ∈ ℝ^(4×5
 graph indexed by time, where the value stays the vector of its entries in row-major order
 (``flat``): data laid out alike, so it may still be an output, a flattened operand, or be
 combined entry by entry with values of the same shape.
-A recurrent op's ``Y`` is kept as :class:`SeqY` until its direction axis is squeezed away;
-``Y_h``/``Y_c`` are :class:`Final` (the state after the last step, which nnre returns as the
-final state).
+A recurrent op's ``Y`` is kept as :class:`SeqY` until its direction axis is squeezed away
+(or, with two directions, moved beside H: ``[hₜ; h'ₜ]``); ``Y_h``/``Y_c`` are :class:`Final`
+(the state after the last step, which nnre returns as the final state), or with two
+directions :class:`Finals` (the reverse direction's is its backward state at the first step,
+which nnre returns as its final state too).
 """
 
 from __future__ import annotations
@@ -75,7 +77,7 @@ def lang_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
 
 @dataclass(frozen=True)
 class SeqY:
-    expr: Expr  # the hidden state, time-indexed
+    exprs: tuple[Expr, ...]  # the hidden state of each direction (forward, reverse), timed
     hidden: int
 
 
@@ -94,7 +96,8 @@ class InitState:
 
 @dataclass(frozen=True)
 class Finals:
-    """Final states of stacked recurrent layers, concatenated along ONNX's layer axis."""
+    """Final states along ONNX's first axis: both directions of a bidirectional op, or
+    stacked layers' concatenated along it."""
 
     states: tuple[str, ...]
     hidden: int

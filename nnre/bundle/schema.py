@@ -203,11 +203,12 @@ def name(v: Any, path: str) -> str:
     return v
 
 
-STATE_KEY = re.compile(r"^(?P<name>[^@]+)(@t-[1-9][0-9]{0,8})?$")
+STATE_KEY = re.compile(r"^(?P<name>[^@]+)(@t[-+][1-9][0-9]{0,8})?$")
 
 
 def signature_name(v: Any, path: str) -> str:
-    """A signature name: an identifier, or for state lagged further back, ``name@t-N``."""
+    """A signature name: an identifier, or for state lagged further back, ``name@t-N`` (for
+    backward state read further ahead, ``name@t+N``)."""
     m = STATE_KEY.match(v) if isinstance(v, str) else None
     if m is None:
         raise _fail(path, f"expected a signature name, found {v!r:.80}", "bad-name")

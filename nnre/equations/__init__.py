@@ -62,6 +62,7 @@ def check(text: str, dims: Mapping[str, int] | None = None,
     given = {k: v for k, v in (weights or {}).items() if k in roles.params}
     given.update(known or {})
     if needs_tensors(module, roles):
+        _no_backward_state(module, roles)
         tshapes = check_tensor_shapes(module, roles, dims, given)
         return Checked(module, roles, tshapes, None)
     shapes = check_shapes(module, roles, dims, given)
@@ -73,14 +74,15 @@ def check(text: str, dims: Mapping[str, int] | None = None,
 def language_version(checked: Checked) -> int:
     """The version of the language the equations need: 1 unless they use something version 2
     added (a function or operator whose op has ``since`` 2, a per-example number broadcast
-    over a vector, ``frozen``, a dimension read as its value, a layer index in a name,
-    ``h¹ₜ``, or a block, ``for l = 1…L:``: a reader of version 1 could neither read nor
-    store it). A bundle states it in
+    over a vector, ``frozen``, a dimension read as its value, a later step (backward state,
+    ``gₜ₊₁``), a layer index in a name, ``h¹ₜ``, or a block, ``for l = 1…L:``: a reader of
+    version 1 could neither read nor store it). A bundle states it in
     ``requires`` (``equations/N``)."""
     if isinstance(checked.shapes, TensorShapes):
         return 2
     roles = checked.roles
-    version = 2 if checked.shapes.numbers_broadcast or roles.frozen or roles.dims else 1
+    version = 2 if checked.shapes.numbers_broadcast or roles.frozen or roles.dims \
+        or roles.back else 1
     if checked.module.blocks or checked.module.layer_dims:  # for l = 1…L:, h^{(L)}
         version = 2
     for eq in checked.module.equations:
@@ -96,6 +98,20 @@ def language_version(checked: Checked) -> int:
             elif isinstance(node, ast.Slice):
                 version = 2
     return version
+
+
+def _no_backward_state(module: ast.Module, roles: Roles) -> None:
+    """Backward state runs in the vector reading only (the tensor lowering has no backward
+    pass yet): refused by name rather than compiled wrongly."""
+    if not roles.back:
+        return
+    ref = next(n for eq in module.equations for n in ast.walk(eq.expr)
+               if isinstance(n, ast.Name) and n.time is not None and n.time > 0)
+    raise EquationError(
+        f"'{ref.raw}' makes '{ref.name}' backward state, which a text read with tensor shapes "
+        "(formats/equations.md §6.1) cannot have yet", line=ref.pos.line, column=ref.pos.column,
+        source_line=module.lines[ref.pos.line - 1], filename=module.filename,
+        expected="backward state in a text of vectors")
 
 
 def _distinct_names(module: ast.Module) -> None:

@@ -23,7 +23,7 @@ def in_copy(message: str, pos: Pos | None) -> str:
 @dataclass(frozen=True)
 class Name:
     name: str  # canonical spelling
-    time: int | None  # None: no time index; 0: current step; -k: k steps earlier
+    time: int | None  # None: no time index; 0: current step; -k: k steps earlier; +k: later
     raw: str
     pos: Pos
     layer: tuple[str, int] | None = None  # h^{(l-1)}: ('l', -1), until blocks are expanded

@@ -65,7 +65,7 @@ class Token:
     text: str
     line: int
     column: int
-    time: int | None = None  # NAME only: None (no time index), 0 for ₜ, -k for ₜ₋ₖ, +k future
+    time: int | None = None  # NAME only: None (no time index), 0 for ₜ, -k for ₜ₋ₖ, +k for ₜ₊ₖ
     raw: str = ""  # the name exactly as written (after NFC)
     layer: tuple[str, int] | None = None  # NAME only: a symbolic layer index, ('l', -1)
 

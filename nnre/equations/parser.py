@@ -247,7 +247,7 @@ class Parser:
             raise self.error(f"'{tok.raw}' is an earlier step and cannot be defined", tok,
                              expected="the current step (ₜ) or no time index")
         if tok.time is not None and tok.time > 0:
-            raise self.error(f"'{tok.raw}' is a future step", tok,
+            raise self.error(f"'{tok.raw}' is a later step and cannot be defined", tok,
                              expected="the current step (ₜ) or no time index")
         return self.name_node(tok)
 
@@ -493,9 +493,6 @@ class Parser:
         tok = self.advance()
         if tok.text in FUNCTIONS and tok.time is None:
             return self.call(tok)
-        if tok.time is not None and tok.time > 0:
-            raise self.error(f"'{tok.raw}' reads a future step", tok,
-                             expected="the current step (ₜ) or an earlier one (ₜ₋₁)")
         adjacent = self.tok.kind == "(" and self.tok.line == tok.line and \
             self.tok.column == tok.column + len(tok.raw)
         if adjacent and tok.time is None:

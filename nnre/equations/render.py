@@ -100,11 +100,13 @@ def _untimed(name: str) -> str:
 
 
 def time_name(name: str, time: int | None) -> str:
-    """``hₜ``, ``hₜ₋₁``; a name with a subscript of its own takes the time inside it
+    """``hₜ``, ``hₜ₋₁``, ``gₜ₊₁``; a name with a subscript of its own takes the time inside it
     (``h_{1,t}``, ``h_{1,t-1}``): ``h_1ₜ`` would read as one name ``h_1t``."""
     if time is None:
         return _untimed(name)
     if "_" in name:
         base, sub = name.split("_", 1)
-        return f"{base}_{{{sub},t{'' if time == 0 else time}}}"
-    return name + ("ₜ" if time == 0 else "ₜ₋" + str(-time).translate(_SUBSCRIPTS))
+        return f"{base}_{{{sub},t{'' if time == 0 else f'{time:+d}'}}}"
+    if time == 0:
+        return name + "ₜ"
+    return name + ("ₜ₋" if time < 0 else "ₜ₊") + str(abs(time)).translate(_SUBSCRIPTS)

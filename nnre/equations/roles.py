@@ -1,10 +1,13 @@
 """Who is who in an equation set: inputs, state, parameters, outputs, and evaluation order.
 
 Undeclared roles are inferred: a time-indexed name no equation defines is an input; a name
-read at an earlier step is state; a declared dimension read in an equation (``xₜ / H``) is
-its value, a number; any other free name without a time index is a parameter (or, when
-weights are supplied and it has none, an input); the outputs are the defined names no other
-equation reads. Cycles within one step are errors.
+read at an earlier step is state; a name read at a later step is backward state (the pass
+that runs from the last step to the first); a declared dimension read in an equation
+(``xₜ / H``) is its value, a number; any other free name without a time index is a parameter
+(or, when weights are supplied and it has none, an input); the outputs are the defined names
+no other equation reads. Cycles within one step are errors, and so are a backward state and
+a forward one that need each other: each time pass runs over the whole sequence after the
+passes it reads from.
 """
 
 from __future__ import annotations
@@ -31,6 +34,8 @@ class Roles:
     #: its equation's axis of growth as written (0 for ``[·; ·]``, k for ``concat(…; axis=k)``).
     appends: dict[str, int] = field(default_factory=dict)
     step_index: bool = False  # a timed text reads ``t``, the step's index, as a value
+    back: dict[str, int] = field(default_factory=dict)  # backward state → deepest lead (1: ₜ₊₁)
+    passes: dict[str, int] = field(default_factory=dict)  # state → its time pass (§4)
 
 
 class _Located:
@@ -71,13 +76,14 @@ def analyse(module: ast.Module, weights: set[str] | None = None) -> Roles:
         declared.setdefault(line.role, {}).update((n.name, n) for n in line.names)
     timed = {eq.target.name for eq in module.equations if eq.target.time is not None}
     state: dict[str, int] = {}
+    back: dict[str, int] = {}
     free_timed: dict[str, ast.Name] = {}
     free_plain: dict[str, ast.Name] = {}
     readers: dict[str, set[str]] = {name: set() for name in equations}
     deps: dict[str, set[str]] = {name: set() for name in equations}
     for eq in module.equations:
         for ref in _reads(eq):
-            _classify(loc, eq, ref, equations, timed, state, free_timed, free_plain)
+            _classify(loc, eq, ref, equations, timed, (state, back), free_timed, free_plain)
             if ref.name in equations:
                 if ref.name != eq.target.name:
                     readers[ref.name].add(eq.target.name)
@@ -87,7 +93,8 @@ def analyse(module: ast.Module, weights: set[str] | None = None) -> Roles:
         if name not in equations:
             raise loc.at(f"state '{name}' is never defined", declared["state"][name].pos,
                          expected=f"an equation '{name}ₜ = …'")
-        state.setdefault(name, 1)
+        if name not in back:
+            state.setdefault(name, 1)
     dims = _dimension_values(loc, module, equations, free_timed, free_plain, declared)
     step_index = bool(timed or free_timed) and STEP in free_plain and not any(
         STEP in names for names in declared.values())
@@ -96,6 +103,7 @@ def analyse(module: ast.Module, weights: set[str] | None = None) -> Roles:
     appends = _appends(loc, module, state)
     inputs, params = _split_free(loc, free_timed, free_plain, declared, equations, weights)
     order = _toposort(loc, equations, deps)  # a cycle explains a missing output: check it first
+    passes = _time_passes(loc, equations, state, back)
     outputs = _outputs(loc, declared, equations, readers)
     frozen = declared.get("frozen", {})
     for name, ref in frozen.items():
@@ -103,7 +111,7 @@ def analyse(module: ast.Module, weights: set[str] | None = None) -> Roles:
             raise loc.at(f"frozen '{name}' is not a parameter (a weight)", ref.pos,
                          expected="the name of a weight the equations read")
     return Roles(order, equations, inputs, state, params, outputs, timed | set(free_timed),
-                 list(frozen), dims, appends, step_index)
+                 list(frozen), dims, appends, step_index, back=back, passes=passes)
 
 
 #: In a text with time indices, ``t`` without one is the index of the step (0, 1, 2, …): a
@@ -218,26 +226,137 @@ def _dimension_values(loc: _Located, module: ast.Module, equations: dict[str, as
 
 
 def _classify(loc: _Located, eq: ast.Equation, ref: ast.Name,
-              equations: dict[str, ast.Equation], timed: set[str], state: dict[str, int],
+              equations: dict[str, ast.Equation], timed: set[str],
+              states: tuple[dict[str, int], dict[str, int]],
               free_timed: dict[str, ast.Name], free_plain: dict[str, ast.Name]) -> None:
     """Record what one read of a name means, or raise if it is inconsistent."""
     name = ref.name
+    state, back = states
     if name in equations:
         if (ref.time is None) != (name not in timed):
             how = "with" if name in timed else "without"
             raise loc.at(f"'{ref.raw}': '{name}' is defined {how} a time index on line "
                          f"{equations[name].line}", ref.pos,
                          expected=f"'{name}' written {how} a time index")
-        if ref.time is not None and ref.time < 0:
-            state[name] = max(state.get(name, 0), -ref.time)
+        if ref.time:
+            mine, other = (state, back) if ref.time < 0 else (back, state)
+            if name in other:
+                runs = "backward (it is read at a later step)" if ref.time < 0 else \
+                    "forward (it is read at an earlier step)"
+                raise loc.at(f"'{ref.raw}': '{name}' is state that runs {runs}; a state runs "
+                             "forward or backward in time, not both", ref.pos,
+                             expected="another name for the state of the other direction")
+            mine[name] = max(mine.get(name, 0), abs(ref.time))
         return
-    if ref.time is not None and ref.time < 0:
-        raise loc.at(f"'{ref.raw}' reads an earlier step of '{name}', which no equation defines",
+    if ref.time is not None and ref.time != 0:
+        which = "an earlier" if ref.time < 0 else "a later"
+        raise loc.at(f"'{ref.raw}' reads {which} step of '{name}', which no equation defines",
                      ref.pos, expected=f"an equation '{name}ₜ = …' or an input at ₜ")
-    other = free_plain if ref.time is not None else free_timed
-    if name in other:
+    elsewhere = free_plain if ref.time is not None else free_timed
+    if name in elsewhere:
         raise loc.at(f"'{name}' is written both with and without a time index", ref.pos)
     (free_timed if ref.time is not None else free_plain).setdefault(name, ref)
+
+
+def _time_passes(loc: _Located, equations: dict[str, ast.Equation],
+                 state: dict[str, int], back: dict[str, int]) -> dict[str, int]:
+    """The time pass (formats/equations.md §4) of every state: backward passes are odd,
+    forward ones even, and a recurrence runs in the first pass of its direction after every
+    pass it reads from (a second bidirectional layer's backward state reads the first's
+    forward values: pass 3). States that need each other across directions are an error."""
+    if not back:
+        return {name: 2 for name in state}
+    edges: dict[str, dict[str, ast.Name]] = {name: {} for name in equations}
+    for name, eq in equations.items():
+        for ref in _reads(eq):
+            if ref.name in equations and ref.name != name:
+                edges[name].setdefault(ref.name, ref)
+    group = _components(edges)
+    way: dict[int, int] = {}  # component → 1 backward, 2 forward
+    for name in [*back, *state]:
+        k, mine = group[name], 1 if name in back else 2
+        if way.setdefault(k, mine) != mine:
+            _cross_cycle(loc, edges, group, [n for n in back if group[n] == k][0],
+                         [n for n in state if group[n] == k][0])
+    passes = {name: way.get(group[name], 0) for name in equations}
+    for _ in range(len(equations) + 1):  # longest chain of components: a fixpoint
+        changed = False
+        for name, reads in edges.items():
+            d = way.get(group[name], 0)
+            need = max([passes[name], *(_first_pass(d, passes[m]) for m in reads)])
+            if need != passes[name]:
+                passes[name], changed = need, True
+        if not changed:
+            break
+    return {name: passes[name] for name in [*state, *back]}
+
+
+def _first_pass(way: int, after: int) -> int:
+    """The first pass of direction ``way`` (1 backward, 2 forward, 0 either) from ``after``
+    on: passes alternate, backward ones odd."""
+    if not way:
+        return after
+    return after if after >= way and after % 2 == way % 2 else max(way, after + 1)
+
+
+def _components(edges: dict[str, dict[str, ast.Name]]) -> dict[str, int]:
+    """Strongly connected components (Tarjan's, with an explicit stack): name → component."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    group: dict[str, int] = {}
+    stack: list[str] = []
+    for root in edges:
+        if root in index:
+            continue
+        work = [(root, iter(edges[root]))]
+        index[root] = low[root] = len(index)
+        stack.append(root)
+        while work:
+            name, it = work[-1]
+            nxt = next(it, None)
+            if nxt is not None:
+                if nxt not in index:
+                    index[nxt] = low[nxt] = len(index)
+                    stack.append(nxt)
+                    work.append((nxt, iter(edges[nxt])))
+                elif nxt not in group:
+                    low[name] = min(low[name], index[nxt])
+                continue
+            work.pop()
+            if work:
+                low[work[-1][0]] = min(low[work[-1][0]], low[name])
+            if low[name] == index[name]:
+                while True:
+                    member = stack.pop()
+                    group[member] = index[name]
+                    if member == name:
+                        break
+    return group
+
+
+def _cross_cycle(loc: _Located, edges: dict[str, dict[str, ast.Name]], group: dict[str, int],
+                 first: str, second: str) -> None:
+    """Raise the error of a backward state and a forward one that need each other."""
+    def path(src: str, dst: str) -> list[str]:
+        parent = {src: src}
+        queue = deque([src])
+        while queue:
+            name = queue.popleft()
+            for nxt in edges[name]:
+                if nxt not in parent and group[nxt] == group[src]:
+                    parent[nxt] = name
+                    queue.append(nxt)
+        out = [dst]
+        while out[-1] != src:
+            out.append(parent[out[-1]])
+        return out[::-1]
+
+    chain = path(first, second) + path(second, first)[1:]
+    raise loc.at(f"'{first}' runs backward in time (it is read at a later step) and '{second}' "
+                 f"forward (it is read at an earlier step), but each needs the other: "
+                 + " → ".join(chain), edges[chain[0]][chain[1]].pos,
+                 expected="a backward state that does not depend on forward state that depends "
+                 "on it (passes run one after the other, each over the whole sequence)")
 
 
 def _split_free(loc: _Located, free_timed: dict[str, ast.Name],

@@ -148,7 +148,8 @@ def _force(value: Pending) -> Value:
 
 
 def state_symbol_name(name: str, lag: int) -> str:
-    return f"{name}@t-{lag}"
+    """The symbol of a state read k steps earlier (lag k) or, for lag −k, k steps later."""
+    return f"{name}@t-{lag}" if lag > 0 else f"{name}@t+{-lag}"
 
 
 @dataclass
@@ -199,7 +200,7 @@ class _Converter:
         if isinstance(node, ast.Name) and node.name in self.roles.dims:
             return float(self.shapes.dims[node.name])  # a dimension read as its value
         if isinstance(node, ast.Name):
-            if node.time is not None and node.time < 0:
+            if node.time:  # an earlier step (state) or a later one (backward state)
                 return self.symbol(state_symbol_name(node.name, -node.time), node.name)
             return self.symbol(node.name, node.name)
         if isinstance(node, ast.Unary):
