@@ -1,0 +1,166 @@
+"""`nnre serve` under concurrent text streams: continuous batching against one stream at a time.
+
+Starts the real server (`python -m nnre serve`, a subprocess) twice, with batching and with
+`--no-batching` (every stream stepped alone, interleaved), and drives each with httpx at 1, 8,
+32 and 128 concurrent streaming completions (`stream: true`, each slot sending requests back
+to back for `--seconds`). Prints per level: aggregate characters/s (all characters received /
+wall time), time per character p50/p99 (each chunk's gap since the stream's previous chunk,
+spread over its characters: vLLM's inter-token latency), time to first character p50/p99
+(request sent → first character received), and the server's and this client's CPU seconds
+(2 cores: the client competes with the server). Then the ratios the issue sets targets for:
+aggregate throughput at 32 streams over 1 stream (≥ 10×), p99 time per character at 32
+streams over 1 stream (≤ 3×), and batching over no batching per level.
+
+The default model is samples/lighthouse.bundle: a character LSTM, H=128, V=51, float32.
+
+Run: python benchmarks/bench_serve.py [--model M.bundle] [--levels 1,8,32,128]
+     [--chars 200] [--seconds 3] [--port 8471]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import resource
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class Stream:
+    sent: float
+    arrivals: list[tuple[float, int]] = field(default_factory=list)  # (time, characters)
+
+
+def start_server(model: str, port: int, batching: bool, max_batch: int) -> subprocess.Popen:
+    args = [sys.executable, "-m", "nnre", "serve", model, "--port", str(port), "--log-level",
+            "warning", "--max-batch", str(max_batch)]
+    if not batching:
+        args.append("--no-batching")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(args, env=env, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
+                s.sendall(b"GET /v2/health/ready HTTP/1.1\r\nHost: b\r\n\r\n")
+                if b" 200 " in s.recv(200):
+                    return proc
+        except OSError:
+            time.sleep(0.02)
+    proc.kill()
+    raise SystemExit("the server did not start")
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def one(client: httpx.AsyncClient, url: str, name: str, chars: int, seed: int
+              ) -> Stream:
+    body = {"model": name, "prompt": "The ", "max_tokens": chars, "seed": seed,
+            "stream": True}
+    s = Stream(time.perf_counter())
+    async with client.stream("POST", url, json=body) as r:
+        r.raise_for_status()
+        async for line in r.aiter_lines():
+            if line.startswith("data: {"):
+                n = sum(len(c["text"]) for c in json.loads(line[6:])["choices"])
+                if n:
+                    s.arrivals.append((time.perf_counter(), n))
+    return s
+
+
+async def level(url: str, name: str, streams: int, chars: int, seconds: float
+                ) -> tuple[list[Stream], float]:
+    limits = httpx.Limits(max_connections=streams + 8, max_keepalive_connections=streams + 8)
+    async with httpx.AsyncClient(timeout=120, limits=limits) as client:
+        await one(client, url, name, 20, 0)  # warm-up: connections, the server's tapes
+        out: list[Stream] = []
+        start = time.perf_counter()
+
+        async def slot(k: int) -> None:
+            seed = k * 100_000
+            while time.perf_counter() - start < seconds:
+                out.append(await one(client, url, name, chars, seed))
+                seed += 1
+
+        await asyncio.gather(*(slot(k) for k in range(streams)))
+        return out, time.perf_counter() - start
+
+
+def summary(streams: list[Stream], wall: float) -> dict[str, float]:
+    total = sum(n for s in streams for _, n in s.arrivals)
+    first = [s.arrivals[0][0] - s.sent for s in streams if s.arrivals]
+    gaps, weights = [], []
+    for s in streams:
+        for (t0, _), (t1, n) in zip(s.arrivals, s.arrivals[1:], strict=False):
+            gaps.append((t1 - t0) / n)
+            weights.append(n)
+    per_char = np.repeat(gaps, weights) if gaps else np.zeros(1)
+    return {"chars_per_s": total / wall, "tpc_p50": np.percentile(per_char, 50),
+            "tpc_p99": np.percentile(per_char, 99), "ttfc_p50": np.percentile(first, 50),
+            "ttfc_p99": np.percentile(first, 99), "requests": len(streams),
+            "chars_per_chunk": total / max(1, sum(len(s.arrivals) for s in streams))}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--model", default=str(ROOT / "samples" / "lighthouse.bundle"))
+    ap.add_argument("--levels", default="1,8,32,128")
+    ap.add_argument("--chars", type=int, default=200, help="max_tokens of each request")
+    ap.add_argument("--seconds", type=float, default=3.0, help="per level and mode")
+    ap.add_argument("--port", type=int, default=8471)
+    args = ap.parse_args()
+    levels = [int(x) for x in args.levels.split(",")]
+    name = Path(args.model).name.removesuffix(".bundle")
+    url = f"http://127.0.0.1:{args.port}/v1/completions"
+    results: dict[tuple[bool, int], dict[str, float]] = {}
+    print(f"model {name}; {args.chars} characters a request; {args.seconds:g} s per level; "
+          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+    print(f"{'batching':>8} {'streams':>7} {'chars/s':>9} {'tpc p50':>9} {'tpc p99':>9} "
+          f"{'ttfc p50':>9} {'ttfc p99':>9} {'chars/chunk':>11} {'srv cpu':>7} "
+          f"{'cli cpu':>7}")
+    for batching in (True, False):
+        proc = start_server(args.model, args.port, batching, max(levels))
+        try:
+            for streams in levels:
+                srv0 = cpu_seconds(proc.pid)
+                cli0 = resource.getrusage(resource.RUSAGE_SELF)
+                got, wall = asyncio.run(level(url, name, streams, args.chars, args.seconds))
+                cli1 = resource.getrusage(resource.RUSAGE_SELF)
+                r = results[batching, streams] = summary(got, wall)
+                cli = cli1.ru_utime + cli1.ru_stime - cli0.ru_utime - cli0.ru_stime
+                print(f"{'on' if batching else 'off':>8} {streams:>7} {r['chars_per_s']:>9,.0f} "
+                      f"{r['tpc_p50'] * 1e3:>7.3f}ms {r['tpc_p99'] * 1e3:>7.3f}ms "
+                      f"{r['ttfc_p50'] * 1e3:>7.2f}ms {r['ttfc_p99'] * 1e3:>7.2f}ms "
+                      f"{r['chars_per_chunk']:>11.1f} {cpu_seconds(proc.pid) - srv0:>6.1f}s "
+                      f"{cli:>6.1f}s", flush=True)
+        finally:
+            proc.terminate()
+            proc.wait(30)
+    if (True, 1) in results and (True, 32) in results:
+        one_, many = results[True, 1], results[True, 32]
+        print(f"\nbatching on, 32 streams vs 1: aggregate throughput "
+              f"{many['chars_per_s'] / one_['chars_per_s']:.1f}× (target ≥ 10×), p99 time per "
+              f"character {many['tpc_p99'] / one_['tpc_p99']:.1f}× (target ≤ 3×)")
+    for streams in levels:
+        if (True, streams) in results and (False, streams) in results:
+            gain = results[True, streams]["chars_per_s"] / results[False, streams]["chars_per_s"]
+            print(f"{streams:>3} streams: batching on / off throughput {gain:.1f}×")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,297 @@
+"""Continuous batching: the text streams of one model stepped together, one batch row each.
+
+Orca's iteration-level scheduling, for recurrent state (as vLLM's Mamba state slots and
+llama.cpp's per-slot state): every step advances every active stream by one character, each
+through its own rows of the state; a new stream joins at the next step (its prompt fed one
+character per step, exactly as ``Model.generate`` feeds a prime, so a stream's text is the one
+``nnre run`` gives alone with the same seed and settings), and a finished or cancelled one
+leaves before the next step. Each stream draws with its own ``Sampler`` (settings and seed);
+the rows that draw in a step are drawn together (``Sampler.draw_rows``).
+
+The engine needs of a model only :class:`Stepper`: ``step`` over a batch with state as a dict
+of arrays whose batch axis leads, and ``zero_state`` (``nnre.Model`` has both); rows are
+moved with :mod:`nnre.serve.rows` and never looked into, so a model whose state is a key/value
+cache per stream batches the same way.
+
+It runs on the event loop in slices: steps back to back until it has used ``IO_RATIO`` times
+the time the server took on its last turn (sending what the streams drew, reading requests),
+then yields. One stream then gets a character per step, sent at once; at 32 streams a turn
+sends 32 chunks, and the engine steps several times per turn so that sending does not take
+most of the time (each chunk then carries several characters).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from nnre.codecs import Sampler, rows, text_io
+from nnre.errors import NnreError, OutputError
+from nnre.serve import rows as staterows
+from nnre.serve.errors import Busy
+from nnre.serve.runner import Runner
+
+Arrays = dict[str, np.ndarray]
+
+IO_RATIO = 3.0  # engine time per unit of the server's own time, when both have work
+MAX_SLICE = 0.02  # seconds the engine may hold the event loop at most
+
+
+class Stepper(Protocol):
+    """A model that steps a batch of streams, each with its own state rows (``nnre.Model``)."""
+
+    def zero_state(self, batch: int | None = None) -> Arrays: ...
+
+    def step(self, feeds: Mapping[str, Any], state: Mapping[str, Any] | None = None
+             ) -> tuple[Arrays, Arrays]: ...
+
+
+class StopFilter:
+    """Text as it may be shown: held back while it could be the start of a stop string, cut
+    before the first stop string (OpenAI's rule: the stop sequence is not returned)."""
+
+    def __init__(self, stops: Sequence[str]) -> None:
+        self.stops = tuple(stops)
+        self.held = ""
+
+    def push(self, ch: str) -> tuple[str, bool]:
+        """(text that can be shown now, whether a stop string came)."""
+        held = self.held + ch
+        found = [i for i in (held.find(s) for s in self.stops) if i >= 0]
+        if found:
+            self.held = ""
+            return held[:min(found)], True
+        keep = 0
+        for s in self.stops:
+            for k in range(min(len(s) - 1, len(held)), keep, -1):
+                if held.endswith(s[:k]):
+                    keep = k
+                    break
+        self.held = held[len(held) - keep:]
+        return held[:len(held) - keep], False
+
+    def flush(self) -> str:
+        held, self.held = self.held, ""
+        return held
+
+
+@dataclass(eq=False)
+class TextStream:
+    """One generation. The engine feeds ``feed`` (the prompt, then each character drawn),
+    draws up to ``max_new`` characters and appends the text to ``text`` (never shortened:
+    readers keep their own position); ``done`` is set after the last text is appended."""
+
+    feed: deque[int]
+    sampler: Sampler
+    max_new: int
+    stops: Sequence[str] = ()
+    init: Arrays | None = None  # state rows (batch 1) to start from; None: the zero state
+    keep_state: bool = False  # keep the final state and the last drawn code (sessions)
+    notify_text: bool = True  # wake the reader at every character, not only at the end
+    waker: asyncio.Event = field(default_factory=asyncio.Event)
+    text: list[str] = field(default_factory=list)
+    drawn: int = 0
+    done: bool = False
+    finish: str | None = None  # "stop", "length", "cancelled" or "error"
+    error: NnreError | None = None
+    final: Arrays | None = None
+    pending: list[int] = field(default_factory=list)  # drawn but not fed (a session's next)
+    cancelled: bool = False
+    submitted: float = 0.0
+    first_at: float = 0.0
+    last_at: float = 0.0
+
+    def __post_init__(self) -> None:
+        self._stop = StopFilter(self.stops) if self.stops else None
+
+
+class TextEngine:
+    """The continuous batcher of one text model."""
+
+    def __init__(self, model: Stepper, metadata: Mapping[str, Any], *, max_batch: int = 64,
+                 batching: bool = True, max_waiting: int = 4096,
+                 observe: Callable[[str, float], None] | None = None, name: str = "model"
+                 ) -> None:
+        io = text_io(metadata, list(model.inputs), list(model.outputs))  # type: ignore[attr-defined]
+        self.model = model
+        self.input, self.output, self.vocab = io.input, io.output, io.chars.vocab
+        self.chars = io.chars
+        self.width = model.inputs[io.input].shape[0]  # type: ignore[attr-defined]
+        self.dtype = model.dtype  # type: ignore[attr-defined]
+        self.max_batch = max_batch
+        self.batching = batching
+        self.max_waiting = max_waiting
+        self.observe = observe or (lambda what, value: None)
+        self.streams: list[TextStream] = []
+        self.waiting: deque[TextStream] = deque()
+        self.state: Arrays = {}
+        self.runner = Runner(f"{name}-text")
+        self._task: asyncio.Task[None] | None = None
+        self._slice = 0.0
+
+    # -- the server's side --------------------------------------------------------------
+    def submit(self, streams: Sequence[TextStream]) -> None:
+        """Queue streams; they join at the next step (Busy when the queue is full)."""
+        if len(self.waiting) + len(streams) > self.max_waiting:
+            raise Busy(f"{len(self.waiting):,} streams are waiting for this model already")
+        if not all(s.feed for s in streams):
+            raise ValueError("a stream needs at least one code to feed")
+        now = time.perf_counter()
+        for s in streams:
+            s.submitted = now
+            self.waiting.append(s)
+        self.observe("queue", len(self.waiting))
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run())
+
+    @staticmethod
+    def cancel(stream: TextStream) -> None:
+        """The reader is gone: the stream leaves before the next step."""
+        if not stream.done:
+            stream.cancelled = True
+
+    @property
+    def active(self) -> int:
+        return len(self.streams)
+
+    # -- the loop -----------------------------------------------------------------------
+    async def _run(self) -> None:
+        try:
+            while self._admit():
+                if self.runner.last > self.runner.inline_limit:
+                    changed = await self.runner(self._step)  # a slow model: one step per turn
+                else:
+                    changed = self._slice_of_steps()
+                self._wake(changed)
+                turn = time.perf_counter()
+                await asyncio.sleep(0)  # the server sends, reads, accepts
+                self._slice = min(MAX_SLICE, IO_RATIO * (time.perf_counter() - turn))
+        except Exception as err:  # a bug: fail every stream rather than leave readers hanging
+            for s in [*self.streams, *self.waiting]:
+                self._end(s, "error", NnreError(f"internal error in the batcher: {err!r}"))
+                s.waker.set()
+            self.streams, self.state = [], {}
+            self.waiting.clear()
+            raise
+        finally:
+            self._task = None
+
+    def _slice_of_steps(self) -> set[TextStream]:
+        changed: set[TextStream] = set()
+        start = time.perf_counter()
+        while True:
+            changed |= self._step()
+            if time.perf_counter() - start >= self._slice or not self._admit():
+                return changed
+
+    def _wake(self, streams: set[TextStream]) -> None:
+        for s in streams:
+            if s.notify_text or s.done:
+                s.waker.set()
+
+    def _admit(self) -> bool:
+        """Finished and cancelled streams leave, waiting ones join (up to max_batch); whether
+        any stream is left to step."""
+        if any(s.done or s.cancelled for s in self.streams):
+            keep = [i for i, s in enumerate(self.streams) if not (s.done or s.cancelled)]
+            for s in self.streams:
+                if s.cancelled and not s.done:
+                    self._end(s, "cancelled")
+                    s.waker.set()
+            self.streams = [self.streams[i] for i in keep]
+            self.state = staterows.take(self.state, keep, staterows.bucket(len(keep))) \
+                if keep else {}
+        joined = False
+        while self.waiting and len(self.streams) < self.max_batch:
+            s = self.waiting.popleft()
+            if s.cancelled:
+                self._end(s, "cancelled")
+                s.waker.set()
+                continue
+            n = len(self.streams)
+            if not self.state or n >= len(next(iter(self.state.values()))):
+                size = staterows.bucket(n + 1)
+                self.state = staterows.take(self.state, slice(0, n), size) if self.state \
+                    else self.model.zero_state(size)
+            staterows.put(self.state, n, s.init)
+            self.streams.append(s)
+            joined = True
+        if joined:
+            self.observe("queue", len(self.waiting))
+        return bool(self.streams)
+
+    def _step(self) -> set[TextStream]:
+        """One step of every active stream: feed each its next code, draw where a stream has
+        nothing left to feed. Returns the streams that have news."""
+        streams = self.streams
+        size = len(next(iter(self.state.values())))
+        codes = [s.feed.popleft() for s in streams]
+        x = rows(codes + [0] * (size - len(codes)), self.width, self.dtype)
+        if self.batching:
+            out, self.state = self.model.step({self.input: x}, self.state)
+            probs = out[self.output]
+        else:  # the baseline: each stream alone, batch 1
+            probs = np.empty((len(streams), len(self.vocab)), self.dtype)
+            for i in range(len(streams)):
+                one = {k: v[i:i + 1] for k, v in self.state.items()}
+                y, new = self.model.step({self.input: x[i:i + 1]}, one)
+                probs[i] = y[self.output][0]
+                staterows.put(self.state, i, new)
+        self.observe("batch", len(streams))
+        drawing = [i for i, s in enumerate(streams) if not s.feed and s.max_new > s.drawn]
+        changed: set[TextStream] = set()
+        if drawing:
+            block = probs if len(drawing) == len(probs) else probs[drawing]
+            results = Sampler.draw_rows([streams[i].sampler for i in drawing], block)
+            now = time.perf_counter()
+            for i, code in zip(drawing, results, strict=True):
+                self._accept(i, streams[i], code, now)
+                changed.add(streams[i])
+        for i, s in enumerate(streams):
+            if not s.feed and not s.done and s.drawn >= s.max_new:  # max_new 0: prompt only
+                self._finish(i, s, "length")
+                changed.add(s)
+        return changed
+
+    def _accept(self, i: int, s: TextStream, code: int | OutputError, now: float) -> None:
+        if isinstance(code, OutputError):
+            self._end(s, "error", code)
+            return
+        s.drawn += 1
+        if s.drawn == 1:
+            s.first_at = now
+        s.last_at = now
+        ch = self.vocab[code]
+        if s._stop is None:
+            s.text.append(ch)
+            hit = False
+        else:
+            shown, hit = s._stop.push(ch)
+            if shown:
+                s.text.append(shown)
+        if hit or s.drawn >= s.max_new:
+            s.pending = [code]
+            self._finish(i, s, "stop" if hit else "length")
+        else:
+            s.feed.append(code)
+
+    def _finish(self, i: int, s: TextStream, reason: str) -> None:
+        if s._stop is not None and reason == "length":
+            rest = s._stop.flush()
+            if rest:
+                s.text.append(rest)
+        if s.keep_state:
+            s.final = staterows.row(self.state, i)
+        self._end(s, reason)
+
+    @staticmethod
+    def _end(s: TextStream, reason: str, error: NnreError | None = None) -> None:
+        """Mark the stream finished (its reader is woken on the event loop: this may run on
+        the runner's thread, and an asyncio.Event is the loop's alone)."""
+        s.finish, s.error, s.done = reason, error, True
