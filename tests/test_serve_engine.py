@@ -1,0 +1,110 @@
+"""The batchers without HTTP: rows drawn together are drawn as one by one, streams stepped
+together give what each gives alone, stop strings are cut as OpenAI cuts them."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from typing import Any
+
+import numpy as np
+import pytest
+from serve_helpers import SAMPLES
+
+import nnre
+from nnre.codecs import Sampler, text_io
+from nnre.errors import OutputError
+from nnre.serve import rows as staterows
+from nnre.serve.engine import StopFilter, TextEngine, TextStream
+
+SETTINGS: list[dict[str, Any]] = [
+    {}, {"temperature": 0.8}, {"temperature": 0.5}, {"greedy": True}, {"temperature": 0},
+    {"top_k": 5}, {"top_p": 0.9}, {"repeat_penalty": 1.2}, {"min_p": 0.1},
+    {"temperature": 1.3}]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("mixed", [True, False])
+def test_draw_rows_is_each_sampler_called_on_its_row(dtype: Any, mixed: bool) -> None:
+    rng = np.random.default_rng(1)
+    rows, width = 40, 51
+
+    def samplers() -> list[Sampler]:
+        return [Sampler(width, seed=i, **(SETTINGS[i % len(SETTINGS)] if mixed
+                                          else {"temperature": 0.8})) for i in range(rows)]
+
+    together, alone = samplers(), samplers()
+    for step in range(200):
+        probs = (rng.random((rows, width)) ** 4).astype(dtype)
+        if step % 50 == 7:
+            probs[3, 5] = np.nan  # a bad row: its own error, the others drawn as ever
+        if step % 60 == 9:
+            probs[12] = 0
+        got = Sampler.draw_rows(together, probs)
+        for i in range(rows):
+            try:
+                want: Any = alone[i](probs[i])
+            except OutputError as err:
+                want = str(err)
+            assert (got[i] if isinstance(got[i], int) else str(got[i])) == want, (step, i)
+            assert together[i].draws == alone[i].draws
+
+
+def test_stop_filter_holds_back_what_may_start_a_stop() -> None:
+    f = StopFilter(["\n\n", "END"])
+    shown = [f.push(c) for c in "ab\nc\n\nx"]
+    assert shown == [("a", False), ("b", False), ("", False), ("\nc", False), ("", False),
+                     ("", True), ("x", False)]
+    f = StopFilter(["xyz", "yq"])  # the earliest stop wins
+    assert [f.push(c) for c in "axyq"] == [("a", False), ("", False), ("", False),
+                                           ("x", True)]
+    f = StopFilter(["ab"])
+    assert (f.push("a"), f.flush()) == (("", False), "a")
+
+
+def test_rows_move_whole_streams() -> None:
+    state = {"h": np.arange(12.0).reshape(4, 3), "k": np.arange(8.0).reshape(4, 2)}
+    kept = staterows.take(state, [3, 1], 3)
+    assert kept["h"].tolist() == [[9, 10, 11], [3, 4, 5], [0, 0, 0]]
+    staterows.put(kept, 2, {"h": np.ones((1, 3)), "k": np.ones((1, 2))})
+    assert kept["k"].tolist() == [[6, 7], [2, 3], [1, 1]]
+    assert [staterows.bucket(n) for n in (1, 5, 33, 200, 300)] == [1, 6, 48, 256, 384]
+    parts = staterows.split(state, [1, 3])
+    assert staterows.join(parts)["h"].tolist() == state["h"].tolist()
+
+
+@pytest.mark.parametrize("batching", [True, False])
+def test_streams_joining_and_leaving_each_give_their_own_text(batching: bool) -> None:
+    """Streams submitted at different times, of different lengths, with their own settings
+    and seeds, some cancelled: each finished text is what ``Model.generate`` gives alone."""
+    model = nnre.load(SAMPLES / "lighthouse.bundle")
+    io = text_io(model.metadata, ["x"], ["y"])
+    asks = [("The ", 30 + 11 * i, i, SETTINGS[i % len(SETTINGS)]) for i in range(14)]
+
+    def stream(prime: str, n: int, seed: int, settings: dict[str, Any]) -> TextStream:
+        codes = io.chars.encode(prime)
+        sampler = Sampler(len(io.chars.vocab), seed=seed, **settings)
+        sampler.remember(codes)
+        return TextStream(deque(codes), sampler, n)
+
+    async def run() -> list[TextStream]:
+        engine = TextEngine(model, model.metadata, max_batch=5, batching=batching)
+        streams = []
+        for k, ask in enumerate(asks):
+            streams.append(stream(*ask))
+            engine.submit([streams[-1]])
+            if k == 6:
+                TextEngine.cancel(streams[2])
+            await asyncio.sleep(0.002 * (k % 3))
+        while not all(s.done for s in streams):
+            await asyncio.sleep(0.01)
+        assert engine.active == 0
+        return streams
+
+    streams = asyncio.run(run())
+    for (prime, n, seed, settings), s in zip(asks, streams, strict=True):
+        if s.finish == "cancelled":
+            continue
+        assert s.finish == "length"
+        assert "".join(s.text) == "".join(model.generate(prime, n, seed=seed, **settings))
+    assert streams[2].finish in ("cancelled", "length")
