@@ -72,8 +72,9 @@ class Handlers:
         return reply({"name": entry.name, "ready": True})
 
     async def infer(self, request: Request) -> Response:
+        body = await read_json(request, self.limits)  # first: the connection stays usable
         entry = self._entry(request)
-        job = infer.parse(entry.model, await read_json(request, self.limits))
+        job = infer.parse(entry.model, body)
         session = None
         if job.session_id is not None:
             if not entry.model.state:

@@ -65,6 +65,7 @@ class InferBatcher:
         return result
 
     async def _run(self) -> None:
+        batch: list[tuple[Job, asyncio.Future[Result]]] = []
         try:
             while self.queue:
                 batch = await self._gather()
@@ -75,7 +76,7 @@ class InferBatcher:
                     if not future.done():  # its client may be gone
                         future.set_result(result)
         except Exception as err:  # a bug: answer everyone rather than leave them waiting
-            for _, future in self.queue:
+            for _, future in [*batch, *self.queue]:
                 if not future.done():
                     future.set_result(NnreError(f"internal error in the batcher: {err!r}"))
             self.queue.clear()
@@ -88,12 +89,15 @@ class InferBatcher:
         batch, size = [first], first[0].rows
         deadline = time.perf_counter() + self.max_wait
         while self.batching and size < self.max_batch:
-            for item in list(self.queue):
+            left_out: deque[tuple[Job, asyncio.Future[Result]]] = deque()
+            for item in self.queue:
                 job = item[0]
                 if job.steps == first[0].steps and size + job.rows <= self.max_batch:
-                    self.queue.remove(item)
                     batch.append(item)
                     size += job.rows
+                else:
+                    left_out.append(item)
+            self.queue = left_out
             left = deadline - time.perf_counter()
             if size >= self.max_batch or left <= 0:
                 break

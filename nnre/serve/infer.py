@@ -34,7 +34,7 @@ MAX_RANK = 16
 LABEL = ".label"
 
 
-@dataclass
+@dataclass(eq=False)
 class Job:
     """One infer request's feeds, in batch form: ``(batch, …)``, or ``(time, batch, …)``."""
 
