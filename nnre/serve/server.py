@@ -31,6 +31,12 @@ from nnre.serve.sessions import Sessions
 
 log = logging.getLogger("nnre.serve")
 
+#: Seconds an idle keep-alive connection stays open: longer than clients keep idle ones
+#: (httpx 5 s, requests/urllib3 until reuse, load balancers ~60 s), so a client never sends a
+#: request on a connection the server is closing at that moment (seen with uvicorn's 5 s:
+#: a few ReadErrors in 2,000 requests under load).
+KEEP_ALIVE = 65
+
 
 @dataclass(frozen=True)
 class ServeConfig:
@@ -97,7 +103,7 @@ def serve(sources: list[str], cfg: ServeConfig,
     host, port = sock.getsockname()[:2]
     config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="on",
                             timeout_graceful_shutdown=math.ceil(cfg.drain_timeout),
-                            log_level=cfg.log_level)
+                            timeout_keep_alive=KEEP_ALIVE, log_level=cfg.log_level)
     server = uvicorn.Server(config)
     shown = f"[{host}]" if ":" in host else host
     names = ", ".join(sorted(registry.entries))
