@@ -108,3 +108,47 @@ def test_streams_joining_and_leaving_each_give_their_own_text(batching: bool) ->
         assert s.finish == "length"
         assert "".join(s.text) == "".join(model.generate(prime, n, seed=seed, **settings))
     assert streams[2].finish in ("cancelled", "length")
+
+
+def test_sessions_time_out_cap_and_belong_to_one_model() -> None:
+    from nnre.serve.errors import Busy, RequestError
+    from nnre.serve.sessions import Sessions
+
+    now = [0.0]
+    store = Sessions(timeout=10, cap=2, clock=lambda: now[0])
+    a = store.open("a", "m", "id1", "text")
+    with pytest.raises(RequestError, match="in use") as err:
+        store.open("a", "m", "id1", "text")
+    assert err.value.status == 409
+    store.close(a, {"h": np.ones((1, 4))}, [3])
+    with pytest.raises(RequestError, match="belongs to"):
+        store.open("a", "other", "id1", "text")
+    with pytest.raises(RequestError, match="earlier version"):
+        store.open("a", "m", "id2", "text")
+    store.close(store.open("b", "m", "id1", "text"), {"h": np.ones((1, 4))})
+    with pytest.raises(Busy):  # the cap
+        store.open("c", "m", "id1", "text")
+    assert store.bytes == 64
+    now[0] = 11.0  # both idle past the timeout: gone, and "c" fits
+    c = store.open("c", "m", "id1", "text")
+    assert len(store) == 1 and c.state is None
+    store.close(c)  # a new session whose request failed keeps nothing
+    assert len(store) == 0
+    with pytest.raises(RequestError, match="session id"):
+        store.open("bad id!", "m", "id1", "text")
+
+
+def test_streams_past_the_memory_budget_are_refused() -> None:
+    from nnre import budget
+    from nnre.serve.errors import Busy
+
+    model = nnre.load(SAMPLES / "lighthouse.bundle")
+    engine = TextEngine(model, model.metadata)
+    sampler = Sampler(51, seed=0)
+    budget.set_limit(50 << 20)
+    try:
+        with pytest.raises(Busy, match="memory budget"):
+            engine.submit([TextStream(deque([1]), sampler, 10_000_000)])
+    finally:
+        budget.set_limit(None)
+    assert engine.reserved == 0 and not engine.waiting

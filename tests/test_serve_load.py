@@ -18,7 +18,7 @@ import pytest
 httpx = pytest.importorskip("httpx")
 pytest.importorskip("starlette")
 
-from serve_helpers import SAMPLES, running  # noqa: E402
+from serve_helpers import SAMPLES, metric, running  # noqa: E402
 
 import nnre  # noqa: E402
 
@@ -115,6 +115,15 @@ def test_two_thousand_mixed_requests_no_5xx_every_answer_right(tmp_path: Path) -
                 return time.perf_counter() - start
 
         seconds = asyncio.run(main())
+        metrics = httpx.get(server.url + "/metrics").text
+    infers = sum(1 for item in todo if item["kind"] in ("table", "text"))
+    batches = sum(metric(metrics, "nnre_batch_size_count", model=m, kind="tensor")
+                  for m in ("weather", "lighthouse"))
+    steps = metric(metrics, "nnre_batch_size_count", model="lighthouse", kind="text")
+    alone = metric(metrics, "nnre_batch_size_bucket", model="lighthouse", kind="text",
+                   le="1.0")
+    assert 0 < batches < infers  # infer requests were batched together
+    assert alone < steps  # generation steps held several streams
     statuses = [r[0] for r in results if r is not None]
     assert len(statuses) == REQUESTS and max(statuses) < 500
     io_check = {"bad": 0, "stream": 0, "whole": 0, "table": 0, "text": 0}

@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
@@ -24,7 +25,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
-from nnre import __version__
+from nnre import __version__, budget
 from nnre.errors import FeedError, NnreError
 from nnre.serve import completions, infer
 from nnre.serve.engine import TextStream
@@ -89,6 +90,13 @@ class Handlers:
                     raise RequestError(f"session {job.session_id!r} holds a batch of {rows}; "
                                        f"this request has {job.rows}")
             job.init = session.state
+            row = sum(budget.size(spec.shape, np.dtype(spec.dtype).itemsize)
+                      for spec in entry.model.state.values())
+            try:
+                self.sessions.check(job.rows * row)
+            except BaseException:
+                self.sessions.close(session)
+                raise
         try:
             outputs, final = await entry.infer.submit(job)
         except BaseException as err:

@@ -31,8 +31,10 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from nnre import budget
 from nnre.codecs import Sampler, rows, text_io
 from nnre.errors import NnreError, OutputError
+from nnre.generate import SAMPLER_BYTES
 from nnre.serve import rows as staterows
 from nnre.serve.errors import Busy
 from nnre.serve.runner import Runner
@@ -103,6 +105,7 @@ class TextStream:
     final: Arrays | None = None
     pending: list[int] = field(default_factory=list)  # drawn but not fed (a session's next)
     cancelled: bool = False
+    cost: int = 0  # bytes reserved for it by the engine
     submitted: float = 0.0
     first_at: float = 0.0
     last_at: float = 0.0
@@ -132,19 +135,29 @@ class TextEngine:
         self.waiting: deque[TextStream] = deque()
         self.state: Arrays = {}
         self.runner = Runner(f"{name}-text")
+        self.reserved = 0  # bytes the streams taken may use (checked against the budget)
+        memory = model.memory  # type: ignore[attr-defined]
+        self._row_bytes = memory(2) - memory(1)
         self._task: asyncio.Task[None] | None = None
         self._slice = 0.0
 
     # -- the server's side --------------------------------------------------------------
     def submit(self, streams: Sequence[TextStream]) -> None:
-        """Queue streams; they join at the next step (Busy when the queue is full)."""
+        """Queue streams; they join at the next step. Busy (429) when the queue is full or
+        the streams' buffers (state rows, sampler, text up to max_new) would pass the
+        memory budget with those already taken."""
         if len(self.waiting) + len(streams) > self.max_waiting:
             raise Busy(f"{len(self.waiting):,} streams are waiting for this model already")
         if not all(s.feed for s in streams):
             raise ValueError("a stream needs at least one code to feed")
+        costs = [self._cost(s) for s in streams]
+        budget.check(self.model.memory(0) + self.reserved + sum(costs),  # type: ignore[attr-defined]
+                     f"{len(streams)} more stream(s) of this model beside "
+                     f"{len(self.streams) + len(self.waiting):,}", Busy)
         now = time.perf_counter()
-        for s in streams:
-            s.submitted = now
+        for s, cost in zip(streams, costs, strict=True):
+            s.submitted, s.cost = now, cost
+            self.reserved += cost
             self.waiting.append(s)
         self.observe("queue", len(self.waiting))
         if self._task is None:
@@ -159,6 +172,12 @@ class TextEngine:
     @property
     def active(self) -> int:
         return len(self.streams)
+
+    def _cost(self, s: TextStream) -> int:
+        """What a stream may hold: state and step rows (twice: the batch is padded), its
+        sampler, the codes it feeds and the text it keeps (a reference per character)."""
+        return 2 * self._row_bytes + SAMPLER_BYTES + 16 * len(self.vocab) \
+            + 16 * (len(s.feed) + s.max_new)
 
     # -- the loop -----------------------------------------------------------------------
     async def _run(self) -> None:
@@ -178,6 +197,7 @@ class TextEngine:
                 s.waker.set()
             self.streams, self.state = [], {}
             self.waiting.clear()
+            self.reserved = 0
             raise
         finally:
             self._task = None
@@ -204,6 +224,8 @@ class TextEngine:
                 if s.cancelled and not s.done:
                     self._end(s, "cancelled")
                     s.waker.set()
+                if s.done:
+                    self.reserved -= s.cost
             self.streams = [self.streams[i] for i in keep]
             self.state = staterows.take(self.state, keep, staterows.bucket(len(keep))) \
                 if keep else {}
@@ -213,6 +235,7 @@ class TextEngine:
             if s.cancelled:
                 self._end(s, "cancelled")
                 s.waker.set()
+                self.reserved -= s.cost
                 continue
             n = len(self.streams)
             if not self.state or n >= len(next(iter(self.state.values()))):

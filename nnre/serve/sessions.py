@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from nnre import budget
 from nnre.serve.errors import Busy, RequestError
 
 ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
@@ -44,6 +45,15 @@ class Sessions:
 
     def __len__(self) -> int:
         return len(self._by_id)
+
+    @property
+    def bytes(self) -> int:
+        """What the kept states hold."""
+        return sum(_size(s.state) for s in self._by_id.values())
+
+    def check(self, more: int) -> None:
+        """Busy (429) when keeping ``more`` bytes of state would pass the memory budget."""
+        budget.check(self.bytes + more, "keeping the sessions' states", Busy)
 
     def open(self, sid: str, model: str, bundle_id: str, kind: str) -> Session:
         """The session for this request, new or continued, marked busy."""
@@ -86,3 +96,7 @@ class Sessions:
         for sid in [k for k, s in self._by_id.items()
                     if not s.busy and now - s.used > self.timeout]:
             del self._by_id[sid]
+
+
+def _size(state: dict[str, np.ndarray] | None) -> int:
+    return sum(a.nbytes for a in state.values()) if state else 0
