@@ -152,3 +152,45 @@ def test_streams_past_the_memory_budget_are_refused() -> None:
     finally:
         budget.set_limit(None)
     assert engine.reserved == 0 and not engine.waiting
+
+
+def test_a_stream_the_model_refuses_fails_alone() -> None:
+    """A model that refuses one row (as an ids input refuses an id out of range) fails the
+    stream that fed it; the others in the batch go on and give their own text."""
+    from nnre.errors import FeedError
+
+    model = nnre.load(SAMPLES / "lighthouse.bundle")
+    io = text_io(model.metadata, ["x"], ["y"])
+    wanted = {prime: "".join(model.generate(prime, 60, seed=seed))
+              for prime, seed in (("The ", 1), ("3 May", 3))}
+    unused = [c for c in io.chars.vocab if c not in "".join(wanted) + "".join(wanted.values())]
+    bad = io.chars.index[unused[0]]  # a character the good streams never feed
+
+    class Picky:
+        """The sample model, refusing any batch with the character ``bad`` in it."""
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(model, name)
+
+        def step(self, feeds: Any, state: Any = None) -> Any:
+            if (np.asarray(feeds["x"])[:, bad] == 1).any():
+                raise FeedError("refused")
+            return model.step(feeds, state)
+
+    def stream(prime: str, seed: int) -> TextStream:
+        codes = io.chars.encode(prime)
+        return TextStream(deque(codes), Sampler(51, seed=seed), 60)
+
+    async def run() -> list[TextStream]:
+        engine = TextEngine(Picky(), model.metadata)  # type: ignore[arg-type]
+        streams = [stream("The ", 1), stream(io.chars.vocab[bad] + "e", 2), stream("3 May", 3)]
+        engine.submit(streams)
+        while not all(s.done for s in streams):
+            await asyncio.sleep(0.01)
+        return streams
+
+    good1, refused, good2 = asyncio.run(run())
+    assert refused.finish == "error" and "refused" in str(refused.error)
+    for s, prime in ((good1, "The "), (good2, "3 May")):
+        assert s.finish == "length"
+        assert "".join(s.text) == wanted[prime]

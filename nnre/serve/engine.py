@@ -134,6 +134,7 @@ class TextEngine:
         self.streams: list[TextStream] = []
         self.waiting: deque[TextStream] = deque()
         self.state: Arrays = {}
+        self.size = 0  # rows of the state: the streams, padded to a bucket size
         self.runner = Runner(f"{name}-text")
         self.reserved = 0  # bytes the streams taken may use (checked against the budget)
         memory = model.memory  # type: ignore[attr-defined]
@@ -195,7 +196,7 @@ class TextEngine:
             for s in [*self.streams, *self.waiting]:
                 self._end(s, "error", NnreError(f"internal error in the batcher: {err!r}"))
                 s.waker.set()
-            self.streams, self.state = [], {}
+            self.streams, self.state, self.size = [], {}, 0
             self.waiting.clear()
             self.reserved = 0
             raise
@@ -227,8 +228,8 @@ class TextEngine:
                 if s.done:
                     self.reserved -= s.cost
             self.streams = [self.streams[i] for i in keep]
-            self.state = staterows.take(self.state, keep, staterows.bucket(len(keep))) \
-                if keep else {}
+            self.size = staterows.bucket(len(keep)) if keep else 0
+            self.state = staterows.take(self.state, keep, self.size)
         joined = False
         while self.waiting and len(self.streams) < self.max_batch:
             s = self.waiting.popleft()
@@ -238,10 +239,10 @@ class TextEngine:
                 self.reserved -= s.cost
                 continue
             n = len(self.streams)
-            if not self.state or n >= len(next(iter(self.state.values()))):
-                size = staterows.bucket(n + 1)
-                self.state = staterows.take(self.state, slice(0, n), size) if self.state \
-                    else self.model.zero_state(size)
+            if n >= self.size:
+                self.size = staterows.bucket(n + 1)
+                self.state = staterows.take(self.state, slice(0, n), self.size) if n \
+                    else self.model.zero_state(self.size)
             staterows.put(self.state, n, s.init)
             self.streams.append(s)
             joined = True
@@ -253,22 +254,24 @@ class TextEngine:
         """One step of every active stream: feed each its next code, draw where a stream has
         nothing left to feed. Returns the streams that have news."""
         streams = self.streams
-        size = len(next(iter(self.state.values())))
         codes = [s.feed.popleft() for s in streams]
-        x = rows(codes + [0] * (size - len(codes)), self.width, self.dtype)
+        x = rows(codes + [0] * (self.size - len(codes)), self.width, self.dtype)
+        failed: dict[int, NnreError] = {}
         if self.batching:
-            out, self.state = self.model.step({self.input: x}, self.state)
-            probs = out[self.output]
+            try:
+                out, self.state = self.model.step({self.input: x}, self.state)
+                probs = out[self.output]
+            except NnreError:  # one stream's input or state is bad: find it, keep the rest
+                probs, failed = self._alone(x)
         else:  # the baseline: each stream alone, batch 1
-            probs = np.empty((len(streams), len(self.vocab)), self.dtype)
-            for i in range(len(streams)):
-                one = {k: v[i:i + 1] for k, v in self.state.items()}
-                y, new = self.model.step({self.input: x[i:i + 1]}, one)
-                probs[i] = y[self.output][0]
-                staterows.put(self.state, i, new)
+            probs, failed = self._alone(x)
         self.observe("batch", len(streams))
-        drawing = [i for i, s in enumerate(streams) if not s.feed and s.max_new > s.drawn]
         changed: set[TextStream] = set()
+        for i, err in failed.items():
+            self._end(streams[i], "error", err)
+            changed.add(streams[i])
+        drawing = [i for i, s in enumerate(streams)
+                   if not s.feed and s.max_new > s.drawn and i not in failed]
         if drawing:
             block = probs if len(drawing) == len(probs) else probs[drawing]
             results = Sampler.draw_rows([streams[i].sampler for i in drawing], block)
@@ -281,6 +284,21 @@ class TextEngine:
                 self._finish(i, s, "length")
                 changed.add(s)
         return changed
+
+    def _alone(self, x: np.ndarray) -> tuple[np.ndarray, dict[int, NnreError]]:
+        """Each stream stepped alone at batch 1: its output row, or its error."""
+        probs = np.zeros((len(self.streams), len(self.vocab)), self.dtype)
+        failed: dict[int, NnreError] = {}
+        for i in range(len(self.streams)):
+            one = {k: v[i:i + 1] for k, v in self.state.items()}
+            try:
+                y, new = self.model.step({self.input: x[i:i + 1]}, one)
+            except NnreError as err:
+                failed[i] = err
+                continue
+            probs[i] = y[self.output][0]
+            staterows.put(self.state, i, new)
+        return probs, failed
 
     def _accept(self, i: int, s: TextStream, code: int | OutputError, now: float) -> None:
         if isinstance(code, OutputError):
