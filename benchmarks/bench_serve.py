@@ -33,6 +33,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+from timing import best_of
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -115,6 +116,28 @@ def summary(streams: list[Stream], wall: float) -> dict[str, float]:
             "chars_per_chunk": total / max(1, sum(len(s.arrivals) for s in streams))}
 
 
+def step_cost(model_path: str, batch: int) -> float:
+    """Seconds of one step of ``batch`` streams in the process, as the engine does it:
+    ``Model.step`` on one-hot rows, then one draw per row (``Sampler.draw_rows``) with the
+    bundle's sampling settings."""
+    import nnre
+    from nnre.codecs import Sampler, rows, text_io
+
+    model = nnre.load(model_path)
+    io = text_io(model.metadata, list(model.inputs), list(model.outputs))
+    width = model.inputs[io.input].shape[0]
+    settings = {k: v for k, v in model.sampling.items() if k != "greedy"}
+    samplers = [Sampler(len(io.chars.vocab), seed=i, **settings) for i in range(batch)]
+    x = rows(list(range(batch)), width, model.dtype)
+    state = [model.zero_state(batch)]
+
+    def step() -> None:
+        out, state[0] = model.step({io.input: x}, state[0])
+        Sampler.draw_rows(samplers, out[io.output])
+
+    return best_of(lambda: [step() for _ in range(100)], 5) / 100
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default=str(ROOT / "samples" / "lighthouse.bundle"))
@@ -129,6 +152,11 @@ def main() -> None:
     results: dict[tuple[bool, int], dict[str, float]] = {}
     print(f"model {name}; {args.chars} characters a request; {args.seconds:g} s per level; "
           f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+    one, many = step_cost(args.model, 1), step_cost(args.model, 32)
+    print(f"in-process step + draw: {one * 1e6:.0f} µs at 1 stream, {many * 1e6:.0f} µs at 32 "
+          f"({many / 32 * 1e6:.1f} µs a character): batching alone can give at most "
+          f"{32 * one / many:.1f}× the characters/s of one stream, and a stream at 32 gets a "
+          f"character every {many / one:.1f}× as long")
     print(f"{'batching':>8} {'streams':>7} {'chars/s':>9} {'tpc p50':>9} {'tpc p99':>9} "
           f"{'ttfc p50':>9} {'ttfc p99':>9} {'chars/chunk':>11} {'srv cpu':>7} "
           f"{'cli cpu':>7}")

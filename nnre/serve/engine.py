@@ -204,11 +204,17 @@ class TextEngine:
             self._task = None
 
     def _slice_of_steps(self) -> set[TextStream]:
+        """Steps on the event loop until the slice is used; a step that took longer than the
+        runner's limit sends the next ones to its thread."""
         changed: set[TextStream] = set()
         start = time.perf_counter()
         while True:
+            before = time.perf_counter()
             changed |= self._step()
-            if time.perf_counter() - start >= self._slice or not self._admit():
+            now = time.perf_counter()
+            self.runner.last = now - before
+            if now - start >= self._slice or not self._admit() or \
+                    self.runner.last > self.runner.inline_limit:
                 return changed
 
     def _wake(self, streams: set[TextStream]) -> None:
