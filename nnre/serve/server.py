@@ -133,8 +133,11 @@ async def _watch(registry: Registry, sessions: Sessions, interval: float) -> Non
 
 
 def _bind(host: str, port: int) -> socket.socket:
+    """The listening socket. Its protocol is named (IPPROTO_TCP, not 0): asyncio turns
+    Nagle's algorithm off (TCP_NODELAY) only on sockets that say TCP, and with it on, every
+    stream's small chunks waited for the client's delayed ACK (~40 ms to a first character)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
