@@ -17,7 +17,7 @@ streams over 1 stream (≤ 3×), and batching over no batching per level.
 The default model is samples/lighthouse.bundle: a character LSTM, H=128, V=51, float32.
 
 Run: python benchmarks/bench_serve.py [--model M.bundle] [--levels 1,8,32,128]
-     [--chars 200] [--seconds 3] [--port 8471]
+     [--chars 500] [--seconds 3] [--port 8471]
 """
 
 from __future__ import annotations
@@ -90,20 +90,26 @@ async def one(client: httpx.AsyncClient, url: str, name: str, chars: int, seed: 
 
 async def level(url: str, name: str, streams: int, chars: int, seconds: float
                 ) -> tuple[list[Stream], float]:
-    limits = httpx.Limits(max_connections=streams + 8, max_keepalive_connections=streams + 8)
-    async with httpx.AsyncClient(timeout=120, limits=limits) as client:
-        await one(client, url, name, 20, 0)  # warm-up: connections, the server's tapes
+    """Each slot its own client with one connection: httpx's shared pool is slow to hand out
+    connections at 128 requests at once (seconds to a first character, on the client's side)."""
+    clients = [httpx.AsyncClient(timeout=120) for _ in range(streams)]
+    try:
+        # warm-up: the connections, and the server's tapes at this batch size
+        await asyncio.gather(*(one(c, url, name, 20, k) for k, c in enumerate(clients)))
         out: list[Stream] = []
         start = time.perf_counter()
 
         async def slot(k: int) -> None:
             seed = k * 100_000
             while time.perf_counter() - start < seconds:
-                out.append(await one(client, url, name, chars, seed))
+                out.append(await one(clients[k], url, name, chars, seed))
                 seed += 1
 
         await asyncio.gather(*(slot(k) for k in range(streams)))
         return out, time.perf_counter() - start
+    finally:
+        for c in clients:
+            await c.aclose()
 
 
 def summary(streams: list[Stream], wall: float) -> dict[str, float]:
@@ -146,7 +152,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default=str(ROOT / "samples" / "lighthouse.bundle"))
     ap.add_argument("--levels", default="1,8,32,128")
-    ap.add_argument("--chars", type=int, default=200, help="max_tokens of each request")
+    ap.add_argument("--chars", type=int, default=500, help="max_tokens of each request")
     ap.add_argument("--seconds", type=float, default=3.0, help="per level and mode")
     ap.add_argument("--port", type=int, default=8471)
     args = ap.parse_args()
