@@ -1,4 +1,4 @@
-"""`nnre serve` under load (slow, opt in with -m slow): 2,000 requests at 64 at a time, 5 %
+"""`nnre serve` under load and fuzz (slow, opt in with -m slow): 2,000 requests at 64 at a time, 5 %
 malformed, streamed and whole completions mixed with tensor calls on two models. No 5xx;
 every malformed request a 4xx JSON error; every well-formed answer what ``nnre.load``
 computes here for it alone."""
@@ -161,3 +161,55 @@ def test_two_thousand_mixed_requests_no_5xx_every_answer_right(tmp_path: Path) -
                                        want_y, rtol=1e-4, atol=1e-6)
     print(f"\n{REQUESTS} requests ({io_check}) at {CONCURRENCY} at a time in {seconds:.1f} s: "
           f"{REQUESTS / seconds:.0f} requests/s, 0 5xx")
+
+
+BASES: list[tuple[str, dict[str, Any]]] = [
+    ("/v1/completions", {"model": "lighthouse", "prompt": "The ", "max_tokens": 5, "seed": 1,
+                         "stream": False, "stop": ["\n"], "n": 1, "temperature": 0.7}),
+    ("/v1/completions", {"model": "lighthouse", "prompt": ["a", "b"], "max_tokens": 3,
+                         "stream": True}),
+    ("/v2/models/weather/infer", {"id": "x", "inputs": [
+        {"name": "x", "shape": [1, 3], "datatype": "FP32", "data": [0.1, 0.2, 0.3]}],
+        "outputs": [{"name": "y"}]}),
+    ("/v2/models/lighthouse/infer", {"parameters": {"session_id": "s1"}, "inputs": [
+        {"name": "x", "shape": [1], "datatype": "BYTES", "data": ["The"]}]}),
+]
+WEIRD: list[Any] = [None, True, False, 0, -1, 1.5, 1e308, -1e308, "", "x" * 300, [], {},
+                    [1, "a"], {"a": 1}, [[[]]], 2**70, "\u0000", "NaN"]
+
+
+def mutate(obj: Any, rng: random.Random) -> Any:
+    """One random change somewhere in a JSON value (a field replaced, added or removed)."""
+    if isinstance(obj, dict | list):
+        obj = dict(obj) if isinstance(obj, dict) else list(obj)
+        keys = list(obj) if isinstance(obj, dict) else list(range(len(obj)))
+        if keys and rng.random() < 0.6:
+            k = rng.choice(keys)
+            obj[k] = mutate(obj[k], rng) if rng.random() < 0.6 else rng.choice(WEIRD)
+        elif isinstance(obj, dict) and rng.random() < 0.5:
+            obj[rng.choice(["zz", "inputs", "model", "n"])] = rng.choice(WEIRD)
+        elif keys:
+            del obj[rng.choice(keys)]
+        return obj
+    return rng.choice(WEIRD) if rng.random() < 0.5 else obj
+
+
+@pytest.mark.slow
+def test_mutated_requests_never_get_a_5xx(tmp_path: Path) -> None:
+    """1,500 valid requests with one random change each (and some cut short): a 2xx or a 4xx
+    JSON error, never a 5xx or a traceback."""
+    rng = random.Random(1)
+    with running([str(SAMPLES / "lighthouse.bundle"), str(SAMPLES / "weather.bundle")],
+                 tmp_path) as server, server.client() as c:
+        seen: dict[int, int] = {}
+        for _ in range(1500):
+            path, base = rng.choice(BASES)
+            raw = json.dumps(mutate(base, rng)).encode()
+            if rng.random() < 0.05:
+                raw = raw[:rng.randrange(len(raw))]
+            r = c.post(path, content=raw)
+            seen[r.status_code] = seen.get(r.status_code, 0) + 1
+            assert r.status_code < 500 and "Traceback" not in r.text, (raw, r.text)
+            if r.status_code >= 400:
+                assert "error" in r.json()
+    assert seen.get(200) and seen.get(400)
