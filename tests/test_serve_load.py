@@ -1,7 +1,9 @@
-"""`nnre serve` under load and fuzz (slow, opt in with -m slow): 2,000 requests at 64 at a time, 5 %
-malformed, streamed and whole completions mixed with tensor calls on two models. No 5xx;
-every malformed request a 4xx JSON error; every well-formed answer what ``nnre.load``
-computes here for it alone."""
+"""`nnre serve` under load and fuzz (slow, opt in with -m slow).
+
+2,000 requests at 64 at a time, 5 % malformed, streamed and whole completions mixed with
+tensor calls on two models: no 5xx, every malformed request a 4xx JSON error, every
+well-formed answer what ``nnre.load`` computes here for it alone. Then 1,500 requests with a
+random change each: never a 5xx."""
 
 from __future__ import annotations
 
