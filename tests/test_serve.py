@@ -31,10 +31,39 @@ TEXT = SAMPLES / "lighthouse.bundle"
 TABLE = SAMPLES / "weather.bundle"
 
 
+def write_transformer(path: Path) -> None:
+    """The ``gpt`` template with random weights (context 6) over the characters "abcd "."""
+    from nndk.learner import Learner
+    from nndk.models import read_model
+    from nndk.pack import build_content
+    from nnre.bundle.write import write
+    from nnre.equations import check
+
+    dims = {"L": 2, "heads": 2, "d": 8, "context": 6}
+    vocab = list("abcd ")
+    text, _ = read_model("gpt")
+    learner = Learner(check(text, dims, known={"y": (len(vocab),)}), text, "adam", 3, "auto",
+                      sequence=True)
+    rng = np.random.default_rng(1)
+    weights = {n: (a + rng.normal(scale=0.5, size=a.shape)).reshape(learner.shapes[n])
+               for n, a in learner.params.items()}
+    codecs = {"x": {"id": "char", "vocab": vocab}, "y": {"id": "sample", "vocab": vocab}}
+    write(path, build_content(text, weights, {"name": "tiny-gpt", "version": "1.0.0",
+                                              "codecs": codecs}, dims=dims))
+
+
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    with running([str(TEXT), str(TABLE), "--max-body", "64K", "--max-sessions", "3",
-                  "--max-batch", "16"], tmp_path_factory.mktemp("serve")) as s:
+def gpt_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("gpt") / "gpt.bundle"
+    write_transformer(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, gpt_path: Path) -> Iterator[Server]:
+    with running([str(TEXT), str(TABLE), str(gpt_path), "--max-body", "64K",
+                  "--max-sessions", "3", "--max-batch", "16"],
+                 tmp_path_factory.mktemp("serve")) as s:
         yield s
 
 
@@ -77,7 +106,7 @@ def test_health_and_metadata_follow_the_bundles(server: Server, text_model: Any,
         version = text_model.metadata["version"]
         assert c.get(f"/v2/models/lighthouse/versions/{version}").status_code == 200
         assert c.get("/v2/models/lighthouse/versions/9.9/ready").status_code == 404
-        assert c.get("/v1/models").json()["data"][0]["id"] == "lighthouse"  # text only
+        assert [m["id"] for m in c.get("/v1/models").json()["data"]] == ["gpt", "lighthouse"]
 
 
 def test_infer_matches_model_step_for_every_datatype(server: Server, table_model: Any) -> None:
@@ -287,6 +316,41 @@ def test_concurrent_streams_are_batched_and_each_is_its_own(server: Server,
     steps = metric(text, "nnre_batch_size_count", model="lighthouse", kind="text")
     alone = metric(text, "nnre_batch_size_bucket", model="lighthouse", kind="text", le="1.0")
     assert steps > alone  # some steps stepped more than one stream
+
+
+def test_transformer_streams_run_past_their_context(server: Server, gpt_path: Path) -> None:
+    """A transformer (a key/value cache per stream, context 6): completions far past the
+    context, concurrent, each what ``nnre.load(...).generate`` gives; tensors as ``run``."""
+    model = nnre.load(gpt_path)
+    asks = [("abcd abcd ab", 80, 1), ("a", 50, 2), ("dc", 64, 3)]
+    got: dict[int, str] = {}
+
+    def client(i: int) -> None:
+        prompt, n, seed = asks[i]
+        with server.client() as c:
+            r = c.post("/v1/completions", json={"model": "gpt", "prompt": prompt,
+                                                "max_tokens": n, "seed": seed})
+            got[i] = r.json()["choices"][0]["text"]
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(len(asks))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    for i, (prompt, n, seed) in enumerate(asks):
+        assert got[i] == "".join(model.generate(prompt, n, seed=seed)), i
+    io = text_io(model.metadata, ["x"], ["y"])
+    ids = np.array([io.chars.encode("abca"), io.chars.encode("dd b")]).T[..., None]
+    want, _ = model.run({"x": ids})  # (time, batch, 1): ids, x ∈ ℕ
+    with server.client() as c:
+        r = c.post("/v2/models/gpt/infer", json={"inputs": [
+            {"name": "x", "shape": [2], "datatype": "BYTES", "data": ["abca", "dd b"]}]})
+        out = r.json()["outputs"][0]
+        np.testing.assert_allclose(np.reshape(out["data"], out["shape"]), want["y"],
+                                   rtol=1e-5, atol=1e-7)
+        r = c.post("/v2/models/gpt/infer", json={"inputs": [
+            {"name": "x", "shape": [1], "datatype": "BYTES", "data": ["abcdabcd"]}]})
+        assert r.status_code == 400 and "context" in r.json()["error"]
 
 
 def test_a_client_that_goes_away_frees_its_slot(server: Server) -> None:

@@ -194,3 +194,49 @@ def test_a_stream_the_model_refuses_fails_alone() -> None:
     for s, prime in ((good1, "The "), (good2, "3 May")):
         assert s.finish == "length"
         assert "".join(s.text) == wanted[prime]
+
+
+@pytest.fixture(scope="module")
+def transformer() -> Any:
+    """The ``gpt`` template with random weights (context 6) over a 5-character vocabulary."""
+    from nndk.learner import Learner
+    from nndk.models import read_model
+    from nnre.equations import check
+
+    dims = {"L": 2, "heads": 2, "d": 8, "context": 6}
+    vocab = list("abcd ")
+    text, _ = read_model("gpt")
+    learner = Learner(check(text, dims, known={"y": (len(vocab),)}), text, "adam", 3, "auto",
+                      sequence=True)
+    rng = np.random.default_rng(1)
+    weights = {n: (a + rng.normal(scale=0.5, size=a.shape)).reshape(learner.shapes[n])
+               for n, a in learner.params.items()}
+    codecs = {"x": {"id": "char", "vocab": vocab}, "y": {"id": "sample", "vocab": vocab}}
+    return nnre.Model.from_equations(text, weights, dims, metadata={"codecs": codecs})
+
+
+def test_transformer_streams_shift_their_context_as_generate_does(transformer: Any) -> None:
+    """A key/value cache per stream is just more state rows; a stream about to pass the
+    context starts again from its last context // 2 characters, in the batch as alone."""
+    model = transformer
+    io = text_io(model.metadata, ["x"], ["y"])
+    asks = [("ab", 40, 1, {}), ("abcd abcd", 33, 2, {"temperature": 0.7}), ("d", 25, 3, {}),
+            ("c", 50, 4, {"top_k": 2})]  # the second prompt is longer than the context
+
+    async def run() -> list[TextStream]:
+        engine = TextEngine(model, model.metadata)
+        streams = []
+        for prime, n, seed, settings in asks:
+            codes = io.chars.encode(prime)[-model.context:]
+            sampler = Sampler(5, seed=seed, **settings)
+            sampler.remember(codes)
+            streams.append(TextStream(deque(codes), sampler, n))
+            engine.submit([streams[-1]])
+            await asyncio.sleep(0.001)
+        while not all(s.done for s in streams):
+            await asyncio.sleep(0.01)
+        return streams
+
+    for (prime, n, seed, settings), s in zip(asks, asyncio.run(run()), strict=True):
+        assert (s.finish, s.error) == ("length", None)
+        assert "".join(s.text) == "".join(model.generate(prime, n, seed=seed, **settings))

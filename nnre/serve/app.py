@@ -152,7 +152,8 @@ class Handlers:
         try:
             streams = completions.streams(req, engine, entry.model.sampling,
                                           session.pending if session else (),
-                                          session is not None and session.state is not None)
+                                          session is not None and session.state is not None,
+                                          session.seen if session else ())
             if session is not None:
                 streams[0].init = session.state
             engine.submit(streams)
@@ -198,7 +199,7 @@ class Handlers:
         if session is not None:
             s = streams[0]
             done = s.done and s.finish in ("stop", "length")
-            self.sessions.close(session, s.final if done else None, s.pending)
+            self.sessions.close(session, s.final if done else None, s.pending, s.seen)
         chars = sum(s.drawn for s in streams)
         self.metrics.chars.labels(entry.name).inc(chars)
         for s in streams:

@@ -140,10 +140,13 @@ def _stops(stop: Any) -> tuple[str, ...]:
 
 
 def streams(req: Completion, engine: TextEngine, recommended: Mapping[str, Any],
-            pending: Sequence[int] = (), started: bool = False) -> list[TextStream]:
+            pending: Sequence[int] = (), started: bool = False, seen: Sequence[int] = ()
+            ) -> list[TextStream]:
     """One stream per (prompt, choice), each with its own sampler: the bundle's recommended
-    settings under the request's, seed + index. ``pending``/``started``: a session's next
-    codes to feed and whether it has a state to go on from."""
+    settings under the request's, seed + index. A session gives its next codes to feed
+    (``pending``), whether it has a state to go on from (``started``) and what that state has
+    read (``seen``, for a model with a context). A fresh prompt longer than a model's context
+    keeps its last ``context`` characters, as ``nnre run`` does."""
     settings = {k: v for k, v in recommended.items() if k in (*SETTINGS, "greedy")}
     settings |= req.settings
     if "temperature" in req.settings:
@@ -156,10 +159,13 @@ def streams(req: Completion, engine: TextEngine, recommended: Mapping[str, Any],
     waker = asyncio.Event()  # one for the request: its reader wakes for any of its streams
     out = []
     for p, prompt in enumerate(req.prompts):
+        continuing = started or bool(pending)
         try:
-            codes = list(pending) + _codes(engine, prompt, started or bool(pending))
+            codes = list(pending) + _codes(engine, prompt, continuing)
         except FeedError as err:
             raise RequestError(f"prompt: {err}", param="prompt") from None
+        if engine.context and not continuing:
+            codes = codes[-engine.context:]
         for i in range(req.n):
             index = p * req.n + i
             try:
@@ -170,7 +176,7 @@ def streams(req: Completion, engine: TextEngine, recommended: Mapping[str, Any],
             sampler.remember(codes)
             out.append(TextStream(deque(codes), sampler, req.max_tokens, req.stops,
                                   keep_state=req.session_id is not None,
-                                  notify_text=req.stream, waker=waker))
+                                  notify_text=req.stream, waker=waker, seen=list(seen)))
     return out
 
 

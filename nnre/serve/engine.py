@@ -6,7 +6,9 @@ through its own rows of the state; a new stream joins at the next step (its prom
 character per step, exactly as ``Model.generate`` feeds a prime, so a stream's text is the one
 ``nnre run`` gives alone with the same seed and settings), and a finished or cancelled one
 leaves before the next step. Each stream draws with its own ``Sampler`` (settings and seed);
-the rows that draw in a step are drawn together (``Sampler.draw_rows``).
+the rows that draw in a step are drawn together (``Sampler.draw_rows``). A stream of a model
+with a context (a transformer) that would step past it shifts it as ``Model.generate``
+does: it starts again from the zero state, fed its last ``context // 2`` characters.
 
 The engine needs of a model only :class:`Stepper`: ``step`` over a batch with state as a dict
 of arrays whose batch axis leads, and ``zero_state`` (``nnre.Model`` has both); rows are
@@ -104,6 +106,8 @@ class TextStream:
     error: NnreError | None = None
     final: Arrays | None = None
     pending: list[int] = field(default_factory=list)  # drawn but not fed (a session's next)
+    seen: list[int] = field(default_factory=list)  # fed since the zero state (models with a
+    # context: what a context shift feeds again)
     cancelled: bool = False
     cost: int = 0  # bytes reserved for it by the engine
     submitted: float = 0.0
@@ -125,6 +129,8 @@ class TextEngine:
         self.model = model
         self.input, self.output, self.vocab = io.input, io.output, io.chars.vocab
         self.chars = io.chars
+        #: the most steps a stream takes from the zero state (a transformer's), else None
+        self.context: int | None = getattr(model, "context", None)
         self.width = model.inputs[io.input].shape[0]  # type: ignore[attr-defined]
         self.dtype = model.dtype  # type: ignore[attr-defined]
         self.max_batch = max_batch
@@ -261,6 +267,7 @@ class TextEngine:
         nothing left to feed. Returns the streams that have news."""
         streams = self.streams
         codes = [s.feed.popleft() for s in streams]
+        full = self._full(codes) if self.context else []
         x = rows(codes + [0] * (self.size - len(codes)), self.width, self.dtype)
         failed: dict[int, NnreError] = {}
         if self.batching:
@@ -271,6 +278,8 @@ class TextEngine:
                 probs, failed = self._alone(x)
         else:  # the baseline: each stream alone, batch 1
             probs, failed = self._alone(x)
+        for i in full:
+            probs[i] = self._restart(i)
         self.observe("batch", len(streams))
         changed: set[TextStream] = set()
         for i, err in failed.items():
@@ -290,6 +299,33 @@ class TextEngine:
                 self._finish(i, s, "length")
                 changed.add(s)
         return changed
+
+    def _full(self, codes: list[int]) -> list[int]:
+        """Record this step's codes; the streams whose context is full before it. Their rows
+        are zeroed: the batch steps them harmlessly, :meth:`_restart` replaces the result
+        (``nnre.generate``'s context shift, llama.cpp's)."""
+        assert self.context
+        full = []
+        for i, (s, code) in enumerate(zip(self.streams, codes, strict=True)):
+            if len(s.seen) >= self.context:
+                full.append(i)
+                staterows.put(self.state, i, None)
+            s.seen.append(code)
+        return full
+
+    def _restart(self, i: int) -> np.ndarray:
+        """Stream i from the zero state, fed its last ``context // 2`` codes (this step's
+        included) alone, as ``nnre.generate`` does; its state row is replaced, its output row
+        returned."""
+        assert self.context
+        s = self.streams[i]
+        s.seen = s.seen[-max(1, self.context // 2):]
+        state = self.model.zero_state(1)
+        for code in s.seen:
+            out, state = self.model.step({self.input: rows([code], self.width, self.dtype)},
+                                         state)
+        staterows.put(self.state, i, state)
+        return out[self.output][0]  # type: ignore[no-any-return]
 
     def _alone(self, x: np.ndarray) -> tuple[np.ndarray, dict[int, NnreError]]:
         """Each stream stepped alone at batch 1: its output row, or its error."""

@@ -31,6 +31,7 @@ class Session:
     kind: str  # "text" or "tensor"
     state: dict[str, np.ndarray] | None = None  # None: not started (the zero state)
     pending: list[int] = field(default_factory=list)
+    seen: list[int] = field(default_factory=list)  # read since the zero state (a context's)
     busy: bool = False
     used: float = 0.0
 
@@ -81,12 +82,12 @@ class Sessions:
         return s
 
     def close(self, s: Session, state: dict[str, np.ndarray] | None = None,
-              pending: list[int] | None = None) -> None:
+              pending: list[int] | None = None, seen: list[int] | None = None) -> None:
         """Done with the request: keep its final state (None: unchanged, e.g. it failed)."""
         s.busy = False
         s.used = self.clock()
         if state is not None:
-            s.state, s.pending = state, list(pending or [])
+            s.state, s.pending, s.seen = state, list(pending or []), list(seen or [])
         elif s.state is None:  # a new session whose first request failed: nothing to keep
             self._by_id.pop(s.id, None)
 
