@@ -21,6 +21,8 @@ import math
 import time
 from pathlib import Path
 
+import numpy as np
+
 from nndk.config import TrainConfig
 from nndk.train import start
 from nndk.train_sequence import VALIDATION, WINDOWS
@@ -72,9 +74,10 @@ def main() -> None:
         with torch.no_grad():
             for i in range(config.eval_iters):
                 x, y = trainer.windows(trainer.data.val, config.batch_size, [seed, i, VALIDATION])
-                logits = net(torch.tensor(x))
+                logits = net(torch.tensor(x.astype(np.int64)))
+                target = torch.tensor(y.reshape(-1).astype(np.int64))
                 total += float(torch.nn.functional.cross_entropy(
-                    logits.reshape(-1, logits.shape[-1]), torch.tensor(y.reshape(-1))))
+                    logits.reshape(-1, logits.shape[-1]), target))
         return total / config.eval_iters
 
     print(f"{'step':>6} {'nndk val':>10} {'PyTorch val':>12} {'difference':>11}")
@@ -96,9 +99,9 @@ def main() -> None:
         lr = nanogpt_lr(step, 1e-3, 100, args.steps, 1e-4)
         for group in opt.param_groups:
             group["lr"] = lr
-        logits = net(torch.tensor(x))
+        logits = net(torch.tensor(x.astype(np.int64)))
         loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]),
-                                                 torch.tensor(y.reshape(-1)))
+                                                 torch.tensor(y.reshape(-1).astype(np.int64)))
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)

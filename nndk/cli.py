@@ -190,7 +190,8 @@ def gradcheck_command(model: str, bindings: tuple[str, ...], steps: int, batch: 
                    "samples can fall into loops of them. (With --init-from a character "
                    "bundle, its vocabulary is used.)")
 @click.option("--init", "init_scheme", type=click.Choice(INIT_SCHEMES), default="auto",
-              show_default=True, help="auto: orthogonal square matrices, Xavier the rest.")
+              show_default=True, help="auto: orthogonal square matrices, Xavier the rest; for "
+              "attention (a text with histories), normal. normal: GPT-2's N(0, 0.02).")
 @click.option("--seed", default=0, show_default=True, help="Drives every random choice.")
 @click.option("--checkpoint-dir", default="checkpoints", show_default=True,
               type=click.Path(file_okay=False),

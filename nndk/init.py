@@ -1,5 +1,5 @@
 """Initial weights: Xavier-uniform or orthogonal matrices, Xavier-uniform filters, zero biases,
-forget-gate bias 1, norm gains 1."""
+forget-gate bias 1, norm gains 1; or GPT-2's N(0, 0.02) for every matrix and table."""
 
 from __future__ import annotations
 
@@ -23,6 +23,8 @@ def init_param(name: str, shape: tuple[int, ...], rng: np.random.Generator, sche
         value = 1.0 if name in FORGET_BIASES or name.split("_")[0] in GAINS else 0.0
         return np.full(shape, value, dtype=dtype)
     rows, cols = shape
+    if scheme == "normal":  # GPT-2 and nanoGPT: small logits through a tied read-out
+        return rng.normal(0.0, GPT2_STD, size=shape).astype(dtype)
     if scheme == "orthogonal" or (scheme == "auto" and rows == cols):
         q, r = np.linalg.qr(rng.normal(size=(max(rows, cols), min(rows, cols))))
         q *= np.sign(np.diag(r))
@@ -32,4 +34,12 @@ def init_param(name: str, shape: tuple[int, ...], rng: np.random.Generator, sche
     return rng.uniform(-bound, bound, size=shape).astype(dtype)
 
 
-INIT_SCHEMES = ("auto", "xavier", "orthogonal")
+INIT_SCHEMES = ("auto", "xavier", "orthogonal", "normal")
+GPT2_STD = 0.02
+
+
+def scheme_for(scheme: str, attention: bool) -> str:
+    """``auto`` is GPT-2's normal init for attention (a text with histories, whose read-out
+    is often tied to its embedding: Xavier there starts at a loss twice ln V and trains
+    worse), Xavier/orthogonal otherwise."""
+    return "normal" if scheme == "auto" and attention else scheme

@@ -16,7 +16,7 @@ import numpy as np
 from nndk import dropout as drop
 from nndk.autodiff import Backward, differentiable_slots, transient_slots
 from nndk.checkpoint import CheckpointError, take
-from nndk.init import init_param
+from nndk.init import init_param, scheme_for
 from nndk.layout import place_params
 from nndk.optim import OPTIMIZERS, clip_global_norm
 from nndk.sequence import compile_sequence
@@ -62,6 +62,7 @@ class Learner:
         self.step_prog = None if sequence else plain
         self.rng = np.random.default_rng(seed)
         self.params, placed = place_params(self.prog)
+        init = scheme_for(init, bool(checked.roles.appends))
         for name, value in self.params.items():  # in program order: one seed, one result
             value[...] = init_param(name, value.shape, self.rng, init, "float32")
         # `frozen W` in the equations: kept as initialised (or as --init-from gave it)

@@ -4,7 +4,9 @@ This is nndk's binding of the runtime's Program (the same instructions, the same
 ``nnre.vm.bind_instr``), laid out for backpropagation: per-example slots hold all steps
 (``steps·batch`` rows, step t in row block t), each state lives in one history buffer with
 its initial values first, so every lag is a view and no step copies anything. Large per-step
-products with a constant weight may run transposed (``transposed_product``).
+products with a constant weight may run transposed (``transposed_product``). Conv chains
+are laid out batch last, as the runtime binds them (``nnre.layout``); their gradients keep
+that order (``np.zeros_like``).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from nnre.layout import batch_last_slots
 from nnre.ops import OPS
 from nnre.program import Instr, Program
 from nnre.vm import Tape, bind_instr
@@ -90,8 +93,11 @@ class Unrolled:
         self.pre: Tape = []
         self.pre_coded: Tape = []
         self.coded: set[str] = set()
-        for ins in prog.pre:
-            f = bind_instr(ins, self.full, rows, dtype, prog)
+        last = batch_last_slots(prog.pre, {*prog.inputs.values(), *prog.outputs.values(),
+                                           *(a for ins in prog.loop + prog.post
+                                             for a in ins.args)})
+        for ins in prog.pre:  # conv chains batch last, as the runtime binds them
+            f = bind_instr(ins, self.full, rows, dtype, prog, batch_last=ins.out in last)
             if f is None:
                 continue
             self.pre.append(f)

@@ -87,7 +87,8 @@ def check(total: int, what: str, error: Callable[[str], Exception]) -> None:
 def program_split(prog: Program) -> tuple[int, int]:
     """(bytes made once, bytes per row) of running ``prog`` besides its parameters: literals
     and computed prologue values; every per-example value (next state once per ring phase),
-    the inputs, and the largest scratch a kernel makes while it runs (``Op.scratch``)."""
+    the inputs, and the scratch of every kernel (``Op.scratch``): a bound tape keeps each
+    instruction's scratch for as long as it lives (``Op.unfold``), so they add up."""
     from nnre.ops import OPS
 
     item = np.dtype(prog.dtype).itemsize
@@ -95,12 +96,12 @@ def program_split(prog: Program) -> tuple[int, int]:
     ring = set(prog.state_out.values())
     fixed = sum(size(a.shape, item) for a in prog.literals.values())
     per_row = sum(size(prog.slots[i].shape, item) for i in prog.inputs.values())
-    scratch = 0  # a kernel's own temporaries: one call at a time, so the largest counts
+    scratch = 0
     for ins in (*prog.prologue, *prog.pre, *prog.loop, *prog.post):
         rule = OPS[ins.op].scratch
         if rule is not None:
             entries = rule(*[prog.slots[a].shape for a in ins.args], **dict(ins.attrs))
-            scratch = max(scratch, size((entries,), item))
+            scratch += size((entries,), item)
         if OPS[ins.op].view:
             continue
         slot = prog.slots[ins.out]

@@ -78,7 +78,7 @@ def compiler_id() -> str:
     return f"{__version__}+{_compiler_digest}"
 
 
-def _own_dir(path: Path) -> bool:
+def own_dir(path: Path) -> bool:
     """``path`` exists (made 0700 if not), is a real directory of this user, and nobody else
     may write into it."""
     try:
@@ -94,7 +94,7 @@ def secret() -> bytes | None:
     """This user's cache key (made on first use), or None when the cache must not be used:
     the directory or the key file is not private to the user."""
     base = cache_dir()
-    if not _own_dir(base):
+    if not own_dir(base):
         return None
     path = base / "key"
     try:
@@ -132,7 +132,7 @@ def load(bundle_id: str) -> Compiled | None:
     """The cached compile of this bundle, or None when absent, forged or not exactly right."""
     secret_key = secret()
     path, key = entry_path(bundle_id)
-    if secret_key is None or not _own_dir(path.parent):
+    if secret_key is None or not own_dir(path.parent):
         return None
     try:  # a FIFO or device planted at the entry path is ignored (and replaced), never read
         with open_regular(path, ProgramDataError) as f:
@@ -176,7 +176,7 @@ def store(bundle_id: str, compiled: Compiled) -> bool:
         "param_shapes": {k: list(v) for k, v in compiled.param_shapes.items()},
     }, use_bin_type=True)
     secret_key = secret()
-    if secret_key is None or not _own_dir(path.parent):
+    if secret_key is None or not own_dir(path.parent):
         return False
     return _write(path, MAGIC + _mac(secret_key, payload) + payload)
 
@@ -199,7 +199,7 @@ def mark_verified(bundle_id: str, identity: tuple[int, ...]) -> bool:
     if secret_key is None:
         return False
     path = _verified_path(bundle_id, identity, secret_key)
-    return _own_dir(path.parent) and _write(path, b"")
+    return own_dir(path.parent) and _write(path, b"")
 
 
 def _write(path: Path, blob: bytes) -> bool:

@@ -112,7 +112,7 @@ def cli() -> None:
 @click.option("--no-tensors", is_flag=True, help="Leave out the tensor table.")
 def inspect(path: str, as_json: bool, no_tensors: bool) -> None:
     """Show a bundle's format, id, signature, equations, tensors and metadata."""
-    facts = info(bundle.decode(path), tensors=not no_tensors)
+    facts = info(bundle.decode(loader.resolve(path)), tensors=not no_tensors)
     if as_json:  # readable Unicode, but nothing a terminal would obey (json_escaped)
         click.echo(json_escaped(json.dumps(facts, indent=2, ensure_ascii=False)))
     else:
@@ -184,6 +184,8 @@ RUN_HELP = """Generate text (streamed), or run tensors from --input / --input-js
 Sampling options left out take the bundle's recommended settings (`nnre inspect
 MODEL.bundle` shows them under 'sampling'), else the defaults named below. Without
 --seed a random one is used and printed on stderr, so a good text can be made again.
+MODEL.bundle may be an https:// or s3:// URL (pip install 'nnre[remote]'): fetched once
+into the cache, verified, and fetched again only when the remote file changes.
 
 \b
 Examples:
@@ -193,6 +195,7 @@ Examples:
   nnre run m.bundle -p "3 May." --num-samples 4 --seed 1   # 4 texts, one batch
   nnre run m.bundle --temp 0                                # greedy
   echo '{"x": [[0.1, 0.2, 0.3]]}' | nnre run m.bundle --input -
+  nnre run https://example.org/models/m.bundle -p "The " -n 200
 """
 
 

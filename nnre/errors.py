@@ -123,3 +123,11 @@ class OutputError(NnreError):
     from. The inputs may be fine; the weights or the equations produce it."""
 
     code = "bad-output"
+
+
+class FetchError(NnreError):
+    """A model location (``https://…``, ``s3://…``) that could not be fetched: not found,
+    refused, unreachable, larger than the memory budget or the free disk, a download that
+    ended short of the size announced or ran past it, or the ``remote`` extra missing."""
+
+    code = "fetch-error"

@@ -2,14 +2,16 @@
 
 :mod:`nnre.bundle` checks the file; this module parses the equations against the weights
 (or takes the compiled Program from :mod:`nnre.cache`), and checks that the stored signature
-and dims are the ones the equations give (``formats/bundle.md`` §3.2).
+and dims are the ones the equations give (``formats/bundle.md`` §3.2). A location may be a
+URL (``https://``, ``s3://``): :func:`resolve` fetches it into the cache first
+(:mod:`nnre.remote`).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from nnre import budget
+from nnre import budget, remote
 from nnre import cache as compile_cache
 from nnre.bundle.read import Bundle, Source, check_tensor_digests, decode
 from nnre.bundle.schema import SIDES, Header
@@ -33,8 +35,12 @@ def load(src: Source, *, check_data: bool | None = None, cache: bool = True,
     The compiled Program is taken from the compile cache when an exact entry exists (no
     SymPy import then) and stored there after a compile; ``cache=False`` or
     ``NNRE_NO_CACHE=1`` bypasses it.
+
+    ``src`` may be an ``https://``, ``http://`` or ``s3://`` URL (the ``remote`` extra): the
+    file is fetched once into the cache, verified in full, and read from there (see
+    :func:`resolve`).
     """
-    bundle = decode(src, check_data=False, mapped=mapped)
+    bundle = decode(resolve(src), check_data=False, mapped=mapped)
     use_cache = cache and compile_cache.enabled()
     if check_data is None:
         check_data = not (use_cache and bundle.identity is not None
@@ -55,8 +61,19 @@ def verify(src: Source) -> Bundle:
 
 def verified(src: Source) -> tuple[Bundle, Model]:
     """:func:`verify`, also giving the compiled model (what ``nnre verify`` reports on)."""
-    bundle = decode(src, check_data=True)
+    bundle = decode(resolve(src), check_data=True)
     return bundle, model_of(bundle, cache=False)
+
+
+def resolve(location: Source) -> Source:
+    """What to read for a model location: a URL's verified local copy (fetched into the cache
+    when the remote content is not there yet; :func:`nnre.remote.fetch`), anything else as
+    it is. The one place every caller with a user's location (``nnre run``, ``nnre serve``,
+    ``load``) goes through; a changed remote file gives another local path."""
+    if remote.is_remote(location):
+        assert isinstance(location, str)
+        return str(remote.fetch(location))
+    return location
 
 
 def model_of(bundle: Bundle, *, cache: bool = False) -> Model:

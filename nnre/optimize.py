@@ -1,6 +1,7 @@
 """Program rewrites that cut the number of NumPy calls per step without changing results.
 
-Also, 3. sinking: loop work the recurrence does not need moves after the loop (``post``).
+Also, 3. sinking: loop work the recurrence does not need moves after the loop (``post``),
+and 4. ReLU after max pooling: ``maxpool(relu(h))`` becomes ``relu(maxpool(h))``.
 
 1. Stacking: matrix products of one per-example operand with several constant matrices
    (``U_i·h``, ``U_f·h``, …) become one product with the matrices side by side, made once
@@ -44,6 +45,34 @@ def _rewrite(prog: Program, stage: str) -> None:
     _stack_matmuls(prog, stage)
     while _fuse_siblings(prog, stage):
         pass
+    _relu_after_pool(prog, stage)
+
+
+def _relu_after_pool(prog: Program, stage: str) -> None:
+    """``maxpool(relu(h))`` → ``relu(maxpool(h))`` where the ReLU's result is read by that
+    pool alone: the maximum commutes with any non-decreasing function, so the ReLU runs over
+    the pooled value (a quarter of the entries for 2×2 windows; 45 against 10 µs at the
+    digits CNN's first layer, batch 256). Gradients are the same too: where a window's
+    maximum is positive both send g to its first maximum, and where it is not ReLU's VJP
+    gives 0 either way (maxpool's VJP picks the first maximum, which ReLU's zeros would
+    otherwise tie)."""
+    instrs = prog.stage_list(stage)
+    reads: dict[int, int] = defaultdict(int)
+    for ins in (*prog.prologue, *prog.pre, *prog.loop, *prog.post):
+        for a in ins.args:
+            reads[a] += 1
+    kept = set(prog.outputs.values()) | set(prog.state_out.values())
+    relus = {ins.out: ins for ins in instrs if ins.op == "relu"}
+    swapped: dict[int, list[Instr]] = {}
+    for pos, ins in enumerate(instrs):
+        relu = relus.get(ins.args[0]) if ins.op == "maxpool" else None
+        if relu is None or reads[relu.out] != 1 or relu.out in kept:
+            continue
+        pooled = _new_slot(prog, replace(prog.slots[ins.out], name=f"%{len(prog.slots)}",
+                                         kind="temp"))
+        swapped[pos] = [Instr("maxpool", pooled, relu.args, ins.attrs),
+                        Instr("relu", ins.out, (pooled,))]
+    _splice(instrs, swapped)  # the ReLU before the pool is now dead (_drop_dead)
 
 
 def _sink(prog: Program) -> bool:

@@ -101,14 +101,14 @@ def auto() -> bool:
     return _fixed is None and not os.environ.get("NNRE_THREADS")
 
 
-def single_threaded(call: Callable[[], Any]) -> list[Callable[[], Any]]:
-    """The calls that run one product: on one thread, restoring the host's count after, unless
-    the user fixed a count (or BLAS already runs one thread)."""
+def single_threaded(calls: list[Callable[[], Any]]) -> list[Callable[[], Any]]:
+    """The calls of one instruction that runs products: on one thread, restoring the host's
+    count after, unless the user fixed a count (or BLAS already runs one thread)."""
     found = _setter() if auto() else None
     if found is None or found[1] <= 1:
-        return [call]
+        return calls
     setter, default = found
-    return [functools.partial(setter, 1), call, functools.partial(setter, default)]
+    return [functools.partial(setter, 1), *calls, functools.partial(setter, default)]
 
 
 def get_blas_threads() -> int | None:

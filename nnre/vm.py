@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from nnre import layout
 from nnre.ops import OPS
 from nnre.program import Instr, Program
 from nnre.threads import single_threaded
@@ -58,30 +59,32 @@ def bind_prologue(prog: Program, params: dict[str, np.ndarray],
 
 
 def bind_instr(ins: Instr, arrays: list[Any], rows: int, dtype: str, prog: Program,
-               allocate: bool = True) -> functools.partial[Any] | None:
-    """Allocate the output buffer of one instruction (or make its view) and bind a call."""
+               allocate: bool = True, batch_last: bool = False) -> functools.partial[Any] | None:
+    """Allocate the output buffer of one instruction (or make its view) and bind a call;
+    ``batch_last`` lays the buffer out rows last (``nnre.layout``)."""
     op = OPS[ins.op]
     args = [arrays[a] for a in ins.args]
     attrs = dict(ins.attrs)
     if op.view:
-        arrays[ins.out] = op.kernel(*args, **attrs)
+        view = arrays[ins.out] = op.kernel(*args, **attrs)
+        if view.size and not np.may_share_memory(view, args[0]):
+            # a copy made once here would never see the values written later
+            raise RuntimeError(f"internal error: {ins.op} of slot {ins.args[0]} is not a view")
         return None
     if allocate or arrays[ins.out] is None:
-        arrays[ins.out] = np.empty((rows, *prog.slots[ins.out].shape), dtype=dtype)
+        arrays[ins.out] = layout.empty(rows, prog.slots[ins.out].shape, dtype, batch_last)
     return functools.partial(op.ufunc or op.kernel, *args, out=arrays[ins.out], **attrs)
 
 
 def bound_calls(ins: Instr, f: functools.partial[Any], arrays: list[Any]
                 ) -> list[Callable[[], Any]]:
-    """One bound instruction as the calls a tape makes: the kernel's ufunc calls when it has an
-    unfolded form (one Python frame less each), and products on one BLAS thread
-    (``nnre.threads``)."""
-    unfold = OPS[ins.op].unfold
-    calls: list[Callable[[], Any]] = [f] if unfold is None else \
-        unfold(*f.args, out=arrays[ins.out], **dict(ins.attrs))
-    if OPS[ins.op].products and len(calls) == 1:
-        return single_threaded(calls[0])
-    return calls
+    """One bound instruction as the calls a tape makes: the kernel's unfolded calls when it
+    has that form (one Python frame less each, scratch made once), and products on one BLAS
+    thread (``nnre.threads``)."""
+    op = OPS[ins.op]
+    calls: list[Callable[[], Any]] = [f] if op.unfold is None else \
+        op.unfold(*f.args, out=arrays[ins.out], **dict(ins.attrs))
+    return single_threaded(calls) if op.products else calls
 
 
 @dataclass
@@ -123,6 +126,8 @@ def bind_stage(prog: Program, consts: list[Any], instrs: list[Instr], rows: int,
               for name, i in prog.state_out.items()} if ring else {}
     fixed = {i: np.zeros((rows, *prog.slots[i].shape), prog.dtype) for i in given}
     outs = {idx: name for name, idx in prog.state_out.items()} if ring else {}
+    last = layout.batch_last_slots(instrs, {*fixed, *(shared or {}), *outs,
+                                            *prog.outputs.values()})
     temps: dict[int, np.ndarray] = {}
     tapes: list[Tape] = []
     tables: list[list[Any]] = []
@@ -138,7 +143,7 @@ def bind_stage(prog: Program, consts: list[Any], instrs: list[Instr], rows: int,
                 arrays[ins.out] = states[outs[ins.out]][phase]
             elif ins.out in temps:
                 arrays[ins.out] = temps[ins.out]
-            f = bind_instr(ins, arrays, rows, prog.dtype, prog, allocate=False)
+            f = bind_instr(ins, arrays, rows, prog.dtype, prog, False, ins.out in last)
             if f is not None:
                 tape.extend(bound_calls(ins, f, arrays))
                 temps.setdefault(ins.out, arrays[ins.out])

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from nnre.ops import BY_ARITY, OPS, Op
-from nnre.ops.conv import conv_attrs, pool_attrs
+from nnre.ops.conv import batch_last, conv_attrs, pool_attrs
 
 # (C, spatial sizes, O, kernel, stride, pads, dilation, groups, bias)
 CONV_CASES: dict[str, tuple[Any, ...]] = {
@@ -360,3 +360,85 @@ def test_pool_scratch_rules_count_what_the_kernel_and_vjp_allocate(
         assert peak <= counted + slack, (peak, counted)
         if any(pads) or rule is op.vjp_scratch:
             assert peak >= padded, (peak, padded)
+# -- memory order: the VM lays conv and pooling results out batch last (nnre.layout) --------
+def _batch_last(a: np.ndarray) -> np.ndarray:
+    """The same values, rows last in memory, seen as (rows, …) as the VM binds them."""
+    return np.moveaxis(np.ascontiguousarray(np.moveaxis(a, 0, -1)), -1, 0)
+
+
+def _empty_batch_last(shape: tuple[int, ...]) -> np.ndarray:
+    return np.moveaxis(np.full((*shape[1:], shape[0]), np.nan), -1, 0)
+
+
+def _both_forms(op: Op, args: list[np.ndarray], attrs: dict[str, Any], x: int,
+                out_last: bool) -> list[np.ndarray]:
+    """The kernel's result and the unfolded calls' result (run twice: scratch made once
+    must be refilled from the current x), into an ``out`` rows-first or batch-last."""
+    shapes = [a.shape[1:] if k == x else a.shape for k, a in enumerate(args)]
+    shape = (args[x].shape[0], *op.shape(*shapes, **attrs))
+    results = []
+    for unfold in (False, True):
+        out = _empty_batch_last(shape) if out_last else np.full(shape, np.nan)
+        if not unfold:
+            op.kernel(*args, out=out, **attrs)
+        else:
+            assert op.unfold is not None
+            live = args[x].copy()  # the bound buffer; its values change between runs
+            bound = [live if k == x else a for k, a in enumerate(args)]
+            calls = op.unfold(*bound, out=out, **attrs)
+            live[...] = 0.0
+            for call in calls:
+                call()
+            live[...] = args[x]
+            for call in calls:
+                call()
+        assert batch_last(out) is not None if out_last else out.flags.c_contiguous
+        results.append(out)
+    return results
+
+
+@pytest.mark.parametrize("x_last, out_last", [(True, True), (False, True), (True, False)])
+@pytest.mark.parametrize("case", sorted(CONV_CASES))
+def test_conv_in_either_memory_order(case: str, x_last: bool, out_last: bool) -> None:
+    op, args, attrs = conv_case(case, seed=5)
+    want = loop_conv(args[0], args[1], args[2] if len(args) > 2 else None, **attrs)
+    if x_last:
+        args[1] = _batch_last(args[1])
+    for got in _both_forms(op, args, attrs, 1, out_last):
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("x_last, out_last", [(True, True), (False, True), (True, False)])
+@pytest.mark.parametrize("kind", ["max", "avg"])
+@pytest.mark.parametrize("case", sorted(POOL_CASES))
+def test_pool_in_either_memory_order(case: str, kind: str, x_last: bool, out_last: bool
+                                     ) -> None:
+    x, attrs = pool_case(case, seed=5)
+    want = loop_pool(x, kind, **attrs)
+    for got in _both_forms(OPS[kind + "pool"], [_batch_last(x) if x_last else x], attrs, 0,
+                           out_last):
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("name, case", [*(("conv", c) for c in sorted(CONV_CASES)),
+                                        *(("maxpool", c) for c in sorted(POOL_CASES)),
+                                        *(("avgpool", c) for c in sorted(POOL_CASES))])
+def test_vjps_of_batch_last_values_equal_the_rows_first_ones(name: str, case: str) -> None:
+    """Training binds the same layout (nndk.unrolled): the gradients must not depend on the
+    memory order, and x's gradient keeps x's (no later ufunc then mixes two orders)."""
+    if name == "conv":
+        op, args, attrs = conv_case(case, seed=6)
+    else:
+        x, attrs = pool_case(case, seed=6)
+        op, args = OPS[name], [x]
+    k = 1 if name == "conv" else 0
+    out = run_kernel(op, args, attrs)
+    g = np.random.default_rng(7).normal(size=out.shape)
+    last = [_batch_last(a) if i == k else a for i, a in enumerate(args)]
+    assert op.vjp is not None
+    for i in range(len(args)):
+        want = op.vjp(g, out, args, attrs, i)
+        got = op.vjp(_batch_last(g), _batch_last(out), last, attrs, i)
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12, err_msg=f"argument {i}")
+        if i == k:
+            assert np.moveaxis(got, 0, -1).strides[-1] == got.itemsize, "x's order kept"

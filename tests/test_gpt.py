@@ -154,3 +154,38 @@ def test_scoring_reads_a_long_text_in_chunks_of_the_context(
             logp = torch.log_softmax(net(torch.tensor([ids]))[0], -1).numpy()
         want += [-logp[i, ids[i + 1]] / np.log(2) for i in range(len(ids) - 1)]
     np.testing.assert_allclose(got.bits, want, rtol=1e-9)
+
+
+def test_a_batch_of_texts_scores_as_each_alone(weights: dict[str, np.ndarray]) -> None:
+    """score_batch (what nnre.ray runs): texts of a transformer as the rows of one batch,
+    each cut to the context, give the bits of scoring each alone (checked above)."""
+    from nnre.scoring import score_batch
+
+    text, _ = read_model("gpt")
+    codecs = {"x": {"id": "char", "vocab": list("abcde")},
+              "y": {"id": "sample", "vocab": list("abcde")}}
+    model = nnre.Model.from_equations(text, weights, DIMS, dtype="float64",
+                                      metadata={"codecs": codecs})
+    texts = ["abcdeedcbaabbccddeeaa", "a", "", "edcba", "abcdeabcdeab"]
+    for alone, batched in zip(texts, score_batch(model, texts), strict=True):
+        want = model.score(alone)
+        np.testing.assert_allclose(batched.bits, want.bits, rtol=1e-9)
+        assert batched.positions.tolist() == want.positions.tolist()
+
+
+def test_attention_starts_from_gpt2s_init() -> None:
+    """auto is N(0, 0.02) for a text with histories: the tied read-out starts near uniform
+    (cross-entropy ln V), where Xavier's tables start near 2 ln V and train worse."""
+    from nndk.init import GPT2_STD
+
+    text, _ = read_model("gpt")
+    dims = {"L": 2, "heads": 2, "d": 32, "context": 8}
+    learner = Learner(check(text, dims, known={"y": (65,)}), text, "adam", 0, "auto",
+                      sequence=True)
+    table = learner.params["E"]
+    assert abs(float(table.std()) - GPT2_STD) < 0.002 and abs(float(table.mean())) < 0.002
+    ids = np.random.default_rng(0).integers(0, 65, (4, 9))
+    run = learner.forward({"x": ids[:, :-1, None].astype(np.float32)}, 1, 4, None)
+    probs = run.full[learner.prog.outputs["y"]].reshape(-1, 65)
+    loss = -np.mean(np.log(probs[np.arange(32), ids[:, 1:].reshape(-1)]))
+    assert abs(loss - np.log(65)) < 0.05

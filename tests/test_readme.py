@@ -54,6 +54,8 @@ SHORTER = [
 SLOW = {
     "python -m nndk.onnx.conformance": "ONNX's node tests: about 7 s, and tested by "
                                        "tests/test_onnx_import.py already",
+    "python samples/ray/score.py": "starts a local Ray instance (30-60 s here); "
+                                   "tests/test_ray.py runs a Ray job too",
 }
 
 
@@ -101,6 +103,9 @@ CHECKS: list[tuple[str, Callable[[Result], str | None]]] = [
     (r"^python samples/make_weather\.py", _same_as_shipped(
         "weather.bundle", "weather.csv", "weather-feeds.npz", "weather-requests.jsonl")),
     (r"^cat .*> py\.txt", lambda r: None if (r.cwd / "py.txt").stat().st_size else "empty"),
+    (r"^python samples/ray/score\.py ", lambda r: None if "2,000 rows" in r.out else "no rows"),
+    (r"^(NNRE_MODEL=\S+ )?python samples/serverless/handler\.py ",
+     lambda r: None if json.loads(r.out)["statusCode"] == 200 else "not answered"),
 ]
 
 

@@ -14,6 +14,7 @@ from test_run_flags import nnre as command
 from text_helpers import VOCAB, text_bundle
 
 import nnre
+import nnre.scoring
 from nnre.errors import FeedError
 
 TEXT = "ab c\nfed hh\ncab\n\nd"
@@ -152,3 +153,18 @@ def test_a_model_that_is_not_a_text_model(tmp_path) -> None:
     (tmp_path / "t.txt").write_text("ab")
     code, _, err = command("score", str(tmp_path / "m.bundle"), str(tmp_path / "t.txt"))
     assert code == 1 and "does not generate text" in err
+
+
+def test_a_batch_of_texts_scores_each_as_alone(model) -> None:
+    texts = [TEXT, "", "a", "cab\nd", TEXT * 3]
+    got = nnre.scoring.score_batch(model, texts)
+    for text, one in zip(texts, got, strict=True):
+        np.testing.assert_allclose(one.bits, reference_bits(text), rtol=1e-10)
+        assert one.positions.tolist() == model.score(text).positions.tolist()
+    bare = nnre.scoring.score_batch(model, texts, prime="")
+    for text, one in zip(texts, bare, strict=True):
+        np.testing.assert_allclose(one.bits, reference_bits(text, prime=""), rtol=1e-10)
+    with pytest.raises(FeedError, match=r"<texts>\[1\]:1:2"):
+        nnre.scoring.score_batch(model, ["ab", "aQ"])
+    skipped = nnre.scoring.score_batch(model, ["aQb"], skip_unknown=True)[0]
+    assert skipped.skipped == 1 and skipped.positions.tolist() == [0, 2]

@@ -44,6 +44,9 @@ class Op:
     #: per-step tapes: one Python frame less per call and no allocation per step.
     unfold: Callable[..., list[Call]] | None = None
     products: bool = False  # runs BLAS matrix products: on one thread unless told (threads)
+    #: Its result is fastest laid out with the rows last (conv, pooling): the VM allocates it
+    #: so (``nnre.layout``); the kernel takes any memory order.
+    batch_last: bool = False
     #: (argument shapes, **attrs) → entries per row the kernel allocates while it runs and
     #: frees after (conv's im2col columns): counted by the memory budget (nnre.budget).
     scratch: Callable[..., int] | None = None

@@ -4,25 +4,28 @@ Each block is the whole definition of one primitive (see ``nnre.ops.base.Op``). 
 x is per example, (rows, C, *spatial); a conv's weight W (O, C/groups, *kernel) and bias b
 (O,) are constants. Attributes are tuples in ONNX's order (``pads``: every begin, then every
 end), so export writes them as they are; equations give scalars (``conv(W, x; pad=1)``) that
-``conv_attrs``/``pool_attrs`` widen. A conv is im2col (channels last) and one matrix
+``conv_attrs``/``pool_attrs`` widen. A conv is im2col (batch last) and one matrix
 product per group over every row and position at once; gradients of x go back with one
-strided ``+=`` per kernel offset (col2im: a loop over the kernel, never over rows).
+strided ``+=`` per kernel offset (col2im: a loop over the kernel, never over rows). Kernels
+take any memory order; the VM lays conv and pooling results out batch last
+(``nnre.layout``), the order in which they run fastest.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from nnre.ops.base import Array, Op, Shape
+from nnre.ops.base import Array, Call, Op, Shape
 
 Ints = tuple[int, ...]
 ROWS = (slice(None),)  # every row: an index's first place
 LEAD = ROWS * 2  # every row and channel: an index's first two places
-WIDE = 8  # channels per group from which im2col copies all windows at once (_columns)
+CHANNELS = ROWS  # every channel: a batch-last (C, *spatial, rows) index's first place
 
 
 # -- geometry: one place checks sizes and computes the output's ------------------------
@@ -63,12 +66,23 @@ def _out_sizes(op: str, sizes: Ints, kernel: Ints, stride: Ints, pads: Ints,
     return tuple(out)
 
 
-def _pad(x: Array, pads: Ints, fill: float = 0.0) -> Array:
-    r = x.ndim - 2
+def _full_like(x: Array, shape: Ints, fill: float) -> Array:
+    """A filled (rows, *shape) array in x's memory order: batch last if x is so laid out
+    (``nnre.layout``), else rows first. Mixing the two orders in one ufunc call costs up
+    to 10× (a transposition of the whole batch)."""
+    if batch_last(x) is None:
+        return np.full(shape, fill, x.dtype)
+    return np.moveaxis(np.full((*shape[1:], shape[0]), fill, x.dtype), -1, 0)
+
+
+def _padded_copy(x: Array, pads: Ints, fill: float = 0.0) -> tuple[Array, Array]:
+    """A padded buffer for x in x's memory order, and the view of it that x fills (x itself
+    and the same view when there is no padding)."""
     if not any(pads):
-        return x
-    widths = [(0, 0), (0, 0), *zip(pads[:r], pads[r:], strict=True)]
-    return np.pad(x, widths, constant_values=fill)
+        return x, x
+    sizes = x.shape[2:]
+    padded = _full_like(x, (*x.shape[:2], *_padded(sizes, pads)), fill)
+    return padded, padded[LEAD + _inner(sizes, pads)]
 
 
 def _padded(sizes: Ints, pads: Ints) -> Ints:
@@ -120,49 +134,81 @@ def _conv_shape(w: Shape, x: Shape, *bias: Shape, stride: Ints = (), pads: Ints 
 def _conv_scratch(w: Shape, x: Shape, *bias: Shape, stride: Ints = (), pads: Ints = (),
                   dilation: Ints = (), groups: int = 1) -> int:
     """Entries per row of the padded input, the im2col columns (kernel · C per output
-    position) and the product: a large kernel makes these far larger than x or the result."""
+    position, and a row of ones per group with a bias) and the product (when ``out`` is not
+    batch last): a large kernel makes these far larger than x or the result."""
     std = _defaults(len(x) - 1, stride, pads, dilation)
     positions = math.prod(_out_sizes("conv", x[1:], w[2:], *std))
-    return x[0] * (math.prod(_padded(x[1:], std[1])) + positions * math.prod(w[2:])) + \
-        positions * w[0]
+    columns = positions * (x[0] * math.prod(w[2:]) + (groups if bias else 0))
+    return x[0] * math.prod(_padded(x[1:], std[1])) + columns + positions * w[0]
 
 
 def _defaults(r: int, stride: Ints, pads: Ints, dilation: Ints) -> tuple[Ints, Ints, Ints]:
     return stride or (1,) * r, pads or (0,) * (2 * r), dilation or (1,) * r
 
 
+def _window_view(padded: Array, kernel: Ints, stride: Ints, dilation: Ints, groups: int,
+                 out: Ints) -> Array:
+    """Every window of a batch-last padded input (C, *padded, rows) as a strided view
+    (groups, C/groups, *kernel, *out, rows): no copy."""
+    r, channels = len(kernel), padded.shape[0]
+    step = padded.strides
+    shape = (groups, channels // groups, *kernel, *out, padded.shape[-1])
+    strides = (channels // groups * step[0], step[0],
+               *(step[1 + i] * dilation[i] for i in range(r)),
+               *(step[1 + i] * stride[i] for i in range(r)), step[-1])
+    return as_strided(padded, shape, strides, writeable=False)
+
+
+def _columns_calls(x: Array, kernel: Ints, stride: Ints, pads: Ints, dilation: Ints,
+                   groups: int, out: Ints, ones: bool = False) -> tuple[Array, list[Call]]:
+    """im2col, batch last: columns (groups, C/groups · kernel, positions · rows) and the
+    calls that fill them from x (any memory order), with the padded copy made once here;
+    ``ones`` adds a last row of ones to each group's columns (a bias column in the filters
+    then adds the bias inside the product).
+
+    The batch last because every copy then moves runs of (output width × rows) entries and
+    every later pass (bias, ReLU, pooling) runs over whole rows of one channel: at batch 256
+    the columns of the digits CNN's 1→16 conv cost 8 µs instead of 220 with channels last
+    (whose runs are C = 1 entry long), 34 instead of 66 at 16→32 (``benchmarks/bench_conv.py``).
+    """
+    rows, channels = x.shape[:2]
+    moved = np.moveaxis(x, 0, -1)  # (C, *sizes, rows): a view
+    calls: list[Call] = []
+    if any(pads) or not moved.flags.c_contiguous:
+        padded = np.zeros((channels, *_padded(x.shape[2:], pads), rows), x.dtype)
+        inner = padded[CHANNELS + _inner(x.shape[2:], pads)]
+        calls.append(functools.partial(np.copyto, inner, moved))  # the padding stays 0
+    else:  # already batch last (a conv or pool before it wrote it so): read in place
+        padded = moved
+    windows = _window_view(padded, kernel, stride, dilation, groups, out)
+    per = math.prod(windows.shape[1:2 + len(kernel)])  # C/groups · kernel
+    cols = np.empty((groups, per + ones, math.prod(out) * rows), x.dtype)
+    cols[:, per:] = 1.0
+    calls.append(functools.partial(np.copyto, _view(cols[:, :per], windows.shape), windows))
+    return cols, calls
+
+
+def _view(a: Array, shape: Ints) -> Array:
+    """``a`` reshaped without a copy (a copy made at bind time would never be refilled)."""
+    view = a.reshape(shape)
+    if not np.may_share_memory(view, a):
+        raise AssertionError(f"a reshape of {a.shape} to {shape} copied")
+    return view
+
+
 def _columns(x: Array, kernel: Ints, stride: Ints, pads: Ints, dilation: Ints, groups: int,
              out: Ints) -> Array:
-    """im2col, channels last: (rows, *out, groups, *kernel, C/groups), so that each group's
-    columns are rows of one matrix (rows · positions, kernel · C/groups) for a single GEMM.
-    Channels last because the copies then move runs of C entries, not of one
-    (benchmarks/bench_conv.py: about 2× faster than (rows, C, *kernel, *out) at 16→32, 4×4).
-    NumPy copies a strided view of all windows at once faster when those runs are long
-    (0.08 against 0.21 ms at C=16) and slower when they are short (0.19 against 0.07 ms at
-    C=1), hence one copy from ``WIDE`` channels per group up, else one per kernel offset."""
-    r, (rows, channels) = len(kernel), x.shape[:2]
-    padded = np.zeros((rows, *_padded(x.shape[2:], pads), channels), x.dtype)
-    padded[ROWS + _inner(x.shape[2:], pads)] = np.moveaxis(x, 1, -1)
-    per = channels // groups
-    cols = np.empty((rows, *out, groups, *kernel, per), x.dtype)
-    if per >= WIDE:  # one copy from a strided view of every window
-        steps, item = padded.strides, padded.itemsize
-        np.copyto(cols, as_strided(padded, cols.shape, (
-            steps[0], *(steps[1 + i] * stride[i] for i in range(r)), per * item,
-            *(steps[1 + i] * dilation[i] for i in range(r)), item), writeable=False))
-        return cols
-    every = (slice(None),) * (2 + r)
-    for offset, place in _places(kernel, stride, dilation, out):
-        cols[every + offset] = padded[ROWS + place].reshape(rows, *out, groups, per)
+    cols, calls = _columns_calls(x, kernel, stride, pads, dilation, groups, out)
+    for call in calls:
+        call()
     return cols
 
 
-def _filters(w: Array, groups: int) -> Array:
-    """W (O, C/g, *kernel) as (groups, kernel · C/g, O/g), the columns' order."""
-    r = w.ndim - 2
-    per = w.reshape(groups, w.shape[0] // groups, *w.shape[1:])
-    order = (0, *range(3, 3 + r), 2, 1)
-    return per.transpose(order).reshape(groups, -1, w.shape[0] // groups)
+def batch_last(a: Array) -> Array | None:
+    """``a`` (rows, *axes) as its batch-last memory (*axes, rows), or None if it is not
+    laid out that way (``nnre.layout`` allocates conv and pooling results so)."""
+    moved = np.moveaxis(a, 0, -1)
+    return moved if moved.flags.c_contiguous else None
 
 
 def _geometry(w: Array, x: Array, attrs: dict[str, Any]
@@ -174,50 +220,67 @@ def _geometry(w: Array, x: Array, attrs: dict[str, Any]
     return stride, pads, dilation, groups, out
 
 
-def _conv(w: Array, x: Array, *bias: Array, out: Array, **attrs: Any) -> Array:
+def _conv_calls(w: Array, x: Array, *bias: Array, out: Array, **attrs: Any) -> list[Call]:
+    """The conv as calls over scratch made once: im2col, then one matrix product per group
+    that writes (filters, positions · rows) with the bias added inside it (a column of the
+    filters times a row of ones: ~3 µs more in the product against ~20 for a pass over the
+    result at 16→32, batch 256). A batch-last ``out`` is that product's own memory, so
+    nothing is copied after it; any other is filled from a scratch product."""
     stride, pads, dilation, groups, size = _geometry(w, x, attrs)
-    cols = _columns(x, w.shape[2:], stride, pads, dilation, groups, size)
-    rows, positions = x.shape[0], math.prod(size)
-    matrices = cols.reshape(rows * positions, groups, -1).transpose(1, 0, 2)
-    product = np.matmul(matrices, _filters(w, groups))  # (groups, rows · positions, O/g)
-    flat = out.reshape(rows, groups, -1, positions)
-    result = product.reshape(groups, rows, positions, -1).transpose(1, 0, 3, 2)
-    if bias:  # added on the way into out: one pass fewer over it
-        np.add(result, bias[0].reshape(groups, -1, 1), out=flat)
+    cols, calls = _columns_calls(x, w.shape[2:], stride, pads, dilation, groups, size,
+                                 ones=bool(bias))
+    filters = w.reshape(groups, w.shape[0] // groups, -1)  # (groups, O/g, C/g · kernel)
+    if bias or not np.may_share_memory(filters, w):  # W (and b) copied in at each call
+        per = filters.shape[-1]
+        filters = np.empty((*filters.shape[:2], per + len(bias)), w.dtype)
+        calls.append(functools.partial(np.copyto, _view(filters[..., :per], w.shape), w))
+        if bias:
+            calls.append(functools.partial(np.copyto, _view(filters[..., per], bias[0].shape),
+                                           bias[0]))
+    moved = batch_last(out)
+    product = moved if moved is not None else np.empty(np.moveaxis(out, 0, -1).shape, out.dtype)
+    flat = product.reshape(groups, -1, cols.shape[-1])
+    if groups == 1:  # a 2-D product: NumPy's batched matmul loop costs more per call
+        calls.append(functools.partial(np.matmul, filters[0], cols[0], out=flat[0]))
     else:
-        np.copyto(flat, result)
+        calls.append(functools.partial(np.matmul, filters, cols, out=flat))
+    if moved is None:
+        calls.append(functools.partial(np.copyto, out, np.moveaxis(product, -1, 0)))
+    return calls
+
+
+def _conv(w: Array, x: Array, *bias: Array, out: Array, **attrs: Any) -> Array:
+    for call in _conv_calls(w, x, *bias, out=out, **attrs):
+        call()
     return out
 
 
 def _conv_vjp(g: Array, out: Array, args: list[Array], attrs: dict[str, Any], i: int
               ) -> Array:
     w, x = args[0], args[1]
-    r = x.ndim - 2
-    if i == 2:  # the bias: summed over rows, then positions (10× one reduce over both)
+    if i == 2:  # the bias: g summed over all but its filter axis
+        moved = batch_last(g)
+        if moved is not None:  # one reduce along contiguous rows
+            return np.add.reduce(moved.reshape(g.shape[1], -1), axis=1)
+        # rows first: over rows, then positions (10× one reduce over both)
         return np.add.reduce(np.add.reduce(g, axis=0).reshape(g.shape[1], -1), axis=1)
     stride, pads, dilation, groups, size = _geometry(w, x, attrs)
-    rows, positions, kernel = x.shape[0], math.prod(size), w.shape[2:]
-    # g as (groups, rows · positions, O/g), the product's layout in the forward
-    gg = np.ascontiguousarray(g.reshape(rows, groups, -1, positions).transpose(1, 0, 3, 2))
-    gg = gg.reshape(groups, rows * positions, -1)
-    if i == 0:  # W: columnsᵀ · g per group, summed over rows and positions by the product
+    rows, kernel = x.shape[0], w.shape[2:]
+    # g batch last, (groups, O/g, positions · rows): the forward product's layout
+    gg = np.ascontiguousarray(np.moveaxis(g, 0, -1)).reshape(groups, w.shape[0] // groups, -1)
+    filters = w.reshape(groups, w.shape[0] // groups, -1)
+    if i == 0:  # W: g · columnsᵀ per group, summed over rows and positions by the product
         cols = _columns(x, kernel, stride, pads, dilation, groups, size)
-        matrices = cols.reshape(rows * positions, groups, -1).transpose(1, 2, 0)
-        grad = np.matmul(matrices, gg)  # (groups, kernel · C/g, O/g)
-        per = grad.reshape(groups, *kernel, -1, w.shape[0] // groups)
-        return per.transpose(0, r + 2, r + 1, *range(1, r + 1)).reshape(w.shape)
-    # x: each kernel offset's share of g, (*kernel, groups, rows · positions, C/g), so that
-    # col2im adds contiguous blocks (0.59 against 0.91 ms at 16→32, 4×4 with the columns'
-    # (rows, *out, groups, *kernel, C/g) order)
-    per = w.reshape(groups, w.shape[0] // groups, w.shape[1], -1)
-    parts = np.matmul(gg, np.ascontiguousarray(per.transpose(3, 0, 1, 2)))
-    parts = parts.reshape(*kernel, groups, rows, *size, -1)
-    padded = np.zeros((rows, *_padded(x.shape[2:], pads), groups, x.shape[1] // groups),
-                      g.dtype)
-    for offset, place in _places(kernel, stride, dilation, size):  # col2im
-        padded[ROWS + place] += np.moveaxis(parts[offset], 0, -2)
-    inside = padded[ROWS + _inner(x.shape[2:], pads)]
-    return np.moveaxis(inside.reshape(rows, *x.shape[2:], -1), -1, 1)
+        return np.matmul(gg, cols.transpose(0, 2, 1)).reshape(w.shape)
+    # x: each column's share of g, (C, *kernel, *out, rows), added back into the padded
+    # input one kernel offset at a time (col2im: a loop over the kernel, never over rows)
+    parts = np.matmul(filters.transpose(0, 2, 1), gg)
+    parts = parts.reshape(x.shape[1], *kernel, *size, rows)
+    padded = np.zeros((x.shape[1], *_padded(x.shape[2:], pads), rows), g.dtype)
+    for offset, place in _places(kernel, stride, dilation, size):
+        padded[CHANNELS + place] += parts[CHANNELS + offset]
+    inside = padded[CHANNELS + _inner(x.shape[2:], pads)]
+    return np.moveaxis(inside, -1, 0)
 
 
 def _conv_onnx(e: Any, ins: Any, args: list[str], out: str) -> None:
@@ -237,7 +300,7 @@ def _conv_op(name: str, arity: int) -> Op:
         name, _conv, _conv_shape,
         attrs={"stride": tuple, "pads": tuple, "dilation": tuple, "groups": int},
         spellings=("conv",), arity=arity, tensor=True, tensor_input=1, products=True,
-        scratch=_conv_scratch,
+        batch_last=True, scratch=_conv_scratch, unfold=_conv_calls,
         params={"stride": 1, "pad": 0, "dilation": 1, "groups": 1}, param_attrs=conv_attrs,
         vjp=_conv_vjp, reads=frozenset({"args"}),
         onnx=_conv_onnx, onnx_import=("Conv",) if arity == 2 else (),  # with B or not
@@ -314,12 +377,28 @@ def _pool_places(x: Array, out: Ints, attrs: dict[str, Any]
     return pads, _places(kernel, stride, (1,) * len(kernel), out)
 
 
-def _maxpool(x: Array, out: Array, **attrs: Any) -> Array:
+def _pool_calls(x: Array, out: Array, attrs: dict[str, Any], fill: float,
+                combine: Any) -> list[Call]:
+    """Pooling as calls over views bound once: x copied into its padded buffer (made here,
+    the padding filled once) if there is padding, then ``combine`` over the window
+    offsets (the first two in one call: no pass that only copies)."""
     pads, places = _pool_places(x, out.shape[2:], attrs)
-    xp = _pad(x, pads, -np.inf)
-    np.copyto(out, xp[LEAD + places[0][1]])
-    for _, place in places[1:]:
-        np.maximum(out, xp[LEAD + place], out=out)
+    padded, inner = _padded_copy(x, pads, fill)
+    calls: list[Call] = [functools.partial(np.copyto, inner, x)] if padded is not x else []
+    views = [padded[LEAD + place] for _, place in places]
+    if len(views) == 1:
+        return [*calls, functools.partial(np.copyto, out, views[0])]
+    calls.append(functools.partial(combine, views[0], views[1], out=out))
+    return calls + [functools.partial(combine, out, view, out=out) for view in views[2:]]
+
+
+def _maxpool_calls(x: Array, out: Array, **attrs: Any) -> list[Call]:
+    return _pool_calls(x, out, attrs, -np.inf, np.maximum)
+
+
+def _maxpool(x: Array, out: Array, **attrs: Any) -> Array:
+    for call in _maxpool_calls(x, out, **attrs):
+        call()
     return out
 
 
@@ -328,9 +407,11 @@ def _maxpool_vjp(g: Array, out: Array, args: list[Array], attrs: dict[str, Any],
     """All of g to each window's first maximum (row-major order: PyTorch's choice)."""
     x = args[0]
     pads, places = _pool_places(x, g.shape[2:], attrs)
-    xp = _pad(x, pads, -np.inf)
-    grad = np.zeros(xp.shape, g.dtype)
-    taken = np.zeros(g.shape, bool)
+    xp, inner = _padded_copy(x, pads, -np.inf)
+    if xp is not x:
+        np.copyto(inner, x)
+    grad = _full_like(x, xp.shape, 0.0)
+    taken = np.zeros_like(g, bool)
     for _, place in places:
         hit = xp[LEAD + place] == out
         hit &= ~taken
@@ -349,14 +430,17 @@ def _counts(x: Shape, kernel: Ints, stride: Ints, pads: Ints, out: Ints) -> Arra
     return total
 
 
-def _avgpool(x: Array, out: Array, **attrs: Any) -> Array:
+def _avgpool_calls(x: Array, out: Array, **attrs: Any) -> list[Call]:
     kernel, stride, pads = _pool_geometry(x, attrs)
-    _, places = _pool_places(x, out.shape[2:], attrs)
-    xp = _pad(x, pads)
-    np.copyto(out, xp[LEAD + places[0][1]])
-    for _, place in places[1:]:
-        np.add(out, xp[LEAD + place], out=out)
-    return np.divide(out, _counts(x.shape, kernel, stride, pads, out.shape[2:]), out=out)
+    counts = _counts(x.shape, kernel, stride, pads, out.shape[2:]).astype(out.dtype)
+    return [*_pool_calls(x, out, attrs, 0.0, np.add),
+            functools.partial(np.divide, out, counts, out=out)]
+
+
+def _avgpool(x: Array, out: Array, **attrs: Any) -> Array:
+    for call in _avgpool_calls(x, out, **attrs):
+        call()
+    return out
 
 
 def _avgpool_vjp(g: Array, out: Array, args: list[Array], attrs: dict[str, Any], i: int
@@ -366,7 +450,7 @@ def _avgpool_vjp(g: Array, out: Array, args: list[Array], attrs: dict[str, Any],
     kernel, stride, pads = _pool_geometry(x, attrs)
     share = g / _counts(x.shape, kernel, stride, pads, g.shape[2:])
     _, places = _pool_places(x, g.shape[2:], attrs)
-    grad = np.zeros((*x.shape[:2], *_padded(x.shape[2:], pads)), g.dtype)
+    grad = _full_like(x, (*x.shape[:2], *_padded(x.shape[2:], pads)), 0.0)
     for _, place in places:
         grad[LEAD + place] += share
     return grad[LEAD + _inner(x.shape[2:], pads)]
@@ -383,20 +467,21 @@ def _pool_onnx(op_type: str, **extra: Any) -> Any:
     return rule
 
 
-def _pool_op(name: str, kernel: Any, vjp: Any, vjp_scratch: Any, reads: frozenset[str],
-             onnx_type: str, **onnx_attrs: Any) -> Op:
+def _pool_op(name: str, kernel: Any, unfold: Any, vjp: Any, vjp_scratch: Any,
+             reads: frozenset[str], onnx_type: str, **onnx_attrs: Any) -> Op:
     return Op(
-        name, kernel, _pool_shape, attrs={"kernel": tuple, "stride": tuple, "pads": tuple},
-        scratch=_pool_scratch, spellings=(name,), tensor=True,
+        name, kernel, _pool_shape, unfold=unfold, scratch=_pool_scratch,
+        attrs={"kernel": tuple, "stride": tuple, "pads": tuple},
+        spellings=(name,), tensor=True, batch_last=True,
         params={"size": 2, "stride": 0, "pad": 0}, param_attrs=pool_attrs,
         vjp=vjp, reads=reads, vjp_scratch=vjp_scratch,
         onnx=_pool_onnx(onnx_type, **onnx_attrs), onnx_import=(onnx_type,),
     )
 
 
-MAXPOOL = _pool_op("maxpool", _maxpool, _maxpool_vjp, _maxpool_vjp_scratch,
+MAXPOOL = _pool_op("maxpool", _maxpool, _maxpool_calls, _maxpool_vjp, _maxpool_vjp_scratch,
                    frozenset({"args", "out"}), "MaxPool")
-AVGPOOL = _pool_op("avgpool", _avgpool, _avgpool_vjp, _avgpool_vjp_scratch, frozenset(),
-                   "AveragePool", count_include_pad=0)
+AVGPOOL = _pool_op("avgpool", _avgpool, _avgpool_calls, _avgpool_vjp, _avgpool_vjp_scratch,
+                   frozenset(), "AveragePool", count_include_pad=0)
 
 OPS = [CONV, CONV_BIAS, MAXPOOL, AVGPOOL]
