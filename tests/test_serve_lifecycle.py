@@ -127,3 +127,23 @@ def test_sse_helper_reads_events() -> None:
             return iter(['data: {"a": 1}', "", "data: [DONE]", ""])
 
     assert sse(Fake()) == [{"a": 1}, "[DONE]"]  # type: ignore[arg-type]
+
+
+def test_a_model_at_an_http_url_is_fetched_verified_and_served(tmp_path: Path) -> None:
+    """``nnre serve http://…/lighthouse.bundle`` (the remote extra): named after the URL's
+    file, fetched into the cache and checked by nnre.load, answering as the local file."""
+    pytest.importorskip("fsspec")
+    pytest.importorskip("aiohttp")
+    from range_server import Site, serving
+
+    model = nnre.load(TEXT)
+    with serving(Site(files={"/models/lighthouse.bundle": TEXT.read_bytes()})) as site, \
+            running([site.url + "/models/lighthouse.bundle"], tmp_path,
+                    env={"XDG_CACHE_HOME": str(tmp_path / "cache")}) as server, \
+            server.client() as c:
+        assert c.get("/v2/models/lighthouse/ready").json()["ready"] is True
+        r = c.post("/v1/completions", json={"model": "lighthouse", "prompt": "The ",
+                                            "max_tokens": 60, "seed": 9})
+        assert r.json()["choices"][0]["text"] == "".join(
+            model.generate("The ", 60, seed=9, **model.sampling))
+    assert site.gets("/models/lighthouse.bundle")  # it was fetched

@@ -15,7 +15,8 @@ SERVE_HELP = """Serve models over HTTP until SIGTERM or Ctrl-C (which drain the 
 in flight first).
 
 Each bundle is served under its file name without .bundle (a folder: every *.bundle in
-it, and those added later); a bundle replaced by renaming a new file over it is reloaded
+it, and those added later; an https:// or s3:// URL, with the remote extra: fetched and
+verified at the start); a bundle replaced by renaming a new file over it is reloaded
 (checked in full first: a bad file is refused and the old model keeps serving).
 
 \b
@@ -45,7 +46,7 @@ def _size(ctx: click.Context, param: click.Parameter, value: str) -> int:
 def serve_options(f: Callable[..., Any]) -> Callable[..., Any]:
     """The options of ``nnre serve`` (applied by nnre.cli, beside the shared ones)."""
     options = [
-        click.argument("sources", nargs=-1, required=True, metavar="MODEL.bundle|DIR..."),
+        click.argument("sources", nargs=-1, required=True, metavar="MODEL.bundle|DIR|URL..."),
         click.option("--host", default="127.0.0.1", show_default=True,
                      help="Address to listen on (0.0.0.0: every interface)."),
         click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True,

@@ -1,13 +1,15 @@
 """The served models by name, and their reload when a bundle file is replaced.
 
 A model is named after its file (``samples/lighthouse.bundle`` → ``lighthouse``); a folder
-serves every ``*.bundle`` directly inside it, and bundles added to it later. Every poll
-compares each file's (device, inode, size, mtime, ctime) with the one loaded: a file replaced
-by an atomic rename is loaded afresh on a thread, checked in full (structure, every tensor
-digest, equations against the signature), and only then takes the name over. Requests
-already running keep the model they started with, so none is dropped; a file that fails the
-check is refused (logged, counted in ``nnre_model_reloads_total{result="refused"}``) and the
-old model keeps serving until the file changes again.
+serves every ``*.bundle`` directly inside it, and bundles added to it later; an ``https://``
+or ``s3://`` URL (the ``remote`` extra) is fetched into the cache and verified by
+``nnre.load`` at the start (not watched: a changed remote model is taken at the next start).
+Every poll compares each file's (device, inode, size, mtime, ctime) with the one loaded: a
+file replaced by an atomic rename is loaded afresh on a thread, checked in full (structure,
+every tensor digest, equations against the signature), and only then takes the name over.
+Requests already running keep the model they started with, so none is dropped; a file that
+fails the check is refused (logged, counted in ``nnre_model_reloads_total{result="refused"}``)
+and the old model keeps serving until the file changes again.
 """
 
 from __future__ import annotations
@@ -18,7 +20,9 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
+from nnre import remote
 from nnre.codecs import text_io
 from nnre.errors import FeedError, NnreError
 from nnre.loader import load
@@ -71,7 +75,9 @@ def is_text(model: Model) -> bool:
 
 
 def name_of(path: str) -> str:
-    return Path(path).name.removesuffix(".bundle")
+    """A model's name: its file name without ``.bundle`` (a URL's too)."""
+    where = urlsplit(path).path if remote.is_remote(path) else path
+    return Path(where).name.removesuffix(".bundle")
 
 
 def load_model(path: str, check_data: bool) -> Model:
@@ -114,7 +120,10 @@ class Registry:
     def _files(self, startup: bool = False) -> list[str]:
         out = []
         for source in self.sources:
-            if os.path.isdir(source):
+            if remote.is_remote(source):  # fetched and verified once, at the start
+                if startup:
+                    out.append(source)
+            elif os.path.isdir(source):
                 for name in sorted(os.listdir(source)):
                     path = os.path.join(source, name)
                     if name.endswith(".bundle") and not name.startswith(".") and \
