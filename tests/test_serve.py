@@ -535,3 +535,26 @@ def test_serve_refuses_a_bad_model_or_port_in_one_line(tmp_path: Path) -> None:
                             str(port)], capture_output=True, text=True,
                            env=ENV)
     assert r.returncode == 1 and r.stderr.startswith("error: ") and "listen" in r.stderr
+
+
+def test_the_app_can_be_hosted_by_any_asgi_server(table_model: Any) -> None:
+    """``make_app``: the same application without uvicorn (here httpx calling it as ASGI), as
+    a Ray Serve or another ASGI host would run it."""
+    import asyncio
+
+    from nnre.serve.server import ServeConfig, make_app
+
+    app, names = make_app([str(TABLE)], ServeConfig())
+    assert names == ["weather"]
+    x = [[0.9, 0.1, 0.0]]
+
+    async def ask() -> Any:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://nnre") as c:
+            return await c.post("/v2/models/weather/infer", json={"inputs": [
+                {"name": "x", "shape": [1, 3], "datatype": "FP32", "data": x}]})
+
+    r = asyncio.run(ask())
+    np.testing.assert_allclose(r.json()["outputs"][0]["data"],
+                               table_model.step({"x": np.float32(x)})[0]["y"][0], rtol=1e-6)
+    assert r.headers["x-request-id"]

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import uvicorn
+from starlette.types import ASGIApp
 
 from nnre.serve.app import Handlers, Limits, build_app
 from nnre.serve.dynamic import InferBatcher
@@ -73,12 +74,11 @@ def builder(cfg: ServeConfig, metrics: Metrics) -> Callable[[str, str, Identity,
     return build
 
 
-def serve(sources: list[str], cfg: ServeConfig,
-          announce: Callable[[str], None] = lambda line: print(line, file=sys.stderr)
-          ) -> None:
-    """Serve until a signal; NnreError/OSError for models that cannot be loaded or a port
-    that cannot be bound (before anything is served)."""
-    _logging(cfg.log_level)
+def make_app(sources: list[str], cfg: ServeConfig,
+             on_shutdown: Callable[[], None] = lambda: None) -> tuple[ASGIApp, list[str]]:
+    """The ASGI application serving ``sources`` (models loaded and checked now: NnreError or
+    OSError naming the file), and the names it serves. Its lifespan runs the file watcher;
+    ``nnre serve`` runs it under uvicorn, and anything that hosts ASGI can host it."""
     metrics = Metrics()
     registry = Registry(sources, builder(cfg, metrics),
                         lambda name, result: metrics.reloads.labels(name, result).inc())
@@ -86,7 +86,6 @@ def serve(sources: list[str], cfg: ServeConfig,
     sessions = Sessions(cfg.session_timeout, cfg.max_sessions)
     limits = Limits(cfg.max_body, cfg.body_timeout, cfg.max_tokens)
     handlers = Handlers(registry, sessions, metrics, limits)
-    drained = [False]
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Any) -> AsyncIterator[None]:
@@ -96,9 +95,19 @@ def serve(sources: list[str], cfg: ServeConfig,
         finally:
             watch.cancel()
             registry.close()
-            drained[0] = True
+            on_shutdown()
 
-    app = build_app(handlers, lifespan)
+    return build_app(handlers, lifespan), sorted(registry.entries)
+
+
+def serve(sources: list[str], cfg: ServeConfig,
+          announce: Callable[[str], None] = lambda line: print(line, file=sys.stderr)
+          ) -> None:
+    """Serve until a signal; NnreError/OSError for models that cannot be loaded or a port
+    that cannot be bound (before anything is served)."""
+    _logging(cfg.log_level)
+    drained = [False]
+    app, names = make_app(sources, cfg, lambda: drained.__setitem__(0, True))
     sock = _bind(cfg.host, cfg.port)
     host, port = sock.getsockname()[:2]
     config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="on",
@@ -106,8 +115,8 @@ def serve(sources: list[str], cfg: ServeConfig,
                             timeout_keep_alive=KEEP_ALIVE, log_level=cfg.log_level)
     server = uvicorn.Server(config)
     shown = f"[{host}]" if ":" in host else host
-    names = ", ".join(sorted(registry.entries))
-    announce(f"nnre serve: {len(registry.entries)} model(s) ({names}) on http://{shown}:{port}")
+    announce(f"nnre serve: {len(names)} model(s) ({', '.join(names)}) on "
+             f"http://{shown}:{port}")
 
     def after_drain(signum: int, frame: Any) -> None:
         """uvicorn re-raises the signal it drained for once it is done; by then the drain
