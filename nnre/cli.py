@@ -22,6 +22,7 @@ from nnre import __version__, budget, bundle, loader
 from nnre.bundle.info import escaped, info, json_escaped, render
 from nnre.errors import EquationError, FeedError, NnreError
 from nnre.files import open_regular
+from nnre.serve.command import SERVE_HELP, serve_main, serve_options
 from nnre.threads import set_blas_threads
 
 
@@ -428,6 +429,14 @@ def _run_tensors(model: Any, input_path: str | None, input_jsonl: str | None,
         write_npz(output_path, outputs)
     else:
         click.echo(tensor_io.to_json(model, outputs))
+
+
+@cli.command("serve", help=SERVE_HELP)
+@threads_option
+@max_bytes_option
+@serve_options
+def serve(**options: Any) -> None:
+    serve_main(**options)
 
 
 def main() -> None:

@@ -29,11 +29,19 @@ MAX_INT_DIGITS = 309  # 10**309 > the largest float64
 
 
 def parse_json_feeds(text: str, where: str) -> dict[str, Any]:
-    """One JSON object of arrays; ``where`` names the source in errors (file, line).
+    """One JSON object of arrays; ``where`` names the source in errors (file, line)."""
+    obj = loads(text, where)
+    if not isinstance(obj, dict):
+        raise FeedError(f"{where}: expected a JSON object mapping input names to arrays, "
+                        f"got {type(obj).__name__}")
+    return obj
 
-    Within limits: at most MAX_JSON_CHARS characters and MAX_JSON_DEPTH levels of nesting
-    (a tensor needs about ten), and integers of at most MAX_INT_DIGITS digits (more does not
-    fit a float64; Python itself refuses 4300)."""
+
+def loads(text: str, where: str) -> Any:
+    """One JSON value read within limits (the one JSON reader of files, lines and request
+    bodies): at most MAX_JSON_CHARS characters and MAX_JSON_DEPTH levels of nesting (a
+    tensor needs about ten), and integers of at most MAX_INT_DIGITS digits (more does not
+    fit a float64; Python itself refuses 4300). Anything else is a FeedError."""
     if len(text) > MAX_JSON_CHARS:
         raise FeedError(f"{where}: {len(text):,} characters of JSON, more than the cap of "
                         f"{MAX_JSON_CHARS:,}")
@@ -48,9 +56,6 @@ def parse_json_feeds(text: str, where: str) -> dict[str, Any]:
         raise FeedError(f"{where}: JSON nested deeper than {MAX_JSON_DEPTH} levels") from None
     except ValueError as err:  # e.g. CPython's int digit limit, whatever the hook missed
         raise FeedError(f"{where}: a JSON value that cannot be read ({err})") from None
-    if not isinstance(obj, dict):
-        raise FeedError(f"{where}: expected a JSON object mapping input names to arrays, "
-                        f"got {type(obj).__name__}")
     if _depth(obj) > MAX_JSON_DEPTH:
         raise FeedError(f"{where}: JSON nested deeper than {MAX_JSON_DEPTH} levels")
     return obj

@@ -15,7 +15,8 @@ import numpy as np
 import nnre
 m = nnre.Model.from_equations("hₜ = tanh(W xₜ + U hₜ₋₁)", {"W": np.eye(3), "U": np.eye(3)})
 m.run({"x": np.ones((2, 3))})
-bad = sorted(k for k in sys.modules if k.split(".")[0] in ("nndk", "onnx", "onnxruntime", "torch"))
+bad = sorted(k for k in sys.modules if k.split(".")[0] in ("nndk", "onnx", "onnxruntime", "torch",
+             "starlette", "uvicorn", "prometheus_client", "httpx", "anyio"))
 print(",".join(bad))
 """
 
@@ -24,6 +25,15 @@ def test_nnre_never_imports_nndk_or_onnx() -> None:
     proc = subprocess.run([sys.executable, "-c", CODE], capture_output=True, text=True,
                           check=True)
     assert proc.stdout.strip() == ""
+
+
+def test_the_cli_imports_the_server_only_to_serve() -> None:
+    """``nnre --help`` (every command listed, ``serve`` too) loads none of the serve extra."""
+    code = ("import sys; from nnre import cli; print(sorted(k for k in sys.modules if "
+            "k.split('.')[0] in ('starlette', 'uvicorn', 'prometheus_client', 'anyio')))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True)
+    assert proc.stdout.strip() == "[]"
 
 
 # Functions for apps that embed nnre, which nnre itself has no reason to call.

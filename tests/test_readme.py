@@ -39,6 +39,7 @@ NOT_RUN = {
         "creates and fills the environment this test runs in",
     ".venv/bin/python -m pytest": "runs this very test suite",
     'pip install -e ".[onnx]"': "installs a package the dev extra already has",
+    'pip install -e ".[serve]"': "installs packages the dev extra already has",
 }
 
 #: (document, start of the command, text as written, text run): long runs made short.
@@ -85,6 +86,8 @@ def _same_as_shipped(*names: str) -> Callable[[Result], str | None]:
 #: (pattern a command matches, check of its result: None when fine, else what is wrong);
 #: the first pattern that matches decides.
 CHECKS: list[tuple[str, Callable[[Result], str | None]]] = [
+    (r"^nnre serve ", lambda r: None if '"text_completion"' in r.out and '"y.label"' in r.out
+     else "no completion and tensors answered"),
     (r"^nnre run .*--output ", lambda r: None if (r.cwd / "out.npz").stat().st_size else "empty"),
     (r"^nnre run .*--input(-jsonl)? ", _json_lines),
     (r"^nnre score ", lambda r: None if "bits per character" in r.out else "no score"),
