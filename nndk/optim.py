@@ -65,11 +65,12 @@ class SGD(Optimizer):
 class Adam(Optimizer):
     name = "adam"
 
-    def update(self, name: str, p: np.ndarray, g: np.ndarray, lr: float) -> None:
-        b1, b2 = self.hyper.get("beta1", 0.9), self.hyper.get("beta2", 0.999)
-        eps = self.hyper.get("eps", 1e-8)
+    def moments(self, name: str, p: np.ndarray, g: np.ndarray, b1: float, b2: float
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """m ← β₁m + (1−β₁)g, v ← β₂v + (1−β₂)g², in place (no temporaries on large
+        weights); returns m, v and a scratch array of p's shape."""
         m, v = self.slot("m", name, p), self.slot("v", name, p)
-        tmp = self.scratch(p)  # every operation in place: no temporaries on large weights
+        tmp = self.scratch(p)
         np.multiply(g, 1 - b1, out=tmp)
         m *= b1
         m += tmp
@@ -77,6 +78,12 @@ class Adam(Optimizer):
         tmp *= 1 - b2
         v *= b2
         v += tmp
+        return m, v, tmp
+
+    def update(self, name: str, p: np.ndarray, g: np.ndarray, lr: float) -> None:
+        b1, b2 = self.hyper.get("beta1", 0.9), self.hyper.get("beta2", 0.999)
+        eps = self.hyper.get("eps", 1e-8)
+        m, v, tmp = self.moments(name, p, g, b1, b2)
         step = lr * np.sqrt(1 - b2 ** self.t) / (1 - b1 ** self.t)
         np.sqrt(v, out=tmp)
         tmp += eps
@@ -85,7 +92,7 @@ class Adam(Optimizer):
         p -= tmp
 
 
-class AdamW(Optimizer):
+class AdamW(Adam):
     """Adam with decoupled weight decay (Loshchilov & Hutter 2019), as ``torch.optim.AdamW``.
 
     First p ← p·(1 − lr·λ) for the parameters in ``decayed`` (the trainer names those with
@@ -101,15 +108,7 @@ class AdamW(Optimizer):
         eps, decay = self.hyper.get("eps", 1e-8), self.hyper.get("weight_decay", 0.0)
         if decay and name in self.decayed:
             p *= 1 - lr * decay
-        m, v = self.slot("m", name, p), self.slot("v", name, p)
-        tmp = self.scratch(p)
-        np.multiply(g, 1 - b1, out=tmp)
-        m *= b1
-        m += tmp
-        np.multiply(g, g, out=tmp)
-        tmp *= 1 - b2
-        v *= b2
-        v += tmp
+        m, v, tmp = self.moments(name, p, g, b1, b2)
         np.sqrt(v, out=tmp)
         tmp /= math.sqrt(1 - b2 ** self.t)
         tmp += eps
