@@ -337,7 +337,7 @@ class Lowering:
         seen: set[int] = set()
         written = {ins.out for ins in self.prog.loop}
         for name in self.roles.state:
-            value = self.names[name]
+            value = self.whole(name)
             index = self.boundary(value)
             if index in seen or index not in written or self.prog.slots[index].kind != "temp" \
                     or OPS[self._writer(index)].view:

@@ -129,6 +129,8 @@ def test_the_sequence_form_runs_every_step_at_once_with_a_causal_mask(
 
 BAD = {
     "an output with an entry per step": ("Sₜ = Kₜ qₜ", "cannot be an output or state"),
+    "a state with an entry per step": ("Sₜ = Kₜ qₜ + Sₜ₋₁\nzₜ = Σ(Sₜ; axis=0) ⊙ qₜ",
+                                       "cannot be an output or state"),
     "a reshape of a history": ("R ∈ ℝ^(N·d)\nRₜ = reshape(Kₜ)", "would mix the entries"),
     "two entries a step": ("Kₜ = [Kₜ₋₁; [kₜᵀ; kₜᵀ]]", "more than one entry"),
     "the previous history read elsewhere": ("zₜ = Kₜ₋₁ qₜ", "reads the previous value"),
