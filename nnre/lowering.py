@@ -11,39 +11,23 @@ reshape views move between the two forms where an op needs the other, at no cost
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from nnre import budget
+from nnre import budget, histories
 from nnre.equations import ast
-from nnre.equations.roles import STEP, Roles, append_parts
+from nnre.equations.roles import STEP, Roles
 from nnre.equations.tensors import TensorShapes, api_shape
 from nnre.equations.to_sympy import state_symbol_name
 from nnre.errors import EquationError
 from nnre.ops import OPS
 from nnre.ops.arithmetic import COMPARISONS
 from nnre.program import STAGES, Instr, Program, Slot
+from nnre.value import Value, stored
 
 _RANK = {stage: i for i, stage in enumerate(STAGES)}
 _BINARY = {"+": "add", "-": "sub", "*": "mul", "/": "div"}
-
-
-@dataclass(frozen=True)
-class Value:
-    slot: int
-    shape: tuple[int, ...]  # its shape in the equations
-    #: The axis (counted from the end of ``shape``) along which the value has an entry per
-    #: step so far, when it comes from a history (``Kₜ``, ``Kₜ qₜ``): entries past the step's
-    #: own are absent, and every op that reads along this axis sees only the present ones.
-    ragged: int | None = None
-    history: bool = False  # a history itself (its absent entries are finite: no mask)
-
-
-def stored(shape: tuple[int, ...]) -> tuple[int, ...]:
-    """How a per-example value of this shape is laid out after its rows: a vector flat."""
-    return api_shape(shape) if len(shape) == 2 else shape
 
 
 class Lowering:
@@ -171,7 +155,7 @@ class Lowering:
             if self.steps and name in self.roles.timed:
                 self.timed.add(index)
         if self.steps:
-            self.sequence_leaves()
+            histories.sequence_leaves(self)
             return
         for name, lags in self.roles.state.items():
             for lag in range(1, lags + 1):
@@ -191,29 +175,6 @@ class Lowering:
             self.prog.params[name] = index
             self.names[name] = Value(index, of[name])
 
-    def sequence_leaves(self) -> None:
-        """The sequence form has no state: a history is every step's entry at once (built
-        by its equation), and ``t`` is the constant 0, 1, …, steps − 1."""
-        plain = [n for n in self.roles.state if n not in self.roles.appends]
-        if plain:
-            raise EquationError(f"'{plain[0]}' is read at an earlier step, so the equations "
-                                "have no form that runs all steps at once",
-                                expected="state that only grows (Kₜ = [Kₜ₋₁; kₜᵀ]) or none")
-        for name in self.roles.appends:
-            size = self.shapes.of[name][self.shapes.grown[name]]
-            if size != self.steps:
-                raise EquationError(f"'{name}' holds {size} steps; the sequence form runs "
-                                    f"{self.steps}", expected="histories as long as the context")
-        if self.roles.step_index:
-            self.t = self.slot("const", (self.steps, 1), "prologue", name="0…T-1")
-            self.prog.literals[self.t] = np.arange(self.steps, dtype=self.prog.dtype)[:, None]
-            self.timed.add(self.t)
-            self.names[STEP] = Value(self.t, (1, 1))
-        for name in self.roles.params:
-            index = self.slot("param", self.shapes.of[name], "prologue", name)
-            self.prog.params[name] = index
-            self.names[name] = Value(index, self.shapes.of[name])
-
     # -- equations -----------------------------------------------------------------------
     def lower(self) -> Program:
         self.declare_leaves()
@@ -222,7 +183,7 @@ class Lowering:
             self.current = name
             eq = self.roles.equations[name]
             if name in self.roles.appends:
-                self.names[name] = self.append(eq)
+                self.names[name] = histories.append(self, eq)
                 continue
             value = self.expr(eq.expr)
             want = self.shapes.of[name]
@@ -230,7 +191,7 @@ class Lowering:
                 value = self.elementwise("copy", [value], want)
             self.names[name] = value
         for name in self.roles.outputs:
-            self.prog.outputs[name] = self.boundary(self.whole(name))
+            self.prog.outputs[name] = self.boundary(histories.whole(self, name))
         if self.steps:
             return self.prog
         self.own_state()
@@ -239,96 +200,7 @@ class Lowering:
                                                   stage="loop", shared=False)
         return self.prog
 
-    def whole(self, name: str) -> Value:
-        """A value that leaves the program (an output, next state): never a ragged one."""
-        value = self.names[name]
-        if value.ragged is not None and name not in self.roles.appends:
-            raise EquationError(f"'{name}' has an entry for every step so far, so it cannot be "
-                                "an output or state", expected="a value reduced along the steps, "
-                                "e.g. by softmax(…) Vₜ or Σ(…; axis=k)")
-        return value
-
-    def append(self, eq: ast.Equation) -> Value:
-        """``Kₜ = [Kₜ₋₁; r]``: r written at the step's index of the history, in place."""
-        found = append_parts(eq)
-        assert found is not None
-        row = self.expr(found[0])
-        if self.steps:
-            return self.stacked(row, eq.target.name)
-        previous = self.names[state_symbol_name(eq.target.name, 1)]
-        axis = self.stored_axis(previous)
-        out = self.emit("append", (previous.slot, self.like(row, previous), self.t),
-                        stored(previous.shape), stage="loop", shared=False, axis=axis)
-        return Value(out, previous.shape, previous.ragged, history=True)
-
-    def stacked(self, row: Value, name: str) -> Value:
-        """The sequence form of a history: the entry of every step, the steps moved into
-        the growing axis (where the entry has size 1)."""
-        shape, axis = self.shapes.of[name], self.shapes.grown[name]
-        if row.slot not in self.timed:
-            raise EquationError(f"the entry '{name}' appends is the same at every step",
-                                expected="an entry computed from the step's input")
-        full = self.full(row)  # (rows, steps, …, 1 at axis, …)
-        rank = len(shape)
-        order = (*range(1, axis + 1), 0, *range(axis + 2, rank + 1), axis + 1)
-        moved = self.emit("permute", (full,), (*shape, 1), timed=False, axes=order)
-        out = self.emit("reshape", (self.contiguous(moved),), stored(shape),
-                        shape=(-1, *stored(shape)))
-        return Value(out, shape, axis - rank, history=True)
-
-    def like(self, v: Value, other: Value) -> int:
-        """v in the layout other is stored in (a vector flat or with all its axes)."""
-        return self.flat(v) if len(other.shape) == 2 and other.shape[1] == 1 else self.full(v)
-
-    def stored_axis(self, v: Value) -> int:
-        """v's ragged axis in its stored layout (a vector's entries are its last axis)."""
-        assert v.ragged is not None
-        return -1 if len(v.shape) == 2 and v.shape[1] == 1 else v.ragged
-
     # -- the entries present at a step ---------------------------------------------------
-    def present(self, v: Value, slot: int) -> int:
-        """A 1/0 mask of the entries of v present at each row's step (j ≤ t along the ragged
-        axis), shaped to broadcast against ``slot`` (v in some stored layout)."""
-        layout = self.step_shape(slot)
-        axis = self.stored_axis(v) if len(layout) == len(stored(v.shape)) else v.ragged
-        assert axis is not None
-        size = layout[axis]
-        shape = tuple(size if i == len(layout) + axis else 1 for i in range(len(layout)))
-        if self.steps:  # all steps at once: step t sees entries 0 … t, a constant
-            key: tuple[Any, ...] = ("causal", shape)
-            if key not in self.memo:
-                index = self.slot("const", (self.steps, *shape), "prologue", name="j≤t")
-                causal = np.arange(size)[None, :] <= np.arange(self.steps)[:, None]
-                self.prog.literals[index] = causal.astype(self.prog.dtype).reshape(
-                    (self.steps, *shape))
-                self.timed.add(index)
-                self.memo[key] = index
-            return self.memo[key]
-        key = ("present", size)
-        if key not in self.memo:
-            steps = self.slot("const", (size,), "prologue", name=f"0…{size - 1}")
-            self.prog.literals[steps] = np.arange(size, dtype=self.prog.dtype)
-            self.memo[key] = self.emit("less_equal", (steps, self.t), (size,), stage="loop")
-        return self.emit("reshape", (self.memo[key],), shape, shape=(-1, *shape))
-
-    def masked(self, v: Value, fill: float, flat: bool = False) -> int:
-        """v with absent entries set to ``fill``: the neutral value of the op that reads
-        along the steps (0 for sums, −∞ for softmax and max); its entries (n,) if ``flat``.
-        In the sequence form the mask differs from step to step, so the result is timed."""
-        self.in_timed = self.in_timed or bool(self.steps)
-        slot = self.flat(v) if flat else self.full(v)
-        mask = self.present(v, slot)
-        return self.emit("where", (mask, slot, self.literal(fill)), self.step_shape(slot),
-                         timed=bool(self.steps))
-
-    def plain(self, v: Value, what: str) -> Value:
-        """v, which an op is about to read in a way that mixes its steps: refused if ragged."""
-        if v.ragged is not None:
-            raise EquationError(f"{what} in the equation for '{self.current}' would mix the "
-                                "entries of every step so far", expected="softmax, Σ, max or a "
-                                "matrix product along the steps, or elementwise operations")
-        return v
-
     def boundary(self, v: Value) -> int:
         return self.flat(v) if self.per_example(v) else v.slot
 
@@ -337,7 +209,7 @@ class Lowering:
         seen: set[int] = set()
         written = {ins.out for ins in self.prog.loop}
         for name in self.roles.state:
-            value = self.whole(name)
+            value = histories.whole(self, name)
             index = self.boundary(value)
             if index in seen or index not in written or self.prog.slots[index].kind != "temp" \
                     or OPS[self._writer(index)].view:
@@ -421,20 +293,10 @@ class Lowering:
     def matmul(self, a: Value, b: Value, shape: tuple[int, ...]) -> Value:
         if _scales(a.shape, b.shape):
             return self.elementwise("mul", [a, b], shape)
-        value = self.product(*self.summed(a, b), shape)
+        value = self.product(*histories.summed(self, a, b), shape)
         lead = [r for r in (a.ragged, b.ragged) if r is not None and r <= -3]
         axis = -2 if a.ragged == -2 else -1 if b.ragged == -1 else lead[0] if lead else None
         return Value(value.slot, shape, axis)
-
-    def summed(self, a: Value, b: Value) -> tuple[Value, Value]:
-        """The operands of a product that sums along the steps (``softmax(…) Vₜ``), with the
-        absent entries of one side set to 0 (a history's own are finite, so the other side's
-        mask suffices)."""
-        over = [v for v, summed in ((a, a.ragged == -1), (b, b.ragged == -2)) if summed]
-        mask = [v for v in over if not v.history] or over[:1]
-        a, b = (Value(self.masked(v, 0.0), v.shape) if any(v is m for m in mask) else v
-                for v in (a, b))
-        return a, b
 
     def product(self, a: Value, b: Value, shape: tuple[int, ...]) -> Value:
         ea, eb = self.per_example(a), self.per_example(b)
@@ -447,54 +309,15 @@ class Lowering:
             return Value(self.emit("rowdot", (a_row, self.flat(b)), (1,)), shape)
         rank = len(shape)
         if self.steps and (a.slot in self.timed) != (b.slot in self.timed):
-            folded = self.fold_steps(a, b, shape)
+            folded = histories.fold_steps(self, a, b, shape)
             if folded is not None:
                 return folded
         out = self.emit("matmul", (self.full(a, rank), self.full(b, rank)), shape)
         return Value(out, shape)
 
-    def fold_steps(self, a: Value, b: Value, shape: tuple[int, ...]) -> Value | None:
-        """In the sequence form, a product of a value per step that has one row (or one
-        column) with a value per sequence (attention's ``q̃ₜ Kₜᵀ`` and ``p Vₜ``) as one
-        product per sequence, the steps in place of that row: BLAS then sees
-        (steps × k)(k × n) instead of steps products of one row each."""
-        left = a.slot in self.timed
-        step, other = (a, b) if left else (b, a)
-        if len(step.shape) < 2 or step.shape[-2 if left else -1] != 1:
-            return None
-        rank, steps = len(shape), self.steps
-        lead = rank - 2
-        m = self.full(step, rank)  # (rows, steps, *lead, 1, k) or (rows, steps, *lead, k, 1)
-        per = self.step_shape(m)
-        if left:  # (*lead, steps, 1, k) → (*lead, steps, k)
-            order = (*range(1, lead + 1), 0, lead + 1, lead + 2)
-            rows_of = (*per[:lead], steps, per[-1])
-        else:  # (*lead, k, steps, 1) → (*lead, k, steps)
-            order = (*range(1, lead + 1), lead + 1, 0, lead + 2)
-            rows_of = (*per[:lead], per[-2], steps)
-        whole = (steps, *per)
-        moved = self.emit("permute", (m,), tuple(whole[i] for i in order), timed=False,
-                          axes=order)
-        packed = self.emit("reshape", (self.contiguous(moved),), rows_of, timed=False,
-                           shape=(-1, *rows_of))
-        self.in_timed = False  # the value per sequence keeps its own rows (no axis of 1)
-        other_slot = self.full(other, rank)
-        pair = (packed, other_slot) if left else (other_slot, packed)
-        out = shape[:-2] + ((steps, shape[-1]) if left else (shape[-2], steps))
-        product = self.emit("matmul", pair, out, timed=False)
-        if left:  # (*lead, steps, n) → (*lead, steps, 1, n) → (steps, *lead, 1, n)
-            back = (*shape[:-2], steps, 1, shape[-1])
-            order = (lead, *range(lead), lead + 1, lead + 2)
-        else:  # (*lead, m, steps) → (*lead, m, steps, 1) → (steps, *lead, m, 1)
-            back = (*shape[:-2], shape[-2], steps, 1)
-            order = (lead + 1, *range(lead + 1), lead + 2)
-        spread = self.emit("reshape", (product,), back, timed=False, shape=(-1, *back))
-        self.in_timed = True
-        return Value(self.emit("permute", (spread,), shape, timed=True, axes=order), shape)
-
     def take(self, v: Value, start: int, stop: int, shape: tuple[int, ...]) -> Value:
         """Entries start … stop−1 along the first axis: a view."""
-        self.plain(v, "a slice")
+        histories.plain(self, v, "a slice")
         if not v.shape:  # a number is 1×1, as the shape check read it
             v = Value(self.reshaped(v, (1, 1)), (1, 1))
         if self.per_example(v) and len(v.shape) == 2 and v.shape[1] == 1:
@@ -505,7 +328,7 @@ class Lowering:
                                axis=axis), shape)
 
     def concat(self, parts: list[Value], shape: tuple[int, ...], across: bool) -> Value:
-        per_example = any(self.plain(p, "stacking").ragged for p in parts) or \
+        per_example = any(histories.plain(self, p, "stacking").ragged for p in parts) or \
             any(self.per_example(p) for p in parts)
         ones = (1,) * len(shape)  # a number is a 1×…×1 part: concat's shape rule needs axes
         parts = [p if p.shape else Value(self.reshaped(p, ones), ones) for p in parts]
@@ -520,7 +343,7 @@ class Lowering:
         op = OPS[node.func]
         if (op.tensor and op.name != "permute") or op.name == "concat":
             for a in args:
-                self.plain(a, op.spellings[0])
+                histories.plain(self, a, op.spellings[0])
         if op.name == "concat":  # along an axis of the values' own, counted from the end
             axis = int(self.shapes.attrs[id(node)]["axis"]) - len(shape)  # type: ignore
             slots = tuple(self.full(a) for a in args)
@@ -538,7 +361,7 @@ class Lowering:
 
     def reduce(self, op: str, v: Value, shape: tuple[int, ...]) -> Value:
         """Over every entry: as one row of entries, then back to the kept axes."""
-        self.plain(v, OPS[op].spellings[0])
+        histories.plain(self, v, OPS[op].spellings[0])
         size = int(np.prod(v.shape)) if v.shape else 1
         whole = self.reshaped(v, (size,) if self.per_example(v) else (1, size))
         one = (1,) if self.per_example(v) else (1, 1)
@@ -550,7 +373,7 @@ class Lowering:
         """softmax, log_softmax, the norms: along a vector's entries, else the last axis."""
         vector = len(shape) == 2 and shape[1] == 1
         if v.ragged is not None and v.ragged == (-2 if vector else -1):
-            return self.along_steps(op, v, shape, **params)
+            return histories.along_steps(self, op, v, shape, **params)
         if not shape:  # a number is one entry, as a 1×1 value is
             one = Value(self.reshaped(v, (1, 1)), (1, 1))
             out = Value(self.emit(op, (one.slot,), (1, 1), axis=-1, **params), (1, 1))
@@ -562,28 +385,14 @@ class Lowering:
             return Value(self.emit(op, (v.slot,), shape, axis=-2, **params), shape)
         return Value(self.emit(op, (self.full(v),), shape, axis=-1, **params), shape, v.ragged)
 
-    def along_steps(self, op: str, v: Value, shape: tuple[int, ...], **params: Any
-                    ) -> Value:
-        """An op along the steps so far: on the present entries only, the absent ones set to
-        the op's neutral value first (softmax over the past is attention's causal mask)."""
-        if op not in _NEUTRAL:
-            raise EquationError(f"{OPS[op].spellings[0]} along the steps in the equation for "
-                                f"'{self.current}' is not defined", expected="softmax, "
-                                "log_softmax, Σ, max or min along the steps")
-        masked = self.masked(v, _NEUTRAL[op], flat=len(v.shape) == 2 and v.shape[1] == 1)
-        layout = self.step_shape(masked)
-        out = self.emit(op, (masked,), layout if not OPS[op].reduces else
-                        _kept(layout, self.stored_axis(v)), axis=self.stored_axis(v), **params)
-        return Value(out, shape, None if OPS[op].reduces else v.ragged)
-
     def along_axis(self, op: str, v: Value, shape: tuple[int, ...], axis: int) -> Value:
         """``Σ(x; axis=k)``, ``softmax(x; axis=k)``: on the value with all its axes (a vector
         as (n, 1)), the axis counted from the end so that rows may lead."""
         rank = len(v.shape)
         axis = axis % rank - rank
         if v.ragged is not None and axis == v.ragged:
-            along = self.along_steps(op, Value(self.full(v), v.shape, v.ragged, v.history),
-                                     shape)
+            whole = Value(self.full(v), v.shape, v.ragged, v.history)
+            along = histories.along_steps(self, op, whole, shape)
             return Value(self.reshaped(along, shape), shape, along.ragged)
         out = self.emit(op, (self.full(v),), shape, axis=axis)
         return Value(out, shape, v.ragged)
@@ -627,15 +436,6 @@ class Lowering:
                                 expected="an input or a value computed from one")
         out = op.shape(*[self.prog.slots[a].shape for a in slots], **attrs)  # (C, 1) stays
         return Value(self.emit(op.name, tuple(slots), tuple(out), **attrs), shape)
-
-
-#: What an op along the steps sets the absent entries to: a value that changes nothing.
-_NEUTRAL = {"softmax": -np.inf, "log_softmax": -np.inf, "sum": 0.0, "max": -np.inf,
-            "min": np.inf}
-
-
-def _kept(shape: tuple[int, ...], axis: int) -> tuple[int, ...]:
-    return tuple(1 if i == len(shape) + axis else n for i, n in enumerate(shape))
 
 
 def _scales(a: tuple[int, ...], b: tuple[int, ...]) -> bool:
