@@ -100,9 +100,9 @@ def gradcheck_command(model: str, bindings: tuple[str, ...], steps: int, batch: 
 @cli.command("train")
 @click.argument("data", metavar="DATA", type=click.Path(dir_okay=False))
 @click.option("--model", default="lstm", show_default=True,
-              help="Template (lstm, gru, rnn, lstm2, gru2; mlp, mlp_ln for arrays; cnn for images "
-                   "(N, C, H, W)) or a path "
-                   "to an .eqn file.")
+              help="Template (lstm, gru, rnn, lstm2, gru2; gpt, a character transformer: "
+                   "--set L heads d context; mlp, mlp_ln for arrays; cnn for images "
+                   "(N, C, H, W)) or a path to an .eqn file.")
 @click.option("--set", "bindings", multiple=True, metavar="NAME=N",
               help="Bind a dimension the model declares, e.g. --set H=256 (default H=128). "
                    "Refused above a memory budget ($NNRE_MAX_BYTES, default half the RAM).")
