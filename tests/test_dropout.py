@@ -7,13 +7,13 @@ packing and ``nnre run``; the law of large numbers for the masks' expectation.
 
 from __future__ import annotations
 
-import random
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from text_helpers import word_corpus
 
 import nnre
 from nndk import checkpoint
@@ -51,11 +51,7 @@ def quiet(_: object) -> None:
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    rng = random.Random(0)
-    words = "the quick brown fox jumps over a lazy dog and the cat naps".split()
-    path = tmp_path_factory.mktemp("data") / "corpus.txt"
-    path.write_text(" ".join(rng.choice(words) for _ in range(3000)), encoding="utf-8")
-    return path
+    return word_corpus(tmp_path_factory.mktemp("data"))
 
 
 def eqn(tmp_path: Path, text: str, name: str = "m.eqn") -> str:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import random
 from pathlib import Path
 
 import numpy as np
 import pytest
+from text_helpers import word_corpus
 
 from nndk import checkpoint
 from nndk.budget import BudgetError, estimate
@@ -18,11 +18,7 @@ from nnre.equations import check
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    rng = random.Random(0)
-    words = "the quick brown fox jumps over a lazy dog and the cat naps".split()
-    path = tmp_path_factory.mktemp("data") / "corpus.txt"
-    path.write_text(" ".join(rng.choice(words) for _ in range(3000)), encoding="utf-8")
-    return path
+    return word_corpus(tmp_path_factory.mktemp("data"))
 
 
 def small(**over: object) -> TrainConfig:

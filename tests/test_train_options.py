@@ -4,7 +4,6 @@ checkpoints and provenance, applied or refused on --resume, and nanoGPT's valida
 from __future__ import annotations
 
 import hashlib
-import random
 import re
 import subprocess
 import sys
@@ -12,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from text_helpers import word_corpus
 
 import nnre
 from nndk import checkpoint
@@ -30,11 +30,7 @@ def quiet(_: object) -> None:
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    rng = random.Random(0)
-    words = "the quick brown fox jumps over a lazy dog and the cat naps".split()
-    path = tmp_path_factory.mktemp("data") / "corpus.txt"
-    path.write_text(" ".join(rng.choice(words) for _ in range(2000)), encoding="utf-8")
-    return path
+    return word_corpus(tmp_path_factory.mktemp("data"), 2000)
 
 
 def small(**over: object) -> TrainConfig:

@@ -8,6 +8,7 @@ lists, running sums) rather than nnre's NumPy formulation.
 from __future__ import annotations
 
 import math
+import random
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,15 @@ from bundle_helpers import lstm_content, lstm_weights
 from nnre.bundle.write import write
 
 VOCAB = list("abcde fgh\n")
+WORDS = "the quick brown fox jumps over a lazy dog and the cat naps".split()
+
+
+def word_corpus(folder: Path, words: int = 3000) -> Path:
+    """A training text of ``words`` words drawn (seed 0) from a dozen: small, with repeats."""
+    rng = random.Random(0)
+    path = folder / "corpus.txt"
+    path.write_text(" ".join(rng.choice(WORDS) for _ in range(words)), encoding="utf-8")
+    return path
 
 
 def text_bundle(path: Path, *, hidden: int = 6, vocab: list[str] | None = None,
