@@ -52,3 +52,21 @@ def ref_runner(proto: Any) -> Any:
     ref = ReferenceEvaluator(proto)
     names = list(ref.output_names)
     return lambda feeds: dict(zip(names, ref.run(None, feeds), strict=True))
+
+
+def const(name: str, value: object, dtype: object = np.float32) -> Any:
+    """An initializer named ``name`` holding ``value``."""
+    from onnx import numpy_helper
+
+    return numpy_helper.from_array(np.asarray(value, dtype), name)
+
+
+def float_model(nodes: list, inits: list, inputs: dict, outputs: list[str], opset: int = 18
+                ) -> Any:
+    """A one-graph model: float inputs of the given shapes, float outputs of any shape."""
+    from onnx import helper
+
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info(k, 1, v) for k, v in inputs.items()],
+        [helper.make_tensor_value_info(k, 1, None) for k in outputs], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])

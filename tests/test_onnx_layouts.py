@@ -10,7 +10,7 @@ onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
 from onnx import helper, numpy_helper  # noqa: E402
-from onnx_helpers import ort_runner  # noqa: E402
+from onnx_helpers import const, float_model, ort_runner  # noqa: E402
 
 from nndk.onnx.common import OnnxError  # noqa: E402
 from nndk.onnx.conformance import _run  # noqa: E402
@@ -19,18 +19,6 @@ from nnre.model import Model  # noqa: E402
 
 RNG = np.random.default_rng(11)
 n = helper.make_node
-
-
-def _const(name: str, value: object, dtype: object = np.float32) -> object:
-    return numpy_helper.from_array(np.asarray(value, dtype), name)
-
-
-def _model(nodes: list, inits: list, inputs: dict, outputs: list[str], opset: int = 18
-           ) -> object:
-    graph = helper.make_graph(
-        nodes, "g", [helper.make_tensor_value_info(k, 1, v) for k, v in inputs.items()],
-        [helper.make_tensor_value_info(k, 1, None) for k in outputs], inits)
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
 
 
 def _agree(proto: object, feeds: dict[str, np.ndarray]) -> object:
@@ -52,7 +40,7 @@ def test_gemm_trans_a_reads_an_input_laid_out_one_example_per_column(
     b = RNG.normal(size=(4, 5) if trans_b else (5, 4)).astype(np.float32)
     nodes = [n("Gemm", ["a", "b", "c"], ["y"], transA=1, transB=trans_b, alpha=alpha,
                beta=beta)]
-    proto = _model(nodes, [_const("b", b), _const("c", RNG.normal(size=(1, 4)))],
+    proto = float_model(nodes, [const("b", b), const("c", RNG.normal(size=(1, 4)))],
                    {"a": [5, batch]}, ["y"])
     a = RNG.normal(size=(5, 3)).astype(np.float32)
     result = _agree(proto, {"a": a})
@@ -69,7 +57,7 @@ def test_gemm_trans_a_reads_an_input_laid_out_one_example_per_column(
 def test_gemm_trans_a_of_examples_as_rows_is_refused() -> None:
     """x [N, K] read by a Relu too keeps its examples as rows: Aᵀ would sum over them."""
     nodes = [n("Relu", ["x"], ["r"]), n("Gemm", ["x", "b"], ["y"], transA=1)]
-    proto = _model(nodes, [_const("b", RNG.normal(size=(3, 4)))], {"x": [3, 5]}, ["y", "r"])
+    proto = float_model(nodes, [const("b", RNG.normal(size=(3, 4)))], {"x": [3, 5]}, ["y", "r"])
     with pytest.raises(OnnxError, match=r"Gemm with transA of a value laid out \[N, K\], an "
                                         r"example per row \(Aᵀ B would add up the examples\)"):
         import_model(proto)
@@ -85,13 +73,13 @@ def test_a_causal_mask_of_minus_infinity_before_a_softmax(how: str) -> None:
     if how == "Add":
         nodes = [n("MatMul", ["X", "W"], ["s"]), n("Add", ["s", "M"], ["a"]),
                  n("Softmax", ["a"], ["y"], axis=-1)]
-        inits = [_const("M", CAUSAL)]
+        inits = [const("M", CAUSAL)]
     else:
         nodes = [n("MatMul", ["X", "W"], ["s"]), n("Where", ["keep", "ninf", "s"], ["a"]),
                  n("Softmax", ["a"], ["y"], axis=-1)]
-        inits = [_const("keep", np.isinf(CAUSAL), np.bool_), _const("ninf", -np.inf)]
-    inits.append(_const("W", RNG.normal(size=(3, 4))))
-    proto = _model(nodes, inits, {"X": [2, 4, 3]}, ["y"])
+        inits = [const("keep", np.isinf(CAUSAL), np.bool_), const("ninf", -np.inf)]
+    inits.append(const("W", RNG.normal(size=(3, 4))))
+    proto = float_model(nodes, inits, {"X": [2, 4, 3]}, ["y"])
     result = _agree(proto, {"X": RNG.normal(size=(2, 4, 3)).astype(np.float32)})
     assert all(np.isfinite(w).all() for w in result.weights.values())
 
@@ -100,17 +88,17 @@ def test_minus_infinity_read_by_more_than_a_softmax_is_kept() -> None:
     """Masked scores that are an output too keep their −∞ (which packing then refuses: a
     bundle holds finite weights); a row masked whole is refused."""
     nodes = [n("Add", ["X", "M"], ["a"]), n("Softmax", ["a"], ["y"], axis=-1)]
-    proto = _model(nodes, [_const("M", CAUSAL)], {"X": [2, 4, 4]}, ["y", "a"])
+    proto = float_model(nodes, [const("M", CAUSAL)], {"X": [2, 4, 4]}, ["y", "a"])
     assert any(np.isneginf(w).any() for w in import_model(proto).weights.values())
     whole = CAUSAL.copy()
     whole[0] = -np.inf  # a row with every entry masked: NaN in ONNX
-    proto = _model(nodes, [_const("M", whole)], {"X": [2, 4, 4]}, ["y"])
+    proto = float_model(nodes, [const("M", whole)], {"X": [2, 4, 4]}, ["y"])
     with pytest.raises(OnnxError, match="masks a whole row of a softmax's input with −∞"):
         import_model(proto)
 
 
 def _ints(name: str, value: list[int]) -> object:
-    return _const(name, value, np.int64)
+    return const(name, value, np.int64)
 
 
 SWAP = n("Transpose", ["X"], ["t"], perm=[1, 0, 2])  # [N, T, E] → [T, N, E]
@@ -127,21 +115,21 @@ def test_ops_with_the_batch_on_axis_one_or_merged_match_onnxruntime(batch: objec
              n("LayerNormalization", ["s", "g", "b"], ["ln"], axis=-1),
              n("Reshape", ["ln", "flat"], ["f"]), n("Gemm", ["f", "G", "c"], ["gm"], transB=1),
              n("Reshape", ["gm", "back"], ["z"]), BACK]
-    inits = [_const("W", RNG.normal(size=(5, 4))), _const("b", RNG.normal(size=4)),
-             _const("g", RNG.normal(size=4)), _const("G", RNG.normal(size=(2, 4))),
-             _const("c", RNG.normal(size=2)), _ints("flat", [-1, 4]),
+    inits = [const("W", RNG.normal(size=(5, 4))), const("b", RNG.normal(size=4)),
+             const("g", RNG.normal(size=4)), const("G", RNG.normal(size=(2, 4))),
+             const("c", RNG.normal(size=2)), _ints("flat", [-1, 4]),
              _ints("back", [4, -1, 2])]
-    proto = _model(nodes, inits, {"X": [batch, 4, 5]}, ["y"])
+    proto = float_model(nodes, inits, {"X": [batch, 4, 5]}, ["y"])
     _agree(proto, {"X": RNG.normal(size=(3, 4, 5)).astype(np.float32)})
 
 
 @pytest.mark.parametrize("node, inits, message", [
     (n("Softmax", ["t"], ["z"], axis=1), [], "along the axis that holds the batch"),
-    (n("LayerNormalization", ["t", "g"], ["z"], axis=0), [_const("g", np.ones((3, 5)))],
+    (n("LayerNormalization", ["t", "g"], ["z"], axis=0), [const("g", np.ones((3, 5)))],
      "along the axis that holds the batch"),
-    (n("MatMul", ["t", "W3"], ["z"]), [_const("W3", np.ones((4, 5, 2)))],
+    (n("MatMul", ["t", "W3"], ["z"]), [const("W3", np.ones((4, 5, 2)))],
      "not a product by a constant matrix on the right"),
-    (n("Add", ["t", "k"], ["z"]), [_const("k", np.arange(3.0).reshape(1, 3, 1))],
+    (n("Add", ["t", "k"], ["z"]), [const("k", np.arange(3.0).reshape(1, 3, 1))],
      "a constant that varies along the batch's axis"),
     (n("Reshape", ["t", "lit"], ["z"]), [_ints("lit", [12, 5])], "name examples"),
     (n("Gather", ["t", "ix"], ["z"], axis=1), [_ints("ix", [0, 1])], "name examples"),
@@ -152,13 +140,13 @@ def test_ops_that_would_mix_moved_examples_are_refused(node: object, inits: list
                                                        message: str) -> None:
     """With the batch size unknown, picking examples 0 and 1 is all of a probe of 2 but
     not of 3: refused, as is a reshape to a size that holds a batch of 3 only."""
-    proto = _model([SWAP, node, BACK], inits, {"X": ["N", 4, 5]}, ["y"])
+    proto = float_model([SWAP, node, BACK], inits, {"X": ["N", 4, 5]}, ["y"])
     with pytest.raises(OnnxError, match=message):
         import_model(proto)
 
 
 def test_an_output_left_with_the_batch_moved_is_refused() -> None:
-    proto = _model([SWAP], [], {"X": [3, 4, 5]}, ["t"])
+    proto = float_model([SWAP], [], {"X": [3, 4, 5]}, ["t"])
     with pytest.raises(OnnxError, match="Transpose that moves the batch axis .* and no later "
                                         "node puts each example's entries back together"):
         import_model(proto)
@@ -186,8 +174,8 @@ def test_random_rearrangements_are_written_exactly_or_refused(seed: int) -> None
     total = int(np.prod(sizes))
     cols = [int(np.prod(sizes[:k])) for k in (1, 2)][seed % 2]  # read as rows × cols
     inits = [_ints("s", merged), _ints("flat", [batch, total // cols, cols]),
-             _const("W", rng.normal(size=(cols, 3))), _ints("out", [batch, -1])]
-    proto = _model(nodes, inits, {"X": [batch, *sizes]}, ["y"])
+             const("W", rng.normal(size=(cols, 3))), _ints("out", [batch, -1])]
+    proto = float_model(nodes, inits, {"X": [batch, *sizes]}, ["y"])
     try:
         result = import_model(proto)
     except OnnxError as err:

@@ -9,8 +9,8 @@ import pytest
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
-from onnx import helper, numpy_helper  # noqa: E402
-from onnx_helpers import ort_runner  # noqa: E402
+from onnx import helper  # noqa: E402
+from onnx_helpers import const, float_model, ort_runner  # noqa: E402
 
 from nndk.onnx.common import OnnxError  # noqa: E402
 from nndk.onnx.importer import import_model  # noqa: E402
@@ -18,19 +18,6 @@ from nnre.model import Model  # noqa: E402
 
 RNG = np.random.default_rng(5)
 n = helper.make_node
-
-
-def _const(name: str, value: object, dtype: object = np.float32) -> object:
-    return numpy_helper.from_array(np.asarray(value, dtype), name)
-
-
-def _model(nodes: list, inits: list, inputs: dict, outputs: list[str], opset: int = 18
-           ) -> object:
-    graph = helper.make_graph(
-        nodes, "g", [helper.make_tensor_value_info(k, 1, v) for k, v in inputs.items()],
-        [helper.make_tensor_value_info(k, 1, None) for k in outputs], inits)
-    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
-    return proto
 
 
 def _check(proto: object, feeds: dict[str, np.ndarray]) -> str:
@@ -66,12 +53,12 @@ def test_a_tensor_graph_matches_onnxruntime() -> None:
         n("Mul", ["att", "scale"], ["as"]),
         n("MatMul", ["X", "v"], ["xv"]),  # by a vector: (3,)
     ]
-    inits = [_const("bias", RNG.normal(size=4)), _const("W", RNG.normal(size=(4, 5))),
-             _const("scale", RNG.normal(size=(4, 1))), _const("v", RNG.normal(size=4)),
-             _const("ax1", [1], np.int64), _const("s0", [0], np.int64),
-             _const("ax12", [1, 2], np.int64), _const("axm1", [-1], np.int64),
-             _const("s2", [2], np.int64), _const("flat", [0, -1], np.int64)]
-    proto = _model(nodes, inits, {"X": ["N", 3, 4]},
+    inits = [const("bias", RNG.normal(size=4)), const("W", RNG.normal(size=(4, 5))),
+             const("scale", RNG.normal(size=(4, 1))), const("v", RNG.normal(size=4)),
+             const("ax1", [1], np.int64), const("s0", [0], np.int64),
+             const("ax12", [1, 2], np.int64), const("axm1", [-1], np.int64),
+             const("s2", [2], np.int64), const("flat", [0, -1], np.int64)]
+    proto = float_model(nodes, inits, {"X": ["N", 3, 4]},
                    ["xw", "att", "rs", "rm", "rx", "lse", "cat", "back", "rt", "as", "xv"])
     text = _check(proto, {"X": RNG.normal(size=(6, 3, 4)).astype(np.float32)})
     assert "X ∈ ℝ^(3×4)" in text and "softmax(gram; axis=0)" in text
@@ -82,7 +69,7 @@ def test_a_tensor_graph_matches_onnxruntime() -> None:
 def test_softmax_and_reductions_of_vectors_and_old_opsets() -> None:
     nodes = [n("Softmax", ["X"], ["y"], axis=1), n("ReduceSum", ["X"], ["s"], axes=[1, 2]),
              n("LogSoftmax", ["X"], ["z"], axis=2)]
-    proto = _model(nodes, [], {"X": ["N", 3, 4]}, ["y", "s", "z"], opset=11)
+    proto = float_model(nodes, [], {"X": ["N", 3, 4]}, ["y", "s", "z"], opset=11)
     text = _check(proto, {"X": RNG.normal(size=(5, 3, 4)).astype(np.float32)})
     assert "softmax(flatten(X))" in text  # opset 11: axes 1… as one vector
 
@@ -97,14 +84,14 @@ def test_softmax_and_reductions_of_vectors_and_old_opsets() -> None:
     (n("MatMul", ["X", "X"], ["y"]), "MatMul of per-example shapes"),
 ])
 def test_ops_over_the_batch_axis_are_refused(node: object, message: str) -> None:
-    proto = _model([node], [], {"X": ["N", 3, 4]}, ["y"], opset=13)
+    proto = float_model([node], [], {"X": ["N", 3, 4]}, ["y"], opset=13)
     with pytest.raises(OnnxError, match=message):
         import_model(proto)
 
 
 def test_a_vector_times_a_per_example_matrix_is_refused() -> None:
     """x (N, 4) @ Y (N, 4, 5): ONNX pairs x's rows with every example's Y."""
-    proto = _model([n("MatMul", ["x", "Y"], ["y"])], [], {"x": ["N", 4], "Y": ["N", 4, 5]},
+    proto = float_model([n("MatMul", ["x", "Y"], ["y"])], [], {"x": ["N", 4], "Y": ["N", 4, 5]},
                    ["y"])
     with pytest.raises(OnnxError, match="MatMul of a reshaped or vector value"):
         import_model(proto)
@@ -116,7 +103,7 @@ def test_slices_with_steps_and_side_by_side_concat_match_onnxruntime() -> None:
     # the batch whole, rows 1…2, columns 4 and 2 (step −2); then side by side, two ways
     nodes = [n("Slice", ["X", "s", "e", "ax", "st"], ["sl"]),
              n("Concat", ["X", "X"], ["cat"], axis=2), n("Concat", ["X", "X"], ["mid"], axis=1)]
-    proto = _model(nodes, [_const(k, v, np.int64) for k, v in ints.items()],
+    proto = float_model(nodes, [const(k, v, np.int64) for k, v in ints.items()],
                    {"X": [4, 3, 5]}, ["sl", "cat", "mid"])
     _check(proto, {"X": RNG.normal(size=(4, 3, 5)).astype(np.float32)})
 
@@ -127,8 +114,8 @@ def test_a_reshape_to_a_matrix_is_declared_and_read_as_one() -> None:
     nodes = [n("Reshape", ["x", "shape"], ["r"]), n("MatMul", ["r", "W"], ["m"]),
              n("Transpose", ["m"], ["t"], perm=[0, 2, 1]), n("Softmax", ["t"], ["y"], axis=1),
              n("Flatten", ["t"], ["f"])]
-    inits = [_const("shape", [0, 3, 4], np.int64), _const("W", RNG.normal(size=(4, 2)))]
-    proto = _model(nodes, inits, {"x": ["N", 12]}, ["y", "f"])
+    inits = [const("shape", [0, 3, 4], np.int64), const("W", RNG.normal(size=(4, 2)))]
+    proto = float_model(nodes, inits, {"x": ["N", 12]}, ["y", "f"])
     text = _check(proto, {"x": RNG.normal(size=(5, 12)).astype(np.float32)})
     assert "∈ ℝ^(3×4)" in text and "= reshape(x)" in text
 
@@ -139,7 +126,7 @@ def test_transposes_of_per_example_axes_keep_the_batch_first() -> None:
     picks each new leading index's columns (nndk.onnx.rearrange), not a 18×18 matrix."""
     nodes = [n("Transpose", ["X"], ["p"], perm=[0, 2, 3, 1]),
              n("Transpose", ["Z"], ["q"], perm=[0, 2, 1, 3])]
-    proto = _model(nodes, [], {"X": ["N", 2, 3, 4], "Z": ["N", 3, 3, 2]}, ["p", "q"])
+    proto = float_model(nodes, [], {"X": ["N", 2, 3, 4], "Z": ["N", 3, 3, 2]}, ["p", "q"])
     proto.graph.input[0].type.tensor_type.shape.dim[0].dim_value = 2  # a fixed batch
     proto.graph.input[1].type.tensor_type.shape.dim[0].dim_value = 2
     text = _check(proto, {"X": RNG.normal(size=(2, 2, 3, 4)).astype(np.float32),
