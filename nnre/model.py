@@ -27,6 +27,7 @@ from nnre.vm import (
     pass_windows,
     post_captures,
     run_prologue,
+    run_steps,
     sweep,
 )
 
@@ -64,12 +65,12 @@ class Model:
         slot_spec = {i: TensorSpec(s.shape, program.dtype) for i, s in enumerate(program.slots)}
         self._inputs = {n: slot_spec[i] for n, i in program.inputs.items()}
         self._outputs = {n: _row_spec(program, i) for n, i in program.outputs.items()}
-        self._state = {_state_key(n, lag): slot_spec[i]
+        self._state = {state_key(n, lag): slot_spec[i]
                        for (n, lag), i in program.state_in.items()}
         self._state.update({state_key(n, -lead): slot_spec[i]  # backward: Model.run only
                             for (n, lead), i in program.back_in.items()})
         self._param_specs = param_specs
-        self._state_keys = [(_state_key(n, lag), n, lag) for (n, lag) in program.state_in]
+        self._state_keys = [(state_key(n, lag), n, lag) for (n, lag) in program.state_in]
         self._np_dtype = np.dtype(program.dtype)
         self._local = threading.local()
 
@@ -284,9 +285,6 @@ class Model:
               ) -> tuple[Arrays, Arrays]:
         prog = self.program
         loop = self._stage("loop", batch)
-        phases = loop.phases
-        for (name, lag), _ in prog.state_in.items():
-            np.copyto(loop.ring[name][(-lag) % phases], init[_state_key(name, lag)])
         post = self._post(pre, steps * batch)
         sources = [(win, pre.arrays[0][i].reshape(steps, batch, *win.shape[1:]))
                    for i, win in loop.given.items()]
@@ -303,17 +301,7 @@ class Model:
                 assert const is not None
                 row = const.reshape(-1)
                 results[name] = np.broadcast_to(row, (steps, batch, row.size)).copy()
-        tapes = loop.tapes
-        for t in range(steps):
-            phase = t % phases
-            for win, src in sources:
-                np.copyto(win, src[t])
-            for f in tapes[phase]:
-                f()
-            for out, bufs in per_step:
-                np.copyto(out[t], bufs[phase])
-        final = {_state_key(name, lag): loop.ring[name][(steps - lag) % phases].copy()
-                 for (name, lag) in prog.state_in}
+        final = run_steps(loop, prog.state_in, init, sources, per_step, steps)
         for f in post.tapes[0]:
             f()
         for name, index in prog.outputs.items():
@@ -470,10 +458,6 @@ class Model:
                                 f"({batch}, {', '.join(map(str, spec.shape))})")
             out[key] = arr
         return out
-
-
-def _state_key(name: str, lag: int) -> str:
-    return name if lag == 1 else f"{name}@t-{lag}"
 
 
 def _row_spec(prog: Program, index: int) -> TensorSpec:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -193,24 +193,19 @@ def pass_program(prog: Program, stage: str) -> Program:
         state_out={n: i for n, i in out.items() if prog.slots[i].stage == stage})
 
 
-def sweep(prog: Program, stage: str, bound: Stage, pre: Stage, steps: int, batch: int,
-          init: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """One time pass of a program with backward state over a whole sequence, from the last
-    step for a backward pass, reading earlier stages' values from ``pre``'s buffers and
-    keeping what later ones read there (:func:`kept_for_later`). ``init`` holds the state at
-    the start (backward state: after the last step), keyed as the API names it; returns the
-    pass's state at the end (backward state: at the first steps)."""
-    view = pass_program(prog, stage)
-    sign = -1 if backward(stage) else 1
+def run_steps(bound: Stage, state: Iterable[tuple[str, int]], init: Mapping[str, np.ndarray],
+              sources: Sequence[tuple[np.ndarray, np.ndarray]],
+              captures: Sequence[tuple[np.ndarray, list[np.ndarray]]], steps: int,
+              sign: int = 1) -> dict[str, np.ndarray]:
+    """Drive a bound time pass over ``steps`` steps (from the last one when ``sign`` is −1):
+    the ring starts from ``init`` (keyed as the API names state), each step copies
+    ``sources[t]`` into the pass's input windows, runs the tape of its phase and copies
+    the captured buffers into row block t. Returns the state at the end. The one loop the
+    single forward pass (``Model``) and each pass of :func:`sweep` share."""
     phases = bound.phases
-    for name, lag in view.state_in:
+    state = list(state)
+    for name, lag in state:
         np.copyto(bound.ring[name][(-lag) % phases], init[state_key(name, sign * lag)])
-    full = pre.arrays[0]
-    sources = [(win, full[i].reshape(steps, batch, *win.shape[1:]))
-               for i, win in bound.given.items()]
-    kept = [(full[i].reshape(steps, batch, *prog.slots[i].shape),
-             [arrays[i] for arrays in bound.arrays])
-            for i in kept_for_later(prog) if prog.slots[i].stage == stage]
     tapes = bound.tapes
     for k in range(steps):
         t, phase = (steps - 1 - k if sign < 0 else k), k % phases
@@ -218,10 +213,27 @@ def sweep(prog: Program, stage: str, bound: Stage, pre: Stage, steps: int, batch
             np.copyto(win, src[t])
         for f in tapes[phase]:
             f()
-        for out, bufs in kept:
+        for out, bufs in captures:
             np.copyto(out[t], bufs[phase])
     return {state_key(name, sign * lag): bound.ring[name][(steps - lag) % phases].copy()
-            for name, lag in view.state_in}
+            for name, lag in state}
+
+
+def sweep(prog: Program, stage: str, bound: Stage, pre: Stage, steps: int, batch: int,
+          init: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """One time pass of a program with backward state over a whole sequence, from the last
+    step for a backward pass, reading earlier stages' values from ``pre``'s buffers and
+    keeping what later ones read there (:func:`kept_for_later`). ``init`` holds the state at
+    the start (backward state: after the last step), keyed as the API names it; returns the
+    pass's state at the end (backward state: at the first steps)."""
+    full = pre.arrays[0]
+    sources = [(win, full[i].reshape(steps, batch, *win.shape[1:]))
+               for i, win in bound.given.items()]
+    kept = [(full[i].reshape(steps, batch, *prog.slots[i].shape),
+             [arrays[i] for arrays in bound.arrays])
+            for i in kept_for_later(prog) if prog.slots[i].stage == stage]
+    return run_steps(bound, pass_program(prog, stage).state_in, init, sources, kept, steps,
+                     -1 if backward(stage) else 1)
 
 
 def post_captures(prog: Program) -> list[int]:
