@@ -303,3 +303,81 @@ def test_batch_first_two_layers(cls: str, dynamo: bool, tmp_path) -> None:
                                                               "opset_version": 17}
     _compare_torch(net, torch.randn(3, 5, 3), ["y", "hn"] + (["cn"] if cls == "LSTM" else []),
                    tmp_path / "m.onnx", **kw)
+
+
+class LastStep(torch.nn.Module):  # type: ignore[misc,name-defined]
+    """The usual recurrent classifier: a Linear and a softmax on the output at the last step
+    (``y[:, -1]`` batch-first, ``y[-1]`` time-major)."""
+
+    def __init__(self, cls: str, batch_first: bool) -> None:
+        super().__init__()
+        self.batch_first = batch_first
+        self.rnn = getattr(torch.nn, cls)(3, 8, num_layers=2, batch_first=batch_first)
+        self.fc = torch.nn.Linear(8, 4)
+
+    def forward(self, x):  # type: ignore[no-untyped-def]
+        y = self.rnn(x)[0]
+        return torch.softmax(self.fc(y[:, -1] if self.batch_first else y[-1]), -1)
+
+
+@pytest.mark.parametrize("cls", ["LSTM", "GRU"])
+@pytest.mark.parametrize("dynamo, batch_first", [(False, True), (True, True), (False, False),
+                                                 (True, False)])
+def test_output_at_the_last_step(cls: str, dynamo: bool, batch_first: bool, tmp_path) -> None:
+    """The output at the last step imports as the model's output at every step, of which the
+    ONNX graph's is the last (kind 'last'): equal to PyTorch and onnxruntime, and the text says
+    so; the same bundle run step by step gives PyTorch's value for every prefix."""
+    import onnxruntime as ort
+
+    from nndk.onnx.conformance import _run
+
+    if dynamo:
+        pytest.importorskip("onnxscript")
+    torch.manual_seed(7)
+    net = LastStep(cls, batch_first).eval()
+    x = torch.randn(3, 6, 3) if batch_first else torch.randn(6, 3, 3)
+    path = tmp_path / "m.onnx"
+    kw: dict[str, object] = {"dynamo": True} if dynamo else {"dynamo": False,
+                                                              "opset_version": 17}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(net, (x,), str(path), input_names=["x"], output_names=["p"],
+                          external_data=False, **kw)
+    result = import_model(onnx.load(str(path)))
+    assert result.outputs["p"][1] == "last"
+    assert "p is" in result.equations and "at the last step only" in result.equations
+    want = net(x).detach().numpy()
+    np.testing.assert_allclose(_run(result, {"x": x.numpy()})["p"], want, rtol=0, atol=1e-5)
+    by_ort = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(
+        None, {"x": x.numpy()})[0]
+    np.testing.assert_allclose(by_ort, want, rtol=0, atol=1e-5)
+    model = Model.from_equations(result.equations, result.weights)
+    seq = x.numpy().swapaxes(0, 1) if batch_first else x.numpy()  # [T, N, 3]
+    ys, _ = model.run({"x": seq})
+    for t in (1, 4):
+        prefix = torch.from_numpy(seq[:t].swapaxes(0, 1) if batch_first else seq[:t])
+        np.testing.assert_allclose(ys[result.outputs["p"][0]][t - 1],
+                                   net(prefix).detach().numpy(), rtol=0, atol=1e-5)
+
+
+def test_softmax_along_time_is_refused_in_user_terms(tmp_path) -> None:
+    """Attention pooling over a batch-first recurrent output (softmax along T) needs every
+    step at once: refused, naming the node and the time axis (not "the batch axis")."""
+    from nndk.onnx.common import OnnxError
+
+    class Pool(torch.nn.Module):  # type: ignore[misc,name-defined]
+        def __init__(self) -> None:
+            super().__init__()
+            self.rnn, self.score = torch.nn.GRU(3, 4, batch_first=True), torch.nn.Linear(4, 1)
+
+        def forward(self, x):  # type: ignore[no-untyped-def]
+            h = self.rnn(x)[0]
+            return (torch.softmax(self.score(h), dim=1) * h).sum(1)
+
+    path = tmp_path / "m.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(Pool().eval(), (torch.randn(2, 5, 3),), str(path), dynamo=False,
+                          opset_version=17, input_names=["x"], output_names=["y"])
+    with pytest.raises(OnnxError, match=r"Softmax along the time axis .*node '/Softmax'"):
+        import_model(onnx.load(str(path)))

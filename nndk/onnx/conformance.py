@@ -130,7 +130,7 @@ def _run(result: ImportResult, feeds: dict[str, np.ndarray]) -> dict[str, np.nda
     ys, final = model.run(xs, state or None)
     swapped = {result.outputs[o][0] for o in result.batch_first if o in result.outputs}
     ys = {k: v.swapaxes(0, 1) if k in swapped else v for k, v in ys.items()}  # → [N, T, …]
-    return {onnx_name: (ys[name] if kind == "output" else
+    return {onnx_name: (ys[name] if kind == "output" else ys[name][-1] if kind == "last" else
                         np.stack([final[n] for n in name.split(",")]) if kind == "states"
                         else _directions(ys[name]) if kind == "directions"
                         else final[name])

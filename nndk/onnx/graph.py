@@ -47,7 +47,8 @@ class ImportResult:
     inputs: dict[str, tuple[str, str]]
     #: ONNX output → (nnre name, kind): 'output'; 'state' (the final state); 'states' (final
     #: states "h,h'" stacked along ONNX's first axis); 'directions' (a bidirectional op's Y
-    #: [T, 2, N, H], which the model gives as [hₜ; h'ₜ], [T, N, 2·H])
+    #: [T, 2, N, H], which the model gives as [hₜ; h'ₜ], [T, N, 2·H]); 'last' (the output at
+    #: the last step, [N, …]: the model gives it at every step, [T, N, …])
     outputs: dict[str, tuple[str, str]]
     sequence: bool  # ONNX inputs are whole sequences [T, N, …] (recurrent ops inside)
     opset: int

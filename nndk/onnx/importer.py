@@ -24,7 +24,17 @@ from nndk.onnx.external import inline
 from nndk.onnx.graph import Importer, ImportResult, start, state_meta
 from nndk.onnx.rearrange import written
 from nndk.onnx.scan import unscan
-from nndk.onnx.values import BatchFirst, Dyn, Final, Finals, Label, Lazy, SeqY, Unsupported
+from nndk.onnx.values import (
+    BatchFirst,
+    Dyn,
+    Final,
+    Finals,
+    Label,
+    Last,
+    Lazy,
+    SeqY,
+    Unsupported,
+)
 from nnre import budget
 from nnre.files import open_regular
 
@@ -111,6 +121,9 @@ def _outputs(imp: Importer) -> list[str]:
         if isinstance(value, BatchFirst):  # [N, T, …] in ONNX; the model gives [T, N, …]
             value = value.dyn
             imp.batch_first.append(vi.name)
+        last = isinstance(value, Last)  # ONNX gives the last step; the model every step
+        if isinstance(value, Last):
+            value = value.dyn
         if isinstance(value, Label):
             imp.dropped[vi.name] = (f"a class index (ArgMax of '{value.source}'), not a vector "
                                     "of numbers; to get it from the scores, give them an "
@@ -129,7 +142,8 @@ def _outputs(imp: Importer) -> list[str]:
             imp.problems.setdefault(f"output is a {type(value).__name__}, not a value that "
                                     "varies per example", []).append(vi.name)
             continue
-        kind = "directions" if isinstance(value, SeqY) and len(value.exprs) > 1 else "output"
+        kind = "last" if last else \
+            "directions" if isinstance(value, SeqY) and len(value.exprs) > 1 else "output"
         target = value.expr if isinstance(value, Dyn) else \
             value.exprs[0] if len(value.exprs) == 1 else ex.Stack(value.exprs)
         if not (isinstance(target, ex.Name) and target.text in targets
@@ -187,6 +201,8 @@ def _text(imp: Importer, declared: list[str], producer: str) -> str:
     elif imp.batch_first:
         lines.append("# An example per row: the ONNX graph's " + ", ".join(imp.batch_first)
                      + " [K, N] (an example per column) are [N, K] here.")
+    lines += [f"# The ONNX graph's {o} is {n} at the last step only (here: at every step)."
+              for o, (n, kind) in imp.outputs.items() if kind == "last"]
     if not imp.timed:
         lines.append("input " + ", ".join(n for n, kind in imp.inputs.values()
                                           if kind == "input"))

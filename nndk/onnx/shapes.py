@@ -28,6 +28,8 @@ from nndk.onnx.values import (
     Final,
     Finals,
     Label,
+    Last,
+    Lazy,
     SeqY,
     Unsupported,
     Value,
@@ -49,6 +51,11 @@ _KEEP_ZEROS = {"Slice", "Squeeze", "Unsqueeze", "Identity", "Reshape", "Cast", "
 def convert(imp: Importer, node: Any, args: Args, at: dict[str, Any]) -> list[Value] | None:
     """The node's outputs when it works on these values; None when the usual rules apply."""
     op = node.op_type
+    if any(isinstance(a, Last) for a in args):
+        return _at_last(imp, node, args)
+    x = args[0] if args else None
+    if op == "Gather" and isinstance(x, Dyn | BatchFirst) and _last_step(imp, args, at):
+        return [Last(x.dyn if isinstance(x, BatchFirst) else x)]
     if op == "Transpose" and imp.lead == 2 and isinstance(args[0], Dyn | BatchFirst):
         x = args[0]
         inner = x.dyn if isinstance(x, BatchFirst) else x
@@ -101,12 +108,48 @@ def convert(imp: Importer, node: Any, args: Args, at: dict[str, Any]) -> list[Va
     return [Const(np.array(dims, np.int64))]  # the batch's entry left out: a plain shape
 
 
+def _last_step(imp: Importer, args: Args, at: dict[str, Any]) -> bool:
+    """The Gather picks a sequence's last step: index −1 (or T − 1 when T is fixed), a
+    scalar, along the time axis (axis 1 of a batch-first sequence, 0 of a time-major one)."""
+    x, index = args[0], args[1]
+    if imp.lead != 2 or not isinstance(x, Dyn | BatchFirst) or not isinstance(index, Const):
+        return False
+    rank = 2 + len((x.dyn if isinstance(x, BatchFirst) else x).shape)
+    axis = int(at.get("axis", 0)) % rank
+    if axis != (1 if isinstance(x, BatchFirst) else 0) or np.ndim(index.value) != 0:
+        return False
+    steps = imp.lead_sizes[0] if imp.lead_sizes else None
+    i = int(index.value)
+    return i == -1 or (steps is not None and i == steps - 1)
+
+
+def _at_last(imp: Importer, node: Any, args: Args) -> list[Value]:
+    """An op on values at the last step (and constants): converted as over one example
+    laid out [N, …] (one leading axis), at every step; its results stay at the last step."""
+    from nndk.onnx.ops import convert as convert_node
+
+    if any(a is not None and not isinstance(a, Last | Const) for a in args):
+        other = next(a for a in args if a is not None and not isinstance(a, Last | Const))
+        raise Unsupported(f"{node.op_type} of a sequence's last step with "
+                          f"{WHAT[type(other).__name__]}")
+    saved = imp.lead, imp.lead_sizes
+    imp.lead, imp.lead_sizes = 1, saved[1][1:]
+    try:
+        outs = convert_node(imp, node, [a.dyn if isinstance(a, Last) else a for a in args])
+    finally:
+        imp.lead, imp.lead_sizes = saved
+    if any(isinstance(o, Lazy) for o in outs):
+        raise Unsupported(f"{node.op_type} that moves the batch axis of a sequence's last step")
+    return [Last(o) if isinstance(o, Dyn) else o for o in outs]
+
+
 def _per_step(imp: Importer, node: Any, args: Args) -> list[Value]:
     """An op that works on each example at each step, over batch-first values: the same as
     over the time-major values inside them (its rule refuses to touch either leading axis),
     so it is converted over those and its result stays batch-first. Constants must not
     broadcast along the leading axes (sizes 1 there), and every per-example operand must be
     batch-first: one laid out [T, N, …] beside it would be mixed up."""
+    from nndk.onnx.ops import attributes
     from nndk.onnx.ops import convert as convert_node
 
     op = node.op_type
@@ -115,6 +158,14 @@ def _per_step(imp: Importer, node: Any, args: Args) -> list[Value]:
     rank = 2 + len(inner.shape)
     if op not in _PER_STEP or any(isinstance(a, Dyn) for a in args):
         raise refused
+    axis = attributes(node).get("axis")
+    if axis is not None and int(axis) % rank < 2:  # the rules would read [N, T] as [T, N]
+        raise Unsupported(
+            f"{op} along the batch axis of a batch-first sequence (it would mix examples)"
+            if int(axis) % rank == 0 else
+            f"{op} along the time axis of a batch-first sequence [N, T, …]: the model "
+            "computes one step at a time, and a value over every step at once (attention "
+            "pooling over a recurrent output) is not imported")
     for a in args:
         if isinstance(a, Const):
             shape = np.shape(a.value)

@@ -151,6 +151,17 @@ class Lazy:
 
 
 @dataclass(frozen=True)
+class Last:
+    """A sequence's value at its last step, laid out ``[N, …]`` in ONNX: ``y[:, -1]`` of a
+    batch-first sequence, ``y[-1]`` of a time-major one (the usual read-out of a recurrent
+    classifier). The model computes ``dyn`` at every step; what ONNX gives is its value at
+    the last (the ImportResult's output kind ``last``). Ops on it alone, and constants,
+    convert as over one step (:func:`nndk.onnx.shapes._at_last`)."""
+
+    dyn: Dyn
+
+
+@dataclass(frozen=True)
 class Ids:
     """An integer input of token ids (declared ``x ∈ ℕ`` or ``X ∈ ℕ^T``): only Gather reads it,
     as the rows of a constant table it picks (``E[x]``)."""
@@ -160,7 +171,7 @@ class Ids:
 
 
 Value = (Const | Dyn | SeqY | Final | Finals | InitState | Dims | Zeros | Label | BatchFirst
-         | Lazy | Ids)
+         | Lazy | Ids | Last)
 
 #: What each kind of value is, in the words of an error message.
 WHAT = {"Const": "a constant", "Dyn": "a per-example value",
@@ -172,5 +183,6 @@ WHAT = {"Const": "a constant", "Dyn": "a per-example value",
                       "to [T, N, …] and by ops on each step alone, beside constants and "
                       "other batch-first values)",
         "Lazy": "a per-example value whose batch axis an earlier node moved",
+        "Last": "a sequence's value at its last step",
         "Ids": "token ids (an integer input, which only Gather reads, as rows of a table)",
         "NoneType": "missing"}
