@@ -381,3 +381,75 @@ def test_softmax_along_time_is_refused_in_user_terms(tmp_path) -> None:
                           opset_version=17, input_names=["x"], output_names=["y"])
     with pytest.raises(OnnxError, match=r"Softmax along the time axis .*node '/Softmax'"):
         import_model(onnx.load(str(path)))
+
+
+class TextClassifier(torch.nn.Module):  # type: ignore[misc,name-defined]
+    """nn.Embedding over token ids, an LSTM, a Linear on the top layer's final state (h_n[-1],
+    or h_n.squeeze(0) of one layer) or on the output's last step."""
+
+    def __init__(self, layers: int, read: str, batch_first: bool) -> None:
+        super().__init__()
+        self.read, self.batch_first = read, batch_first
+        self.embed = torch.nn.Embedding(30, 6)
+        self.rnn = torch.nn.LSTM(6, 8, num_layers=layers, batch_first=batch_first)
+        self.fc = torch.nn.Linear(8, 3)
+
+    def forward(self, ids):  # type: ignore[no-untyped-def]
+        y, (h, _) = self.rnn(self.embed(ids))
+        if self.read == "squeeze":
+            return self.fc(h.squeeze(0))
+        if self.read == "final":
+            return self.fc(h[-1])
+        return self.fc(y[:, -1] if self.batch_first else y[-1])
+
+
+@pytest.mark.parametrize("layers, read, batch_first, dynamo", [
+    (1, "squeeze", True, False), (2, "final", True, False), (2, "final", True, True),
+    (1, "output", True, True), (2, "final", False, False), (1, "output", False, True)])
+def test_text_classifier_over_token_ids(layers: int, read: str, batch_first: bool,
+                                        dynamo: bool, tmp_path) -> None:
+    """Token ids ([N, T] or [T, N], int64) into an embedding and a recurrent layer, read out
+    at the last step: ids per step (``xₜ ∈ ℕ``, ``E[xₜ]``), equal to PyTorch."""
+    from nndk.onnx.conformance import _run
+
+    if dynamo:
+        pytest.importorskip("onnxscript")
+    torch.manual_seed(8)
+    net = TextClassifier(layers, read, batch_first).eval()
+    ids = torch.randint(0, 30, (3, 7) if batch_first else (7, 3))
+    path = tmp_path / "m.onnx"
+    kw: dict[str, object] = {"dynamo": True} if dynamo else {"dynamo": False,
+                                                              "opset_version": 17}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(net, (ids,), str(path), input_names=["ids"], output_names=["p"],
+                          external_data=False, **kw)
+    result = import_model(onnx.load(str(path)))
+    assert "∈ ℕ" in result.equations and result.outputs["p"][1] == "last"
+    assert ("ids" in result.batch_first) == batch_first
+    got = _run(result, {"ids": ids.numpy()})["p"]
+    np.testing.assert_allclose(got, net(ids).detach().numpy(), rtol=0, atol=1e-5)
+
+
+def test_final_state_of_a_reverse_direction_is_refused(tmp_path) -> None:
+    """A bidirectional layer's reverse final state is its value at the first step: read beside
+    the sequence it has no per-step form, and the refusal says so."""
+    from nndk.onnx.common import OnnxError
+
+    class Both(torch.nn.Module):  # type: ignore[misc,name-defined]
+        def __init__(self) -> None:
+            super().__init__()
+            self.rnn = torch.nn.GRU(3, 4, batch_first=True, bidirectional=True)
+            self.fc = torch.nn.Linear(8, 2)
+
+        def forward(self, x):  # type: ignore[no-untyped-def]
+            h = self.rnn(x)[1]
+            return self.fc(torch.cat([h[0], h[1]], -1))
+
+    path = tmp_path / "m.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(Both().eval(), (torch.randn(2, 5, 3),), str(path), dynamo=False,
+                          opset_version=17, input_names=["x"], output_names=["y"])
+    with pytest.raises(OnnxError, match="reverse direction's final state"):
+        import_model(onnx.load(str(path)))

@@ -91,6 +91,9 @@ class Importer:
     #: both ways (so a rearrangement reads ``X`` rather than reshaping ``reshape(X)`` back)
     views: dict[tuple[str, tuple[int, ...]], Dyn] = field(default_factory=dict)
     made: dict[tuple[Any, ...], Dyn] = field(default_factory=dict)  # rearrangements written
+    #: Recurrent ops' states by canonical name (a Final names them), and which run backward
+    states: dict[str, ex.Name] = field(default_factory=dict)
+    backward: set[str] = field(default_factory=set)
 
     # -- names and weights ---------------------------------------------------------------
     def time(self) -> int | None:
@@ -255,10 +258,11 @@ def start(proto: Any) -> Importer:
             imp.names.take(init.name) else None
         imp.values[init.name] = Const(value, ref=ref, source=init.name)
     imp.indices = _index_inputs(graph)
-    from nndk.onnx.ids import ids_inputs
+    from nndk.onnx.ids import batch_first_ids, ids_inputs
 
-    imp.ids = ids_inputs(graph) - imp.indices if imp.lead == 1 and not imp.timed else set()
-    swapped = _batch_first_inputs(graph) if imp.lead == 2 else _columns_inputs(graph)
+    imp.ids = ids_inputs(graph) - imp.indices if imp.lead == 2 or not imp.timed else set()
+    swapped = _batch_first_inputs(graph) | batch_first_ids(graph, imp.ids) if imp.lead == 2 \
+        else _columns_inputs(graph)
     initial = {n.input[i] for n in graph.node if n.op_type in RECURRENT
                for i in (5, 6) if len(n.input) > i and n.input[i]}
     prev = {names[0]: key for key, names in states.items()}
@@ -351,7 +355,9 @@ def _input(imp: Importer, vi: Any, batch_first: bool = False) -> None:
     if vi.name in imp.ids:
         from nndk.onnx.ids import declare
 
-        return declare(imp, vi, dims)
+        if batch_first:
+            imp.batch_first.append(vi.name)
+        return declare(imp, vi, dims, batch_first)
     shape = tuple(int(d) for d in dims[imp.lead:] if d is not None)
     name = imp.names.prefer(vi.name, "x", subscript=not imp.timed)
     dyn = Dyn(ex.Name(name, imp.time()), shape, flat=False)

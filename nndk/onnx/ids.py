@@ -17,7 +17,7 @@ import numpy as np
 from nndk.onnx import expr as ex
 from nndk.onnx.axes import reshaped
 from nndk.onnx.graph import Importer
-from nndk.onnx.values import WHAT, Const, Dyn, Ids, Unsupported, Value
+from nndk.onnx.values import WHAT, BatchFirst, Const, Dyn, Ids, Unsupported, Value
 
 Args = list[Value | None]
 INTS = {2, 3, 4, 5, 6, 7, 12, 13}  # ONNX's integer element types
@@ -37,14 +37,32 @@ def ids_inputs(graph: Any) -> set[str]:
     return out
 
 
-def declare(imp: Importer, vi: Any, dims: list[int | None]) -> None:
-    """The ids input: a name declared ``∈ ℕ`` (one id) or ``∈ ℕ^T``."""
-    shape = tuple(int(d) for d in dims[1:] if d is not None)
-    name = imp.names.prefer(vi.name, "x")
-    imp.values[vi.name] = Ids(ex.Name(name), shape)
+def batch_first_ids(graph: Any, ids: set[str]) -> set[str]:
+    """A recurrent graph's ids inputs laid out [N, T]: the rows every Gather picks by them are
+    read only through a Transpose that swaps the batch and time axes (or by Shape)."""
+    from nndk.onnx.graph import lead_swap
+
+    out = set()
+    for name in ids:
+        rows = [n.output[0] for n in graph.node if n.op_type == "Gather" and n.input[1] == name]
+        readers = [n for n in graph.node if set(n.input) & set(rows)]
+        swaps = [n for n in readers if n.op_type == "Transpose" and lead_swap(
+                 [int(p) for a in n.attribute if a.name == "perm" for p in a.ints], 3)]
+        if swaps and all(n in swaps or n.op_type == "Shape" for n in readers):
+            out.add(name)
+    return out
+
+
+def declare(imp: Importer, vi: Any, dims: list[int | None], batch_first: bool = False) -> None:
+    """The ids input: a name declared ``∈ ℕ`` (one id; one a step in a recurrent graph) or
+    ``∈ ℕ^T``."""
+    shape = tuple(int(d) for d in dims[imp.lead:] if d is not None)
+    name = imp.names.prefer(vi.name, "x", subscript=not imp.timed)
+    value = ex.Name(name, imp.time())
+    imp.values[vi.name] = Ids(value, shape, batch_first)
     imp.inputs[vi.name] = (ex.canonical_name(name), "input")
     space = f"^{shape[0]}" if shape else ""
-    imp.declarations.append(f"{name} ∈ ℕ{space}")
+    imp.declarations.append(f"{ex.show(value)} ∈ ℕ{space}")
 
 
 def convert(imp: Importer, node: Any, args: Args, at: dict[str, Any]) -> list[Value] | None:
@@ -63,7 +81,8 @@ def convert(imp: Importer, node: Any, args: Args, at: dict[str, Any]) -> list[Va
     value = np.asarray(table.value)
     if value.ndim == 0 or int(at.get("axis", 0)) % value.ndim != 0:
         raise Unsupported("Gather by ids along an axis other than the table's first")
-    return [_rows(imp, _table(imp, table, value), args[1], value.shape)]
+    rows = _rows(imp, _table(imp, table, value), args[1], value.shape)
+    return [BatchFirst(rows) if args[1].batch_first else rows]
 
 
 def _table(imp: Importer, table: Const, value: np.ndarray) -> ex.Name:
@@ -90,7 +109,7 @@ def _rows(imp: Importer, e: ex.Name, ids: Ids, table: tuple[int, ...]) -> Dyn:
 def _shape(imp: Importer, x: Ids, at: dict[str, Any]) -> Value:
     from nndk.onnx.values import Dims
 
-    dims = [*imp.lead_sizes, *x.shape]
+    dims = [*(imp.lead_sizes[::-1] if x.batch_first else imp.lead_sizes), *x.shape]
     start, end = int(at.get("start", 0)), at.get("end")
     dims = dims[start:end] if end is not None else dims[start:]
     return Dims(tuple(dims)) if None in dims else Const(np.array(dims, np.int64))

@@ -121,6 +121,9 @@ def convert_recurrent(imp: Importer, node: Any, args: list[Value | None], at: di
         hs.append(state["h"])
         for key, value in state.items():
             finals[key].append(ex.canonical_name(value.text))
+            imp.states[finals[key][-1]] = value
+            if cell.step > 0:
+                imp.backward.add(finals[key][-1])
     for i, key in ((5, "h"), (6, "c")):
         _initial(imp, args[i] if len(args) > i else None, finals[key])
     hidden = cell.hidden

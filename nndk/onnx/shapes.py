@@ -70,6 +70,8 @@ def convert(imp: Importer, node: Any, args: Args, at: dict[str, Any]) -> list[Va
         return [_shape(imp, args[0], at)]
     if op == "Transpose" and isinstance(args[0], SeqY):
         return [_seq_transpose(args[0], at)]
+    if op in ("Gather", "Squeeze") and isinstance(x, Final | Finals):
+        return [_final_at_last(imp, node, args, at)]
     if op == "Concat" and any(isinstance(a, Final | Finals) for a in args):
         return [_finals(args, at)]
     if any(isinstance(a, Label) for a in args):
@@ -121,6 +123,33 @@ def _last_step(imp: Importer, args: Args, at: dict[str, Any]) -> bool:
     steps = imp.lead_sizes[0] if imp.lead_sizes else None
     i = int(index.value)
     return i == -1 or (steps is not None and i == steps - 1)
+
+
+def _final_at_last(imp: Importer, node: Any, args: Args, at: dict[str, Any]) -> Last:
+    """One layer's final state picked from ``[layers·directions, N, H]`` (``h_n[-1]``, or a
+    Squeeze of one layer's): a forward state's value at the last step."""
+    x = args[0]
+    assert isinstance(x, Final | Finals)
+    states = (x.state,) if isinstance(x, Final) else x.states
+    index = args[1] if len(args) > 1 else None
+    if node.op_type == "Gather":
+        if int(at.get("axis", 0)) % 3 != 0 or not isinstance(index, Const) or \
+                np.ndim(index.value) != 0:
+            raise Unsupported("Gather of final states other than one layer's (one index "
+                              "along the first axis)")
+        i = int(index.value)
+        if not -len(states) <= i < len(states):
+            raise Unsupported(f"Gather of final state {i} of {len(states)}")
+        name = states[i]
+    else:
+        axes = index.value if isinstance(index, Const) else at.get("axes", [0])
+        if len(states) != 1 or [int(a) % 3 for a in np.ravel(axes)] != [0]:
+            raise Unsupported("Squeeze of final states other than one layer's first axis")
+        name = states[0]
+    if name in imp.backward:
+        raise Unsupported(f"{node.op_type} of a reverse direction's final state (its value at "
+                          "the first step) read beside the sequence")
+    return Last(Dyn(imp.states[name], (x.hidden,), False))
 
 
 def _at_last(imp: Importer, node: Any, args: Args) -> list[Value]:

@@ -167,7 +167,8 @@ class Ids:
     as the rows of a constant table it picks (``E[x]``)."""
 
     name: ex_Name
-    shape: tuple[int, ...]  # per example: () for one id, (T,) for T of them
+    shape: tuple[int, ...]  # per example (per step in a recurrent graph): () one id, (T,) T
+    batch_first: bool = False  # a recurrent graph's ids laid out [N, T] (its Gather's rows too)
 
 
 Value = (Const | Dyn | SeqY | Final | Finals | InitState | Dims | Zeros | Label | BatchFirst
