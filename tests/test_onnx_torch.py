@@ -26,6 +26,20 @@ def _export(module: object, args: tuple, outputs: list[str], tmp_path) -> object
     return onnx.load(str(path))
 
 
+def _save(net: object, args: tuple, path, inputs: list[str], outputs: list[str],
+          dynamo: bool = False) -> object:
+    """Export with PyTorch's dynamo exporter or the legacy one (opset 17), quietly; the proto."""
+    if dynamo:
+        pytest.importorskip("onnxscript")
+    kw: dict[str, object] = {"dynamo": True} if dynamo else {"dynamo": False,
+                                                              "opset_version": 17}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(net, args, str(path), input_names=inputs, output_names=outputs,
+                          external_data=False, **kw)
+    return onnx.load(str(path))
+
+
 class MLP(torch.nn.Module):  # type: ignore[misc,name-defined]
     def __init__(self) -> None:
         super().__init__()
@@ -225,13 +239,9 @@ def test_batch_first_input_read_elsewhere_is_refused(tmp_path) -> None:
         def forward(self, x):  # type: ignore[no-untyped-def]
             return self.rnn(x)[0] + self.lin(x)
 
-    path = tmp_path / "m.onnx"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(Both().eval(), (torch.randn(2, 5, 3),), str(path), dynamo=False,
-                          opset_version=17, input_names=["x"], output_names=["y"])
+    proto = _save(Both().eval(), (torch.randn(2, 5, 3),), tmp_path / "m.onnx", ["x"], ["y"])
     with pytest.raises(OnnxError, match="GRU of a batch-first sequence"):
-        import_model(onnx.load(str(path)))
+        import_model(proto)
 
 
 class Tagger(torch.nn.Module):  # type: ignore[misc,name-defined]
@@ -249,21 +259,13 @@ class Tagger(torch.nn.Module):  # type: ignore[misc,name-defined]
 def test_batch_first_then_per_step_layers(dynamo: bool, tmp_path) -> None:
     """Layers that act on each step of the batch-first output (Relu, a Linear's MatMul + Add,
     LogSoftmax along H) are the same on the time-major values: the tagger imports whole."""
-    if dynamo:
-        pytest.importorskip("onnxscript")
     torch.manual_seed(5)
     net = Tagger().eval()
     x = torch.randn(2, 6, 3)
-    path = tmp_path / "m.onnx"
-    kw: dict[str, object] = {"dynamo": True} if dynamo else {"dynamo": False,
-                                                              "opset_version": 17}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(net, (x,), str(path), input_names=["x"], output_names=["y"],
-                          external_data=False, **kw)
+    proto = _save(net, (x,), tmp_path / "m.onnx", ["x"], ["y"], dynamo)
     from nndk.onnx.conformance import _run
 
-    result = import_model(onnx.load(str(path)))
+    result = import_model(proto)
     assert result.batch_first == ("x", "y")
     got = _run(result, {"x": x.numpy()})["y"]
     np.testing.assert_allclose(got, net(x).detach().numpy(), rtol=0, atol=1e-5)
@@ -282,13 +284,9 @@ def test_batch_first_mixed_with_time_major_is_refused(tmp_path) -> None:
             y = self.rnn(x)[0]
             return y + y.transpose(0, 1)
 
-    path = tmp_path / "m.onnx"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(Mixed().eval(), (torch.randn(4, 4, 3),), str(path), dynamo=False,
-                          opset_version=17, input_names=["x"], output_names=["y"])
+    proto = _save(Mixed().eval(), (torch.randn(4, 4, 3),), tmp_path / "m.onnx", ["x"], ["y"])
     with pytest.raises(OnnxError, match="Add of a batch-first sequence"):
-        import_model(onnx.load(str(path)))
+        import_model(proto)
 
 
 @pytest.mark.parametrize("cls", ["LSTM", "GRU"])
@@ -331,19 +329,11 @@ def test_output_at_the_last_step(cls: str, dynamo: bool, batch_first: bool, tmp_
 
     from nndk.onnx.conformance import _run
 
-    if dynamo:
-        pytest.importorskip("onnxscript")
     torch.manual_seed(7)
     net = LastStep(cls, batch_first).eval()
     x = torch.randn(3, 6, 3) if batch_first else torch.randn(6, 3, 3)
     path = tmp_path / "m.onnx"
-    kw: dict[str, object] = {"dynamo": True} if dynamo else {"dynamo": False,
-                                                              "opset_version": 17}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(net, (x,), str(path), input_names=["x"], output_names=["p"],
-                          external_data=False, **kw)
-    result = import_model(onnx.load(str(path)))
+    result = import_model(_save(net, (x,), path, ["x"], ["p"], dynamo))
     assert result.outputs["p"][1] == "last"
     assert "p is" in result.equations and "at the last step only" in result.equations
     want = net(x).detach().numpy()
@@ -374,13 +364,9 @@ def test_softmax_along_time_is_refused_in_user_terms(tmp_path) -> None:
             h = self.rnn(x)[0]
             return (torch.softmax(self.score(h), dim=1) * h).sum(1)
 
-    path = tmp_path / "m.onnx"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(Pool().eval(), (torch.randn(2, 5, 3),), str(path), dynamo=False,
-                          opset_version=17, input_names=["x"], output_names=["y"])
+    proto = _save(Pool().eval(), (torch.randn(2, 5, 3),), tmp_path / "m.onnx", ["x"], ["y"])
     with pytest.raises(OnnxError, match=r"Softmax along the time axis .*node '/Softmax'"):
-        import_model(onnx.load(str(path)))
+        import_model(proto)
 
 
 class TextClassifier(torch.nn.Module):  # type: ignore[misc,name-defined]
@@ -412,19 +398,11 @@ def test_text_classifier_over_token_ids(layers: int, read: str, batch_first: boo
     at the last step: ids per step (``xₜ ∈ ℕ``, ``E[xₜ]``), equal to PyTorch."""
     from nndk.onnx.conformance import _run
 
-    if dynamo:
-        pytest.importorskip("onnxscript")
     torch.manual_seed(8)
     net = TextClassifier(layers, read, batch_first).eval()
     ids = torch.randint(0, 30, (3, 7) if batch_first else (7, 3))
-    path = tmp_path / "m.onnx"
-    kw: dict[str, object] = {"dynamo": True} if dynamo else {"dynamo": False,
-                                                              "opset_version": 17}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(net, (ids,), str(path), input_names=["ids"], output_names=["p"],
-                          external_data=False, **kw)
-    result = import_model(onnx.load(str(path)))
+    proto = _save(net, (ids,), tmp_path / "m.onnx", ["ids"], ["p"], dynamo)
+    result = import_model(proto)
     assert "∈ ℕ" in result.equations and result.outputs["p"][1] == "last"
     assert ("ids" in result.batch_first) == batch_first
     got = _run(result, {"ids": ids.numpy()})["p"]
@@ -446,10 +424,6 @@ def test_final_state_of_a_reverse_direction_is_refused(tmp_path) -> None:
             h = self.rnn(x)[1]
             return self.fc(torch.cat([h[0], h[1]], -1))
 
-    path = tmp_path / "m.onnx"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(Both().eval(), (torch.randn(2, 5, 3),), str(path), dynamo=False,
-                          opset_version=17, input_names=["x"], output_names=["y"])
+    proto = _save(Both().eval(), (torch.randn(2, 5, 3),), tmp_path / "m.onnx", ["x"], ["y"])
     with pytest.raises(OnnxError, match="reverse direction's final state"):
-        import_model(onnx.load(str(path)))
+        import_model(proto)
