@@ -29,6 +29,11 @@ def sequence_leaves(low: Lowering) -> None:
     """The sequence form has no state: a history is every step's entry at once (built
     by its equation), and ``t`` is the constant 0, 1, …, steps − 1."""
     plain = [n for n in low.roles.state if n not in low.roles.appends]
+    if low.roles.back:
+        name = next(iter(low.roles.back))
+        raise EquationError(f"'{name}' is read at a later step (backward state), so the "
+                            "equations have no form that runs all steps at once",
+                            expected="state that only grows (Kₜ = [Kₜ₋₁; kₜᵀ]) or none")
     if plain:
         raise EquationError(f"'{plain[0]}' is read at an earlier step, so the equations "
                             "have no form that runs all steps at once",

@@ -2,7 +2,9 @@
 
 The tensor reading (``nnre.equations.tensors``) gives every node a shape; this module places
 each value in the earliest stage it can run in (parameters only → prologue; inputs → pre;
-state → loop), shares equal instructions (hash-consing on op, arguments and attributes)
+state → the time pass of the latest state it reads: ``loop``, backward state's ``back``, and
+``back2``, ``loop2``, … for stacked bidirectional layers, formats/equations.md §4, as
+``nnre.compiler`` does), shares equal instructions (hash-consing on op, arguments and attributes)
 and writes the same Program the vector compiler writes, so the VM, the optimizer, autodiff
 and the ONNX exporter need nothing new. Per example a value of shape S is stored as
 (rows, *S), except a vector (n, 1), stored as its entries (rows, n) as in version 1;
@@ -23,10 +25,9 @@ from nnre.equations.to_sympy import state_symbol_name
 from nnre.errors import EquationError
 from nnre.ops import OPS
 from nnre.ops.arithmetic import COMPARISONS
-from nnre.program import STAGES, Instr, Program, Slot
+from nnre.program import Instr, Program, Slot, pass_name, stage_rank
 from nnre.value import Value, stored
 
-_RANK = {stage: i for i, stage in enumerate(STAGES)}
 _BINARY = {"+": "add", "-": "sub", "*": "mul", "/": "div"}
 
 
@@ -74,7 +75,7 @@ class Lowering:
 
         ``out_shape`` is the shape per step: a timed result (one with a timed argument,
         unless ``timed`` says) gets the steps in front."""
-        stage = stage or max((self.stage(a) for a in args), key=_RANK.__getitem__,
+        stage = stage or max((self.stage(a) for a in args), key=stage_rank,
                              default="prologue")
         items = tuple(sorted(attrs.items()))
         if timed is None:
@@ -158,13 +159,21 @@ class Lowering:
             histories.sequence_leaves(self)
             return
         for name, lags in self.roles.state.items():
+            stage = pass_name(self.roles.passes.get(name, 2))
             for lag in range(1, lags + 1):
                 key = state_symbol_name(name, lag)
-                index = self.slot("state", stored(of[name]), "loop", key)
+                index = self.slot("state", stored(of[name]), stage, key)
                 self.prog.state_in[(name, lag)] = index
                 grown = self.shapes.grown.get(name)
                 self.names[key] = Value(index, of[name]) if grown is None else \
                     Value(index, of[name], grown - len(of[name]), history=True)
+        for name, leads in self.roles.back.items():  # read at later steps (§4)
+            stage = pass_name(self.roles.passes[name])
+            for ahead in range(1, leads + 1):
+                key = state_symbol_name(name, -ahead)
+                index = self.slot("state", stored(of[name]), stage, key)
+                self.prog.back_in[(name, ahead)] = index
+                self.names[key] = Value(index, of[name])
         if self.roles.step_index or self.roles.appends:  # the steps so far: a state of its own
             self.t = self.slot("state", (1,), "loop", state_symbol_name(STEP, 1))
             self.prog.state_in[(STEP, 1)] = self.t
@@ -205,21 +214,22 @@ class Lowering:
         return self.flat(v) if self.per_example(v) else v.slot
 
     def own_state(self) -> None:
-        """Each next-state value gets a loop-stage slot of its own (the VM rotates these)."""
+        """Each next-state value gets a slot of its own in its time pass (the VM rotates
+        these): ``loop`` for state, ``back`` for backward state (or a later pass, §4)."""
         seen: set[int] = set()
-        written = {ins.out for ins in self.prog.loop}
-        for name in self.roles.state:
-            value = histories.whole(self, name)
-            index = self.boundary(value)
-            if index in seen or index not in written or self.prog.slots[index].kind != "temp" \
-                    or OPS[self._writer(index)].view:
-                index = self.emit("copy", (index,), stored(value.shape), stage="loop",
-                                  shared=False)
-            seen.add(index)
-            self.prog.state_out[name] = index
-
-    def _writer(self, index: int) -> str:
-        return next(ins.op for ins in self.prog.loop if ins.out == index)
+        for names, out, keys in ((self.roles.state, self.prog.state_out, self.prog.state_in),
+                                 (self.roles.back, self.prog.back_out, self.prog.back_in)):
+            for name in names:
+                stage = self.stage(keys[(name, 1)])
+                written = {ins.out: ins.op for ins in self.prog.stage_list(stage)}
+                value = histories.whole(self, name)
+                index = self.boundary(value)
+                if index in seen or index not in written or \
+                        self.prog.slots[index].kind != "temp" or OPS[written[index]].view:
+                    index = self.emit("copy", (index,), stored(value.shape), stage=stage,
+                                      shared=False)
+                seen.add(index)
+                out[name] = index
 
     def expr(self, root: ast.Expr) -> Value:
         values: dict[int, Value] = {}
@@ -236,8 +246,7 @@ class Lowering:
         if isinstance(node, ast.Name) and node.name in self.roles.dims:
             return Value(self.literal(float(self.shapes.dims[node.name])), ())
         if isinstance(node, ast.Name):
-            key = node.name if node.time is None or node.time >= 0 else \
-                state_symbol_name(node.name, -node.time)
+            key = node.name if not node.time else state_symbol_name(node.name, -node.time)
             return self.names[key]
         if isinstance(node, ast.Unary):
             return self.elementwise("neg", kids, shape)

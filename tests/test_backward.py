@@ -252,14 +252,18 @@ def test_stacked_bidirectional_gradients() -> None:
         assert "state d@t+1" in errors and "state c@t-1" in errors
 
 
-def test_a_warm_load_runs_the_cached_program() -> None:
+@pytest.mark.parametrize("vector", ["birnn_f64", "birnn_ids_f64"])
+def test_a_warm_load_runs_the_cached_program(vector: str) -> None:
     """The compile cache stores the time passes and the backward state as plain data: a
-    second load (no SymPy) gives the same outputs and final state as the first."""
+    second load (no SymPy, no lowering) gives the same outputs and final state as the
+    first, for the vector reading and the tensor one."""
     import nnre
 
     bundle = Path(__file__).resolve().parent.parent / "formats" / "vectors" / "valid" / \
-        "birnn_f64.bundle"
-    xs = np.random.default_rng(14).normal(size=(4, 2, 3))
+        f"{vector}.bundle"
+    rng = np.random.default_rng(14)
+    xs = rng.normal(size=(4, 2, 3)) if vector == "birnn_f64" else \
+        rng.integers(0, 3, size=(4, 2, 1)).astype(np.float64)
     cold = nnre.load(bundle)
     warm = nnre.load(bundle)
     assert warm.program is not cold.program and warm.listing() == cold.listing()

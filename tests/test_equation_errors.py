@@ -84,8 +84,8 @@ CASES = [
     ("directions-need-each-other-through-values", V3 + "aₜ = 2 ⊙ hₜ\n"
      "gₜ = tanh(R gₜ₊₁ + aₜ)\nhₜ = tanh(U hₜ₋₁ + S gₜ₊₁ + W xₜ)\nyₜ = hₜ", 3, 20,
      "but each needs the other: g → a → h → g", None),
-    ("backward-in-tensor-text", "Xₜ ∈ ℝ^(2×3)\ngₜ ∈ ℝ^(2×3)\ngₜ = tanh(Xₜ + gₜ₊₁)", 3, 16,
-     "'gₜ₊₁' makes 'g' backward state, which a text read with tensor shapes", None),
+    ("backward-beside-step-index", "P ∈ ℝ^(4×2)\ngₜ = tanh(P[t]ᵀ + gₜ₊₁)\nyₜ = gₜ", 2, 19,
+     "'gₜ₊₁' makes 'g' backward state, which a text with the step index 't'", None),
     ("earlier-define", "hₜ₋₁ = x", 1, 1, "is an earlier step and cannot be defined", None),
     ("undefined-state", "yₜ = W hₜ₋₁", 1, 8, "reads an earlier step of 'h', which no equation",
      "an equation 'hₜ = …'"),

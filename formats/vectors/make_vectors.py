@@ -320,6 +320,53 @@ def reference_birnn(w: dict[str, np.ndarray], xs: np.ndarray
     return ys, {"h": h.tolist(), "g": g.tolist()}
 
 
+BIRNN_IDS = (
+    "xₜ ∈ ℕ\n"
+    "hₜ, gₜ ∈ ℝ^2\n"
+    "eₜ = E[xₜ]ᵀ\n"
+    "hₜ = tanh(W_h·eₜ + U_h·hₜ₋₁ + b_h)\n"
+    "gₜ = tanh(W_g·eₜ + U_g·gₜ₊₁ + b_g)\n"
+    "yₜ = softmax(W_y·(γ ⊙ layer_norm([hₜ; gₜ])) + b_y)\n"
+)
+
+
+def birnn_ids_content() -> BundleContent:
+    """The bidirectional RNN read with tensor shapes (ids, spec §6.1): an embedding, and a
+    layer norm of both directions at each step."""
+    rng = np.random.default_rng(10)
+    shapes = {"E": (3, 3), "W_h": (2, 3), "U_h": (2, 2), "b_h": (2,), "W_g": (2, 3),
+              "U_g": (2, 2), "b_g": (2,), "γ": (4,), "W_y": (3, 4), "b_y": (3,)}
+    tensors = {k: rng.uniform(-1, 1, s) for k, s in shapes.items()}
+    sig = {"inputs": {"x": Spec((1,), "float64")}, "outputs": {"y": Spec((3,), "float64")},
+           "state": {"g": Spec((2,), "float64"), "h": Spec((2,), "float64")}}
+    return BundleContent(BIRNN_IDS, "float64", {}, sig,
+                         {"name": "birnn-ids", "version": "0.1.0"}, tensors,
+                         requires=("equations/2",))
+
+
+def reference_birnn_ids(w: dict[str, np.ndarray], ids: list[int]
+                        ) -> tuple[list[list[float]], dict[str, list[float]]]:
+    """Plain loops: the rows of E, h from the first step, g from the last, then at each step
+    the layer norm (ε = 1e-5) of [hₜ; gₜ] scaled by γ and the softmax read-out."""
+    es = [w["E"][i] for i in ids]
+    h, g = np.zeros(2), np.zeros(2)
+    hs, gs = [], [np.zeros(2)] * len(ids)
+    for e in es:
+        h = np.tanh(w["W_h"] @ e + w["U_h"] @ h + w["b_h"])
+        hs.append(h)
+    for t in range(len(ids) - 1, -1, -1):
+        g = np.tanh(w["W_g"] @ es[t] + w["U_g"] @ g + w["b_g"])
+        gs[t] = g
+    ys = []
+    for t in range(len(ids)):
+        z = np.concatenate([hs[t], gs[t]])
+        n = (z - z.mean()) / np.sqrt(((z - z.mean()) ** 2).mean() + 1e-5)
+        a = w["W_y"] @ (w["γ"] * n) + w["b_y"]
+        e = np.exp(a - a.max())
+        ys.append((e / e.sum()).tolist())
+    return ys, {"h": h.tolist(), "g": g.tolist()}
+
+
 UNKNOWN = "\ufffd"  # the char codec's unknown symbol (spec §3.5)
 UNKNOWN_METADATA: dict[str, Any] = {
     "name": "unknown-symbol", "version": "0.1.0",
@@ -654,6 +701,14 @@ def generate(out: Path) -> None:
                 {"inputs": {"x": xs.tolist()}, "initial_state": "zeros", "expected": {"y": ys},
                  "final_state": final, "rtol": 1e-12, "atol": 1e-12})
     manifest["valid"].append(_valid_entry(out, "birnn_f64", encode(birnn), "birnn_f64"))
+    birnn_ids = birnn_ids_content()
+    ids = [2, 0, 1, 1, 2]
+    ys, final = reference_birnn_ids(dict(birnn_ids.tensors), ids)
+    _write_json(out / "valid" / "birnn_ids_f64.json",
+                {"inputs": {"x": [[i] for i in ids]}, "initial_state": "zeros",
+                 "expected": {"y": ys}, "final_state": final, "rtol": 1e-12, "atol": 1e-12})
+    manifest["valid"].append(_valid_entry(out, "birnn_ids_f64", encode(birnn_ids),
+                                          "birnn_ids_f64"))
     for name, blob, stage, code, message, why in invalid_cases(base):
         (out / "invalid" / f"{name}.bundle").write_bytes(blob)
         manifest["invalid"].append({"file": f"invalid/{name}.bundle", "stage": stage,

@@ -101,17 +101,21 @@ def language_version(checked: Checked) -> int:
 
 
 def _no_backward_state(module: ast.Module, roles: Roles) -> None:
-    """Backward state runs in the vector reading only (the tensor lowering has no backward
-    pass yet): refused by name rather than compiled wrongly."""
-    if not roles.back:
+    """Backward state runs in the tensor reading as in the vector one, but not beside a
+    history or the step index ``t`` (they count the steps of one forward loop): refused by
+    name rather than compiled wrongly."""
+    if not roles.back or not (roles.appends or roles.step_index):
         return
     ref = next(n for eq in module.equations for n in ast.walk(eq.expr)
                if isinstance(n, ast.Name) and n.time is not None and n.time > 0)
+    beside = f"the history '{next(iter(roles.appends))}'" if roles.appends else \
+        "the step index 't'"
     raise EquationError(
-        f"'{ref.raw}' makes '{ref.name}' backward state, which a text read with tensor shapes "
-        "(formats/equations.md §6.1) cannot have yet", line=ref.pos.line, column=ref.pos.column,
-        source_line=module.lines[ref.pos.line - 1], filename=module.filename,
-        expected="backward state in a text of vectors")
+        f"'{ref.raw}' makes '{ref.name}' backward state, which a text with {beside} "
+        "(formats/equations.md §4.1) cannot have yet", line=ref.pos.line,
+        column=ref.pos.column, source_line=module.lines[ref.pos.line - 1],
+        filename=module.filename, expected="backward state without histories or the step "
+        "index, or histories without backward state")
 
 
 def _distinct_names(module: ast.Module) -> None:
