@@ -38,11 +38,12 @@ from nndk.onnx.values import (
 
 Args = list[Value | None]
 #: Ops that work on each example at each step (entry by entry, a matrix product on the last
-#: axis, a softmax along one axis): the same over batch-first and time-major values.
+#: axis, a softmax or a normalization along the last axes, whose rules refuse the leading
+#: ones): the same over batch-first and time-major values.
 _PER_STEP = {"Abs", "Add", "Cos", "Div", "Dropout", "Elu", "Erf", "Exp", "Gelu",
-             "HardSigmoid", "HardSwish", "Identity", "LeakyRelu", "Log", "LogSoftmax", "MatMul",
-             "Mish", "Mul", "Neg", "Pow", "Relu", "Sigmoid", "Sin", "Softmax", "Softplus",
-             "Sqrt", "Sub", "Tanh"}
+             "HardSigmoid", "HardSwish", "Identity", "LayerNormalization", "LeakyRelu", "Log",
+             "LogSoftmax", "MatMul", "Mish", "Mul", "Neg", "Pow", "RMSNormalization", "Relu",
+             "Sigmoid", "Sin", "Softmax", "Softplus", "Sqrt", "Sub", "Tanh"}
 #: Ops that keep a zero fill a zero fill (whatever they do to its shape).
 _KEEP_ZEROS = {"Slice", "Squeeze", "Unsqueeze", "Identity", "Reshape", "Cast", "Expand",
                "Gather", "Transpose"}
