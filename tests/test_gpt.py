@@ -137,6 +137,49 @@ def test_the_onnx_export_runs_in_onnxruntime_step_by_step_and_all_at_once(
     np.testing.assert_allclose(y, want["y"].transpose(1, 0, 2), rtol=1e-4, atol=1e-6)
 
 
+def test_the_sequence_export_imports_back_and_the_step_export_says_why_not(
+        weights: dict[str, np.ndarray], tmp_path: Path) -> None:
+    """``nndk export --sequence`` (every step at once: ids fed as numbers, cast and gathered,
+    a causal mask) imports back as a tensor model that matches onnxruntime and nanoGPT; the
+    cached step, whose state is the keys and values, is refused naming that state, the node
+    reading it and what to import instead, one ``error:`` line from the CLI."""
+    import os
+    import subprocess
+
+    ort = pytest.importorskip("onnxruntime")
+    from nndk.onnx.common import OnnxError
+    from nndk.onnx.conformance import _run
+    from nndk.onnx.export import export_model
+    from nndk.onnx.importer import import_model
+
+    text, _ = read_model("gpt")
+    model = nnre.Model.from_equations(text, weights, DIMS)
+    proto = export_model(model, sequence=True)
+    result = import_model(proto)
+    again = nnre.Model.from_equations(result.equations, result.weights)
+    assert not again.state and again.program.ids  # no state: all steps at once, ids in
+    ids = np.array([[1, 4, 0, 3, 3, 2], [2, 0, 1, 1, 4, 0], [0, 0, 0, 1, 1, 1]])
+    feeds = {"x": ids[:, :, None].astype(np.float32)}
+    got = _run(result, feeds)["y"].reshape(3, 6, VOCAB)
+    (by_ort,) = ort.InferenceSession(proto.SerializeToString()).run(None, feeds)
+    np.testing.assert_allclose(got, by_ort, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(got, _torch_probs(weights, ids), rtol=0, atol=1e-5)
+    with pytest.raises(OnnxError, match=r"state 'K\^\{\(1\)\}' \(input 'K\^\{\(1\)\}_prev', "
+                       r"read by Where node .*\) holds a 2×6×4 tensor per example, a history "
+                       r".*import the --sequence export"):
+        import_model(export_model(model))
+    import onnx
+
+    onnx.save(export_model(model), str(tmp_path / "step.onnx"))
+    root = Path(__file__).resolve().parent.parent
+    proc = subprocess.run([sys.executable, "-m", "nndk", "import", "step.onnx", "-o", "b.bundle"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(root)})
+    assert proc.returncode == 1 and proc.stderr.startswith("error: ") and \
+        proc.stderr.count("\n") == 1 and "history" in proc.stderr, proc.stderr
+    assert not (tmp_path / "b.bundle").exists()
+
+
 def test_scoring_reads_a_long_text_in_chunks_of_the_context(
         weights: dict[str, np.ndarray]) -> None:
     text, _ = read_model("gpt")

@@ -402,3 +402,36 @@ def test_backward_state_has_no_step_to_export(tmp_path) -> None:
     proc = nndk("import", "s.onnx", "-o", "again.bundle")
     assert proc.returncode == 1 and "backward state" in proc.stderr and \
         "import the bundle it was exported from" in proc.stderr, proc.stderr
+
+
+def test_a_step_index_state_is_refused_by_name() -> None:
+    """A text reading ``P[t]`` carries the steps taken as state ``t``; its export is not read
+    back, and the refusal says which state it is and what reads it."""
+    text = "xₜ ∈ ℝ^2\nP ∈ ℝ^(4×2)\nyₜ = tanh(xₜ + P[t]ᵀ)\n"
+    model = Model.from_equations(text, {"P": np.ones((4, 2))})
+    with pytest.raises(OnnxError, match=r"state 't' \(input 't_prev', read by Cast node .*\) "
+                       r"is the step index t"):
+        import_model(export_model(model))
+
+
+@pytest.mark.parametrize("sequence", [False, True])
+def test_an_ids_recurrent_model_imports_back(sequence: bool) -> None:
+    """The export feeds ids as numbers, cast to integers for the Gather: read back as ids
+    (``xₜ ∈ ℕ``, ``E[xₜ]``), the step and its Scan over time, outputs and final state as
+    the original's."""
+    text = "xₜ ∈ ℕ\nE ∈ ℝ^(5×3)\nhₜ ∈ ℝ^4\nhₜ = tanh(W E[xₜ]ᵀ + U hₜ₋₁)\nyₜ = softmax(A hₜ)\n"
+    rng = np.random.default_rng(30)
+    shapes = {"E": (5, 3), "W": (4, 3), "U": (4, 4), "A": (5, 4)}
+    model = Model.from_equations(text, {k: rng.normal(size=s).astype(np.float32)
+                                        for k, s in shapes.items()})
+    result = import_model(export_model(model, sequence=sequence))
+    assert "xₜ ∈ ℕ" in result.equations
+    again = Model.from_equations(result.equations, result.weights)
+    ids = rng.integers(0, 5, size=(6, 2, 1)).astype(np.float32)
+    h0 = rng.normal(size=(2, 4)).astype(np.float32)
+    (want, final), (got, got_final) = model.run({"x": ids}, {"h": h0}), \
+        again.run({"x": ids}, {"h": h0})
+    np.testing.assert_allclose(got[result.outputs["y"][0]], want["y"], rtol=0, atol=1e-6)
+    np.testing.assert_allclose(got_final["h"], final["h"], rtol=0, atol=1e-6)
+    with pytest.raises(nnre.NnreError, match="whole numbers"):
+        again.run({"x": ids + 0.5})

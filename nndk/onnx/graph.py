@@ -27,6 +27,7 @@ from nndk.onnx.common import (
     require_onnx,
 )
 from nndk.onnx.values import BatchFirst, Const, Dyn, InitState, Unsupported, Value
+from nnre.equations.roles import STEP
 
 RECURRENT = ("LSTM", "GRU", "RNN")
 BOOL = 9  # ONNX's boolean element type: an input of 0s and 1s
@@ -234,13 +235,17 @@ def graph_dtype(graph: Any) -> str:
 
 
 def state_meta(proto: Any) -> dict[str, tuple[str, str]]:
-    """nnre's own step graphs name their state inputs and outputs in metadata."""
+    """nnre's own step graphs name their state inputs and outputs in metadata; the state
+    the graph has no input for is left out (a transformer's sequence form, all steps at once,
+    carries none)."""
+    inputs = {vi.name for vi in proto.graph.input}
     for prop in proto.metadata_props:
         if prop.key == META_STATE:
             try:
-                return {k: (v[0], v[1]) for k, v in json.loads(prop.value).items()}
+                pairs = {k: (v[0], v[1]) for k, v in json.loads(prop.value).items()}
             except (ValueError, TypeError, IndexError, AttributeError) as err:
                 raise OnnxError(f"metadata {META_STATE} is not a map of name pairs") from err
+            return {k: v for k, v in pairs.items() if v[0] in inputs}
     return {}
 
 
@@ -260,9 +265,9 @@ def start(proto: Any) -> Importer:
     imp.indices = _index_inputs(graph)
     from nndk.onnx.ids import batch_first_ids, ids_inputs
 
-    imp.ids = ids_inputs(graph) - imp.indices if imp.lead == 2 or not imp.timed else set()
-    swapped = _batch_first_inputs(graph) | batch_first_ids(graph, imp.ids) if imp.lead == 2 \
-        else _columns_inputs(graph)
+    imp.ids = ids_inputs(graph, imp.lead) - imp.indices
+    swapped = _batch_first_inputs(graph) | batch_first_ids(graph, imp.ids) \
+        if imp.lead == 2 else _columns_inputs(graph)
     initial = {n.input[i] for n in graph.node if n.op_type in RECURRENT
                for i in (5, 6) if len(n.input) > i and n.input[i]}
     prev = {names[0]: key for key, names in states.items()}
@@ -378,6 +383,21 @@ def _input(imp: Importer, vi: Any, batch_first: bool = False) -> None:
 def _state_input(imp: Importer, vi: Any, key: str) -> None:
     dims = _dims(vi)
     name, _, lag = key.partition("@t-")
+    readers = [n for n in imp.proto.graph.node if vi.name in n.input]
+    by = f", read by {readers[0].op_type} node '{readers[0].name or readers[0].output[0]}'" \
+        if readers else ""
+    if len(dims) > 2 and None not in dims[1:]:  # nndk's step export of a history
+        raise OnnxError(
+            f"state '{name}' (input '{vi.name}'{by}) holds a "
+            f"{'×'.join(str(d) for d in dims[1:])} tensor per example, a history that grows "
+            "a step at a time (attention's keys or values): the import reads state that is "
+            "a vector only; import the --sequence export (nndk export --sequence: every "
+            "step at once) or use the bundle it was exported from")
+    if name == STEP:
+        raise OnnxError(
+            f"state '{name}' (input '{vi.name}'{by}) is the step index t, the steps each "
+            "stream has taken (read as P[t]): the import does not read the step index back; "
+            "use the bundle it was exported from")
     if len(dims) != 2 or dims[1] is None or not ex.good_name(name):
         raise OnnxError(f"state input '{vi.name}' has shape {_show_dims(dims)}; expected "
                         "[batch, size]")

@@ -169,6 +169,7 @@ class Ids:
     name: ex_Name
     shape: tuple[int, ...]  # per example (per step in a recurrent graph): () one id, (T,) T
     batch_first: bool = False  # a recurrent graph's ids laid out [N, T] (its Gather's rows too)
+    layout: tuple[int, ...] | None = None  # per example in ONNX, when not ``shape``: (T, 1)
 
 
 Value = (Const | Dyn | SeqY | Final | Finals | InitState | Dims | Zeros | Label | BatchFirst
