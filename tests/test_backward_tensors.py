@@ -304,3 +304,22 @@ def test_nndk_train_learns_through_the_backward_pass(tmp_path) -> None:
     ys, _ = model.run({"x": xs[-64:].swapaxes(0, 1)})
     accuracy = float(np.mean(ys["y"].argmax(-1) == target[-64:].T))
     assert accuracy > 0.9, accuracy
+
+
+def test_a_matrix_as_backward_state() -> None:
+    """``Gₜ ∈ ℝ^(2×3)`` read a step later: its rows mixed by W from the last step back."""
+    from nndk.gradcheck import gradcheck, make_problem
+
+    text = "Xₜ ∈ ℝ^(2×3)\nGₜ ∈ ℝ^(2×3)\nGₜ = tanh(Xₜ + W Gₜ₊₁)\n"
+    rng = np.random.default_rng(9)
+    w = rng.normal(size=(2, 2))
+    model = Model.from_equations(text, {"W": w}, dtype="float64")
+    xs = rng.normal(size=(4, 2, 2, 3))
+    ys, final = model.run({"X": xs})
+    g, want = np.zeros((2, 2, 3)), np.zeros_like(xs)
+    for t in reversed(range(4)):
+        g = np.tanh(xs[t] + w @ g)
+        want[t] = g
+    np.testing.assert_allclose(ys["G"], want, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(final["G"], want[0], rtol=0, atol=1e-12)
+    assert max(gradcheck(make_problem(text, steps=3)).values()) < 1e-6
