@@ -23,6 +23,7 @@ from typing import Any
 import uvicorn
 from starlette.types import ASGIApp
 
+from nnre.remote import is_remote
 from nnre.serve.app import Handlers, Limits, build_app
 from nnre.serve.dynamic import InferBatcher
 from nnre.serve.engine import TextEngine
@@ -55,6 +56,7 @@ class ServeConfig:
     max_sessions: int = 1024
     max_waiting: int = 4096
     reload_interval: float = 1.0
+    watch_interval: float = 30.0
     drain_timeout: float = 30.0
     log_level: str = "info"
 
@@ -77,8 +79,9 @@ def builder(cfg: ServeConfig, metrics: Metrics) -> Callable[[str, str, Identity,
 def make_app(sources: list[str], cfg: ServeConfig,
              on_shutdown: Callable[[], None] = lambda: None) -> tuple[ASGIApp, list[str]]:
     """The ASGI application serving ``sources`` (models loaded and checked now: NnreError or
-    OSError naming the file), and the names it serves. Its lifespan runs the file watcher;
-    ``nnre serve`` runs it under uvicorn, and anything that hosts ASGI can host it."""
+    OSError naming the file), and the names it serves. Its lifespan runs the watchers of
+    files and URLs; ``nnre serve`` runs it under uvicorn, and anything that hosts ASGI can
+    host it."""
     metrics = Metrics()
     registry = Registry(sources, builder(cfg, metrics),
                         lambda name, result: metrics.reloads.labels(name, result).inc())
@@ -90,10 +93,12 @@ def make_app(sources: list[str], cfg: ServeConfig,
     @contextlib.asynccontextmanager
     async def lifespan(app: Any) -> AsyncIterator[None]:
         watch = asyncio.create_task(_watch(registry, sessions, cfg.reload_interval))
+        remote = asyncio.create_task(_watch_remote(registry, cfg.watch_interval))
         try:
             yield
         finally:
             watch.cancel()
+            remote.cancel()
             registry.close()
             on_shutdown()
 
@@ -139,6 +144,18 @@ async def _watch(registry: Registry, sessions: Sessions, interval: float) -> Non
                 await registry.poll()
             except Exception:  # a bug here must not stop the watching
                 log.exception("watching the model files failed")
+
+
+async def _watch_remote(registry: Registry, interval: float) -> None:
+    """Check the https:// and s3:// models for a new version every ``interval`` seconds."""
+    if interval <= 0 or not any(is_remote(s) for s in registry.sources):
+        return
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            await registry.poll_remote()
+        except Exception:  # a bug here must not stop the watching
+            log.exception("watching the remote models failed")
 
 
 def _bind(host: str, port: int) -> socket.socket:
