@@ -21,6 +21,10 @@ bundle replaced by renaming a new file over it, or a new version at its URL, is 
 (checked in full first: a bad file is refused and the old model keeps serving; requests
 in flight finish on the model they started with).
 
+With --replicas N (the ray extra) the same application runs as N Ray Serve replicas, each
+loading the models once and batching its own requests; a session's requests then carry
+its id in the header x-session-id, which keeps them on one replica.
+
 \b
 Endpoints:
   /v2/health/live, /v2/health/ready, /v2/models/NAME[/ready]   Open Inference Protocol
@@ -33,6 +37,7 @@ Examples:
   nnre serve samples/lighthouse.bundle samples/weather.bundle --port 8000
   nnre serve models/ --host 0.0.0.0 --max-batch 128
   nnre serve https://example.com/m.bundle --watch-interval 60
+  nnre serve samples/lighthouse.bundle --replicas 2
   curl -s localhost:8000/v1/completions -d '{"model": "lighthouse", "prompt": "The ",
        "max_tokens": 100, "seed": 7}'
 
@@ -81,6 +86,10 @@ def serve_options(f: Callable[..., Any]) -> Callable[..., Any]:
                      help="Seconds between checks of https:// and s3:// models for a new "
                           "version (0: never; a new one is fetched and verified in full "
                           "before it takes over)."),
+        click.option("--replicas", type=click.IntRange(min=0), default=0, show_default=True,
+                     help="Serve as this many Ray Serve replicas behind Ray's proxy (the ray "
+                          "extra; a local Ray, or the cluster RAY_ADDRESS names); 0: one "
+                          "process, no Ray."),
         click.option("--drain-timeout", type=click.FloatRange(min=0), default=30.0,
                      show_default=True,
                      help="On SIGTERM, seconds to let requests in flight finish."),
@@ -96,7 +105,8 @@ def serve_options(f: Callable[..., Any]) -> Callable[..., Any]:
 def serve_main(sources: tuple[str, ...], host: str, port: int, max_batch: int,
                max_wait_ms: float, no_batching: bool, max_body: int, max_tokens: int,
                session_timeout: float, max_sessions: int, reload_interval: float,
-               watch_interval: float, drain_timeout: float, log_level: str) -> None:
+               watch_interval: float, replicas: int, drain_timeout: float,
+               log_level: str) -> None:
     for package in ("uvicorn", "starlette", "prometheus_client"):
         try:
             importlib.import_module(package)
@@ -110,4 +120,9 @@ def serve_main(sources: tuple[str, ...], host: str, port: int, max_batch: int,
                       session_timeout=session_timeout, max_sessions=max_sessions,
                       reload_interval=reload_interval, watch_interval=watch_interval,
                       drain_timeout=drain_timeout, log_level=log_level)
-    serve(list(sources), cfg)
+    if replicas:
+        from nnre.ray_serve import serve_until_signal
+
+        serve_until_signal(list(sources), cfg, replicas)
+    else:
+        serve(list(sources), cfg)

@@ -59,6 +59,7 @@ class ServeConfig:
     watch_interval: float = 30.0
     drain_timeout: float = 30.0
     log_level: str = "info"
+    session_header: str = ""  # behind replicas (nnre.ray_serve): sessions need this header
 
 
 def builder(cfg: ServeConfig, metrics: Metrics) -> Callable[[str, str, Identity, bool], Entry]:
@@ -81,12 +82,12 @@ def make_app(sources: list[str], cfg: ServeConfig,
     """The ASGI application serving ``sources`` (models loaded and checked now: NnreError or
     OSError naming the file), and the names it serves. Its lifespan runs the watchers of
     files and URLs; ``nnre serve`` runs it under uvicorn, and anything that hosts ASGI can
-    host it."""
+    host it (Ray Serve's replicas: :mod:`nnre.ray_serve`)."""
     metrics = Metrics()
     registry = Registry(sources, builder(cfg, metrics),
                         lambda name, result: metrics.reloads.labels(name, result).inc())
     registry.load_all()
-    sessions = Sessions(cfg.session_timeout, cfg.max_sessions)
+    sessions = Sessions(cfg.session_timeout, cfg.max_sessions, header=cfg.session_header)
     limits = Limits(cfg.max_body, cfg.body_timeout, cfg.max_tokens)
     handlers = Handlers(registry, sessions, metrics, limits)
 
@@ -115,7 +116,12 @@ def serve(sources: list[str], cfg: ServeConfig,
     app, names = make_app(sources, cfg, lambda: drained.__setitem__(0, True))
     sock = _bind(cfg.host, cfg.port)
     host, port = sock.getsockname()[:2]
+    # The event loop and HTTP parser are named, not uvicorn's "auto", which takes uvloop
+    # and httptools whenever installed (Ray Serve's extra brings both): the server would
+    # change with the environment. Its flow control, keep-alive, slow clients and 408s are
+    # tested on these.
     config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="on",
+                            loop="asyncio", http="h11", ws="none",
                             timeout_graceful_shutdown=math.ceil(cfg.drain_timeout),
                             timeout_keep_alive=KEEP_ALIVE, log_level=cfg.log_level)
     server = uvicorn.Server(config)
