@@ -25,6 +25,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
+from nnre import budget
 from nnre.errors import NnreError
 
 EXTRA = "pip install 'nnre[ray]'"
@@ -47,10 +48,12 @@ def deployment(sources: list[str], cfg: Any = None, *, num_replicas: int = 2,
     if router is not None:  # a session lives in one replica: its requests must all go there
         cfg = replace(cfg, session_header=SESSION_HEADER)
     paths = [str(s) for s in sources]
+    limit = budget.limit()  # --max-bytes (or NNRE_MAX_BYTES) here holds in every replica
 
     def build() -> Any:  # runs in each replica, at its start
         from nnre.threads import set_blas_threads
 
+        budget.set_limit(limit)
         set_blas_threads(max(1, int(num_cpus)))  # replicas side by side: no oversubscription
         app, _ = make_app(paths, cfg)
         return app
