@@ -104,6 +104,19 @@ def fetch(url: str) -> Path:
     return final
 
 
+def version(url: str) -> str:
+    """What tells the content at ``url`` now, without downloading it: the remote bundle id
+    (one ``info`` and one range read, the start of :func:`fetch`), or, when that cannot be
+    had, the size and validators as JSON. ``nnre serve`` polls it to see a new version;
+    FetchError when the server cannot be reached."""
+    fs, path = _filesystem(url)
+    remote = _probe(fs, path, url)
+    bundle_id = _remote_id(fs, path, remote)
+    if bundle_id is not None:
+        return bundle_id
+    return json.dumps({"size": remote.size, **remote.validators}, sort_keys=True)
+
+
 # -- the file system and its errors ------------------------------------------------------------
 
 def _filesystem(url: str) -> tuple[Any, str]:

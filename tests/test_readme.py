@@ -56,6 +56,9 @@ SLOW = {
                                        "tests/test_onnx_import.py already",
     "python samples/ray/score.py": "starts a local Ray instance (30-60 s here); "
                                    "tests/test_ray.py runs a Ray job too",
+    "python samples/ray/serve.py": "starts a local Ray instance and two Serve replicas "
+                                   "(about 30 s here); tests/test_ray_serve.py deploys "
+                                   "them too",
 }
 
 

@@ -90,3 +90,25 @@ def test_a_damaged_s3_object_is_refused_and_a_missing_one_named(s3: Bucket,
     got = subprocess.run([sys.executable, "-m", "nnre", "run", url], capture_output=True,
                          text=True, timeout=120, env=dict(os.environ))
     assert got.returncode == 1 and got.stderr == f"error: {url}: not found [fetch-error]\n"
+
+
+def test_nnre_serve_takes_a_new_version_of_an_s3_object(s3: Bucket, tmp_path: Path) -> None:
+    """The watch of ``nnre serve`` on S3 (a new object at the same key, the same size),
+    and a damaged version refused while the last good one keeps serving."""
+    pytest.importorskip("uvicorn")
+    from serve_helpers import running
+    from test_serve_remote import bundle, damaged, infer, until, version, want
+
+    v1, v2 = bundle(1, "1.0.0"), bundle(2, "2.0.0")
+    url = s3.put("m.bundle", v1)
+    with running([url, "--watch-interval", "0.2"], tmp_path) as server, \
+            server.client() as c:
+        np.testing.assert_allclose(infer(c), want(v1), rtol=1e-5, atol=1e-7)
+        s3.put("m.bundle", v2)
+        until(lambda: version(c) == "2.0.0", "version 2 served")
+        np.testing.assert_allclose(infer(c), want(v2), rtol=1e-5, atol=1e-7)
+        s3.put("m.bundle", damaged(bundle(3, "3.0.0")))
+        until(lambda: any("refused" in line for line in server.log_lines()),
+              "the damaged version refused")
+        assert version(c) == "2.0.0"
+        np.testing.assert_allclose(infer(c), want(v2), rtol=1e-5, atol=1e-7)

@@ -81,8 +81,7 @@ class Handlers:
             if not entry.model.state:
                 raise RequestError(f"model {entry.name!r} has no state to keep: sessions are "
                                    "for recurrent models")
-            session = self.sessions.open(job.session_id, entry.name,
-                                         entry.model.bundle_id or "", "tensor")
+            session = self._session(request, job.session_id, entry, "tensor")
             if session.state is not None:
                 rows = len(next(iter(session.state.values())))
                 if rows != job.rows:
@@ -109,6 +108,17 @@ class Handlers:
             self.sessions.close(session, final)
         return reply(infer.response(entry.name, entry.version, entry.model, job,
                                     request.state.request_id, outputs))
+
+    def _session(self, request: Request, sid: str, entry: Entry, kind: str) -> Any:
+        """The request's session; behind replicas (``Sessions.header``), only when the
+        request names it in that header too, which is what routes it to the replica that
+        holds it: without, it would silently start afresh on another one."""
+        header = self.sessions.header
+        if header and request.headers.get(header) != sid:
+            raise RequestError(f"this server runs as replicas: a request of session {sid!r} "
+                               f"carries the header '{header}: {sid}', which takes it to the "
+                               "replica holding the session", param="session_id")
+        return self.sessions.open(sid, entry.name, entry.model.bundle_id or "", kind)
 
     def _entry(self, request: Request) -> Entry:
         entry = self.registry.get(request.path_params["name"])
@@ -147,8 +157,7 @@ class Handlers:
                                "use /v2/models/…/infer", param="model")
         session = None
         if req.session_id is not None:
-            session = self.sessions.open(req.session_id, entry.name,
-                                         entry.model.bundle_id or "", "text")
+            session = self._session(request, req.session_id, entry, "text")
         try:
             streams = completions.streams(req, engine, entry.model.sampling,
                                           session.pending if session else (),

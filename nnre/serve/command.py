@@ -16,8 +16,14 @@ in flight first).
 
 Each bundle is served under its file name without .bundle (a folder: every *.bundle in
 it, and those added later; an https:// or s3:// URL, with the remote extra: fetched and
-verified at the start); a bundle replaced by renaming a new file over it is reloaded
-(checked in full first: a bad file is refused and the old model keeps serving).
+verified at the start, then checked for a new version every --watch-interval seconds). A
+bundle replaced by renaming a new file over it, or a new version at its URL, is reloaded
+(checked in full first: a bad file is refused and the old model keeps serving; requests
+in flight finish on the model they started with).
+
+With --replicas N (the ray extra) the same application runs as N Ray Serve replicas, each
+loading the models once and batching its own requests; a session's requests then carry
+its id in the header x-session-id, which keeps them on one replica.
 
 \b
 Endpoints:
@@ -30,6 +36,8 @@ Endpoints:
 Examples:
   nnre serve samples/lighthouse.bundle samples/weather.bundle --port 8000
   nnre serve models/ --host 0.0.0.0 --max-batch 128
+  nnre serve https://example.com/m.bundle --watch-interval 60
+  nnre serve samples/lighthouse.bundle --replicas 2
   curl -s localhost:8000/v1/completions -d '{"model": "lighthouse", "prompt": "The ",
        "max_tokens": 100, "seed": 7}'
 
@@ -73,6 +81,15 @@ def serve_options(f: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--reload-interval", type=click.FloatRange(min=0), default=1.0,
                      show_default=True,
                      help="Seconds between checks for replaced bundles (0: never reload)."),
+        click.option("--watch-interval", type=click.FloatRange(min=0), default=30.0,
+                     show_default=True,
+                     help="Seconds between checks of https:// and s3:// models for a new "
+                          "version (0: never; a new one is fetched and verified in full "
+                          "before it takes over)."),
+        click.option("--replicas", type=click.IntRange(min=0), default=0, show_default=True,
+                     help="Serve as this many Ray Serve replicas behind Ray's proxy (the ray "
+                          "extra; a local Ray, or the cluster RAY_ADDRESS names); 0: one "
+                          "process, no Ray."),
         click.option("--drain-timeout", type=click.FloatRange(min=0), default=30.0,
                      show_default=True,
                      help="On SIGTERM, seconds to let requests in flight finish."),
@@ -88,7 +105,8 @@ def serve_options(f: Callable[..., Any]) -> Callable[..., Any]:
 def serve_main(sources: tuple[str, ...], host: str, port: int, max_batch: int,
                max_wait_ms: float, no_batching: bool, max_body: int, max_tokens: int,
                session_timeout: float, max_sessions: int, reload_interval: float,
-               drain_timeout: float, log_level: str) -> None:
+               watch_interval: float, replicas: int, drain_timeout: float,
+               log_level: str) -> None:
     for package in ("uvicorn", "starlette", "prometheus_client"):
         try:
             importlib.import_module(package)
@@ -100,6 +118,11 @@ def serve_main(sources: tuple[str, ...], host: str, port: int, max_batch: int,
     cfg = ServeConfig(host=host, port=port, max_batch=max_batch, max_wait=max_wait_ms / 1000,
                       batching=not no_batching, max_body=max_body, max_tokens=max_tokens,
                       session_timeout=session_timeout, max_sessions=max_sessions,
-                      reload_interval=reload_interval, drain_timeout=drain_timeout,
-                      log_level=log_level)
-    serve(list(sources), cfg)
+                      reload_interval=reload_interval, watch_interval=watch_interval,
+                      drain_timeout=drain_timeout, log_level=log_level)
+    if replicas:
+        from nnre.ray_serve import serve_until_signal
+
+        serve_until_signal(list(sources), cfg, replicas)
+    else:
+        serve(list(sources), cfg)

@@ -3,13 +3,18 @@
 A model is named after its file (``samples/lighthouse.bundle`` → ``lighthouse``); a folder
 serves every ``*.bundle`` directly inside it, and bundles added to it later; an ``https://``
 or ``s3://`` URL (the ``remote`` extra) is fetched into the cache and verified by
-``nnre.load`` at the start (not watched: a changed remote model is taken at the next start).
-Every poll compares each file's (device, inode, size, mtime, ctime) with the one loaded: a
-file replaced by an atomic rename is loaded afresh on a thread, checked in full (structure,
-every tensor digest, equations against the signature), and only then takes the name over.
-Requests already running keep the model they started with, so none is dropped; a file that
-fails the check is refused (logged, counted in ``nnre_model_reloads_total{result="refused"}``)
-and the old model keeps serving until the file changes again.
+``nnre.load`` at the start.
+
+Every poll compares each file's (device, inode, size, mtime, ctime) with the one loaded; every
+remote poll (a longer interval: each is a request to the server) asks each URL for its
+:func:`nnre.remote.version`, the remote bundle id read from the file's first bytes (so a
+change within the same second and size is seen too). A file replaced by an atomic rename, or
+a URL with a new version, is loaded afresh on a thread (a URL: fetched and verified into the
+cache), checked in full (structure, every tensor digest, equations against the signature),
+and only then takes the name over. Requests already running keep the model they started
+with, so none is dropped; a file that fails the check is refused (logged, counted in
+``nnre_model_reloads_total{result="refused"}``) and the old model keeps serving until the
+file changes again. A URL that cannot be reached is logged and asked again at the next poll.
 """
 
 from __future__ import annotations
@@ -94,6 +99,7 @@ class Registry:
         self.entries: dict[str, Entry] = {}
         self.paths: dict[str, str] = {}  # name → file
         self.seen: dict[str, Identity | None] = {}  # file → identity last loaded or refused
+        self.versions: dict[str, str] = {}  # URL → remote version last loaded or refused
 
     def load_all(self) -> None:
         """The models named on the command line, each checked; the first error is raised
@@ -145,19 +151,47 @@ class Registry:
                 log.error("not loading %s: the name %r is taken by %s", path, name,
                           self.paths[name])
                 continue
+            await self._reload(name, path, now)
+
+    async def poll_remote(self) -> None:
+        """Reload every URL whose remote version changed since it was last loaded or
+        refused (the first poll takes a URL's version as the one loaded when the remote
+        bundle id cannot be read, and compares the id with the model's when it can)."""
+        for url in (s for s in self.sources if remote.is_remote(s)):
             try:
-                entry = await asyncio.to_thread(self.build, name, path, now, True)
-            except (NnreError, OSError) as err:
-                log.error("refused %s (the model keeps serving the last good file): %s",
-                          path, err)
-                self.on_reload(name, "refused")
+                now = await asyncio.to_thread(remote.version, url)
+            except NnreError as err:
+                log.warning("could not check %s for a new version (the model keeps "
+                            "serving): %s", url, err)
                 continue
-            old = self.entries.get(name)
-            self._add(path, entry)
-            self.on_reload(name, "loaded")
-            log.info("loaded %s as %r (version %s, id %s)%s", path, name, entry.version,
-                     entry.model.bundle_id and entry.model.bundle_id[:16],
-                     " in place of the previous file" if old else "")
+            name = name_of(url)
+            entry = self.entries.get(name)
+            last = self.versions.get(url)
+            self.versions[url] = now
+            if now == last or entry is not None and (
+                    now == entry.model.bundle_id or last is None and now.startswith("{")):
+                continue
+            await self._reload(name, url, ())
+
+    async def _reload(self, name: str, path: str, ident: Identity) -> None:
+        """Load ``path`` in full on a thread; it takes ``name`` over only if it passes."""
+        try:
+            entry = await asyncio.to_thread(self.build, name, path, ident, True)
+        except (NnreError, OSError) as err:
+            log.error("refused %s (the model keeps serving the last good file): %s",
+                      path, err)
+            self.on_reload(name, "refused")
+            return
+        old = self.entries.get(name)
+        if old is not None and old.model.bundle_id == entry.model.bundle_id and \
+                remote.is_remote(path):
+            entry.close()  # the URL went back and forth between two checks: nothing new
+            return
+        self._add(path, entry)
+        self.on_reload(name, "loaded")
+        log.info("loaded %s as %r (version %s, id %s)%s", path, name, entry.version,
+                 entry.model.bundle_id and entry.model.bundle_id[:16],
+                 " in place of the previous file" if old else "")
 
     def close(self) -> None:
         for entry in self.entries.values():

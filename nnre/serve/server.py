@@ -23,6 +23,7 @@ from typing import Any
 import uvicorn
 from starlette.types import ASGIApp
 
+from nnre.remote import is_remote
 from nnre.serve.app import Handlers, Limits, build_app
 from nnre.serve.dynamic import InferBatcher
 from nnre.serve.engine import TextEngine
@@ -55,8 +56,10 @@ class ServeConfig:
     max_sessions: int = 1024
     max_waiting: int = 4096
     reload_interval: float = 1.0
+    watch_interval: float = 30.0
     drain_timeout: float = 30.0
     log_level: str = "info"
+    session_header: str = ""  # behind replicas (nnre.ray_serve): sessions need this header
 
 
 def builder(cfg: ServeConfig, metrics: Metrics) -> Callable[[str, str, Identity, bool], Entry]:
@@ -77,23 +80,26 @@ def builder(cfg: ServeConfig, metrics: Metrics) -> Callable[[str, str, Identity,
 def make_app(sources: list[str], cfg: ServeConfig,
              on_shutdown: Callable[[], None] = lambda: None) -> tuple[ASGIApp, list[str]]:
     """The ASGI application serving ``sources`` (models loaded and checked now: NnreError or
-    OSError naming the file), and the names it serves. Its lifespan runs the file watcher;
-    ``nnre serve`` runs it under uvicorn, and anything that hosts ASGI can host it."""
+    OSError naming the file), and the names it serves. Its lifespan runs the watchers of
+    files and URLs; ``nnre serve`` runs it under uvicorn, and anything that hosts ASGI can
+    host it (Ray Serve's replicas: :mod:`nnre.ray_serve`)."""
     metrics = Metrics()
     registry = Registry(sources, builder(cfg, metrics),
                         lambda name, result: metrics.reloads.labels(name, result).inc())
     registry.load_all()
-    sessions = Sessions(cfg.session_timeout, cfg.max_sessions)
+    sessions = Sessions(cfg.session_timeout, cfg.max_sessions, header=cfg.session_header)
     limits = Limits(cfg.max_body, cfg.body_timeout, cfg.max_tokens)
     handlers = Handlers(registry, sessions, metrics, limits)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Any) -> AsyncIterator[None]:
         watch = asyncio.create_task(_watch(registry, sessions, cfg.reload_interval))
+        remote = asyncio.create_task(_watch_remote(registry, cfg.watch_interval))
         try:
             yield
         finally:
             watch.cancel()
+            remote.cancel()
             registry.close()
             on_shutdown()
 
@@ -110,7 +116,12 @@ def serve(sources: list[str], cfg: ServeConfig,
     app, names = make_app(sources, cfg, lambda: drained.__setitem__(0, True))
     sock = _bind(cfg.host, cfg.port)
     host, port = sock.getsockname()[:2]
+    # The event loop and HTTP parser are named, not uvicorn's "auto", which takes uvloop
+    # and httptools whenever installed (Ray Serve's extra brings both): the server would
+    # change with the environment. Its flow control, keep-alive, slow clients and 408s are
+    # tested on these.
     config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="on",
+                            loop="asyncio", http="h11", ws="none",
                             timeout_graceful_shutdown=math.ceil(cfg.drain_timeout),
                             timeout_keep_alive=KEEP_ALIVE, log_level=cfg.log_level)
     server = uvicorn.Server(config)
@@ -139,6 +150,18 @@ async def _watch(registry: Registry, sessions: Sessions, interval: float) -> Non
                 await registry.poll()
             except Exception:  # a bug here must not stop the watching
                 log.exception("watching the model files failed")
+
+
+async def _watch_remote(registry: Registry, interval: float) -> None:
+    """Check the https:// and s3:// models for a new version every ``interval`` seconds."""
+    if interval <= 0 or not any(is_remote(s) for s in registry.sources):
+        return
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            await registry.poll_remote()
+        except Exception:  # a bug here must not stop the watching
+            log.exception("watching the remote models failed")
 
 
 def _bind(host: str, port: int) -> socket.socket:

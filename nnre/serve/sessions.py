@@ -38,9 +38,10 @@ class Session:
 
 class Sessions:
     def __init__(self, timeout: float = 600.0, cap: int = 1024,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, header: str = "") -> None:
         self.timeout = timeout
         self.cap = cap
+        self.header = header  # behind replicas: the header naming the session (routing)
         self.clock = clock
         self._by_id: dict[str, Session] = {}
 
