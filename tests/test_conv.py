@@ -34,7 +34,17 @@ CONV_CASES: dict[str, tuple[Any, ...]] = {
     # 8 channels per group and more: im2col's one strided copy (conv.WIDE)
     "1d-wide": (8, (9,), 2, (3,), (2,), (1, 2), (2,), 1, True),
     "2d-wide-groups2": (16, (6, 5), 4, (3, 2), (2, 1), (1, 0, 2, 1), (2, 1), 2, True),
+    # the bound form skips taps on padding, one product per border class (conv.SKIP)
+    "1d-border": (3, (2,), 4, (3,), (1,), (1, 1), (1,), 1, True),
+    "1d-border-groups2": (4, (3,), 6, (3,), (1,), (2, 1), (2,), 2, False),
+    "2d-border": (5, (4, 4), 3, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1, True),
+    "2d-border-stride2": (2, (4, 5), 3, (3, 3), (2, 2), (1, 1, 1, 1), (1, 1), 1, True),
+    "2d-border-groups2-asym": (4, (3, 4), 6, (3, 2), (1, 1), (1, 0, 2, 1), (1, 1), 2, True),
+    # outputs that read padding alone (the bias): no border classes
+    "1d-padding-only-ends": (2, (3,), 2, (1,), (1,), (1, 1), (1,), 1, True),
 }
+BORDER = {c for c in CONV_CASES if "border" in c} | {"2d-asym-pads", "2d-dilation2",
+                                                      "2d-groups2", "2d-wide-groups2"}
 # (C, spatial sizes, kernel, stride, pads)
 POOL_CASES: dict[str, tuple[Any, ...]] = {
     "1d": (2, (9,), (2,), (2,), (0, 0)),
@@ -442,3 +452,45 @@ def test_vjps_of_batch_last_values_equal_the_rows_first_ones(name: str, case: st
         np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12, err_msg=f"argument {i}")
         if i == k:
             assert np.moveaxis(got, 0, -1).strides[-1] == got.itemsize, "x's order kept"
+
+
+@pytest.mark.parametrize("case", sorted(CONV_CASES))
+def test_bound_conv_uses_border_classes_where_they_skip_enough(case: str) -> None:
+    """The cases above cover both forms: the border classes where skipping the taps on
+    padding saves ``SKIP`` of the product, one product over everything elsewhere."""
+    from nnre.ops import conv
+
+    op, args, attrs = conv_case(case)
+    stride, pads, dilation, _, out = conv._geometry(args[0], args[1], attrs)
+    classes = conv._border_classes(args[1].shape, args[0].shape[2:], stride, pads, dilation,
+                                   out)
+    assert (classes is not None) == (case in BORDER)
+    if classes is not None:  # every output position in exactly one class
+        covered = np.zeros(out, int)
+        for outs, _ in classes:
+            covered[outs] += 1
+        assert (covered == 1).all()
+
+
+@pytest.mark.parametrize("rows", [1, 7, 256])
+def test_bound_digits_convs_match_torch_in_float32(rows: int) -> None:
+    """The digits CNN's two convs (1→16 on 8×8, 16→32 on 4×4, 3×3, pad 1, a bias) as the
+    VM binds them (batch last, the bound calls run twice) against PyTorch in float32."""
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(8)
+    for c, o, n in ((1, 16, 8), (16, 32, 4)):
+        x = rng.normal(size=(rows, c, n, n)).astype(np.float32)
+        w = (rng.normal(size=(o, c, 3, 3)) / 3).astype(np.float32)
+        b = rng.normal(size=o).astype(np.float32)
+        want = torch.nn.functional.conv2d(torch.tensor(x), torch.tensor(w), torch.tensor(b),
+                                          padding=1).numpy()
+        attrs = {"stride": (1, 1), "pads": (1, 1, 1, 1), "dilation": (1, 1), "groups": 1}
+        live = _batch_last(np.zeros_like(x))
+        out = _empty_batch_last(want.shape).astype(np.float32)
+        calls = OPS["conv_bias"].unfold(w, live, b, out=out, **attrs)  # type: ignore[misc]
+        for values in (x + 1, x):  # scratch made once is refilled from the current x
+            live[...] = values
+            for call in calls:
+                call()
+        assert out.dtype == np.float32
+        np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-5)
