@@ -11,6 +11,10 @@ Measured on the digits CNN at batch 256 (``benchmarks/bench_cnn.py``), with the 
 bound forms (``Op.unfold``): a step went from 1.4 to ~0.6 ms on one thread. The Program
 does not change: this is a binding decision.
 
+A matrix product whose per-example argument is such a buffer (the read-out of a
+flattened conv chain, ``Op.follows_batch_last``) writes its result batch last too: the
+softmax after it then reduces along rows of the batch instead of rows of a few classes.
+
 Views of such a buffer stay views (their axes after the rows keep their order among
 themselves), so flatten and reshape still cost nothing; buffers the caller fills or reads
 (inputs, outputs, state, values shared with another stage) keep the usual order.
@@ -37,7 +41,8 @@ def batch_last_slots(instrs: list[Instr], fixed: Collection[int]) -> set[int]:
         if op.view:
             if ins.args and ins.args[0] in chosen:
                 chosen.add(ins.out)
-        elif op.batch_last or (op.fusable and any(a in chosen for a in ins.args)):
+        elif op.batch_last or (op.fusable and any(a in chosen for a in ins.args)) or \
+                (op.follows_batch_last and ins.args[0] in chosen):
             chosen.add(ins.out)
     return chosen
 

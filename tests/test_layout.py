@@ -57,10 +57,11 @@ def test_conv_chains_are_batch_last_and_what_callers_touch_is_not() -> None:
     chosen = batch_last_slots(prog.pre, set(prog.inputs.values()) | set(prog.outputs.values()))
     ops = {prog.slots[ins.out].name: ins.op for ins in prog.pre}
     picked = {ops[prog.slots[i].name] for i in chosen}
-    assert picked == {"conv_bias", "relu", "maxpool", "avgpool", "conv", "tanh", "flatten"}
+    # the read-out W₃·flatten(h₂) + b₃ follows its batch-last argument; y is the caller's
+    assert picked == {"conv_bias", "relu", "maxpool", "avgpool", "conv", "tanh", "flatten",
+                      "matmul", "add"}
     assert prog.outputs["z"] not in chosen and prog.inputs["x"] not in chosen
-    assert not any(OPS[ins.op].batch_last or ins.out in chosen for ins in prog.pre
-                   if ins.op in ("matmul", "add", "softmax"))
+    assert not any(ins.out in chosen for ins in prog.pre if ins.op == "softmax")
     stage = m.step_stage(5)
     for i in chosen:  # bound as views of (…, rows) memory
         a = stage.arrays[0][i]
@@ -111,3 +112,22 @@ def test_training_gradients_do_not_depend_on_the_layout(monkeypatch: pytest.Monk
     assert set(first) == set(last) == set(SHAPES)
     for name, grad in first.items():
         np.testing.assert_allclose(last[name], grad, rtol=1e-10, atol=1e-12, err_msg=name)
+
+
+@pytest.mark.parametrize("x_last, out_last", [(True, False), (False, True), (True, True)])
+def test_softmax_bound_across_memory_orders_equals_the_definition(x_last: bool,
+                                                                  out_last: bool) -> None:
+    """A batch-last read-out into the caller's rows-first output: the sums run in x's
+    order (a buffer of its own), the result lands in out's."""
+    softmax = OPS["softmax"]
+    assert softmax.unfold is not None
+    a = np.random.default_rng(3).normal(size=(6, 5)) * 30
+    x = np.moveaxis(np.ascontiguousarray(a.T), 0, 1) if x_last else a.copy()
+    out = np.moveaxis(np.empty((5, 6)), 0, 1) if out_last else np.empty((6, 5))
+    calls = softmax.unfold(x, out=out)
+    for values in (a[::-1], a):  # buffers bound once are refilled from the current x
+        x[...] = values
+        for call in calls:
+            call()
+    e = np.exp(a - a.max(axis=1, keepdims=True))
+    np.testing.assert_allclose(out, e / e.sum(axis=1, keepdims=True), rtol=1e-12)

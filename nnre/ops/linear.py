@@ -53,7 +53,7 @@ def _matmul_calls(a: Array, b: Array, out: Array) -> list[Call]:
 
 MATMUL = Op(  # NumPy's matmul: per-example rows times Wᵀ for W·x, batched matrices
     "matmul", _matmul, _matmul_shape, unfold=_matmul_calls,
-    products=True,
+    products=True, follows_batch_last=True,
     vjp=_matmul_vjp, reads=frozenset({"args"}),
     onnx="MatMul",
 )

@@ -27,12 +27,21 @@ def _softmax(x: Array, out: Array, axis: int = -1) -> Array:
 
 
 def _softmax_unfold(x: Array, out: Array, axis: int = -1) -> list[Call]:
+    """The exponentials are summed in x's memory order: for a batch-last x (a conv chain's
+    read-out, ``nnre.layout``) into a rows-first output, the sums then run along rows of
+    the batch instead of rows of a few entries (2 against 5 µs at (256, 10))."""
     p = functools.partial
     scratch = np.empty(np.max(x, axis=axis, keepdims=True).shape, out.dtype)
+    work = out if _order(x) == _order(out) else np.empty_like(x, dtype=out.dtype)
     return [p(np.maximum.reduce, x, axis=axis, keepdims=True, out=scratch),
-            p(np.subtract, x, scratch, out=out), p(np.exp, out, out=out),
-            p(np.add.reduce, out, axis=axis, keepdims=True, out=scratch),
-            p(np.divide, out, scratch, out=out)]
+            p(np.subtract, x, scratch, out=work), p(np.exp, work, out=work),
+            p(np.add.reduce, work, axis=axis, keepdims=True, out=scratch),
+            p(np.divide, work, scratch, out=out)]
+
+
+def _order(a: Array) -> list[int]:
+    """a's axes from the largest stride to the smallest: its memory order."""
+    return sorted(range(a.ndim), key=lambda i: -abs(a.strides[i]))
 
 
 def _softmax_vjp(g: Array, out: Array, args: list[Array], attrs: dict[str, Any], i: int
