@@ -287,13 +287,13 @@ def _border_calls(w: Array, x: Array, bias: tuple[Array, ...], product: Array,
     """The conv without the taps that fall on padding: per class of output positions that
     read the same taps (corners, edges, the inside for a 3×3 kernel with pad 1), the
     columns of those taps alone and one product into that block of the batch-last
-    ``product`` (O, *out, rows), batched over all but its last spatial axis. The filters
-    of every class are gathered by one ``take`` from W and b (bias column included)."""
+    ``product`` (O, *out, rows), batched over all but its last spatial axis. The columns
+    are copied from x itself (no padded copy: no class reads the padding), the filters of
+    every class gathered by one ``take`` from W and b (bias column included)."""
     stride, pads, dilation, groups, size = geometry
     rows, r = x.shape[0], x.ndim - 2
     o, per = w.shape[0] // groups, w.shape[1]  # filters and channels per group
-    padded, calls = _batch_last_input(x, pads)
-    windows = _window_view(padded, w.shape[2:], stride, dilation, groups, size)
+    inside, calls = _batch_last_input(x, (0,) * (2 * r))  # the classes read x alone
     both, filter_calls = _filter_calls(w, bias, groups)
     calls += filter_calls
     taps = np.arange(per * math.prod(w.shape[2:])).reshape(per, *w.shape[2:])
@@ -305,7 +305,10 @@ def _border_calls(w: Array, x: Array, bias: tuple[Array, ...], product: Array,
         k = per * math.prod(s.stop - s.start for s in kept)
         cols = np.empty((groups, *lead, k + len(bias), n), x.dtype)
         cols[..., k:, :] = 1.0
-        source = windows[LEAD + kept + outs]  # (groups, C/g, *taps, *outs, rows)
+        first = tuple(slice(o.start * s + t.start * d - p, None) for o, t, s, d, p
+                      in zip(outs, kept, stride, dilation, pads, strict=False))
+        source = _window_view(inside[CHANNELS + first], tuple(t.stop - t.start for t in kept),
+                              stride, dilation, groups, tuple(counts))  # inside x only
         order = [0, *range(2 + r, 1 + 2 * r), 1, *range(2, 2 + r), 1 + 2 * r, 2 + 2 * r]
         calls.append(functools.partial(np.copyto, _view(cols[..., :k, :], tuple(
             source.shape[i] for i in order)), source.transpose(order)))
