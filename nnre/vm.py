@@ -6,13 +6,16 @@ one Python call per instruction and no allocation. Next-state values rotate thro
 holds state it still reads, and the caller's state arrays are never written. In a program
 with backward state every time pass is bound the same way, its own state as the ring's, and
 swept over the sequence (:func:`sweep`), a backward pass from the last step to the first.
+A conv whose result one max pool alone reads is bound with that pool (``Op.pooled``,
+:func:`pooled_convs`): a binding decision like the layout; the Program does not change.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections import Counter
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -90,6 +93,34 @@ def bound_calls(ins: Instr, f: functools.partial[Any], arrays: list[Any]
     return single_threaded(calls) if op.products else calls
 
 
+def _slot(ins: Instr, outs: dict[int, str], states: dict[str, list[np.ndarray]], phase: int,
+          temps: dict[int, np.ndarray]) -> np.ndarray | None:
+    """The buffer an instruction's result already has: its ring state, or the temporary
+    an earlier phase made (temporaries are shared by all phases)."""
+    return states[outs[ins.out]][phase] if ins.out in outs else temps.get(ins.out)
+
+
+def _bind(ins: Instr, arrays: list[Any], rows: int, prog: Program, last: set[int],
+          slot: np.ndarray | None) -> functools.partial[Any] | None:
+    if slot is not None:
+        arrays[ins.out] = slot
+    return bind_instr(ins, arrays, rows, prog.dtype, prog, False, ins.out in last)
+
+
+def pooled_convs(prog: Program, instrs: list[Instr], kept: Collection[int]) -> dict[int, Instr]:
+    """Instructions with a pooled form (``Op.pooled``: conv) whose result one max pool of
+    ``instrs`` reads and nothing else does (no other instruction of any stage, no output,
+    nothing in ``kept``), by that pool's result: :func:`bind_stage` binds each pair as one
+    (the product writes the pool's windows as blocks), the result itself never stored."""
+    reads = Counter(a for stage in prog.stages() for ins in prog.stage_list(stage)
+                    for a in ins.args)
+    makers = {ins.out: ins for ins in instrs if OPS[ins.op].pooled is not None}
+    kept = {*kept, *prog.outputs.values()}
+    return {ins.out: makers[ins.args[0]] for ins in instrs
+            if ins.op == "maxpool" and ins.args[0] in makers and reads[ins.args[0]] == 1
+            and ins.args[0] not in kept}
+
+
 @dataclass
 class Stage:
     """Instructions bound at a row count: one tape and slot table per phase of the state ring.
@@ -131,6 +162,7 @@ def bind_stage(prog: Program, consts: list[Any], instrs: list[Instr], rows: int,
     outs = {idx: name for name, idx in prog.state_out.items()} if ring else {}
     last = layout.batch_last_slots(instrs, {*fixed, *(shared or {}), *outs,
                                             *prog.outputs.values()})
+    pooled = pooled_convs(prog, instrs, {*fixed, *(shared or {}), *outs})
     temps: dict[int, np.ndarray] = {}
     tapes: list[Tape] = []
     tables: list[list[Any]] = []
@@ -141,15 +173,30 @@ def bind_stage(prog: Program, consts: list[Any], instrs: list[Instr], rows: int,
         for (name, lag), index in prog.state_in.items() if ring else ():
             arrays[index] = states[name][(phase - lag) % phases]
         tape: Tape = []
+        deferred = {conv.out for conv in pooled.values()}  # bound with their pools
         for ins in instrs:
-            if ins.out in outs:
-                arrays[ins.out] = states[outs[ins.out]][phase]
-            elif ins.out in temps:
-                arrays[ins.out] = temps[ins.out]
-            f = bind_instr(ins, arrays, rows, prog.dtype, prog, False, ins.out in last)
-            if f is not None:
-                tape.extend(bound_calls(ins, f, arrays))
-                temps.setdefault(ins.out, arrays[ins.out])
+            if ins.out in deferred:
+                continue
+            f = _bind(ins, arrays, rows, prog, last, _slot(ins, outs, states, phase, temps))
+            if f is None:
+                continue
+            conv = pooled.get(ins.out)
+            calls = None if conv is None else OPS[conv.op].pooled(  # type: ignore[misc]
+                *[arrays[a] for a in conv.args], out=arrays[ins.out], pool=dict(ins.attrs),
+                **dict(conv.attrs))
+            if calls is not None:
+                calls = single_threaded(calls)
+            elif conv is not None:  # bound apart after all: the conv first, then the pool
+                del pooled[ins.out]
+                g = _bind(conv, arrays, rows, prog, last,
+                          _slot(conv, outs, states, phase, temps))
+                assert g is not None
+                tape.extend(bound_calls(conv, g, arrays))
+                temps.setdefault(conv.out, arrays[conv.out])
+                f = _bind(ins, arrays, rows, prog, last, arrays[ins.out])
+                assert f is not None
+            tape.extend(calls if calls is not None else bound_calls(ins, f, arrays))
+            temps.setdefault(ins.out, arrays[ins.out])
         tapes.append(tape)
         tables.append(arrays)
     return Stage(tapes, tables, states, fixed)

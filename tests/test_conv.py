@@ -494,3 +494,63 @@ def test_bound_digits_convs_match_torch_in_float32(rows: int) -> None:
                 call()
         assert out.dtype == np.float32
         np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-5)
+
+
+# (C, spatial sizes, O, conv kernel, pads, groups, bias, pool kernel, pool stride, pool pads)
+POOLED_CASES: dict[str, tuple[Any, ...]] = {
+    "2d-digits": (1, (8, 8), 4, (3, 3), (1, 1, 1, 1), 1, True, (2, 2), (2, 2), (0,) * 4),
+    "2d-groups2-3x3-windows": (4, (6, 6), 6, (3, 3), (1, 1, 1, 1), 2, False, (3, 3), (3, 3),
+                               (0,) * 4),
+    "2d-rect-windows": (2, (7, 8), 3, (2, 3), (0, 1, 0, 1), 1, True, (3, 2), (), (0,) * 4),
+    "1d": (3, (12,), 2, (3,), (1, 1), 1, True, (2,), (2,), (0, 0)),
+}
+UNPOOLED_CASES: dict[str, tuple[Any, ...]] = {  # bound apart: None
+    "overlapping": (1, (8, 8), 4, (3, 3), (1, 1, 1, 1), 1, True, (3, 3), (2, 2), (0,) * 4),
+    "padded": (1, (8, 8), 4, (3, 3), (1, 1, 1, 1), 1, True, (2, 2), (2, 2), (1,) * 4),
+    "untiled": (1, (7, 8), 4, (3, 3), (1, 1, 1, 1), 1, True, (2, 2), (2, 2), (0,) * 4),
+    "border-classes": (16, (4, 4), 4, (3, 3), (1, 1, 1, 1), 1, True, (2, 2), (2, 2),
+                       (0,) * 4),
+}
+
+
+def _pooled(case: tuple[Any, ...], out_last: bool = True
+            ) -> tuple[list[np.ndarray], dict[str, Any], dict[str, Any], np.ndarray, Any]:
+    c, sizes, o, kernel, pads, groups, bias, pk, ps, pp = case
+    rng = np.random.default_rng(9)
+    args = [rng.normal(size=(o, c // groups, *kernel)), rng.normal(size=(ROWS, c, *sizes))]
+    args += [rng.normal(size=o)] if bias else []
+    r = len(sizes)
+    attrs = {"stride": (1,) * r, "pads": pads, "dilation": (1,) * r, "groups": groups}
+    pool = {"kernel": pk, "stride": ps, "pads": pp}
+    h = run_kernel(OPS["conv_bias" if bias else "conv"], args, attrs)
+    want = loop_pool(h, "max", pk, ps or pk, pp)
+    out = _empty_batch_last(want.shape) if out_last else np.full(want.shape, np.nan)
+    op = OPS["conv_bias" if bias else "conv"]
+    assert op.pooled is not None
+    return args, attrs, pool, want, lambda x: op.pooled(  # type: ignore[misc]
+        args[0], x, *args[2:], out=out, pool=pool, **attrs)
+
+
+@pytest.mark.parametrize("case", sorted(POOLED_CASES))
+def test_conv_bound_with_its_max_pool_equals_the_two_apart(case: str) -> None:
+    """The conv and a max pool that alone reads it, bound as one (nnre.vm): the pool of
+    the direct loops' conv, with the calls run twice over a changing bound x."""
+    args, attrs, pool, want, bind = _pooled(POOLED_CASES[case])
+    live = _batch_last(np.zeros_like(args[1]))
+    calls = bind(live)
+    assert calls is not None
+    for values in (args[1][::-1], args[1]):
+        live[...] = values
+        for call in calls:
+            call()
+    out = calls[-1].keywords["out"]
+    np.testing.assert_allclose(np.moveaxis(out.reshape(want.shape[1], *want.shape[2:], ROWS),
+                                           -1, 0), want, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("case", sorted(UNPOOLED_CASES))
+def test_a_conv_and_pool_that_do_not_tile_are_bound_apart(case: str) -> None:
+    args, _, _, _, bind = _pooled(UNPOOLED_CASES[case])
+    assert bind(args[1]) is None
+    args, _, _, _, bind = _pooled(POOLED_CASES["2d-digits"], out_last=False)
+    assert bind(args[1]) is None  # a pool result not batch last

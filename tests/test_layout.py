@@ -131,3 +131,48 @@ def test_softmax_bound_across_memory_orders_equals_the_definition(x_last: bool,
             call()
     e = np.exp(a - a.max(axis=1, keepdims=True))
     np.testing.assert_allclose(out, e / e.sum(axis=1, keepdims=True), rtol=1e-12)
+
+
+POOLED = """
+input x
+x ∈ ℝ^(1×8×8)
+W₁ ∈ ℝ^(3×1×3×3)
+b₁ ∈ ℝ^3
+W₂ ∈ ℝ^(2×3×3×3)
+y ∈ ℝ^3
+h₁ = relu(conv(W₁, x, b₁; pad=1))
+p₁ = maxpool(h₁; size=2)
+h₂ = relu(conv(W₂, p₁; pad=1))
+p₂ = maxpool(h₂; size=2)
+y = softmax(W₃ flatten(p₂) + b₃)
+"""
+
+
+def test_a_conv_read_by_one_max_pool_alone_is_bound_with_it() -> None:
+    """nnre.vm binds conv → max pool as one (Op.pooled) where the pool's windows tile the
+    conv's result: the first conv's result is never stored; the second conv (4×4, pad 1)
+    takes border classes, so that pair is bound apart after all. Same results as the
+    definitions, twice (every buffer and scratch reused)."""
+    from nnre.vm import pooled_convs
+
+    rng = np.random.default_rng(4)
+    shapes = {"W_1": (3, 1, 3, 3), "b_1": (3,), "W_2": (2, 3, 3, 3), "W_3": (3, 8),
+              "b_3": (3,)}
+    w = {k: rng.normal(size=s) for k, s in shapes.items()}
+    m = Model.from_equations(POOLED, w, dtype="float64")
+    prog = m.program
+    convs = [ins.out for ins in prog.pre if ins.op.startswith("conv")]
+    assert sorted(c.out for c in pooled_convs(prog, prog.pre, set()).values()) == convs
+    stage = m.step_stage(5)
+    assert stage.arrays[0][convs[0]] is None and stage.arrays[0][convs[1]] is not None
+    one = {"stride": (1, 1), "pads": (1,) * 4, "dilation": (1, 1), "groups": 1}
+    x = rng.normal(size=(5, 1, 8, 8))
+    h1 = np.maximum(loop_conv(w["W_1"], x, w["b_1"], **one), 0)
+    p1 = loop_pool(h1, "max", (2, 2), (2, 2), (0,) * 4)
+    p2 = loop_pool(np.maximum(loop_conv(w["W_2"], p1, None, **one), 0), "max", (2, 2),
+                   (2, 2), (0,) * 4)
+    a = p2.reshape(5, -1) @ w["W_3"].T + w["b_3"]
+    e = np.exp(a - a.max(axis=1, keepdims=True))
+    for _ in range(2):
+        out, _ = m.step({"x": x})
+        np.testing.assert_allclose(out["y"], e / e.sum(axis=1, keepdims=True), rtol=1e-12)
