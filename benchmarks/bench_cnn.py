@@ -9,6 +9,9 @@ vs the same step in PyTorch. Ratios are best-of-N times, nnre / reference (< 1: 
 faster); targets (issue #12): inference ≤ 1.5 × onnxruntime, training ≥ 0.5 × PyTorch's
 images/s. onnxruntime and PyTorch are optional.
 
+Inference times are taken in turns (``timing.best_of_each``), so a ratio compares the same
+minutes of a shared machine.
+
 Run: python benchmarks/bench_cnn.py [--repeats 20] [--quick]
 """
 
@@ -21,7 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-from timing import best_of
+from timing import best_of, best_of_each
 
 import nnre
 from nndk.train import TrainConfig, start
@@ -93,14 +96,17 @@ def inference(model: nnre.Model, x: np.ndarray, repeats: int) -> None:
     net = torch_net(model)
     for threads in (1, 2):
         set_blas_threads(threads)
-        ours = best_of(lambda: model.step({"x": x}), repeats)
-        line = f"  threads {threads}: nnre {ours * 1e3:.2f}"
+        names, calls = ["nnre"], [lambda: model.step({"x": x})]
         if proto is not None:
-            theirs = best_of(ort_call(proto, x, threads), repeats)
-            line += f", onnxruntime {theirs * 1e3:.2f} (ratio {ours / theirs:.2f})"
+            names.append("onnxruntime")
+            calls.append(ort_call(proto, x, threads))
         if net is not None:
-            theirs = best_of(torch_call(net, x, threads), repeats)
-            line += f", PyTorch {theirs * 1e3:.2f} (ratio {ours / theirs:.2f})"
+            names.append("PyTorch")
+            calls.append(torch_call(net, x, threads))
+        times = best_of_each(calls, repeats)  # in turns: the same minutes for each
+        line = f"  threads {threads}: nnre {times[0] * 1e3:.2f}"
+        for name, theirs in zip(names[1:], times[1:], strict=True):
+            line += f", {name} {theirs * 1e3:.2f} (ratio {times[0] / theirs:.2f})"
         print(line)
 
 

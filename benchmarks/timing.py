@@ -8,7 +8,7 @@ fastest run is the closest to the code's own cost. Benchmarks import it as a sib
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 
 def best_of(fn: Callable[[], object], repeats: int) -> float:
@@ -18,4 +18,23 @@ def best_of(fn: Callable[[], object], repeats: int) -> float:
         start = time.perf_counter()
         fn()
         best = min(best, time.perf_counter() - start)
+    return best
+
+
+def best_of_each(fns: Sequence[Callable[[], object]], repeats: int, turn: int = 10
+                 ) -> list[float]:
+    """Best of N runs of each, taken in turns of ``turn`` runs: the ratio of two of them
+    then compares the same minutes of a machine whose load comes and goes, where best_of
+    one after the other can compare a quiet minute with a busy one. Runs of one stay
+    together within a turn, so thread pools that spin after a run (OpenBLAS's,
+    onnxruntime's) only slow the first run of the next turn."""
+    for fn in fns:
+        fn()
+    best = [float("inf")] * len(fns)
+    for _ in range(-(-repeats // turn)):
+        for i, fn in enumerate(fns):
+            for _ in range(turn):
+                start = time.perf_counter()
+                fn()
+                best[i] = min(best[i], time.perf_counter() - start)
     return best
