@@ -554,3 +554,20 @@ def test_a_conv_and_pool_that_do_not_tile_are_bound_apart(case: str) -> None:
     assert bind(args[1]) is None
     args, _, _, _, bind = _pooled(POOLED_CASES["2d-digits"], out_last=False)
     assert bind(args[1]) is None  # a pool result not batch last
+
+
+@pytest.mark.parametrize("rows, sizes, blocks", [(100, (3, 9, 9), 4), (256, (1, 8, 8), 2),
+                                                 (5, (2, 4, 4), 1)])
+def test_rows_first_input_copied_batch_last_in_blocks_of_rows(
+        rows: int, sizes: tuple[int, ...], blocks: int) -> None:
+    """A rows-first x is moved rows last a block of rows at a time (conv.CACHED): every
+    row lands, the last partial block too, and the padding stays 0."""
+    from nnre.ops import conv
+
+    x = np.random.default_rng(10).normal(size=(rows, *sizes)).astype(np.float32)
+    padded, calls = conv._batch_last_input(x, (1, 2, 0, 1))
+    assert len(calls) == blocks  # 32 rows of 972 bytes, 128 of 256 bytes, all 5
+    for call in calls:
+        call()
+    want = np.pad(np.moveaxis(x, 0, -1), ((0, 0), (1, 0), (2, 1), (0, 0)))
+    np.testing.assert_array_equal(padded, want)

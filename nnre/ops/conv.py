@@ -171,7 +171,26 @@ def _batch_last_input(x: Array, pads: Ints) -> tuple[Array, list[Call]]:
         return moved, []
     padded = np.zeros((x.shape[1], *_padded(x.shape[2:], pads), x.shape[0]), x.dtype)
     inner = padded[CHANNELS + _inner(x.shape[2:], pads)]
-    return padded, [functools.partial(np.copyto, inner, moved)]
+    return padded, _transposing_copies(inner, moved)
+
+
+#: A copy that moves the rows last reads one entry of each of ``block`` rows per output
+#: position: blocks of rows spanning about an L1 cache (and never fewer than 32 rows, or
+#: NumPy's inner loop runs too short) stay cached from one position to the next. Measured
+#: into a padded buffer at batch 256: 1×8×8 (the digits) 11 → 5 µs, 3×32×32 1.5 → 0.6 ms,
+#: 16×8×8 0.49 → 0.20 ms, 1×28×28 57 → 62 µs (rows of 3 KiB: blocks of 32 are short).
+CACHED = 32 * 1024
+
+
+def _transposing_copies(into: Array, moved: Array) -> list[Call]:
+    """Copies of ``moved`` (…, rows), a view of rows-first memory, into ``into``, a block
+    of rows at a time if its rows are not already last in memory (``CACHED``)."""
+    rows, row = moved.shape[-1], abs(moved.strides[-1])
+    block = 1 << max(5, (CACHED // max(row, 1)).bit_length() - 1)
+    if block >= rows or row == moved.itemsize:  # one block, or the rows already last
+        return [functools.partial(np.copyto, into, moved)]
+    return [functools.partial(np.copyto, into[..., i:i + block], moved[..., i:i + block])
+            for i in range(0, rows, block)]
 
 
 def _columns_calls(x: Array, kernel: Ints, stride: Ints, pads: Ints, dilation: Ints,
