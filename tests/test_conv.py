@@ -465,10 +465,11 @@ def test_bound_conv_uses_border_classes_where_they_skip_enough(case: str) -> Non
     classes = conv._border_classes(args[1].shape, args[0].shape[2:], stride, pads, dilation,
                                    out)
     assert (classes is not None) == (case in BORDER)
-    if classes is not None:  # every output position in exactly one class
+    if classes is not None:  # every output position in exactly one class and run
         covered = np.zeros(out, int)
-        for outs, _ in classes:
-            covered[outs] += 1
+        for alike in classes:
+            for runs in itertools.product(*alike):
+                covered[tuple(u for u, _ in runs)] += 1
         assert (covered == 1).all()
 
 
@@ -571,3 +572,17 @@ def test_rows_first_input_copied_batch_last_in_blocks_of_rows(
         call()
     want = np.pad(np.moveaxis(x, 0, -1), ((0, 0), (1, 0), (2, 1), (0, 0)))
     np.testing.assert_array_equal(padded, want)
+
+
+def test_alike_runs_share_a_product_only_when_evenly_spaced() -> None:
+    """Runs with as many outputs and taps are batched in one product only where their
+    outputs and first inputs are evenly spaced (one stride each in a strided view)."""
+    from nnre.ops.conv import _alike
+
+    top, bottom = (slice(0, 1), slice(1, 3)), (slice(3, 4), slice(0, 2))
+    inside = (slice(1, 3), slice(0, 3))
+    assert _alike([top, inside, bottom], 1, 1, 1) == [(top, bottom), (inside,)]
+    even = [(slice(i, i + 1), slice(0, 2)) for i in (0, 2, 4)]
+    assert _alike(even, 1, 1, 0) == [tuple(even)]
+    uneven = [(slice(i, i + 1), slice(0, 2)) for i in (0, 2, 5)]
+    assert _alike(uneven, 1, 1, 0) == [(run,) for run in uneven]

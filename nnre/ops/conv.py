@@ -268,22 +268,48 @@ def _tap_runs(n: int, k: int, s: int, pad: int, d: int, o: int
             for u, v in zip(starts, starts[1:], strict=False)]
 
 
+Run = tuple[slice, slice]  # outputs along one axis, and the kernel taps they read inside x
+Class = tuple[tuple[Run, ...], ...]  # per spatial axis, runs alike in size taken as one
+
+
 def _border_classes(x: Shape, kernel: Ints, stride: Ints, pads: Ints, dilation: Ints,
-                    out: Ints) -> list[tuple[tuple[slice, ...], tuple[slice, ...]]] | None:
+                    out: Ints) -> list[Class] | None:
     """Output blocks that read the same kernel taps inside x (rows, C, *sizes), as (outputs,
-    taps) slices per spatial axis, when skipping the taps on padding saves ``SKIP`` of the
-    product; else None (one product over everything: ``_conv_calls``)."""
+    taps) runs per spatial axis, when skipping the taps on padding saves ``SKIP`` of the
+    product; else None (one product over everything: ``_conv_calls``). Runs alike in size
+    along an axis (the first and last output of a 3×3 kernel with pad 1) form one class,
+    batched in its product (``_alike``)."""
     r = len(kernel)
     runs = [_tap_runs(x[2 + i], kernel[i], stride[i], pads[i], dilation[i], out[i])
             for i in range(r)]
     if any(axis is None or len(axis) == 1 for axis in runs):
         return None  # an output of padding only, or nothing to skip along an axis
-    classes = list(itertools.product(*runs))  # type: ignore[arg-type]
     kept = sum(math.prod((o.stop - o.start) * (t.stop - t.start) for o, t in c)
-               for c in classes)
+               for c in itertools.product(*runs))  # type: ignore[arg-type]
     if kept > (1 - SKIP) * math.prod(out) * math.prod(kernel):
         return None
-    return [(tuple(o for o, _ in c), tuple(t for _, t in c)) for c in classes]
+    return list(itertools.product(*(_alike(axis, stride[i], dilation[i], pads[i])  # type: ignore[arg-type]
+                                    for i, axis in enumerate(runs))))
+
+
+def _alike(runs: list[Run], s: int, d: int, pad: int) -> list[tuple[Run, ...]]:
+    """Runs along one axis grouped where they have as many outputs and as many taps, and
+    their outputs and first inputs are evenly spaced: one batched product each instead of
+    one per run (the 4 corners of a 3×3 conv with pad 1 in one call: 55 → 51 µs for the
+    digits CNN's 16→32 conv)."""
+    def start(run: Run) -> int:
+        return run[0].start * s + run[1].start * d - pad
+
+    alike: dict[tuple[int, int], list[Run]] = {}
+    for run in runs:
+        alike.setdefault((run[0].stop - run[0].start, run[1].stop - run[1].start),
+                         []).append(run)
+    grouped: list[tuple[Run, ...]] = []
+    for same in alike.values():
+        outs, firsts = np.diff([u.start for u, _ in same]), np.diff([start(u) for u in same])
+        even = len(same) < 3 or (len(set(outs.tolist())) == 1 and len(set(firsts.tolist())) == 1)
+        grouped += [tuple(same)] if even else [(u,) for u in same]
+    return grouped
 
 
 def _filter_calls(w: Array, bias: tuple[Array, ...], groups: int
@@ -301,14 +327,15 @@ def _filter_calls(w: Array, bias: tuple[Array, ...], groups: int
 
 
 def _border_calls(w: Array, x: Array, bias: tuple[Array, ...], product: Array,
-                  geometry: tuple[Ints, Ints, Ints, int, Ints],
-                  classes: list[tuple[tuple[slice, ...], tuple[slice, ...]]]) -> list[Call]:
+                  geometry: tuple[Ints, Ints, Ints, int, Ints], classes: list[Class]
+                  ) -> list[Call]:
     """The conv without the taps that fall on padding: per class of output positions that
     read the same taps (corners, edges, the inside for a 3×3 kernel with pad 1), the
     columns of those taps alone and one product into that block of the batch-last
-    ``product`` (O, *out, rows), batched over all but its last spatial axis. The columns
-    are copied from x itself (no padded copy: no class reads the padding), the filters of
-    every class gathered by one ``take`` from W and b (bias column included)."""
+    ``product`` (O, *out, rows), batched over the class's alike runs and all but its last
+    spatial axis. The columns are copied from x itself (no padded copy: no class reads the
+    padding), the filters of every class gathered by one ``take`` from W and b (bias
+    column included)."""
     stride, pads, dilation, groups, size = geometry
     rows, r = x.shape[0], x.ndim - 2
     o, per = w.shape[0] // groups, w.shape[1]  # filters and channels per group
@@ -316,34 +343,52 @@ def _border_calls(w: Array, x: Array, bias: tuple[Array, ...], product: Array,
     both, filter_calls = _filter_calls(w, bias, groups)
     calls += filter_calls
     taps = np.arange(per * math.prod(w.shape[2:])).reshape(per, *w.shape[2:])
-    picks: list[int] = []  # per class, its taps' rows of W and b, one after the other
-    products: list[tuple[int, int, Array, Array]] = []
-    for outs, kept in classes:
-        counts = [s.stop - s.start for s in outs]
+    at, out_at = inside.strides, product.strides  # (C, *sizes, rows), (O, *out, rows)
+    picks: list[int] = []  # per class and alike run, its taps' rows of W and b
+    products: list[tuple[int, tuple[int, ...], int, Array, Array]] = []
+    for alike in classes:
+        items = tuple(len(runs) for runs in alike)
+        outs = tuple(runs[0][0] for runs in alike)
+        counts = [u.stop - u.start for u in outs]
+        nk = tuple(t.stop - t.start for _, t in (runs[0] for runs in alike))
         lead, n = counts[:-1], counts[-1] * rows  # batched over lead, N = last axis · rows
-        k = per * math.prod(s.stop - s.start for s in kept)
-        cols = np.empty((groups, *lead, k + len(bias), n), x.dtype)
+        k = per * math.prod(nk)
+        cols = np.empty((groups, *items, *lead, k + len(bias), n), x.dtype)
         cols[..., k:, :] = 1.0
-        first = tuple(slice(o.start * s + t.start * d - p, None) for o, t, s, d, p
-                      in zip(outs, kept, stride, dilation, pads, strict=False))
-        source = _window_view(inside[CHANNELS + first], tuple(t.stop - t.start for t in kept),
-                              stride, dilation, groups, tuple(counts))  # inside x only
-        order = [0, *range(2 + r, 1 + 2 * r), 1, *range(2, 2 + r), 1 + 2 * r, 2 + 2 * r]
+        starts = [[u.start * s + t.start * d - p for u, t in runs]
+                  for runs, s, d, p in zip(alike, stride, dilation, pads, strict=False)]
+        source = as_strided(  # (groups, *items, C/g, *taps, *outs, rows): inside x only
+            inside[CHANNELS + tuple(slice(f[0], None) for f in starts)],
+            (groups, *items, per, *nk, *counts, rows),
+            (per * at[0], *((f[-1] - f[0]) // max(len(f) - 1, 1) * at[1 + i]
+                            for i, f in enumerate(starts)), at[0],
+             *(dilation[i] * at[1 + i] for i in range(r)),
+             *(stride[i] * at[1 + i] for i in range(r)), at[-1]), writeable=False)
+        order = [0, *range(1, 1 + r), *range(2 + 2 * r, 1 + 3 * r), 1 + r,
+                 *range(2 + r, 2 + 2 * r), 1 + 3 * r, 2 + 3 * r]
         calls.append(functools.partial(np.copyto, _view(cols[..., :k, :], tuple(
             source.shape[i] for i in order)), source.transpose(order)))
-        products.append((len(picks), k + len(bias), cols, np.moveaxis(
-            _view(product[CHANNELS + outs], (groups, o, *lead, n)), 1, 1 + len(lead))))
-        picks += taps[CHANNELS + kept].ravel().tolist() + [taps.size] * len(bias)
+        block = as_strided(product[CHANNELS + outs], (w.shape[0], *items, *counts, rows), (
+            out_at[0], *((runs[-1][0].start - runs[0][0].start) // max(len(runs) - 1, 1)
+                         * out_at[1 + i] for i, runs in enumerate(alike)),
+            *out_at[1:]))
+        products.append((len(picks), items, k + len(bias), cols, np.moveaxis(
+            _view(block, (groups, o, *items, *lead, n)), 1, 1 + r + len(lead))))
+        for combo in itertools.product(*alike):
+            picks += taps[CHANNELS + tuple(t for _, t in combo)].ravel().tolist()
+            picks += [taps.size] * len(bias)
     gathered = np.empty((groups, len(picks), o), w.dtype)
     calls.append(functools.partial(np.take, both, np.array(picks), axis=1, out=gathered,
                                    mode="clip"))
-    for start, k, cols, block in products:
-        filters = gathered[:, start:start + k].transpose(0, 2, 1)  # (groups, O/g, k)
-        if groups == 1 and block.shape[1:-2] == (1,) * (r - 1):  # a 2-D product
-            one = (0,) * r
-            calls.append(functools.partial(np.matmul, filters[0], cols[one], out=block[one]))
+    for start, items, k, cols, block in products:
+        filters = gathered[:, start:start + math.prod(items) * k]  # (groups, *items, k, O/g)
+        filters = np.swapaxes(filters.reshape(groups, *items, k, o), -1, -2)
+        if block.shape[:-2] == (1,) * (2 * r):  # a 2-D product
+            one = (0,) * (2 * r)
+            calls.append(functools.partial(np.matmul, filters[one[:1 + r]], cols[one],
+                                           out=block[one]))
         else:
-            filters = filters.reshape(groups, *(1,) * (r - 1), o, k)
+            filters = filters.reshape(groups, *items, *(1,) * (r - 1), o, k)
             calls.append(functools.partial(np.matmul, filters, cols, out=block))
     return calls
 
