@@ -504,13 +504,19 @@ POOLED_CASES: dict[str, tuple[Any, ...]] = {
                                (0,) * 4),
     "2d-rect-windows": (2, (7, 8), 3, (2, 3), (0, 1, 0, 1), 1, True, (3, 2), (), (0,) * 4),
     "1d": (3, (12,), 2, (3,), (1, 1), 1, True, (2,), (2,), (0, 0)),
+    # border classes writing into the blocks (runs of at most two outputs)
+    "2d-border-digits": (16, (4, 4), 4, (3, 3), (1, 1, 1, 1), 1, True, (2, 2), (2, 2),
+                         (0,) * 4),
+    "2d-border-groups2": (4, (4, 4), 6, (3, 3), (1, 1, 1, 1), 2, False, (2, 2), (), (0,) * 4),
+    "2d-border-5x5": (2, (6, 6), 3, (5, 5), (2, 2, 2, 2), 1, True, (2, 2), (2, 2), (0,) * 4),
+    "1d-border": (3, (2,), 2, (3,), (1, 1), 1, True, (2,), (2,), (0, 0)),
 }
 UNPOOLED_CASES: dict[str, tuple[Any, ...]] = {  # bound apart: None
     "overlapping": (1, (8, 8), 4, (3, 3), (1, 1, 1, 1), 1, True, (3, 3), (2, 2), (0,) * 4),
     "padded": (1, (8, 8), 4, (3, 3), (1, 1, 1, 1), 1, True, (2, 2), (2, 2), (1,) * 4),
     "untiled": (1, (7, 8), 4, (3, 3), (1, 1, 1, 1), 1, True, (2, 2), (2, 2), (0,) * 4),
-    "border-classes": (16, (4, 4), 4, (3, 3), (1, 1, 1, 1), 1, True, (2, 2), (2, 2),
-                       (0,) * 4),
+    # border classes with a run of 4 outputs: not evenly spaced among the blocks
+    "border-uneven": (2, (8, 8), 3, (5, 5), (2, 2, 2, 2), 1, True, (2, 2), (2, 2), (0,) * 4),
 }
 
 

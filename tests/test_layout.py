@@ -143,16 +143,16 @@ y ∈ ℝ^3
 h₁ = relu(conv(W₁, x, b₁; pad=1))
 p₁ = maxpool(h₁; size=2)
 h₂ = relu(conv(W₂, p₁; pad=1))
-p₂ = maxpool(h₂; size=2)
+p₂ = maxpool(h₂; size=3, stride=1)
 y = softmax(W₃ flatten(p₂) + b₃)
 """
 
 
 def test_a_conv_read_by_one_max_pool_alone_is_bound_with_it() -> None:
     """nnre.vm binds conv → max pool as one (Op.pooled) where the pool's windows tile the
-    conv's result: the first conv's result is never stored; the second conv (4×4, pad 1)
-    takes border classes, so that pair is bound apart after all. Same results as the
-    definitions, twice (every buffer and scratch reused)."""
+    conv's result: the first conv's result is never stored; the second pool's windows
+    overlap, so that pair is bound apart after all. Same results as the definitions,
+    twice (every buffer and scratch reused)."""
     from nnre.vm import pooled_convs
 
     rng = np.random.default_rng(4)
@@ -169,8 +169,8 @@ def test_a_conv_read_by_one_max_pool_alone_is_bound_with_it() -> None:
     x = rng.normal(size=(5, 1, 8, 8))
     h1 = np.maximum(loop_conv(w["W_1"], x, w["b_1"], **one), 0)
     p1 = loop_pool(h1, "max", (2, 2), (2, 2), (0,) * 4)
-    p2 = loop_pool(np.maximum(loop_conv(w["W_2"], p1, None, **one), 0), "max", (2, 2),
-                   (2, 2), (0,) * 4)
+    p2 = loop_pool(np.maximum(loop_conv(w["W_2"], p1, None, **one), 0), "max", (3, 3),
+                   (1, 1), (0,) * 4)
     a = p2.reshape(5, -1) @ w["W_3"].T + w["b_3"]
     e = np.exp(a - a.max(axis=1, keepdims=True))
     for _ in range(2):

@@ -326,32 +326,58 @@ def _filter_calls(w: Array, bias: tuple[Array, ...], groups: int
     return both, calls
 
 
+def _even(offsets: list[int]) -> int | None:
+    """The one step between evenly spaced offsets (0 for one), or None."""
+    steps = set(np.diff(offsets).tolist())
+    return steps.pop() if len(steps) == 1 else 0 if not steps else None
+
+
 def _border_calls(w: Array, x: Array, bias: tuple[Array, ...], product: Array,
-                  geometry: tuple[Ints, Ints, Ints, int, Ints], classes: list[Class]
-                  ) -> list[Call]:
+                  geometry: tuple[Ints, Ints, Ints, int, Ints], classes: list[Class],
+                  pool: Ints = ()) -> list[Call] | None:
     """The conv without the taps that fall on padding: per class of output positions that
     read the same taps (corners, edges, the inside for a 3×3 kernel with pad 1), the
     columns of those taps alone and one product into that block of the batch-last
-    ``product`` (O, *out, rows), batched over the class's alike runs and all but its last
-    spatial axis. The columns are copied from x itself (no padded copy: no class reads the
-    padding), the filters of every class gathered by one ``take`` from W and b (bias
-    column included)."""
+    ``product``, batched over the class's alike runs and all but its last spatial axis.
+    The columns are copied from x itself (no padded copy: no class reads the padding), the
+    filters of every class gathered by one ``take`` from W and b (bias column included).
+
+    ``product`` is (O, *out, rows), or with ``pool`` (O, *pool, *out / pool, rows): each
+    offset in the pool's windows a block of its own (``_pooled_calls``); then a run of
+    more than two outputs is not evenly spaced in memory, and the calls are None."""
     stride, pads, dilation, groups, size = geometry
     rows, r = x.shape[0], x.ndim - 2
     o, per = w.shape[0] // groups, w.shape[1]  # filters and channels per group
+    at, to = x.itemsize, product.strides  # strides of product in bytes
+
+    def place(i: int, u: int) -> int:  # where output u along spatial axis i is written
+        if not pool:
+            return u * to[1 + i]
+        return u % pool[i] * to[1 + i] + u // pool[i] * to[1 + r + i]
+
+    flat = _view(product, (product.size,))
     inside, calls = _batch_last_input(x, (0,) * (2 * r))  # the classes read x alone
     both, filter_calls = _filter_calls(w, bias, groups)
     calls += filter_calls
     taps = np.arange(per * math.prod(w.shape[2:])).reshape(per, *w.shape[2:])
-    at, out_at = inside.strides, product.strides  # (C, *sizes, rows), (O, *out, rows)
+    step = inside.strides  # (C, *sizes, rows)
     picks: list[int] = []  # per class and alike run, its taps' rows of W and b
     products: list[tuple[int, tuple[int, ...], int, Array, Array]] = []
     for alike in classes:
         items = tuple(len(runs) for runs in alike)
-        outs = tuple(runs[0][0] for runs in alike)
-        counts = [u.stop - u.start for u in outs]
+        counts = [runs[0][0].stop - runs[0][0].start for runs in alike]
         nk = tuple(t.stop - t.start for _, t in (runs[0] for runs in alike))
-        lead, n = counts[:-1], counts[-1] * rows  # batched over lead, N = last axis · rows
+        within = [_even([place(i, v) for v in range(u.start, u.stop)])
+                  for i, runs in enumerate(alike) for u, _ in runs]
+        apart = [_even([place(i, u.start) for u, _ in runs]) for i, runs in enumerate(alike)]
+        if None in within or None in apart:
+            return None
+        inner = [within[sum(items[:i])] for i in range(r)]  # one step per axis
+        if any(v != inner[i] for i in range(r)
+               for v in within[sum(items[:i]):sum(items[:i + 1])]):
+            return None
+        merged = counts[-1] == 1 or inner[-1] == to[-1] * rows  # last axis and rows as N
+        lead, n = (counts[:-1], counts[-1] * rows) if merged else (counts, rows)
         k = per * math.prod(nk)
         cols = np.empty((groups, *items, *lead, k + len(bias), n), x.dtype)
         cols[..., k:, :] = 1.0
@@ -360,18 +386,18 @@ def _border_calls(w: Array, x: Array, bias: tuple[Array, ...], product: Array,
         source = as_strided(  # (groups, *items, C/g, *taps, *outs, rows): inside x only
             inside[CHANNELS + tuple(slice(f[0], None) for f in starts)],
             (groups, *items, per, *nk, *counts, rows),
-            (per * at[0], *((f[-1] - f[0]) // max(len(f) - 1, 1) * at[1 + i]
-                            for i, f in enumerate(starts)), at[0],
-             *(dilation[i] * at[1 + i] for i in range(r)),
-             *(stride[i] * at[1 + i] for i in range(r)), at[-1]), writeable=False)
-        order = [0, *range(1, 1 + r), *range(2 + 2 * r, 1 + 3 * r), 1 + r,
-                 *range(2 + r, 2 + 2 * r), 1 + 3 * r, 2 + 3 * r]
+            (per * step[0], *((f[-1] - f[0]) // max(len(f) - 1, 1) * step[1 + i]
+                              for i, f in enumerate(starts)), step[0],
+             *(dilation[i] * step[1 + i] for i in range(r)),
+             *(stride[i] * step[1 + i] for i in range(r)), step[-1]), writeable=False)
+        outs = range(2 + 2 * r, 2 + 3 * r)
+        order = [0, *range(1, 1 + r), *outs[:len(lead)], 1 + r, *range(2 + r, 2 + 2 * r),
+                 *outs[len(lead):], 2 + 3 * r]
         calls.append(functools.partial(np.copyto, _view(cols[..., :k, :], tuple(
             source.shape[i] for i in order)), source.transpose(order)))
-        block = as_strided(product[CHANNELS + outs], (w.shape[0], *items, *counts, rows), (
-            out_at[0], *((runs[-1][0].start - runs[0][0].start) // max(len(runs) - 1, 1)
-                         * out_at[1 + i] for i, runs in enumerate(alike)),
-            *out_at[1:]))
+        first = sum(place(i, runs[0][0].start) for i, runs in enumerate(alike)) // at
+        block = as_strided(flat[first:], (w.shape[0], *items, *counts, rows),
+                           (to[0], *apart, *inner, to[-1]))  # type: ignore[arg-type]
         products.append((len(picks), items, k + len(bias), cols, np.moveaxis(
             _view(block, (groups, o, *items, *lead, n)), 1, 1 + r + len(lead))))
         for combo in itertools.product(*alike):
@@ -383,12 +409,12 @@ def _border_calls(w: Array, x: Array, bias: tuple[Array, ...], product: Array,
     for start, items, k, cols, block in products:
         filters = gathered[:, start:start + math.prod(items) * k]  # (groups, *items, k, O/g)
         filters = np.swapaxes(filters.reshape(groups, *items, k, o), -1, -2)
-        if block.shape[:-2] == (1,) * (2 * r):  # a 2-D product
-            one = (0,) * (2 * r)
+        if all(c == 1 for c in block.shape[:-2]):  # a 2-D product
+            one = (0,) * (block.ndim - 2)
             calls.append(functools.partial(np.matmul, filters[one[:1 + r]], cols[one],
                                            out=block[one]))
         else:
-            filters = filters.reshape(groups, *items, *(1,) * (r - 1), o, k)
+            filters = filters.reshape(groups, *items, *(1,) * (block.ndim - 3 - r), o, k)
             calls.append(functools.partial(np.matmul, filters, cols, out=block))
     return calls
 
@@ -409,7 +435,9 @@ def _conv_calls(w: Array, x: Array, *bias: Array, out: Array, border: bool = Tru
     classes = _border_classes(x.shape, w.shape[2:], stride, pads, dilation, size) \
         if border else None
     if classes is not None:
-        calls = _border_calls(w, x, bias, product, geometry, classes)
+        border_calls = _border_calls(w, x, bias, product, geometry, classes)
+        assert border_calls is not None  # every run evenly spaced in (O, *out, rows)
+        calls = border_calls
     else:
         calls = _whole_calls(w, x, bias, product, geometry)
     if moved is None:
@@ -453,41 +481,51 @@ def _product_calls(filters: Array, cols: Array, product: Array) -> list[Call]:
 def _pooled_calls(w: Array, x: Array, *bias: Array, out: Array, pool: dict[str, Any],
                   **attrs: Any) -> list[Call] | None:
     """The conv and a max pool that alone reads its result, bound as one (``Op.pooled``):
-    im2col orders the positions by offset in the pool window, so the product writes one
-    block (filters, pooled positions · rows) per offset and the pool is a maximum of whole
-    blocks instead of strided views (the digits CNN's 1→16 conv on 8×8 and its 2×2 pool:
-    146 → 133 µs at batch 256). ``out`` is the pool's result. None where this does not
-    apply: windows that overlap or pad or do not tile the conv's result, a result not
-    batch last, border classes (``_border_classes``: blocks of their own)."""
+    the product writes the positions at each offset in the pool's windows as one block
+    (filters, pooled positions · rows), so the pool is a maximum of whole blocks instead of
+    strided views. Measured on the digits CNN at batch 256, one thread: its 1→16 conv on
+    8×8 and its 2×2 pool 146 → 133 µs (im2col orders the columns by window offset); its
+    16→32 conv on 4×4 and pool ~12 µs less (the border classes write into the blocks).
+    ``out`` is the pool's result. None where this does not apply: windows that overlap or
+    pad or do not tile the conv's result, a result not batch last, border classes whose
+    runs are not evenly spaced among the blocks (``_border_calls``)."""
     geometry = _geometry(w, x, attrs)
     stride, pads, dilation, groups, size = geometry
     kernel, step, border = (tuple(pool.get(k) or ()) for k in ("kernel", "stride", "pads"))
     pooled = batch_last(out)
     if pooled is None or (step and step != kernel) or any(border) or \
-            any(n % k for n, k in zip(size, kernel, strict=True)) or \
-            _border_classes(x.shape, w.shape[2:], stride, pads, dilation, size) is not None:
+            any(n % k for n, k in zip(size, kernel, strict=True)):
         return None
     r, rows, channels = len(kernel), x.shape[0], x.shape[1] // groups
-    padded, calls = _batch_last_input(x, pads)
-    at = padded.strides  # (C, *padded, rows)
     counts = tuple(n // k for n, k in zip(size, kernel, strict=True))
-    windows = as_strided(padded, (groups, channels, *w.shape[2:], *kernel, *counts, rows), (
-        channels * at[0], at[0], *(at[1 + i] * dilation[i] for i in range(r)),
-        *(at[1 + i] * stride[i] for i in range(r)),
-        *(at[1 + i] * stride[i] * kernel[i] for i in range(r)), at[-1]), writeable=False)
-    per = channels * math.prod(w.shape[2:])
-    cols = np.empty((groups, per + len(bias), math.prod(size) * rows), x.dtype)
-    cols[:, per:] = 1.0
-    calls.append(functools.partial(np.copyto, _view(cols[:, :per], windows.shape), windows))
-    filters, filter_calls = _filters(w, bias, groups)
-    product = np.empty((w.shape[0], math.prod(kernel), math.prod(counts) * rows), x.dtype)
-    calls += filter_calls + _product_calls(filters, cols, product)
+    product = np.empty((w.shape[0], *kernel, *counts, rows), x.dtype)
+    classes = _border_classes(x.shape, w.shape[2:], stride, pads, dilation, size)
+    if classes is not None:
+        found = _border_calls(w, x, bias, product, geometry, classes, pool=kernel)
+        if found is None:
+            return None
+        calls = found
+    else:  # im2col with the columns in the blocks' order
+        padded, calls = _batch_last_input(x, pads)
+        at = padded.strides  # (C, *padded, rows)
+        windows = as_strided(padded, (groups, channels, *w.shape[2:], *kernel, *counts, rows), (
+            channels * at[0], at[0], *(at[1 + i] * dilation[i] for i in range(r)),
+            *(at[1 + i] * stride[i] for i in range(r)),
+            *(at[1 + i] * stride[i] * kernel[i] for i in range(r)), at[-1]), writeable=False)
+        per = channels * math.prod(w.shape[2:])
+        cols = np.empty((groups, per + len(bias), math.prod(size) * rows), x.dtype)
+        cols[:, per:] = 1.0
+        calls.append(functools.partial(np.copyto, _view(cols[:, :per], windows.shape),
+                                       windows))
+        filters, filter_calls = _filters(w, bias, groups)
+        calls += filter_calls + _product_calls(filters, cols, product)
+    blocks = _view(product, (w.shape[0], math.prod(kernel), math.prod(counts) * rows))
     flat = _view(pooled, (w.shape[0], math.prod(counts) * rows))
-    if len(product[0]) == 1:
-        return [*calls, functools.partial(np.copyto, flat, product[:, 0])]
-    calls.append(functools.partial(np.maximum, product[:, 0], product[:, 1], out=flat))
-    return calls + [functools.partial(np.maximum, flat, product[:, k], out=flat)
-                    for k in range(2, len(product[0]))]
+    if len(blocks[0]) == 1:
+        return [*calls, functools.partial(np.copyto, flat, blocks[:, 0])]
+    calls.append(functools.partial(np.maximum, blocks[:, 0], blocks[:, 1], out=flat))
+    return calls + [functools.partial(np.maximum, flat, blocks[:, k], out=flat)
+                    for k in range(2, len(blocks[0]))]
 
 
 def _conv(w: Array, x: Array, *bias: Array, out: Array, **attrs: Any) -> Array:
