@@ -6,8 +6,9 @@ one Python call per instruction and no allocation. Next-state values rotate thro
 holds state it still reads, and the caller's state arrays are never written. In a program
 with backward state every time pass is bound the same way, its own state as the ring's, and
 swept over the sequence (:func:`sweep`), a backward pass from the last step to the first.
-A conv whose result one max pool alone reads is bound with that pool (``Op.pooled``,
-:func:`pooled_convs`): a binding decision like the layout; the Program does not change.
+A conv whose result one max pool alone reads is bound with that pool, and the ReLU after
+it (``Op.pooled``, :func:`pooled_convs`): a binding decision like the layout; the Program
+does not change.
 """
 
 from __future__ import annotations
@@ -107,18 +108,26 @@ def _bind(ins: Instr, arrays: list[Any], rows: int, prog: Program, last: set[int
     return bind_instr(ins, arrays, rows, prog.dtype, prog, False, ins.out in last)
 
 
-def pooled_convs(prog: Program, instrs: list[Instr], kept: Collection[int]) -> dict[int, Instr]:
+def pooled_convs(prog: Program, instrs: list[Instr], kept: Collection[int]
+                 ) -> dict[int, list[Instr]]:
     """Instructions with a pooled form (``Op.pooled``: conv) whose result one max pool of
     ``instrs`` reads and nothing else does (no other instruction of any stage, no output,
-    nothing in ``kept``), by that pool's result: :func:`bind_stage` binds each pair as one
-    (the product writes the pool's windows as blocks), the result itself never stored."""
+    nothing in ``kept``), with the ReLU that alone reads that pool's result if there is
+    one (``nnre.optimize`` moves ReLU after pooling), by the last one's result:
+    :func:`bind_stage` binds each chain as one (the product writes the pool's windows as
+    blocks, the ReLU is the pool's floor), the results before the last never stored."""
     reads = Counter(a for stage in prog.stages() for ins in prog.stage_list(stage)
                     for a in ins.args)
-    makers = {ins.out: ins for ins in instrs if OPS[ins.op].pooled is not None}
     kept = {*kept, *prog.outputs.values()}
-    return {ins.out: makers[ins.args[0]] for ins in instrs
-            if ins.op == "maxpool" and ins.args[0] in makers and reads[ins.args[0]] == 1
-            and ins.args[0] not in kept}
+    makers = {ins.out: ins for ins in instrs if OPS[ins.op].pooled is not None}
+    chains = {ins.out: [makers[ins.args[0]], ins] for ins in instrs
+              if ins.op == "maxpool" and ins.args[0] in makers
+              and reads[ins.args[0]] == 1 and ins.args[0] not in kept}
+    for ins in instrs:
+        if ins.op == "relu" and ins.args[0] in chains and reads[ins.args[0]] == 1 \
+                and ins.args[0] not in kept:
+            chains[ins.out] = [*chains.pop(ins.args[0]), ins]
+    return chains
 
 
 @dataclass
@@ -173,26 +182,28 @@ def bind_stage(prog: Program, consts: list[Any], instrs: list[Instr], rows: int,
         for (name, lag), index in prog.state_in.items() if ring else ():
             arrays[index] = states[name][(phase - lag) % phases]
         tape: Tape = []
-        deferred = {conv.out for conv in pooled.values()}  # bound with their pools
+        deferred = {ins.out for chain in pooled.values() for ins in chain[:-1]}
         for ins in instrs:
             if ins.out in deferred:
                 continue
             f = _bind(ins, arrays, rows, prog, last, _slot(ins, outs, states, phase, temps))
             if f is None:
                 continue
-            conv = pooled.get(ins.out)
-            calls = None if conv is None else OPS[conv.op].pooled(  # type: ignore[misc]
-                *[arrays[a] for a in conv.args], out=arrays[ins.out], pool=dict(ins.attrs),
-                **dict(conv.attrs))
+            chain = pooled.get(ins.out, [])
+            calls = None if not chain else OPS[chain[0].op].pooled(  # type: ignore[misc]
+                *[arrays[a] for a in chain[0].args], out=arrays[ins.out],
+                pool=dict(chain[1].attrs), floor=0.0 if len(chain) > 2 else None,
+                **dict(chain[0].attrs))
             if calls is not None:
                 calls = single_threaded(calls)
-            elif conv is not None:  # bound apart after all: the conv first, then the pool
+            elif chain:  # bound apart after all, in order
                 del pooled[ins.out]
-                g = _bind(conv, arrays, rows, prog, last,
-                          _slot(conv, outs, states, phase, temps))
-                assert g is not None
-                tape.extend(bound_calls(conv, g, arrays))
-                temps.setdefault(conv.out, arrays[conv.out])
+                for before in chain[:-1]:
+                    g = _bind(before, arrays, rows, prog, last,
+                              _slot(before, outs, states, phase, temps))
+                    assert g is not None
+                    tape.extend(bound_calls(before, g, arrays))
+                    temps.setdefault(before.out, arrays[before.out])
                 f = _bind(ins, arrays, rows, prog, last, arrays[ins.out])
                 assert f is not None
             tape.extend(calls if calls is not None else bound_calls(ins, f, arrays))

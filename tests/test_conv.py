@@ -520,7 +520,7 @@ UNPOOLED_CASES: dict[str, tuple[Any, ...]] = {  # bound apart: None
 }
 
 
-def _pooled(case: tuple[Any, ...], out_last: bool = True
+def _pooled(case: tuple[Any, ...], out_last: bool = True, floor: float | None = None
             ) -> tuple[list[np.ndarray], dict[str, Any], dict[str, Any], np.ndarray, Any]:
     c, sizes, o, kernel, pads, groups, bias, pk, ps, pp = case
     rng = np.random.default_rng(9)
@@ -531,18 +531,22 @@ def _pooled(case: tuple[Any, ...], out_last: bool = True
     pool = {"kernel": pk, "stride": ps, "pads": pp}
     h = run_kernel(OPS["conv_bias" if bias else "conv"], args, attrs)
     want = loop_pool(h, "max", pk, ps or pk, pp)
+    want = want if floor is None else np.maximum(want, floor)  # a ReLU after the pool
     out = _empty_batch_last(want.shape) if out_last else np.full(want.shape, np.nan)
     op = OPS["conv_bias" if bias else "conv"]
     assert op.pooled is not None
     return args, attrs, pool, want, lambda x: op.pooled(  # type: ignore[misc]
-        args[0], x, *args[2:], out=out, pool=pool, **attrs)
+        args[0], x, *args[2:], out=out, pool=pool, floor=floor, **attrs)
 
 
+@pytest.mark.parametrize("floor", [None, 0.0])
 @pytest.mark.parametrize("case", sorted(POOLED_CASES))
-def test_conv_bound_with_its_max_pool_equals_the_two_apart(case: str) -> None:
-    """The conv and a max pool that alone reads it, bound as one (nnre.vm): the pool of
-    the direct loops' conv, with the calls run twice over a changing bound x."""
-    args, attrs, pool, want, bind = _pooled(POOLED_CASES[case])
+def test_conv_bound_with_its_max_pool_equals_the_two_apart(case: str, floor: float | None
+                                                           ) -> None:
+    """The conv and a max pool that alone reads it (and a ReLU after it: ``floor``), bound
+    as one (nnre.vm): the pool of the direct loops' conv, with the calls run twice over a
+    changing bound x."""
+    args, attrs, pool, want, bind = _pooled(POOLED_CASES[case], floor=floor)
     live = _batch_last(np.zeros_like(args[1]))
     calls = bind(live)
     assert calls is not None

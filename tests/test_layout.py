@@ -149,10 +149,10 @@ y = softmax(W₃ flatten(p₂) + b₃)
 
 
 def test_a_conv_read_by_one_max_pool_alone_is_bound_with_it() -> None:
-    """nnre.vm binds conv → max pool as one (Op.pooled) where the pool's windows tile the
-    conv's result: the first conv's result is never stored; the second pool's windows
-    overlap, so that pair is bound apart after all. Same results as the definitions,
-    twice (every buffer and scratch reused)."""
+    """nnre.vm binds conv → max pool → ReLU as one (Op.pooled) where the pool's windows
+    tile the conv's result: the first conv's and pool's results are never stored; the
+    second pool's windows overlap, so that chain is bound apart after all. Same results as
+    the definitions, twice (every buffer and scratch reused)."""
     from nnre.vm import pooled_convs
 
     rng = np.random.default_rng(4)
@@ -162,9 +162,12 @@ def test_a_conv_read_by_one_max_pool_alone_is_bound_with_it() -> None:
     m = Model.from_equations(POOLED, w, dtype="float64")
     prog = m.program
     convs = [ins.out for ins in prog.pre if ins.op.startswith("conv")]
-    assert sorted(c.out for c in pooled_convs(prog, prog.pre, set()).values()) == convs
+    chains = sorted(pooled_convs(prog, prog.pre, set()).values(), key=lambda c: c[0].out)
+    assert [c[0].out for c in chains] == convs  # the ReLUs follow the pools (nnre.optimize)
+    assert all([ins.op for ins in c[1:]] == ["maxpool", "relu"] for c in chains)
     stage = m.step_stage(5)
-    assert stage.arrays[0][convs[0]] is None and stage.arrays[0][convs[1]] is not None
+    assert all(stage.arrays[0][ins.out] is None for ins in chains[0][:2])  # never stored
+    assert all(stage.arrays[0][ins.out] is not None for ins in chains[1])
     one = {"stride": (1, 1), "pads": (1,) * 4, "dilation": (1, 1), "groups": 1}
     x = rng.normal(size=(5, 1, 8, 8))
     h1 = np.maximum(loop_conv(w["W_1"], x, w["b_1"], **one), 0)

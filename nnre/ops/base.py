@@ -44,8 +44,9 @@ class Op:
     #: per-step tapes: one Python frame less per call and no allocation per step.
     unfold: Callable[..., list[Call]] | None = None
     products: bool = False  # runs BLAS matrix products: on one thread unless told (threads)
-    #: (args, out= a max pool's result, pool= its attrs, **attrs) → bound calls of both, for
-    #: a result that pool alone reads (``nnre.vm``: conv and pool in one pass), or None.
+    #: (args, out= a max pool's result, pool= its attrs, floor= 0 for a ReLU after the pool
+    #: or None, **attrs) → bound calls of them all, for a result that pool alone reads
+    #: (``nnre.vm``: conv, pool and ReLU in one pass), or None.
     pooled: Callable[..., list[Call] | None] | None = None
     #: Its result is fastest laid out with the rows last (conv, pooling): the VM allocates it
     #: so (``nnre.layout``); the kernel takes any memory order.
