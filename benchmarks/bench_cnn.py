@@ -13,6 +13,10 @@ Inference times are taken in turns (``timing.best_of_each``), so a ratio compare
 minutes of a shared machine.
 
 Run: python benchmarks/bench_cnn.py [--repeats 20] [--quick]
+
+It prints which BLAS kernels numpy runs. Where the machine forces older ones
+(OPENBLAS_CORETYPE, with OPENBLAS_L2_SIZE), unset both in the benchmark command alone to
+measure a current numpy: env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/bench_cnn.py
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-from timing import best_of, best_of_each
+from timing import best_of, best_of_each, blas_kernel
 
 import nnre
 from nndk.train import TrainConfig, start
@@ -156,6 +160,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="3 repeats")
     args = parser.parse_args()
     repeats = 3 if args.quick else args.repeats
+    print(blas_kernel())
     with tempfile.TemporaryDirectory() as tmp:
         folder = data(Path(tmp))
         model = nnre.load(DIGITS / "digits.bundle")

@@ -38,3 +38,21 @@ def best_of_each(fns: Sequence[Callable[[], object]], repeats: int, turn: int = 
                 fn()
                 best[i] = min(best[i], time.perf_counter() - start)
     return best
+
+
+def blas_kernel() -> str:
+    """numpy's BLAS and the kernels it runs (OPENBLAS_CORETYPE can force older ones): what a
+    figure of matrix products depends on, printed beside it."""
+    import os
+
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return "BLAS kernel unknown (threadpoolctl is not installed)"
+    import numpy  # noqa: F401  (loads numpy's BLAS, so threadpoolctl sees it)
+
+    found = [f"{i.get('internal_api')} {i.get('version')} {i.get('architecture')}"
+             for i in threadpool_info() if i.get("user_api") == "blas"]
+    forced = os.environ.get("OPENBLAS_CORETYPE")
+    return "BLAS: " + (", ".join(found) or "none found") + \
+        (f" (OPENBLAS_CORETYPE={forced} in the environment)" if forced else "")
