@@ -13,6 +13,7 @@ from serve_helpers import SAMPLES
 
 import nnre
 from nnre.codecs import Sampler, text_io
+from nnre.draws import draw_rows
 from nnre.errors import OutputError
 from nnre.serve import rows as staterows
 from nnre.serve.engine import StopFilter, TextEngine, TextStream
@@ -20,27 +21,41 @@ from nnre.serve.engine import StopFilter, TextEngine, TextStream
 SETTINGS: list[dict[str, Any]] = [
     {}, {"temperature": 0.8}, {"temperature": 0.5}, {"greedy": True}, {"temperature": 0},
     {"top_k": 5}, {"top_p": 0.9}, {"repeat_penalty": 1.2}, {"min_p": 0.1},
-    {"temperature": 1.3}]
+    {"temperature": 1.3}, {"temperature": 0.7, "top_k": 3, "top_p": 0.8},
+    {"top_k": 1}, {"top_p": 0.3, "min_p": 0.05}, {"temperature": 0.8, "top_k": 60},
+    {"temperature": 0.9, "top_p": 1.0, "min_p": 0.2}, {"top_k": 12, "temperature": 2.0},
+    {"top_p": 0.999, "temperature": 0.5}]
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("mixed", [True, False])
-def test_draw_rows_is_each_sampler_called_on_its_row(dtype: Any, mixed: bool) -> None:
+@pytest.mark.parametrize("ties", [False, True])
+def test_draw_rows_is_each_sampler_called_on_its_row(dtype: Any, mixed: bool,
+                                                     ties: bool) -> None:
+    """Every setting and mix of settings, rows with ties (top-k and top-p keep the lower
+    index) and zeros, bad rows among good ones: the index or error each sampler gives
+    alone, and the same random numbers used (draw counts, then the next draws agree)."""
     rng = np.random.default_rng(1)
     rows, width = 40, 51
 
     def samplers() -> list[Sampler]:
         return [Sampler(width, seed=i, **(SETTINGS[i % len(SETTINGS)] if mixed
-                                          else {"temperature": 0.8})) for i in range(rows)]
+                                          else {"temperature": 0.8, "top_p": 0.9}))
+                for i in range(rows)]
 
     together, alone = samplers(), samplers()
     for step in range(200):
         probs = (rng.random((rows, width)) ** 4).astype(dtype)
+        if ties:  # a few distinct values per row: many ties, and whole rows of one value
+            probs = np.round(probs * 4) / 4
+            probs[step % rows] = 0.5
         if step % 50 == 7:
             probs[3, 5] = np.nan  # a bad row: its own error, the others drawn as ever
         if step % 60 == 9:
             probs[12] = 0
-        got = Sampler.draw_rows(together, probs)
+        if step % 70 == 11 and dtype == np.float64:
+            probs[20, :2] = 1e308  # finite values whose running sum overflows
+        got = draw_rows(together, probs)
         for i in range(rows):
             try:
                 want: Any = alone[i](probs[i])

@@ -6,7 +6,7 @@ through its own rows of the state; a new stream joins at the next step (its prom
 character per step, exactly as ``Model.generate`` feeds a prime, so a stream's text is the one
 ``nnre run`` gives alone with the same seed and settings), and a finished or cancelled one
 leaves before the next step. Each stream draws with its own ``Sampler`` (settings and seed);
-the rows that draw in a step are drawn together (``Sampler.draw_rows``). A stream of a model
+the rows that draw in a step are drawn together (:func:`nnre.draws.draw_rows`). A stream of a model
 with a context (a transformer) that would step past it shifts it as ``Model.generate``
 does: it starts again from the zero state, fed its last ``context // 2`` characters.
 
@@ -35,6 +35,7 @@ import numpy as np
 
 from nnre import budget
 from nnre.codecs import Sampler, rows, text_io
+from nnre.draws import draw_rows
 from nnre.errors import NnreError, OutputError
 from nnre.generate import SAMPLER_BYTES
 from nnre.serve import rows as staterows
@@ -289,7 +290,7 @@ class TextEngine:
                    if not s.feed and s.max_new > s.drawn and i not in failed]
         if drawing:
             block = probs if len(drawing) == len(probs) else probs[drawing]
-            results = Sampler.draw_rows([streams[i].sampler for i in drawing], block)
+            results = draw_rows([streams[i].sampler for i in drawing], block)
             now = time.perf_counter()
             for i, code in zip(drawing, results, strict=True):
                 self._accept(i, streams[i], code, now)
