@@ -41,6 +41,7 @@ from nnre.generate import SAMPLER_BYTES
 from nnre.serve import rows as staterows
 from nnre.serve.errors import Busy
 from nnre.serve.runner import Runner
+from nnre.serve.steps import steps_for
 
 Arrays = dict[str, np.ndarray]
 
@@ -143,6 +144,7 @@ class TextEngine:
         self.state: Arrays = {}
         self.size = 0  # rows of the state: the streams, padded to a bucket size
         self.runner = Runner(f"{name}-text")
+        self.steps = steps_for(model, io.input, io.output)
         self.reserved = 0  # bytes the streams taken may use (checked against the budget)
         memory = model.memory  # type: ignore[attr-defined]
         self._row_bytes = memory(2) - memory(1)
@@ -269,16 +271,16 @@ class TextEngine:
         streams = self.streams
         codes = [s.feed.popleft() for s in streams]
         full = self._full(codes) if self.context else []
-        x = rows(codes + [0] * (self.size - len(codes)), self.width, self.dtype)
+        if len(codes) < self.size:
+            codes += [0] * (self.size - len(codes))
         failed: dict[int, NnreError] = {}
         if self.batching:
             try:
-                out, self.state = self.model.step({self.input: x}, self.state)
-                probs = out[self.output]
+                probs, self.state = self.steps.step(codes, self.state)
             except NnreError:  # one stream's input or state is bad: find it, keep the rest
-                probs, failed = self._alone(x)
+                probs, failed = self._alone(codes)
         else:  # the baseline: each stream alone, batch 1
-            probs, failed = self._alone(x)
+            probs, failed = self._alone(codes)
         for i in full:
             probs[i] = self._restart(i)
         self.observe("batch", len(streams))
@@ -328,18 +330,18 @@ class TextEngine:
         staterows.put(self.state, i, state)
         return out[self.output][0]  # type: ignore[no-any-return]
 
-    def _alone(self, x: np.ndarray) -> tuple[np.ndarray, dict[int, NnreError]]:
+    def _alone(self, codes: list[int]) -> tuple[np.ndarray, dict[int, NnreError]]:
         """Each stream stepped alone at batch 1: its output row, or its error."""
         probs = np.zeros((len(self.streams), len(self.vocab)), self.dtype)
         failed: dict[int, NnreError] = {}
         for i in range(len(self.streams)):
             one = {k: v[i:i + 1] for k, v in self.state.items()}
             try:
-                y, new = self.model.step({self.input: x[i:i + 1]}, one)
+                y, new = self.steps.step(codes[i:i + 1], one)
             except NnreError as err:
                 failed[i] = err
                 continue
-            probs[i] = y[self.output][0]
+            probs[i] = y[0]
             staterows.put(self.state, i, new)
         return probs, failed
 
