@@ -194,6 +194,9 @@ class Sampler:
         self.seen = np.zeros(size, np.int64)  # how often each index is in ``recent``
         self.plain = not self.greedy and self.inv_t == 1.0 and self.top_k is None \
             and self.top_p is None and self.min_p is None and self.penalty is None
+        #: what decides a draw besides the seed (``nnre.draws`` draws equal ones as one)
+        self.settings = (self.greedy, self.inv_t, self.top_k, self.top_p, self.min_p,
+                         self.penalty)
         self.rng = np.random.default_rng(seed)
         self.draws = 0
         self._cdf = np.empty(size, np.float64)

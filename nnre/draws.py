@@ -46,6 +46,11 @@ def draw_rows(samplers: Sequence[Sampler], probs: np.ndarray) -> list[int | Outp
             ok = _drawable(p)
     else:
         ok = _drawable(p)
+    if ok.all():
+        first = samplers[0]
+        if first.penalty is None and not first.greedy and \
+                len({s.settings for s in samplers}) == 1:  # the common case: one setting
+            return _draw(samplers, p, True)
     if ok.all() and all(s.penalty is None for s in samplers):
         alone: list[int] = []
         greedy = [i for i, s in enumerate(samplers) if s.greedy]
@@ -70,28 +75,43 @@ def draw_rows(samplers: Sequence[Sampler], probs: np.ndarray) -> list[int | Outp
         chosen = [samplers[i] for i in drawn]
     else:
         drawn, chosen = list(range(n)), list(samplers)
-    _filter(chosen, p)
-    cdf = np.add.accumulate(p, axis=1, out=p)
-    u = np.array([s.rng.random() for s in chosen])
-    # searchsorted(x, side="right") on a non-decreasing row: the entries ≤ x
-    codes = np.add.reduce(cdf <= (u * cdf[:, -1])[:, None], axis=1)
-    for i, s, code in zip(drawn, chosen, codes.tolist(), strict=True):
-        s.draws += 1
+    for i, code in zip(drawn, _draw(chosen, p, False), strict=True):
         out[i] = code
     return out
 
 
-def _filter(samplers: Sequence[Sampler], p: np.ndarray) -> None:
-    """``Sampler._filtered`` (min-p, temperature, top-k, top-p) on every row, in place."""
+def _draw(samplers: Sequence[Sampler], p: np.ndarray, same: bool
+          ) -> list[int | OutputError]:
+    """Each row of ``p`` (float64, drawable, no penalty, not greedy) drawn by its sampler,
+    filtered in place; ``same``: every sampler has the same settings."""
+    _filter(samplers, p, same)
+    cdf = np.add.accumulate(p, axis=1, out=p)
+    u = np.array([s.rng.random() for s in samplers])
+    for s in samplers:
+        s.draws += 1
+    # searchsorted(x, side="right") on a non-decreasing row: the entries ≤ x
+    return np.add.reduce(cdf <= (u * cdf[:, -1])[:, None], axis=1).tolist()
+
+
+def _filter(samplers: Sequence[Sampler], p: np.ndarray, same: bool) -> None:
+    """``Sampler._filtered`` (min-p, temperature, top-k, top-p) on every row, in place;
+    ``same``: one sampler's settings for all (no per-row columns to build)."""
     rows = range(len(samplers))
-    if any(s.min_p is not None for s in samplers):
-        low = np.array([s.min_p or 0.0 for s in samplers])  # 0 keeps every entry (all ≥ 0)
-        low *= np.maximum.reduce(p, axis=1)
-        np.copyto(p, 0.0, where=p < low[:, None])
-    temps: dict[float, list[int]] = {}
-    for i, s in enumerate(samplers):
-        if s.inv_t != 1.0:
-            temps.setdefault(s.inv_t, []).append(i)
+    first = samplers[0]
+    if first.min_p is not None if same else any(s.min_p is not None for s in samplers):
+        low = first.min_p * np.maximum.reduce(p, axis=1) if same else \
+            np.array([s.min_p or 0.0 for s in samplers]) * np.maximum.reduce(p, axis=1)
+        np.copyto(p, 0.0, where=p < low[:, None])  # min_p 0 keeps every entry (all ≥ 0)
+    temps: dict[float, Sequence[int]] = {}
+    if same:
+        if first.inv_t != 1.0:
+            temps[first.inv_t] = rows
+    else:
+        groups: dict[float, list[int]] = {}
+        for i, s in enumerate(samplers):
+            if s.inv_t != 1.0:
+                groups.setdefault(s.inv_t, []).append(i)
+        temps.update(groups)
     for inv_t, which in temps.items():  # p^(1/T) after scaling the largest to 1
         if len(which) == len(samplers):
             np.divide(p, np.maximum.reduce(p, axis=1, keepdims=True), out=p)
@@ -100,7 +120,11 @@ def _filter(samplers: Sequence[Sampler], p: np.ndarray) -> None:
             part = p[which]
             np.divide(part, np.maximum.reduce(part, axis=1, keepdims=True), out=part)
             p[which] = np.power(part, inv_t, out=part)
-    cut = [i for i in rows if samplers[i].top_k is not None or samplers[i].top_p is not None]
+    if same:
+        cut: Sequence[int] = rows if first.top_k is not None or first.top_p is not None else ()
+    else:
+        cut = [i for i in rows
+               if samplers[i].top_k is not None or samplers[i].top_p is not None]
     if not cut:
         return
     part = p if len(cut) == len(samplers) else p[cut]
@@ -108,17 +132,20 @@ def _filter(samplers: Sequence[Sampler], p: np.ndarray) -> None:
     # each row's values from the largest down: __call__'s stable ranking, without the
     # indices (equal values add up the same whichever index each came from)
     desc = np.sort(part, axis=1)[:, ::-1]
-    keep = np.array([samplers[i].top_k or width for i in cut])
-    nucleus = [j for j, i in enumerate(cut) if samplers[i].top_p is not None]
+    keep = np.full(len(cut), first.top_k or width) if same else \
+        np.array([samplers[i].top_k or width for i in cut])
+    nucleus: Sequence[int] = (range(len(cut)) if first.top_p is not None else ()) if same \
+        else [j for j, i in enumerate(cut) if samplers[i].top_p is not None]
     if nucleus:
-        mass = np.add.accumulate(desc if len(nucleus) == len(cut) else desc[nucleus], axis=1)
-        k = keep[nucleus]
-        below = np.array([samplers[cut[j]].top_p for j in nucleus]) \
-            * mass[np.arange(len(nucleus)), k - 1]
+        whole = len(nucleus) == len(cut)
+        mass = np.add.accumulate(desc if whole else desc[list(nucleus)], axis=1)
+        k = keep if whole else keep[list(nucleus)]
+        tops = first.top_p if same else np.array([samplers[cut[j]].top_p for j in nucleus])
+        below = tops * mass[np.arange(len(nucleus)), k - 1]
         # searchsorted(below, side="left") over the first k sums: the sums < below
         count = np.add.reduce((mass < below[:, None]) & (np.arange(width) < k[:, None]),
                               axis=1)
-        keep[nucleus] = np.minimum(k, count + 1)
+        keep[list(nucleus)] = np.minimum(k, count + 1)
     # the first `keep` of the ranking: the values above the last one kept, and of those
     # equal to it the lowest indices (the stable ranking puts them first)
     last = desc[np.arange(len(cut)), keep - 1][:, None]

@@ -30,8 +30,11 @@ SETTINGS: list[dict[str, Any]] = [
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("mixed", [True, False])
 @pytest.mark.parametrize("ties", [False, True])
-def test_draw_rows_is_each_sampler_called_on_its_row(dtype: Any, mixed: bool,
-                                                     ties: bool) -> None:
+@pytest.mark.parametrize("common", [{"temperature": 0.8, "top_p": 0.9},
+                                    {"temperature": 0.7, "top_k": 6, "top_p": 0.8,
+                                     "min_p": 0.05}])
+def test_draw_rows_is_each_sampler_called_on_its_row(dtype: Any, mixed: bool, ties: bool,
+                                                     common: dict[str, Any]) -> None:
     """Every setting and mix of settings, rows with ties (top-k and top-p keep the lower
     index) and zeros, bad rows among good ones: the index or error each sampler gives
     alone, and the same random numbers used (draw counts, then the next draws agree)."""
@@ -40,7 +43,7 @@ def test_draw_rows_is_each_sampler_called_on_its_row(dtype: Any, mixed: bool,
 
     def samplers() -> list[Sampler]:
         return [Sampler(width, seed=i, **(SETTINGS[i % len(SETTINGS)] if mixed
-                                          else {"temperature": 0.8, "top_p": 0.9}))
+                                          else common))
                 for i in range(rows)]
 
     together, alone = samplers(), samplers()
