@@ -145,24 +145,26 @@ def summary(streams: list[Stream], wall: float) -> dict[str, float]:
 
 
 def step_cost(model_path: str, batch: int) -> float:
-    """Seconds of one step of ``batch`` streams in the process, as the engine does it:
-    ``Model.step`` on one-hot rows, then one draw per row (``nnre.draws.draw_rows``) with the
-    bundle's sampling settings."""
+    """Seconds of one step of ``batch`` streams in the process, as the engine does it: one
+    step of its stepper (``nnre.serve.steps``: the model's lean tape, the state left in its
+    ring), then one draw for the rows (``nnre.draws.draw_rows``) with the bundle's sampling
+    settings."""
     import nnre
-    from nnre.codecs import Sampler, rows, text_io
+    from nnre.codecs import Sampler, text_io
     from nnre.draws import draw_rows
+    from nnre.serve.steps import steps_for
 
     model = nnre.load(model_path)
     io = text_io(model.metadata, list(model.inputs), list(model.outputs))
-    width = model.inputs[io.input].shape[0]
     settings = {k: v for k, v in model.sampling.items() if k != "greedy"}
     samplers = [Sampler(len(io.chars.vocab), seed=i, **settings) for i in range(batch)]
-    x = rows(list(range(batch)), width, model.dtype)
+    stepper = steps_for(model, io.input, io.output)
+    codes = [i % len(io.chars.vocab) for i in range(batch)]
     state = [model.zero_state(batch)]
 
     def step() -> None:
-        out, state[0] = model.step({io.input: x}, state[0])
-        draw_rows(samplers, out[io.output])
+        probs, state[0] = stepper.step(codes, state[0])
+        draw_rows(samplers, probs)
 
     return best_of(lambda: [step() for _ in range(100)], 5) / 100
 
