@@ -68,6 +68,43 @@ def test_draw_rows_is_each_sampler_called_on_its_row(dtype: Any, mixed: bool, ti
             assert together[i].draws == alone[i].draws
 
 
+@pytest.mark.parametrize("zero_weight", [False, True])
+def test_ring_steps_are_model_step_bit_for_bit(zero_weight: bool) -> None:
+    """The engine's stepper (state left in the tape's ring, the one-hot input's product
+    taken as weight rows) against ``Model.step`` on one-hot rows: the same outputs and state,
+    bit for bit, over steps at batch 1, 3 and 32 with rows reordered and states put in
+    between. With a zero weight the product is kept (a zero could change sign)."""
+    from nnre.codecs import rows
+    from nnre.serve.steps import RingSteps
+
+    model = nnre.load(SAMPLES / "lighthouse.bundle")
+    if zero_weight:
+        params = {k: np.array(v) for k, v in model._params.items()}
+        params["W_f"][3, 7] = 0.0
+        model = nnre.Model.from_equations(model.equations, params, model.dims,
+                                          metadata=model.metadata)
+    io = text_io(model.metadata, ["x"], ["y"])
+    stepper = RingSteps(model, "x", "y")
+    picked = sum(getattr(f, "func", None) is np.take for f in stepper._ring(3).tapes[0])
+    assert picked == (0 if zero_weight else 1)
+    rng = np.random.default_rng(5)
+    for batch in (1, 3, 32):
+        state = model.zero_state(batch)
+        mine: Any = dict(state)
+        for t in range(40):
+            codes = rng.integers(0, len(io.chars.vocab), batch).tolist()
+            want, state = model.step({"x": rows(codes, 51, model.dtype)}, state)
+            got, mine = stepper.step(codes, mine)
+            assert np.array_equal(got, want["y"]), (batch, t)
+            assert all(np.array_equal(mine[k], state[k]) for k in state), (batch, t)
+            if t % 10 == 9:  # streams leave and join: rows reordered, a row's state put
+                order = rng.permutation(batch)
+                state = staterows.take(state, list(order), batch)
+                mine = staterows.take(mine, list(order), batch)
+                staterows.put(mine, 0, staterows.row(state, batch - 1))
+                staterows.put(state, 0, staterows.row(state, batch - 1))
+
+
 def test_stop_filter_holds_back_what_may_start_a_stop() -> None:
     f = StopFilter(["\n\n", "END"])
     shown = [f.push(c) for c in "ab\nc\n\nx"]
