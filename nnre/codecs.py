@@ -146,6 +146,10 @@ def text_io(metadata: Mapping[str, Any], inputs: Sequence[str], outputs: Sequenc
     return TextIO(iname, oname, chars)
 
 
+_accumulate = np.add.accumulate
+_largest = np.maximum.reduce
+
+
 class Sampler:
     """Draws an index from a distribution. The one place sampling is defined, in this order:
 
@@ -190,6 +194,9 @@ class Sampler:
         self.seen = np.zeros(size, np.int64)  # how often each index is in ``recent``
         self.plain = not self.greedy and self.inv_t == 1.0 and self.top_k is None \
             and self.top_p is None and self.min_p is None and self.penalty is None
+        #: what decides a draw besides the seed (``nnre.draws`` draws equal ones as one)
+        self.settings = (self.greedy, self.inv_t, self.top_k, self.top_p, self.min_p,
+                         self.penalty)
         self.rng = np.random.default_rng(seed)
         self.draws = 0
         self._cdf = np.empty(size, np.float64)
@@ -210,9 +217,9 @@ class Sampler:
         cdf = self._cdf
         if probs.dtype == np.float64:  # only a float64 output can overflow a float64 sum
             with np.errstate(over="ignore"):
-                np.cumsum(probs, dtype=np.float64, out=cdf)
-        else:
-            np.cumsum(probs, dtype=np.float64, out=cdf)
+                _accumulate(probs, dtype=np.float64, out=cdf)
+        else:  # the ufunc itself, as np.cumsum calls it, without its ~1 µs of wrapping
+            _accumulate(probs, dtype=np.float64, out=cdf)
         # NaN fails every comparison, so it lands here too; the checks cost ~1 µs a draw
         if not (probs.size and 0 < cdf[-1] < math.inf and np.minimum.reduce(probs) >= 0):
             raise OutputError(f"sampling step {self.draws}: {not_a_distribution(probs)}")
@@ -222,59 +229,18 @@ class Sampler:
         if self.greedy:
             code = int(p.argmax())
         else:
-            np.cumsum(self._filtered(p), dtype=np.float64, out=cdf)
+            _accumulate(self._filtered(p), dtype=np.float64, out=cdf)
             code = int(cdf.searchsorted(self.rng.random() * cdf[-1], side="right"))
-        self.remember((code,))
+        if self.penalty is not None:
+            self.remember((code,))
         return code
-
-    @staticmethod
-    def draw_rows(samplers: Sequence[Sampler], probs: np.ndarray) -> list[int | OutputError]:
-        """Row i of ``probs`` (B, V) drawn by ``samplers[i]``: for each row the index that
-        ``samplers[i](probs[i])`` gives, or the OutputError it raises (other rows unaffected).
-
-        Rows whose sampler is plain, greedy or temperature-only are drawn together: the same
-        float operations in the same order per row (a cumulative sum runs along each row
-        either way), so the same indices, for one NumPy call per operation instead of one per
-        row (32 rows at temperature 0.8: ~60 µs instead of ~320). Each sampler still draws
-        its own uniform number.
-        """
-        out: list[int | OutputError] = [0] * len(samplers)
-        groups: dict[tuple[bool, float], list[int]] = {}
-        for i, s in enumerate(samplers):
-            if s.penalty is None and s.min_p is None and s.top_k is None and s.top_p is None:
-                groups.setdefault((s.greedy, s.inv_t), []).append(i)
-            else:
-                out[i] = _one(s, probs[i])
-        for (greedy, inv_t), rows in groups.items():
-            block = probs if len(rows) == len(probs) else probs[rows]
-            if len(rows) == 1 or not block.shape[1] or not _drawable(block):
-                for i in rows:  # one row, or a bad one: __call__ itself (it names the problem)
-                    out[i] = _one(samplers[i], probs[i])
-                continue
-            if greedy:
-                codes = block.argmax(axis=1)
-                for i in rows:
-                    samplers[i].draws += 1
-            else:
-                cols = np.array(block.T, dtype=np.float64, order="C")  # (V, rows): fast sums
-                if inv_t != 1.0:  # _filtered's temperature step
-                    np.divide(cols, cols.max(axis=0), out=cols)
-                    np.power(cols, inv_t, out=cols)
-                cdf = np.cumsum(cols, axis=0, out=cols)
-                u = np.empty(len(rows))
-                for j, i in enumerate(rows):
-                    samplers[i].draws += 1
-                    u[j] = samplers[i].rng.random()
-                # searchsorted(x, side="right") on a non-decreasing column: the entries ≤ x
-                codes = np.add.reduce(cdf <= u * cdf[-1], axis=0)
-            for i, code in zip(rows, codes.tolist(), strict=True):
-                out[i] = code
-        return out
 
     def _penalized(self, probs: np.ndarray) -> np.ndarray:
         """Step 1: llama.cpp's repeat penalty on the centred log-probabilities."""
         p = np.asarray(probs, np.float64)
-        seen = np.flatnonzero(self.seen) if self.penalty is not None else ()
+        if self.penalty is None:
+            return p
+        seen = np.flatnonzero(self.seen)
         if not len(seen):
             return p
         live = p > 0
@@ -290,9 +256,10 @@ class Sampler:
     def _filtered(self, p: np.ndarray) -> np.ndarray:
         """Steps 2–5 on the (penalized) float64 distribution."""
         if self.min_p is not None:
-            p = np.where(p >= self.min_p * p.max(), p, 0.0)
+            p = np.where(p >= self.min_p * _largest(p), p, 0.0)
         if self.inv_t != 1.0:  # p^(1/T) after scaling the largest to 1: no underflow to 0/0
-            p = np.power(p / p.max(), self.inv_t)
+            p = p / _largest(p)  # a new array: p may be the caller's
+            np.power(p, self.inv_t, out=p)
         if self.top_k is None and self.top_p is None:
             return p
         order = np.argsort(-p, kind="stable")
@@ -303,26 +270,6 @@ class Sampler:
         out = np.zeros_like(p)
         out[order[:keep]] = p[order[:keep]]
         return out
-
-
-def _drawable(block: np.ndarray) -> bool:
-    """Whether every row passes ``Sampler.__call__``'s rule: finite, ≥ 0, a positive total
-    (float64 running sums, as there; a float32 row cannot overflow one, so its total is
-    enough)."""
-    if block.dtype == np.float64:
-        with np.errstate(over="ignore"):
-            total = np.cumsum(block.T, axis=0, dtype=np.float64)[-1]
-    else:
-        total = np.add.reduce(block, axis=1, dtype=np.float64)
-    return bool(((0 < total) & (total < math.inf)).all()
-                and (np.minimum.reduce(block, axis=1) >= 0).all())
-
-
-def _one(sampler: Sampler, row: np.ndarray) -> int | OutputError:
-    try:
-        return sampler(row)
-    except OutputError as err:
-        return err
 
 
 def _check_settings(temperature: Any, top_k: Any, top_p: Any, seed: Any, min_p: Any,

@@ -12,10 +12,11 @@ last ``context // 2`` characters (on a tape of its own, then copied into its row
 stops and costs one re-read per ``context // 2`` characters. A prime longer than the context
 keeps its last ``context`` characters.
 
-Several primes run as one batch, one row each: one tape replay per character for all of them.
-Stream i draws with its own sampler seeded ``seed + i``, so it gives the text that prime alone
-gives with ``seed + i`` (up to the rounding of a batched matrix product, which could move a
-draw that lands within ~1e-7 of a boundary between two characters).
+Several primes run as one batch, one row each: one tape replay per character for all of them,
+and one draw for all of them (:func:`nnre.draws.draw_rows`). Stream i draws with its own
+sampler seeded ``seed + i``, so it gives the text that prime alone gives with ``seed + i``
+(up to the rounding of a batched matrix product, which could move a draw that lands within
+~1e-7 of a boundary between two characters).
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ from typing import Any
 
 from nnre import budget
 from nnre.codecs import Sampler, text_io
-from nnre.errors import FeedError
+from nnre.draws import draw_rows
+from nnre.errors import FeedError, OutputError
 
 SAMPLER_BYTES = 4096  # one Sampler besides its two arrays: objects, deque, PCG64 (~2.9 KiB)
 
@@ -108,9 +110,18 @@ def _streams(model: Any, input_name: str, out_index: int, vocab: list[str],
                 shift.restart(i, t % phases)
             t += 1
         out = rows[(t - 1) % phases]
-        for i in live:
+        if len(live) == 1:
+            i = live[0]
             drawn[i] = code = samplers[i](out[i])
             chars[i] = vocab[code]
+        else:  # the rows drawn together, each as its sampler alone draws it
+            got = draw_rows([samplers[i] for i in live],
+                            out if len(live) == batch else out[live])
+            for i, one in zip(live, got, strict=True):
+                if isinstance(one, OutputError):
+                    raise one
+                drawn[i] = one
+                chars[i] = vocab[one]
         yield tuple(chars)
         if stop:
             for i in live:

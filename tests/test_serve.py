@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -266,6 +267,57 @@ def test_completion_text_is_what_nnre_run_prints(server: Server) -> None:
     assert [e["choices"][0]["finish_reason"] for e in chunks][-1] == "length"
     assert all(e["choices"][0]["finish_reason"] is None for e in chunks[:-1])
     assert events[-2]["choices"] == [] and events[-2]["usage"]["completion_tokens"] == 150
+
+
+#: (nnre run's flags, the same settings as request fields)
+RUN_SETTINGS: list[tuple[list[str], dict[str, Any]]] = [
+    (["--temp", "0.6"], {"temperature": 0.6}),
+    (["--top-k", "4"], {"top_k": 4}),
+    (["--top-p", "0.85"], {"top_p": 0.85}),
+    (["--temp", "1.2", "--top-k", "8", "--top-p", "0.9", "--min-p", "0.02"],
+     {"temperature": 1.2, "top_k": 8, "top_p": 0.9, "min_p": 0.02}),
+]
+
+
+def test_settings_and_n_streamed_together_are_what_nnre_run_prints(server: Server) -> None:
+    """Requests with temperature, top-k, top-p (and all at once), n=2 each, streamed at the
+    same time so their streams share steps (and draws): choice i of each is the text
+    ``nnre run --seed (seed + i)`` prints alone with the same flags (one sampler drawing one
+    row: the oracle of the batched draws), and ``--num-samples 2`` (a batch too) agrees."""
+    length, n = 160, 2
+
+    def run(seed: int, flags: list[str], samples: int = 1) -> list[str]:
+        out = subprocess.run([sys.executable, "-m", "nnre", "run", str(TEXT), "-p", "The ",
+                              "-n", str(length), "--seed", str(seed), "--num-samples",
+                              str(samples), *flags], capture_output=True, text=True,
+                             check=True, cwd=ROOT, env=ENV).stdout
+        texts = re.split(r"^--- sample \d+ of \d+, --seed \d+ ---\n", out, flags=re.M)[1:] \
+            if samples > 1 else [out]
+        assert len(texts) == samples and all(t.startswith("The ") for t in texts)
+        return [t[len("The "):len("The ") + length] for t in texts]
+
+    printed = [[run(20 + k + i, flags)[0] for i in range(n)]
+               for k, (flags, _) in enumerate(RUN_SETTINGS)]
+    assert run(23, RUN_SETTINGS[3][0], n) == printed[3]
+    got: dict[int, list[str]] = {}
+
+    def client(k: int) -> None:
+        body = {"model": "lighthouse", "prompt": "The ", "max_tokens": length, "n": n,
+                "seed": 20 + k, "stream": True} | RUN_SETTINGS[k][1]
+        texts = [""] * n
+        with server.client() as c, c.stream("POST", "/v1/completions", json=body) as r:
+            for e in sse(r):
+                if e != "[DONE]":
+                    texts[e["choices"][0]["index"]] += e["choices"][0]["text"]
+        got[k] = texts
+
+    threads = [threading.Thread(target=client, args=(k,)) for k in range(len(RUN_SETTINGS))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    for k in range(len(RUN_SETTINGS)):
+        assert got[k] == printed[k], RUN_SETTINGS[k][0]
 
 
 def test_stop_n_echo_and_prompt_lists(server: Server, text_model: Any) -> None:

@@ -13,6 +13,7 @@ from serve_helpers import SAMPLES
 
 import nnre
 from nnre.codecs import Sampler, text_io
+from nnre.draws import draw_rows
 from nnre.errors import OutputError
 from nnre.serve import rows as staterows
 from nnre.serve.engine import StopFilter, TextEngine, TextStream
@@ -20,27 +21,44 @@ from nnre.serve.engine import StopFilter, TextEngine, TextStream
 SETTINGS: list[dict[str, Any]] = [
     {}, {"temperature": 0.8}, {"temperature": 0.5}, {"greedy": True}, {"temperature": 0},
     {"top_k": 5}, {"top_p": 0.9}, {"repeat_penalty": 1.2}, {"min_p": 0.1},
-    {"temperature": 1.3}]
+    {"temperature": 1.3}, {"temperature": 0.7, "top_k": 3, "top_p": 0.8},
+    {"top_k": 1}, {"top_p": 0.3, "min_p": 0.05}, {"temperature": 0.8, "top_k": 60},
+    {"temperature": 0.9, "top_p": 1.0, "min_p": 0.2}, {"top_k": 12, "temperature": 2.0},
+    {"top_p": 0.999, "temperature": 0.5}]
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("mixed", [True, False])
-def test_draw_rows_is_each_sampler_called_on_its_row(dtype: Any, mixed: bool) -> None:
+@pytest.mark.parametrize("ties", [False, True])
+@pytest.mark.parametrize("common", [{"temperature": 0.8, "top_p": 0.9},
+                                    {"temperature": 0.7, "top_k": 6, "top_p": 0.8,
+                                     "min_p": 0.05}])
+def test_draw_rows_is_each_sampler_called_on_its_row(dtype: Any, mixed: bool, ties: bool,
+                                                     common: dict[str, Any]) -> None:
+    """Every setting and mix of settings, rows with ties (top-k and top-p keep the lower
+    index) and zeros, bad rows among good ones: the index or error each sampler gives
+    alone, and the same random numbers used (draw counts, then the next draws agree)."""
     rng = np.random.default_rng(1)
     rows, width = 40, 51
 
     def samplers() -> list[Sampler]:
         return [Sampler(width, seed=i, **(SETTINGS[i % len(SETTINGS)] if mixed
-                                          else {"temperature": 0.8})) for i in range(rows)]
+                                          else common))
+                for i in range(rows)]
 
     together, alone = samplers(), samplers()
     for step in range(200):
         probs = (rng.random((rows, width)) ** 4).astype(dtype)
+        if ties:  # a few distinct values per row: many ties, and whole rows of one value
+            probs = np.round(probs * 4) / 4
+            probs[step % rows] = 0.5
         if step % 50 == 7:
             probs[3, 5] = np.nan  # a bad row: its own error, the others drawn as ever
         if step % 60 == 9:
             probs[12] = 0
-        got = Sampler.draw_rows(together, probs)
+        if step % 70 == 11 and dtype == np.float64:
+            probs[20, :2] = 1e308  # finite values whose running sum overflows
+        got = draw_rows(together, probs)
         for i in range(rows):
             try:
                 want: Any = alone[i](probs[i])
@@ -48,6 +66,43 @@ def test_draw_rows_is_each_sampler_called_on_its_row(dtype: Any, mixed: bool) ->
                 want = str(err)
             assert (got[i] if isinstance(got[i], int) else str(got[i])) == want, (step, i)
             assert together[i].draws == alone[i].draws
+
+
+@pytest.mark.parametrize("zero_weight", [False, True])
+def test_ring_steps_are_model_step_bit_for_bit(zero_weight: bool) -> None:
+    """The engine's stepper (state left in the tape's ring, the one-hot input's product
+    taken as weight rows) against ``Model.step`` on one-hot rows: the same outputs and state,
+    bit for bit, over steps at batch 1, 3 and 32 with rows reordered and states put in
+    between. With a zero weight the product is kept (a zero could change sign)."""
+    from nnre.codecs import rows
+    from nnre.serve.steps import RingSteps
+
+    model = nnre.load(SAMPLES / "lighthouse.bundle")
+    if zero_weight:
+        params = {k: np.array(v) for k, v in model._params.items()}
+        params["W_f"][3, 7] = 0.0
+        model = nnre.Model.from_equations(model.equations, params, model.dims,
+                                          metadata=model.metadata)
+    io = text_io(model.metadata, ["x"], ["y"])
+    stepper = RingSteps(model, "x", "y")
+    picked = sum(getattr(f, "func", None) is np.take for f in stepper._ring(3).tapes[0])
+    assert picked == (0 if zero_weight else 1)
+    rng = np.random.default_rng(5)
+    for batch in (1, 3, 32):
+        state = model.zero_state(batch)
+        mine: Any = dict(state)
+        for t in range(40):
+            codes = rng.integers(0, len(io.chars.vocab), batch).tolist()
+            want, state = model.step({"x": rows(codes, 51, model.dtype)}, state)
+            got, mine = stepper.step(codes, mine)
+            assert np.array_equal(got, want["y"]), (batch, t)
+            assert all(np.array_equal(mine[k], state[k]) for k in state), (batch, t)
+            if t % 10 == 9:  # streams leave and join: rows reordered, a row's state put
+                order = rng.permutation(batch)
+                state = staterows.take(state, list(order), batch)
+                mine = staterows.take(mine, list(order), batch)
+                staterows.put(mine, 0, staterows.row(state, batch - 1))
+                staterows.put(state, 0, staterows.row(state, batch - 1))
 
 
 def test_stop_filter_holds_back_what_may_start_a_stop() -> None:

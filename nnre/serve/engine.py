@@ -6,7 +6,7 @@ through its own rows of the state; a new stream joins at the next step (its prom
 character per step, exactly as ``Model.generate`` feeds a prime, so a stream's text is the one
 ``nnre run`` gives alone with the same seed and settings), and a finished or cancelled one
 leaves before the next step. Each stream draws with its own ``Sampler`` (settings and seed);
-the rows that draw in a step are drawn together (``Sampler.draw_rows``). A stream of a model
+the rows that draw in a step are drawn together (:func:`nnre.draws.draw_rows`). A stream of a model
 with a context (a transformer) that would step past it shifts it as ``Model.generate``
 does: it starts again from the zero state, fed its last ``context // 2`` characters.
 
@@ -25,6 +25,7 @@ few slices.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
@@ -35,11 +36,13 @@ import numpy as np
 
 from nnre import budget
 from nnre.codecs import Sampler, rows, text_io
+from nnre.draws import draw_rows
 from nnre.errors import NnreError, OutputError
 from nnre.generate import SAMPLER_BYTES
 from nnre.serve import rows as staterows
 from nnre.serve.errors import Busy
 from nnre.serve.runner import Runner
+from nnre.serve.steps import steps_for
 
 Arrays = dict[str, np.ndarray]
 
@@ -142,6 +145,7 @@ class TextEngine:
         self.state: Arrays = {}
         self.size = 0  # rows of the state: the streams, padded to a bucket size
         self.runner = Runner(f"{name}-text")
+        self.steps = steps_for(model, io.input, io.output)
         self.reserved = 0  # bytes the streams taken may use (checked against the budget)
         memory = model.memory  # type: ignore[attr-defined]
         self._row_bytes = memory(2) - memory(1)
@@ -191,7 +195,8 @@ class TextEngine:
         try:
             while self._admit():
                 if self.runner.last > self.runner.inline_limit:
-                    changed = await self.runner(self._step)  # a slow model: one step per turn
+                    changed: set[TextStream] = set()
+                    await self.runner(functools.partial(self._step, changed))  # a step a turn
                 else:
                     changed = self._slice_of_steps()
                 self._wake(changed)
@@ -213,15 +218,17 @@ class TextEngine:
         """Steps on the event loop until the slice is used; a step that took longer than the
         runner's limit sends the next ones to its thread."""
         changed: set[TextStream] = set()
-        start = time.thread_time()  # CPU time: a pause by the scheduler is nobody's work
+        # CPU time: a pause by the scheduler is nobody's work; one clock read a step (a
+        # system call), the admission between two steps counted in the next
+        start = before = time.thread_time()
         while True:
-            before = time.thread_time()
-            changed |= self._step()
+            self._step(changed)
             now = time.thread_time()
             self.runner.last = now - before
             if now - start >= self._slice or not self._admit() or \
                     self.runner.last > self.runner.inline_limit:
                 return changed
+            before = now
 
     def _wake(self, streams: set[TextStream]) -> None:
         for s in streams:
@@ -262,43 +269,42 @@ class TextEngine:
             self.observe("queue", len(self.waiting))
         return bool(self.streams)
 
-    def _step(self) -> set[TextStream]:
+    def _step(self, changed: set[TextStream]) -> None:
         """One step of every active stream: feed each its next code, draw where a stream has
-        nothing left to feed. Returns the streams that have news."""
+        nothing left to feed. Adds the streams that have news to ``changed``."""
         streams = self.streams
         codes = [s.feed.popleft() for s in streams]
         full = self._full(codes) if self.context else []
-        x = rows(codes + [0] * (self.size - len(codes)), self.width, self.dtype)
+        if len(codes) < self.size:
+            codes += [0] * (self.size - len(codes))
         failed: dict[int, NnreError] = {}
         if self.batching:
             try:
-                out, self.state = self.model.step({self.input: x}, self.state)
-                probs = out[self.output]
+                probs, self.state = self.steps.step(codes, self.state)
             except NnreError:  # one stream's input or state is bad: find it, keep the rest
-                probs, failed = self._alone(x)
+                probs, failed = self._alone(codes)
         else:  # the baseline: each stream alone, batch 1
-            probs, failed = self._alone(x)
+            probs, failed = self._alone(codes)
         for i in full:
             probs[i] = self._restart(i)
         self.observe("batch", len(streams))
-        changed: set[TextStream] = set()
         for i, err in failed.items():
             self._end(streams[i], "error", err)
             changed.add(streams[i])
-        drawing = [i for i, s in enumerate(streams)
-                   if not s.feed and s.max_new > s.drawn and i not in failed]
+        drawing: list[int] = []
+        fed: list[int] = []  # fed: the prompt is read and nothing to draw (max_new 0)
+        for i, s in enumerate(streams):
+            if not s.feed and i not in failed:
+                (drawing if s.max_new > s.drawn else fed).append(i)
         if drawing:
             block = probs if len(drawing) == len(probs) else probs[drawing]
-            results = Sampler.draw_rows([streams[i].sampler for i in drawing], block)
-            now = time.perf_counter()
-            for i, code in zip(drawing, results, strict=True):
-                self._accept(i, streams[i], code, now)
+            results = draw_rows([streams[i].sampler for i in drawing], block)
+            self._accept(drawing, results, time.perf_counter())
+            changed.update([streams[i] for i in drawing])
+        for i in fed:
+            if not streams[i].done:
+                self._finish(i, streams[i], "length")
                 changed.add(streams[i])
-        for i, s in enumerate(streams):
-            if not s.feed and not s.done and s.drawn >= s.max_new:  # max_new 0: prompt only
-                self._finish(i, s, "length")
-                changed.add(s)
-        return changed
 
     def _full(self, codes: list[int]) -> list[int]:
         """Record this step's codes; the streams whose context is full before it. Their rows
@@ -327,42 +333,46 @@ class TextEngine:
         staterows.put(self.state, i, state)
         return out[self.output][0]  # type: ignore[no-any-return]
 
-    def _alone(self, x: np.ndarray) -> tuple[np.ndarray, dict[int, NnreError]]:
+    def _alone(self, codes: list[int]) -> tuple[np.ndarray, dict[int, NnreError]]:
         """Each stream stepped alone at batch 1: its output row, or its error."""
         probs = np.zeros((len(self.streams), len(self.vocab)), self.dtype)
         failed: dict[int, NnreError] = {}
         for i in range(len(self.streams)):
             one = {k: v[i:i + 1] for k, v in self.state.items()}
             try:
-                y, new = self.model.step({self.input: x[i:i + 1]}, one)
+                y, new = self.steps.step(codes[i:i + 1], one)
             except NnreError as err:
                 failed[i] = err
                 continue
-            probs[i] = y[self.output][0]
+            probs[i] = y[0]
             staterows.put(self.state, i, new)
         return probs, failed
 
-    def _accept(self, i: int, s: TextStream, code: int | OutputError, now: float) -> None:
-        if isinstance(code, OutputError):
-            self._end(s, "error", code)
-            return
-        s.drawn += 1
-        if s.drawn == 1:
-            s.first_at = now
-        s.last_at = now
-        ch = self.vocab[code]
-        if s._stop is None:
-            s.text.append(ch)
-            hit = False
-        else:
-            shown, hit = s._stop.push(ch)
-            if shown:
-                s.text.append(shown)
-        if hit or s.drawn >= s.max_new:
-            s.pending = [code]
-            self._finish(i, s, "stop" if hit else "length")
-        else:
-            s.feed.append(code)
+    def _accept(self, drawing: list[int], codes: list[int | OutputError], now: float
+                ) -> None:
+        """Each drawing stream's character: its text, fed back next step, or its end."""
+        streams, vocab = self.streams, self.vocab
+        for i, code in zip(drawing, codes, strict=True):
+            s = streams[i]
+            if isinstance(code, OutputError):  # this stream's output is broken
+                self._end(s, "error", code)
+                continue
+            drawn = s.drawn = s.drawn + 1
+            if drawn == 1:
+                s.first_at = now
+            s.last_at = now
+            if s._stop is None:
+                s.text.append(vocab[code])
+                hit = False
+            else:
+                shown, hit = s._stop.push(vocab[code])
+                if shown:
+                    s.text.append(shown)
+            if hit or drawn >= s.max_new:
+                s.pending = [code]
+                self._finish(i, s, "stop" if hit else "length")
+            else:
+                s.feed.append(code)
 
     def _finish(self, i: int, s: TextStream, reason: str) -> None:
         if s._stop is not None and reason == "length":
