@@ -181,3 +181,57 @@ def test_cli_round_trip_export_import_pack_run(vector: str, tmp_path: Path) -> N
     for name, value in want.items():
         np.testing.assert_allclose(got[name], value, rtol=0, atol=1e-10, err_msg=name)
         np.testing.assert_allclose(got[name], case["expected"][name], rtol=1e-9, atol=1e-12)
+
+
+def _scans(proto: object) -> list:
+    return [n for n in proto.graph.node if n.op_type == "Scan"]  # type: ignore[attr-defined]
+
+
+def _mixed(proto: object) -> None:
+    for a in _scans(proto)[0].attribute:
+        if a.name == "scan_output_directions":
+            a.ints[0] = 0
+
+
+def _axes(proto: object) -> None:
+    _scans(proto)[1].attribute.append(onnx.helper.make_attribute("scan_input_axes", [0, 0]))
+
+
+def _relu(proto: object) -> None:
+    proto.graph.node[-1].op_type = "Relu"  # type: ignore[attr-defined]
+
+
+def _renamed(proto: object) -> None:
+    body = next(a for a in _scans(proto)[1].attribute if a.name == "body").g
+    old, body.input[0].name = body.input[0].name, "loop.other"
+    for node in body.node:
+        node.input[:] = ["loop.other" if x == old else x for x in node.input]
+
+
+def _no_metadata(proto: object) -> None:
+    del proto.metadata_props[:]  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("edit, message", [
+    (_mixed, r"Scan node '#11 → g_next' scans its sequences in different directions"),
+    (_axes, r"Scan node '#12 → h_next' has the attribute 'scan_input_axes'"),
+    (_relu, r"Relu node '#13 → y' reads the sequence 'seq\.%32' outside a Scan"),
+    (_renamed, r"Scan node '#12 → h_next' carries the state 'h' into its body 'loop' as "
+               r"'loop\.other', not as 'loop\.h_prev'"),
+    (_no_metadata, r"Scan node '#11 → g_next' is one of 2 Scans: .* metadata 'nnre\.state'"),
+])
+def test_other_layouts_of_several_scans_are_refused_by_node(edit, message, tmp_path) -> None:
+    """A graph with Scans that is not exactly the export's layout of time passes is refused
+    naming the node and what it lacks: by the API, and by the CLI in one ``error:`` line."""
+    from nndk.onnx.common import OnnxError
+
+    proto = export_model(load(VECTORS / "birnn_f64.bundle"), sequence=True)
+    edit(proto)
+    onnx.checker.check_model(proto)
+    with pytest.raises(OnnxError, match=message):
+        import_model(proto)
+    (tmp_path / "m.onnx").write_bytes(proto.SerializeToString())
+    proc = _nndk(tmp_path, "import", "m.onnx", "-o", "x.bundle")
+    assert proc.returncode == 1 and proc.stderr.startswith("error: ") and \
+        proc.stderr.count("\n") == 1, proc.stderr
+    assert not (tmp_path / "x.bundle").exists()

@@ -45,7 +45,8 @@ def unscan(proto: Any) -> Unscanned:
     scans = [n for n in graph.node if n.op_type == "Scan"]
     if not any(p.key == META_STATE for p in proto.metadata_props):
         if len(scans) > 1:
-            raise OnnxError(f"{_scan_label(scans[0], 0)} is one of {len(scans)} Scans: nndk "
+            first = next(i for i, n in enumerate(graph.node) if n.op_type == "Scan")
+            raise OnnxError(f"{_scan_label(scans[0], first)} is one of {len(scans)} Scans: nndk "
                             "reads several Scans back only from its own --sequence export of "
                             "a model with backward state (one Scan per time pass), whose "
                             f"metadata '{META_STATE}' names the state each pass carries; this "
@@ -117,7 +118,8 @@ def _flatten(proto: Any, bodies: dict[int, tuple[Any, dict[str, str]]],
 
 
 def _scan_label(scan: Any, index: int) -> str:
-    return f"Scan node '{scan.name or (scan.output[0] if scan.output else f'#{index}')}'"
+    """As the importer names a node: its name, else its place and first output."""
+    return f"Scan node '{scan.name or f'#{index} → ' + (scan.output[0] if scan.output else '')}'"
 
 
 def _passes(proto: Any, scans: list[Any], states: dict[str, tuple[str, str]]) -> Unscanned:
@@ -134,8 +136,9 @@ def _passes(proto: Any, scans: list[Any], states: dict[str, tuple[str, str]]) ->
         if node.op_type != "Scan":
             read = [x for x in node.input if x in sequences]
             if read and (node.op_type != "Identity" or index < last):
+                label = node.name or f"#{index} → {node.output[0] if node.output else ''}"
                 raise OnnxError(
-                    f"{node.op_type} node '{node.name or node.output[0]}' reads the sequence "
+                    f"{node.op_type} node '{label}' reads the sequence "
                     f"'{read[0]}' outside a Scan: nndk's --sequence export of a model with "
                     "backward state only hands its time passes' sequences on to the outputs; "
                     "this graph is not one, so it is not read back")
@@ -215,10 +218,12 @@ def _pass(scan: Any, index: int, by_prev: dict[str, tuple[str, str]], sequences:
                 way = "backward" if back else "forward"
                 raise refuse(f"runs {way} but carries the state '{key}', which runs the "
                              "other way")
-            if inner != f"{stage}.{outer}" or scan.output[i] != nxt or \
-                    body.output[i].name != f"{stage}.{nxt}":
-                raise refuse(f"does not give the state '{key}' back as '{nxt}' (its body "
-                             f"'{stage}' names it otherwise)")
+            if inner != f"{stage}.{outer}":
+                raise refuse(f"carries the state '{key}' into its body '{stage}' as "
+                             f"'{inner}', not as '{stage}.{outer}'")
+            if scan.output[i] != nxt or body.output[i].name != f"{stage}.{nxt}":
+                raise refuse(f"does not give the state '{key}' back as '{nxt}' from its "
+                             f"body's '{stage}.{nxt}'")
             seen.add(outer)
             rename[body.output[i].name] = nxt
         elif outer not in sequences or not inner.startswith(f"{stage}.in."):
