@@ -141,11 +141,14 @@ def test_sequence_export_with_backward_state_imports_back(case: str) -> None:
 
 def test_the_imported_equations_read_the_later_step() -> None:
     """The backward pass's state comes back as backward state (``gₜ₊₁``), its deeper lead
-    as ``dₜ₊₂``, the forward one's as ``hₜ₋₁``: the text a user reads is the original's."""
+    as ``dₜ₊₂``, the forward one's as ``hₜ₋₁``; a per-step value each pass recomputes (the
+    embedding) is one equation: the text a user reads is the original's."""
     result = import_model(export_model(load(VECTORS / "birnn_f64.bundle"), sequence=True))
     assert "U_g gₜ₊₁" in result.equations and "U_h hₜ₋₁" in result.equations
     stacked = import_model(export_model(_model(STACKED, "float64", 2), sequence=True))
     assert "R_2 dₜ₊₂" in stacked.equations and "R_1 bₜ₊₁" in stacked.equations
+    ids = import_model(export_model(load(VECTORS / "birnn_ids_f64.bundle"), sequence=True))
+    assert ids.equations.count("E[xₜ]ᵀ") == 1, ids.equations  # each pass reads it: one e
 
 
 def _nndk(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:

@@ -97,24 +97,50 @@ def _flatten(proto: Any, bodies: dict[int, tuple[Any, dict[str, str]]],
     """``proto`` with each Scan in ``bodies`` (by ``id``) replaced by its body's nodes, in
     place, their inputs and outputs renamed to the outer values they stand for; a body's
     Identity giving a sequence in ``unread`` (which nothing reads) is left out."""
+    from onnx.numpy_helper import to_array
+
     flat = copy.deepcopy(proto)
     del flat.graph.node[:]
+    same: dict[str, str] = {}  # a body's value → the equal one an earlier body computes
+    consts: dict[tuple[Any, ...], str] = {}
+    made: dict[tuple[Any, ...], list[str]] = {}
     for node in proto.graph.node:
         if id(node) not in bodies:
             flat.graph.node.append(copy.deepcopy(node))
             continue
         body, rename = bodies[id(node)]
+        for init in body.initializer:
+            value = (init.data_type, tuple(init.dims), to_array(init).tobytes())
+            if value in consts:
+                same[init.name] = consts[value]
+            else:
+                consts[value] = init.name
+                flat.graph.initializer.append(init)
         inside = {x for n in body.node for x in n.input}
+        outer = set(rename.values())
         for inner in body.node:
             if inner.op_type == "Identity" and rename.get(inner.output[0]) in unread and \
                     inner.output[0] not in inside:
                 continue
             moved = copy.deepcopy(inner)
-            moved.input[:] = [rename.get(x, x) for x in inner.input]
+            moved.input[:] = [same.get(x, x) for x in (rename.get(x, x) for x in inner.input)]
             moved.output[:] = [rename.get(x, x) for x in inner.output]
+            key = (moved.domain, moved.op_type, tuple(moved.input),
+                   tuple(a.SerializeToString() for a in moved.attribute))
+            if _pure(moved) and not outer & set(moved.output):
+                if key in made:  # the same value again (a pass recomputes what it reads)
+                    same.update(zip(moved.output, made[key], strict=True))
+                    continue
+                made[key] = list(moved.output)
             flat.graph.node.append(moved)
-        flat.graph.initializer.extend(body.initializer)
     return flat
+
+
+def _pure(node: Any) -> bool:
+    """The node gives the same outputs for the same inputs (no randomness, no subgraph)."""
+    return not node.op_type.startswith("Random") and \
+        node.op_type not in ("Dropout", "Bernoulli", "Multinomial") and \
+        all(a.type not in (5, 10) for a in node.attribute)  # GRAPH, GRAPHS
 
 
 def _scan_label(scan: Any, index: int) -> str:
