@@ -95,6 +95,9 @@ class Importer:
     #: Recurrent ops' states by canonical name (a Final names them), and which run backward
     states: dict[str, ex.Name] = field(default_factory=dict)
     backward: set[str] = field(default_factory=set)
+    #: keys of the graph's state inputs that are backward state (``gₜ₊₁`` is ``g_prev``):
+    #: only nndk's own --sequence export of a model with backward state has them
+    backward_keys: frozenset[str] = frozenset()
 
     # -- names and weights ---------------------------------------------------------------
     def time(self) -> int | None:
@@ -249,13 +252,21 @@ def state_meta(proto: Any) -> dict[str, tuple[str, str]]:
     return {}
 
 
-def start(proto: Any) -> Importer:
-    """An Importer with the graph's constants and inputs in place."""
+def state_offset(key: str, backward: bool) -> tuple[str, int]:
+    """A state's name and the step its input holds: ``h`` → (h, −1), ``h@t-2`` → (h, −2);
+    backward state ``g`` → (g, 1), ``g@t+2`` → (g, 2)."""
+    name, sep, lead = key.partition("@t+" if backward else "@t-")
+    return name, (1 if backward else -1) * int(lead or 1)
+
+
+def start(proto: Any, backward: frozenset[str] = frozenset()) -> Importer:
+    """An Importer with the graph's constants and inputs in place; ``backward`` names the
+    state inputs' keys that are backward state."""
     graph = proto.graph
     states = state_meta(proto)
     recurrent = any(n.op_type in RECURRENT for n in graph.node)
     imp = Importer(proto, read_opset(proto), graph_dtype(graph), timed=bool(states or recurrent),
-                   lead=2 if recurrent else 1)
+                   lead=2 if recurrent else 1, backward_keys=backward)
     onnx = require_onnx()
     for init in graph.initializer:
         value = onnx.numpy_helper.to_array(init)
@@ -382,7 +393,7 @@ def _input(imp: Importer, vi: Any, batch_first: bool = False) -> None:
 
 def _state_input(imp: Importer, vi: Any, key: str) -> None:
     dims = _dims(vi)
-    name, _, lag = key.partition("@t-")
+    name, step = state_offset(key, key in imp.backward_keys)
     readers = [n for n in imp.proto.graph.node if vi.name in n.input]
     by = f", read by {readers[0].op_type} node '{readers[0].name or readers[0].output[0]}'" \
         if readers else ""
@@ -402,7 +413,7 @@ def _state_input(imp: Importer, vi: Any, key: str) -> None:
         raise OnnxError(f"state input '{vi.name}' has shape {_show_dims(dims)}; expected "
                         "[batch, size]")
     imp.names.take(name)
-    imp.values[vi.name] = Dyn(ex.Name(name, -int(lag or 1)), (int(dims[1]),), flat=False)
+    imp.values[vi.name] = Dyn(ex.Name(name, step), (int(dims[1]),), flat=False)
     imp.inputs[vi.name] = (key, "state")
 
 

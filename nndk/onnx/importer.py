@@ -21,7 +21,7 @@ from nndk import __version__
 from nndk.onnx import expr as ex
 from nndk.onnx.common import META_BUNDLE, OnnxError, require_onnx
 from nndk.onnx.external import inline
-from nndk.onnx.graph import Importer, ImportResult, start, state_meta
+from nndk.onnx.graph import Importer, ImportResult, start, state_meta, state_offset
 from nndk.onnx.rearrange import written
 from nndk.onnx.scan import unscan
 from nndk.onnx.values import (
@@ -66,8 +66,8 @@ def read(path: str | Path) -> Any:
 
 def import_model(proto: Any, source: str = "<onnx>") -> ImportResult:
     """Convert a loaded ONNX model; raises OnnxError naming every unsupported node."""
-    proto = unscan(proto)  # our own --sequence export: its Scan body is the step
-    imp = start(proto)
+    flat = unscan(proto)  # our own --sequence export: its Scans' bodies are the step
+    imp = start(flat.proto, flat.backward)
     imp.run()
     declared = _outputs(imp)
     if imp.problems:
@@ -90,16 +90,16 @@ def _outputs(imp: Importer) -> list[str]:
     """Equations for the graph's outputs and next states; returns the declared outputs."""
     targets = {t.text for t, _ in imp.equations}
     for key, (_, out_name) in state_meta(imp.proto).items():
-        name, _, lag = key.partition("@t-")
+        name, step = state_offset(key, key in imp.backward_keys)
         value = imp.values.get(out_name)
-        if isinstance(value, Dyn) and not lag:
+        if isinstance(value, Dyn) and step in (-1, 1):
             old = value.expr
             if isinstance(old, ex.Name) and old.text in targets and old.time == 0:
                 _rename(imp, old.text, name)  # the step's own equation for it: call it h
             else:
                 imp.equations.append((ex.Name(name, 0), value.expr))
             targets.add(name)
-        elif not (isinstance(value, Dyn) and value.expr == ex.Name(name, 1 - int(lag or 1))):
+        elif not (isinstance(value, Dyn) and value.expr == ex.Name(name, step - step // abs(step))):
             imp.problems.setdefault(f"next state '{out_name}' is not a per-example value",
                                     []).append(out_name)
         imp.outputs[out_name] = (key, "state")
